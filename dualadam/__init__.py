@@ -1,0 +1,11 @@
+"""DualAdam and InvAdam optimizers (Jin et al., "DualAdam", Algorithm 1) for PyTorch.
+
+>>> import torch
+>>> from dualadam import DualAdam
+>>> w = torch.nn.Parameter(torch.ones(3))
+>>> opt = DualAdam([w], lr=1e-2, switch_rate=8e-5)
+"""
+
+from dualadam.optim import DualAdam, InvAdam, switch_alpha, switch_steps
+
+__all__ = ["DualAdam", "InvAdam", "switch_alpha", "switch_steps"]

@@ -1,0 +1,76 @@
+"""The embedded dataset: scikit-learn's copy of the UCI optical handwritten digits.
+
+1,797 real 8×8 grey-level images (pixel values 0–16) of the digits 0–9, shipped inside
+scikit-learn (``sklearn.datasets.load_digits``), so nothing is downloaded.
+
+The split is fixed and stratified: for each class, in class order, a
+``numpy.random.RandomState(0)`` permutation of that class's indices puts the first
+``round(0.2 · n_class)`` into the test split and the rest into the train split; each split is
+then shuffled by the same generator. That gives **1,438 train and 359 test images**, every class
+in both. NumPy guarantees the ``RandomState`` stream across versions, so the split never changes.
+
+Inputs are float32 shaped ``(1, 8, 8)``, normalised with one scalar mean and standard deviation
+(population, over all pixels of all *train* images), the same for both splits: the train split
+has mean 0 and standard deviation 1 over all its pixels. Targets are int64.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+INPUT_SHAPE = (1, 8, 8)
+NUM_CLASSES = 10
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images.astype(np.float64), bunch.target.astype(np.int64)
+
+
+def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed ``(train, test)`` indices into ``load_digits()``, in each split's own order."""
+    _, targets = _load()
+    rng = np.random.RandomState(SPLIT_SEED)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for label in range(NUM_CLASSES):
+        members = rng.permutation(np.flatnonzero(targets == label))
+        n_test = int(np.floor(TEST_FRACTION * len(members) + 0.5))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    train_idx = rng.permutation(np.concatenate(train))
+    test_idx = rng.permutation(np.concatenate(test))
+    return train_idx, test_idx
+
+
+@lru_cache(maxsize=1)
+def _normalised() -> tuple[dict[str, np.ndarray], float, float]:
+    images, _ = _load()
+    train_idx, test_idx = digits_split_indices()
+    mean = float(images[train_idx].mean())
+    std = float(images[train_idx].std())
+    return {"train": train_idx, "test": test_idx}, mean, std
+
+
+def digits_normalisation() -> tuple[float, float]:
+    """The scalar ``(mean, std)`` of the train pixels (in 0–16 units) used for both splits."""
+    _, mean, std = _normalised()
+    return mean, std
+
+
+def digits_dataset(split: str) -> TensorDataset:
+    """The ``split`` ("train" or "test") of the digits as a TensorDataset of (input, target)."""
+    images, targets = _load()
+    indices, mean, std = _normalised()
+    idx = indices[split]
+    inputs = ((images[idx] - mean) / std).astype(np.float32)[:, None, :, :]
+    return TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets[idx].copy()))

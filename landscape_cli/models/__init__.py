@@ -1,0 +1,259 @@
+"""Model architectures by name, for ``landscape train`` and the commands that load checkpoints.
+
+:func:`build_model` takes a spec and the data's shape:
+
+- a registry name from :data:`MODEL_NAMES`:
+
+  ========== =========================================================== ==========================
+  name       architecture                                                options (defaults)
+  ========== =========================================================== ==========================
+  mlp        flatten → Linear-ReLU per hidden width → Linear              ``hidden=(64, 64)``
+  cnn        3 conv-BN-ReLU layers, adaptive avg pool, linear (~24k)      ``width=16``
+  resnet18   CIFAR ResNet-18 (He et al. 2016), 3×3 stride-1 stem           ``width=64``
+  resnet50   CIFAR ResNet-50 (bottlenecks), 3×3 stride-1 stem              ``width=64``
+  vgg16      VGG-16-BN (Simonyan & Zisserman 2015), 512→classes linear     ``width=64``
+  vit_small  ViT-Small (Dosovitskiy et al. 2021), explicit softmax attn    ``patch_size=4, dim=384,
+                                                                           depth=12, heads=6,
+                                                                           mlp_ratio=4.0``
+  ========== =========================================================== ==========================
+
+  ``width`` is the channel count of the first stage (the others scale with it), so tests and
+  quick experiments can build narrow versions of the same architecture.
+- ``torchvision:NAME``: any torchvision classification model, built with
+  ``torchvision.models.get_model(NAME, weights=None, num_classes=...)``: never pretrained weights.
+  The options are passed on to the builder (e.g. ``image_size`` for torchvision's ViTs).
+- ``package.module:factory``: the user's own factory, called with the keyword arguments
+  ``input_shape``, ``num_classes`` and the options, of which it may ignore any it does not take.
+
+``input_shape`` is ``(C, H, W)`` for images or ``(D,)`` for vectors (only ``mlp`` and user
+factories take vectors). Every registry model accepts any reasonable ``H, W`` (8×8 digits, 32×32
+CIFAR) through adaptive pooling; ``vit_small`` needs ``H`` and ``W`` divisible by ``patch_size``.
+Initialization is deterministic given :func:`torch.manual_seed`. Errors are one-line
+:class:`~landscape_cli.errors.LandscapeError`\\ s.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from landscape_cli.errors import LandscapeError
+from landscape_cli.models.cifar_resnet import resnet18, resnet50
+from landscape_cli.models.small import MLP, SmallCNN
+from landscape_cli.models.vgg import vgg16
+from landscape_cli.models.vit import vit_small
+from landscape_cli.specs import call_factory, resolve_spec
+
+__all__ = [
+    "MODEL_NAMES",
+    "build_model",
+    "count_parameters",
+    "describe_model",
+    "model_options",
+]
+
+
+def _mlp(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int] = (64, 64)) -> MLP:
+    if isinstance(hidden, int):
+        hidden = (hidden,)
+    widths = tuple(int(w) for w in hidden)
+    if any(w <= 0 for w in widths):
+        raise LandscapeError(f"model 'mlp': hidden widths must be positive, got {list(widths)}")
+    return MLP(input_shape, num_classes, widths)
+
+
+def _cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> SmallCNN:
+    return SmallCNN(input_shape, num_classes, width)
+
+
+def _resnet18(input_shape: tuple[int, ...], num_classes: int, width: int = 64) -> nn.Module:
+    return resnet18(input_shape, num_classes, width)
+
+
+def _resnet50(input_shape: tuple[int, ...], num_classes: int, width: int = 64) -> nn.Module:
+    return resnet50(input_shape, num_classes, width)
+
+
+def _vgg16(input_shape: tuple[int, ...], num_classes: int, width: int = 64) -> nn.Module:
+    return vgg16(input_shape, num_classes, width)
+
+
+def _vit_small(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    patch_size: int = 4,
+    dim: int = 384,
+    depth: int = 12,
+    heads: int = 6,
+    mlp_ratio: float = 4.0,
+) -> nn.Module:
+    _, height, width = input_shape
+    if height % patch_size or width % patch_size:
+        raise LandscapeError(
+            f"model 'vit_small': image size {height}×{width} is not divisible by "
+            f"patch_size={patch_size}; pass a patch_size that divides both"
+        )
+    if dim % heads:
+        raise LandscapeError(f"model 'vit_small': dim={dim} is not divisible by heads={heads}")
+    return vit_small(input_shape, num_classes, patch_size, dim, depth, heads, mlp_ratio)
+
+
+# name -> (builder, needs an image input (C, H, W))
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
+    "mlp": (_mlp, False),
+    "cnn": (_cnn, True),
+    "resnet18": (_resnet18, True),
+    "resnet50": (_resnet50, True),
+    "vgg16": (_vgg16, True),
+    "vit_small": (_vit_small, True),
+}
+
+#: The registry names accepted by :func:`build_model` (besides ``torchvision:NAME`` and
+#: ``module:factory``).
+MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def _option_defaults(builder: Callable[..., nn.Module]) -> dict[str, Any]:
+    params = list(inspect.signature(builder).parameters.values())[2:]
+    return {p.name: p.default for p in params}
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options of registry model ``name`` with their default values."""
+    if name not in _REGISTRY:
+        raise LandscapeError(_unknown_model_message(name))
+    return _option_defaults(_REGISTRY[name][0])
+
+
+def _unknown_model_message(name: str) -> str:
+    return (
+        f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}, "
+        "or torchvision:NAME, or package.module:factory"
+    )
+
+
+def _check_shape(input_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise LandscapeError(
+            f"input_shape must be a tuple of integers, got {input_shape!r}"
+        ) from None
+    if not shape or any(d <= 0 for d in shape):
+        raise LandscapeError(f"input_shape must be non-empty and positive, got {shape}")
+    if int(num_classes) < 1:
+        raise LandscapeError(f"num_classes must be at least 1, got {num_classes}")
+    return shape
+
+
+def _build_registry(
+    name: str, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]
+) -> nn.Module:
+    builder, needs_image = _REGISTRY[name]
+    if needs_image and len(shape) != 3:
+        raise LandscapeError(
+            f"model {name!r} needs image inputs shaped (C, H, W), but the data has shape {shape}; "
+            "use --model mlp for vector data"
+        )
+    defaults = _option_defaults(builder)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        takes = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "none"
+        raise LandscapeError(
+            f"model {name!r} has no option {', '.join(repr(u) for u in unknown)} (options: {takes})"
+        )
+    for key, value in options.items():
+        default = defaults[key]
+        if isinstance(default, int) and not isinstance(default, bool):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise LandscapeError(
+                    f"model {name!r}: option {key} must be a positive integer, got {value!r}"
+                )
+        elif isinstance(default, float) and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0
+        ):
+            raise LandscapeError(f"model {name!r}: option {key} must be positive, got {value!r}")
+    try:
+        return builder(shape, num_classes, **options)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise LandscapeError(
+            f"cannot build model {name!r} with options {options}: {type(exc).__name__}: {detail}"
+        ) from exc
+
+
+def _build_torchvision(
+    name: str, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]
+) -> nn.Module:
+    import torchvision
+
+    for key in ("weights", "weights_backbone"):
+        if options.get(key) is not None:
+            raise LandscapeError(
+                f"torchvision:{name}: landscape never loads pretrained weights "
+                f"({key}={options[key]!r}); load your own checkpoint instead"
+            )
+    options = {k: v for k, v in options.items() if k not in ("weights", "weights_backbone")}
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise LandscapeError(
+            f"unknown torchvision classification model {name!r} (torchvision "
+            f"{torchvision.__version__} has {len(known)}, e.g. resnet18, vgg16_bn, vit_b_16; "
+            "list them with torchvision.models.list_models(module=torchvision.models))"
+        )
+    if len(shape) != 3 or shape[0] != 3:
+        raise LandscapeError(
+            f"torchvision:{name} needs 3-channel images shaped (3, H, W), but the data has shape "
+            f"{shape}"
+        )
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        raise LandscapeError(
+            f"cannot build torchvision:{name} with num_classes={num_classes} and options "
+            f"{options}: {type(exc).__name__}: {detail}"
+        ) from exc
+
+
+def build_model(
+    name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any
+) -> nn.Module:
+    """Build the model named by ``name`` for inputs of ``input_shape`` and ``num_classes`` classes.
+
+    ``name`` is a registry name (:data:`MODEL_NAMES`, case-insensitive), ``torchvision:NAME``, or
+    ``package.module:factory``; see the module docstring for the options of each. Raises
+    :class:`LandscapeError` for an unknown name, an unknown or invalid option, or an input shape
+    the architecture cannot take.
+    """
+    shape = _check_shape(input_shape, num_classes)
+    num_classes = int(num_classes)
+    spec = name.strip()
+    if ":" in spec:
+        prefix, _, rest = spec.partition(":")
+        if prefix.strip().lower() == "torchvision":
+            return _build_torchvision(rest.strip(), shape, num_classes, dict(options))
+        factory = resolve_spec(spec, "--model")
+        model = call_factory(factory, input_shape=shape, num_classes=num_classes, **options)
+        if not isinstance(model, nn.Module):
+            raise LandscapeError(
+                f"--model {spec} returned {type(model).__name__}, not a torch.nn.Module"
+            )
+        return model
+    key = spec.lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise LandscapeError(_unknown_model_message(name))
+    return _build_registry(key, shape, num_classes, dict(options))
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """The number of scalar parameters of ``model`` (each shared tensor counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def describe_model(model: nn.Module) -> int:
+    """The parameter count of ``model``: the one number commands report about an architecture."""
+    return count_parameters(model)

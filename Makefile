@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test
 
+# Until `landscape demo` lands: train the embedded default with Adam and DualAdam into demo/.
 demo: $(STAMP)
 	$(VENV)/bin/landscape --help
+	$(VENV)/bin/landscape train --model cnn --dataset digits --optimizer adam --out demo/cnn-digits-adam-s0.pt
+	$(VENV)/bin/landscape train --model cnn --dataset digits --optimizer dualadam --out demo/cnn-digits-dualadam-s0.pt
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

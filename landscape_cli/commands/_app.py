@@ -90,6 +90,15 @@ def _root(
     """landscape: Hessian spectra, traces and loss-landscape scans of PyTorch checkpoints."""
 
 
+def _register() -> None:
+    from landscape_cli.commands import train
+
+    app.command(name="train")(train.train)
+
+
+_register()
+
+
 def main() -> None:
     """Entry point of the ``landscape`` console script."""
     app()

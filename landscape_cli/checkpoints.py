@@ -1,0 +1,245 @@
+"""Checkpoints: the format ``landscape train`` writes, and loading whatever other tools write.
+
+The landscape format (DESIGN.md) is a ``torch.save`` of a dict that ``torch.load(...,
+weights_only=True)`` accepts: tensors, numbers, strings, lists and dicts only::
+
+    format: "landscape-checkpoint", version: 1
+    model:      {name, kwargs: {input_shape, num_classes, ...options}}
+    dataset:    {name, root, ...}
+    state_dict: model weights
+    optimizer:  {name, hparams, state_dict}        (the step counter included)
+    train:      {epoch, step, seed, config, history: {train_loss: [...], ...}}
+
+Other files load too: a bare state dict, a dict holding one under ``state_dict`` or ``model``,
+with ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) prefixes, and
+``.safetensors`` files. Those carry no model spec, so the caller names the architecture.
+
+Safety: every ``.pt``/``.pth`` file is read with ``weights_only=True``, which refuses arbitrary
+pickled objects (a pickle can run any code when it is loaded). A file holding a whole pickled
+``nn.Module`` is refused unless the caller passes ``trust=True`` (``--trust-checkpoint``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape_cli.errors import LandscapeError
+
+FORMAT = "landscape-checkpoint"
+VERSION = 1
+_PREFIXES = ("module.", "_orig_mod.")
+_TRUST_HINT = "pass --trust-checkpoint only if you trust where the file came from"
+
+
+def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any]) -> Path:
+    """Write ``checkpoint`` atomically: to a temporary file beside ``path``, then rename.
+
+    A run killed mid-write leaves the previous checkpoint intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(dict(checkpoint), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
+    """Read a checkpoint file safely; raise :class:`LandscapeError` with one clear line if not.
+
+    ``.safetensors`` files are read with safetensors (a flat dict of tensors). Everything else
+    goes through ``torch.load(weights_only=True)`` unless ``trust`` is set.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LandscapeError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise LandscapeError(f"checkpoint is a directory, not a file: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise LandscapeError(f"{path} is not a readable safetensors file: {exc}") from None
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # torch's pickle-protocol chatter is not the user's business
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        # The weights-only unpickler names the class it refused ("Unsupported global: ...");
+        # anything else it rejects (a bad opcode) is simply not a checkpoint.
+        if "global" in str(exc).lower():
+            raise LandscapeError(
+                f"{path} holds pickled Python objects (for example a whole nn.Module), which "
+                f"can run arbitrary code when loaded; {_TRUST_HINT}"
+            ) from None
+        detail = [ln.strip() for ln in str(exc).splitlines() if "unsupported" in ln.lower()]
+        reason = (
+            detail[0].removeprefix("WeightsUnpickler error:").strip() if detail else "unreadable"
+        )
+        raise LandscapeError(f"{path} is not a PyTorch checkpoint ({reason})") from None
+    except Exception as exc:  # torch.load fails in many ways on files that are not checkpoints
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LandscapeError(f"{path} is not a PyTorch checkpoint ({reason})") from None
+
+
+def is_landscape_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and obj.get("format") == FORMAT
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(torch.is_tensor(v) for v in obj.values())
+    )
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop ``module.``/``_orig_mod.`` prefixes that DDP and torch.compile put on every key."""
+    out = dict(state_dict)
+    for prefix in _PREFIXES:
+        if out and all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix) :]: v for k, v in out.items()}
+    return out
+
+
+def extract_weights(obj: Any, source: str) -> dict[str, torch.Tensor] | nn.Module:
+    """The model weights inside a loaded file: a state dict (prefixes stripped) or a module."""
+    if isinstance(obj, nn.Module):
+        return obj
+    if is_landscape_checkpoint(obj):
+        return strip_prefixes(obj["state_dict"])
+    if _is_state_dict(obj):
+        return strip_prefixes(obj)
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model", "net", "module"):
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return inner
+            if _is_state_dict(inner):
+                return strip_prefixes(inner)
+    raise LandscapeError(
+        f"{source} holds no model weights: expected a state dict (name -> tensor), or one under "
+        "a 'state_dict' or 'model' key"
+    )
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` into ``model`` strictly; on a mismatch, one line naming what differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+
+        def some(items: list[str]) -> str:
+            more = f" (+{len(items) - 4} more)" if len(items) > 4 else ""
+            return ", ".join(items[:4]) + more
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {some(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {some(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches (file vs model): {some(shapes)}")
+        raise LandscapeError(
+            f"{source} does not fit the model ({type(model).__name__}): " + "; ".join(parts)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with what the file said about how it was made."""
+
+    model: nn.Module
+    model_spec: dict[str, Any]
+    dataset_spec: dict[str, Any] | None
+    path: Path
+    kind: str  # "landscape" | "state_dict" | "safetensors" | "module"
+    checkpoint: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    trust: bool = False,
+) -> LoadedModel:
+    """Rebuild the model stored at ``path`` (on the CPU).
+
+    A landscape checkpoint names its own architecture; ``model`` (a registry name,
+    ``torchvision:NAME`` or ``package.module:factory``) overrides it and is required for files
+    that carry no spec, built for ``input_shape``/``num_classes`` (normally the dataset's).
+    """
+    from landscape_cli.models import build_model
+
+    path = Path(path)
+    obj = read_file(path, trust=trust)
+    weights = extract_weights(obj, str(path))
+    if isinstance(weights, nn.Module):
+        spec = {"name": f"module:{type(weights).__module__}.{type(weights).__qualname__}"}
+        return LoadedModel(weights.float().cpu(), spec, None, path, "module")
+
+    ckpt = obj if is_landscape_checkpoint(obj) else None
+    if ckpt is not None and ckpt.get("version", VERSION) > VERSION:
+        raise LandscapeError(
+            f"{path} is a landscape checkpoint of version {ckpt['version']}; this tool reads up "
+            f"to version {VERSION}: upgrade landscape"
+        )
+    if model is None and ckpt is not None:
+        spec = {"name": ckpt["model"]["name"], "kwargs": dict(ckpt["model"].get("kwargs", {}))}
+    elif model is None:
+        raise LandscapeError(
+            f"{path} carries no model spec; pass --model (a name such as resnet18, "
+            "torchvision:NAME, or package.module:factory)"
+        )
+    else:
+        if input_shape is None or num_classes is None:
+            raise LandscapeError("--model needs the dataset's input shape and number of classes")
+        kwargs = {"input_shape": list(input_shape), "num_classes": int(num_classes)}
+        kwargs.update(model_options or {})
+        spec = {"name": model, "kwargs": kwargs}
+    kwargs = dict(spec["kwargs"])
+    shape = tuple(kwargs.pop("input_shape"))
+    classes = int(kwargs.pop("num_classes"))
+    net = build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
+    load_weights(net, weights, str(path))
+    kind = (
+        "landscape"
+        if ckpt is not None
+        else ("safetensors" if path.suffix == ".safetensors" else "state_dict")
+    )
+    dataset_spec = dict(ckpt["dataset"]) if ckpt is not None and "dataset" in ckpt else None
+    return LoadedModel(net, spec, dataset_spec, path, kind, ckpt)

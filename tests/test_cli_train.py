@@ -1,0 +1,93 @@
+"""``landscape train`` through the real CLI (typer's CliRunner)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landscape_cli.commands import app
+
+runner = CliRunner()
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_train_json_and_checkpoint(tmp_path):
+    out = tmp_path / "m.pt"
+    args = ["train", "--optimizer", "dualadam", "--epochs", "2", "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
+    assert summary["checkpoint"] == str(out) and summary["epochs"] == 2
+    assert summary["optimizer"] == "dualadam" and summary["hparams"]["lr"] == 1e-2
+    assert summary["hparams"]["switch_rate"] == pytest.approx(6 / 24)
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["train"]["history"]["test_acc"][-1] == pytest.approx(summary["test_acc"])
+
+
+def test_train_table_and_default_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--epochs", "1", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert "test_acc" in result.stdout
+    assert (tmp_path / "checkpoints" / "cnn-digits-adam-s5.pt").exists()
+
+
+def test_train_resume_and_model_option(tmp_path):
+    out = tmp_path / "v.pt"
+    base = ["train", "--model", "mlp", "--model-option", "hidden=(16,)", "--out", str(out)]
+    assert runner.invoke(app, [*base, "--epochs", "1"]).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", str(out), "--epochs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["epochs"] == 2 and summary["checkpoint"] == str(out)
+    assert torch.load(out, weights_only=True)["model"]["kwargs"]["hidden"] == [16]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--optimizer", "lion"], "unknown optimizer"),
+        (["train", "--epochs", "zero"], "--epochs"),
+        (["train", "--dataset", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-py"),
+        (["train", "--model", "nosuchmodel"], "nosuchmodel"),
+        (["train", "--model-option", "oops"], "KEY=VALUE"),
+        (["train", "--resume", "/nonexistent.pt"], "checkpoint not found"),
+        (["train", "--device", "cuda:banana"], "device"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, needle):
+    assert needle in _one_error_line(runner.invoke(app, args))
+
+
+def test_resume_from_non_checkpoint(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a checkpoint")
+    assert "not a PyTorch checkpoint" in _one_error_line(
+        runner.invoke(app, ["train", "--resume", str(bad)])
+    )
+
+
+def test_train_on_a_cifar10_folder(tmp_path):
+    from test_data import write_cifar10  # writes the real python-pickle format
+
+    write_cifar10(tmp_path / "data")
+    out = tmp_path / "c.pt"
+    args = ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "data")]
+    args += ["--model", "cnn", "--model-option", "width=4", "--epochs", "2", "--batch-size", "4"]
+    result = runner.invoke(app, [*args, "--optimizer", "dualadam", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["dataset"]["name"] == "cifar10"
+    assert ckpt["dataset"]["root"] == str(tmp_path / "data")
+    assert ckpt["model"]["kwargs"]["input_shape"] == [3, 32, 32]
+    assert ckpt["train"]["step"] == 2 * 4  # 15 images (5 batches of 3) in batches of 4

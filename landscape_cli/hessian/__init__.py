@@ -1,0 +1,119 @@
+"""Hessian spectra of a network's loss: operator, Lanczos top-k, trace, density, per-layer.
+
+The pieces are pure functions over :class:`~landscape_cli.hessian.operator.HessianOperator`
+(any object with ``n``, ``device``, ``matvec`` and ``matmat`` will do); :func:`analyze` runs the
+ones ``landscape hessian`` asks for. Every random choice follows from one seed, split into a
+separate stream per estimator, so turning one estimator off does not change another's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from landscape_cli.hessian.density import slq_density
+from landscape_cli.hessian.lanczos import lanczos_run, lanczos_top, ritz_vectors
+from landscape_cli.hessian.operator import Batch, HessianOperator, make_batches
+from landscape_cli.hessian.per_layer import per_layer_curvature
+from landscape_cli.hessian.trace import deflated_trace, hutchinson, hutchpp
+from landscape_cli.hessian.types import (
+    DensityResult,
+    HessianReport,
+    LanczosResult,
+    LayerCurvature,
+    TraceResult,
+)
+
+__all__ = [
+    "Batch",
+    "DensityResult",
+    "HessianOperator",
+    "HessianReport",
+    "HessianSettings",
+    "LanczosResult",
+    "LayerCurvature",
+    "TraceResult",
+    "analyze",
+    "deflated_trace",
+    "hutchinson",
+    "hutchpp",
+    "lanczos_top",
+    "make_batches",
+    "per_layer_curvature",
+    "slq_density",
+]
+
+TRACE_METHODS = ("auto", "hutchinson", "hutch++", "deflated")
+_STREAMS = {"top": 1, "trace": 2, "density": 3, "per_layer": 4}
+
+
+def stream(seed: int, name: str) -> torch.Generator:
+    """The random stream of one estimator, derived from the run's seed."""
+    return torch.Generator().manual_seed(seed * 7919 + _STREAMS[name])
+
+
+@dataclass(frozen=True)
+class HessianSettings:
+    """What to estimate and how hard (the options of ``landscape hessian``)."""
+
+    top_k: int = 5
+    tol: float = 1e-4
+    max_steps: int = 100
+    trace_probes: int = 100
+    trace_rtol: float = 1e-2
+    trace_method: str = "auto"
+    density_probes: int = 10
+    lanczos_steps: int = 90
+    density_sigma: float = 0.005
+    per_layer: bool = False
+    per_layer_steps: int = 20
+    per_layer_probes: int = 20
+    eigenvectors: bool = False
+    seed: int = 0
+
+
+def analyze(op: HessianOperator, settings: HessianSettings) -> dict:
+    """Run the estimators of ``settings`` on ``op``; returns their results by name.
+
+    The trace in ``auto`` mode uses the top-k Lanczos basis (Krylov-deflated Hutchinson, or plain
+    Hutchinson on the same probes when its sample variance is smaller); with ``--top-k 0`` it is
+    plain Hutchinson.
+    """
+    s = settings
+    out: dict = {"top": None, "trace": None, "density": None, "per_layer": ()}
+    basis = None
+    need_basis = s.trace_probes > 0 and s.trace_method in ("auto", "deflated")
+    if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):
+        top, basis = lanczos_run(
+            op, max(s.top_k, 1), tol=s.tol, max_steps=s.max_steps, generator=stream(s.seed, "top")
+        )
+        if s.eigenvectors:
+            top = replace(top, eigenvectors=ritz_vectors(basis))
+        out["top"] = top if s.top_k > 0 else None
+    if s.trace_probes > 0:
+        gen = stream(s.seed, "trace")
+        kw = {"probes": s.trace_probes, "generator": gen}
+        if s.trace_method == "hutch++":
+            out["trace"] = hutchpp(op, **kw)
+        elif basis is not None and s.trace_method in ("auto", "deflated"):
+            adaptive = s.trace_method == "auto"
+            out["trace"] = deflated_trace(op, basis, rtol=s.trace_rtol, adaptive=adaptive, **kw)
+        else:
+            out["trace"] = hutchinson(op, rtol=s.trace_rtol, **kw)
+    if s.density_probes > 0:
+        out["density"] = slq_density(
+            op,
+            probes=s.density_probes,
+            steps=s.lanczos_steps,
+            generator=stream(s.seed, "density"),
+            sigma_rel=s.density_sigma,
+        )
+    if s.per_layer:
+        out["per_layer"], _ = per_layer_curvature(
+            op,
+            steps=s.per_layer_steps,
+            probes=s.per_layer_probes,
+            generator=stream(s.seed, "per_layer"),
+        )
+    return out

@@ -1,0 +1,180 @@
+r"""Lanczos with full reorthogonalisation for the extreme eigenpairs of a symmetric operator.
+
+Starting from a random unit vector :math:`q_1`, the Lanczos recurrence (Golub & Van Loan,
+*Matrix Computations*, Alg. 10.1.1) builds an orthonormal basis :math:`Q_m=[q_1,\dots,q_m]` of
+the Krylov space :math:`\mathcal{K}_m(H, q_1)` with
+
+.. math::
+
+    H Q_m = Q_m T_m + \beta_m q_{m+1} e_m^\top,
+
+where :math:`T_m` is tridiagonal (diagonal :math:`\alpha_j`, off-diagonal :math:`\beta_j`). Each new
+vector is orthogonalised against *all* previous ones, twice ("twice is enough", Parlett), so no
+ghost copies of converged eigenvalues appear. For an eigenpair :math:`T_m s = \theta s` the Ritz
+pair :math:`(\theta, y=Q_m s)` has the residual
+
+.. math::
+
+    \|H y - \theta y\| = |\beta_m|\,|e_m^\top s|,
+
+which this module reports for every eigenvalue and uses as the stopping rule: stop once each of
+the ``k`` algebraically largest Ritz values has ``residual <= tol * |θ|``. The tridiagonal problem
+is solved in float64 with :func:`numpy.linalg.eigh`. If the recurrence breaks down
+(:math:`\beta_j\approx 0`, an invariant subspace) before ``k`` pairs exist, it restarts with a
+random vector orthogonal to the basis, so it finds all ``k`` whenever ``k <= n``.
+
+Unlike power iteration (PyHessian), which converges to the eigenvalue of largest *magnitude*
+and needs a deflation round per eigenvalue, Lanczos returns the algebraically largest eigenvalues
+with the correct sign, and all ``k`` from one Krylov space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from landscape_cli.hessian.types import LanczosResult
+
+
+@dataclass(frozen=True)
+class KrylovBasis:
+    """The Lanczos relation ``H Q = Q T + beta_last q_next e_mᵀ`` of a finished run.
+
+    ``Q`` has shape (m, n) (rows orthonormal); ``alpha``/``beta`` are T's diagonal and
+    off-diagonal. Trace estimators use it to deflate the top of the spectrum for free.
+    """
+
+    Q: Tensor
+    alpha: np.ndarray
+    beta: np.ndarray
+    beta_last: float
+    q_next: Tensor | None
+    ritz: np.ndarray  # (m, k): T's eigenvectors of the reported eigenvalues, same order
+
+    @property
+    def T(self) -> np.ndarray:
+        m = len(self.alpha)
+        t = np.diag(self.alpha)
+        if m > 1:
+            t += np.diag(self.beta, 1) + np.diag(self.beta, -1)
+        return t
+
+
+def random_unit(n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    v = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
+    return v / v.norm()
+
+
+def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
+    for _ in range(2):
+        w = w - Q.T @ (Q @ w)
+    return w
+
+
+def lanczos_run(
+    op,
+    k: int = 1,
+    *,
+    tol: float = 1e-4,
+    max_steps: int = 100,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    basis_dtype: torch.dtype = torch.float64,
+) -> tuple[LanczosResult, KrylovBasis]:
+    """Lanczos on ``op`` (with ``op.n`` and ``op.matvec``) for the ``k`` largest eigenvalues.
+
+    Returns the result (without eigenvectors) and the Krylov basis of the run.
+    """
+    n = int(op.n)
+    k = max(1, min(int(k), n))
+    max_steps = max(k, min(int(max_steps), n))
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    device = getattr(op, "device", torch.device("cpu"))
+
+    Q = torch.zeros(max_steps + 1, n, dtype=basis_dtype, device=device)
+    Q[0] = random_unit(n, gen, device).to(basis_dtype)
+    alphas: list[float] = []
+    betas: list[float] = []
+    theta = res = S = None
+    beta = 0.0
+    for j in range(max_steps):
+        q = Q[j].double()
+        w = op.matvec(q)
+        a = float(q @ w)
+        w = w - a * q
+        if j > 0:
+            w = w - betas[-1] * Q[j - 1].double()
+        w = _orthogonalise(w, Q[: j + 1].double())
+        beta = float(w.norm())
+        alphas.append(a)
+        m = j + 1
+        T = np.diag(alphas) + (np.diag(betas, 1) + np.diag(betas, -1) if m > 1 else 0.0)
+        theta, S = np.linalg.eigh(T)
+        res = np.abs(beta * S[-1, :])
+        scale = max(np.abs(theta).max(), np.finfo(float).tiny)
+        top = slice(max(0, m - k), m)
+        done = m >= k and bool(np.all(res[top] <= tol * np.abs(theta[top])))
+        if done or m == max_steps:
+            break
+        if beta <= 1e-12 * scale:  # invariant subspace: restart orthogonally to the basis
+            w = _orthogonalise(random_unit(n, gen, device), Q[:m].double())
+            w = _orthogonalise(w, Q[:m].double())
+            beta_next, beta = 0.0, 0.0
+            Q[m] = (w / w.norm()).to(basis_dtype)
+            betas.append(beta_next)
+            continue
+        betas.append(beta)
+        Q[m] = (w / beta).to(basis_dtype)
+
+    assert theta is not None and res is not None and S is not None
+    m = len(alphas)
+    kk = min(k, m)
+    order = np.arange(m - 1, m - 1 - kk, -1)
+    result = LanczosResult(
+        eigenvalues=theta[order].copy(),
+        residuals=res[order].copy(),
+        converged=res[order] <= tol * np.abs(theta[order]),
+        lambda_min=float(theta[0]),
+        lambda_min_residual=float(res[0]),
+        steps=m,
+        hvp_count=m,
+        tol=tol,
+    )
+    q_next = None
+    if beta > 0 and m < n:
+        q_next = (w / beta).double()
+    basis = KrylovBasis(
+        Q=Q[:m].double(),
+        alpha=np.array(alphas),
+        beta=np.array(betas[: m - 1]),
+        beta_last=beta if q_next is not None else 0.0,
+        q_next=q_next,
+        ritz=S[:, order].copy(),
+    )
+    return result, basis
+
+
+def ritz_vectors(basis: KrylovBasis) -> np.ndarray:
+    """The unit Ritz vectors (k, n) of the run's reported eigenvalues, as float32."""
+    coeff = torch.as_tensor(basis.ritz.T, dtype=torch.float64, device=basis.Q.device)
+    return (coeff @ basis.Q).float().cpu().numpy()
+
+
+def lanczos_top(
+    op,
+    k: int = 1,
+    *,
+    tol: float = 1e-4,
+    max_steps: int = 100,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    eigenvectors: bool = False,
+) -> LanczosResult:
+    """The ``k`` algebraically largest eigenvalues of ``op`` with residuals (see module doc)."""
+    result, basis = lanczos_run(op, k, tol=tol, max_steps=max_steps, generator=generator, seed=seed)
+    if eigenvectors:
+        result = replace(result, eigenvectors=ritz_vectors(basis))
+    return result

@@ -1,0 +1,331 @@
+r"""The Hessian-vector-product operator: the one abstraction every estimator works over.
+
+For a model with parameters :math:`\theta\in\mathbb{R}^n` and a fixed, ordered set of samples
+split into batches :math:`B_1,\dots,B_m` of sizes :math:`n_b` (:math:`N=\sum n_b`), the loss is
+the mean over samples,
+
+.. math::
+
+    L(\theta) = \sum_b \frac{n_b}{N}\,L_b(\theta),\qquad
+    L_b(\theta) = \frac{1}{n_b}\sum_{i\in B_b}\ell(f_\theta(x_i), y_i),
+
+and :meth:`HessianOperator.matvec` returns :math:`Hv = \sum_b \frac{n_b}{N}\nabla^2 L_b(\theta)v`
+by double backward (Pearlmutter 1994): :math:`\nabla^2 L_b v = \nabla_\theta(\nabla_\theta L_b
+\cdot v)`. Vectors are float64 of length :math:`n` (the parameters that receive a gradient,
+concatenated in ``model.named_parameters()`` order); each batch's product is computed in the
+model's dtype and accumulated in float64.
+
+Cost model (measured on CPU, see benchmarks/RESULTS.md): a fresh HVP costs about 2.6 gradients,
+most of it rebuilding the first-order graph. When the graphs of all batches fit in
+``memory_budget`` (measured on the first batch with saved-tensor hooks), the operator keeps each
+batch's first-order graph and every later product pays only the second backward (~1.5 gradients).
+:meth:`matmat` pushes several vectors through each batch's graph while it is alive, so estimators
+that need many vectors (trace and density probes) build each graph once per group.
+
+Modes: ``bn_mode="eval"`` (default) evaluates the model in eval mode (BatchNorm uses running
+statistics, dropout is off). ``bn_mode="train"`` keeps everything in eval mode except BatchNorm
+layers, which use batch statistics; their running statistics are snapshotted before and restored
+after every forward, so the checkpoint's buffers are never changed. Scaled-dot-product attention
+is forced onto the math kernel (fused kernels have no double backward).
+
+Parameters that receive no gradient on any batch are left out of the operator (and listed in
+``skipped``). On construction the operator applies itself twice to the same vector on the first
+batch and refuses to go on if the two products differ (a model that is not deterministic would
+make every estimate meaningless).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from landscape_cli.errors import LandscapeError
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    return nn.functional.cross_entropy(output, target)
+
+
+def mse(output: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error; integer class targets are one-hot encoded first."""
+    if not torch.is_floating_point(target):
+        target = nn.functional.one_hot(target, output.shape[-1]).to(output.dtype)
+    return nn.functional.mse_loss(output, target.reshape(output.shape))
+
+
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": mse}
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: Tensor
+    targets: Tensor
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+
+def make_batches(
+    dataset: torch.utils.data.Dataset, samples: int | None, batch_size: int
+) -> list[Batch]:
+    """The first ``samples`` items of ``dataset`` in its own order, in batches of ``batch_size``."""
+    total = len(dataset)  # type: ignore[arg-type]
+    n = total if samples is None or samples <= 0 else min(samples, total)
+    if n == 0:
+        raise LandscapeError("the dataset is empty")
+    subset = torch.utils.data.Subset(dataset, range(n))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+    out = []
+    for x, y in loader:
+        out.append(Batch(x, torch.as_tensor(y)))
+    return out
+
+
+@contextlib.contextmanager
+def _math_attention() -> Iterator[None]:
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - torch < 2.3
+        yield
+        return
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+class HessianOperator:
+    """Hessian of the mean loss over fixed batches, as a linear operator on float64 vectors.
+
+    Args:
+        model: the network; it is not modified (modes and BatchNorm buffers are restored).
+        batches: the ordered sample set, already split into batches.
+        loss: ``"ce"``, ``"mse"``, or a callable ``(output, target) -> mean loss``.
+        bn_mode: ``"eval"`` or ``"train"`` (see the module docstring).
+        device: where to compute; batches are moved there.
+        dtype: the model's compute dtype (``torch.float32`` or ``torch.float64``).
+        cache_graphs: keep each batch's first-order graph between products; ``None`` decides
+            by measuring the first batch's graph against ``memory_budget`` bytes.
+        check: run the determinism check.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[Batch],
+        *,
+        loss: str | LossFn = "ce",
+        bn_mode: str = "eval",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        cache_graphs: bool | None = None,
+        memory_budget: int = 2 * 1024**3,
+        check: bool = True,
+    ) -> None:
+        if bn_mode not in ("eval", "train"):
+            raise LandscapeError(f"--bn-mode must be eval or train, got {bn_mode!r}")
+        if not batches:
+            raise LandscapeError("no samples to compute the Hessian on")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=dtype)
+        self.loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
+        self.bn_mode = bn_mode
+        self.batches = [self._to_device(b) for b in batches]
+        self.num_samples = sum(len(b) for b in self.batches)
+        self.weights = [len(b) / self.num_samples for b in self.batches]
+        self.hvp_count = 0  # products of the full operator with one vector
+        self.batch_hvps = 0  # per-batch products, including the determinism check
+
+        named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise LandscapeError("the model has no trainable parameters")
+        self.loss_value, grads = self._full_gradient([p for _, p in named])
+        used = [i for i, g in enumerate(grads) if g is not None]
+        self.skipped = tuple(named[i][0] for i in range(len(named)) if grads[i] is None)
+        if not used:
+            raise LandscapeError("no parameter receives a gradient from the loss")
+        self.names = tuple(named[i][0] for i in used)
+        self.params = [named[i][1] for i in used]
+        self.shapes = tuple(tuple(p.shape) for p in self.params)
+        self.sizes = [p.numel() for p in self.params]
+        self.n = sum(self.sizes)
+        self.gradient = torch.cat([grads[i].reshape(-1).double() for i in used])
+
+        self._cache: list[tuple[Tensor, ...]] | None = None
+        self.graph_bytes = self._measure_graph_bytes()
+        if cache_graphs is None:
+            cache_graphs = self.graph_bytes * len(self.batches) <= memory_budget
+        self.cache_graphs = bool(cache_graphs)
+        if self.cache_graphs:
+            self._cache = [self._first_order(b) for b in self.batches]
+        if check:
+            self._check_determinism()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _to_device(self, b: Batch) -> Batch:
+        x = b.inputs.to(self.device)
+        if torch.is_floating_point(x):
+            x = x.to(self.dtype)
+        y = b.targets.to(self.device)
+        if torch.is_floating_point(y):
+            y = y.to(self.dtype)
+        return Batch(x, y)
+
+    @contextlib.contextmanager
+    def _mode(self) -> Iterator[None]:
+        """Eval mode (or eval + BatchNorm in train mode), restoring modes and buffers after."""
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        swapped: list[tuple[nn.Module, str, Tensor]] = []
+        if self.bn_mode == "train":
+            # BatchNorm in train mode updates its running statistics in place. Give each layer
+            # throw-away copies for this forward (the graph may keep them) and put the originals
+            # back afterwards, so the checkpoint's statistics never change.
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
+                    for name in ("running_mean", "running_var", "num_batches_tracked"):
+                        original = getattr(m, name, None)
+                        if original is not None:
+                            swapped.append((m, name, original))
+                            setattr(m, name, original.clone())
+        try:
+            with _math_attention():
+                yield
+        finally:
+            for m, name, original in swapped:
+                setattr(m, name, original)
+            for m, mode in modes.items():
+                m.training = mode
+
+    def _loss(self, b: Batch) -> Tensor:
+        with self._mode():
+            return self.loss_fn(self.model(b.inputs), b.targets)
+
+    def _full_gradient(self, params: list[Tensor]) -> tuple[float, list[Tensor | None]]:
+        total = 0.0
+        acc: list[Tensor | None] = [None] * len(params)
+        for b, w in zip(self.batches, self.weights, strict=True):
+            with torch.enable_grad():
+                loss = self._loss(b)
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+            total += w * loss.item()
+            for i, g in enumerate(grads):
+                if g is not None:
+                    g = g.detach().double() * w
+                    acc[i] = g if acc[i] is None else acc[i] + g
+        if not math.isfinite(total):
+            raise LandscapeError(f"the loss is not finite ({total}) on these samples")
+        return total, acc
+
+    def _first_order(self, b: Batch) -> tuple[Tensor, ...]:
+        with torch.enable_grad():
+            loss = self._loss(b)
+            return torch.autograd.grad(loss, self.params, create_graph=True)
+
+    def _measure_graph_bytes(self) -> int:
+        """Bytes the first batch's first-order graph keeps alive (saved tensors, gradients)."""
+        seen: dict[int, int] = {}
+
+        def pack(t: Tensor) -> Tensor:
+            try:
+                key = t.untyped_storage().data_ptr()
+                seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+            except (RuntimeError, NotImplementedError):
+                seen[id(t)] = t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            grads = self._first_order(self.batches[0])
+        del grads
+        return sum(seen.values()) + self.n * torch.finfo(self.dtype).bits // 8
+
+    def _check_determinism(self) -> None:
+        gen = torch.Generator().manual_seed(12345)
+        v = self._split(torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device))
+        b = self.batches[0]
+        first = self._hvp(self._first_order(b), [v], retain=False)[0]
+        second = self._hvp(self._first_order(b), [v], retain=False)[0]
+        scale = first.abs().max().item()
+        diff = (first - second).abs().max().item()
+        tol = 0.0 if self.device.type == "cpu" else 1e-4 * max(scale, 1e-30)
+        if diff > tol:
+            raise LandscapeError(
+                f"the model is not deterministic: two Hessian-vector products of the same vector "
+                f"differ by {diff:.3g} (max |Hv| {scale:.3g}); estimates would be meaningless"
+            )
+
+    def _split(self, v: Tensor) -> list[Tensor]:
+        return [
+            c.reshape(s).to(self.dtype)
+            for c, s in zip(torch.split(v, self.sizes), self.shapes, strict=True)
+        ]
+
+    def _hvp(
+        self, grads: tuple[Tensor, ...], vecs: list[list[Tensor]], retain: bool
+    ) -> list[Tensor]:
+        # A gradient with no graph is constant in θ (its rows of H are zero): leave it out.
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        out = []
+        for j, v in enumerate(vecs):
+            self.batch_hvps += 1
+            if not live:
+                out.append(torch.zeros(self.n, dtype=torch.float64, device=self.device))
+                continue
+            keep = retain or j < len(vecs) - 1
+            hv = torch.autograd.grad(
+                [grads[i] for i in live],
+                self.params,
+                grad_outputs=[v[i] for i in live],
+                retain_graph=keep,
+                allow_unused=True,
+            )
+            out.append(
+                torch.cat(
+                    [
+                        (h if h is not None else torch.zeros_like(p)).reshape(-1)
+                        for h, p in zip(hv, self.params, strict=True)
+                    ]
+                ).double()
+            )
+        return out
+
+    # -- the operator -------------------------------------------------------------------------
+
+    def matmat(self, vectors: Tensor) -> Tensor:
+        """``H @ vectors`` for a float64 matrix of shape (n, k); each column counts as one HVP."""
+        squeeze = vectors.dim() == 1
+        mat = vectors.reshape(self.n, -1).to(device=self.device, dtype=torch.float64)
+        k = mat.shape[1]
+        cols = mat.T.contiguous()  # contiguous columns: the same kernels whatever k is
+        split = [self._split(cols[j]) for j in range(k)]
+        out = torch.zeros(self.n, k, dtype=torch.float64, device=self.device)
+        for i, (b, w) in enumerate(zip(self.batches, self.weights, strict=True)):
+            grads = self._cache[i] if self._cache is not None else self._first_order(b)
+            for j, hv in enumerate(self._hvp(grads, split, retain=self._cache is not None)):
+                out[:, j].add_(hv, alpha=w)
+        self.hvp_count += k
+        return out[:, 0] if squeeze else out
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``H @ v`` for a float64 vector of length n (one HVP)."""
+        return self.matmat(v.reshape(-1, 1))[:, 0]
+
+    def blocks(self) -> list[tuple[str, int, int]]:
+        """``(name, start, stop)`` of each parameter's slice of the flat vector."""
+        out, start = [], 0
+        for name, size in zip(self.names, self.sizes, strict=True):
+            out.append((name, start, start + size))
+            start += size
+        return out
+
+    def dense(self) -> Tensor:
+        """The full n×n Hessian by n products (tests and tiny models only)."""
+        return self.matmat(torch.eye(self.n, dtype=torch.float64))

@@ -1,0 +1,95 @@
+"""The frozen results that the Hessian estimators return (and results.py writes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """Top eigenpairs from Lanczos with full reorthogonalisation.
+
+    ``eigenvalues`` are algebraically descending; ``residuals[i]`` is ‖Hvᵢ − λᵢvᵢ‖ (vᵢ unit);
+    ``converged[i]`` says whether it met ``residual ≤ tol·|λ|``. ``lambda_min`` is the smallest
+    Ritz value of the same Krylov space, with its residual.
+    """
+
+    eigenvalues: np.ndarray  # (k,) float64
+    residuals: np.ndarray  # (k,) float64
+    converged: np.ndarray  # (k,) bool
+    lambda_min: float
+    lambda_min_residual: float
+    steps: int
+    hvp_count: int
+    tol: float
+    eigenvectors: np.ndarray | None = field(default=None, repr=False)  # (k, n) float32 or None
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """A stochastic trace estimate: mean of per-probe samples, its standard error and 95 % CI."""
+
+    estimate: float
+    stderr: float
+    ci95: tuple[float, float]
+    samples: np.ndarray  # (probes,) float64, one estimate of tr(H) per probe
+    probes: int
+    method: str  # "hutchinson" | "hutch++" | "deflated-hutchinson"
+    hvp_count: int
+    converged: bool  # reached the requested relative standard error
+    rtol: float
+    note: str = ""  # how the method was chosen
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019)."""
+
+    grid: np.ndarray  # (g,) float64
+    density: np.ndarray  # (g,) float64, integrates to 1 over the grid (trapezoid rule)
+    nodes: np.ndarray  # (probes, steps) float64, Ritz values per probe
+    weights: np.ndarray  # (probes, steps) float64, quadrature weights per probe (rows sum to 1)
+    sigma: float  # Gaussian width used for smoothing
+    lanczos_steps: int
+    probes: int
+    hvp_count: int
+
+
+@dataclass(frozen=True)
+class LayerCurvature:
+    """λmax and trace of one parameter's diagonal Hessian block."""
+
+    name: str
+    numel: int
+    lambda_max: float
+    lambda_max_residual: float
+    trace: float
+    trace_stderr: float
+
+
+@dataclass(frozen=True)
+class HessianReport:
+    """Everything ``landscape hessian`` measured on one checkpoint."""
+
+    top: LanczosResult | None
+    trace: TraceResult | None
+    density: DensityResult | None
+    per_layer: tuple[LayerCurvature, ...]
+    samples: int
+    batch_size: int
+    seed: int
+    device: str
+    dtype: str
+    loss: str
+    split: str
+    bn_mode: str
+    hvp_count: int
+    seconds: float
+    num_params: int
+    skipped_params: tuple[str, ...] = ()
+    param_names: tuple[str, ...] = ()
+    param_shapes: tuple[tuple[int, ...], ...] = ()
+    loss_value: float = float("nan")
+    grad_norm: float = float("nan")

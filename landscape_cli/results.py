@@ -1,0 +1,494 @@
+"""The results file: one HDF5 file per checkpoint, written atomically under a file lock.
+
+This is the only module of the project that imports ``h5py``. Every other module hands it frozen
+dataclasses (or a ``mutate`` callback) and reads back plain Python and numpy values.
+
+Schema (``schema="landscape-results"``, ``schema_version=1``)::
+
+    /                       attrs: schema, schema_version, tool_version, checkpoint,
+                                   checkpoint_sha256, label, model, dataset
+                                   (+ any provenance the caller passes: argv, torch_version,
+                                   cuda_version, ...; None values are not written)
+    /hessian                attrs: samples, batch_size, seed, device, hvp_count, seconds,
+                                   dtype, loss, split, bn_mode, num_params, loss_value, grad_norm,
+                                   skipped_params (1-D array of str, possibly empty)
+                                   when the top-k Lanczos ran: lambda_min, lambda_min_residual,
+                                   lanczos_top_steps, lanczos_top_hvp_count, tol
+      eigenvalues           (k,) float64, algebraically descending
+      residuals             (k,) float64, ||Hv - λv|| of each pair
+      converged             (k,) bool, residual <= tol·|λ|
+      eigenvectors/<param>  (k, *param.shape) float32, one per parameter, named by the parameter's
+                            name (dots kept); group attr param_names (array of str) gives their
+                            order in the flattened vector
+      trace                 scalar float64; attrs: stderr, probes, method, ci95_low, ci95_high,
+                            hvp_count, converged, rtol, note
+      trace_samples         (n,) float64, one estimate per probe
+      density/grid          (g,) float64
+      density/density       (g,) float64, integrates to 1 over the grid
+      density/nodes         (probes, steps) float64, Ritz values per probe
+      density/weights       (probes, steps) float64, quadrature weights per probe
+                            density attrs: sigma, lanczos_steps, probes, hvp_count
+      per_layer/<param>     empty group per parameter; attrs: lambda_max, lambda_max_residual,
+                            trace, trace_stderr, numel
+    /scan/<name>            written by the scan module through :func:`update_file`
+
+Datasets and groups of a part that was not computed (``report.top``/``trace``/``density`` None, no
+per-layer entries, eigenvectors not kept) are absent, and so are their attributes. Strings are
+variable-length UTF-8 ``str``, never bytes; lists of strings are 1-D string arrays. Groups that hold
+per-parameter members are created with ``track_order=True``, so iteration follows the model's
+parameter order.
+
+Writes (:func:`update_file`, and :func:`write_hessian` on top of it) take an exclusive
+``fcntl.flock`` on the sidecar ``<file>.lock`` (left in place: removing it would race), copy the
+existing file's objects and root attributes into a temporary file in the same folder, let the caller
+change that copy, refresh the root attributes, fsync, and ``os.replace`` it over the target. A crash
+leaves either the old or the new file, never a torn one; concurrent writers adding different groups
+never lose each other's groups. An existing file that is not HDF5, or is HDF5 without this schema,
+is refused with :class:`~landscape_cli.errors.LandscapeError` and left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landscape_cli.errors import LandscapeError
+
+if TYPE_CHECKING:
+    import h5py
+
+    from landscape_cli.hessian.types import HessianReport
+
+SCHEMA = "landscape-results"
+SCHEMA_VERSION = 1
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "list_groups",
+    "read_hessian",
+    "read_root",
+    "sha256_file",
+    "update_file",
+    "write_hessian",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _set_attr(obj: h5py.HLObject, name: str, value: Any) -> None:
+    """Store ``value`` as attribute ``name``: str as UTF-8 str, lists of str as string arrays.
+
+    ``None`` is skipped; paths become str; dicts become JSON strings; an empty list becomes an
+    empty string array; numbers and numeric sequences are stored as they are.
+    """
+    import h5py
+
+    if value is None:
+        return
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, Mapping):
+        value = json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, str):
+        obj.attrs.create(name, data=value, dtype=h5py.string_dtype())
+        return
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, os.PathLike)) for v in value):
+        # an empty list lands here too: an empty string array
+        data = np.array([os.fspath(v) for v in value], dtype=object)
+        obj.attrs.create(name, data=data, dtype=h5py.string_dtype())
+        return
+    if isinstance(value, (bool, np.bool_)):
+        obj.attrs[name] = np.bool_(value)
+        return
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        obj.attrs[name] = value
+        return
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"cannot store attribute {name!r} of type {type(value).__name__}")
+    obj.attrs[name] = arr
+
+
+def _plain(value: Any) -> Any:
+    """Turn an h5py attribute value into plain Python (str arrays become lists of str)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OSU":
+            return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value.tolist()]
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _attrs(obj: h5py.HLObject) -> dict[str, Any]:
+    return {key: _plain(obj.attrs[key]) for key in obj.attrs}
+
+
+def _check_schema(f: h5py.File, path: Path) -> None:
+    schema = _plain(f.attrs.get("schema"))
+    if schema != SCHEMA:
+        raise LandscapeError(
+            f"{path} is an HDF5 file but not a landscape results file "
+            f"(schema attribute {schema!r}); choose another --out"
+        )
+    version = _plain(f.attrs.get("schema_version"))
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise LandscapeError(
+            f"{path} has results schema version {version!r}; this landscape reads up to "
+            f"{SCHEMA_VERSION} (upgrade landscape or choose another --out)"
+        )
+
+
+@contextlib.contextmanager
+def _open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
+    """Open an existing results file read-only, with one-line errors for every bad case."""
+    import h5py
+
+    p = Path(path)
+    if not p.exists():
+        raise LandscapeError(f"results file {p} does not exist")
+    if not p.is_file():
+        raise LandscapeError(f"results file {p} is not a file")
+    if not h5py.is_hdf5(p):
+        raise LandscapeError(f"{p} is not an HDF5 file")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise LandscapeError(f"cannot open results file {p}: {_one_line(exc)}") from exc
+    with f:
+        _check_schema(f, p)
+        yield f
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (a no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def update_file(
+    path: str | os.PathLike[str],
+    root: Mapping[str, Any],
+    mutate: Callable[[h5py.File], None],
+) -> Path:
+    """Change a results file atomically under its lock, keeping every group ``mutate`` leaves alone.
+
+    Under an exclusive lock on ``<path>.lock``: copy the existing file (if any) into a temporary
+    file beside it, call ``mutate(f)`` on that open, writable copy (it deletes and recreates the
+    groups it owns), set the root attributes (``schema``, ``schema_version``, ``tool_version``,
+    then every non-None item of ``root``), flush, fsync and ``os.replace`` the copy over ``path``.
+
+    If ``mutate`` raises, the original file is left byte-identical and the temporary file is
+    removed. An existing file that is not HDF5 or lacks this schema raises
+    :class:`~landscape_cli.errors.LandscapeError` and is not touched. Missing parent folders are
+    created. Returns ``path`` as a Path.
+    """
+    import h5py
+
+    from landscape_cli import __version__
+
+    target = Path(path)
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LandscapeError(f"cannot create folder {folder}: {_one_line(exc)}") from exc
+    with _locked(target):
+        exists = target.exists()
+        if exists and not (target.is_file() and h5py.is_hdf5(target)):
+            raise LandscapeError(
+                f"{target} exists and is not an HDF5 file; refusing to overwrite it"
+            )
+        tmp = folder / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.close(fd)
+        try:
+            if exists:
+                with contextlib.suppress(OSError):
+                    os.chmod(tmp, target.stat().st_mode & 0o7777)
+            with h5py.File(tmp, "w") as out:
+                if exists:
+                    try:
+                        src = h5py.File(target, "r")
+                    except OSError as exc:
+                        raise LandscapeError(
+                            f"cannot open results file {target}: {_one_line(exc)}"
+                        ) from exc
+                    with src:
+                        _check_schema(src, target)
+                        for key in src.attrs:
+                            dtype = src.attrs.get_id(key).dtype
+                            out.attrs.create(key, data=src.attrs[key], dtype=dtype)
+                        for name in src:
+                            src.copy(src[name], out, name=name)
+                mutate(out)
+                _set_attr(out, "schema", SCHEMA)
+                out.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+                _set_attr(out, "tool_version", __version__)
+                for key, value in root.items():
+                    if key not in ("schema", "schema_version", "tool_version"):
+                        _set_attr(out, key, value)
+                out.flush()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(folder)
+    return target
+
+
+def _check_member_name(name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"parameter name {name!r} cannot be an HDF5 member name")
+    return name
+
+
+def _write_hessian_group(f: h5py.File, report: HessianReport) -> None:
+    if "hessian" in f:
+        del f["hessian"]
+    g = f.create_group("hessian")
+    for key in ("samples", "batch_size", "seed", "hvp_count", "num_params"):
+        g.attrs[key] = np.int64(getattr(report, key))
+    for key in ("seconds", "loss_value", "grad_norm"):
+        g.attrs[key] = np.float64(getattr(report, key))
+    for key in ("device", "dtype", "loss", "split", "bn_mode"):
+        _set_attr(g, key, str(getattr(report, key)))
+    _set_attr(g, "skipped_params", list(report.skipped_params))
+
+    top = report.top
+    if top is not None:
+        g.create_dataset("eigenvalues", data=np.asarray(top.eigenvalues, dtype=np.float64))
+        g.create_dataset("residuals", data=np.asarray(top.residuals, dtype=np.float64))
+        g.create_dataset("converged", data=np.asarray(top.converged, dtype=bool))
+        g.attrs["lambda_min"] = np.float64(top.lambda_min)
+        g.attrs["lambda_min_residual"] = np.float64(top.lambda_min_residual)
+        g.attrs["lanczos_top_steps"] = np.int64(top.steps)
+        g.attrs["lanczos_top_hvp_count"] = np.int64(top.hvp_count)
+        g.attrs["tol"] = np.float64(top.tol)
+        if top.eigenvectors is not None:
+            _write_eigenvectors(g, report, np.asarray(top.eigenvectors))
+
+    tr = report.trace
+    if tr is not None:
+        d = g.create_dataset("trace", data=np.float64(tr.estimate))
+        d.attrs["stderr"] = np.float64(tr.stderr)
+        d.attrs["probes"] = np.int64(tr.probes)
+        _set_attr(d, "method", str(tr.method))
+        d.attrs["ci95_low"] = np.float64(tr.ci95[0])
+        d.attrs["ci95_high"] = np.float64(tr.ci95[1])
+        d.attrs["hvp_count"] = np.int64(tr.hvp_count)
+        d.attrs["converged"] = np.bool_(tr.converged)
+        d.attrs["rtol"] = np.float64(tr.rtol)
+        _set_attr(d, "note", str(tr.note))
+        g.create_dataset("trace_samples", data=np.asarray(tr.samples, dtype=np.float64))
+
+    den = report.density
+    if den is not None:
+        dg = g.create_group("density")
+        for key in ("grid", "density", "nodes", "weights"):
+            dg.create_dataset(key, data=np.asarray(getattr(den, key), dtype=np.float64))
+        dg.attrs["sigma"] = np.float64(den.sigma)
+        dg.attrs["lanczos_steps"] = np.int64(den.lanczos_steps)
+        dg.attrs["probes"] = np.int64(den.probes)
+        dg.attrs["hvp_count"] = np.int64(den.hvp_count)
+
+    if report.per_layer:
+        pg = g.create_group("per_layer", track_order=True)
+        for layer in report.per_layer:
+            lg = pg.create_group(_check_member_name(layer.name))
+            lg.attrs["lambda_max"] = np.float64(layer.lambda_max)
+            lg.attrs["lambda_max_residual"] = np.float64(layer.lambda_max_residual)
+            lg.attrs["trace"] = np.float64(layer.trace)
+            lg.attrs["trace_stderr"] = np.float64(layer.trace_stderr)
+            lg.attrs["numel"] = np.int64(layer.numel)
+
+
+def _write_eigenvectors(g: h5py.Group, report: HessianReport, vectors: np.ndarray) -> None:
+    names, shapes = report.param_names, report.param_shapes
+    if len(names) != len(shapes):
+        raise ValueError(f"{len(names)} param_names but {len(shapes)} param_shapes")
+    if vectors.ndim != 2:
+        raise ValueError(f"eigenvectors must be (k, n), got shape {vectors.shape}")
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    if sum(sizes) != vectors.shape[1]:
+        raise ValueError(
+            f"eigenvectors have {vectors.shape[1]} entries per vector but the parameter shapes "
+            f"add up to {sum(sizes)}"
+        )
+    k = vectors.shape[0]
+    eg = g.create_group("eigenvectors", track_order=True)
+    _set_attr(eg, "param_names", list(names))
+    offset = 0
+    for name, shape, size in zip(names, shapes, sizes, strict=True):
+        block = vectors[:, offset : offset + size].astype(np.float32, copy=False)
+        eg.create_dataset(_check_member_name(name), data=block.reshape((k, *shape)))
+        offset += size
+
+
+def write_hessian(
+    path: str | os.PathLike[str], report: HessianReport, *, root: Mapping[str, Any]
+) -> Path:
+    """Write ``report`` as the ``/hessian`` group of ``path``, replacing any earlier one.
+
+    ``root`` supplies the root attributes (checkpoint, checkpoint_sha256, label, model, dataset,
+    and any provenance such as argv, torch_version, cuda_version); None values are not written.
+    Other groups of an existing file (scans) are kept. See :func:`update_file` for the guarantees.
+    """
+    return update_file(path, root, lambda f: _write_hessian_group(f, report))
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def read_root(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the root attributes of a results file as plain Python values."""
+    with _open_read(path) as f:
+        return _attrs(f)
+
+
+def list_groups(path: str | os.PathLike[str]) -> list[str]:
+    """Return the result groups of a file, sorted: e.g. ``["hessian", "scan/1d-random"]``.
+
+    A top-level group with no attributes whose members are all groups (like ``/scan``) is a
+    container: its children are listed as ``"<container>/<child>"`` instead of itself (an empty
+    container is listed by its own name).
+    """
+    import h5py
+
+    names: list[str] = []
+    with _open_read(path) as f:
+        for name, obj in f.items():
+            if not isinstance(obj, h5py.Group):
+                continue
+            members = list(obj.values())
+            container = (
+                len(members) > 0
+                and len(obj.attrs) == 0
+                and all(isinstance(m, h5py.Group) for m in members)
+            )
+            if container:
+                names.extend(f"{name}/{child}" for child in obj)
+            else:
+                names.append(name)
+    return sorted(names)
+
+
+def read_hessian(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``/hessian`` back as plain Python and numpy values.
+
+    Keys: ``attrs`` (all /hessian attributes; ``skipped_params`` a list of str), ``eigenvalues``,
+    ``residuals``, ``converged`` (arrays or None), ``lambda_min``, ``lambda_min_residual`` (float or
+    None), ``trace``, ``trace_stderr`` (float or None), ``trace_samples`` (array or None),
+    ``method`` (str or None), ``trace_attrs`` (dict, empty when no trace), ``density`` (dict with
+    grid, density, nodes, weights and the group's attributes, or None), ``per_layer``
+    ({name: attrs}, in parameter order) and, only when eigenvectors were kept, ``eigenvectors``
+    ({name: (k, *shape) float32 array}, in parameter order).
+    """
+    import h5py
+
+    with _open_read(path) as f:
+        if "hessian" not in f or not isinstance(f["hessian"], h5py.Group):
+            raise LandscapeError(
+                f"{path} has no Hessian results; run `landscape hessian` on its checkpoint first"
+            )
+        g = f["hessian"]
+        attrs = _attrs(g)
+        out: dict[str, Any] = {"attrs": attrs}
+        for key in ("eigenvalues", "residuals", "converged"):
+            out[key] = g[key][()] if key in g else None
+        out["lambda_min"] = attrs.get("lambda_min")
+        out["lambda_min_residual"] = attrs.get("lambda_min_residual")
+        if "trace" in g:
+            t = g["trace"]
+            trace_attrs = _attrs(t)
+            out["trace"] = float(t[()])
+            out["trace_stderr"] = trace_attrs.get("stderr")
+            out["method"] = trace_attrs.get("method")
+            out["trace_attrs"] = trace_attrs
+        else:
+            out.update(trace=None, trace_stderr=None, method=None, trace_attrs={})
+        out["trace_samples"] = g["trace_samples"][()] if "trace_samples" in g else None
+        if "density" in g:
+            dg = g["density"]
+            density = {key: dg[key][()] for key in ("grid", "density", "nodes", "weights")}
+            density.update(_attrs(dg))
+            out["density"] = density
+        else:
+            out["density"] = None
+        out["per_layer"] = (
+            {name: _attrs(member) for name, member in g["per_layer"].items()}
+            if "per_layer" in g
+            else {}
+        )
+        if "eigenvectors" in g:
+            eg = g["eigenvectors"]
+            order = _plain(eg.attrs.get("param_names", np.array([], dtype=object)))
+            order = [n for n in order if n in eg] + [n for n in eg if n not in order]
+            out["eigenvectors"] = {name: eg[name][()] for name in order}
+        return out

@@ -1,0 +1,503 @@
+"""Hessian estimators against exact float64 Hessians built by torch.func.hessian on tiny models."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+
+from landscape_cli.errors import LandscapeError
+from landscape_cli.hessian import (
+    Batch,
+    HessianOperator,
+    HessianSettings,
+    analyze,
+    hutchinson,
+    hutchpp,
+    lanczos_top,
+    per_layer_curvature,
+    slq_density,
+)
+from landscape_cli.hessian.density import slq_nodes
+from landscape_cli.hessian.lanczos import lanczos_run
+from landscape_cli.hessian.operator import LOSSES
+from landscape_cli.hessian.trace import _projected_probes, deflated_trace, rademacher
+
+# -- tiny problems -------------------------------------------------------------------------------
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+
+
+def _cnn_bn() -> nn.Module:
+    torch.manual_seed(1)
+    m = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3)
+    ).double()
+    with torch.no_grad():  # non-trivial running statistics, as after training
+        m[1].running_mean.uniform_(-0.5, 0.5)
+        m[1].running_var.uniform_(0.5, 2.0)
+        m[1].weight.uniform_(0.5, 1.5)
+    return m
+
+
+class Quadratic(nn.Module):
+    """Loss 0.5 θᵀAθ + bᵀθ with a chosen spectrum (the model returns θ; the loss applies A)."""
+
+    def __init__(self, eigenvalues: list[float], seed: int = 0) -> None:
+        super().__init__()
+        n = len(eigenvalues)
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+        self.register_buffer("A", q @ torch.diag(torch.tensor(eigenvalues).double()) @ q.T)
+        self.theta = nn.Parameter(torch.randn(n, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.theta.expand(x.shape[0], -1)
+
+
+def _quadratic_loss(model: Quadratic):
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = out[0]
+        return 0.5 * t @ model.A @ t + t.sum()
+
+    return loss
+
+
+def _data(shape, n=20, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(
+        0, classes, (n,), generator=g
+    )
+
+
+def _batches(x, y, batch_size):
+    return [
+        Batch(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)
+    ]
+
+
+def dense_reference(model: nn.Module, x, y, loss_fn) -> torch.Tensor:
+    """The exact Hessian of the mean loss over all samples, by torch.func.hessian, eval mode."""
+    model.eval()
+    names = [k for k, p in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    buffers = dict(model.named_buffers())
+
+    def f(flat):
+        parts = torch.split(flat, sizes)
+        params = {k: v.reshape(s) for k, v, s in zip(names, parts, shapes, strict=True)}
+        return loss_fn(functional_call(model, (params, buffers), (x,)), y)
+
+    return hessian(f)(flat0)
+
+
+class DenseOp:
+    """A matrix as an operator, for estimator-only tests."""
+
+    def __init__(self, H: torch.Tensor) -> None:
+        self.H, self.n, self.device, self.hvp_count = H, H.shape[0], torch.device("cpu"), 0
+
+    def matmat(self, V):
+        self.hvp_count += V.shape[1]
+        return self.H @ V
+
+    def matvec(self, v):
+        self.hvp_count += 1
+        return self.H @ v
+
+
+CASES = {
+    "mlp-ce": lambda: (_mlp(), *_data((4,)), "ce"),
+    "mlp-mse": lambda: (_mlp(), *_data((4,), seed=1), "mse"),
+    "cnn-bn-eval-ce": lambda: (_cnn_bn(), *_data((1, 5, 5), n=13), "ce"),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    model, x, y, loss = CASES[request.param]()
+    H = dense_reference(model, x, y, LOSSES[loss])
+    op = HessianOperator(model, _batches(x, y, 6), loss=loss, dtype=torch.float64)
+    return op, H
+
+
+# -- the operator ----------------------------------------------------------------------------
+
+
+def test_operator_equals_dense_hessian(case):
+    op, H = case
+    assert op.n == H.shape[0]
+    torch.testing.assert_close(op.dense(), H, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_cached_and_fresh_graphs_agree_bitwise(cache):
+    model, x, y, _ = CASES["cnn-bn-eval-ce"]()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    op = HessianOperator(model, _batches(x, y, 5), dtype=torch.float64, cache_graphs=cache)
+    ref = HessianOperator(model, _batches(x, y, 5), dtype=torch.float64, cache_graphs=not cache)
+    assert op.cache_graphs is cache
+    assert torch.equal(op.matvec(v), ref.matvec(v))
+    two = op.matmat(torch.stack([v, 2 * v], 1))
+    assert torch.equal(two[:, 0], ref.matvec(v))
+    torch.testing.assert_close(two[:, 1], 2 * two[:, 0], rtol=1e-14, atol=0)
+
+
+def test_float32_operator_close_to_float64():
+    model, x, y, _ = CASES["mlp-ce"]()
+    H = dense_reference(model, x, y, LOSSES["ce"])
+    op = HessianOperator(model, _batches(x.float(), y, 6), dtype=torch.float32)
+    torch.testing.assert_close(op.dense(), H, rtol=1e-4, atol=1e-5)
+
+
+def test_bn_train_mode_uses_batch_statistics_and_restores_buffers():
+    model, x, y, _ = CASES["cnn-bn-eval-ce"]()
+    before = {k: v.clone() for k, v in model.named_buffers()}
+    op_train = HessianOperator(model, [Batch(x, y)], bn_mode="train", dtype=torch.float64)
+    Ht = op_train.dense()
+    for k, v in model.named_buffers():
+        assert torch.equal(v, before[k]), k
+    He = HessianOperator(model, [Batch(x, y)], dtype=torch.float64).dense()
+    assert (Ht - He).abs().max() > 1e-3  # batch statistics really were used
+    torch.testing.assert_close(Ht, Ht.T, rtol=1e-9, atol=1e-11)
+    # Reference, independent of double backward: central differences of the gradient with BN in
+    # train mode (torch.func's forward-over-reverse is not usable with BN in train mode).
+    ref_model = copy.deepcopy(model).train()
+    params = list(ref_model.parameters())
+    flat0 = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def grad_at(flat):
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(flat, params)
+        loss = LOSSES["ce"](ref_model(x), y)
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+    h = 1e-5
+    cols = []
+    for i in range(len(flat0)):
+        e = torch.zeros_like(flat0)
+        e[i] = h
+        cols.append((grad_at(flat0 + e) - grad_at(flat0 - e)) / (2 * h))
+    H_fd = torch.stack(cols, 1)
+    torch.testing.assert_close(Ht, H_fd, rtol=1e-6, atol=1e-7)
+
+
+def test_model_mode_is_restored():
+    model, x, y, _ = CASES["mlp-ce"]()
+    model.train()
+    HessianOperator(model, [Batch(x, y)], dtype=torch.float64).matvec(
+        torch.ones(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    )
+    assert model.training
+
+
+def test_parameters_without_gradient_are_skipped():
+    torch.manual_seed(0)
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.unused = nn.Linear(4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.body(x)
+
+    model = TwoHeads().double()
+    x, y = _data((4,))
+    op = HessianOperator(model, [Batch(x, y)], dtype=torch.float64)
+    assert op.skipped == ("unused.weight", "unused.bias")
+    assert op.names == ("body.weight", "body.bias") and op.n == 15
+    torch.testing.assert_close(
+        op.dense(), dense_reference(model.body, x, y, LOSSES["ce"]), rtol=1e-10, atol=1e-12
+    )
+
+
+def test_nondeterministic_model_is_refused():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.lin(x) * (1 + 0.1 * torch.rand(1, dtype=x.dtype))
+
+    x, y = _data((4,))
+    with pytest.raises(LandscapeError, match="not deterministic"):
+        HessianOperator(Noisy().double(), [Batch(x, y)], dtype=torch.float64)
+
+
+# -- Lanczos -----------------------------------------------------------------------------------
+
+
+def test_top10_eigenvalues_match_dense(case):
+    op, H = case
+    want = np.sort(np.linalg.eigvalsh(H.numpy()))[::-1][:10]
+    res = lanczos_top(op, 10, tol=1e-10, max_steps=op.n, seed=3, eigenvectors=True)
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-6, atol=1e-9 * abs(want[0]))
+    assert np.all(np.diff(res.eigenvalues) <= 0)  # algebraically descending
+    # Residuals are honest: the reported ‖Hv − λv‖ is the true one.
+    V = torch.as_tensor(res.eigenvectors, dtype=torch.float64)
+    lam = torch.as_tensor(res.eigenvalues)
+    true = (V @ H - lam[:, None] * V).norm(dim=1).numpy()
+    float32_rounding = 1e-6 * abs(want[0])  # the eigenvectors are stored as float32
+    assert np.all(np.abs(true - res.residuals) <= float32_rounding + 1e-9)
+    assert res.converged.all() and res.hvp_count == res.steps
+
+
+def test_lanczos_relation_and_orthonormal_basis(case):
+    op, H = case
+    _result, basis = lanczos_run(op, 3, tol=0.0, max_steps=min(25, op.n), seed=1)
+    Q = basis.Q
+    m = Q.shape[0]
+    torch.testing.assert_close(Q @ Q.T, torch.eye(m, dtype=torch.float64), atol=1e-12, rtol=0)
+    T = torch.as_tensor(basis.T)
+    torch.testing.assert_close(Q @ H @ Q.T, T, atol=1e-10 * H.norm().item(), rtol=0)
+    if basis.q_next is not None:  # H Qᵀ = Qᵀ T + β q_next e_mᵀ
+        lhs = H @ Q.T
+        rhs = Q.T @ T
+        rhs[:, -1] += basis.beta_last * basis.q_next
+        torch.testing.assert_close(lhs, rhs, atol=1e-10 * H.norm().item(), rtol=0)
+
+
+def test_indefinite_hessian_top_is_algebraic_not_largest_magnitude():
+    eig = [-7.0, 3.0, 2.5, 1.0, 0.5, 0.1, -0.2, -1.0]
+    model = Quadratic(eig)
+    x = torch.zeros(4, 1, dtype=torch.float64)
+    op = HessianOperator(
+        model, [Batch(x, torch.zeros(4))], loss=_quadratic_loss(model), dtype=torch.float64
+    )
+    torch.testing.assert_close(op.dense(), model.A, rtol=1e-12, atol=1e-12)
+    res = lanczos_top(op, 3, tol=1e-10, max_steps=8, seed=0)
+    np.testing.assert_allclose(res.eigenvalues, [3.0, 2.5, 1.0], rtol=1e-9)
+    assert res.lambda_min == pytest.approx(-7.0, rel=1e-9)
+
+
+def test_lanczos_restarts_after_an_invariant_subspace():
+    # H = diag with a start vector inside a 2-dim invariant subspace would stall; with n = 6 and
+    # k = 6 the run must restart to find every eigenvalue.
+    H = torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64))
+    H[0, 1] = H[1, 0] = 0.0
+    res = lanczos_top(DenseOp(H), 6, tol=1e-12, max_steps=6, seed=0)
+    np.testing.assert_allclose(res.eigenvalues, [5, 4, 3, 2, 1, 0.5], rtol=1e-10)
+
+
+def test_lanczos_same_seed_same_numbers(case):
+    op, _ = case
+    a = lanczos_top(op, 3, seed=7)
+    b = lanczos_top(op, 3, seed=7)
+    assert np.array_equal(a.eigenvalues, b.eigenvalues)
+
+
+# -- stochastic Lanczos quadrature ---------------------------------------------------------------
+
+
+def test_slq_quadrature_is_exact_for_low_degree_moments(case):
+    op, H = case
+    m, P = 6, 3
+    nodes, weights, hvps = slq_nodes(op, probes=P, steps=m, seed=5, reorthogonalize=True)
+    assert nodes.shape == (P, m) and hvps == P * m
+    V = rademacher(op.n, P, torch.Generator().manual_seed(5)) / math.sqrt(op.n)
+    Hk = torch.eye(op.n, dtype=torch.float64)
+    scale = H.norm(2).item()
+    for k in range(2 * m):  # exact up to degree 2m − 1
+        exact = (V * (Hk @ V)).sum(0).numpy()
+        quad = (weights * nodes**k).sum(1)
+        np.testing.assert_allclose(quad, exact, rtol=1e-10, atol=1e-12 * scale**k)
+        Hk = H @ Hk
+
+
+def test_density_integrates_to_one_and_its_mean_is_trace_over_n(case):
+    op, H = case
+    P = 40
+    d = slq_density(op, probes=P, steps=min(30, op.n), seed=2)
+    from scipy.integrate import trapezoid
+
+    assert trapezoid(d.density, d.grid) == pytest.approx(1.0, abs=1e-12)
+    assert np.all(d.density >= 0)
+    np.testing.assert_allclose(d.weights.sum(1), 1.0, rtol=1e-10)
+    mean = trapezoid(d.grid * d.density, d.grid)
+    # The density's mean is the average of vᵀHv over the probes (Gaussian smoothing keeps means),
+    # a Hutchinson estimate of tr(H)/n; compare with the exact value within 4 standard errors.
+    per_probe = (d.weights * d.nodes).sum(1)
+    assert mean == pytest.approx(per_probe.mean(), rel=1e-4, abs=1e-9)  # grid: ±4σ, trapezoid
+    Hn = H.numpy()
+    var = 2 * (np.sum(Hn**2) - np.sum(np.diag(Hn) ** 2)) / op.n**2
+    assert abs(mean - np.trace(Hn) / op.n) <= 4 * math.sqrt(var / P) + 1e-12
+
+
+def test_density_sigma_is_relative_to_the_spectrum():
+    H = torch.diag(torch.linspace(-1, 5, 30, dtype=torch.float64))
+    a = slq_density(DenseOp(H), probes=4, steps=10, seed=0)
+    b = slq_density(DenseOp(100 * H), probes=4, steps=10, seed=0)
+    assert b.sigma == pytest.approx(100 * a.sigma, rel=1e-9)
+    np.testing.assert_allclose(b.grid, 100 * a.grid, rtol=1e-9)
+    np.testing.assert_allclose(b.density * 100, a.density, rtol=1e-7, atol=1e-12)
+
+
+def test_density_without_reorthogonalisation_is_close():
+    H = torch.diag(torch.linspace(0, 1, 200, dtype=torch.float64) ** 3)
+    a = slq_density(DenseOp(H), probes=5, steps=40, seed=0, reorthogonalize=True)
+    b = slq_density(DenseOp(H), probes=5, steps=40, seed=0, reorthogonalize=False)
+    # The same low moments (mean and variance of the smoothed density) either way.
+    from scipy.integrate import trapezoid
+
+    for k in (1, 2):
+        ma = trapezoid(a.grid**k * a.density, a.grid)
+        mb = trapezoid(b.grid**k * b.density, b.grid)
+        assert mb == pytest.approx(ma, rel=1e-3)
+
+
+# -- trace -----------------------------------------------------------------------------------
+
+
+def test_hutchinson_converges_to_the_exact_trace(case):
+    op, H = case
+    exact = torch.trace(H).item()
+    res = hutchinson(op, probes=4000, rtol=2e-3, seed=0, block=200)
+    assert abs(res.estimate - exact) <= 4 * res.stderr
+    assert res.stderr <= 2e-3 * abs(res.estimate) + 1e-12 or res.probes == 4000
+    assert res.samples.shape == (res.probes,) and res.hvp_count == res.probes
+
+
+def test_hutchinson_confidence_interval_covers_about_95_percent():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(30, 30, generator=g, dtype=torch.float64)
+    H = A @ A.T / 30 + torch.diag(torch.linspace(0, 3, 30, dtype=torch.float64))
+    exact = torch.trace(H).item()
+    covered = 0
+    runs = 300
+    for seed in range(runs):
+        r = hutchinson(DenseOp(H), probes=30, rtol=0.0, seed=seed)
+        covered += r.ci95[0] <= exact <= r.ci95[1]
+    assert 0.90 * runs <= covered <= 0.99 * runs
+
+
+def test_deflated_trace_plain_samples_equal_hutchinson_samples(case):
+    op, H = case
+    _, basis = lanczos_run(op, 3, tol=1e-8, max_steps=10, seed=0)
+    plain_ref = hutchinson(op, probes=24, rtol=0.0, seed=11).samples
+    deflated, plain, spent = _projected_probes(
+        op,
+        basis.Q,
+        probes=24,
+        rtol=0.0,
+        min_probes=24,
+        block=8,
+        gen=torch.Generator().manual_seed(11),
+        exact=float(basis.alpha.sum()),
+        extra=_plain_hook(basis),
+    )
+    np.testing.assert_allclose(plain, plain_ref, rtol=1e-9, atol=1e-9)
+    # And the deflated samples are unbiased: their mean is within 5 standard errors of tr(H).
+    assert spent == 24 and len(deflated) == 24
+    stderr = deflated.std(ddof=1) / math.sqrt(24)
+    assert abs(deflated.mean() - torch.trace(H).item()) <= 5 * stderr + 1e-9
+
+
+def _plain_hook(basis):
+    T = torch.as_tensor(basis.T)
+
+    def hook(Z, C, HZp):
+        s = (Z * HZp).sum(0) + (C * (T @ C)).sum(0)
+        if basis.q_next is not None:
+            s = s + basis.beta_last * C[-1] * (basis.q_next @ Z)
+        return s
+
+    return hook
+
+
+def test_deflation_on_a_decaying_spectrum_beats_hutchinson():
+    g = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(200, 200, generator=g, dtype=torch.float64))
+    eig = 100.0 * 0.6 ** torch.arange(200, dtype=torch.float64) + 1e-3
+    H = q @ torch.diag(eig) @ q.T
+    exact = eig.sum().item()
+    _, basis = lanczos_run(DenseOp(H), 5, tol=1e-6, max_steps=30, seed=0)
+    d = deflated_trace(DenseOp(H), basis, probes=20, rtol=0.0, seed=1)
+    h = hutchinson(DenseOp(H), probes=20, rtol=0.0, seed=1)
+    assert d.method == "deflated-hutchinson"
+    assert abs(d.estimate - exact) < 1e-3 * exact
+    assert d.stderr < 0.01 * h.stderr
+
+
+def test_adaptive_trace_falls_back_to_hutchinson_on_a_diagonal_matrix():
+    H = torch.diag(torch.linspace(1, 2, 50, dtype=torch.float64))  # Rademacher: zero variance
+    _, basis = lanczos_run(DenseOp(H), 2, tol=1e-3, max_steps=4, seed=0)
+    t = deflated_trace(DenseOp(H), basis, probes=20, seed=0)
+    assert t.method == "hutchinson" and t.estimate == pytest.approx(75.0, rel=1e-12)
+
+
+def test_full_basis_deflation_is_exact():
+    g = torch.Generator().manual_seed(4)
+    A = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    H = A + A.T
+    _, basis = lanczos_run(DenseOp(H), 12, tol=0.0, max_steps=12, seed=0)
+    t = deflated_trace(DenseOp(H), basis, probes=10, seed=0, adaptive=False)
+    assert t.estimate == pytest.approx(torch.trace(H).item(), abs=1e-9)
+    assert t.stderr < 1e-9
+
+
+def test_hutchpp_is_accurate_on_low_rank_plus_noise():
+    g = torch.Generator().manual_seed(5)
+    U = torch.randn(300, 5, generator=g, dtype=torch.float64)
+    H = U @ U.T * 10 + 0.01 * torch.eye(300, dtype=torch.float64)
+    exact = torch.trace(H).item()
+    pp = hutchpp(DenseOp(H), probes=60, seed=0)
+    h = hutchinson(DenseOp(H), probes=60, rtol=0.0, seed=0)
+    assert pp.method == "hutch++" and pp.hvp_count == 60
+    assert abs(pp.estimate - exact) < 1e-6 * exact
+    assert abs(pp.estimate - exact) < abs(h.estimate - exact)
+
+
+# -- per-layer ---------------------------------------------------------------------------------
+
+
+def test_per_layer_blocks_match_dense_diagonal_blocks(case):
+    op, H = case
+    layers, _hvps = per_layer_curvature(op, steps=op.n, probes=3000, seed=0)
+    assert [layer.name for layer in layers] == list(op.names)
+    for layer, (_, start, stop) in zip(layers, op.blocks(), strict=True):
+        block = H[start:stop, start:stop]
+        lam = torch.linalg.eigvalsh(block)[-1].item()
+        assert layer.lambda_max == pytest.approx(lam, rel=1e-8, abs=1e-10)
+        assert abs(layer.trace - torch.trace(block).item()) <= 5 * layer.trace_stderr + 1e-9
+
+
+# -- the whole analysis --------------------------------------------------------------------------
+
+
+def test_analyze_is_reproducible_and_streams_are_independent(case):
+    op, _H = case
+    s = HessianSettings(top_k=3, trace_probes=30, density_probes=3, lanczos_steps=8, seed=4)
+    a, b = analyze(op, s), analyze(op, s)
+    assert np.array_equal(a["top"].eigenvalues, b["top"].eigenvalues)
+    assert np.array_equal(a["trace"].samples, b["trace"].samples)
+    assert np.array_equal(a["density"].nodes, b["density"].nodes)
+    # Switching the trace off does not change the density's numbers.
+    c = analyze(
+        op, HessianSettings(top_k=3, trace_probes=0, density_probes=3, lanczos_steps=8, seed=4)
+    )
+    assert c["trace"] is None and np.array_equal(c["density"].nodes, a["density"].nodes)
+
+
+def test_pyhessian_agrees_on_lambda_max():
+    pyhessian = pytest.importorskip("pyhessian")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    ours = lanczos_top(HessianOperator(model, [Batch(x, y)]), 1, tol=1e-8, seed=0)
+    torch.manual_seed(0)
+    comp = pyhessian.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    theirs = comp.eigenvalues(maxIter=500, tol=1e-6, top_n=1)[0][0]
+    assert ours.eigenvalues[0] > 0
+    assert theirs == pytest.approx(ours.eigenvalues[0], rel=1e-3)

@@ -196,17 +196,19 @@ def load_model(
     num_classes: int | None = None,
     model_options: Mapping[str, Any] | None = None,
     trust: bool = False,
+    contents: Any = None,
 ) -> LoadedModel:
     """Rebuild the model stored at ``path`` (on the CPU).
 
     A landscape checkpoint names its own architecture; ``model`` (a registry name,
     ``torchvision:NAME`` or ``package.module:factory``) overrides it and is required for files
     that carry no spec, built for ``input_shape``/``num_classes`` (normally the dataset's).
+    ``contents`` is what :func:`read_file` already returned for ``path``, to avoid reading twice.
     """
     from landscape_cli.models import build_model
 
     path = Path(path)
-    obj = read_file(path, trust=trust)
+    obj = contents if contents is not None else read_file(path, trust=trust)
     weights = extract_weights(obj, str(path))
     if isinstance(weights, nn.Module):
         spec = {"name": f"module:{type(weights).__module__}.{type(weights).__qualname__}"}

@@ -73,6 +73,7 @@ SCHEMA_VERSION = 1
 __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
+    "check_target",
     "list_groups",
     "read_hessian",
     "read_root",
@@ -182,6 +183,20 @@ def _open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     with f:
         _check_schema(f, p)
         yield f
+
+
+def check_target(path: str | os.PathLike[str]) -> None:
+    """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse:
+    an existing file that is not HDF5, or an HDF5 file without this schema."""
+    import h5py
+
+    p = Path(path)
+    if not p.exists():
+        return
+    if not (p.is_file() and h5py.is_hdf5(p)):
+        raise LandscapeError(f"{p} exists and is not an HDF5 file; refusing to overwrite it")
+    with _open_read(p):
+        pass
 
 
 def _one_line(exc: BaseException) -> str:

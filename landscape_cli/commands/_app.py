@@ -59,6 +59,8 @@ class LandscapeGroup(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             fail("interrupted", code=130)
         code = rv if isinstance(rv, int) else 0
+        if code == 130:  # Typer turns KeyboardInterrupt into Exit(130) before we can see it
+            fail("interrupted", code=130)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -91,9 +93,10 @@ def _root(
 
 
 def _register() -> None:
-    from landscape_cli.commands import train
+    from landscape_cli.commands import hessian, train
 
     app.command(name="train")(train.train)
+    app.command(name="hessian")(hessian.hessian)
 
 
 _register()

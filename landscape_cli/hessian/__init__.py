@@ -8,6 +8,7 @@ separate stream per estimator, so turning one estimator off does not change anot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -73,18 +74,30 @@ class HessianSettings:
     seed: int = 0
 
 
-def analyze(op: HessianOperator, settings: HessianSettings) -> dict:
+def analyze(
+    op: HessianOperator,
+    settings: HessianSettings,
+    *,
+    out: dict | None = None,
+    on_phase: Callable[[str, int], None] | None = None,
+) -> dict:
     """Run the estimators of ``settings`` on ``op``; returns their results by name.
 
     The trace in ``auto`` mode uses the top-k Lanczos basis (Krylov-deflated Hutchinson, or plain
     Hutchinson on the same probes when its sample variance is smaller); with ``--top-k 0`` it is
-    plain Hutchinson.
+    plain Hutchinson. Results land in ``out`` (keys top, trace, density, per_layer) as each
+    estimator finishes, so a caller interrupted half-way still holds what was computed.
+    ``on_phase(name, max_hvps)`` is called before each estimator starts.
     """
     s = settings
-    out: dict = {"top": None, "trace": None, "density": None, "per_layer": ()}
+    if out is None:
+        out = {}
+    out.update({"top": None, "trace": None, "density": None, "per_layer": ()})
+    phase = on_phase or (lambda name, budget: None)
     basis = None
     need_basis = s.trace_probes > 0 and s.trace_method in ("auto", "deflated")
     if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):
+        phase("top-k Lanczos", min(s.max_steps, op.n))
         top, basis = lanczos_run(
             op, max(s.top_k, 1), tol=s.tol, max_steps=s.max_steps, generator=stream(s.seed, "top")
         )
@@ -92,6 +105,7 @@ def analyze(op: HessianOperator, settings: HessianSettings) -> dict:
             top = replace(top, eigenvectors=ritz_vectors(basis))
         out["top"] = top if s.top_k > 0 else None
     if s.trace_probes > 0:
+        phase("trace", s.trace_probes)
         gen = stream(s.seed, "trace")
         kw = {"probes": s.trace_probes, "generator": gen}
         if s.trace_method == "hutch++":
@@ -102,6 +116,7 @@ def analyze(op: HessianOperator, settings: HessianSettings) -> dict:
         else:
             out["trace"] = hutchinson(op, rtol=s.trace_rtol, **kw)
     if s.density_probes > 0:
+        phase("density (SLQ)", s.density_probes * min(s.lanczos_steps, op.n))
         out["density"] = slq_density(
             op,
             probes=s.density_probes,
@@ -110,6 +125,7 @@ def analyze(op: HessianOperator, settings: HessianSettings) -> dict:
             sigma_rel=s.density_sigma,
         )
     if s.per_layer:
+        phase("per-layer", s.per_layer_steps * len(op.names) + s.per_layer_probes)
         out["per_layer"], _ = per_layer_curvature(
             op,
             steps=s.per_layer_steps,
@@ -117,3 +133,39 @@ def analyze(op: HessianOperator, settings: HessianSettings) -> dict:
             generator=stream(s.seed, "per_layer"),
         )
     return out
+
+
+def make_report(
+    op: HessianOperator,
+    results: dict,
+    settings: HessianSettings,
+    *,
+    samples: int,
+    batch_size: int,
+    split: str,
+    loss: str,
+    seconds: float,
+) -> HessianReport:
+    """Bundle ``analyze``'s results with the facts of the run (for the results file)."""
+    return HessianReport(
+        top=results.get("top"),
+        trace=results.get("trace"),
+        density=results.get("density"),
+        per_layer=tuple(results.get("per_layer", ())),
+        samples=samples,
+        batch_size=batch_size,
+        seed=settings.seed,
+        device=str(op.device),
+        dtype=str(op.dtype).removeprefix("torch."),
+        loss=loss,
+        split=split,
+        bn_mode=op.bn_mode,
+        hvp_count=op.hvp_count,
+        seconds=seconds,
+        num_params=op.n,
+        skipped_params=op.skipped,
+        param_names=op.names,
+        param_shapes=op.shapes,
+        loss_value=op.loss_value,
+        grad_norm=float(op.gradient.norm()),
+    )

@@ -141,6 +141,7 @@ class HessianOperator:
         self.weights = [len(b) / self.num_samples for b in self.batches]
         self.hvp_count = 0  # products of the full operator with one vector
         self.batch_hvps = 0  # per-batch products, including the determinism check
+        self.on_hvp: Callable[[int], None] | None = None  # progress hook: called with k per matmat
 
         named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
         if not named:
@@ -312,6 +313,8 @@ class HessianOperator:
             for j, hv in enumerate(self._hvp(grads, split, retain=self._cache is not None)):
                 out[:, j].add_(hv, alpha=w)
         self.hvp_count += k
+        if self.on_hvp is not None:
+            self.on_hvp(k)
         return out[:, 0] if squeeze else out
 
     def matvec(self, v: Tensor) -> Tensor:

@@ -1,0 +1,255 @@
+"""``landscape hessian CKPT``: top-k eigenvalues, trace and eigenvalue density of the Hessian."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from landscape_cli.commands import _common as c
+from landscape_cli.errors import LandscapeError
+
+
+def hessian(
+    checkpoint: c.Checkpoint,
+    top_k: Annotated[int, typer.Option(help="How many top eigenvalues (0 skips).")] = 5,
+    tol: Annotated[float, typer.Option(help="Stop when every residual ‖Hv−λv‖ ≤ tol·|λ|.")] = 1e-4,
+    max_steps: Annotated[int, typer.Option(help="Most Lanczos steps (HVPs) for the top-k.")] = 100,
+    trace_probes: Annotated[int, typer.Option(help="Most trace probes (0 skips).")] = 100,
+    trace_rtol: Annotated[
+        float, typer.Option(help="Stop the trace at this relative standard error.")
+    ] = 1e-2,
+    trace_method: Annotated[
+        str, typer.Option(help="auto, hutchinson, hutch++ or deflated.")
+    ] = "auto",
+    density_probes: Annotated[int, typer.Option(help="SLQ probes (0 skips the density).")] = 10,
+    lanczos_steps: Annotated[int, typer.Option(help="SLQ Lanczos steps per probe.")] = 90,
+    density_sigma: Annotated[
+        float, typer.Option(help="Gaussian width, relative to the spectral range.")
+    ] = 0.005,
+    per_layer: Annotated[
+        bool, typer.Option("--per-layer", help="λmax and trace of each parameter's block.")
+    ] = False,
+    eigenvectors: Annotated[
+        bool, typer.Option("--eigenvectors", help="Keep the top-k eigenvectors in the file.")
+    ] = False,
+    loss: Annotated[str, typer.Option(help="ce or mse.")] = "ce",
+    bn_mode: Annotated[str, typer.Option(help="eval (running stats) or train (batch stats).")] = (
+        "eval"
+    ),
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    cache_graphs: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache-graphs/--no-cache-graphs",
+            help="Keep each batch's first-order graph (default: when it fits in 2 GiB).",
+        ),
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="Label in the results and figures.")] = None,
+    model: c.ModelOpt = None,
+    model_option: c.ModelOptionOpt = None,
+    dataset: c.DatasetOpt = None,
+    data_root: c.DataRootOpt = None,
+    split: c.SplitOpt = "train",
+    samples: c.SamplesOpt = 1024,
+    batch_size: c.BatchSizeOpt = 128,
+    device: c.DeviceOpt = "auto",
+    seed: c.SeedOpt = 0,
+    trust_checkpoint: c.TrustOpt = False,
+    out: c.OutOpt = None,
+    json_out: c.JsonOpt = False,
+) -> None:
+    """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ)."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from landscape_cli import hessian as hs
+    from landscape_cli.commands.train import parse_options
+    from landscape_cli.results import check_target, write_hessian
+    from landscape_cli.training import resolve_device
+    from landscape_cli.workload import load_workload
+
+    checks = [
+        (top_k >= 0, "--top-k must be >= 0"),
+        (tol > 0, "--tol must be > 0"),
+        (max_steps >= 1, "--max-steps must be >= 1"),
+        (trace_probes == 0 or trace_probes >= 2, "--trace-probes must be 0 or >= 2"),
+        (trace_rtol >= 0, "--trace-rtol must be >= 0"),
+        (trace_method in hs.TRACE_METHODS, f"--trace-method must be one of {hs.TRACE_METHODS}"),
+        (density_probes >= 0, "--density-probes must be >= 0"),
+        (lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
+        (density_sigma > 0, "--density-sigma must be > 0"),
+        (loss in ("ce", "mse"), "--loss must be ce or mse"),
+        (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
+        (split in ("train", "test"), "--split must be train or test"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise LandscapeError(message)
+    dev = resolve_device(device)
+    out_path = c.results_path(checkpoint, out)
+    check_target(out_path)
+    work = load_workload(
+        checkpoint,
+        model=model,
+        model_options=parse_options(model_option, "--model-option"),
+        dataset=dataset,
+        data_root=data_root,
+        split=split,
+        samples=samples,
+        batch_size=batch_size,
+        trust=trust_checkpoint,
+    )
+    settings = hs.HessianSettings(
+        top_k=top_k,
+        tol=tol,
+        max_steps=max_steps,
+        trace_probes=trace_probes,
+        trace_rtol=trace_rtol,
+        trace_method=trace_method,
+        density_probes=density_probes,
+        lanczos_steps=lanczos_steps,
+        density_sigma=density_sigma,
+        per_layer=per_layer,
+        eigenvectors=eigenvectors,
+        seed=seed,
+    )
+    err = Console(stderr=True)
+    t0 = time.perf_counter()
+    op = hs.HessianOperator(
+        work.model,
+        work.batches,
+        loss=loss,
+        bn_mode=bn_mode,
+        device=dev,
+        dtype=getattr(torch, dtype),
+        cache_graphs=cache_graphs,
+    )
+    progress = Progress(
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("HVPs (at most)"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    current: dict[str, Any] = {}
+
+    def on_phase(name: str, budget: int) -> None:
+        if "task" in current:
+            progress.update(current["task"], total=progress.tasks[-1].completed)
+        current["task"] = progress.add_task(name, total=budget)
+
+    op.on_hvp = lambda k: progress.advance(current["task"], k) if "task" in current else None
+    results: dict = {}
+    root = {
+        **c.provenance(checkpoint),
+        "label": label or checkpoint.stem,
+        "model": work.loaded.model_spec["name"],
+        "dataset": work.dataset,
+    }
+
+    def save() -> Path:
+        report = hs.make_report(
+            op,
+            results,
+            settings,
+            samples=work.samples,
+            batch_size=work.batch_size,
+            split=work.split,
+            loss=loss,
+            seconds=time.perf_counter() - t0,
+        )
+        write_hessian(out_path, report, root=root)
+        return report
+
+    try:
+        with progress:
+            hs.analyze(op, settings, out=results, on_phase=on_phase)
+            if "task" in current:
+                progress.update(current["task"], total=progress.tasks[-1].completed)
+    except KeyboardInterrupt:
+        if any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
+            save()  # keep what was computed before the interrupt
+        raise
+    report = save()
+    _show(report, work, out_path, json_out, Console())
+
+
+def _show(report, work, out_path: Path, json_out: bool, console) -> None:
+    from rich.table import Table
+
+    top, tr, dens = report.top, report.trace, report.density
+    if json_out:
+        c.print_json(
+            {
+                "checkpoint": str(work.loaded.path),
+                "eigenvalues": top.eigenvalues if top else [],
+                "residuals": top.residuals if top else [],
+                "converged": top.converged if top else [],
+                "lambda_min": top.lambda_min if top else None,
+                "trace": tr.estimate if tr else None,
+                "trace_stderr": tr.stderr if tr else None,
+                "trace_ci95": list(tr.ci95) if tr else None,
+                "trace_method": tr.method if tr else None,
+                "trace_probes": tr.probes if tr else None,
+                "density_probes": dens.probes if dens else 0,
+                "per_layer": {
+                    layer.name: {"lambda_max": layer.lambda_max, "trace": layer.trace}
+                    for layer in report.per_layer
+                },
+                "hvp_count": report.hvp_count,
+                "samples": report.samples,
+                "num_params": report.num_params,
+                "skipped_params": list(report.skipped_params),
+                "loss": report.loss_value,
+                "bn_mode": report.bn_mode,
+                "device": report.device,
+                "seconds": report.seconds,
+                "out": str(out_path),
+            }
+        )
+        return
+    table = Table(title=f"Hessian of {work.loaded.path.name} ({report.samples} samples)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("detail")
+    if top is not None:
+        for i, (lam, res, ok) in enumerate(
+            zip(top.eigenvalues, top.residuals, top.converged, strict=True)
+        ):
+            flag = "" if ok else " (not converged)"
+            table.add_row(f"λ{i + 1}", f"{lam:.6g}", f"residual {res:.2e}{flag}")
+        table.add_row(
+            "λmin (Krylov)", f"{top.lambda_min:.6g}", f"residual {top.lambda_min_residual:.2e}"
+        )
+    if tr is not None:
+        table.add_row(
+            "trace",
+            f"{tr.estimate:.6g}",
+            f"± {tr.stderr:.3g} (95 % CI {tr.ci95[0]:.4g} … {tr.ci95[1]:.4g}), "
+            f"{tr.method}, {tr.probes} probes",
+        )
+    if dens is not None:
+        table.add_row(
+            "density",
+            f"{dens.probes}×{dens.lanczos_steps}",
+            f"SLQ nodes in [{dens.nodes.min():.4g}, {dens.nodes.max():.4g}], σ {dens.sigma:.3g}",
+        )
+    for layer in report.per_layer:
+        table.add_row(
+            f"  {layer.name}",
+            f"{layer.lambda_max:.4g}",
+            f"trace {layer.trace:.4g} ± {layer.trace_stderr:.2g}",
+        )
+    table.add_row(
+        "loss", f"{report.loss_value:.6g}", f"{report.split} split, {report.bn_mode}-mode BN"
+    )
+    table.add_row("HVPs", str(report.hvp_count), f"{report.seconds:.1f} s on {report.device}")
+    if report.skipped_params:
+        table.add_row("skipped", str(len(report.skipped_params)), "parameters with no gradient")
+    table.add_row("results", str(out_path), "")
+    console.print(table)

@@ -1,0 +1,90 @@
+"""What ``hessian``, ``scan`` and ``audit`` measure on: a checkpoint's model and a fixed sample set.
+
+DESIGN.md's shared options: ``--model`` (needed for files that carry no model spec, or to
+override it), ``--dataset``/``--data-root`` (default: the dataset recorded in a landscape
+checkpoint), ``--split`` (train by default), ``--samples N`` (the first N samples of the split in
+the dataset's own order, no augmentation), ``--batch-size``, ``--device``, ``--trust-checkpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from landscape_cli.checkpoints import LoadedModel, load_model
+from landscape_cli.errors import LandscapeError
+from landscape_cli.hessian.operator import Batch, make_batches
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model ready to evaluate, and the ordered batches of samples it is measured on."""
+
+    loaded: LoadedModel
+    batches: list[Batch]
+    dataset: str
+    split: str
+    samples: int
+    batch_size: int
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.loaded.model
+
+
+def load_workload(
+    checkpoint: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    split: str = "train",
+    samples: int | None = 1024,
+    batch_size: int = 128,
+    trust: bool = False,
+) -> Workload:
+    """Load ``checkpoint`` and the first ``samples`` samples of ``split`` of its dataset."""
+    from landscape_cli.checkpoints import read_file
+    from landscape_cli.data import load_dataset
+
+    if batch_size < 1:
+        raise LandscapeError(f"--batch-size must be >= 1, got {batch_size}")
+    if samples is not None and samples < 0:
+        raise LandscapeError(f"--samples must be >= 0 (0 = all), got {samples}")
+    path = Path(checkpoint)
+    raw = read_file(path, trust=trust)
+    ds_name, root = dataset, data_root
+    if ds_name is None:
+        stored = raw.get("dataset") if isinstance(raw, dict) else None
+        if isinstance(stored, dict) and stored.get("name"):
+            ds_name = stored["name"]
+            root = root if root is not None else stored.get("root")
+        else:
+            raise LandscapeError(
+                f"{path} does not record its dataset; pass --dataset (digits, cifar10, cifar100, "
+                "imagefolder:PATH or package.module:factory)"
+            )
+    data = load_dataset(ds_name, split, root=root, augment=False)
+    loaded = load_model(
+        path,
+        model=model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        model_options=model_options,
+        trust=trust,
+        contents=raw,
+    )
+    batches = make_batches(data.dataset, samples, batch_size)
+    return Workload(
+        loaded=loaded,
+        batches=batches,
+        dataset=ds_name,
+        split=split,
+        samples=sum(len(b) for b in batches),
+        batch_size=batch_size,
+    )

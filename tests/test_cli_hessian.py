@@ -1,0 +1,206 @@
+"""``landscape hessian`` end to end: results-file schema, JSON, foreign checkpoints, errors."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landscape_cli.commands import app
+from landscape_cli.results import read_hessian, update_file
+from landscape_cli.training import TrainConfig, train
+
+runner = CliRunner()
+FAST = ["--samples", "96", "--batch-size", "32", "--density-probes", "2", "--lanczos-steps", "8"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
+    train(TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=2), out=path)
+    return path
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_results_file_has_exactly_the_schema(ckpt, tmp_path):
+    out = tmp_path / "r.h5"
+    _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), *FAST]))
+    with h5py.File(out) as f:
+        for key in ("schema", "schema_version", "tool_version", "checkpoint", "checkpoint_sha256"):
+            assert key in f.attrs
+        assert f.attrs["schema"] == "landscape-results" and f.attrs["schema_version"] == 1
+        for key in ("label", "model", "dataset"):
+            assert isinstance(f.attrs[key], str)
+        assert f.attrs["model"] == "mlp" and f.attrs["dataset"] == "digits"
+        h = f["hessian"]
+        for key in ("samples", "batch_size", "seed", "device", "hvp_count", "seconds"):
+            assert key in h.attrs
+        assert h.attrs["samples"] == 96 and h.attrs["batch_size"] == 32
+        assert h["eigenvalues"].shape == (5,) and h["eigenvalues"].dtype == np.float64
+        assert h["residuals"].shape == (5,) and h["residuals"].dtype == np.float64
+        assert np.all(np.diff(h["eigenvalues"][()]) <= 0)
+        assert h["trace"].shape == () and h["trace"].dtype == np.float64
+        for key in ("stderr", "probes", "method"):
+            assert key in h["trace"].attrs
+        assert (
+            h["trace_samples"].ndim == 1 and len(h["trace_samples"]) == h["trace"].attrs["probes"]
+        )
+        d = h["density"]
+        assert d["grid"].shape == d["density"].shape
+        assert d["nodes"].shape == (2, 8) and d["weights"].shape == (2, 8)
+        for key in ("sigma", "lanczos_steps", "probes"):
+            assert key in d.attrs
+        assert np.trapezoid(d["density"][()], d["grid"][()]) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
+    out = tmp_path / "r.h5"
+    update_file(out, {"checkpoint": str(ckpt)}, lambda f: f.create_group("scan/1d-random"))
+    result = _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--json", *FAST]))
+    data = json.loads(result.stdout)
+    assert len(data["eigenvalues"]) == 5 and len(data["residuals"]) == 5
+    assert data["samples"] == 96 and data["out"] == str(out)
+    assert data["hvp_count"] > 0 and data["trace_stderr"] > 0
+    stored = read_hessian(out)
+    np.testing.assert_array_equal(stored["eigenvalues"], data["eigenvalues"])
+    # Same seed, same numbers; a different --top-k replaces /hessian, keeps the scan group.
+    again = json.loads(
+        _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--json", *FAST])).stdout
+    )
+    assert again["eigenvalues"] == data["eigenvalues"] and again["trace"] == data["trace"]
+    _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--top-k", "2", *FAST]))
+    with h5py.File(out) as f:
+        assert f["hessian/eigenvalues"].shape == (2,)
+        assert "scan/1d-random" in f
+
+
+def test_default_out_path_and_skipping_estimators(ckpt):
+    result = _ok(
+        runner.invoke(
+            app,
+            [
+                "hessian",
+                str(ckpt),
+                "--json",
+                "--trace-probes",
+                "0",
+                "--density-probes",
+                "0",
+                "--top-k",
+                "1",
+                "--samples",
+                "64",
+            ],
+        )
+    )
+    data = json.loads(result.stdout)
+    assert data["out"] == str(ckpt.with_suffix(".h5")) and data["trace"] is None
+    with h5py.File(ckpt.with_suffix(".h5")) as f:
+        assert "trace" not in f["hessian"] and "density" not in f["hessian"]
+
+
+def test_top_eigenvalue_matches_a_dense_hessian(ckpt, tmp_path):
+    from torch.func import functional_call, hessian
+
+    from landscape_cli.checkpoints import load_model
+    from landscape_cli.data import load_dataset
+
+    out = tmp_path / "r.h5"
+    args = ["hessian", str(ckpt), "--out", str(out), "--json", "--dtype", "float64"]
+    args += ["--samples", "64", "--tol", "1e-10", "--max-steps", "300", "--top-k", "3"]
+    data = json.loads(_ok(runner.invoke(app, [*args, "--trace-probes", "0"])).stdout)
+    model = load_model(ckpt).model.double().eval()
+    ds = load_dataset("digits", "train").dataset
+    x = torch.stack([ds[i][0] for i in range(64)]).double()
+    y = torch.stack([torch.as_tensor(ds[i][1]) for i in range(64)])
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(v):
+        parts = torch.split(v, [s.numel() for s in shapes])
+        params = {k: p.reshape(s) for k, p, s in zip(names, parts, shapes, strict=True)}
+        return torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+    exact = np.sort(np.linalg.eigvalsh(hessian(f)(flat).numpy()))[::-1][:3]
+    np.testing.assert_allclose(data["eigenvalues"], exact, rtol=1e-6)
+
+
+def test_foreign_state_dict_with_model_and_dataset(ckpt, tmp_path):
+    from landscape_cli.checkpoints import load_model
+
+    net = load_model(ckpt).model
+    plain = tmp_path / "plain.pth"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, plain)
+    err = _one_error_line(runner.invoke(app, ["hessian", str(plain), *FAST]))
+    assert "--dataset" in err
+    err = _one_error_line(runner.invoke(app, ["hessian", str(plain), "--dataset", "digits", *FAST]))
+    assert "--model" in err
+    args = ["hessian", str(plain), "--dataset", "digits", "--model", "mlp"]
+    args += ["--model-option", "hidden=[12]", "--json", *FAST]
+    data = json.loads(_ok(runner.invoke(app, args)).stdout)
+    ref = json.loads(_ok(runner.invoke(app, ["hessian", str(ckpt), "--json", *FAST])).stdout)
+    assert data["eigenvalues"] == ref["eigenvalues"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--top-k", "-1"], "--top-k"),
+        (["--trace-method", "magic"], "--trace-method"),
+        (["--loss", "hinge"], "--loss"),
+        (["--dtype", "float16"], "--dtype"),
+        (["--split", "valid"], "--split"),
+        (["--bn-mode", "frozen"], "--bn-mode"),
+        (["--device", "cuda"], "CUDA"),
+        (["--tol", "abc"], "--tol"),
+    ],
+)
+def test_bad_options_are_one_line(ckpt, extra, needle):
+    assert needle in _one_error_line(runner.invoke(app, ["hessian", str(ckpt), *extra]))
+
+
+def test_bad_files_are_one_line(tmp_path):
+    assert "not found" in _one_error_line(runner.invoke(app, ["hessian", str(tmp_path / "x.pt")]))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00\x01 definitely not a checkpoint")
+    assert "not a PyTorch checkpoint" in _one_error_line(runner.invoke(app, ["hessian", str(junk)]))
+    foreign_h5 = tmp_path / "foreign.h5"
+    with h5py.File(foreign_h5, "w") as f:
+        f["x"] = 1
+    ck = tmp_path / "m.pt"
+    train(TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=1), out=ck)
+    err = _one_error_line(runner.invoke(app, ["hessian", str(ck), "--out", str(foreign_h5), *FAST]))
+    assert "foreign.h5" in err
+    with h5py.File(foreign_h5) as f:  # the foreign file was left alone
+        assert list(f) == ["x"]
+
+
+def test_interrupt_keeps_what_was_computed(ckpt, tmp_path, monkeypatch):
+    import landscape_cli.hessian as hs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hs, "slq_density", interrupted)
+    out = tmp_path / "r.h5"
+    result = runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), *FAST])
+    assert result.exit_code == 130 and result.stderr.strip().endswith("error: interrupted")
+    stored = read_hessian(out)
+    assert len(stored["eigenvalues"]) == 5 and stored["trace"] is not None
+    assert stored["density"] is None

@@ -17,7 +17,7 @@ import torch
 
 from landscape_cli.checkpoints import LoadedModel, load_model
 from landscape_cli.errors import LandscapeError
-from landscape_cli.hessian.operator import Batch, make_batches
+from landscape_cli.evaluation import Batch, make_batches
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from landscape_cli.hessian import (
 )
 from landscape_cli.hessian.density import slq_nodes
 from landscape_cli.hessian.lanczos import lanczos_run
-from landscape_cli.hessian.operator import LOSSES
+from landscape_cli.evaluation import LOSSES
 from landscape_cli.hessian.trace import _projected_probes, deflated_trace, rademacher
 
 # -- tiny problems -------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from landscape_cli.evaluation import Batch, make_batches
 from landscape_cli.hessian.density import slq_density
 from landscape_cli.hessian.lanczos import lanczos_run, lanczos_top, ritz_vectors
-from landscape_cli.hessian.operator import Batch, HessianOperator, make_batches
+from landscape_cli.hessian.operator import HessianOperator
 from landscape_cli.hessian.per_layer import per_layer_curvature
 from landscape_cli.hessian.trace import deflated_trace, hutchinson, hutchpp
 from landscape_cli.hessian.types import (

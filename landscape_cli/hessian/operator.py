@@ -22,11 +22,9 @@ batch's first-order graph and every later product pays only the second backward 
 :meth:`matmat` pushes several vectors through each batch's graph while it is alive, so estimators
 that need many vectors (trace and density probes) build each graph once per group.
 
-Modes: ``bn_mode="eval"`` (default) evaluates the model in eval mode (BatchNorm uses running
-statistics, dropout is off). ``bn_mode="train"`` keeps everything in eval mode except BatchNorm
-layers, which use batch statistics; their running statistics are snapshotted before and restored
-after every forward, so the checkpoint's buffers are never changed. Scaled-dot-product attention
-is forced onto the math kernel (fused kernels have no double backward).
+Modes: ``bn_mode="eval"`` (default) or ``"train"`` (BatchNorm on batch statistics, running
+statistics never changed), as :func:`landscape_cli.evaluation.evaluation_mode` defines them;
+attention runs on the math kernel (fused kernels have no double backward).
 
 Parameters that receive no gradient on any batch are left out of the operator (and listed in
 ``skipped``). On construction the operator applies itself twice to the same vector on the first
@@ -38,65 +36,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from landscape_cli.errors import LandscapeError
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
-    return nn.functional.cross_entropy(output, target)
-
-
-def mse(output: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error; integer class targets are one-hot encoded first."""
-    if not torch.is_floating_point(target):
-        target = nn.functional.one_hot(target, output.shape[-1]).to(output.dtype)
-    return nn.functional.mse_loss(output, target.reshape(output.shape))
-
-
-LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": mse}
-
-
-@dataclass(frozen=True)
-class Batch:
-    inputs: Tensor
-    targets: Tensor
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
-
-
-def make_batches(
-    dataset: torch.utils.data.Dataset, samples: int | None, batch_size: int
-) -> list[Batch]:
-    """The first ``samples`` items of ``dataset`` in its own order, in batches of ``batch_size``."""
-    total = len(dataset)  # type: ignore[arg-type]
-    n = total if samples is None or samples <= 0 else min(samples, total)
-    if n == 0:
-        raise LandscapeError("the dataset is empty")
-    subset = torch.utils.data.Subset(dataset, range(n))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
-    out = []
-    for x, y in loader:
-        out.append(Batch(x, torch.as_tensor(y)))
-    return out
-
-
-@contextlib.contextmanager
-def _math_attention() -> Iterator[None]:
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # pragma: no cover - torch < 2.3
-        yield
-        return
-    with sdpa_kernel([SDPBackend.MATH]):
-        yield
+from landscape_cli.evaluation import (
+    BN_MODES,
+    LOSSES,
+    Batch,
+    LossFn,
+    evaluation_mode,
+    to_device,
+)
 
 
 class HessianOperator:
@@ -127,7 +80,7 @@ class HessianOperator:
         memory_budget: int = 2 * 1024**3,
         check: bool = True,
     ) -> None:
-        if bn_mode not in ("eval", "train"):
+        if bn_mode not in BN_MODES:
             raise LandscapeError(f"--bn-mode must be eval or train, got {bn_mode!r}")
         if not batches:
             raise LandscapeError("no samples to compute the Hessian on")
@@ -136,7 +89,7 @@ class HessianOperator:
         self.model = model.to(device=self.device, dtype=dtype)
         self.loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
         self.bn_mode = bn_mode
-        self.batches = [self._to_device(b) for b in batches]
+        self.batches = [to_device(b, self.device, dtype) for b in batches]
         self.num_samples = sum(len(b) for b in self.batches)
         self.weights = [len(b) / self.num_samples for b in self.batches]
         self.hvp_count = 0  # products of the full operator with one vector
@@ -170,41 +123,8 @@ class HessianOperator:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _to_device(self, b: Batch) -> Batch:
-        x = b.inputs.to(self.device)
-        if torch.is_floating_point(x):
-            x = x.to(self.dtype)
-        y = b.targets.to(self.device)
-        if torch.is_floating_point(y):
-            y = y.to(self.dtype)
-        return Batch(x, y)
-
-    @contextlib.contextmanager
-    def _mode(self) -> Iterator[None]:
-        """Eval mode (or eval + BatchNorm in train mode), restoring modes and buffers after."""
-        modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        swapped: list[tuple[nn.Module, str, Tensor]] = []
-        if self.bn_mode == "train":
-            # BatchNorm in train mode updates its running statistics in place. Give each layer
-            # throw-away copies for this forward (the graph may keep them) and put the originals
-            # back afterwards, so the checkpoint's statistics never change.
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train()
-                    for name in ("running_mean", "running_var", "num_batches_tracked"):
-                        original = getattr(m, name, None)
-                        if original is not None:
-                            swapped.append((m, name, original))
-                            setattr(m, name, original.clone())
-        try:
-            with _math_attention():
-                yield
-        finally:
-            for m, name, original in swapped:
-                setattr(m, name, original)
-            for m, mode in modes.items():
-                m.training = mode
+    def _mode(self) -> contextlib.AbstractContextManager[None]:
+        return evaluation_mode(self.model, self.bn_mode)
 
     def _loss(self, b: Batch) -> Tensor:
         with self._mode():

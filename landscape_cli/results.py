@@ -77,9 +77,14 @@ __all__ = [
     "list_groups",
     "read_hessian",
     "read_root",
+    "read_scan",
+    "scan_attrs",
+    "scan_names",
+    "set_scan_points",
     "sha256_file",
     "update_file",
     "write_hessian",
+    "write_scan",
 ]
 
 
@@ -268,6 +273,11 @@ def update_file(
     except OSError as exc:
         raise LandscapeError(f"cannot create folder {folder}: {_one_line(exc)}") from exc
     with _locked(target):
+        # Every writer holds the lock while its temporary file exists, so any temporary file
+        # found now was left by a writer that was killed: remove it.
+        for stale in folder.glob(f".{target.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         exists = target.exists()
         if exists and not (target.is_file() and h5py.is_hdf5(target)):
             raise LandscapeError(
@@ -506,4 +516,130 @@ def read_hessian(path: str | os.PathLike[str]) -> dict[str, Any]:
             order = _plain(eg.attrs.get("param_names", np.array([], dtype=object)))
             order = [n for n in order if n in eg] + [n for n in eg if n not in order]
             out["eigenvectors"] = {name: eg[name][()] for name in order}
+        return out
+
+
+# -- scans ---------------------------------------------------------------------------------------
+
+
+def scan_attrs(path: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
+    """The attributes of ``/scan/<name>``, or None when the file or the scan does not exist."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    with _open_read(p) as f:
+        key = f"scan/{name}"
+        return _attrs(f[key]) if key in f else None
+
+
+def write_scan(
+    path: str | os.PathLike[str],
+    root: Mapping[str, Any],
+    name: str,
+    *,
+    attrs: Mapping[str, Any],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    loss: np.ndarray,
+    accuracy: np.ndarray,
+    directions: Mapping[str, Mapping[str, np.ndarray]],
+) -> Path:
+    """Create (or replace) ``/scan/<name>``: coordinates, loss/accuracy grids, directions.
+
+    ``directions`` maps an axis (``"x"``, ``"y"``) to ``{parameter name: array}``; each array is
+    stored under ``directions/<axis>/<parameter name>``. ``loss``/``accuracy`` hold NaN where a
+    point is not computed yet; for 2-D scans they are shaped (ny, nx).
+    """
+
+    def mutate(f: h5py.File) -> None:
+        key = f"scan/{name}"
+        if key in f:
+            del f[key]
+        g = f.require_group("scan").create_group(name)
+        for k, v in attrs.items():
+            _set_attr(g, k, v)
+        g.create_dataset("x", data=np.asarray(x, dtype=np.float64))
+        if y is not None:
+            g.create_dataset("y", data=np.asarray(y, dtype=np.float64))
+        g.create_dataset("loss", data=np.asarray(loss, dtype=np.float64))
+        g.create_dataset("accuracy", data=np.asarray(accuracy, dtype=np.float64))
+        dg = g.create_group("directions")
+        for axis, params in directions.items():
+            ag = dg.create_group(axis, track_order=True)
+            for pname, arr in params.items():
+                ag.create_dataset(_check_member_name(pname), data=np.asarray(arr))
+
+    return update_file(path, root, mutate)
+
+
+def set_scan_points(
+    path: str | os.PathLike[str],
+    root: Mapping[str, Any],
+    name: str,
+    points: list[tuple[int, int, float, float]],
+) -> Path:
+    """Store computed points ``(i, j, loss, accuracy)`` (j is 0 for 1-D scans) atomically."""
+
+    def mutate(f: h5py.File) -> None:
+        key = f"scan/{name}"
+        if key not in f:
+            raise LandscapeError(f"{path} has no scan {name!r} to add points to")
+        g = f[key]
+        loss, acc = g["loss"][()], g["accuracy"][()]
+        for i, j, lv, av in points:
+            if loss.ndim == 1:
+                loss[i], acc[i] = lv, av
+            else:
+                loss[j, i], acc[j, i] = lv, av
+        g["loss"][...] = loss
+        g["accuracy"][...] = acc
+
+    return update_file(path, root, mutate)
+
+
+def scan_names(path: str | os.PathLike[str]) -> list[str]:
+    with _open_read(path) as f:
+        return sorted(f["scan"]) if "scan" in f else []
+
+
+def read_scan(
+    path: str | os.PathLike[str], name: str | None = None, *, directions: bool = False
+) -> dict[str, Any]:
+    """Read ``/scan/<name>`` back: ``{name, dim, kind, x, y, loss, accuracy, attrs}``.
+
+    ``y`` is None for 1-D scans; ``loss``/``accuracy`` are (nx,) or (ny, nx) with NaN where not yet
+    computed. ``name`` may be omitted when the file holds exactly one scan. With ``directions``,
+    ``directions`` maps each axis to ``{parameter name: array}`` (in parameter order).
+    """
+    with _open_read(path) as f:
+        names = sorted(f["scan"]) if "scan" in f else []
+        if not names:
+            raise LandscapeError(
+                f"{path} has no scans; run `landscape scan` on its checkpoint first"
+            )
+        if name is None:
+            if len(names) > 1:
+                raise LandscapeError(
+                    f"{path} holds several scans ({', '.join(names)}); pass --name"
+                )
+            name = names[0]
+        if name not in names:
+            raise LandscapeError(f"{path} has no scan {name!r} (it has: {', '.join(names)})")
+        g = f[f"scan/{name}"]
+        attrs = _attrs(g)
+        out: dict[str, Any] = {
+            "name": name,
+            "dim": int(attrs.get("dim", g["loss"].ndim)),
+            "kind": attrs.get("kind"),
+            "x": g["x"][()],
+            "y": g["y"][()] if "y" in g else None,
+            "loss": g["loss"][()],
+            "accuracy": g["accuracy"][()],
+            "attrs": attrs,
+        }
+        if directions:
+            out["directions"] = {
+                axis: {p: g[f"directions/{axis}/{p}"][()] for p in g[f"directions/{axis}"]}
+                for axis in g["directions"]
+            }
         return out

@@ -12,6 +12,7 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 from landscape_cli.errors import LandscapeError
+from landscape_cli.evaluation import LOSSES
 from landscape_cli.hessian import (
     Batch,
     HessianOperator,
@@ -25,7 +26,6 @@ from landscape_cli.hessian import (
 )
 from landscape_cli.hessian.density import slq_nodes
 from landscape_cli.hessian.lanczos import lanczos_run
-from landscape_cli.evaluation import LOSSES
 from landscape_cli.hessian.trace import _projected_probes, deflated_trace, rademacher
 
 # -- tiny problems -------------------------------------------------------------------------------

@@ -93,10 +93,11 @@ def _root(
 
 
 def _register() -> None:
-    from landscape_cli.commands import hessian, train
+    from landscape_cli.commands import hessian, scan, train
 
     app.command(name="train")(train.train)
     app.command(name="hessian")(hessian.hessian)
+    app.command(name="scan")(scan.scan)
 
 
 _register()

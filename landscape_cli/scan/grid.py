@@ -1,0 +1,221 @@
+r"""Evaluating the loss on a grid of points :math:`\theta_0 + a\,d_x + b\,d_y`, resumably.
+
+Each point's weights are written in place from the *base* weights (``copy`` then ``add``), never
+by accumulating steps, so no drift builds up and the point at the origin is the checkpoint itself,
+bit for bit. Evaluation is a forward pass over fixed batches already on the device; the per-point
+overhead is one pass of ``torch._foreach_copy_``/``_foreach_add_`` over the parameters.
+
+**Crash safety.** The results file is HDF5, which is not crash-consistent, so points are not
+written into it one by one. Each computed point is appended as one line to a journal beside the
+file (``<file>.<scan name>.journal``, flushed after every point: a SIGKILL keeps every line
+already written), and the journal is folded into the HDF5 file by an atomic rewrite
+(:func:`landscape_cli.results.set_scan_points`) every ``fold_every`` seconds, on Ctrl-C, and at the
+end. A torn last line (killed mid-write) is ignored. Folding twice is harmless, so a kill between
+the rewrite and the journal's truncation loses nothing either. Re-running the same scan folds any
+journal left behind and computes only the points still missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape_cli.errors import LandscapeError
+from landscape_cli.evaluation import Batch, LossFn, loss_and_accuracy
+from landscape_cli.scan.directions import Direction
+
+#: Attributes that must match for a re-run to resume an existing scan of the same name.
+IDENTITY = (
+    "dim",
+    "kind",
+    "norm",
+    "ignore",
+    "seed",
+    "samples",
+    "split",
+    "loss",
+    "bn_mode",
+    "orthogonalize",
+    "checkpoint_sha256",
+    "targets_sha256",
+    "xmin",
+    "xmax",
+    "nx",
+    "ymin",
+    "ymax",
+    "ny",
+)
+
+
+def axis(lo: float, hi: float, n: int) -> np.ndarray:
+    """``n`` evenly spaced coordinates from lo to hi, with 0 exactly 0 when it is on the grid."""
+    if n < 1:
+        raise LandscapeError(f"--points must be >= 1, got {n}")
+    if not (math.isfinite(lo) and math.isfinite(hi)) or (n > 1 and not lo < hi):
+        raise LandscapeError(f"a range needs two finite numbers, low < high; got {lo} {hi}")
+    x = np.linspace(lo, hi, n)
+    x[np.abs(x) < 1e-12 * max(abs(lo), abs(hi), 1.0)] = 0.0
+    return x
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """What to scan: coordinates, directions and every option that identifies the scan."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray | None
+    directions: tuple[Direction, ...]  # one per axis
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+
+
+def journal_path(results: Path, name: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return results.with_name(f"{results.name}.{safe}.journal")
+
+
+def read_journal(path: Path) -> list[tuple[int, int, float, float]]:
+    """Complete lines ``i j loss accuracy`` of a journal; a torn last line is ignored."""
+    if not path.exists():
+        return []
+    points = []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for line in text.split("\n")[:-1]:  # the part after the last newline is incomplete
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        try:
+            points.append((int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3])))
+        except ValueError:
+            continue
+    return points
+
+
+class Journal:
+    """Append-only record of computed points, flushed per point (survives SIGKILL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._last_sync = time.monotonic()
+
+    def add(self, i: int, j: int, loss: float, acc: float) -> None:
+        self._fh.write(f"{i} {j} {loss!r} {acc!r}\n")
+        self._fh.flush()
+        if time.monotonic() - self._last_sync > 2.0:  # power loss too, every few seconds
+            os.fsync(self._fh.fileno())
+            self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class PointEvaluator:
+    """Sets the model to ``base + a·dx (+ b·dy)`` in place and evaluates loss and accuracy."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[Batch],
+        directions: Sequence[Direction],
+        loss_fn: LossFn,
+        bn_mode: str = "eval",
+    ) -> None:
+        self.model, self.batches, self.loss_fn, self.bn_mode = (
+            model,
+            list(batches),
+            loss_fn,
+            bn_mode,
+        )
+        state = model.state_dict(keep_vars=True)
+        names = list(directions[0])
+        missing = [k for k in names if k not in state]
+        if missing:
+            raise LandscapeError(f"directions name unknown tensors: {', '.join(missing[:4])}")
+        self.targets: list[Tensor] = [state[k].data for k in names]
+        self.base = [t.detach().clone() for t in self.targets]
+        self.dirs = [
+            [
+                d[k].to(device=t.device, dtype=t.dtype)
+                for k, t in zip(names, self.targets, strict=True)
+            ]
+            for d in directions
+        ]
+
+    @torch.no_grad()
+    def __call__(self, coords: Sequence[float]) -> tuple[float, float]:
+        torch._foreach_copy_(self.targets, self.base)
+        for c, d in zip(coords, self.dirs, strict=True):
+            if c != 0.0:
+                torch._foreach_add_(self.targets, d, alpha=float(c))
+        return loss_and_accuracy(self.model, self.batches, self.loss_fn, self.bn_mode)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        torch._foreach_copy_(self.targets, self.base)
+
+
+def run_scan(
+    evaluate: Callable[[Sequence[float]], tuple[float, float]],
+    plan: ScanPlan,
+    loss: np.ndarray,
+    *,
+    store: Callable[[list[tuple[int, int, float, float]]], None],
+    journal: Path,
+    fold_every: float = 30.0,
+    on_point: Callable[[int, int, float, float], None] | None = None,
+) -> np.ndarray:
+    """Compute every point of ``plan`` whose ``loss`` entry is NaN, in row-major order.
+
+    ``store(points)`` writes points into the results file (atomically); it is called with the
+    journal's contents every ``fold_every`` seconds, on interruption and at the end. Returns the
+    loss grid with the new points filled in.
+    """
+    loss = loss.copy()
+    todo = [
+        (i, j)
+        for j in range(1 if plan.y is None else len(plan.y))
+        for i in range(len(plan.x))
+        if math.isnan(loss[i] if plan.y is None else loss[j, i])
+    ]
+    log = Journal(journal)
+    last_fold = time.monotonic()
+
+    def fold() -> None:
+        points = read_journal(journal)
+        if points:
+            store(points)
+        journal.write_text("")
+
+    try:
+        for i, j in todo:
+            coords = (plan.x[i],) if plan.y is None else (plan.x[i], plan.y[j])
+            lv, av = evaluate(coords)
+            log.add(i, j, lv, av)
+            if plan.y is None:
+                loss[i] = lv
+            else:
+                loss[j, i] = lv
+            if on_point is not None:
+                on_point(i, j, lv, av)
+            if time.monotonic() - last_fold > fold_every:
+                fold()
+                last_fold = time.monotonic()
+    finally:
+        log.close()
+        fold()
+    journal.unlink(missing_ok=True)
+    return loss

@@ -1,0 +1,399 @@
+"""Loss-landscape scans: directions, exact grids, orientation, resume after SIGKILL, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from landscape_cli.commands import app
+from landscape_cli.errors import LandscapeError
+from landscape_cli.evaluation import LOSSES, Batch, loss_and_accuracy
+from landscape_cli.hessian import HessianOperator, lanczos_top
+from landscape_cli.results import read_scan
+from landscape_cli.scan import (
+    axis,
+    eigenvector_plan,
+    execute,
+    interpolation_plan,
+    random_plan,
+    second_difference,
+)
+from landscape_cli.scan.directions import normalise, orthogonalise, random_direction
+from landscape_cli.training import TrainConfig, train
+
+runner = CliRunner()
+ROOT = {"checkpoint": "test", "label": "t", "model": "m", "dataset": "d"}
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)
+    )
+
+
+# -- directions --------------------------------------------------------------------------------
+
+
+def test_filter_normalisation_and_ignored_parameters():
+    model = _cnn()
+    d = random_direction(model, generator=torch.Generator().manual_seed(0))
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        if p.dim() <= 1:
+            assert torch.count_nonzero(d[name]) == 0, name  # biases and BN weights zeroed
+            continue
+        dn = d[name].reshape(p.shape[0], -1).norm(dim=1)
+        pn = p.detach().reshape(p.shape[0], -1).norm(dim=1)
+        torch.testing.assert_close(dn, pn, rtol=1e-6, atol=0)
+    # BatchNorm running statistics are buffers: never part of a direction.
+    assert "1.running_mean" not in d and "1.running_var" not in d
+
+
+def test_layer_and_none_norms_and_zero_biases():
+    model = nn.Linear(5, 3)
+    with torch.no_grad():
+        model.bias.zero_()
+    raw = {"weight": torch.randn(3, 5), "bias": torch.randn(3)}
+    weights = dict(model.named_parameters())
+    layer = normalise(raw, weights, norm="layer", ignore="none")
+    assert layer["weight"].norm() == pytest.approx(model.weight.norm().item(), rel=1e-6)
+    assert torch.equal(layer["bias"], torch.zeros(3))  # the (zero) bias itself: no 0/0
+    none = normalise(raw, weights, norm="none", ignore="biasbn")
+    assert torch.equal(none["weight"], raw["weight"]) and torch.count_nonzero(none["bias"]) == 0
+    with pytest.raises(LandscapeError, match="--norm"):
+        normalise(raw, weights, norm="unit", ignore="none")
+
+
+def test_directions_follow_the_seed_and_orthogonalise():
+    model = _cnn()
+    a = random_direction(model, generator=torch.Generator().manual_seed(3))
+    b = random_direction(model, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = random_direction(model, generator=torch.Generator().manual_seed(4))
+    o = orthogonalise(a, c)
+    flat = lambda d: torch.cat([v.reshape(-1).double() for v in d.values()])  # noqa: E731
+    assert abs(float(flat(a) @ flat(o))) < 1e-4 * flat(a).norm() * flat(o).norm()
+    assert float(flat(o).norm()) == pytest.approx(float(flat(c).norm()), rel=1e-5)
+
+
+def test_axis_contains_zero_exactly():
+    x = axis(-1, 1, 51)
+    assert x[25] == 0.0 and len(x) == 51
+    with pytest.raises(LandscapeError):
+        axis(1, -1, 5)
+
+
+# -- exact grids ----------------------------------------------------------------------------------
+
+
+def _linear_mse_problem():
+    torch.manual_seed(1)
+    model = nn.Linear(4, 3, bias=False).double()
+    x = torch.randn(30, 4, dtype=torch.float64)
+    y = torch.randn(30, 3, dtype=torch.float64)
+    return model, [Batch(x[:16], y[:16]), Batch(x[16:], y[16:])], x, y
+
+
+def _mse(model, W, x, y):
+    return float(((x @ W.T - y) ** 2).mean())
+
+
+def test_origin_equals_the_checkpoint_loss_exactly(tmp_path):
+    model = _cnn()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+    batches = [Batch(x[:25], y[:25]), Batch(x[25:], y[25:])]
+    want = loss_and_accuracy(model, batches, LOSSES["ce"])
+    plan = random_plan(model, name="s", x=axis(-1, 1, 11), seed=0)
+    res = execute(model, batches, plan, out=tmp_path / "r.h5", root=ROOT)
+    assert res["loss"][5] == want[0] and res["accuracy"][5] == want[1]
+    # The model is left with its own weights.
+    assert loss_and_accuracy(model, batches, LOSSES["ce"]) == want
+
+
+def test_quadratic_loss_gives_the_exact_parabola_and_2d_orientation(tmp_path):
+    model, batches, x, y = _linear_mse_problem()
+    W0 = model.weight.detach().clone()
+    xs, ys = axis(-2, 2, 7), axis(-1, 1, 3)  # nx = 7 ≠ ny = 3
+    plan = random_plan(model, name="q", x=xs, y=ys, seed=1, norm="none", ignore="none")
+    res = execute(model, batches, plan, out=tmp_path / "r.h5", root=ROOT, loss="mse")
+    dx, dy = plan.directions[0]["weight"], plan.directions[1]["weight"]
+    assert res["loss"].shape == (3, 7)
+    for j, b in enumerate(ys):
+        for i, a in enumerate(xs):
+            want = _mse(model, W0 + a * dx + b * dy, x, y)
+            assert res["loss"][j, i] == pytest.approx(want, rel=1e-12)
+    # Along x, second differences are constant: exactly a parabola.
+    row = res["loss"][1]
+    second = np.diff(row, 2)
+    np.testing.assert_allclose(second, second[0], rtol=1e-9)
+
+
+def test_second_difference_along_the_top_eigenvector_is_lambda_max(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    train(TrainConfig(model="mlp", model_options={"hidden": [16]}, epochs=3), out=ckpt)
+    from landscape_cli.workload import load_workload
+
+    work = load_workload(ckpt, samples=200, batch_size=100)
+    model = work.model.double()
+    batches = [Batch(b.inputs.double(), b.targets) for b in work.batches]
+    op = HessianOperator(model, batches, dtype=torch.float64)
+    top = lanczos_top(op, 1, tol=1e-10, max_steps=200, seed=0, eigenvectors=True)
+    plan = eigenvector_plan(
+        model,
+        top.eigenvectors.astype(np.float64),
+        top.eigenvalues,
+        op.names,
+        name="e",
+        x=axis(-1e-5, 1e-5, 5),  # small: ReLU kinks must not be crossed
+    )
+    res = execute(model, batches, plan, out=tmp_path / "r.h5", root=ROOT)
+    assert second_difference(res) == pytest.approx(top.eigenvalues[0], rel=1e-4)
+
+
+def test_interpolation_ends_at_both_checkpoints(tmp_path):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    train(TrainConfig(epochs=1, seed=0), out=a)
+    train(TrainConfig(epochs=1, seed=1), out=b)
+    from landscape_cli.workload import load_workload
+
+    wa, wb = load_workload(a, samples=128), load_workload(b, samples=128)
+    la = loss_and_accuracy(wa.model, wa.batches, LOSSES["ce"])[0]
+    lb = loss_and_accuracy(wb.model, wb.batches, LOSSES["ce"])[0]
+    plan = interpolation_plan(wa.model, [wb.model], name="i", x=axis(0, 1, 5))
+    res = execute(wa.model, wa.batches, plan, out=tmp_path / "r.h5", root=ROOT)
+    assert res["loss"][0] == la
+    assert res["loss"][-1] == pytest.approx(lb, rel=1e-5)  # BN statistics interpolated too
+    assert "1.running_mean" in plan.directions[0] or any("running" in k for k in plan.directions[0])
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+
+def test_resume_computes_only_missing_points_and_options_must_match(tmp_path):
+    model, batches, _, _ = _linear_mse_problem()
+    out = tmp_path / "r.h5"
+    plan = random_plan(model, name="s", x=axis(-1, 1, 9), seed=0)
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_four(i, j, lv, av):
+        calls.append(i)
+        if len(calls) == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        execute(model, batches, plan, out=out, root=ROOT, loss="mse", on_point=stop_after_four)
+    partial = read_scan(out, "s")["loss"]
+    assert np.sum(~np.isnan(partial)) == 4  # kept, though the run failed
+    starts = []
+    full = execute(
+        model,
+        batches,
+        plan,
+        out=out,
+        root=ROOT,
+        loss="mse",
+        on_start=lambda done, total: starts.append((done, total)),
+    )
+    assert starts == [(4, 9)] and not np.isnan(full["loss"]).any()
+    ref = execute(model, batches, plan, out=tmp_path / "ref.h5", root=ROOT, loss="mse")
+    np.testing.assert_array_equal(full["loss"], ref["loss"])
+    other = random_plan(model, name="s", x=axis(-1, 1, 11), seed=0)
+    with pytest.raises(LandscapeError, match=r"--name NEW.*--overwrite"):
+        execute(model, batches, other, out=out, root=ROOT, loss="mse")
+    with pytest.raises(LandscapeError, match="seed"):
+        execute(
+            model,
+            batches,
+            random_plan(model, name="s", x=axis(-1, 1, 9), seed=5),
+            out=out,
+            root=ROOT,
+            loss="mse",
+        )
+    replaced = execute(model, batches, other, out=out, root=ROOT, loss="mse", overwrite=True)
+    assert replaced["loss"].shape == (11,)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    train(TrainConfig(epochs=1), out=ckpt)
+    args = [
+        sys.executable,
+        "-m",
+        "landscape_cli",
+        "scan",
+        str(ckpt),
+        "--dim",
+        "2",
+        "--points",
+        "13",
+        "--ypoints",
+        "11",
+        "--samples",
+        "512",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = tmp_path / "ref.h5"
+    subprocess.run([*args, "--out", str(ref)], check=True, capture_output=True, env=env)
+    out = tmp_path / "killed.h5"
+    journal = tmp_path / "killed.h5.2d-random.journal"
+    total = 13 * 11
+
+    def done() -> int:
+        stored = 0
+        if out.exists():  # the file must stay readable whenever the process dies
+            stored = int(np.sum(~np.isnan(read_scan(out, "2d-random")["loss"])))
+        lines = journal.read_text().count("\n") if journal.exists() else 0
+        return stored + lines
+
+    rng = random.Random(0)
+    seen = []
+    for attempt in range(5):
+        # Odd attempts fold every point into the HDF5 file, so kills also land mid-rewrite.
+        fold = ["--fold-every", "0"] if attempt % 2 else []
+        proc = subprocess.Popen(
+            [*args, "--out", str(out), *fold],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        target = done() + rng.randint(1, 20)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and done() < target and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.0, 0.05))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen.append(done())
+    assert 0 < seen[-1] < total  # killed mid-scan every time, with progress kept
+    assert seen == sorted(seen)  # nothing computed was ever lost
+    subprocess.run([*args, "--out", str(out)], check=True, capture_output=True, env=env)
+    a, b = read_scan(out, "2d-random"), read_scan(ref, "2d-random")
+    np.testing.assert_array_equal(a["loss"], b["loss"])
+    np.testing.assert_array_equal(a["accuracy"], b["accuracy"])
+    assert not list(tmp_path.glob("*.journal")) and not list(tmp_path.glob(".*.tmp"))
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scan") / "cnn.pt"
+    train(TrainConfig(epochs=1), out=path)
+    return path
+
+
+def test_cli_scan_json_and_default_names(ckpt, tmp_path):
+    out = tmp_path / "r.h5"
+    r = runner.invoke(
+        app, ["scan", str(ckpt), "--points", "5", "--samples", "64", "--out", str(out), "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["name"] == "1d-random" and len(data["loss"]) == 5
+    r = runner.invoke(
+        app,
+        [
+            "scan",
+            str(ckpt),
+            "--dim",
+            "2",
+            "--points",
+            "3",
+            "--ypoints",
+            "2",
+            "--samples",
+            "64",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["name"] == "2d-random" and np.array(data["loss"]).shape == (2, 3)
+    r = runner.invoke(
+        app,
+        [
+            "scan",
+            str(ckpt),
+            "--to",
+            str(ckpt),
+            "--points",
+            "3",
+            "--samples",
+            "64",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["name"] == "1d-interpolation" and data["x"] == [-0.5, 0.5, 1.5]
+    # θ + a(θ − θ) = θ: a flat line through the checkpoint's own loss.
+    assert len(set(data["loss"])) == 1
+
+
+def test_cli_changed_options_is_one_line_error(ckpt, tmp_path):
+    out = tmp_path / "r.h5"
+    base = ["scan", str(ckpt), "--samples", "32", "--out", str(out)]
+    assert runner.invoke(app, [*base, "--points", "3"]).exit_code == 0
+    r = runner.invoke(app, [*base, "--points", "5"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    assert "--overwrite" in r.stderr
+    assert runner.invoke(app, [*base, "--points", "5", "--overwrite"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--dim", "3"], "--dim"),
+        (["--direction", "sideways"], "--direction"),
+        (["--range", "1", "-1"], "range"),
+        (["--norm", "unit"], "--norm"),
+        (["--dim", "2", "--to", "x.pt"], "--to"),
+        (["--points", "0"], "--points"),
+    ],
+)
+def test_cli_bad_options(ckpt, extra, needle):
+    r = runner.invoke(app, ["scan", str(ckpt), *extra])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and needle in r.stderr
+
+
+def test_cli_interrupt_keeps_points(ckpt, tmp_path, monkeypatch):
+    from landscape_cli.scan import grid
+
+    original = grid.PointEvaluator.__call__
+    seen = []
+
+    def interrupt_on_third(self, coords):
+        seen.append(coords)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return original(self, coords)
+
+    monkeypatch.setattr(grid.PointEvaluator, "__call__", interrupt_on_third)
+    out = tmp_path / "r.h5"
+    r = runner.invoke(
+        app, ["scan", str(ckpt), "--points", "7", "--samples", "32", "--out", str(out)]
+    )
+    assert r.exit_code == 130 and r.stderr.strip().endswith("error: interrupted")
+    assert np.sum(~np.isnan(read_scan(out, "1d-random")["loss"])) == 2

@@ -75,6 +75,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "check_target",
     "list_groups",
+    "read_audit",
     "read_hessian",
     "read_root",
     "read_scan",
@@ -83,6 +84,7 @@ __all__ = [
     "set_scan_points",
     "sha256_file",
     "update_file",
+    "write_audit",
     "write_hessian",
     "write_scan",
 ]
@@ -643,3 +645,29 @@ def read_scan(
                 for axis in g["directions"]
             }
         return out
+
+
+# -- audits --------------------------------------------------------------------------------------
+
+
+def write_audit(
+    path: str | os.PathLike[str], root: Mapping[str, Any], measures: Mapping[str, Any]
+) -> Path:
+    """Create (or replace) ``/audit``: one attribute per audit measure (numbers, lists, str)."""
+
+    def mutate(f: h5py.File) -> None:
+        if "audit" in f:
+            del f["audit"]
+        g = f.create_group("audit")
+        for key, value in measures.items():
+            if value is not None:
+                _set_attr(g, key, value)
+
+    return update_file(path, root, mutate)
+
+
+def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:
+    with _open_read(path) as f:
+        if "audit" not in f:
+            raise LandscapeError(f"{path} has no audit; run `landscape audit` on its checkpoint")
+        return _attrs(f["audit"])

@@ -93,11 +93,12 @@ def _root(
 
 
 def _register() -> None:
-    from landscape_cli.commands import hessian, scan, train
+    from landscape_cli.commands import audit, hessian, scan, train
 
     app.command(name="train")(train.train)
     app.command(name="hessian")(hessian.hessian)
     app.command(name="scan")(scan.scan)
+    app.command(name="audit")(audit.audit)
 
 
 _register()

@@ -55,10 +55,6 @@ OutOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def results_path(checkpoint: Path, out: Path | None) -> Path:
-    return out if out is not None else checkpoint.with_suffix(".h5")
-
-
 def _clean(value: Any) -> Any:
     """JSON-safe: NaN/inf become null, numpy scalars and arrays become Python values."""
     if isinstance(value, dict):
@@ -77,16 +73,86 @@ def print_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def provenance(checkpoint: Path) -> dict[str, Any]:
-    """Root attributes of a results file: what was measured, by which tools."""
-    import torch
+class PhaseProgress:
+    """A rich progress bar on stderr with one row per phase (started at the first phase, so
+    errors raised before any work stay one clean line)."""
 
-    from landscape_cli.results import sha256_file
+    def __init__(self, unit: str) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-    return {
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha256_file(checkpoint),
-        "argv": " ".join(sys.argv),
-        "torch_version": str(torch.__version__),
-        "cuda_version": torch.version.cuda or "",
-    }
+        self._progress = Progress(
+            TextColumn("[bold]{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self._task: Any = None
+
+    def phase(self, name: str, budget: int) -> None:
+        if self._task is None:
+            self._progress.start()
+        else:  # the phase ended early (converged): show what it spent
+            done = self._progress.tasks[-1].completed
+            self._progress.update(self._task, total=done)
+        self._task = self._progress.add_task(name, total=budget)
+
+    def advance(self, k: int = 1) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, k)
+
+    def __enter__(self) -> PhaseProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            if exc[0] is None:
+                self._progress.update(self._task, total=self._progress.tasks[-1].completed)
+            self._progress.stop()
+
+
+class PointProgress:
+    """A rich progress bar on stderr over the points of a scan (started when the scan starts)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("points · loss {task.fields[loss]:.4g}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self._task: Any = None
+
+    def start(self, name: str, done: int, total: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(name, total=total, completed=done, loss=float("nan"))
+
+    def point(self, i: int, j: int, loss: float, acc: float) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, advance=1, loss=loss)
+
+    def __enter__(self) -> PointProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._progress.stop()

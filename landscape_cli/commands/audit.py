@@ -67,9 +67,9 @@ def audit(
     from landscape_cli import audit as au
     from landscape_cli.commands.train import parse_options
     from landscape_cli.hessian import HessianSettings, make_report
+    from landscape_cli.pipeline import Source, provenance
     from landscape_cli.results import check_target, write_audit, write_hessian
     from landscape_cli.training import resolve_device
-    from landscape_cli.workload import load_workload
 
     report_path = report or out
     checks = [
@@ -88,20 +88,17 @@ def audit(
     options = parse_options(model_option, "--model-option")
     for ck in checkpoints:
         check_target(ck.with_suffix(".h5"))
-    works = [
-        load_workload(
-            ck,
-            model=model,
-            model_options=options,
-            dataset=dataset,
-            data_root=data_root,
-            split=split,
-            samples=samples,
-            batch_size=batch_size,
-            trust=trust_checkpoint,
-        )
-        for ck in checkpoints
-    ]
+    source = Source(
+        model=model,
+        model_options=options,
+        dataset=dataset,
+        data_root=data_root,
+        split=split,
+        samples=samples,
+        batch_size=batch_size,
+        trust=trust_checkpoint,
+    )
+    works = [source.load(ck) for ck in checkpoints]
     settings = au.AuditSettings(
         top_k=top_k,
         trace_probes=trace_probes,
@@ -131,12 +128,7 @@ def audit(
             m = au.measure(work.model, work.batches, settings, device=dev)
             op, analysis = m.pop("operator"), m.pop("analysis")
             row = {"checkpoint": str(ck), **m}
-            root = {
-                **c.provenance(ck),
-                "label": ck.stem,
-                "model": work.loaded.model_spec["name"],
-                "dataset": work.dataset,
-            }
+            root = provenance(ck, work, None)
             hsettings = HessianSettings(
                 top_k=top_k,
                 trace_probes=trace_probes,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from landscape_cli.commands import _common as c
-from landscape_cli.errors import LandscapeError
 
 
 def hessian(
@@ -62,47 +60,12 @@ def hessian(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ)."""
-    import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from landscape_cli import hessian as hs
     from landscape_cli.commands.train import parse_options
-    from landscape_cli.results import check_target, write_hessian
-    from landscape_cli.training import resolve_device
-    from landscape_cli.workload import load_workload
+    from landscape_cli.pipeline import Source, hessian_job
 
-    checks = [
-        (top_k >= 0, "--top-k must be >= 0"),
-        (tol > 0, "--tol must be > 0"),
-        (max_steps >= 1, "--max-steps must be >= 1"),
-        (trace_probes == 0 or trace_probes >= 2, "--trace-probes must be 0 or >= 2"),
-        (trace_rtol >= 0, "--trace-rtol must be >= 0"),
-        (trace_method in hs.TRACE_METHODS, f"--trace-method must be one of {hs.TRACE_METHODS}"),
-        (density_probes >= 0, "--density-probes must be >= 0"),
-        (lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
-        (density_sigma > 0, "--density-sigma must be > 0"),
-        (loss in ("ce", "mse"), "--loss must be ce or mse"),
-        (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
-        (split in ("train", "test"), "--split must be train or test"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise LandscapeError(message)
-    dev = resolve_device(device)
-    out_path = c.results_path(checkpoint, out)
-    check_target(out_path)
-    work = load_workload(
-        checkpoint,
-        model=model,
-        model_options=parse_options(model_option, "--model-option"),
-        dataset=dataset,
-        data_root=data_root,
-        split=split,
-        samples=samples,
-        batch_size=batch_size,
-        trust=trust_checkpoint,
-    )
     settings = hs.HessianSettings(
         top_k=top_k,
         tol=tol,
@@ -117,65 +80,31 @@ def hessian(
         eigenvectors=eigenvectors,
         seed=seed,
     )
-    err = Console(stderr=True)
-    t0 = time.perf_counter()
-    op = hs.HessianOperator(
-        work.model,
-        work.batches,
-        loss=loss,
-        bn_mode=bn_mode,
-        device=dev,
-        dtype=getattr(torch, dtype),
-        cache_graphs=cache_graphs,
+    source = Source(
+        model=model,
+        model_options=parse_options(model_option, "--model-option"),
+        dataset=dataset,
+        data_root=data_root,
+        split=split,
+        samples=samples,
+        batch_size=batch_size,
+        trust=trust_checkpoint,
     )
-    progress = Progress(
-        TextColumn("[bold]{task.description:<14}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("HVPs (at most)"),
-        TimeElapsedColumn(),
-        console=err,
-    )
-    current: dict[str, Any] = {}
-
-    def on_phase(name: str, budget: int) -> None:
-        if "task" in current:
-            progress.update(current["task"], total=progress.tasks[-1].completed)
-        current["task"] = progress.add_task(name, total=budget)
-
-    op.on_hvp = lambda k: progress.advance(current["task"], k) if "task" in current else None
-    results: dict = {}
-    root = {
-        **c.provenance(checkpoint),
-        "label": label or checkpoint.stem,
-        "model": work.loaded.model_spec["name"],
-        "dataset": work.dataset,
-    }
-
-    def save() -> Path:
-        report = hs.make_report(
-            op,
-            results,
+    with c.PhaseProgress("HVPs (at most)") as progress:
+        report, out_path, work = hessian_job(
+            checkpoint,
             settings,
-            samples=work.samples,
-            batch_size=work.batch_size,
-            split=work.split,
+            source=source,
             loss=loss,
-            seconds=time.perf_counter() - t0,
+            bn_mode=bn_mode,
+            dtype=dtype,
+            cache_graphs=cache_graphs,
+            device=device,
+            out=out,
+            label=label,
+            on_phase=progress.phase,
+            on_hvp=progress.advance,
         )
-        write_hessian(out_path, report, root=root)
-        return report
-
-    try:
-        with progress:
-            hs.analyze(op, settings, out=results, on_phase=on_phase)
-            if "task" in current:
-                progress.update(current["task"], total=progress.tasks[-1].completed)
-    except KeyboardInterrupt:
-        if any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
-            save()  # keep what was computed before the interrupt
-        raise
-    report = save()
     _show(report, work, out_path, json_out, Console())
 
 

@@ -55,14 +55,22 @@ def results_path(checkpoint: Path, out: Path | None) -> Path:
     return Path(out) if out is not None else Path(checkpoint).with_suffix(".h5")
 
 
-def provenance(checkpoint: Path, work: Workload, label: str | None) -> dict[str, Any]:
-    """Root attributes of a results file: what was measured, on what, by which tools."""
-    from landscape_cli.results import sha256_file
+def provenance(
+    checkpoint: Path, work: Workload, label: str | None, out: Path | None = None
+) -> dict[str, Any]:
+    """Root attributes of a results file: what was measured, on what, by which tools.
 
+    Without ``label``, a label already in the results file ``out`` is kept (None is not
+    written); a new file gets the checkpoint's stem.
+    """
+    from landscape_cli.results import read_root, sha256_file
+
+    if label is None and not (out is not None and out.exists() and read_root(out).get("label")):
+        label = Path(checkpoint).stem
     return {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
-        "label": label or Path(checkpoint).stem,
+        "label": label,
         "model": work.loaded.model_spec["name"],
         "dataset": work.dataset,
         "argv": " ".join(sys.argv),
@@ -132,7 +140,7 @@ def hessian_job(
         cache_graphs=cache_graphs,
     )
     op.on_hvp = on_hvp
-    root = provenance(checkpoint, work, label)
+    root = provenance(checkpoint, work, label, out_path)
     results: dict = {}
 
     def save():
@@ -282,7 +290,7 @@ def scan_job(
             orthogonalize=o.orthogonalize,
             **common,
         )
-    root = provenance(checkpoint, work, label)
+    root = provenance(checkpoint, work, label, out_path)
     plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
     total = int(np.prod(plan.shape))
     result = sc.execute(

@@ -397,3 +397,34 @@ def test_cli_interrupt_keeps_points(ckpt, tmp_path, monkeypatch):
     )
     assert r.exit_code == 130 and r.stderr.strip().endswith("error: interrupted")
     assert np.sum(~np.isnan(read_scan(out, "1d-random")["loss"])) == 2
+
+
+def test_label_given_once_is_kept_by_later_commands(ckpt, tmp_path):
+    from landscape_cli.results import read_root
+
+    out = tmp_path / "r.h5"
+    base = ["--samples", "32", "--out", str(out)]
+    r = runner.invoke(
+        app,
+        [
+            "hessian",
+            str(ckpt),
+            *base,
+            "--label",
+            "Adam",
+            "--density-probes",
+            "0",
+            "--trace-probes",
+            "0",
+            "--top-k",
+            "1",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["scan", str(ckpt), *base, "--points", "3"]).exit_code == 0
+    assert read_root(out)["label"] == "Adam"
+    assert (
+        runner.invoke(app, ["scan", str(ckpt), *base, "--points", "3", "--label", "B"]).exit_code
+        == 0
+    )
+    assert read_root(out)["label"] == "B"

@@ -93,12 +93,14 @@ def _root(
 
 
 def _register() -> None:
-    from landscape_cli.commands import audit, hessian, scan, train
+    from landscape_cli.commands import audit, demo, hessian, plot, scan, train
 
     app.command(name="train")(train.train)
     app.command(name="hessian")(hessian.hessian)
     app.command(name="scan")(scan.scan)
     app.command(name="audit")(audit.audit)
+    app.command(name="plot")(plot.plot)
+    app.command(name="demo")(demo.demo)
 
 
 _register()

@@ -128,7 +128,7 @@ def audit(
             m = au.measure(work.model, work.batches, settings, device=dev)
             op, analysis = m.pop("operator"), m.pop("analysis")
             row = {"checkpoint": str(ck), **m}
-            root = provenance(ck, work, None)
+            root = provenance(ck, work, None, ck.with_suffix(".h5"))
             hsettings = HessianSettings(
                 top_k=top_k,
                 trace_probes=trace_probes,

@@ -24,6 +24,7 @@ from landscape_cli.results import (
     read_scan,
     scan_attrs,
     set_scan_points,
+    update_file,
     write_scan,
 )
 from landscape_cli.scan.directions import (
@@ -224,6 +225,8 @@ def execute(
     if on_start is not None:
         on_start(int(np.sum(~np.isnan(current))), current.size)
 
+    if not np.isnan(current).any():  # nothing left to compute: still record this run's root
+        update_file(out_path, root, lambda f: None)  # attributes (label, argv)
     evaluator = PointEvaluator(model, batches, plan.directions, LOSSES[loss], bn_mode)
     try:
         run_scan(

@@ -1,0 +1,83 @@
+"""Fig. 6 of the DualAdam paper: 1-D loss curves L(θ* + ζ·d) of several checkpoints overlaid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from landscape_cli.plotting import _scan
+from landscape_cli.plotting.style import color, new_figure
+
+__all__ = ["fig6"]
+
+
+def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, label: str) -> None:
+    """One curve; NaN (not yet computed) leaves gaps, and markers show isolated points."""
+    partial = not np.isfinite(values).all()
+    ax.plot(
+        x,
+        values,
+        color=color(i),
+        label=label,
+        linewidth=1.6,
+        marker="o" if partial else None,
+        markersize=3,
+    )
+
+
+def fig6(
+    scans: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    fig: Figure | None = None,
+    accuracy: bool = False,
+    log: bool = False,
+) -> Figure:
+    """Draw Fig. 6: the 1-D loss curves of several scans overlaid (and their accuracies).
+
+    Args:
+        scans: 1-D scan dicts (see :mod:`landscape_cli.plotting._scan`); NaN marks points not
+            computed yet: they leave gaps, and an incomplete curve gets markers.
+        labels: one legend label per scan.
+        fig: the figure to draw into (one or two axes are added); a new one by default.
+        accuracy: add a second panel with the accuracy curves.
+        log: draw the losses on a log axis.
+
+    Returns the figure. Raises LandscapeError for a 2-D scan, a scan with no computed point, or
+    (with ``accuracy``) a scan without accuracy values.
+    """
+    if len(scans) == 0:
+        raise ValueError("fig6 needs at least one scan")
+    if len(labels) != len(scans):
+        raise ValueError(f"{len(labels)} labels for {len(scans)} scans")
+    data = [_scan.checked(s, 1) for s in scans]
+    if log:
+        for s, d in zip(scans, data, strict=True):
+            _scan.positive_or_error(d["loss"], _scan.scan_name(s))
+    accs = [_scan.checked(s, 1, "accuracy")["accuracy"] for s in scans] if accuracy else []
+    if fig is None:
+        fig = new_figure(11.0 if accuracy else 6.0, 4.4)
+    axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
+    xlabel = _scan.axis_label_1d(list(scans))
+
+    ax = axes[0]
+    for i, (d, label) in enumerate(zip(data, labels, strict=True)):
+        _curve(ax, d["x"], d["loss"], i, label)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss")
+    ax.set_title("(a) Loss L(θ* + ζ·d)" if accuracy else "Loss L(θ* + ζ·d)")
+    ax.legend()
+    if accuracy:
+        ax = axes[1]
+        for i, (d, acc, label) in enumerate(zip(data, accs, labels, strict=True)):
+            _curve(ax, d["x"], acc, i, label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.set_title("(b) Accuracy")
+        ax.legend()
+    return fig

@@ -1,0 +1,197 @@
+"""2-D loss landscapes: filled contours, a 3-D surface, and a heatmap of one 2-D scan.
+
+The loss of a 2-D scan is shaped (ny, nx): row j holds the losses at y[j], column i those at x[i].
+Every function draws x horizontally and y vertically with y increasing upwards, leaves points not
+computed yet (NaN) blank, and marks the origin (the checkpoint itself) when the grid contains it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.ticker import MaxNLocator
+
+from landscape_cli.plotting import _scan
+from landscape_cli.plotting.style import new_figure
+
+__all__ = ["contour", "heatmap", "surface"]
+
+CMAP = "viridis"
+
+
+def _prepare(scan: dict[str, Any], log: bool) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray]:
+    d = _scan.checked(scan, 2)
+    if log:
+        _scan.positive_or_error(d["loss"], _scan.scan_name(scan))
+    return d["x"], d["y"], np.ma.masked_invalid(d["loss"])
+
+
+Limits = tuple[float, float] | None
+
+
+def _limits(z: np.ma.MaskedArray, log: bool, limits: Limits = None) -> tuple[float, float]:
+    """The colour range: ``limits`` when given, else the finite values' min and max."""
+    lo, hi = (float(z.min()), float(z.max())) if limits is None else map(float, limits)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or (log and lo <= 0) or hi < lo:
+        raise ValueError(
+            f"colour limits ({lo}, {hi}) must be finite, increasing (and > 0 on a log scale)"
+        )
+    if hi == lo:  # a constant landscape: widen so that levels and colours still exist
+        pad = abs(lo) * 1e-3 or 1e-3
+        lo, hi = (lo / 1.01, hi * 1.01) if log else (lo - pad, hi + pad)
+    return lo, hi
+
+
+def _norm(z: np.ma.MaskedArray, log: bool, limits: Limits = None) -> Normalize:
+    lo, hi = _limits(z, log, limits)
+    return LogNorm(lo, hi) if log else Normalize(lo, hi)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks inside [lo, hi] (the ends themselves when fewer than two fit)."""
+    ticks = [
+        m * 10.0**e
+        for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+        for m in (1.0, 2.0, 5.0)
+        if lo <= m * 10.0**e <= hi
+    ]
+    return ticks if len(ticks) >= 2 else [lo, hi]
+
+
+def _mark_origin(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
+    if x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max():
+        ax.plot(
+            [0.0],
+            [0.0],
+            marker="*",
+            markersize=13,
+            color="red",
+            markeredgecolor="white",
+            linestyle="none",
+            label="checkpoint",
+            zorder=5,
+        )
+
+
+def _new_axes(projection: str | None = None) -> Axes:
+    fig = new_figure(6.4 if projection is None else 7.0, 5.0 if projection is None else 5.6)
+    return fig.add_subplot(projection=projection)
+
+
+def _title(ax: Axes, scan: dict[str, Any]) -> None:
+    if not ax.get_title():
+        ax.set_title(f"{_scan.scan_name(scan)}")
+
+
+def contour(
+    scan: dict[str, Any], ax: Axes | None = None, log: bool = False, *, limits: Limits = None
+) -> Axes:
+    """Filled contours plus contour lines of a 2-D scan, the origin marked, with a colorbar.
+
+    ``log`` spaces the levels (and colours) logarithmically; it needs positive losses. ``limits``
+    (lo, hi) fixes the colour range, so that several panels share one scale (default: this scan's
+    finite minimum and maximum). Returns the axes (a new figure's when ``ax`` is None).
+    """
+    x, y, z = _prepare(scan, log)
+    if ax is None:
+        ax = _new_axes()
+    lo, hi = _limits(z, log, limits)
+    if log:
+        levels = np.geomspace(lo, hi, 31)
+    else:  # round numbers, covering [lo, hi]
+        levels = MaxNLocator(nbins=30).tick_values(lo, hi)
+        levels = levels[
+            (levels >= levels[levels <= lo].max()) & (levels <= levels[levels >= hi].min())
+        ]
+    norm = LogNorm(levels[0], levels[-1]) if log else Normalize(levels[0], levels[-1])
+    below, above = bool(z.min() < levels[0]), bool(z.max() > levels[-1])
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max"}.get(
+        (below, above), "both"
+    )
+    filled = ax.contourf(x, y, z, levels=levels, cmap=CMAP, norm=norm, extend=extend)
+    ax.contour(x, y, z, levels=levels[::3], colors="black", linewidths=0.5, alpha=0.7)
+    _mark_origin(ax, x, y)
+    bar = ax.figure.colorbar(filled, ax=ax)
+    if log:
+        ticks = _log_ticks(lo, hi)
+        bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+        bar.minorticks_off()
+    bar.set_label("loss")
+    xlabel, ylabel = _scan.axis_labels_2d(scan)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(x.min(), x.max())
+    ax.set_ylim(y.min(), y.max())
+    _title(ax, scan)
+    return ax
+
+
+def heatmap(
+    scan: dict[str, Any], ax: Axes | None = None, log: bool = False, *, limits: Limits = None
+) -> Axes:
+    """The loss of a 2-D scan as coloured cells centred on the grid points, with a colorbar.
+
+    x runs horizontally, y vertically (upwards); cells not computed yet stay blank. ``log`` and
+    ``limits`` as for :func:`contour`.
+    """
+    x, y, z = _prepare(scan, log)
+    if ax is None:
+        ax = _new_axes()
+    mesh = ax.pcolormesh(x, y, z, shading="nearest", cmap=CMAP, norm=_norm(z, log, limits))
+    _mark_origin(ax, x, y)
+    bar = ax.figure.colorbar(mesh, ax=ax)
+    bar.set_label("loss")
+    xlabel, ylabel = _scan.axis_labels_2d(scan)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _title(ax, scan)
+    return ax
+
+
+def surface(
+    scan: dict[str, Any], ax: Axes | None = None, log: bool = False, *, limits: Limits = None
+) -> Axes:
+    """A 3-D surface of a 2-D scan (the axes must be 3-D: ``projection="3d"``).
+
+    Points not computed yet are masked out of the surface. ``log`` draws log10 of the loss on the
+    z axis (matplotlib's 3-D axes have no log scale). ``limits`` (in loss units) fixes the z and
+    colour range, as for :func:`contour`.
+    """
+    x, y, z = _prepare(scan, log)
+    if ax is None:
+        ax = _new_axes("3d")
+    elif getattr(ax, "name", "") != "3d":
+        raise ValueError('surface() needs 3-D axes: fig.add_subplot(projection="3d")')
+    if log:
+        z = np.ma.log10(z)
+        if limits is not None:
+            _limits(z, True, limits)  # positive limits only
+            limits = (float(np.log10(limits[0])), float(np.log10(limits[1])))
+    X, Y = np.meshgrid(x, y)
+    norm = _norm(z, False, limits)
+    surf = ax.plot_surface(
+        X,
+        Y,
+        z,
+        cmap=CMAP,
+        norm=norm,
+        rstride=1,
+        cstride=1,
+        linewidth=0,
+        antialiased=False,
+    )
+    ax.set_xlim(x.min(), x.max())
+    ax.set_ylim(y.min(), y.max())
+    ax.set_zlim(*_limits(z, False, limits))
+    bar = ax.figure.colorbar(surf, ax=ax, shrink=0.6, pad=0.1)
+    zlabel = "log₁₀ loss" if log else "loss"
+    bar.set_label(zlabel)
+    xlabel, ylabel = _scan.axis_labels_2d(scan)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_zlabel(zlabel)
+    _title(ax, scan)
+    return ax

@@ -6,11 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test
 
-# Until `landscape demo` lands: train the embedded default with Adam and DualAdam into demo/.
+# The embedded end-to-end run: checkpoints, results files and Figs. 2, 5, 6 in demo/.
 demo: $(STAMP)
-	$(VENV)/bin/landscape --help
-	$(VENV)/bin/landscape train --model cnn --dataset digits --optimizer adam --out demo/cnn-digits-adam-s0.pt
-	$(VENV)/bin/landscape train --model cnn --dataset digits --optimizer dualadam --out demo/cnn-digits-dualadam-s0.pt
+	$(VENV)/bin/landscape demo --out demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -119,20 +119,30 @@ def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
 
 @torch.no_grad()
 def loss_and_accuracy(
-    model: nn.Module, batches: list[Batch], loss_fn: LossFn, bn_mode: str = "eval"
+    model: nn.Module,
+    batches: list[Batch],
+    loss_fn: LossFn,
+    bn_mode: str = "eval",
+    *,
+    sharded: bool = False,
 ) -> tuple[float, float]:
     """Mean loss and accuracy over ``batches`` (each batch's mean weighted by its size).
 
     Accuracy is the fraction of argmax predictions equal to integer targets (NaN for
-    floating-point targets, where it has no meaning).
+    floating-point targets, where it has no meaning). With ``sharded`` (under torchrun), each
+    rank evaluates its share of ``batches`` and the sums are added over the ranks.
     """
-    total = sum(len(b) for b in batches)
-    loss_sum, correct = 0.0, 0
+    from landscape_cli import distributed
+
     classify = not torch.is_floating_point(batches[0].targets)
+    mine = distributed.shard(batches) if sharded else batches
+    loss_sum, correct, total = 0.0, 0.0, float(sum(len(b) for b in mine))
     with evaluation_mode(model, bn_mode):
-        for b in batches:
+        for b in mine:
             out = model(b.inputs)
             loss_sum += loss_fn(out, b.targets).item() * len(b)
             if classify:
                 correct += int((out.argmax(-1) == b.targets).sum())
+    if sharded:
+        loss_sum, correct, total = distributed.sum_floats(loss_sum, correct, total)
     return loss_sum / total, (correct / total if classify else float("nan"))

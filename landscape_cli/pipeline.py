@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from landscape_cli import distributed
 from landscape_cli.errors import LandscapeError
 from landscape_cli.workload import Workload, load_workload
 
@@ -125,7 +126,8 @@ def hessian_job(
             (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
         ]
     )
-    dev = resolve_device(device)
+    distributed.init(device)
+    dev = distributed.local_device(resolve_device(device))
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
@@ -154,7 +156,8 @@ def hessian_job(
             loss=loss,
             seconds=time.perf_counter() - t0,
         )
-        write_hessian(out_path, report, root=root)
+        if distributed.is_main():
+            write_hessian(out_path, report, root=root)
         return report
 
     try:
@@ -229,7 +232,8 @@ def scan_job(
             (o.ignore in sc.IGNORES, "--ignore must be biasbn or none"),
         ]
     )
-    dev = resolve_device(device)
+    distributed.init(device)
+    dev = distributed.local_device(resolve_device(device))
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     lo, hi = o.xrange if o.xrange is not None else ((-0.5, 1.5) if targets else (-1.0, 1.0))

@@ -7,6 +7,7 @@ interrupted runs (exit 130). Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -22,9 +23,16 @@ from landscape_cli import __version__
 from landscape_cli.errors import LandscapeError
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` as one plain line on stderr and exit with ``code``."""
     line = " ".join(str(message).split())  # one line, whatever the message contained
+    if _rank():
+        line = f"rank {_rank()}: {line}"
     sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
     sys.exit(code)
@@ -41,6 +49,9 @@ class LandscapeGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        if _rank():  # under torchrun only rank 0 prints; other ranks report only errors
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+            sys.stderr = _ErrorsOnly(sys.stderr)
         try:
             rv = super().main(
                 args=args,
@@ -58,12 +69,49 @@ class LandscapeGroup(TyperGroup):
             fail(str(exc))
         except (typer.Abort, KeyboardInterrupt):
             fail("interrupted", code=130)
+        except Exception as exc:
+            if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+                raise  # a bug: keep the traceback
+            # Under torchrun a failed peer surfaces here as a communication error.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            fail(f"{type(exc).__name__}: {first} (a worker process failed or exited)", code=1)
+        finally:
+            _leave_process_group()
         code = rv if isinstance(rv, int) else 0
         if code == 130:  # Typer turns KeyboardInterrupt into Exit(130) before we can see it
             fail("interrupted", code=130)
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+class _ErrorsOnly:
+    """A stderr for ranks other than 0 under torchrun: passes ``error:`` lines, drops the rest."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("error: "):
+            self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+def _leave_process_group() -> None:
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _version(value: bool) -> None:

@@ -65,6 +65,7 @@ def audit(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from landscape_cli import audit as au
+    from landscape_cli import distributed
     from landscape_cli.commands.train import parse_options
     from landscape_cli.hessian import HessianSettings, make_report
     from landscape_cli.pipeline import Source, provenance
@@ -84,7 +85,8 @@ def audit(
     for ok, message in checks:
         if not ok:
             raise LandscapeError(message)
-    dev = resolve_device(device)
+    distributed.init(device)
+    dev = distributed.local_device(resolve_device(device))
     options = parse_options(model_option, "--model-option")
     for ck in checkpoints:
         check_target(ck.with_suffix(".h5"))
@@ -146,7 +148,8 @@ def audit(
                 loss=loss,
                 seconds=time.perf_counter() - t0,
             )
-            write_hessian(ck.with_suffix(".h5"), rep, root=root)
+            if distributed.is_main():
+                write_hessian(ck.with_suffix(".h5"), rep, root=root)
             row["results"] = str(ck.with_suffix(".h5"))
             row["_root"] = root
             rows.append(row)
@@ -169,7 +172,8 @@ def audit(
         for k, v in row.get("matched", {}).items():
             stored[f"matched_{k}"] = v
         stored["epsilon"], stored["rho"], stored["samples"] = epsilon, rho, works[0].samples
-        write_audit(row["results"], root, stored)
+        if distributed.is_main():
+            write_audit(row["results"], root, stored)
     order = au.ranking(rows, rank_by)
     payload = {
         "checkpoints": rows,
@@ -181,7 +185,7 @@ def audit(
     }
     if match_loss:
         payload["survives_match_loss"] = survival(rows)
-    if report_path is not None:
+    if report_path is not None and distributed.is_main():
         write_report(report_path, payload)
         payload["report"] = str(report_path)
     if json_out:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from landscape_cli import distributed
 from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import (
     BN_MODES,
@@ -89,8 +90,10 @@ class HessianOperator:
         self.model = model.to(device=self.device, dtype=dtype)
         self.loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
         self.bn_mode = bn_mode
-        self.batches = [to_device(b, self.device, dtype) for b in batches]
-        self.num_samples = sum(len(b) for b in self.batches)
+        # Under torchrun each rank keeps its shard of the batches, weighted by the global count;
+        # products and gradients are summed over the ranks (landscape_cli.distributed).
+        self.num_samples = sum(len(b) for b in batches)
+        self.batches = [to_device(b, self.device, dtype) for b in distributed.shard(list(batches))]
         self.weights = [len(b) / self.num_samples for b in self.batches]
         self.hvp_count = 0  # products of the full operator with one vector
         self.batch_hvps = 0  # per-batch products, including the determinism check
@@ -112,13 +115,13 @@ class HessianOperator:
         self.gradient = torch.cat([grads[i].reshape(-1).double() for i in used])
 
         self._cache: list[tuple[Tensor, ...]] | None = None
-        self.graph_bytes = self._measure_graph_bytes()
+        self.graph_bytes = self._measure_graph_bytes() if self.batches else 0
         if cache_graphs is None:
             cache_graphs = self.graph_bytes * len(self.batches) <= memory_budget
         self.cache_graphs = bool(cache_graphs)
         if self.cache_graphs:
             self._cache = [self._first_order(b) for b in self.batches]
-        if check:
+        if check and self.batches:
             self._check_determinism()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -142,6 +145,19 @@ class HessianOperator:
                 if g is not None:
                     g = g.detach().double() * w
                     acc[i] = g if acc[i] is None else acc[i] + g
+        if distributed.active():
+            got = distributed.sum_(torch.tensor([float(a is not None) for a in acc]))
+            flat = torch.cat(
+                [(a if a is not None else torch.zeros_like(p, dtype=torch.float64)).reshape(-1)
+                 for a, p in zip(acc, params, strict=True)]
+            )  # fmt: skip
+            flat = distributed.sum_(flat.to(self.device))
+            total = distributed.sum_floats(total)[0]
+            parts = torch.split(flat, [p.numel() for p in params])
+            acc = [
+                part.reshape(p.shape) if got[i] > 0 else None
+                for i, (part, p) in enumerate(zip(parts, params, strict=True))
+            ]
         if not math.isfinite(total):
             raise LandscapeError(f"the loss is not finite ({total}) on these samples")
         return total, acc
@@ -232,6 +248,7 @@ class HessianOperator:
             grads = self._cache[i] if self._cache is not None else self._first_order(b)
             for j, hv in enumerate(self._hvp(grads, split, retain=self._cache is not None)):
                 out[:, j].add_(hv, alpha=w)
+        distributed.sum_(out)
         self.hvp_count += k
         if self.on_hvp is not None:
             self.on_hvp(k)

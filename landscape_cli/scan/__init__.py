@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from landscape_cli import distributed
 from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import LOSSES, Batch
 from landscape_cli.results import (
@@ -186,48 +187,63 @@ def execute(
     out_path = Path(out)
     journal = journal_path(out_path, plan.name)
     attrs = {**plan.attrs, "loss": loss, "bn_mode": bn_mode}
-    existing = scan_attrs(out_path, plan.name)
-    if existing is not None and not overwrite:
-        diff = _mismatch(existing, attrs)
-        if diff:
-            raise LandscapeError(
-                f"scan {plan.name!r} in {out_path} was made with other options "
-                f"({'; '.join(diff[:3])}); pass --name NEW to keep both or --overwrite"
-            )
-        stored = read_scan(out_path, plan.name, directions=True)
-        axes = ["x", "y"][: plan.attrs["dim"]]
-        dirs = tuple(
-            {k: torch.from_numpy(v) for k, v in stored["directions"][a].items()} for a in axes
-        )
-        plan = ScanPlan(plan.name, plan.x, plan.y, dirs, plan.attrs)
-    else:
-        journal.unlink(missing_ok=True)
-        grid = np.full(plan.shape, np.nan)
-        write_scan(
-            out_path,
-            root,
-            plan.name,
-            attrs=attrs,
-            x=plan.x,
-            y=plan.y,
-            loss=grid,
-            accuracy=grid,
-            directions={
-                a: {k: v.detach().cpu().numpy() for k, v in d.items()}
-                for a, d in zip(("x", "y"), plan.directions, strict=False)
-            },
-        )
-    leftover = read_journal(journal)
-    if leftover:
-        set_scan_points(out_path, root, plan.name, leftover)
-    journal.unlink(missing_ok=True)
-    current = read_scan(out_path, plan.name)["loss"]
-    if on_start is not None:
-        on_start(int(np.sum(~np.isnan(current))), current.size)
 
-    if not np.isnan(current).any():  # nothing left to compute: still record this run's root
+    def prepare() -> None:
+        """On rank 0 only: check or create the scan group and fold any leftover journal."""
+        existing = scan_attrs(out_path, plan.name)
+        if existing is not None and not overwrite:
+            diff = _mismatch(existing, attrs)
+            if diff:
+                raise LandscapeError(
+                    f"scan {plan.name!r} in {out_path} was made with other options "
+                    f"({'; '.join(diff[:3])}); pass --name NEW to keep both or --overwrite"
+                )
+        else:
+            journal.unlink(missing_ok=True)
+            grid = np.full(plan.shape, np.nan)
+            write_scan(
+                out_path,
+                root,
+                plan.name,
+                attrs=attrs,
+                x=plan.x,
+                y=plan.y,
+                loss=grid,
+                accuracy=grid,
+                directions={
+                    a: {k: v.detach().cpu().numpy() for k, v in d.items()}
+                    for a, d in zip(("x", "y"), plan.directions, strict=False)
+                },
+            )
+        leftover = read_journal(journal)
+        if leftover:
+            set_scan_points(out_path, root, plan.name, leftover)
+        journal.unlink(missing_ok=True)
+
+    distributed.on_main(prepare)
+    # Every rank scans with the stored directions (a resumed scan keeps the ones it started
+    # with) and from the stored grid, so all ranks agree on the points still missing.
+    stored = read_scan(out_path, plan.name, directions=True)
+    axes = ["x", "y"][: plan.attrs["dim"]]
+    dirs = tuple({k: torch.from_numpy(v) for k, v in stored["directions"][a].items()} for a in axes)
+    plan = ScanPlan(plan.name, plan.x, plan.y, dirs, plan.attrs)
+    current = stored["loss"]
+    missing = int(np.isnan(current).sum())
+    if on_start is not None and distributed.is_main():
+        on_start(current.size - missing, current.size)
+    if missing == 0 and distributed.is_main():  # nothing left: still record this run's root
         update_file(out_path, root, lambda f: None)  # attributes (label, argv)
-    evaluator = PointEvaluator(model, batches, plan.directions, LOSSES[loss], bn_mode)
+    # Under torchrun: deal out whole points when there are enough of them (no communication
+    # while a point is computed), else split each point's samples over the ranks.
+    by_points = distributed.active() and missing >= distributed.world()
+    evaluator = PointEvaluator(
+        model,
+        batches,
+        plan.directions,
+        LOSSES[loss],
+        bn_mode,
+        sharded=distributed.active() and not by_points,
+    )
     try:
         run_scan(
             evaluator,
@@ -237,9 +253,11 @@ def execute(
             journal=journal,
             fold_every=fold_every,
             on_point=on_point,
+            distribute_points=by_points,
         )
     finally:
         evaluator.restore()
+    distributed.barrier()  # rank 0 has folded every point before anyone reads the result
     return read_scan(out_path, plan.name)
 
 

@@ -133,7 +133,10 @@ class PointEvaluator:
         directions: Sequence[Direction],
         loss_fn: LossFn,
         bn_mode: str = "eval",
+        *,
+        sharded: bool = False,
     ) -> None:
+        self.sharded = sharded  # under torchrun: each point's samples split over the ranks
         self.model, self.batches, self.loss_fn, self.bn_mode = (
             model,
             list(batches),
@@ -161,7 +164,9 @@ class PointEvaluator:
         for c, d in zip(coords, self.dirs, strict=True):
             if c != 0.0:
                 torch._foreach_add_(self.targets, d, alpha=float(c))
-        return loss_and_accuracy(self.model, self.batches, self.loss_fn, self.bn_mode)
+        return loss_and_accuracy(
+            self.model, self.batches, self.loss_fn, self.bn_mode, sharded=self.sharded
+        )
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -177,13 +182,20 @@ def run_scan(
     journal: Path,
     fold_every: float = 30.0,
     on_point: Callable[[int, int, float, float], None] | None = None,
+    distribute_points: bool = False,
 ) -> np.ndarray:
     """Compute every point of ``plan`` whose ``loss`` entry is NaN, in row-major order.
 
     ``store(points)`` writes points into the results file (atomically); it is called with the
     journal's contents every ``fold_every`` seconds, on interruption and at the end. Returns the
     loss grid with the new points filled in.
+
+    Under torchrun, only rank 0 keeps the journal and stores points. With ``distribute_points``
+    the points are dealt out in rounds of one point per rank and gathered after each round;
+    otherwise every rank takes part in every point (``evaluate`` shards the samples).
     """
+    from landscape_cli import distributed
+
     loss = loss.copy()
     todo = [
         (i, j)
@@ -191,8 +203,10 @@ def run_scan(
         for i in range(len(plan.x))
         if math.isnan(loss[i] if plan.y is None else loss[j, i])
     ]
-    log = Journal(journal)
+    main = distributed.is_main()
+    log = Journal(journal) if main else None
     last_fold = time.monotonic()
+    step = distributed.world() if distribute_points else 1
 
     def fold() -> None:
         points = read_journal(journal)
@@ -200,22 +214,34 @@ def run_scan(
             store(points)
         journal.write_text("")
 
+    def compute(i: int, j: int) -> tuple[int, int, float, float]:
+        coords = (plan.x[i],) if plan.y is None else (plan.x[i], plan.y[j])
+        lv, av = evaluate(coords)
+        return i, j, lv, av
+
     try:
-        for i, j in todo:
-            coords = (plan.x[i],) if plan.y is None else (plan.x[i], plan.y[j])
-            lv, av = evaluate(coords)
-            log.add(i, j, lv, av)
-            if plan.y is None:
-                loss[i] = lv
+        for start in range(0, len(todo), step):
+            if distribute_points:
+                mine = start + distributed.rank()
+                rows = distributed.gather_rows([compute(*todo[mine])] if mine < len(todo) else [])
             else:
-                loss[j, i] = lv
-            if on_point is not None:
-                on_point(i, j, lv, av)
-            if time.monotonic() - last_fold > fold_every:
+                rows = [compute(*todo[start])]
+            for i, j, lv, av in rows:
+                if log is not None:
+                    log.add(i, j, lv, av)
+                if plan.y is None:
+                    loss[i] = lv
+                else:
+                    loss[j, i] = lv
+                if on_point is not None and main:
+                    on_point(i, j, lv, av)
+            if main and time.monotonic() - last_fold > fold_every:
                 fold()
                 last_fold = time.monotonic()
     finally:
-        log.close()
-        fold()
-    journal.unlink(missing_ok=True)
+        if log is not None:
+            log.close()
+            fold()
+    if main:
+        journal.unlink(missing_ok=True)
     return loss

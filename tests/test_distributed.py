@@ -61,10 +61,22 @@ def test_scan_two_processes_equal_one_and_resume_with_one(ckpt, tmp_path):
     # Interrupt a 2-process run (SIGKILL to the whole launcher group), finish with 1 process.
     killed = tmp_path / "killed.h5"
     journal = tmp_path / "killed.h5.2d-random.journal"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "landscape_cli", *args, "--out", str(killed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "landscape_cli",
+        *args,
+        "--out",
+        str(killed),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if journal.exists() and journal.read_text().count("\n") >= 10:
@@ -112,10 +124,29 @@ def test_a_failing_rank_gives_a_clear_error_and_a_valid_file(ckpt, tmp_path, mon
     torch.save({f"lin.{k}": v for k, v in sd.items()}, tmp_path / "flaky.pt")
     out = tmp_path / "flaky.h5"
     env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "landscape_cli", "hessian", str(tmp_path / "flaky.pt"), "--model",
-           "flaky_model:build", "--dataset", "digits", "--samples", "200", "--batch-size", "50",
-           "--out", str(out), "--no-cache-graphs"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "landscape_cli",
+        "hessian",
+        str(tmp_path / "flaky.pt"),
+        "--model",
+        "flaky_model:build",
+        "--dataset",
+        "digits",
+        "--samples",
+        "200",
+        "--batch-size",
+        "50",
+        "--out",
+        str(out),
+        "--no-cache-graphs",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode != 0
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]

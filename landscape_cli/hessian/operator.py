@@ -15,12 +15,14 @@ by double backward (Pearlmutter 1994): :math:`\nabla^2 L_b v = \nabla_\theta(\na
 concatenated in ``model.named_parameters()`` order); each batch's product is computed in the
 model's dtype and accumulated in float64.
 
-Cost model (measured on CPU, see benchmarks/RESULTS.md): a fresh HVP costs about 2.6 gradients,
-most of it rebuilding the first-order graph. When the graphs of all batches fit in
-``memory_budget`` (measured on the first batch with saved-tensor hooks), the operator keeps each
-batch's first-order graph and every later product pays only the second backward (~1.5 gradients).
-:meth:`matmat` pushes several vectors through each batch's graph while it is alive, so estimators
-that need many vectors (trace and density probes) build each graph once per group.
+Cost: a fresh HVP rebuilds the first-order graph of a batch and then differentiates it again.
+When the graphs of all batches fit in ``memory_budget`` (measured on the first batch with
+saved-tensor hooks), the operator keeps each batch's first-order graph and every later product pays
+only the second backward. :meth:`matmat` pushes several vectors through each batch's graph while it
+is alive, so estimators that need many vectors (trace and density probes) build each graph once per
+group. Measured costs (HVP ÷ gradient; benchmarks/RESULTS.md) depend on the network: on a CIFAR
+ResNet-18 (width 8) 2.3–2.4 with kept graphs and 3.4–3.5 without, the same per-product cost as
+PyHessian's.
 
 Modes: ``bn_mode="eval"`` (default) or ``"train"`` (BatchNorm on batch statistics, running
 statistics never changed), as :func:`landscape_cli.evaluation.evaluation_mode` defines them;
@@ -35,6 +37,7 @@ make every estimate meaningless).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -57,7 +60,8 @@ class HessianOperator:
     """Hessian of the mean loss over fixed batches, as a linear operator on float64 vectors.
 
     Args:
-        model: the network; it is not modified (modes and BatchNorm buffers are restored).
+        model: the network; moved to ``device`` in place, converted to ``dtype`` on a copy,
+            otherwise unchanged (modes and BatchNorm statistics are restored).
         batches: the ordered sample set, already split into batches.
         loss: ``"ce"``, ``"mse"``, or a callable ``(output, target) -> mean loss``.
         bn_mode: ``"eval"`` or ``"train"`` (see the module docstring).
@@ -87,7 +91,9 @@ class HessianOperator:
             raise LandscapeError("no samples to compute the Hessian on")
         self.device = torch.device(device)
         self.dtype = dtype
-        self.model = model.to(device=self.device, dtype=dtype)
+        if any(p.dtype != dtype for p in model.parameters()):
+            model = copy.deepcopy(model)  # a dtype change must not reach the caller's model
+        self.model = model.to(device=self.device, dtype=dtype)  # moves (in place) to device
         self.loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
         self.bn_mode = bn_mode
         # Under torchrun each rank keeps its shard of the batches, weighted by the global count;

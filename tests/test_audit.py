@@ -171,6 +171,8 @@ def test_cli_audit_ranks_the_sharpened_checkpoint_sharper(pair, tmp_path):
     assert len(read_hessian(sharp.with_suffix(".h5"))["eigenvalues"]) == 5
     text = report.read_text()
     assert "| 1 | `flat.pt`" in text and "| 2 | `sharp.pt`" in text
+    assert data["figures"]["fig5"] == str(tmp_path / "report-fig5.png")
+    assert "![fig5" in text and (tmp_path / "report-fig5.png").stat().st_size > 10_000
 
 
 def test_cli_audit_match_loss_reports_what_survives(pair):

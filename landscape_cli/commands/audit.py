@@ -186,6 +186,7 @@ def audit(
     if match_loss:
         payload["survives_match_loss"] = survival(rows)
     if report_path is not None and distributed.is_main():
+        payload["figures"] = report_figures(report_path, rows)
         write_report(report_path, payload)
         payload["report"] = str(report_path)
     if json_out:
@@ -245,6 +246,20 @@ def _table(rows, order, rank_by, match_loss) -> None:
     Console().print(table)
 
 
+def report_figures(report: Path, rows: list[dict]) -> dict[str, str]:
+    """Fig. 5 of the audited checkpoints beside the report (when their densities were measured)."""
+    from landscape_cli import plotting
+    from landscape_cli.results import read_hessian
+
+    results = [read_hessian(r["results"]) for r in rows]
+    if any(h["density"] is None or h["trace"] is None for h in results):
+        return {}
+    labels = [Path(r["checkpoint"]).stem for r in rows]
+    target = report.with_name(f"{report.stem}-fig5.png")
+    plotting.save_figure(plotting.fig5(results, labels), target)
+    return {"fig5": str(target)}
+
+
 def write_report(path: Path, payload: dict) -> None:
     """A markdown report: the ranked table, the loss-matched comparison, and how to read it."""
     rows = payload["checkpoints"]
@@ -280,6 +295,8 @@ def write_report(path: Path, payload: dict) -> None:
                 f"| {key} | {_fmt(s['ratio_raw'], '{:.3g}')}× | "
                 f"{_fmt(s['ratio_matched'], '{:.3g}')}× | {'yes' if s['same_order'] else 'no'} |"
             )
+    for name, figure in payload.get("figures", {}).items():
+        lines += ["", f"![{name}: top eigenvalues, traces, densities]({Path(figure).name})"]
     lines += [
         "",
         "## Reading the numbers",

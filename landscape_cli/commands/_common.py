@@ -73,28 +73,30 @@ def print_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def progress_bar(*columns: Any):
+    """A rich Progress on stderr: a bar, done/total, the given text columns, elapsed time."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    first, *rest = columns
+    return Progress(
+        first,
+        BarColumn(),
+        MofNCompleteColumn(),
+        *rest,
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+
+
 class PhaseProgress:
     """A rich progress bar on stderr with one row per phase (started at the first phase, so
     errors raised before any work stay one clean line)."""
 
     def __init__(self, unit: str) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from rich.progress import TextColumn
 
-        self._progress = Progress(
-            TextColumn("[bold]{task.description:<14}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(unit),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
+        self._progress = progress_bar(TextColumn("[bold]{task.description:<14}"), TextColumn(unit))
         self._task: Any = None
 
     def phase(self, name: str, budget: int) -> None:
@@ -123,22 +125,11 @@ class PointProgress:
     """A rich progress bar on stderr over the points of a scan (started when the scan starts)."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from rich.progress import TextColumn
 
-        self._progress = Progress(
+        self._progress = progress_bar(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
             TextColumn("points · loss {task.fields[loss]:.4g}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
         )
         self._task: Any = None
 

@@ -61,8 +61,7 @@ def audit(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Rank checkpoints from flattest to sharpest; each one's numbers go to its results file."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import TextColumn
 
     from landscape_cli import audit as au
     from landscape_cli import distributed
@@ -111,15 +110,7 @@ def audit(
         seed=seed,
         loss=loss,
     )
-    err = Console(stderr=True)
-    progress = Progress(
-        TextColumn("[bold]audit"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[what]}"),
-        TimeElapsedColumn(),
-        console=err,
-    )
+    progress = c.progress_bar(TextColumn("[bold]audit"), TextColumn("{task.fields[what]}"))
     rows: list[dict[str, Any]] = []
     steps = len(works) * (2 if match_loss else 1)
     with progress:

@@ -21,19 +21,12 @@ def demo(
 ) -> None:
     """Train Adam, DualAdam and Adam + warm-up on digits; Hessians, scans and Figs. 2, 5, 6."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import TextColumn
     from rich.table import Table
 
     from landscape_cli import demo as dm
 
-    progress = Progress(
-        TextColumn("[bold]demo"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
+    progress = c.progress_bar(TextColumn("[bold]demo"), TextColumn("{task.description}"))
     total = dm.STEPS_PER_RUN * len(dm.runs(1, seed)) + dm.EXTRA_STEPS
     with progress:
         task = progress.add_task("", total=total)

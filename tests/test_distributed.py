@@ -18,9 +18,14 @@ pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def torchrun(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def torchrun_cmd(*args: str) -> list[str]:
+    """``torchrun --standalone --nproc-per-node 2 -m landscape_cli ARGS``."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "landscape_cli", *args]
+    return [*cmd, "-m", "landscape_cli", *args]
+
+
+def torchrun(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = torchrun_cmd(*args)
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, check=check, timeout=300)
 
 
@@ -61,19 +66,7 @@ def test_scan_two_processes_equal_one_and_resume_with_one(ckpt, tmp_path):
     # Interrupt a 2-process run (SIGKILL to the whole launcher group), finish with 1 process.
     killed = tmp_path / "killed.h5"
     journal = tmp_path / "killed.h5.2d-random.journal"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "landscape_cli",
-        *args,
-        "--out",
-        str(killed),
-    ]
+    cmd = torchrun_cmd(*args, "--out", str(killed))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True
     )
@@ -124,15 +117,7 @@ def test_a_failing_rank_gives_a_clear_error_and_a_valid_file(ckpt, tmp_path, mon
     torch.save({f"lin.{k}": v for k, v in sd.items()}, tmp_path / "flaky.pt")
     out = tmp_path / "flaky.h5"
     env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "landscape_cli",
+    cmd = torchrun_cmd(
         "hessian",
         str(tmp_path / "flaky.pt"),
         "--model",
@@ -146,7 +131,7 @@ def test_a_failing_rank_gives_a_clear_error_and_a_valid_file(ckpt, tmp_path, mon
         "--out",
         str(out),
         "--no-cache-graphs",
-    ]
+    )
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode != 0
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]

@@ -147,3 +147,29 @@ class PointProgress:
     def __exit__(self, *exc: object) -> None:
         if self._task is not None:
             self._progress.stop()
+
+
+def source(
+    model: str | None,
+    model_option: list[str] | None,
+    dataset: str | None,
+    data_root: str | None,
+    split: str,
+    samples: int,
+    batch_size: int,
+    trust_checkpoint: bool,
+):
+    """The shared model/data options as a :class:`landscape_cli.pipeline.Source`."""
+    from landscape_cli.commands.train import parse_options
+    from landscape_cli.pipeline import Source
+
+    return Source(
+        model=model,
+        model_options=parse_options(model_option, "--model-option"),
+        dataset=dataset,
+        data_root=data_root,
+        split=split,
+        samples=samples,
+        batch_size=batch_size,
+        trust=trust_checkpoint,
+    )

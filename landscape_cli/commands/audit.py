@@ -65,9 +65,8 @@ def audit(
 
     from landscape_cli import audit as au
     from landscape_cli import distributed
-    from landscape_cli.commands.train import parse_options
     from landscape_cli.hessian import HessianSettings, make_report
-    from landscape_cli.pipeline import Source, provenance
+    from landscape_cli.pipeline import provenance
     from landscape_cli.results import check_target, write_audit, write_hessian
     from landscape_cli.training import resolve_device
 
@@ -86,18 +85,10 @@ def audit(
             raise LandscapeError(message)
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
-    options = parse_options(model_option, "--model-option")
     for ck in checkpoints:
         check_target(ck.with_suffix(".h5"))
-    source = Source(
-        model=model,
-        model_options=options,
-        dataset=dataset,
-        data_root=data_root,
-        split=split,
-        samples=samples,
-        batch_size=batch_size,
-        trust=trust_checkpoint,
+    source = c.source(
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
     )
     works = [source.load(ck) for ck in checkpoints]
     settings = au.AuditSettings(

@@ -63,8 +63,7 @@ def hessian(
     from rich.console import Console
 
     from landscape_cli import hessian as hs
-    from landscape_cli.commands.train import parse_options
-    from landscape_cli.pipeline import Source, hessian_job
+    from landscape_cli.pipeline import hessian_job
 
     settings = hs.HessianSettings(
         top_k=top_k,
@@ -80,15 +79,8 @@ def hessian(
         eigenvectors=eigenvectors,
         seed=seed,
     )
-    source = Source(
-        model=model,
-        model_options=parse_options(model_option, "--model-option"),
-        dataset=dataset,
-        data_root=data_root,
-        split=split,
-        samples=samples,
-        batch_size=batch_size,
-        trust=trust_checkpoint,
+    source = c.source(
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
     )
     with c.PhaseProgress("HVPs (at most)") as progress:
         report, out_path, work = hessian_job(

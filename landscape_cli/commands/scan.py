@@ -62,8 +62,7 @@ def scan(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Loss and accuracy on a 1-D or 2-D grid around a checkpoint (resumable)."""
-    from landscape_cli.commands.train import parse_options
-    from landscape_cli.pipeline import ScanOptions, Source, scan_job
+    from landscape_cli.pipeline import ScanOptions, scan_job
 
     options = ScanOptions(
         dim=dim,
@@ -83,15 +82,8 @@ def scan(
         seed=seed,
         fold_every=fold_every,
     )
-    source = Source(
-        model=model,
-        model_options=parse_options(model_option, "--model-option"),
-        dataset=dataset,
-        data_root=data_root,
-        split=split,
-        samples=samples,
-        batch_size=batch_size,
-        trust=trust_checkpoint,
+    source = c.source(
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
     )
     with c.PointProgress() as progress:
         result, out_path = scan_job(

@@ -37,7 +37,13 @@ import torch
 from torch import nn
 
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES, Batch, evaluation_mode, loss_and_accuracy
+from landscape_cli.evaluation import (
+    LOSSES,
+    Batch,
+    evaluation_mode,
+    loss_and_accuracy,
+    to_device,
+)
 from landscape_cli.scan.directions import random_direction
 
 
@@ -246,7 +252,8 @@ def measure(
     )
     results = analyze(op, hs)
     top, tr, dens = results["top"], results["trace"], results["density"]
-    dev_batches = op.batches
+    # The operator keeps only this rank's shard under torchrun; losses and sharpness need all.
+    dev_batches = [to_device(b, op.device, op.dtype) for b in batches]
     loss, acc = loss_and_accuracy(net, dev_batches, LOSSES[s.loss])
     out = {
         "temperature": temperature,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from landscape_cli.errors import LandscapeError
 
 Checkpoint = Annotated[
     Path, typer.Argument(help="Checkpoint: landscape .pt, state dict, or .safetensors.")
@@ -53,6 +56,21 @@ OutOpt = Annotated[
     typer.Option("--out", help="Results file (default: the checkpoint's path with .h5)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are Python literals where they parse (3, 0.5, (4, 4), True)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise LandscapeError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            value: Any = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out[key.strip()] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _clean(value: Any) -> Any:
@@ -160,7 +178,6 @@ def source(
     trust_checkpoint: bool,
 ):
     """The shared model/data options as a :class:`landscape_cli.pipeline.Source`."""
-    from landscape_cli.commands.train import parse_options
     from landscape_cli.pipeline import Source
 
     return Source(

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.commands import _common as c
 
 OPTIMIZER_HELP = "adam, adamw, sgd, radam, nadam, invadam or dualadam."
-
-
-def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are Python literals where they parse (3, 0.5, (4, 4), True)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise LandscapeError(f"{flag} takes KEY=VALUE, got {item!r}")
-        try:
-            value: Any = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        out[key.strip()] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 def train(
@@ -72,12 +56,11 @@ def train(
 ) -> None:
     """Train a model and write a checkpoint that `landscape hessian/scan/audit` read."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import TextColumn
     from rich.table import Table
 
     from landscape_cli import training
 
-    err = Console(stderr=True)
     config = training.TrainConfig(
         model=model,
         dataset=dataset,
@@ -93,18 +76,13 @@ def train(
         seed=seed,
         data_root=data_root,
         augment=augment,
-        model_options=parse_options(model_option, "--model-option"),
+        model_options=c.parse_options(model_option, "--model-option"),
     )
 
-    progress = Progress(
+    progress = c.progress_bar(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
         TextColumn("{task.fields[summary]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
     )
 
     class Show(training.Callbacks):

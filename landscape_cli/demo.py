@@ -44,7 +44,10 @@ QUICK = DemoSize(3, 128, 3, 10, 2, 12, 9, 128, 60, 60)
 
 def runs(epochs: int, seed: int) -> list[tuple[str, TrainConfig]]:
     """The three training runs of the demo, with the matched warm-up computed from ξ."""
-    steps = epochs * math.ceil(1438 / 128)  # the digits train split, batch 128
+    from landscape_cli.data import load_dataset
+
+    train_size = len(load_dataset("digits", "train").dataset)
+    steps = epochs * math.ceil(train_size / TrainConfig.batch_size)
     warmup = round(steps / 6)  # 1/ξ for DualAdam's default ξ = 6 / total steps
     return [
         ("Adam", TrainConfig(optimizer="adam", epochs=epochs, seed=seed)),

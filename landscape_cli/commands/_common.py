@@ -48,7 +48,8 @@ TrustOpt = Annotated[
     bool,
     typer.Option(
         "--trust-checkpoint",
-        help="Allow pickled Python objects (can run arbitrary code: trusted files only).",
+        help="Allow pickled Python objects and package.module:factory specs stored in the file "
+        "(both can run arbitrary code: trusted files only).",
     ),
 ]
 OutOpt = Annotated[

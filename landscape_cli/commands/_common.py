@@ -97,8 +97,12 @@ def progress_bar(*columns: Any):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    class _Progress(Progress):
+        def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+            stop(self, exc_type)
+
     first, *rest = columns
-    return Progress(
+    return _Progress(
         first,
         BarColumn(),
         MofNCompleteColumn(),
@@ -106,6 +110,17 @@ def progress_bar(*columns: Any):
         TimeElapsedColumn(),
         console=Console(stderr=True),
     )
+
+
+def stop(progress: Any, exc_type: Any = None) -> None:
+    """Stop a rich Progress; after an error (not an interrupt) erase it, so that the error's
+    one line is all that the failed command printed."""
+    if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+        from landscape_cli.errors import Interrupted
+
+        if not issubclass(exc_type, Interrupted):
+            progress.live.transient = True
+    progress.stop()
 
 
 class PhaseProgress:
@@ -137,7 +152,7 @@ class PhaseProgress:
         if self._task is not None:
             if exc[0] is None:
                 self._progress.update(self._task, total=self._progress.tasks[-1].completed)
-            self._progress.stop()
+            stop(self._progress, exc[0])
 
 
 class PointProgress:
@@ -165,7 +180,7 @@ class PointProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._progress.stop()
+            stop(self._progress, exc[0])
 
 
 def source(

@@ -67,7 +67,13 @@ def audit(
     from landscape_cli import distributed
     from landscape_cli.hessian import HessianSettings, make_report
     from landscape_cli.pipeline import provenance
-    from landscape_cli.results import check_target, write_audit, write_hessian
+    from landscape_cli.results import (
+        check_output_file,
+        check_target,
+        write_audit,
+        write_hessian,
+        write_or_rescue,
+    )
     from landscape_cli.training import resolve_device
 
     report_path = report or out
@@ -87,6 +93,8 @@ def audit(
     dev = distributed.local_device(resolve_device(device))
     for ck in checkpoints:
         check_target(ck.with_suffix(".h5"))
+    if report_path is not None:
+        check_output_file(report_path, "report")
     source = c.source(
         model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
     )
@@ -131,7 +139,10 @@ def audit(
                 seconds=time.perf_counter() - t0,
             )
             if distributed.is_main():
-                write_hessian(ck.with_suffix(".h5"), rep, root=root)
+                write_or_rescue(
+                    ck.with_suffix(".h5"),
+                    lambda p, rep=rep, root=root: write_hessian(p, rep, root=root),
+                )
             row["results"] = str(ck.with_suffix(".h5"))
             row["_root"] = root
             rows.append(row)

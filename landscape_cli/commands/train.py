@@ -127,9 +127,12 @@ def train(
             trust=trust_checkpoint,
             overwrite=overwrite,
         )
-    finally:
+    except BaseException as exc:
         if progress.live.is_started:
-            progress.stop()
+            c.stop(progress, type(exc))
+        raise
+    if progress.live.is_started:
+        progress.stop()
 
     f = result.final
     summary = {

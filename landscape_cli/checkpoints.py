@@ -44,7 +44,9 @@ _TRUST_HINT = "pass --trust-checkpoint only if you trust where the file came fro
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any]) -> Path:
     """Write ``checkpoint`` atomically: to a temporary file beside ``path``, then rename.
 
-    A run killed mid-write leaves the previous checkpoint intact, never a truncated one.
+    A run killed mid-write leaves the previous checkpoint intact, never a truncated one. The
+    file's mode is that of the file it replaces, else ``0o666`` less the umask (as for any new
+    file, and as results files get), not the temporary file's private ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +56,23 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any])
             torch.save(dict(checkpoint), fh)
             fh.flush()
             os.fsync(fh.fileno())
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from landscape_cli import distributed
+from landscape_cli import distributed, resources
 from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.workload import Workload, load_workload
 
@@ -125,6 +125,11 @@ def hessian_job(
             (s.density_sigma > 0, "--density-sigma must be > 0"),
             (loss in ("ce", "mse"), "--loss must be ce or mse"),
             (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
+            (
+                s.top_k <= s.max_steps,
+                f"--top-k {s.top_k} needs at least as many Lanczos steps: raise --max-steps "
+                f"(now {s.max_steps}) or lower --top-k",
+            ),
         ]
     )
     distributed.init(device)
@@ -143,6 +148,12 @@ def hessian_job(
         cache_graphs=cache_graphs,
     )
     op.on_hvp = on_hvp
+    if s.top_k > op.n:
+        raise LandscapeError(
+            f"--top-k {s.top_k} exceeds the model's {op.n} parameters (the Hessian has {op.n} "
+            "eigenvalues); lower --top-k"
+        )
+    resources.require(resources.hessian_bytes(s, op.n), dev)
     root = provenance(checkpoint, work, label, out_path)
     results: dict = {}
 
@@ -270,6 +281,7 @@ def scan_job(
         ylo, yhi = o.yrange if o.yrange is not None else (lo, hi)
         y = sc.axis(ylo, yhi, o.ypoints if o.ypoints is not None else o.points)
     name = o.name or f"{o.dim}d-{kind}"
+    resources.require(resources.scan_bytes(len(x) * (1 if y is None else len(y))), "cpu")
 
     work = source.load(checkpoint)
     net = work.model.to(dev)

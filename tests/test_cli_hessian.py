@@ -229,9 +229,7 @@ def test_interrupt_never_replaces_a_complete_result(ckpt, tmp_path, monkeypatch)
     assert len(stored["eigenvalues"]) == 5
 
 
-def test_a_write_that_fails_after_computing_saves_the_result_beside_it(
-    ckpt, tmp_path, monkeypatch
-):
+def test_a_write_that_fails_after_computing_saves_the_result_beside_it(ckpt, tmp_path, monkeypatch):
     import landscape_cli.results as rs
 
     real = rs.update_file

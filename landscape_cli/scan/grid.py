@@ -237,12 +237,20 @@ def run_scan(
     from landscape_cli import distributed
 
     loss = loss.copy()
-    todo = [
-        (i, j)
-        for j in range(1 if plan.y is None else len(plan.y))
-        for i in range(len(plan.x))
-        if math.isnan(loss[i] if plan.y is None else loss[j, i])
-    ]
+    nx = len(plan.x)
+    # Flat row-major indices of the missing points (j-major, like the grid): 8 bytes per point,
+    # not a Python tuple each.
+    todo_flat = np.flatnonzero(np.isnan(loss.ravel()))
+
+    class _Todo:
+        def __len__(self) -> int:
+            return len(todo_flat)
+
+        def __getitem__(self, t: int) -> tuple[int, int]:
+            idx = int(todo_flat[t])
+            return idx % nx, idx // nx
+
+    todo = _Todo()
     main = distributed.is_main()
     log = Journal(journal) if main else None
     last_fold = time.monotonic()

@@ -189,8 +189,14 @@ def _open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     except OSError as exc:
         raise LandscapeError(f"cannot open results file {p}: {_one_line(exc)}") from exc
     with f:
-        _check_schema(f, p)
-        yield f
+        try:
+            _check_schema(f, p)
+            yield f
+        except (OSError, KeyError, RuntimeError) as exc:  # h5py on a damaged file
+            raise LandscapeError(
+                f"results file {p} is damaged ({_one_line(exc)}); move it away or choose "
+                "another file"
+            ) from exc
 
 
 class ResultsWriteError(LandscapeError):

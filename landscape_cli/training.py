@@ -310,8 +310,11 @@ def check_output(path: Path, config: TrainConfig, *, overwrite: bool = False) ->
     landscape checkpoint of the same run (model, dataset, optimizer, seed) unless ``overwrite``."""
     import tempfile
 
+    from landscape_cli.results import check_output_file
+
     if path.is_dir():
         raise LandscapeError(f"--out {path} is a folder; give a file path such as {path}/run.pt")
+    check_output_file(path, "checkpoint")
     if path.exists() and not overwrite:
         try:
             obj = read_file(path)

@@ -20,7 +20,6 @@ import torch
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
-from landscape_cli.results import update_file
 from landscape_cli.training import TrainConfig, train
 
 runner = CliRunner()
@@ -57,10 +56,14 @@ def _evil_module(d: Path, name: str) -> str:
     return f"{name}:make"
 
 
+def _ident(d: Path) -> str:
+    return "".join(c if c.isalnum() else "_" for c in d.name)
+
+
 def evil_model(spec: str, **extra) -> Callable[[Path, Path], None]:
     def setup(d: Path, base: Path) -> None:
         ck = _ckpt(base)
-        name = _evil_module(d, f"evil_{d.name}") if spec == "module" else spec
+        name = _evil_module(d, f"evil_{_ident(d)}") if spec == "module" else spec
         ck["model"] = {"name": name, "kwargs": {**ck["model"]["kwargs"], **extra}}
         torch.save(ck, d / "evil.pt")
 
@@ -69,14 +72,14 @@ def evil_model(spec: str, **extra) -> Callable[[Path, Path], None]:
 
 def evil_dataset(d: Path, base: Path) -> None:
     ck = _ckpt(base)
-    ck["dataset"] = {"name": _evil_module(d, f"evilds_{d.name}"), "root": None}
+    ck["dataset"] = {"name": _evil_module(d, f"evilds_{_ident(d)}"), "root": None}
     torch.save(ck, d / "evil.pt")
 
 
 def evil_config(key: str, spec: str | None = None) -> Callable[[Path, Path], None]:
     def setup(d: Path, base: Path) -> None:
         ck = _ckpt(base)
-        name = spec or _evil_module(d, f"evilcfg_{d.name}")
+        name = spec or _evil_module(d, f"evilcfg_{_ident(d)}")
         ck["train"]["config"] = {**ck["train"]["config"], key: name, "epochs": 2}
         if key == "model":
             ck["train"]["config"]["model_options"] = {"command": f"touch {d / MARK}"}
@@ -127,14 +130,42 @@ def corrupt_h5(name: str = "bad.h5") -> Callable[[Path, Path], None]:
     return setup
 
 
+def damaged_h5(signature: bytes, name: str = "bad.h5") -> Callable[[Path, Path], None]:
+    """A results file with one of HDF5's internal structures (a group's B-tree or local heap,
+    the global heap of its strings) clobbered: the root opens, a group or attribute does not."""
+
+    def setup(d: Path, base: Path) -> None:
+        copy_ok(d, base)
+        data = (base / "ok.h5").read_bytes()
+        assert signature in data
+        (d / name).write_bytes(data.replace(signature, b"XXXX"))
+
+    return setup
+
+
 def foreign_h5(d: Path, base: Path) -> None:
     with h5py.File(d / "foreign.h5", "w") as f:
         f["x"] = np.arange(3)
 
 
-def results_with_bad_group(d: Path, base: Path) -> None:
-    copy_ok(d, base)
-    update_file(d / "ok.h5", {}, lambda f: f.create_dataset("scan", data=np.arange(3)))
+def images(d: Path, base: Path) -> None:
+    from PIL import Image
+
+    for cls, size in (("a", (8, 8)), ("b", (10, 10))):
+        (d / "imgs" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", size, (40 * i, 80, 120)).save(d / "imgs" / cls / f"{i}.png")
+
+
+def junk(name: str) -> Callable[[Path, Path], None]:
+    return a_file(name, b"\x00\x01 definitely not a checkpoint")
+
+
+def a_folder(name: str) -> Callable[[Path, Path], None]:
+    def setup(d: Path, base: Path) -> None:
+        (d / name).mkdir()
+
+    return setup
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,6 +180,7 @@ class Case:
     code: int = 2
     setup: Callable[[Path, Path], None] = copy_ok
     extra: dict = field(default_factory=dict)
+    cpu_only: bool = False  # the case is about a missing CUDA device
 
 
 SPEC_WORDS = ("--trust-checkpoint",)
@@ -193,6 +225,138 @@ CASES = [
          setup=edited_ckpt(lambda ck: ck["model"]["kwargs"].update(command="touch x"))),
     Case("hessian-malicious-pickle", ["hessian", "pickle.pt", *HFAST], ("--trust-checkpoint",),
          setup=a_file("pickle.pt", b"cos\nsystem\n(S'touch PWNED'\ntR.")),
+    # 2. outputs are checked before any work; nothing finished is lost or replaced
+    Case("train-out-under-a-file", ["train", "--out", "afile/x.pt", "--epochs", "1"],
+         ("afile", "not a folder"), setup=a_file("afile")),
+    Case("train-out-is-a-folder", ["train", "--out", "adir", "--epochs", "1"], ("folder",),
+         setup=a_folder("adir")),
+    Case("train-out-over-results-file", ["train", "--out", "ok.h5", "--epochs", "1"],
+         ("--overwrite",)),
+    Case("train-out-over-another-run", ["train", "--out", "ok.pt", "--epochs", "1"],
+         ("--overwrite",)),
+    Case("hessian-out-under-a-file", ["hessian", "ok.pt", "--out", "afile/x.h5", *HFAST],
+         ("afile", "not a folder"), setup=both(copy_ok, a_file("afile"))),
+    Case("hessian-out-damaged-results", ["hessian", "ok.pt", "--out", "torn.h5", *HFAST],
+         ("torn.h5",), setup=both(copy_ok, corrupt_h5("torn.h5"))),
+    Case("hessian-out-damaged-group-btree", ["hessian", "ok.pt", "--out", "bad.h5", *HFAST],
+         ("damaged", "B-tree"), setup=damaged_h5(b"TREE")),
+    Case("hessian-out-damaged-local-heap", ["hessian", "ok.pt", "--out", "bad.h5", *HFAST],
+         ("damaged", "heap"), setup=damaged_h5(b"HEAP")),
+    Case("scan-out-damaged-strings", ["scan", "ok.pt", "--out", "bad.h5", *FAST],
+         ("damaged", "heap"), setup=damaged_h5(b"GCOL")),
+    Case("plot-damaged-strings", ["plot", "bad.h5", "--figure", "fig5"], ("damaged",),
+         setup=damaged_h5(b"GCOL")),
+    Case("plot-damaged-group", ["plot", "bad.h5", "--figure", "fig5"], ("damaged",),
+         setup=damaged_h5(b"TREE")),
+    Case("hessian-out-foreign-hdf5", ["hessian", "ok.pt", "--out", "foreign.h5", *HFAST],
+         ("foreign.h5", "not a landscape results file"), setup=both(copy_ok, foreign_h5)),
+    Case("hessian-out-not-hdf5", ["hessian", "ok.pt", "--out", "afile", *HFAST],
+         ("not an HDF5 file",), setup=both(copy_ok, a_file("afile"))),
+    Case("scan-out-under-a-file", ["scan", "ok.pt", "--out", "afile/x.h5", *FAST],
+         ("afile", "not a folder"), setup=both(copy_ok, a_file("afile"))),
+    Case("scan-out-damaged-results", ["scan", "ok.pt", "--out", "torn.h5", *FAST],
+         ("torn.h5",), setup=both(copy_ok, corrupt_h5("torn.h5"))),
+    Case("audit-report-under-a-file", ["audit", "ok.pt", "--report", "afile/r.md", *FAST],
+         ("afile", "not a folder"), setup=both(copy_ok, a_file("afile"))),
+    Case("audit-results-damaged", ["audit", "ok.pt", *FAST], ("ok.h5",),
+         setup=both(copy_ok, corrupt_h5("ok.h5"))),
+    Case("plot-out-under-a-file",
+         ["plot", "ok.h5", "--figure", "fig5", "--out", "afile/x.png"], ("afile", "not a folder"),
+         setup=both(copy_ok, a_file("afile"))),
+    Case("plot-damaged-results", ["plot", "torn.h5", "--figure", "fig5"], ("torn.h5",),
+         setup=corrupt_h5("torn.h5")),
+    Case("demo-out-is-a-file", ["demo", "--quick", "--out", "afile"], ("afile", "not a folder"),
+         setup=a_file("afile")),
+    Case("demo-out-under-a-file", ["demo", "--quick", "--out", "afile/demo"], ("not a folder",),
+         setup=a_file("afile")),
+    # 3. options checked against the model and the machine before any allocation
+    Case("hessian-top-k-over-max-steps", ["hessian", "ok.pt", *FAST, "--top-k", "100000000"],
+         ("--max-steps",)),
+    Case("hessian-top-k-over-n",
+         ["hessian", "ok.pt", *FAST, "--top-k", "100000000", "--max-steps", "100000000"],
+         ("exceeds", "parameters")),
+    Case("hessian-density-past-memory",
+         ["hessian", "ok.pt", *FAST, "--top-k", "1", "--density-probes", "100000000"],
+         ("lower --density-probes",)),
+    Case("hessian-trace-past-memory",
+         ["hessian", "ok.pt", *FAST, "--top-k", "1", "--trace-method", "hutch++",
+          "--trace-probes", "100000000000", "--density-probes", "0"], ("lower --trace-probes",)),
+    Case("scan-grid-past-memory", ["scan", "ok.pt", *FAST, "--dim", "2", "--points", "1000000"],
+         ("lower --points",)),
+    # 4. every traceback and quiet failure
+    Case("train-resume-weights-do-not-fit", ["train", "--resume", "bad.pt", "--epochs", "2"],
+         ("does not fit",),
+         setup=edited_ckpt(lambda ck: ck["state_dict"].pop(next(iter(ck["state_dict"]))))),
+    Case("train-resume-no-optimizer", ["train", "--resume", "bad.pt", "--epochs", "2"],
+         ("optimizer",), setup=edited_ckpt(lambda ck: ck.pop("optimizer"))),
+    Case("train-resume-version-99", ["train", "--resume", "bad.pt", "--epochs", "2"],
+         ("version 99",), setup=edited_ckpt(lambda ck: ck.update(version=99))),
+    Case("hessian-version-99", ["hessian", "bad.pt", *HFAST], ("version 99",),
+         setup=edited_ckpt(lambda ck: ck.update(version=99))),
+    Case("train-resume-non-checkpoint", ["train", "--resume", "junk.pt"],
+         ("not a PyTorch checkpoint",), setup=junk("junk.pt")),
+    Case("train-resume-missing", ["train", "--resume", "none.pt"], ("checkpoint not found",)),
+    Case("train-imagefolder-mixed-sizes",
+         ["train", "--dataset", "imagefolder:imgs", "--model", "mlp", "--epochs", "1",
+          "--out", "m.pt"], ("different sizes",), setup=images),
+    Case("landscape-without-arguments", [], ("Usage", "hessian", "scan"), code=0),
+    Case("unknown-option", ["hessian", "ok.pt", "--no-such-option"], ("no such option",)),
+    Case("missing-argument", ["hessian"], ("missing argument",)),
+    Case("demo-device-cuda", ["demo", "--quick", "--device", "cuda", "--out", "d"], ("CUDA",),
+         cpu_only=True),
+    Case("audit-nan-checkpoint", ["audit", "bad.pt", *FAST], ("not finite",),
+         setup=edited_ckpt(_nan_weights)),
+    Case("hessian-nan-checkpoint", ["hessian", "bad.pt", *HFAST], ("not finite",),
+         setup=edited_ckpt(_nan_weights)),
+    Case("scan-nan-checkpoint", ["scan", "bad.pt", "--points", "3", *FAST], ("not finite",),
+         setup=edited_ckpt(_nan_weights)),
+    Case("scan-fold-every-negative", ["scan", "ok.pt", "--fold-every", "-1", *FAST],
+         ("--fold-every",)),
+    Case("scan-fold-every-nan", ["scan", "ok.pt", "--fold-every", "nan", *FAST],
+         ("--fold-every",)),
+    # moved here from the command test files
+    *[
+        Case(f"hessian-option{extra[0]}-{extra[1]}", ["hessian", "ok.pt", *extra], (needle,),
+             cpu_only=needle == "CUDA")
+        for extra, needle in [
+            (["--top-k", "-1"], "--top-k"),
+            (["--trace-method", "magic"], "--trace-method"),
+            (["--loss", "hinge"], "--loss"),
+            (["--dtype", "float16"], "--dtype"),
+            (["--split", "valid"], "--split"),
+            (["--bn-mode", "frozen"], "--bn-mode"),
+            (["--device", "cuda"], "CUDA"),
+            (["--tol", "abc"], "--tol"),
+        ]
+    ],
+    Case("hessian-missing-checkpoint", ["hessian", "x.pt"], ("not found",)),
+    Case("hessian-junk-checkpoint", ["hessian", "junk.pt"], ("not a PyTorch checkpoint",),
+         setup=junk("junk.pt")),
+    *[
+        Case(f"train{'-'.join(args[:2])}", ["train", *args], (needle,))
+        for args, needle in [
+            (["--optimizer", "lion"], "unknown optimizer"),
+            (["--epochs", "zero"], "--epochs"),
+            (["--dataset", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-py"),
+            (["--model", "nosuchmodel"], "nosuchmodel"),
+            (["--model-option", "oops"], "KEY=VALUE"),
+            (["--device", "cuda:banana"], "device"),
+        ]
+    ],
+    *[
+        Case(f"scan-option{extra[0]}-{extra[1]}", ["scan", "ok.pt", *extra], (needle,))
+        for extra, needle in [
+            (["--dim", "3"], "--dim"),
+            (["--direction", "sideways"], "--direction"),
+            (["--range", "1", "-1"], "range"),
+            (["--norm", "unit"], "--norm"),
+            (["--dim", "2", "--to", "x.pt"], "--to"),
+            (["--points", "0"], "--points"),
+        ]
+    ],
+    Case("audit-rank-by", ["audit", "ok.pt", "--rank-by", "beauty"], ("--rank-by",)),
+    Case("audit-report-not-md", ["audit", "ok.pt", "--report", "r.txt"], (".md",)),
+    Case("audit-missing-checkpoint", ["audit", "none.pt"], ("not found",)),
 ]  # fmt: skip
 
 
@@ -202,6 +366,8 @@ def _snapshot(d: Path) -> dict[Path, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, base, tmp_path, monkeypatch):
+    if case.cpu_only and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
     d = tmp_path / case.id
     d.mkdir()
     monkeypatch.chdir(d)

@@ -153,3 +153,48 @@ def test_rewriting_a_read_only_results_file_keeps_its_mode(tmp_path, monkeypatch
     assert calls and all(is_h5 for _, _, is_h5 in calls)  # mode set on a finished file
     with h5py.File(out) as f:
         assert sorted(f) == ["a", "b"]
+
+
+def test_a_scan_whose_fold_fails_keeps_every_point_in_its_journal(ckpt, tmp_path, monkeypatch):
+    import landscape_cli.scan as sc
+    from landscape_cli.results import ResultsWriteError
+    from landscape_cli.scan.grid import journal_path, read_journal
+
+    out = tmp_path / "r.h5"
+
+    def disk_full(*args, **kwargs):
+        raise ResultsWriteError(f"cannot write results file {out}: No space left on device")
+
+    monkeypatch.setattr(sc, "set_scan_points", disk_full)
+    args = ["scan", str(ckpt), "--out", str(out), "--points", "5", *FAST]
+    result = runner.invoke(app, args)
+    journal = journal_path(out, "1d-random")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.splitlines()[-1]
+    assert "No space left" in last and str(journal) in last
+    assert len(read_journal(journal)) == 5
+    monkeypatch.undo()
+    again = runner.invoke(app, [*args, "--json"])  # the same command stores them
+    assert again.exit_code == 0 and not np.isnan(json.loads(again.stdout)["loss"]).any()
+
+
+def test_train_saves_the_trained_model_beside_a_checkpoint_it_cannot_write(tmp_path, monkeypatch):
+    import landscape_cli.training as tr
+
+    out = tmp_path / "run.pt"
+    real = tr.save_checkpoint
+
+    def disk_full(path, state):
+        if os.fspath(path) == os.fspath(out):
+            raise OSError(28, "No space left on device")
+        return real(path, state)
+
+    monkeypatch.setattr(tr, "save_checkpoint", disk_full)
+    args = ["train", "--model", "mlp", "--model-option", "hidden=[4]", "--epochs", "1"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.splitlines()[-1]
+    rescued = next(tmp_path.glob("run.rescued-*.pt"))
+    assert "No space left" in last and str(rescued) in last and not out.exists()
+    ck = torch.load(rescued, weights_only=True)
+    assert ck["format"] == "landscape-checkpoint" and ck["train"]["epoch"] == 1

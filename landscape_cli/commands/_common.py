@@ -120,6 +120,7 @@ def stop(progress: Any, exc_type: Any = None) -> None:
 
         if not issubclass(exc_type, Interrupted):
             progress.live.transient = True
+            progress.console.quiet = True  # the bar's own console: nothing more from it
     progress.stop()
 
 

@@ -99,6 +99,20 @@ def audit(
         model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
     )
     works = [source.load(ck) for ck in checkpoints]
+    from landscape_cli import resources
+
+    for ck, work in zip(checkpoints, works, strict=True):
+        n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
+        if top_k > n:
+            raise LandscapeError(f"--top-k {top_k} exceeds the {n} parameters of {ck}")
+        guess = HessianSettings(
+            top_k=top_k,
+            max_steps=max(100, top_k),
+            trace_probes=trace_probes,
+            density_probes=density_probes,
+            lanczos_steps=lanczos_steps,
+        )
+        resources.require(resources.hessian_bytes(guess, n), dev)
     settings = au.AuditSettings(
         top_k=top_k,
         trace_probes=trace_probes,

@@ -257,9 +257,17 @@ def run_scan(
     step = distributed.world() if distribute_points else 1
 
     def fold() -> None:
+        from landscape_cli.results import ResultsWriteError
+
         points = read_journal(journal)
         if points:
-            store(points)
+            try:
+                store(points)
+            except ResultsWriteError as exc:  # the journal still holds every point
+                raise LandscapeError(
+                    f"{exc}; the {len(points)} computed point(s) are kept in {journal}: run the "
+                    "same command again to store them"
+                ) from exc
         journal.write_text("")
 
     def compute(i: int, j: int) -> tuple[int, int, float, float]:

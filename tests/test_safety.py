@@ -198,3 +198,33 @@ def test_train_saves_the_trained_model_beside_a_checkpoint_it_cannot_write(tmp_p
     assert "No space left" in last and str(rescued) in last and not out.exists()
     ck = torch.load(rescued, weights_only=True)
     assert ck["format"] == "landscape-checkpoint" and ck["train"]["epoch"] == 1
+
+
+def test_a_stored_factory_spec_runs_when_the_user_allows_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "userfactory10.py").write_text(
+        "from torch import nn\n"
+        "def build(input_shape, num_classes, hidden=4):\n"
+        "    n = 1\n"
+        "    for d in input_shape:\n"
+        "        n *= d\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(n, hidden), nn.ReLU(),\n"
+        "                         nn.Linear(hidden, num_classes))\n"
+    )
+    spec = "userfactory10:build"
+    args = ["train", "--model", spec, "--epochs", "1", "--out", "u.pt", "--json"]
+    assert runner.invoke(app, args).exit_code == 0  # given on the command line: allowed
+    sys.modules.pop("userfactory10", None)
+    hess = ["hessian", "u.pt", *FAST, "--top-k", "1", "--trace-probes", "0"]
+    hess += ["--density-probes", "0"]
+    refused = runner.invoke(app, hess)
+    assert refused.exit_code == 2 and spec in refused.stderr and "userfactory10" not in sys.modules
+    assert runner.invoke(app, [*hess, "--trust-checkpoint"]).exit_code == 0
+    assert runner.invoke(app, [*hess, "--model", spec]).exit_code == 0
+    resume = ["train", "--resume", "u.pt", "--epochs", "2", "--out", "v.pt"]
+    assert runner.invoke(app, resume).exit_code == 2
+    assert runner.invoke(app, [*resume, "--trust-checkpoint"]).exit_code == 0
+    assert runner.invoke(app, [*resume, "--model", spec, "--out", "w.pt"]).exit_code == 0

@@ -100,7 +100,10 @@ def hessian_bytes(settings, n: int) -> dict[str, tuple[int, str]]:
     needs: dict[str, tuple[int, str]] = {}
     if s.top_k > 0 or s.trace_method == "deflated":
         steps = min(s.max_steps, n)
-        basis = (steps + 1) * n * _F64 + 3 * (max(s.top_k, 1) + 1) * n * _F64
+        # The basis grows by half its size: while growing, the old rows and the new basis are
+        # both held, at most 5/3 of the final max_steps + 1 rows.
+        rows = (steps + 1) * 5 // 3 + 1
+        basis = rows * n * _F64 + 3 * (max(s.top_k, 1) + 1) * n * _F64
         needs["Lanczos basis"] = (basis, "--max-steps (or --top-k)")
     if s.trace_probes > 0:
         block = max(s.trace_probes, 8) if s.trace_method == "hutch++" else 8

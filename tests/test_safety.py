@@ -228,3 +228,24 @@ def test_a_stored_factory_spec_runs_when_the_user_allows_it(tmp_path, monkeypatc
     assert runner.invoke(app, resume).exit_code == 2
     assert runner.invoke(app, [*resume, "--trust-checkpoint"]).exit_code == 0
     assert runner.invoke(app, [*resume, "--model", spec, "--out", "w.pt"]).exit_code == 0
+
+
+@pytest.mark.slow
+def test_two_identical_scans_at_once_lose_no_point(ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    from landscape_cli.results import read_scan
+
+    out = tmp_path / "r.h5"
+    cmd = [sys.executable, "-m", "landscape_cli", "scan", str(ckpt), "--out", str(out)]
+    cmd += ["--dim", "2", "--points", "15", "--samples", "256", "--fold-every", "0.05"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for code, err in results:
+        assert code in (0, 2), err
+        if code == 2:
+            assert "in use by another process" in err.splitlines()[-1]
+    assert any(code == 0 for code, _ in results)
+    assert not np.isnan(read_scan(out, "2d-random")["loss"]).any()

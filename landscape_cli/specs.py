@@ -236,21 +236,35 @@ def check_plain(value: Any, what: str, source: str) -> Any:
     """Check that ``value`` read from ``source`` is plain data: numbers, strings, booleans,
     None, and lists/tuples/dicts (string keys) of them. Returns it unchanged."""
 
-    def plain(v: Any, depth: int) -> bool:
+    def offending(v: Any, where: str, depth: int) -> tuple[str, Any] | None:
+        """The first value under ``v`` that is not plain data, with where it sits."""
         if depth > 16:
-            return False
+            return where, v
         if isinstance(v, _PLAIN_SCALARS):
-            return True
+            return None
         if isinstance(v, (list, tuple)):
-            return all(plain(x, depth + 1) for x in v)
+            for i, x in enumerate(v):
+                found = offending(x, f"{where}[{i}]", depth + 1)
+                if found is not None:
+                    return found
+            return None
         if isinstance(v, dict):
-            return all(isinstance(k, str) and plain(x, depth + 1) for k, x in v.items())
-        return False
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    return f"{where} key", k
+                found = offending(x, f"{where}.{k}" if where else k, depth + 1)
+                if found is not None:
+                    return found
+            return None
+        return where, v
 
-    if not plain(value, 0):
+    found = offending(value, "", 0)
+    if found is not None:
+        where, bad = found
+        at = f" at {where}" if where else ""
         raise LandscapeError(
-            f"{source}: {what} holds a value that is not plain data "
-            f"({type(value).__name__}); only numbers, strings, booleans and lists or dicts of "
+            f"{source}: {what} holds a value{at} that is not plain data "
+            f"({type(bad).__name__}); only numbers, strings, booleans and lists or dicts of "
             "them are accepted from a file"
         )
     return value

@@ -249,3 +249,24 @@ def test_two_identical_scans_at_once_lose_no_point(ckpt, tmp_path):
             assert "in use by another process" in err.splitlines()[-1]
     assert any(code == 0 for code, _ in results)
     assert not np.isnan(read_scan(out, "2d-random")["loss"]).any()
+
+
+def test_file_specs_pass_only_builtin_registries_unless_allowed():
+    from landscape_cli.specs import check_file_spec, check_plain
+
+    for spec, kind in [("cnn", "model"), ("torchvision:resnet18", "model"),
+                       ("digits", "dataset"), ("imagefolder:/data/x", "dataset")]:  # fmt: skip
+        assert check_file_spec(spec, kind, "f.pt") == spec
+    for spec, kind in [("os:system", "model"), ("imagefolder:x", "model"),
+                       ("torchvision:x", "dataset"), ("pkg.mod:make", "dataset")]:  # fmt: skip
+        with pytest.raises(LandscapeError, match="--trust-checkpoint"):
+            check_file_spec(spec, kind, "f.pt")
+        assert check_file_spec(spec, kind, "f.pt", trust=True) == spec
+        assert check_file_spec(spec, kind, "f.pt", given=(None, f" {spec} ")) == spec
+    for bad in (None, 3, "", ["cnn"]):
+        with pytest.raises(LandscapeError, match="invalid"):
+            check_file_spec(bad, "model", "f.pt")
+    with pytest.raises(LandscapeError, match=r"at a\[1\]\.b"):
+        check_plain({"a": [1, {"b": object()}]}, "kwargs", "f.pt")
+    with pytest.raises(LandscapeError, match="key"):
+        check_plain({1: 2}, "kwargs", "f.pt")

@@ -44,7 +44,9 @@ _TRUST_HINT = "pass --trust-checkpoint only if you trust where the file came fro
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any]) -> Path:
     """Write ``checkpoint`` atomically: to a temporary file beside ``path``, then rename.
 
-    A run killed mid-write leaves the previous checkpoint intact, never a truncated one.
+    A run killed mid-write leaves the previous checkpoint intact, never a truncated one. The
+    file's mode is that of the file it replaces, else ``0o666`` less the umask (as for any new
+    file, and as results files get), not the temporary file's private ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +56,23 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any])
             torch.save(dict(checkpoint), fh)
             fh.flush()
             os.fsync(fh.fileno())
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
@@ -102,6 +116,35 @@ def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
     except Exception as exc:  # torch.load fails in many ways on files that are not checkpoints
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LandscapeError(f"{path} is not a PyTorch checkpoint ({reason})") from None
+
+
+def stored_model_spec(ckpt: Mapping[str, Any], path: Path, *, trust: bool = False) -> dict:
+    """The model spec a landscape checkpoint records, checked before anything is built.
+
+    The name must be a built-in one unless ``trust`` (see
+    :func:`landscape_cli.specs.check_file_spec`), and the keyword arguments plain data.
+    """
+    from landscape_cli.specs import check_file_spec, check_plain
+
+    entry = ckpt.get("model")
+    if not isinstance(entry, Mapping):
+        raise LandscapeError(f"{path} is a landscape checkpoint without a model spec")
+    name = check_file_spec(entry.get("name"), "model", str(path), trust=trust)
+    kwargs = entry.get("kwargs", {})
+    if not isinstance(kwargs, Mapping):
+        raise LandscapeError(f"{path}: the model's kwargs are not a dict")
+    kwargs = dict(check_plain(dict(kwargs), "the model's kwargs", str(path)))
+    return {"name": name, "kwargs": kwargs}
+
+
+def check_version(ckpt: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse a landscape checkpoint whose format version this tool does not know."""
+    version = ckpt.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version > VERSION:
+        raise LandscapeError(
+            f"{path} is a landscape checkpoint of version {version!r}; this tool reads up "
+            f"to version {VERSION}: upgrade landscape"
+        )
 
 
 def is_landscape_checkpoint(obj: Any) -> bool:
@@ -215,13 +258,10 @@ def load_model(
         return LoadedModel(weights.float().cpu(), spec, None, path, "module")
 
     ckpt = obj if is_landscape_checkpoint(obj) else None
-    if ckpt is not None and ckpt.get("version", VERSION) > VERSION:
-        raise LandscapeError(
-            f"{path} is a landscape checkpoint of version {ckpt['version']}; this tool reads up "
-            f"to version {VERSION}: upgrade landscape"
-        )
+    if ckpt is not None:
+        check_version(ckpt, path)
     if model is None and ckpt is not None:
-        spec = {"name": ckpt["model"]["name"], "kwargs": dict(ckpt["model"].get("kwargs", {}))}
+        spec = stored_model_spec(ckpt, path, trust=trust)
     elif model is None:
         raise LandscapeError(
             f"{path} carries no model spec; pass --model (a name such as resnet18, "
@@ -234,8 +274,13 @@ def load_model(
         kwargs.update(model_options or {})
         spec = {"name": model, "kwargs": kwargs}
     kwargs = dict(spec["kwargs"])
-    shape = tuple(kwargs.pop("input_shape"))
-    classes = int(kwargs.pop("num_classes"))
+    try:
+        shape = tuple(int(d) for d in kwargs.pop("input_shape"))
+        classes = int(kwargs.pop("num_classes"))
+    except (KeyError, TypeError, ValueError):
+        raise LandscapeError(
+            f"{path}: the model spec lacks a valid input_shape and num_classes"
+        ) from None
     net = build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
     load_weights(net, weights, str(path))
     kind = (

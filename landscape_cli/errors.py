@@ -8,3 +8,10 @@ class LandscapeError(Exception):
     The CLI prints it as ``error: <message>`` on stderr and exits with code 2; library callers get
     an ordinary exception.
     """
+
+
+class Interrupted(LandscapeError):
+    """The user interrupted a run (Ctrl-C); the message says what was kept and where.
+
+    The CLI prints it as ``error: interrupted: <message>`` and exits with code 130.
+    """

@@ -8,6 +8,7 @@ job prints.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from typing import Any
 
 import torch
 
-from landscape_cli import distributed
-from landscape_cli.errors import LandscapeError
+from landscape_cli import distributed, resources
+from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.workload import Workload, load_workload
 
 
@@ -104,7 +105,7 @@ def hessian_job(
     """``landscape hessian``: analyze the Hessian and write ``/hessian``; returns
     ``(report, results path, workload)``. On Ctrl-C, what was computed is written first."""
     from landscape_cli import hessian as hs
-    from landscape_cli.results import check_target, write_hessian
+    from landscape_cli.results import check_target, write_hessian, write_or_rescue
     from landscape_cli.training import resolve_device
 
     s = settings
@@ -124,6 +125,11 @@ def hessian_job(
             (s.density_sigma > 0, "--density-sigma must be > 0"),
             (loss in ("ce", "mse"), "--loss must be ce or mse"),
             (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
+            (
+                s.top_k <= s.max_steps,
+                f"--top-k {s.top_k} needs at least as many Lanczos steps: raise --max-steps "
+                f"(now {s.max_steps}) or lower --top-k",
+            ),
         ]
     )
     distributed.init(device)
@@ -142,10 +148,16 @@ def hessian_job(
         cache_graphs=cache_graphs,
     )
     op.on_hvp = on_hvp
+    if s.top_k > op.n:
+        raise LandscapeError(
+            f"--top-k {s.top_k} exceeds the model's {op.n} parameters (the Hessian has {op.n} "
+            "eigenvalues); lower --top-k"
+        )
+    resources.require(resources.hessian_bytes(s, op.n), dev)
     root = provenance(checkpoint, work, label, out_path)
     results: dict = {}
 
-    def save():
+    def save(partial: bool = False, to: Path | None = None):
         report = hs.make_report(
             op,
             results,
@@ -157,16 +169,38 @@ def hessian_job(
             seconds=time.perf_counter() - t0,
         )
         if distributed.is_main():
-            write_hessian(out_path, report, root=root)
+            write_or_rescue(
+                to or out_path, lambda p: write_hessian(p, report, root=root, partial=partial)
+            )
         return report
 
     try:
         hs.analyze(op, s, out=results, on_phase=on_phase)
     except KeyboardInterrupt:
-        if any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
-            save()  # keep what was computed before the interrupt
-        raise
+        if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
+            raise
+        raise Interrupted(_save_partial(out_path, save)) from None
     return save(), out_path, work
+
+
+def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:
+    """Keep what an interrupted ``hessian`` computed without ever replacing a complete result:
+    into ``out_path`` when it holds no complete ``/hessian``, else into a fresh file beside it;
+    either way marked ``partial``. Returns the sentence that says where it went."""
+    from landscape_cli.results import has_hessian, rescue_path
+
+    if not distributed.is_main():
+        save(partial=True)  # rank 0 writes; the others only take part in the collectives
+        return "the partial result is saved by rank 0"
+    if not has_hessian(out_path):
+        save(partial=True)
+        return f"the partial result was saved to {out_path} (marked partial)"
+    target = rescue_path(out_path.with_name(out_path.stem + ".partial.h5"))
+    save(partial=True, to=target)
+    return (
+        f"the complete /hessian in {out_path} was kept; the partial result was saved to "
+        f"{target} (marked partial)"
+    )
 
 
 @dataclass(frozen=True)
@@ -230,6 +264,10 @@ def scan_job(
             (o.loss in ("ce", "mse"), "--loss must be ce or mse"),
             (o.norm in sc.NORMS, f"--norm must be one of {', '.join(sc.NORMS)}"),
             (o.ignore in sc.IGNORES, "--ignore must be biasbn or none"),
+            (
+                isinstance(o.fold_every, (int, float)) and 0 < o.fold_every < float("inf"),
+                f"--fold-every must be a number of seconds > 0, got {o.fold_every}",
+            ),
         ]
     )
     distributed.init(device)
@@ -243,10 +281,19 @@ def scan_job(
         ylo, yhi = o.yrange if o.yrange is not None else (lo, hi)
         y = sc.axis(ylo, yhi, o.ypoints if o.ypoints is not None else o.points)
     name = o.name or f"{o.dim}d-{kind}"
+    resources.require(resources.scan_bytes(len(x) * (1 if y is None else len(y))), "cpu")
 
     work = source.load(checkpoint)
     net = work.model.to(dev)
     batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
+    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+
+    base_loss, _ = loss_and_accuracy(net, batches, LOSSES[o.loss], o.bn_mode)
+    if not math.isfinite(base_loss):
+        raise LandscapeError(
+            f"the loss of {checkpoint} is not finite ({base_loss}) on these samples; "
+            "a scan around it would be all NaN"
+        )
     common = {"samples": work.samples, "split": work.split}
     if kind == "interpolation":
         from landscape_cli.checkpoints import load_model

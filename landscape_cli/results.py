@@ -11,7 +11,8 @@ Schema (``schema="landscape-results"``, ``schema_version=1``)::
                                    cuda_version, ...; None values are not written)
     /hessian                attrs: samples, batch_size, seed, device, hvp_count, seconds,
                                    dtype, loss, split, bn_mode, num_params, loss_value, grad_norm,
-                                   skipped_params (1-D array of str, possibly empty)
+                                   skipped_params (1-D array of str, possibly empty),
+                                   partial (True only on a run cut short by Ctrl-C)
                                    when the top-k Lanczos ran: lambda_min, lambda_min_residual,
                                    lanczos_top_steps, lanczos_top_hvp_count, tol
       eigenvalues           (k,) float64, algebraically descending
@@ -188,22 +189,85 @@ def _open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     except OSError as exc:
         raise LandscapeError(f"cannot open results file {p}: {_one_line(exc)}") from exc
     with f:
-        _check_schema(f, p)
-        yield f
+        try:
+            _check_schema(f, p)
+            yield f
+        except (OSError, KeyError, RuntimeError) as exc:  # h5py on a damaged file
+            raise LandscapeError(
+                f"results file {p} is damaged ({_one_line(exc)}); move it away or choose "
+                "another file"
+            ) from exc
+
+
+class ResultsWriteError(LandscapeError):
+    """Writing a results file failed for a reason outside the file's content (disk full, a
+    folder that vanished, permissions): the caller may save its result elsewhere."""
+
+
+def check_folder(
+    folder: str | os.PathLike[str], what: str = "output", target: Path | None = None
+) -> None:
+    """Refuse early a folder that cannot be created or written: the nearest existing ancestor
+    must be a folder this process may write into (or ``folder`` itself, if it exists).
+    ``target`` is the file the message names (default: the folder)."""
+    p = Path(target) if target is not None else Path(folder)
+    probe = Path(folder)
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    probe = probe if str(probe) else Path(".")
+    if probe.exists() and not probe.is_dir():
+        raise LandscapeError(
+            f"cannot write the {what} {p}: {probe} is a file, not a folder; choose another path"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LandscapeError(f"cannot write the {what} {p}: folder {probe} is not writable")
+
+
+def check_output_file(path: str | os.PathLike[str], what: str = "output file") -> None:
+    """Refuse early an output file path that cannot be written (a folder, or in a folder that
+    cannot be created or written)."""
+    p = Path(path)
+    if p.is_dir():
+        raise LandscapeError(f"the {what} {p} is a folder; give a file path")
+    check_folder(p.parent if str(p.parent) else Path("."), what, p)
 
 
 def check_target(path: str | os.PathLike[str]) -> None:
-    """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse:
-    an existing file that is not HDF5, or an HDF5 file without this schema."""
+    """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse or
+    fail on: a path whose folder cannot be written, an existing file that is not HDF5, an HDF5
+    file without this schema, or one whose groups cannot all be read (a damaged file)."""
     import h5py
 
     p = Path(path)
+    check_output_file(p, "results file")
     if not p.exists():
         return
     if not (p.is_file() and h5py.is_hdf5(p)):
         raise LandscapeError(f"{p} exists and is not an HDF5 file; refusing to overwrite it")
-    with _open_read(p):
-        pass
+    with _open_read(p) as f:
+        _read_everything(f, p)
+
+
+def _read_everything(f: h5py.File, path: Path) -> None:
+    """Open every object of ``f`` and read its attributes and data: :func:`update_file` copies
+    them all, so a damaged one must be found before any computing, not after."""
+    import h5py
+
+    def visit(name: str, obj: Any) -> None:
+        _attrs(obj)
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+
+    try:
+        _attrs(f)
+        f.visititems(visit)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise LandscapeError(
+            f"results file {path} is damaged ({_one_line(exc)}); move it away or choose "
+            "another --out"
+        ) from exc
 
 
 def _one_line(exc: BaseException) -> str:
@@ -273,7 +337,7 @@ def update_file(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LandscapeError(f"cannot create folder {folder}: {_one_line(exc)}") from exc
+        raise ResultsWriteError(f"cannot create folder {folder}: {_one_line(exc)}") from exc
     with _locked(target):
         # Every writer holds the lock while its temporary file exists, so any temporary file
         # found now was left by a writer that was killed: remove it.
@@ -286,12 +350,14 @@ def update_file(
                 f"{target} exists and is not an HDF5 file; refusing to overwrite it"
             )
         tmp = folder / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise ResultsWriteError(
+                f"cannot write results file {target}: {_one_line(exc)}"
+            ) from exc
         os.close(fd)
         try:
-            if exists:
-                with contextlib.suppress(OSError):
-                    os.chmod(tmp, target.stat().st_mode & 0o7777)
             with h5py.File(tmp, "w") as out:
                 if exists:
                     try:
@@ -320,7 +386,16 @@ def update_file(
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if exists:  # keep the file's mode (set only now: a read-only copy cannot be written)
+                with contextlib.suppress(OSError):
+                    os.chmod(tmp, target.stat().st_mode & 0o7777)
             os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise ResultsWriteError(
+                f"cannot write results file {target}: {_one_line(exc)}"
+            ) from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -417,16 +492,38 @@ def _write_eigenvectors(g: h5py.Group, report: HessianReport, vectors: np.ndarra
         offset += size
 
 
+def has_hessian(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` exists and holds a complete ``/hessian`` (not one marked partial)."""
+    import h5py
+
+    if not Path(path).exists():
+        return False
+    with _open_read(path) as f:
+        g = f.get("hessian")
+        return isinstance(g, h5py.Group) and not bool(_plain(g.attrs.get("partial", False)))
+
+
 def write_hessian(
-    path: str | os.PathLike[str], report: HessianReport, *, root: Mapping[str, Any]
+    path: str | os.PathLike[str],
+    report: HessianReport,
+    *,
+    root: Mapping[str, Any],
+    partial: bool = False,
 ) -> Path:
     """Write ``report`` as the ``/hessian`` group of ``path``, replacing any earlier one.
 
     ``root`` supplies the root attributes (checkpoint, checkpoint_sha256, label, model, dataset,
     and any provenance such as argv, torch_version, cuda_version); None values are not written.
     Other groups of an existing file (scans) are kept. See :func:`update_file` for the guarantees.
+    ``partial`` marks a result cut short by an interrupt (attribute ``partial=True``).
     """
-    return update_file(path, root, lambda f: _write_hessian_group(f, report))
+
+    def mutate(f: h5py.File) -> None:
+        _write_hessian_group(f, report)
+        if partial:
+            f["hessian"].attrs["partial"] = np.bool_(True)
+
+    return update_file(path, root, mutate)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -671,3 +768,37 @@ def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:
         if "audit" not in f:
             raise LandscapeError(f"{path} has no audit; run `landscape audit` on its checkpoint")
         return _attrs(f["audit"])
+
+
+def rescue_path(path: str | os.PathLike[str]) -> Path:
+    """A fresh file name beside ``path`` (else in the working or temporary folder) for saving a
+    finished result whose write to ``path`` failed."""
+    import tempfile
+
+    p = Path(path)
+    for folder in (p.parent, Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{p.stem}.rescued-", suffix=".h5", dir=folder)
+        except OSError:
+            continue
+        os.close(fd)
+        os.unlink(name)
+        return Path(name)
+    raise LandscapeError(f"cannot write results file {p}, nor any rescue copy")
+
+
+def write_or_rescue(
+    path: str | os.PathLike[str],
+    write: Callable[[Path], Path],
+) -> Path:
+    """``write(path)``; if that fails for a reason outside the file (:class:`ResultsWriteError`),
+    ``write`` a fresh file beside it and raise one line naming where the result went."""
+    try:
+        return write(Path(path))
+    except ResultsWriteError as exc:
+        rescue = rescue_path(path)
+        try:
+            write(rescue)
+        except ResultsWriteError:
+            raise exc from None
+        raise LandscapeError(f"{exc}; the finished result was saved to {rescue} instead") from exc

@@ -27,7 +27,18 @@ from typing import Any
 
 from landscape_cli.errors import LandscapeError
 
-__all__ = ["call_factory", "is_spec", "resolve_spec", "split_spec"]
+__all__ = [
+    "call_factory",
+    "check_file_spec",
+    "check_plain",
+    "is_spec",
+    "resolve_spec",
+    "split_spec",
+]
+
+#: Spec prefixes that name a built-in loader rather than a module to import, per kind of spec.
+_BUILTIN_PREFIXES = {"model": ("torchvision",), "dataset": ("imagefolder",)}
+_OPTION = {"model": "--model", "dataset": "--dataset"}
 
 
 def _one_line(text: str) -> str:
@@ -187,3 +198,73 @@ def call_factory(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         raise
     except Exception as exc:  # the user's factory may raise anything
         raise LandscapeError(f"{name} failed: {_describe_exception(exc)}") from exc
+
+
+def check_file_spec(
+    spec: Any, kind: str, source: str, *, trust: bool = False, given: tuple[str | None, ...] = ()
+) -> str:
+    """Check a ``kind`` ("model" or "dataset") spec read from the file ``source`` before use.
+
+    A spec stored in a file may name only the built-in registries (a name without a colon,
+    ``torchvision:NAME`` for models, ``imagefolder:PATH`` for datasets). A ``module:attr`` spec
+    would import and call code chosen by whoever wrote the file, so it passes only with
+    ``trust`` (``--trust-checkpoint``) or when the user gave the very same spec on the command
+    line (one of ``given``). Nothing is imported here. Returns the spec, stripped.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise LandscapeError(f"{source} records an invalid {kind} spec {spec!r}")
+    text = spec.strip()
+    if ":" not in text:
+        return text
+    prefix = text.partition(":")[0].strip().lower()
+    if prefix in _BUILTIN_PREFIXES[kind]:
+        return text
+    if trust or text in {g.strip() for g in given if isinstance(g, str)}:
+        return text
+    option = _OPTION[kind]
+    raise LandscapeError(
+        f"{source} names the {kind} factory {_one_line(text)!r}, which would import and run code "
+        f"chosen by whoever wrote the file; pass {option} {_one_line(text)} yourself, or "
+        "--trust-checkpoint if you trust where the file came from"
+    )
+
+
+_PLAIN_SCALARS = (bool, int, float, str, type(None))
+
+
+def check_plain(value: Any, what: str, source: str) -> Any:
+    """Check that ``value`` read from ``source`` is plain data: numbers, strings, booleans,
+    None, and lists/tuples/dicts (string keys) of them. Returns it unchanged."""
+
+    def offending(v: Any, where: str, depth: int) -> tuple[str, Any] | None:
+        """The first value under ``v`` that is not plain data, with where it sits."""
+        if depth > 16:
+            return where, v
+        if isinstance(v, _PLAIN_SCALARS):
+            return None
+        if isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                found = offending(x, f"{where}[{i}]", depth + 1)
+                if found is not None:
+                    return found
+            return None
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    return f"{where} key", k
+                found = offending(x, f"{where}.{k}" if where else k, depth + 1)
+                if found is not None:
+                    return found
+            return None
+        return where, v
+
+    found = offending(value, "", 0)
+    if found is not None:
+        where, bad = found
+        at = f" at {where}" if where else ""
+        raise LandscapeError(
+            f"{source}: {what} holds a value{at} that is not plain data "
+            f"({type(bad).__name__}); only numbers, strings, booleans and lists or dicts of "
+            "them are accepted from a file"
+        )
+    return value

@@ -30,7 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape_cli.checkpoints import FORMAT, VERSION, read_file, save_checkpoint
+from landscape_cli.checkpoints import (
+    FORMAT,
+    VERSION,
+    check_version,
+    load_weights,
+    read_file,
+    save_checkpoint,
+    strip_prefixes,
+)
 from landscape_cli.errors import LandscapeError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "radam", "nadam", "invadam", "dualadam")
@@ -247,13 +255,121 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _config_from_checkpoint(ckpt: Mapping[str, Any], path: Path) -> TrainConfig:
+def _config_from_checkpoint(
+    ckpt: Mapping[str, Any], path: Path, *, trust: bool = False, given: tuple[str, ...] = ()
+) -> TrainConfig:
+    """The training config stored in ``ckpt``, checked before anything in it is used.
+
+    Its values must be plain data of the types :class:`TrainConfig` declares, and its model and
+    dataset specs built-in ones unless ``trust`` or the user gave them (``given``).
+    """
+    from landscape_cli.specs import check_file_spec, check_plain
+
     try:
         stored = dict(ckpt["train"]["config"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         raise LandscapeError(f"{path} has no training config to resume from") from None
+    check_plain(stored, "the training config", str(path))
     known = {f for f in TrainConfig.__dataclass_fields__}
-    return TrainConfig(**{k: v for k, v in stored.items() if k in known})
+    values = {k: v for k, v in stored.items() if k in known}
+    for key, types in _CONFIG_TYPES.items():
+        value = values.get(key)
+        ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+        if key in values and not ok:
+            raise LandscapeError(
+                f"{path}: the stored training config has {key}={values[key]!r} of the wrong type"
+            )
+    for key in ("model", "dataset"):
+        if key in values:
+            values[key] = check_file_spec(values[key], key, str(path), trust=trust, given=given)
+    return TrainConfig(**values)
+
+
+_NONE = type(None)
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "dataset": (str,),
+    "optimizer": (str,),
+    "epochs": (int,),
+    "batch_size": (int,),
+    "lr": (int, float, _NONE),
+    "weight_decay": (int, float, _NONE),
+    "switch_rate": (int, float, _NONE),
+    "momentum": (int, float),
+    "scheduler": (str,),
+    "warmup_steps": (int,),
+    "seed": (int,),
+    "data_root": (str, _NONE),
+    "augment": (bool,),
+    "model_options": (dict,),
+}
+
+
+def check_output(path: Path, config: TrainConfig, *, overwrite: bool = False) -> None:
+    """Before training: ``path`` must be creatable and writable, and an existing file there a
+    landscape checkpoint of the same run (model, dataset, optimizer, seed) unless ``overwrite``."""
+    import tempfile
+
+    from landscape_cli.results import check_output_file
+
+    if path.is_dir():
+        raise LandscapeError(f"--out {path} is a folder; give a file path such as {path}/run.pt")
+    check_output_file(path, "checkpoint")
+    if path.exists() and not overwrite:
+        try:
+            obj = read_file(path)
+        except LandscapeError:
+            obj = None
+        same = False
+        if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+            stored = (
+                obj.get("train", {}).get("config", {})
+                if isinstance(obj.get("train"), Mapping)
+                else {}
+            )
+            same = isinstance(stored, Mapping) and all(
+                stored.get(k) == getattr(config, k)
+                for k in ("model", "dataset", "optimizer", "seed")
+            )
+        if not same:
+            raise LandscapeError(
+                f"--out {path} exists and is not a landscape checkpoint of this run; refusing to "
+                "overwrite it (choose another --out, or pass --overwrite)"
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise LandscapeError(f"cannot write the checkpoint {path}: {reason}") from None
+
+
+def _save_or_fallback(path: Path, state: Mapping[str, Any]) -> None:
+    """Save ``state`` to ``path``; if that fails after training, save it to a fresh file
+    (beside ``path``, else in the working or temporary folder) and name it in the error."""
+    import tempfile
+
+    try:
+        save_checkpoint(path, state)
+        return
+    except OSError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+    for folder in (path.parent, Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            fd, rescue = tempfile.mkstemp(
+                prefix=f"{path.stem}.rescued-", suffix=path.suffix or ".pt", dir=folder
+            )
+            os.close(fd)
+            save_checkpoint(rescue, state)
+        except OSError:
+            continue
+        raise LandscapeError(
+            f"cannot write the checkpoint {path} ({reason}); the trained model was saved to "
+            f"{rescue} instead"
+        )
+    raise LandscapeError(f"cannot write the checkpoint {path} ({reason}) nor any rescue copy")
 
 
 def train(
@@ -264,11 +380,16 @@ def train(
     save_every: int = 0,
     resume: str | os.PathLike[str] | None = None,
     callbacks: Callbacks | None = None,
+    trust: bool = False,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``config`` (or continue the run in ``resume`` up to ``config.epochs``).
 
     Writes the checkpoint to ``out`` at the end and, with ``save_every`` N, also after every N-th
     epoch (to ``out``, which always holds the latest state, and to ``<out stem>-epochN.pt``).
+    ``out`` is checked before training (:func:`check_output`); a write that still fails saves
+    the run to a fresh file named in the error. On ``resume``, the stored config's model and
+    dataset specs must be built-in ones, or ``config``'s own (the command line's), or ``trust``.
     """
     from landscape_cli.data import load_dataset
     from landscape_cli.models import build_model, count_parameters
@@ -283,7 +404,15 @@ def train(
         ckpt = read_file(resume)
         if not (isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT):
             raise LandscapeError(f"{resume} is not a landscape training checkpoint; cannot resume")
-        stored = _config_from_checkpoint(ckpt, Path(resume))
+        check_version(ckpt, resume)
+        for key in ("state_dict", "optimizer", "train"):
+            if not isinstance(ckpt.get(key), Mapping):
+                raise LandscapeError(
+                    f"{resume} has no {key!r} entry; it cannot be resumed (start a new run)"
+                )
+        stored = _config_from_checkpoint(
+            ckpt, Path(resume), trust=trust, given=(config.model, config.dataset)
+        )
         config = replace(stored, epochs=config.epochs if config.epochs else stored.epochs)
     config = config.validate()
     out_path = (
@@ -291,6 +420,7 @@ def train(
         if out is not None
         else (Path(resume) if resume is not None else default_output(config))
     )
+    check_output(out_path, config, overwrite=overwrite or (resume is not None and out is None))
 
     train_data = load_dataset(
         config.dataset, "train", root=config.data_root, augment=config.augment
@@ -313,14 +443,22 @@ def train(
     }
     first_epoch, step = 0, 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"]["state_dict"])
-        hparams = dict(ckpt["optimizer"]["hparams"])
-        for group in optimizer.param_groups:  # keep the switch rate the run started with
-            if "switch_rate" in hparams:
-                group["switch_rate"] = hparams["switch_rate"]
-        first_epoch, step = int(ckpt["train"]["epoch"]), int(ckpt["train"]["step"])
-        history = {k: list(v) for k, v in ckpt["train"]["history"].items()}
+        load_weights(model, strip_prefixes(ckpt["state_dict"]), str(resume))
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"]["state_dict"])
+            hparams = dict(ckpt["optimizer"]["hparams"])
+            for group in optimizer.param_groups:  # keep the switch rate the run started with
+                if "switch_rate" in hparams:
+                    group["switch_rate"] = hparams["switch_rate"]
+            first_epoch, step = int(ckpt["train"]["epoch"]), int(ckpt["train"]["step"])
+            history = {k: list(v) for k, v in ckpt["train"]["history"].items()}
+            float(hparams["lr"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise LandscapeError(
+                f"{resume}: the optimizer or training state does not fit the run "
+                f"({type(exc).__name__}: {reason}); it cannot be resumed"
+            ) from None
         if first_epoch >= config.epochs:
             raise LandscapeError(
                 f"{resume} already holds {first_epoch} epochs; pass --epochs above that to go on"
@@ -425,10 +563,10 @@ def train(
         last = epoch + 1 == config.epochs
         if last or (save_every and (epoch + 1) % save_every == 0):
             state = checkpoint(epoch + 1)
-            save_checkpoint(out_path, state)
+            _save_or_fallback(out_path, state)
             if save_every and (epoch + 1) % save_every == 0:
                 snap = out_path.with_name(f"{out_path.stem}-epoch{epoch + 1}{out_path.suffix}")
-                save_checkpoint(snap, state)
+                _save_or_fallback(snap, state)
                 snapshots.append(snap)
 
     assert metrics is not None

@@ -49,8 +49,14 @@ def load_workload(
     trust: bool = False,
 ) -> Workload:
     """Load ``checkpoint`` and the first ``samples`` samples of ``split`` of its dataset."""
-    from landscape_cli.checkpoints import read_file
+    from landscape_cli.checkpoints import (
+        check_version,
+        is_landscape_checkpoint,
+        read_file,
+        stored_model_spec,
+    )
     from landscape_cli.data import load_dataset
+    from landscape_cli.specs import check_file_spec
 
     if batch_size < 1:
         raise LandscapeError(f"--batch-size must be >= 1, got {batch_size}")
@@ -58,12 +64,20 @@ def load_workload(
         raise LandscapeError(f"--samples must be >= 0 (0 = all), got {samples}")
     path = Path(checkpoint)
     raw = read_file(path, trust=trust)
+    if is_landscape_checkpoint(raw):
+        # Specs stored in the file are checked before anything is imported or loaded.
+        check_version(raw, path)
+        if model is None:
+            stored_model_spec(raw, path, trust=trust)
     ds_name, root = dataset, data_root
     if ds_name is None:
         stored = raw.get("dataset") if isinstance(raw, dict) else None
         if isinstance(stored, dict) and stored.get("name"):
-            ds_name = stored["name"]
-            root = root if root is not None else stored.get("root")
+            ds_name = check_file_spec(stored["name"], "dataset", str(path), trust=trust)
+            stored_root = stored.get("root")
+            if stored_root is not None and not isinstance(stored_root, str):
+                raise LandscapeError(f"{path} records a dataset root that is not a string")
+            root = root if root is not None else stored_root
         else:
             raise LandscapeError(
                 f"{path} does not record its dataset; pass --dataset (digits, cifar10, cifar100, "

@@ -186,18 +186,3 @@ def test_cli_audit_match_loss_reports_what_survives(pair):
         assert row["matched"]["temperature"] == pytest.approx(1.0, rel=1e-3)  # equal losses
     assert set(data["survives_match_loss"]) >= {"lambda_max", "adaptive_sharpness"}
     assert data["survives_match_loss"]["lambda_max"]["same_order"] is True
-
-
-@pytest.mark.parametrize(
-    ("extra", "needle"),
-    [(["--rank-by", "beauty"], "--rank-by"), (["--report", "r.txt"], ".md")],
-)
-def test_cli_audit_bad_options(pair, extra, needle):
-    r = runner.invoke(app, ["audit", str(pair[0]), *extra])
-    assert r.exit_code == 2 and r.stderr.startswith("error: ") and needle in r.stderr
-    assert r.stderr.count("\n") == 1
-
-
-def test_cli_audit_missing_checkpoint(tmp_path):
-    r = runner.invoke(app, ["audit", str(tmp_path / "none.pt")])
-    assert r.exit_code == 2 and "not found" in r.stderr and r.stderr.count("\n") == 1

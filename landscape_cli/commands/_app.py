@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     import click
 
 from landscape_cli import __version__
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import Interrupted, LandscapeError
 
 
 def _rank() -> int:
@@ -61,10 +61,20 @@ class LandscapeGroup(TyperGroup):
                 **extra,
             )
         except click.exceptions.UsageError as exc:
+            message = exc.format_message().strip()
+            if not message and exc.ctx is not None:  # no arguments at all: show the help
+                sys.stdout.write(exc.ctx.get_help() + "\n")
+                code = 0 if exc.ctx.parent is None else 2
+                if standalone_mode:
+                    sys.exit(code)
+                return code
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            fail(f"{exc.format_message()}{hint}")
+            fail(f"{message[:1].lower()}{message[1:]}{hint}")
         except click.exceptions.ClickException as exc:
-            fail(exc.format_message())
+            message = exc.format_message().strip()
+            fail(f"{message[:1].lower()}{message[1:]}")
+        except Interrupted as exc:
+            fail(f"interrupted: {exc}", code=130)
         except LandscapeError as exc:
             fail(str(exc))
         except (typer.Abort, KeyboardInterrupt):

@@ -48,7 +48,8 @@ TrustOpt = Annotated[
     bool,
     typer.Option(
         "--trust-checkpoint",
-        help="Allow pickled Python objects (can run arbitrary code: trusted files only).",
+        help="Allow pickled Python objects and package.module:factory specs stored in the file "
+        "(both can run arbitrary code: trusted files only).",
     ),
 ]
 OutOpt = Annotated[
@@ -96,8 +97,12 @@ def progress_bar(*columns: Any):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    class _Progress(Progress):
+        def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+            stop(self, exc_type)
+
     first, *rest = columns
-    return Progress(
+    return _Progress(
         first,
         BarColumn(),
         MofNCompleteColumn(),
@@ -105,6 +110,18 @@ def progress_bar(*columns: Any):
         TimeElapsedColumn(),
         console=Console(stderr=True),
     )
+
+
+def stop(progress: Any, exc_type: Any = None) -> None:
+    """Stop a rich Progress; after an error (not an interrupt) erase it, so that the error's
+    one line is all that the failed command printed."""
+    if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+        from landscape_cli.errors import Interrupted
+
+        if not issubclass(exc_type, Interrupted):
+            progress.live.transient = True
+            progress.console.quiet = True  # the bar's own console: nothing more from it
+    progress.stop()
 
 
 class PhaseProgress:
@@ -136,7 +153,7 @@ class PhaseProgress:
         if self._task is not None:
             if exc[0] is None:
                 self._progress.update(self._task, total=self._progress.tasks[-1].completed)
-            self._progress.stop()
+            stop(self._progress, exc[0])
 
 
 class PointProgress:
@@ -164,7 +181,7 @@ class PointProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._progress.stop()
+            stop(self._progress, exc[0])
 
 
 def source(

@@ -67,7 +67,13 @@ def audit(
     from landscape_cli import distributed
     from landscape_cli.hessian import HessianSettings, make_report
     from landscape_cli.pipeline import provenance
-    from landscape_cli.results import check_target, write_audit, write_hessian
+    from landscape_cli.results import (
+        check_output_file,
+        check_target,
+        write_audit,
+        write_hessian,
+        write_or_rescue,
+    )
     from landscape_cli.training import resolve_device
 
     report_path = report or out
@@ -87,10 +93,26 @@ def audit(
     dev = distributed.local_device(resolve_device(device))
     for ck in checkpoints:
         check_target(ck.with_suffix(".h5"))
+    if report_path is not None:
+        check_output_file(report_path, "report")
     source = c.source(
         model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
     )
     works = [source.load(ck) for ck in checkpoints]
+    from landscape_cli import resources
+
+    for ck, work in zip(checkpoints, works, strict=True):
+        n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
+        if top_k > n:
+            raise LandscapeError(f"--top-k {top_k} exceeds the {n} parameters of {ck}")
+        guess = HessianSettings(
+            top_k=top_k,
+            max_steps=max(100, top_k),
+            trace_probes=trace_probes,
+            density_probes=density_probes,
+            lanczos_steps=lanczos_steps,
+        )
+        resources.require(resources.hessian_bytes(guess, n), dev)
     settings = au.AuditSettings(
         top_k=top_k,
         trace_probes=trace_probes,
@@ -131,7 +153,10 @@ def audit(
                 seconds=time.perf_counter() - t0,
             )
             if distributed.is_main():
-                write_hessian(ck.with_suffix(".h5"), rep, root=root)
+                write_or_rescue(
+                    ck.with_suffix(".h5"),
+                    lambda p, rep=rep, root=root: write_hessian(p, rep, root=root),
+                )
             row["results"] = str(ck.with_suffix(".h5"))
             row["_root"] = root
             rows.append(row)

@@ -25,7 +25,11 @@ def demo(
     from rich.table import Table
 
     from landscape_cli import demo as dm
+    from landscape_cli.results import check_folder
+    from landscape_cli.training import resolve_device
 
+    check_folder(out, "demo folder")  # before any work: an existing file, an unwritable place
+    resolve_device(device)
     progress = c.progress_bar(TextColumn("[bold]demo"), TextColumn("{task.description}"))
     total = dm.STEPS_PER_RUN * len(dm.runs(1, seed)) + dm.EXTRA_STEPS
     with progress:

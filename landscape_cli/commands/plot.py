@@ -132,6 +132,9 @@ def plot(
     from landscape_cli import plotting as pl
 
     pl.image_format(out_path)  # refuse a bad extension before any work
+    from landscape_cli.results import check_output_file
+
+    check_output_file(out_path, "figure")
     shown = [] if figure == "fig2" else _labels(files, labels)
 
     if figure == "fig2":

@@ -117,6 +117,7 @@ def _show(result: dict, out_path: Path, json_out: bool) -> None:
                 "loss": loss,
                 "accuracy": result["accuracy"],
                 "loss_at_origin": origin,
+                "nan_points": int(np.isnan(loss).sum()),
                 "out": str(out_path),
             }
         )
@@ -130,7 +131,10 @@ def _show(result: dict, out_path: Path, json_out: bool) -> None:
         table.add_row("y range", f"{result['y'][0]:g} … {result['y'][-1]:g}")
     if origin is not None:
         table.add_row("loss at 0", f"{origin:.6g}")
-    table.add_row("min loss", f"{np.nanmin(loss):.6g}")
-    table.add_row("max loss", f"{np.nanmax(loss):.6g}")
+    nan = int(np.isnan(loss).sum())
+    finite = loss[~np.isnan(loss)]
+    table.add_row("min loss", f"{finite.min():.6g}" if finite.size else "nan")
+    table.add_row("max loss", f"{finite.max():.6g}" if finite.size else "nan")
+    table.add_row("NaN points", f"{nan} of {loss.size}")
     table.add_row("results", str(out_path))
     Console().print(table)

@@ -53,6 +53,15 @@ def train(
     save_every: int = typer.Option(0, help="Also save every N epochs (and keep -epochN copies)."),
     resume: Path | None = typer.Option(None, help="Continue the run stored in this checkpoint."),
     json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+    overwrite: bool = typer.Option(
+        False, help="Replace an --out file that is not a checkpoint of this run."
+    ),
+    trust_checkpoint: bool = typer.Option(
+        False,
+        "--trust-checkpoint",
+        help="With --resume: allow a stored package.module:factory model or dataset spec "
+        "(it imports and runs that code).",
+    ),
 ) -> None:
     """Train a model and write a checkpoint that `landscape hessian/scan/audit` read."""
     from rich.console import Console
@@ -109,11 +118,21 @@ def train(
 
     try:
         result = training.train(
-            config, out=out, device=device, save_every=save_every, resume=resume, callbacks=Show()
+            config,
+            out=out,
+            device=device,
+            save_every=save_every,
+            resume=resume,
+            callbacks=Show(),
+            trust=trust_checkpoint,
+            overwrite=overwrite,
         )
-    finally:
+    except BaseException as exc:
         if progress.live.is_started:
-            progress.stop()
+            c.stop(progress, type(exc))
+        raise
+    if progress.live.is_started:
+        progress.stop()
 
     f = result.final
     summary = {

@@ -121,6 +121,25 @@ def _image_folder_for_split(path: Path, split: str, spec: str) -> Path:
     )
 
 
+class _SameSize:
+    """A transform that refuses an image whose size differs from the first one seen: batches
+    of mixed sizes cannot be stacked, and landscape never resizes."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec, self.size = spec, None
+
+    def __call__(self, image: Any) -> Any:
+        size = tuple(image.size)
+        if self.size is None:
+            self.size = size
+        elif size != self.size:
+            raise LandscapeError(
+                f"{self.spec}: images have different sizes ({self.size[0]}×{self.size[1]} and "
+                f"{size[0]}×{size[1]}); landscape does not resize, so give images of one size"
+            )
+        return image
+
+
 def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
     from torchvision import datasets, transforms
 
@@ -128,7 +147,8 @@ def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
     if not raw_path:
         raise LandscapeError("imagefolder needs a path: --dataset imagefolder:PATH")
     folder = _image_folder_for_split(Path(raw_path).expanduser(), split, spec)
-    steps: list[Any] = [transforms.RandomHorizontalFlip()] if augment else []
+    steps: list[Any] = [_SameSize(spec)]
+    steps += [transforms.RandomHorizontalFlip()] if augment else []
     steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     try:
         dataset = datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))

@@ -78,6 +78,19 @@ def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
     return w
 
 
+_FIRST_ROWS = 16
+
+
+def _grow(Q: Tensor, rows: int, cap: int) -> Tensor:
+    """``Q`` with room for at least ``rows`` rows (the existing ones copied, the rest zero)."""
+    if Q.shape[0] >= rows:
+        return Q
+    size = min(cap, max(rows, Q.shape[0] + max(_FIRST_ROWS, Q.shape[0] // 2)))
+    bigger = torch.zeros(size, Q.shape[1], dtype=Q.dtype, device=Q.device)
+    bigger[: Q.shape[0]] = Q
+    return bigger
+
+
 def lanczos_run(
     op,
     k: int = 1,
@@ -101,7 +114,10 @@ def lanczos_run(
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     device = getattr(op, "device", torch.device("cpu"))
 
-    Q = torch.zeros(max_steps + 1, n, dtype=basis_dtype, device=device)
+    # The basis grows with the steps taken (by half its size, at least 16 rows, at most to
+    # max_steps + 1), not allocated for max_steps + 1 rows up front: a run that converges early
+    # never holds the memory of the steps it did not take.
+    Q = torch.zeros(min(max_steps + 1, _FIRST_ROWS), n, dtype=basis_dtype, device=device)
     Q[0] = random_unit(n, gen, device).to(basis_dtype)
     alphas: list[float] = []
     betas: list[float] = []
@@ -130,10 +146,12 @@ def lanczos_run(
             w = _orthogonalise(random_unit(n, gen, device), Q[:m].double())
             w = _orthogonalise(w, Q[:m].double())
             beta_next, beta = 0.0, 0.0
+            Q = _grow(Q, m + 1, max_steps + 1)
             Q[m] = (w / w.norm()).to(basis_dtype)
             betas.append(beta_next)
             continue
         betas.append(beta)
+        Q = _grow(Q, m + 1, max_steps + 1)
         Q[m] = (w / beta).to(basis_dtype)
 
     assert theta is not None and res is not None and S is not None

@@ -9,6 +9,7 @@ Usage from Python::
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from landscape_cli.scan.grid import (
     journal_path,
     read_journal,
     run_scan,
+    scan_lock,
 )
 
 __all__ = [
@@ -220,6 +222,18 @@ def execute(
             set_scan_points(out_path, root, plan.name, leftover)
         journal.unlink(missing_ok=True)
 
+    lock = scan_lock(out_path, plan.name) if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        return _execute_locked(
+            model, batches, plan, out_path, root, loss, bn_mode, prepare, on_start, on_point,
+            fold_every, journal,
+        )  # fmt: skip
+
+
+def _execute_locked(
+    model, batches, plan, out_path, root, loss, bn_mode, prepare, on_start, on_point,
+    fold_every, journal,
+) -> dict[str, Any]:  # fmt: skip
     distributed.on_main(prepare)
     # Every rank scans with the stored directions (a resumed scan keeps the ones it started
     # with) and from the stored grid, so all ranks agree on the points still missing.

@@ -17,10 +17,11 @@ journal left behind and computes only the points still missing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,16 @@ IDENTITY = (
 
 
 def axis(lo: float, hi: float, n: int) -> np.ndarray:
-    """``n`` evenly spaced coordinates from lo to hi, with 0 exactly 0 when it is on the grid."""
+    """``n`` evenly spaced coordinates from lo to hi, with 0 exactly 0 when it is on the grid.
+
+    One point is the checkpoint itself (0) when the range holds it, else the range's middle.
+    """
     if n < 1:
         raise LandscapeError(f"--points must be >= 1, got {n}")
     if not (math.isfinite(lo) and math.isfinite(hi)) or (n > 1 and not lo < hi):
         raise LandscapeError(f"a range needs two finite numbers, low < high; got {lo} {hi}")
+    if n == 1:
+        return np.array([0.0 if lo <= 0 <= hi else (lo + hi) / 2])
     x = np.linspace(lo, hi, n)
     x[np.abs(x) < 1e-12 * max(abs(lo), abs(hi), 1.0)] = 0.0
     return x
@@ -85,6 +91,40 @@ class ScanPlan:
 def journal_path(results: Path, name: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     return results.with_name(f"{results.name}.{safe}.journal")
+
+
+@contextlib.contextmanager
+def scan_lock(results: Path, name: str) -> Iterator[None]:
+    """Hold the lock of scan ``name`` of ``results`` for a whole run, or refuse at once.
+
+    Two runs of one scan would both truncate and delete its journal and lose each other's
+    points; the second one is refused with one line instead (a no-op where ``fcntl`` is missing).
+    The lock file ``<journal>.lock`` is left in place (removing it would race).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    lock = journal_path(results, name).with_suffix(".journal.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise LandscapeError(f"cannot create the scan lock {lock}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LandscapeError(
+                f"scan {name!r} of {results} is in use by another process; wait for it to "
+                "finish (re-running then resumes it) or pass --name to start another scan"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def read_journal(path: Path) -> list[tuple[int, int, float, float]]:
@@ -197,21 +237,37 @@ def run_scan(
     from landscape_cli import distributed
 
     loss = loss.copy()
-    todo = [
-        (i, j)
-        for j in range(1 if plan.y is None else len(plan.y))
-        for i in range(len(plan.x))
-        if math.isnan(loss[i] if plan.y is None else loss[j, i])
-    ]
+    nx = len(plan.x)
+    # Flat row-major indices of the missing points (j-major, like the grid): 8 bytes per point,
+    # not a Python tuple each.
+    todo_flat = np.flatnonzero(np.isnan(loss.ravel()))
+
+    class _Todo:
+        def __len__(self) -> int:
+            return len(todo_flat)
+
+        def __getitem__(self, t: int) -> tuple[int, int]:
+            idx = int(todo_flat[t])
+            return idx % nx, idx // nx
+
+    todo = _Todo()
     main = distributed.is_main()
     log = Journal(journal) if main else None
     last_fold = time.monotonic()
     step = distributed.world() if distribute_points else 1
 
     def fold() -> None:
+        from landscape_cli.results import ResultsWriteError
+
         points = read_journal(journal)
         if points:
-            store(points)
+            try:
+                store(points)
+            except ResultsWriteError as exc:  # the journal still holds every point
+                raise LandscapeError(
+                    f"{exc}; the {len(points)} computed point(s) are kept in {journal}: run the "
+                    "same command again to store them"
+                ) from exc
         journal.write_text("")
 
     def compute(i: int, j: int) -> tuple[int, int, float, float]:

@@ -48,15 +48,76 @@ class Batch:
         return int(self.targets.shape[0])
 
 
-def make_batches(
-    dataset: torch.utils.data.Dataset, samples: int | None, batch_size: int
-) -> list[Batch]:
-    """The first ``samples`` items of ``dataset`` in its own order, in batches of ``batch_size``."""
+def class_labels(dataset: torch.utils.data.Dataset) -> Tensor | None:
+    """Integer class label of every sample, or None for regression (floating-point) targets.
+
+    Read from the dataset's ``targets`` (or a TensorDataset's second tensor) where it has one,
+    else from every sample in turn.
+    """
+    targets = getattr(dataset, "targets", None)
+    if targets is None and isinstance(dataset, torch.utils.data.TensorDataset):
+        targets = dataset.tensors[1] if len(dataset.tensors) >= 2 else None
+    if targets is None:
+        targets = [torch.as_tensor(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
+        if not targets or any(t.ndim != 0 for t in targets):
+            return None
+        targets = torch.stack(targets)
+    labels = torch.as_tensor(targets)
+    if labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        return None
+    return labels.long()
+
+
+def select_indices(dataset: torch.utils.data.Dataset, samples: int | None, seed: int = 0) -> Tensor:
+    """The indices of the ``samples`` samples every command measures on (all when 0 or None).
+
+    A seeded, class-stratified subset: each class gets ``samples · n_c / N`` places (rounded by
+    largest remainder, ties to the lower class), filled with the first members of a random
+    permutation of that class (``torch.Generator().manual_seed(seed)``); the chosen indices are
+    then put in one seeded random order, so that every batch mixes the classes. Without integer
+    class labels (regression), a seeded uniform subset. The whole dataset is taken in its own
+    order. The same dataset, ``samples`` and ``seed`` always give the same indices.
+    """
     total = len(dataset)  # type: ignore[arg-type]
     n = total if samples is None or samples <= 0 else min(samples, total)
     if n == 0:
         raise LandscapeError("the dataset is empty")
-    subset = torch.utils.data.Subset(dataset, range(n))
+    if n == total:
+        return torch.arange(total)
+    gen = torch.Generator().manual_seed(seed)
+    labels = class_labels(dataset)
+    if labels is None:
+        chosen = torch.randperm(total, generator=gen)[:n]
+    else:
+        classes, counts = torch.unique(labels, return_counts=True)
+        exact = counts.double() * n / total
+        quota = exact.floor().long()
+        remainder = exact - quota
+        order = sorted(range(len(classes)), key=lambda i: (-float(remainder[i]), i))
+        for i in order[: n - int(quota.sum())]:
+            quota[i] += 1
+        parts = []
+        for c, q in zip(classes.tolist(), quota.tolist(), strict=True):
+            members = torch.nonzero(labels == c).flatten()
+            parts.append(members[torch.randperm(len(members), generator=gen)[:q]])
+        chosen = torch.cat(parts)
+        chosen = chosen[torch.randperm(len(chosen), generator=gen)]
+    return chosen
+
+
+def indices_sha256(indices: Tensor) -> str:
+    """SHA-256 of the indices as little-endian int64 (recorded with every result)."""
+    import hashlib
+
+    return hashlib.sha256(indices.to(torch.int64).numpy().astype("<i8").tobytes()).hexdigest()
+
+
+def make_batches(
+    dataset: torch.utils.data.Dataset, samples: int | None, batch_size: int, seed: int = 0
+) -> list[Batch]:
+    """The samples of :func:`select_indices` in that order, in batches of ``batch_size``."""
+    indices = select_indices(dataset, samples, seed)
+    subset = torch.utils.data.Subset(dataset, indices.tolist())
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
     out = []
     for x, y in loader:

@@ -34,6 +34,7 @@ class Source:
     samples: int = 1024
     batch_size: int = 128
     trust: bool = False
+    seed: int = 0  # of the sample selection
 
     def load(self, checkpoint: Path) -> Workload:
         if self.split not in ("train", "test"):
@@ -48,6 +49,7 @@ class Source:
             samples=self.samples,
             batch_size=self.batch_size,
             trust=self.trust,
+            seed=self.seed,
         )
 
 
@@ -80,6 +82,34 @@ def provenance(
     }
 
 
+def group_attrs(root: dict[str, Any], work: Workload, settings: dict[str, Any]) -> dict[str, Any]:
+    """What every results group records: the checkpoint's and the samples' SHA-256 and the
+    settings it was computed with (so that a later run can tell whether it may reuse, resume or
+    must refuse it)."""
+    return {
+        "checkpoint_sha256": root["checkpoint_sha256"],
+        "samples_sha256": work.samples_sha256,
+        "settings": settings,
+    }
+
+
+def check_same_options(
+    out_path: Path, group: str, wanted: dict[str, Any], overwrite: bool, what: str
+) -> None:
+    """One rule for every group: the same command with the same options recomputes (or resumes)
+    it in place; other options on an existing group is an error unless ``overwrite``."""
+    from landscape_cli.results import group_settings, settings_mismatch
+
+    if overwrite:
+        return
+    diff = settings_mismatch(group_settings(out_path, group), wanted)
+    if diff:
+        raise LandscapeError(
+            f"/{group} in {out_path} was computed with other options ({'; '.join(diff[:3])}); "
+            f"pass --overwrite to replace it, or --out FILE to keep both{what}"
+        )
+
+
 def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
@@ -98,11 +128,15 @@ def hessian_job(
     device: str = "auto",
     out: Path | None = None,
     label: str | None = None,
+    overwrite: bool = False,
     on_phase: Callable[[str, int], None] | None = None,
     on_hvp: Callable[[int], None] | None = None,
 ):
     """``landscape hessian``: analyze the Hessian and write ``/hessian``; returns
-    ``(report, results path, workload)``. On Ctrl-C, what was computed is written first."""
+    ``(report, results path, workload)``. On Ctrl-C, what was computed is written first.
+
+    A file of another checkpoint, or a ``/hessian`` computed with other options, is refused
+    before computing unless ``overwrite``."""
     from landscape_cli import hessian as hs
     from landscape_cli.results import check_target, write_hessian
     from landscape_cli.training import resolve_device
@@ -123,6 +157,7 @@ def hessian_job(
             (s.lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
             (s.density_sigma > 0, "--density-sigma must be > 0"),
             (loss in ("ce", "mse"), "--loss must be ce or mse"),
+            (bn_mode in ("eval", "train"), "--bn-mode must be eval or train"),
             (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
         ]
     )
@@ -131,6 +166,11 @@ def hessian_job(
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
+    root = provenance(checkpoint, work, label, out_path)
+    check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
+    wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
+    check_same_options(out_path, "hessian", wanted, overwrite, "")
+    attrs = group_attrs(root, work, wanted)
     t0 = time.perf_counter()
     op = hs.HessianOperator(
         work.model,
@@ -142,7 +182,6 @@ def hessian_job(
         cache_graphs=cache_graphs,
     )
     op.on_hvp = on_hvp
-    root = provenance(checkpoint, work, label, out_path)
     results: dict = {}
 
     def save():
@@ -157,7 +196,7 @@ def hessian_job(
             seconds=time.perf_counter() - t0,
         )
         if distributed.is_main():
-            write_hessian(out_path, report, root=root)
+            write_hessian(out_path, report, root=root, attrs=attrs, drop_foreign=overwrite)
         return report
 
     try:
@@ -167,6 +206,24 @@ def hessian_job(
             save()  # keep what was computed before the interrupt
         raise
     return save(), out_path, work
+
+
+def hessian_settings(
+    settings, work: Workload, *, loss: str, bn_mode: str, dtype: str
+) -> dict[str, Any]:
+    """The options a ``/hessian`` group was computed with (stored as its ``settings``)."""
+    from dataclasses import asdict
+
+    return {
+        **asdict(settings),
+        "loss": loss,
+        "bn_mode": bn_mode,
+        "dtype": dtype,
+        "dataset": work.dataset,
+        "split": work.split,
+        "samples": work.samples,
+        "samples_sha256": work.samples_sha256,
+    }
 
 
 @dataclass(frozen=True)
@@ -245,9 +302,11 @@ def scan_job(
     name = o.name or f"{o.dim}d-{kind}"
 
     work = source.load(checkpoint)
+    root = provenance(checkpoint, work, label, out_path)
+    check_target(out_path, root["checkpoint_sha256"], drop_foreign=o.overwrite)
     net = work.model.to(dev)
     batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
-    common = {"samples": work.samples, "split": work.split}
+    common = {"samples": work.samples, "split": work.split, "samples_sha256": work.samples_sha256}
     if kind == "interpolation":
         from landscape_cli.checkpoints import load_model
 
@@ -294,7 +353,6 @@ def scan_job(
             orthogonalize=o.orthogonalize,
             **common,
         )
-    root = provenance(checkpoint, work, label, out_path)
     plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
     total = int(np.prod(plan.shape))
     result = sc.execute(
@@ -311,3 +369,144 @@ def scan_job(
         on_point=on_point,
     )
     return result, out_path
+
+
+def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]:
+    """The options an ``/audit`` group was computed with (stored as its ``settings``)."""
+    from dataclasses import asdict
+
+    return {
+        **asdict(settings),
+        "match_loss": match_loss,
+        "dataset": work.dataset,
+        "split": work.split,
+        "samples": work.samples,
+        "samples_sha256": work.samples_sha256,
+    }
+
+
+def audit_job(
+    checkpoints: list[Path],
+    settings,
+    *,
+    source: Source = Source(),
+    match_loss: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[Workload]]:
+    """``landscape audit``: measure each checkpoint (and, with ``match_loss``, again at a common
+    training loss) and write its ``/audit``; returns ``(rows, workloads)``.
+
+    Hessian measures come from the checkpoint's ``/hessian`` when it is compatible
+    (:func:`landscape_cli.audit.reusable`); otherwise the audit computes them and stores them in
+    ``/audit/hessian``: an audit never replaces a ``/hessian``. With ``match_loss``, the
+    checkpoint whose loss is the target (temperature 1) keeps its unmatched measures instead of
+    measuring them again. Every results file is checked before anything is computed.
+    """
+    from landscape_cli import audit as au
+    from landscape_cli.hessian import HessianSettings, make_report
+    from landscape_cli.results import check_target, read_hessian, write_audit
+    from landscape_cli.training import resolve_device
+
+    s = settings
+    distributed.init(device)
+    dev = distributed.local_device(resolve_device(device))
+    paths = [results_path(ck, None) for ck in checkpoints]
+    for path in paths:
+        check_target(path)
+    works = [source.load(ck) for ck in checkpoints]
+    roots, wanted = [], []
+    for ck, path, work in zip(checkpoints, paths, works, strict=True):
+        root = provenance(ck, work, None, path)
+        check_target(path, root["checkpoint_sha256"], drop_foreign=overwrite)
+        want = audit_settings(s, work, match_loss)
+        check_same_options(path, "audit", want, overwrite, " of the audit")
+        roots.append(root)
+        wanted.append(want)
+
+    def tell(what: str) -> None:
+        if on_step is not None:
+            on_step(what)
+
+    rows: list[dict[str, Any]] = []
+    reports = []
+    for ck, path, work, root in zip(checkpoints, paths, works, roots, strict=True):
+        tell(ck.name)
+        t0 = time.perf_counter()
+        stored = None
+        if path.exists() and not (overwrite and _foreign_file(path, root)):
+            from landscape_cli.results import list_groups
+
+            if "hessian" in list_groups(path):
+                h = read_hessian(path)
+                if au.reusable(h, s, samples_sha256=work.samples_sha256, split=work.split):
+                    stored = h
+        m = au.measure(work.model, work.batches, s, device=dev, stored=stored)
+        op, analysis = m.pop("operator"), m.pop("analysis")
+        report = None
+        if analysis is not None:
+            hsettings = HessianSettings(
+                top_k=s.top_k,
+                trace_probes=s.trace_probes,
+                trace_rtol=s.trace_rtol,
+                density_probes=s.density_probes,
+                lanczos_steps=s.lanczos_steps,
+                seed=s.seed,
+            )
+            report = make_report(
+                op,
+                analysis,
+                hsettings,
+                samples=work.samples,
+                batch_size=work.batch_size,
+                split=work.split,
+                loss=s.loss,
+                seconds=time.perf_counter() - t0,
+            )
+        m["hessian_source"] = "hessian" if stored is not None else "audit/hessian"
+        rows.append({"checkpoint": str(ck), **m, "results": str(path)})
+        reports.append(report)
+    if match_loss:
+        target = max(r["train_loss"] for r in rows)
+        for row, work in zip(rows, works, strict=True):
+            temp = au.temperature_for_loss(work.model, work.batches, target)
+            keys = ("temperature", "train_loss", *au.MEASURES, "lambda_max_residual")
+            keys += ("trace_stderr", "sharpness_1d_spread", "adaptive_sharpness_spread")
+            if temp == 1.0:  # already at the target loss: the unmatched measures are these
+                row["matched"] = {k: row.get(k) for k in keys}
+                continue
+            tell(f"{Path(row['checkpoint']).name} (matched loss)")
+            m = au.measure(work.model, work.batches, s, device=dev, temperature=temp, density=False)
+            m.pop("operator"), m.pop("analysis")
+            row["matched"] = {k: m.get(k) for k in keys}
+            row["hvp_count"] += m["hvp_count"]
+    for row, root, want, report in zip(rows, roots, wanted, reports, strict=True):
+        stored_row = {k: v for k, v in row.items() if k not in ("matched", "checkpoint", "results")}
+        for k, v in row.get("matched", {}).items():
+            stored_row[f"matched_{k}"] = v
+        attrs = {
+            "checkpoint_sha256": root["checkpoint_sha256"],
+            "samples_sha256": want["samples_sha256"],
+            "settings": want,
+            "samples": want["samples"],
+            "epsilon": s.epsilon,
+            "rho": s.rho,
+        }
+        if distributed.is_main():
+            write_audit(
+                row["results"],
+                root,
+                stored_row,
+                hessian=report,
+                attrs=attrs,
+                drop_foreign=overwrite,
+            )
+    return rows, works
+
+
+def _foreign_file(path: Path, root: dict[str, Any]) -> bool:
+    from landscape_cli.results import read_root
+
+    stored = read_root(path).get("checkpoint_sha256")
+    return bool(stored) and stored != root["checkpoint_sha256"]

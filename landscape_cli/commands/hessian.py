@@ -57,6 +57,14 @@ def hessian(
     seed: c.SeedOpt = 0,
     trust_checkpoint: c.TrustOpt = False,
     out: c.OutOpt = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace a /hessian computed with other options, or drop the results of another "
+            "checkpoint in --out.",
+        ),
+    ] = False,
     json_out: c.JsonOpt = False,
 ) -> None:
     """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ)."""
@@ -80,7 +88,7 @@ def hessian(
         seed=seed,
     )
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
     )
     with c.PhaseProgress("HVPs (at most)") as progress:
         report, out_path, work = hessian_job(
@@ -94,6 +102,7 @@ def hessian(
             device=device,
             out=out,
             label=label,
+            overwrite=overwrite,
             on_phase=progress.phase,
             on_hvp=progress.advance,
         )

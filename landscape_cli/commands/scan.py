@@ -83,7 +83,7 @@ def scan(
         fold_every=fold_every,
     )
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
     )
     with c.PointProgress() as progress:
         result, out_path = scan_job(

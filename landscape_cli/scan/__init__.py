@@ -214,6 +214,7 @@ def execute(
                     a: {k: v.detach().cpu().numpy() for k, v in d.items()}
                     for a, d in zip(("x", "y"), plan.directions, strict=False)
                 },
+                drop_foreign=overwrite,
             )
         leftover = read_journal(journal)
         if leftover:

@@ -41,6 +41,7 @@ IDENTITY = (
     "ignore",
     "seed",
     "samples",
+    "samples_sha256",
     "split",
     "loss",
     "bn_mode",

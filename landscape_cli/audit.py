@@ -40,6 +40,7 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import (
     LOSSES,
     Batch,
+    check_not_constant,
     evaluation_mode,
     loss_and_accuracy,
     to_device,
@@ -344,6 +345,7 @@ def measure(
     op, results = None, None
     if stored is None:
         op = HessianOperator(net, batches, loss=s.loss, device=device)
+        check_not_constant(op)
         hs = HessianSettings(
             top_k=s.top_k,
             trace_probes=s.trace_probes,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 
 from landscape_cli import distributed
 from landscape_cli.errors import LandscapeError
+from landscape_cli.evaluation import check_loss_on, check_not_constant
 from landscape_cli.workload import Workload, load_workload
 
 
@@ -121,7 +122,7 @@ def hessian_job(
     settings,
     *,
     source: Source = Source(),
-    loss: str = "ce",
+    loss: str | None = None,
     bn_mode: str = "eval",
     dtype: str = "float32",
     cache_graphs: bool | None = None,
@@ -156,7 +157,7 @@ def hessian_job(
             (s.density_probes >= 0, "--density-probes must be >= 0"),
             (s.lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
             (s.density_sigma > 0, "--density-sigma must be > 0"),
-            (loss in ("ce", "mse"), "--loss must be ce or mse"),
+            (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
             (bn_mode in ("eval", "train"), "--bn-mode must be eval or train"),
             (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
         ]
@@ -166,6 +167,8 @@ def hessian_job(
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
+    loss = work.resolve_loss(loss)
+    check_loss_on(work.model, work.batches, loss)
     root = provenance(checkpoint, work, label, out_path)
     check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
     wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
@@ -181,6 +184,7 @@ def hessian_job(
         dtype=getattr(torch, dtype),
         cache_graphs=cache_graphs,
     )
+    check_not_constant(op)
     op.on_hvp = on_hvp
     results: dict = {}
 
@@ -242,7 +246,7 @@ class ScanOptions:
     orthogonalize: bool = False
     name: str | None = None
     overwrite: bool = False
-    loss: str = "ce"
+    loss: str | None = None  # default: the checkpoint's training loss, else ce
     bn_mode: str = "eval"
     seed: int = 0
     fold_every: float = 30.0
@@ -284,7 +288,7 @@ def scan_job(
                 not targets or len(targets) == o.dim,
                 f"--dim {o.dim} interpolation needs {o.dim} --to file(s)",
             ),
-            (o.loss in ("ce", "mse"), "--loss must be ce or mse"),
+            (o.loss in (None, "ce", "mse"), "--loss must be ce or mse"),
             (o.norm in sc.NORMS, f"--norm must be one of {', '.join(sc.NORMS)}"),
             (o.ignore in sc.IGNORES, "--ignore must be biasbn or none"),
         ]
@@ -302,6 +306,8 @@ def scan_job(
     name = o.name or f"{o.dim}d-{kind}"
 
     work = source.load(checkpoint)
+    loss = work.resolve_loss(o.loss)
+    check_loss_on(work.model, work.batches, loss)
     root = provenance(checkpoint, work, label, out_path)
     check_target(out_path, root["checkpoint_sha256"], drop_foreign=o.overwrite)
     net = work.model.to(dev)
@@ -335,7 +341,8 @@ def scan_job(
     elif kind == "eigenvector":
         from landscape_cli.hessian import HessianOperator, lanczos_top
 
-        op = HessianOperator(net, batches, loss=o.loss, bn_mode=o.bn_mode, device=dev)
+        op = HessianOperator(net, batches, loss=loss, bn_mode=o.bn_mode, device=dev)
+        check_not_constant(op)
         top = lanczos_top(op, o.dim, tol=1e-6, max_steps=200, seed=o.seed, eigenvectors=True)
         plan = sc.eigenvector_plan(
             net, top.eigenvectors, top.eigenvalues, op.names, name=name, x=x, y=y,
@@ -361,7 +368,7 @@ def scan_job(
         plan,
         out=out_path,
         root=root,
-        loss=o.loss,
+        loss=loss,
         bn_mode=o.bn_mode,
         overwrite=o.overwrite,
         fold_every=o.fold_every,
@@ -416,6 +423,18 @@ def audit_job(
     for path in paths:
         check_target(path)
     works = [source.load(ck) for ck in checkpoints]
+    if not s.loss:  # the checkpoints' own training loss
+        losses = {work.resolve_loss(None) for work in works}
+        if len(losses) > 1:
+            raise LandscapeError(
+                "the checkpoints were trained with different losses "
+                f"({', '.join(sorted(losses))}); pass --loss to audit them alike"
+            )
+        s = replace(s, loss=losses.pop())
+    if match_loss and s.loss != "ce":
+        raise LandscapeError("--match-loss needs --loss ce")
+    for work in works:
+        check_loss_on(work.model, work.batches, s.loss)
     roots, wanted = [], []
     for ck, path, work in zip(checkpoints, paths, works, strict=True):
         root = provenance(ck, work, None, path)

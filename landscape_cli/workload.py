@@ -33,7 +33,14 @@ class Workload:
     samples: int
     batch_size: int
     seed: int = 0
-    samples_sha256: str = ""  # SHA-256 of the chosen sample indices (little-endian int64)
+    samples_sha256: str = ""
+    loss: str | None = None  # the loss the checkpoint was trained with, where it says
+
+    def resolve_loss(self, loss: str | None) -> str:
+        """``--loss`` when given, else the checkpoint's training loss, else cross-entropy."""
+        return (
+            loss or self.loss or "ce"
+        )  # SHA-256 of the chosen sample indices (little-endian int64)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -98,4 +105,16 @@ def load_workload(
         batch_size=batch_size,
         seed=seed,
         samples_sha256=indices_sha256(indices),
+        loss=stored_loss(raw),
     )
+
+
+def stored_loss(raw: Any) -> str | None:
+    """The training loss a landscape checkpoint records (``loss``), None when it does not."""
+    if not isinstance(raw, dict):
+        return None
+    value = raw.get("loss")
+    if value is None and isinstance(raw.get("train"), dict):
+        config = raw["train"].get("config")
+        value = config.get("loss") if isinstance(config, dict) else None
+    return value if value in ("ce", "mse") else None

@@ -40,7 +40,9 @@ def audit(
             "--match-loss", help="Also measure with logits scaled to a common training loss."
         ),
     ] = False,
-    loss: Annotated[str, typer.Option(help="ce or mse.")] = "ce",
+    loss: Annotated[
+        str | None, typer.Option(help="ce or mse (default: the checkpoints' training loss).")
+    ] = None,
     tau: Annotated[
         float,
         typer.Option(help="Negative mass: the share of the spectrum below −τ·λmax."),
@@ -88,8 +90,7 @@ def audit(
     checks = [
         (len(checkpoints) >= 1, "give at least one checkpoint"),
         (rank_by in au.MEASURES, f"--rank-by must be one of {', '.join(au.MEASURES)}"),
-        (loss in ("ce", "mse"), "--loss must be ce or mse"),
-        (not (match_loss and loss != "ce"), "--match-loss needs --loss ce"),
+        (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
         (top_k >= 1, "--top-k must be >= 1"),
         (epsilon > 0 and rho > 0, "--epsilon and --rho must be > 0"),
         (0 <= tau < 1, "--tau must be in [0, 1)"),
@@ -109,7 +110,7 @@ def audit(
         epsilon=epsilon,
         rho=rho,
         seed=seed,
-        loss=loss,
+        loss=loss or "",
         tau=tau,
     )
     progress = c.progress_bar(TextColumn("[bold]audit"), TextColumn("{task.fields[what]}"))

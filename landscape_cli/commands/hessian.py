@@ -33,7 +33,9 @@ def hessian(
     eigenvectors: Annotated[
         bool, typer.Option("--eigenvectors", help="Keep the top-k eigenvectors in the file.")
     ] = False,
-    loss: Annotated[str, typer.Option(help="ce or mse.")] = "ce",
+    loss: Annotated[
+        str | None, typer.Option(help="ce or mse (default: the checkpoint's training loss).")
+    ] = None,
     bn_mode: Annotated[str, typer.Option(help="eval (running stats) or train (batch stats).")] = (
         "eval"
     ),

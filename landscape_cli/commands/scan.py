@@ -40,7 +40,9 @@ def scan(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a scan of this name made otherwise.")
     ] = False,
-    loss: Annotated[str, typer.Option(help="ce or mse.")] = "ce",
+    loss: Annotated[
+        str | None, typer.Option(help="ce or mse (default: the checkpoint's training loss).")
+    ] = None,
     bn_mode: Annotated[str, typer.Option(help="eval (running stats) or train (batch stats).")] = (
         "eval"
     ),

@@ -248,6 +248,7 @@ class ScanOptions:
     overwrite: bool = False
     loss: str | None = None  # default: the checkpoint's training loss, else ce
     bn_mode: str = "eval"
+    bn: str | None = None  # interpolations: recompute (default with BatchNorm) or interpolate
     seed: int = 0
     fold_every: float = 30.0
 
@@ -291,6 +292,8 @@ def scan_job(
             (o.loss in (None, "ce", "mse"), "--loss must be ce or mse"),
             (o.norm in sc.NORMS, f"--norm must be one of {', '.join(sc.NORMS)}"),
             (o.ignore in sc.IGNORES, "--ignore must be biasbn or none"),
+            (o.bn in (None, "recompute", "interpolate"), "--bn must be recompute or interpolate"),
+            (o.bn is None or bool(targets), "--bn applies to interpolations (--to)"),
         ]
     )
     distributed.init(device)
@@ -313,8 +316,13 @@ def scan_job(
     net = work.model.to(dev)
     batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
     common = {"samples": work.samples, "split": work.split, "samples_sha256": work.samples_sha256}
+    bn = None
     if kind == "interpolation":
         from landscape_cli.checkpoints import load_model
+        from landscape_cli.scan.grid import has_batchnorm
+
+        if has_batchnorm(net):
+            bn = o.bn or "recompute"
 
         kwargs = work.loaded.model_spec.get("kwargs", {})
         others = [
@@ -370,6 +378,7 @@ def scan_job(
         root=root,
         loss=loss,
         bn_mode=o.bn_mode,
+        bn=bn,
         overwrite=o.overwrite,
         fold_every=o.fold_every,
         on_start=(lambda done, _: on_start(name, done, total)) if on_start else None,

@@ -173,6 +173,7 @@ def execute(
     root: dict[str, Any],
     loss: str = "ce",
     bn_mode: str = "eval",
+    bn: str | None = None,
     overwrite: bool = False,
     fold_every: float = 30.0,
     on_start: Callable[[int, int], None] | None = None,
@@ -183,10 +184,14 @@ def execute(
     An existing scan of the same name made with other options is an error unless ``overwrite``;
     one made with the same options is resumed with its stored directions, computing only the
     points still missing. ``on_start(done, total)`` reports the points already computed.
+    ``bn`` ("recompute", "interpolate" or None) handles BatchNorm statistics at each point, see
+    :class:`~landscape_cli.scan.grid.PointEvaluator`.
     """
     out_path = Path(out)
     journal = journal_path(out_path, plan.name)
     attrs = {**plan.attrs, "loss": loss, "bn_mode": bn_mode}
+    if bn is not None:
+        attrs["bn"] = bn
 
     def prepare() -> None:
         """On rank 0 only: check or create the scan group and fold any leftover journal."""
@@ -244,6 +249,7 @@ def execute(
         LOSSES[loss],
         bn_mode,
         sharded=distributed.active() and not by_points,
+        bn=bn,
     )
     try:
         run_scan(

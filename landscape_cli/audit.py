@@ -280,7 +280,14 @@ class AuditSettings:
     tau: float = NEGATIVE_TAU
 
 
-def reusable(stored: dict, settings: AuditSettings, *, samples_sha256: str, split: str) -> bool:
+def reusable(
+    stored: dict,
+    settings: AuditSettings,
+    *,
+    samples_sha256: str,
+    split: str,
+    dataset: str | None = None,
+) -> bool:
     """Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
     audit's Hessian questions: computed on the same samples (hash), split, loss and seed, with
     eval-mode BatchNorm, and with enough of each estimate: at least ``top_k`` eigenvalues, a
@@ -298,6 +305,7 @@ def reusable(stored: dict, settings: AuditSettings, *, samples_sha256: str, spli
         and opts.get("bn_mode") == "eval"
         and opts.get("seed") == settings.seed
         and opts.get("split") == split
+        and (dataset is None or opts.get("dataset") == dataset)
     )
     if not same:
         return False

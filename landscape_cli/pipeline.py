@@ -107,7 +107,7 @@ def check_same_options(
     if diff:
         raise LandscapeError(
             f"/{group} in {out_path} was computed with other options ({'; '.join(diff[:3])}); "
-            f"pass --overwrite to replace it, or --out FILE to keep both{what}"
+            f"pass --overwrite to replace it{what}"
         )
 
 
@@ -172,7 +172,7 @@ def hessian_job(
     root = provenance(checkpoint, work, label, out_path)
     check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
     wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
-    check_same_options(out_path, "hessian", wanted, overwrite, "")
+    check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
     attrs = group_attrs(root, work, wanted)
     t0 = time.perf_counter()
     op = hs.HessianOperator(
@@ -432,6 +432,7 @@ def audit_job(
     for path in paths:
         check_target(path)
     works = [source.load(ck) for ck in checkpoints]
+    way_out = "move or rename the checkpoint, or pass --overwrite to drop them"
     if not s.loss:  # the checkpoints' own training loss
         losses = {work.resolve_loss(None) for work in works}
         if len(losses) > 1:
@@ -447,9 +448,9 @@ def audit_job(
     roots, wanted = [], []
     for ck, path, work in zip(checkpoints, paths, works, strict=True):
         root = provenance(ck, work, None, path)
-        check_target(path, root["checkpoint_sha256"], drop_foreign=overwrite)
+        check_target(path, root["checkpoint_sha256"], drop_foreign=overwrite, way_out=way_out)
         want = audit_settings(s, work, match_loss)
-        check_same_options(path, "audit", want, overwrite, " of the audit")
+        check_same_options(path, "audit", want, overwrite, "")
         roots.append(root)
         wanted.append(want)
 
@@ -468,7 +469,13 @@ def audit_job(
 
             if "hessian" in list_groups(path):
                 h = read_hessian(path)
-                if au.reusable(h, s, samples_sha256=work.samples_sha256, split=work.split):
+                if au.reusable(
+                    h,
+                    s,
+                    samples_sha256=work.samples_sha256,
+                    split=work.split,
+                    dataset=work.dataset,
+                ):
                     stored = h
         m = au.measure(work.model, work.batches, s, device=dev, stored=stored)
         op, analysis = m.pop("operator"), m.pop("analysis")
@@ -496,9 +503,10 @@ def audit_job(
         rows.append({"checkpoint": str(ck), **m, "results": str(path)})
         reports.append(report)
     if match_loss:
-        target = max(r["train_loss"] for r in rows)
-        for row, work in zip(rows, works, strict=True):
-            temp = au.temperature_for_loss(work.model, work.batches, target)
+        ref = max(range(len(rows)), key=lambda i: rows[i]["train_loss"])
+        target = rows[ref]["train_loss"]
+        for i, (row, work) in enumerate(zip(rows, works, strict=True)):
+            temp = 1.0 if i == ref else au.temperature_for_loss(work.model, work.batches, target)
             keys = ("temperature", "train_loss", *au.MEASURES, "lambda_max_residual")
             keys += ("trace_stderr", "sharpness_1d_spread", "adaptive_sharpness_spread")
             if temp == 1.0:  # already at the target loss: the unmatched measures are these

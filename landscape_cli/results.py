@@ -197,6 +197,7 @@ def check_target(
     checkpoint_sha256: str | None = None,
     *,
     drop_foreign: bool = False,
+    way_out: str = "pass --out FILE to keep them apart, or --overwrite to drop them",
 ) -> None:
     """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse:
     an existing file that is not HDF5, an HDF5 file without this schema, or (given
@@ -211,7 +212,7 @@ def check_target(
     with _open_read(p) as f:
         other = _foreign(f, checkpoint_sha256)
         if other and not drop_foreign:
-            raise LandscapeError(_foreign_message(p, other))
+            raise LandscapeError(_foreign_message(p, other, way_out))
 
 
 def _foreign(f: h5py.File, checkpoint_sha256: str | None) -> str | None:
@@ -224,11 +225,12 @@ def _foreign(f: h5py.File, checkpoint_sha256: str | None) -> str | None:
     return str(_plain(f.attrs.get("checkpoint", "")) or "another checkpoint") + f" ({stored[:12]})"
 
 
-def _foreign_message(path: Path, other: str) -> str:
-    return (
-        f"{path} holds the results of {other}, a different checkpoint; pass --out FILE to keep "
-        "them apart, or --overwrite to drop them"
-    )
+def _foreign_message(
+    path: Path,
+    other: str,
+    way_out: str = "pass --out FILE to keep them apart, or --overwrite to drop them",
+) -> str:
+    return f"{path} holds the results of {other}, a different checkpoint; {way_out}"
 
 
 def settings_mismatch(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> list[str]:

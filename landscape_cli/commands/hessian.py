@@ -180,6 +180,8 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
     table.add_row(
         "loss", f"{report.loss_value:.6g}", f"{report.split} split, {report.bn_mode}-mode BN"
     )
+    if report.grad_norm == 0:
+        table.add_row("gradient", "0", "exactly zero on these samples (a stationary point)")
     table.add_row("HVPs", str(report.hvp_count), f"{report.seconds:.1f} s on {report.device}")
     if report.skipped_params:
         table.add_row("skipped", str(len(report.skipped_params)), "parameters with no gradient")

@@ -38,7 +38,12 @@ def scan(
         str | None, typer.Option(help="Scan name in the file (default {dim}d-{kind}).")
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a scan of this name made otherwise.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace a scan of this name made otherwise, or drop the results of another "
+            "checkpoint in --out.",
+        ),
     ] = False,
     loss: Annotated[
         str | None, typer.Option(help="ce or mse (default: the checkpoint's training loss).")

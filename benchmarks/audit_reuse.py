@@ -99,6 +99,7 @@ def main() -> None:
         negative: list[tuple[str, float, float]] = []
 
         def step(name: str, fn) -> None:
+            print(f"... {name}", file=sys.stderr, flush=True)
             with Counter() as c:
                 t0 = time.perf_counter()
                 hvps = fn()

@@ -428,7 +428,11 @@ MEASURES = ("lambda_max", "trace", "sharpness_1d", "adaptive_sharpness")
 #: directions or restarts.
 UNCERTAINTY = {
     "lambda_max": lambda r: r.get("lambda_max_residual"),
-    "trace": lambda r: 1.96 * r["trace_stderr"] if r.get("trace_stderr") is not None else None,
+    "trace": lambda r: (
+        (r["trace_ci95"][1] - r["trace_ci95"][0]) / 2
+        if r.get("trace_ci95")
+        else (1.96 * r["trace_stderr"] if r.get("trace_stderr") is not None else None)
+    ),
     "sharpness_1d": lambda r: r.get("sharpness_1d_spread"),
     "adaptive_sharpness": lambda r: r.get("adaptive_sharpness_spread"),
 }

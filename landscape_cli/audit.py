@@ -40,6 +40,7 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import (
     LOSSES,
     Batch,
+    check_not_constant,
     evaluation_mode,
     loss_and_accuracy,
     to_device,
@@ -106,7 +107,7 @@ def parameter_norm(model: nn.Module) -> float:
 
 
 @torch.no_grad()
-def sharpness_1d(
+def sharpness_1d_directions(
     model: nn.Module,
     batches: Sequence[Batch],
     *,
@@ -115,24 +116,57 @@ def sharpness_1d(
     points: int = 5,
     seed: int = 0,
     loss: str = "ce",
-) -> float:
-    """Largest loss increase at ``a·d`` for ``0 < |a| ≤ epsilon`` on filter-normalised ``d``s."""
+) -> list[float]:
+    """For each of ``directions`` filter-normalised random ``d``s, the largest loss increase at
+    ``a·d`` for ``0 < |a| ≤ epsilon``."""
     from landscape_cli.scan.grid import PointEvaluator
 
     base = loss_and_accuracy(model, batches, LOSSES[loss])[0]
     gen = torch.Generator().manual_seed(seed)
     coords = np.linspace(-epsilon, epsilon, 2 * points + 1)
-    worst = -math.inf
+    out = []
     for _ in range(directions):
         d = random_direction(model, generator=gen)
         ev = PointEvaluator(model, batches, [d], LOSSES[loss])
+        worst = -math.inf
         try:
             for a in coords:
                 if a != 0:
                     worst = max(worst, ev((float(a),))[0] - base)
         finally:
             ev.restore()
-    return worst
+        out.append(worst)
+    return out
+
+
+def sharpness_1d(model: nn.Module, batches: Sequence[Batch], **kwargs) -> float:
+    """Largest loss increase at ``a·d`` for ``0 < |a| ≤ epsilon`` on filter-normalised ``d``s
+    (the largest of :func:`sharpness_1d_directions`)."""
+    return max(sharpness_1d_directions(model, batches, **kwargs))
+
+
+def spread(values: Sequence[float]) -> float:
+    """Sample standard deviation (0 for fewer than two values): the uncertainty of a sharpness
+    that is the largest of several random directions or restarts."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def adaptive_sharpness_restarts(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    *,
+    rho: float = 0.05,
+    steps: int = 10,
+    seed: int = 0,
+    loss: str = "ce",
+    restarts: int = 2,
+) -> list[float]:
+    """:func:`adaptive_sharpness` from ``restarts`` random starts (the first one seeded by
+    ``seed`` itself): the audit reports the largest, and their spread as its uncertainty."""
+    return [
+        adaptive_sharpness(model, batches, rho=rho, steps=steps, seed=seed + 104_729 * r, loss=loss)
+        for r in range(max(restarts, 1))
+    ]
 
 
 def adaptive_sharpness(
@@ -193,19 +227,40 @@ def adaptive_sharpness(
     return best
 
 
+#: Default τ of the negative mass: eigenvalues below −τ·λmax count as negative.
+NEGATIVE_TAU = 1e-2
+
+
 @dataclass(frozen=True)
 class DensityShape:
-    negative_mass: float  # quadrature weight on negative Ritz values (fraction of the spectrum)
+    negative_mass: float  # SLQ weight below −τ·λmax (fraction of the spectrum)
     spread: float  # weighted standard deviation of the Ritz values
+    tau: float = NEGATIVE_TAU
+    scale: float = 0.0  # the λmax the threshold is relative to
 
 
-def density_shape(nodes: np.ndarray, weights: np.ndarray) -> DensityShape:
-    """Negative mass and spread of an SLQ spectrum, from its raw nodes and weights."""
+def density_shape(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    lambda_max: float | None = None,
+    tau: float = NEGATIVE_TAU,
+) -> DensityShape:
+    r"""Negative mass and spread of an SLQ spectrum, from its raw nodes and weights.
+
+    The negative mass is the share of the spectrum clearly below zero, relative to the
+    spectrum's scale: :math:`\frac1P\sum_p \sum_j w_{pj}\,[\theta_{pj} < -\tau\lambda_{max}]`
+    over the Ritz values θ and normalised weights w of the P probes. Counting every θ < 0 would
+    measure the sign of the near-zero Ritz values, which a trained network's spectrum is full
+    of (its bulk sits at 0 to within the Lanczos resolution). ``lambda_max`` defaults to the
+    largest Ritz value.
+    """
     w = weights / weights.sum(axis=1, keepdims=True)
-    neg = float(np.mean(np.sum(w * (nodes < 0), axis=1)))
+    scale = float(np.max(nodes)) if lambda_max is None else float(lambda_max)
+    threshold = -tau * max(scale, 0.0)
+    neg = float(np.mean(np.sum(w * (nodes < threshold), axis=1)))
     mean = np.sum(w * nodes, axis=1, keepdims=True)
     var = np.mean(np.sum(w * (nodes - mean) ** 2, axis=1))
-    return DensityShape(neg, float(math.sqrt(max(var, 0.0))))
+    return DensityShape(neg, float(math.sqrt(max(var, 0.0))), tau, scale)
 
 
 @dataclass(frozen=True)
@@ -219,8 +274,58 @@ class AuditSettings:
     directions: int = 4
     rho: float = 0.05
     ascent_steps: int = 10
+    restarts: int = 2
     seed: int = 0
     loss: str = "ce"
+    tau: float = NEGATIVE_TAU
+
+
+def reusable(
+    stored: dict,
+    settings: AuditSettings,
+    *,
+    samples_sha256: str,
+    split: str,
+    dataset: str | None = None,
+) -> bool:
+    """Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
+    audit's Hessian questions: computed on the same samples (hash), split, loss and seed, with
+    eval-mode BatchNorm, and with enough of each estimate: at least ``top_k`` eigenvalues, a
+    trace with at least as many probes or a relative standard error within ``trace_rtol``, and
+    (when the audit wants a density) one with at least as many probes and Lanczos steps."""
+    import json
+
+    attrs = stored["attrs"]
+    raw = attrs.get("settings")
+    if not raw or attrs.get("samples_sha256") != samples_sha256:
+        return False
+    opts = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    same = (
+        opts.get("loss") == settings.loss
+        and opts.get("bn_mode") == "eval"
+        and opts.get("seed") == settings.seed
+        and opts.get("split") == split
+        and (dataset is None or opts.get("dataset") == dataset)
+    )
+    if not same:
+        return False
+    eig = stored.get("eigenvalues")
+    if eig is None or len(eig) < settings.top_k:
+        return False
+    if settings.trace_probes:
+        tr, se = stored.get("trace"), stored.get("trace_stderr")
+        probes = stored.get("trace_attrs", {}).get("probes", 0)
+        if tr is None or se is None:
+            return False
+        if not (probes >= settings.trace_probes or se <= settings.trace_rtol * abs(tr)):
+            return False
+    if settings.density_probes:
+        d = stored.get("density")
+        if d is None or d.get("probes", 0) < settings.density_probes:
+            return False
+        if d.get("lanczos_steps", 0) < settings.lanczos_steps:
+            return False
+    return True
 
 
 def measure(
@@ -231,52 +336,86 @@ def measure(
     device: torch.device | str = "cpu",
     temperature: float = 1.0,
     density: bool = True,
+    stored: dict | None = None,
 ) -> dict:
     """Every audit measure of ``model`` (its logits divided by ``temperature``) on ``batches``.
 
-    Returns a dict of plain numbers, plus ``"analysis"`` (the Hessian results of
-    :func:`landscape_cli.hessian.analyze`) and ``"operator"`` (for writing the results file).
+    With ``stored`` (a compatible ``/hessian`` read back, see :func:`reusable`), the Hessian
+    measures are taken from it instead of being computed. Returns a dict of plain numbers
+    (each measure with its uncertainty: ``lambda_max_residual``, ``trace_stderr``,
+    ``sharpness_1d_spread``, ``adaptive_sharpness_spread``), plus ``"analysis"`` (the Hessian
+    results of :func:`landscape_cli.hessian.analyze`, None when reused) and ``"operator"``.
     """
     from landscape_cli.hessian import HessianOperator, HessianSettings, analyze
 
     net = model if temperature == 1.0 else Tempered(model, temperature)
     s = settings
-    op = HessianOperator(net, batches, loss=s.loss, device=device)
-    hs = HessianSettings(
-        top_k=s.top_k,
-        trace_probes=s.trace_probes,
-        trace_rtol=s.trace_rtol,
-        density_probes=s.density_probes if density else 0,
-        lanczos_steps=s.lanczos_steps,
-        seed=s.seed,
-    )
-    results = analyze(op, hs)
-    top, tr, dens = results["top"], results["trace"], results["density"]
+    op, results = None, None
+    if stored is None:
+        op = HessianOperator(net, batches, loss=s.loss, device=device)
+        check_not_constant(op)
+        hs = HessianSettings(
+            top_k=s.top_k,
+            trace_probes=s.trace_probes,
+            trace_rtol=s.trace_rtol,
+            density_probes=s.density_probes if density else 0,
+            lanczos_steps=s.lanczos_steps,
+            seed=s.seed,
+        )
+        results = analyze(op, hs)
+        top, tr, dens = results["top"], results["trace"], results["density"]
+        eigenvalues = [float(v) for v in top.eigenvalues] if top else []
+        residual = float(top.residuals[0]) if top else None
+        trace = (tr.estimate, tr.stderr, list(tr.ci95)) if tr else None
+        nodes = (dens.nodes, dens.weights) if dens is not None else None
+        run_device, dtype = op.device, op.dtype
+    else:
+        eigenvalues = [float(v) for v in stored["eigenvalues"][: s.top_k]]
+        residual = float(stored["residuals"][0])
+        ta = stored["trace_attrs"]
+        trace = (
+            (stored["trace"], stored["trace_stderr"], [ta["ci95_low"], ta["ci95_high"]])
+            if stored["trace"] is not None and s.trace_probes
+            else None
+        )
+        d = stored["density"]
+        nodes = (d["nodes"], d["weights"]) if d is not None and density else None
+        run_device = torch.device(device)
+        net.to(run_device)
+        dtype = next(model.parameters()).dtype
     # The operator keeps only this rank's shard under torchrun; losses and sharpness need all.
-    dev_batches = [to_device(b, op.device, op.dtype) for b in batches]
+    dev_batches = [to_device(b, run_device, dtype) for b in batches]
     loss, acc = loss_and_accuracy(net, dev_batches, LOSSES[s.loss])
+    one_d = sharpness_1d_directions(
+        net, dev_batches, epsilon=s.epsilon, directions=s.directions, seed=s.seed, loss=s.loss
+    )
+    adaptive = adaptive_sharpness_restarts(
+        net, dev_batches, rho=s.rho, steps=s.ascent_steps, seed=s.seed, loss=s.loss,
+        restarts=s.restarts,
+    )  # fmt: skip
     out = {
         "temperature": temperature,
-        "lambda_max": float(top.eigenvalues[0]) if top else None,
-        "top_eigenvalues": [float(v) for v in top.eigenvalues] if top else [],
-        "trace": tr.estimate if tr else None,
-        "trace_stderr": tr.stderr if tr else None,
-        "trace_ci95": list(tr.ci95) if tr else None,
+        "lambda_max": eigenvalues[0] if eigenvalues else None,
+        "lambda_max_residual": residual,
+        "top_eigenvalues": eigenvalues,
+        "trace": trace[0] if trace else None,
+        "trace_stderr": trace[1] if trace else None,
+        "trace_ci95": trace[2] if trace else None,
         "train_loss": loss,
         "train_acc": acc,
         "param_norm": parameter_norm(model),
-        "sharpness_1d": sharpness_1d(
-            net, dev_batches, epsilon=s.epsilon, directions=s.directions, seed=s.seed, loss=s.loss
-        ),
-        "adaptive_sharpness": adaptive_sharpness(
-            net, dev_batches, rho=s.rho, steps=s.ascent_steps, seed=s.seed, loss=s.loss
-        ),
-        "hvp_count": op.hvp_count,
+        "sharpness_1d": max(one_d),
+        "sharpness_1d_spread": spread(one_d),
+        "adaptive_sharpness": max(adaptive),
+        "adaptive_sharpness_spread": spread(adaptive),
+        "hvp_count": op.hvp_count if op is not None else 0,
+        "hessian_reused": stored is not None,
     }
-    if dens is not None:
-        shape = density_shape(dens.nodes, dens.weights)
+    if nodes is not None:
+        shape = density_shape(nodes[0], nodes[1], out["lambda_max"], s.tau)
         out["negative_mass"] = shape.negative_mass
         out["spectral_spread"] = shape.spread
+        out["tau"] = s.tau
     out["analysis"] = results
     out["operator"] = op
     return out
@@ -284,9 +423,76 @@ def measure(
 
 MEASURES = ("lambda_max", "trace", "sharpness_1d", "adaptive_sharpness")
 
+#: The uncertainty of each measure: λmax its Lanczos residual ‖Hv − θv‖ (|λ − θ| ≤ it for a
+#: symmetric H), the trace the half-width of its 95 % CI, each sharpness the spread of its
+#: directions or restarts.
+UNCERTAINTY = {
+    "lambda_max": lambda r: r.get("lambda_max_residual"),
+    "trace": lambda r: (
+        (r["trace_ci95"][1] - r["trace_ci95"][0]) / 2
+        if r.get("trace_ci95")
+        else (1.96 * r["trace_stderr"] if r.get("trace_stderr") is not None else None)
+    ),
+    "sharpness_1d": lambda r: r.get("sharpness_1d_spread"),
+    "adaptive_sharpness": lambda r: r.get("adaptive_sharpness_spread"),
+}
+
+
+def uncertainty(row: dict, by: str) -> float:
+    u = UNCERTAINTY[by](row)
+    return 0.0 if u is None or not math.isfinite(u) else float(abs(u))
+
+
+def tied(a: dict, b: dict, by: str) -> bool:
+    """Whether two rows' ``by`` values lie within their uncertainties of each other."""
+    va, vb = a.get(by), b.get(by)
+    if va is None or vb is None:
+        return False
+    return abs(va - vb) <= uncertainty(a, by) + uncertainty(b, by)
+
 
 def ranking(rows: Sequence[dict], by: str) -> list[int]:
     """Indices of ``rows`` from flattest to sharpest by measure ``by`` (missing values last)."""
     if by not in MEASURES:
         raise LandscapeError(f"--rank-by must be one of {', '.join(MEASURES)}")
     return sorted(range(len(rows)), key=lambda i: (rows[i].get(by) is None, rows[i].get(by) or 0))
+
+
+def ranks(rows: Sequence[dict], by: str) -> tuple[list[int], list[int], list[bool]]:
+    """The order of :func:`ranking`, each row's rank (1 = flattest) and whether it is tied.
+
+    Rows whose values differ by less than their uncertainties (:func:`tied`) share a rank: a
+    chain of ties, in sorted order, forms one group whose rank is that of its first member.
+    """
+    order = ranking(rows, by)
+    rank = [0] * len(rows)
+    is_tied = [False] * len(rows)
+    for pos, i in enumerate(order):
+        if pos > 0 and tied(rows[order[pos - 1]], rows[i], by):
+            rank[i] = rank[order[pos - 1]]
+            is_tied[i] = is_tied[order[pos - 1]] = True
+        else:
+            rank[i] = pos + 1
+    return order, rank, is_tied
+
+
+def disagreements(rows: Sequence[dict], labels: Sequence[str]) -> list[str]:
+    """Pairs of checkpoints that two measures put in opposite orders, each order beyond the
+    measures' uncertainties (one line per pair and pair of measures)."""
+    notes = []
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            says: dict[str, int] = {}
+            for by in MEASURES:
+                a, b = rows[i].get(by), rows[j].get(by)
+                if a is None or b is None or tied(rows[i], rows[j], by):
+                    continue
+                says[by] = -1 if a < b else 1
+            flatter_i = [m for m, v in says.items() if v < 0]
+            flatter_j = [m for m, v in says.items() if v > 0]
+            if flatter_i and flatter_j:
+                notes.append(
+                    f"{', '.join(flatter_i)} put {labels[i]} flatter than {labels[j]}; "
+                    f"{', '.join(flatter_j)} the other way"
+                )
+    return notes

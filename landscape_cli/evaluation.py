@@ -39,6 +39,88 @@ def mse(output: Tensor, target: Tensor) -> Tensor:
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": mse}
 
 
+def check_loss(loss: str, output: Tensor, target: Tensor, what: str = "the targets") -> None:
+    """Refuse a loss that does not fit the targets and the model's output, before computing.
+
+    Cross-entropy needs integer class labels in ``0..C-1`` and a model with ``C ≥ 2`` outputs
+    (on one output it is identically zero, so every gradient and curvature would be 0);
+    floating-point targets or a one-output model call for ``--loss mse``. MSE compares the
+    output with the targets (integer labels one-hot encoded), so their sizes must agree.
+    """
+    width = int(output.shape[-1]) if output.ndim >= 2 else 1
+    if loss == "ce":
+        if torch.is_floating_point(target):
+            raise LandscapeError(
+                f"cross-entropy needs integer class labels, but {what} are floating-point "
+                "(regression?); pass --loss mse"
+            )
+        if output.ndim < 2 or width < 2:
+            raise LandscapeError(
+                f"cross-entropy on a model with {width} output is identically zero; "
+                "pass --loss mse (regression)"
+            )
+        if target.ndim != 1 or int(target.min()) < 0 or int(target.max()) >= width:
+            raise LandscapeError(
+                f"{what} are not class labels in 0..{width - 1} for a model with {width} "
+                "outputs; pass --loss mse for regression targets"
+            )
+    elif loss == "mse":
+        if torch.is_floating_point(target):
+            if target.numel() != output.numel():
+                raise LandscapeError(
+                    f"--loss mse: {what} have {target.numel() // max(len(target), 1)} values per "
+                    f"sample but the model has {output.numel() // max(len(output), 1)} outputs"
+                )
+        elif int(target.min()) < 0 or int(target.max()) >= width:
+            raise LandscapeError(
+                f"--loss mse: {what} are integer labels outside 0..{width - 1} for a model with "
+                f"{width} outputs"
+            )
+    else:
+        raise LandscapeError(f"--loss must be ce or mse, got {loss!r}")
+
+
+@torch.no_grad()
+def check_loss_on(model: nn.Module, batches: list[Batch], loss: str) -> None:
+    """:func:`check_loss` on the model's output for the first samples of ``batches``
+    (eval mode, on the model's device; every batch's targets are checked)."""
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    b = to_device(Batch(batches[0].inputs[:2], batches[0].targets[:2]), device, dtype)
+    with evaluation_mode(model):
+        out = model(b.inputs)
+    for batch in batches:
+        check_loss(loss, _widen(out, len(batch)), batch.targets)
+
+
+def check_not_constant(op) -> None:
+    """Refuse a loss that does not depend on the parameters at all on these samples.
+
+    When the gradient of the mean loss (``op.gradient``) is exactly zero, one product of the
+    Hessian with a seeded Gaussian vector tells a true stationary point (curvature ≠ 0, e.g. a
+    perfect MSE fit) from a loss that is constant on every sample (cross-entropy on a single
+    logit, targets the loss ignores): the latter would report an all-zero spectrum, which reads
+    as a perfectly flat minimum, so it is an error instead.
+    """
+    if bool(torch.any(op.gradient != 0)):
+        return
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(op.n, generator=gen, dtype=torch.float64)
+    if bool(torch.any(op.matvec(v.to(op.gradient.device)) != 0)):
+        return
+    raise LandscapeError(
+        "the loss has an exactly zero gradient and zero curvature on every sample: it does not "
+        "depend on the parameters here, which is not a flat minimum (check --loss against the "
+        "targets and the model's outputs)"
+    )
+
+
+def _widen(out: Tensor, n: int) -> Tensor:
+    """An output-shaped stand-in with ``n`` rows (only shapes and widths are checked)."""
+    return out[:1].expand(n, *out.shape[1:])
+
+
 @dataclass(frozen=True)
 class Batch:
     inputs: Tensor
@@ -48,15 +130,76 @@ class Batch:
         return int(self.targets.shape[0])
 
 
-def make_batches(
-    dataset: torch.utils.data.Dataset, samples: int | None, batch_size: int
-) -> list[Batch]:
-    """The first ``samples`` items of ``dataset`` in its own order, in batches of ``batch_size``."""
+def class_labels(dataset: torch.utils.data.Dataset) -> Tensor | None:
+    """Integer class label of every sample, or None for regression (floating-point) targets.
+
+    Read from the dataset's ``targets`` (or a TensorDataset's second tensor) where it has one,
+    else from every sample in turn.
+    """
+    targets = getattr(dataset, "targets", None)
+    if targets is None and isinstance(dataset, torch.utils.data.TensorDataset):
+        targets = dataset.tensors[1] if len(dataset.tensors) >= 2 else None
+    if targets is None:
+        targets = [torch.as_tensor(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
+        if not targets or any(t.ndim != 0 for t in targets):
+            return None
+        targets = torch.stack(targets)
+    labels = torch.as_tensor(targets)
+    if labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        return None
+    return labels.long()
+
+
+def select_indices(dataset: torch.utils.data.Dataset, samples: int | None, seed: int = 0) -> Tensor:
+    """The indices of the ``samples`` samples every command measures on (all when 0 or None).
+
+    A seeded, class-stratified subset: each class gets ``samples · n_c / N`` places (rounded by
+    largest remainder, ties to the lower class), filled with the first members of a random
+    permutation of that class (``torch.Generator().manual_seed(seed)``); the chosen indices are
+    then put in one seeded random order, so that every batch mixes the classes. Without integer
+    class labels (regression), a seeded uniform subset. The whole dataset is taken in its own
+    order. The same dataset, ``samples`` and ``seed`` always give the same indices.
+    """
     total = len(dataset)  # type: ignore[arg-type]
     n = total if samples is None or samples <= 0 else min(samples, total)
     if n == 0:
         raise LandscapeError("the dataset is empty")
-    subset = torch.utils.data.Subset(dataset, range(n))
+    if n == total:
+        return torch.arange(total)
+    gen = torch.Generator().manual_seed(seed)
+    labels = class_labels(dataset)
+    if labels is None:
+        chosen = torch.randperm(total, generator=gen)[:n]
+    else:
+        classes, counts = torch.unique(labels, return_counts=True)
+        exact = counts.double() * n / total
+        quota = exact.floor().long()
+        remainder = exact - quota
+        order = sorted(range(len(classes)), key=lambda i: (-float(remainder[i]), i))
+        for i in order[: n - int(quota.sum())]:
+            quota[i] += 1
+        parts = []
+        for c, q in zip(classes.tolist(), quota.tolist(), strict=True):
+            members = torch.nonzero(labels == c).flatten()
+            parts.append(members[torch.randperm(len(members), generator=gen)[:q]])
+        chosen = torch.cat(parts)
+        chosen = chosen[torch.randperm(len(chosen), generator=gen)]
+    return chosen
+
+
+def indices_sha256(indices: Tensor) -> str:
+    """SHA-256 of the indices as little-endian int64 (recorded with every result)."""
+    import hashlib
+
+    return hashlib.sha256(indices.to(torch.int64).numpy().astype("<i8").tobytes()).hexdigest()
+
+
+def make_batches(
+    dataset: torch.utils.data.Dataset, samples: int | None, batch_size: int, seed: int = 0
+) -> list[Batch]:
+    """The samples of :func:`select_indices` in that order, in batches of ``batch_size``."""
+    indices = select_indices(dataset, samples, seed)
+    subset = torch.utils.data.Subset(dataset, indices.tolist())
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
     out = []
     for x, y in loader:

@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch
 
 from landscape_cli import distributed, resources
 from landscape_cli.errors import Interrupted, LandscapeError
+from landscape_cli.evaluation import check_loss_on, check_not_constant
 from landscape_cli.workload import Workload, load_workload
 
 
@@ -35,6 +36,7 @@ class Source:
     samples: int = 1024
     batch_size: int = 128
     trust: bool = False
+    seed: int = 0  # of the sample selection
 
     def load(self, checkpoint: Path) -> Workload:
         if self.split not in ("train", "test"):
@@ -49,6 +51,7 @@ class Source:
             samples=self.samples,
             batch_size=self.batch_size,
             trust=self.trust,
+            seed=self.seed,
         )
 
 
@@ -81,6 +84,34 @@ def provenance(
     }
 
 
+def group_attrs(root: dict[str, Any], work: Workload, settings: dict[str, Any]) -> dict[str, Any]:
+    """What every results group records: the checkpoint's and the samples' SHA-256 and the
+    settings it was computed with (so that a later run can tell whether it may reuse, resume or
+    must refuse it)."""
+    return {
+        "checkpoint_sha256": root["checkpoint_sha256"],
+        "samples_sha256": work.samples_sha256,
+        "settings": settings,
+    }
+
+
+def check_same_options(
+    out_path: Path, group: str, wanted: dict[str, Any], overwrite: bool, what: str
+) -> None:
+    """One rule for every group: the same command with the same options recomputes (or resumes)
+    it in place; other options on an existing group is an error unless ``overwrite``."""
+    from landscape_cli.results import group_settings, settings_mismatch
+
+    if overwrite:
+        return
+    diff = settings_mismatch(group_settings(out_path, group), wanted)
+    if diff:
+        raise LandscapeError(
+            f"/{group} in {out_path} was computed with other options ({'; '.join(diff[:3])}); "
+            f"pass --overwrite to replace it{what}"
+        )
+
+
 def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
@@ -92,18 +123,22 @@ def hessian_job(
     settings,
     *,
     source: Source = Source(),
-    loss: str = "ce",
+    loss: str | None = None,
     bn_mode: str = "eval",
     dtype: str = "float32",
     cache_graphs: bool | None = None,
     device: str = "auto",
     out: Path | None = None,
     label: str | None = None,
+    overwrite: bool = False,
     on_phase: Callable[[str, int], None] | None = None,
     on_hvp: Callable[[int], None] | None = None,
 ):
     """``landscape hessian``: analyze the Hessian and write ``/hessian``; returns
-    ``(report, results path, workload)``. On Ctrl-C, what was computed is written first."""
+    ``(report, results path, workload)``. On Ctrl-C, what was computed is written first.
+
+    A file of another checkpoint, or a ``/hessian`` computed with other options, is refused
+    before computing unless ``overwrite``."""
     from landscape_cli import hessian as hs
     from landscape_cli.results import check_target, write_hessian, write_or_rescue
     from landscape_cli.training import resolve_device
@@ -123,7 +158,8 @@ def hessian_job(
             (s.density_probes >= 0, "--density-probes must be >= 0"),
             (s.lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
             (s.density_sigma > 0, "--density-sigma must be > 0"),
-            (loss in ("ce", "mse"), "--loss must be ce or mse"),
+            (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
+            (bn_mode in ("eval", "train"), "--bn-mode must be eval or train"),
             (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
             (
                 s.top_k <= s.max_steps,
@@ -137,6 +173,13 @@ def hessian_job(
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
+    loss = work.resolve_loss(loss)
+    check_loss_on(work.model, work.batches, loss)
+    root = provenance(checkpoint, work, label, out_path)
+    check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
+    wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
+    check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
+    attrs = group_attrs(root, work, wanted)
     t0 = time.perf_counter()
     op = hs.HessianOperator(
         work.model,
@@ -147,6 +190,7 @@ def hessian_job(
         dtype=getattr(torch, dtype),
         cache_graphs=cache_graphs,
     )
+    check_not_constant(op)
     op.on_hvp = on_hvp
     if s.top_k > op.n:
         raise LandscapeError(
@@ -154,7 +198,6 @@ def hessian_job(
             "eigenvalues); lower --top-k"
         )
     resources.require(resources.hessian_bytes(s, op.n), dev)
-    root = provenance(checkpoint, work, label, out_path)
     results: dict = {}
 
     def save(partial: bool = False, to: Path | None = None):
@@ -170,7 +213,10 @@ def hessian_job(
         )
         if distributed.is_main():
             write_or_rescue(
-                to or out_path, lambda p: write_hessian(p, report, root=root, partial=partial)
+                to or out_path,
+                lambda p: write_hessian(
+                    p, report, root=root, partial=partial, attrs=attrs, drop_foreign=overwrite
+                ),
             )
         return report
 
@@ -203,6 +249,24 @@ def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:
     )
 
 
+def hessian_settings(
+    settings, work: Workload, *, loss: str, bn_mode: str, dtype: str
+) -> dict[str, Any]:
+    """The options a ``/hessian`` group was computed with (stored as its ``settings``)."""
+    from dataclasses import asdict
+
+    return {
+        **asdict(settings),
+        "loss": loss,
+        "bn_mode": bn_mode,
+        "dtype": dtype,
+        "dataset": work.dataset,
+        "split": work.split,
+        "samples": work.samples,
+        "samples_sha256": work.samples_sha256,
+    }
+
+
 @dataclass(frozen=True)
 class ScanOptions:
     """The options of ``landscape scan`` that shape the grid and the directions."""
@@ -219,8 +283,9 @@ class ScanOptions:
     orthogonalize: bool = False
     name: str | None = None
     overwrite: bool = False
-    loss: str = "ce"
+    loss: str | None = None  # default: the checkpoint's training loss, else ce
     bn_mode: str = "eval"
+    bn: str | None = None  # interpolations: recompute (default with BatchNorm) or interpolate
     seed: int = 0
     fold_every: float = 30.0
 
@@ -261,13 +326,15 @@ def scan_job(
                 not targets or len(targets) == o.dim,
                 f"--dim {o.dim} interpolation needs {o.dim} --to file(s)",
             ),
-            (o.loss in ("ce", "mse"), "--loss must be ce or mse"),
+            (o.loss in (None, "ce", "mse"), "--loss must be ce or mse"),
             (o.norm in sc.NORMS, f"--norm must be one of {', '.join(sc.NORMS)}"),
             (o.ignore in sc.IGNORES, "--ignore must be biasbn or none"),
             (
                 isinstance(o.fold_every, (int, float)) and 0 < o.fold_every < float("inf"),
                 f"--fold-every must be a number of seconds > 0, got {o.fold_every}",
             ),
+            (o.bn in (None, "recompute", "interpolate"), "--bn must be recompute or interpolate"),
+            (o.bn is None or bool(targets), "--bn applies to interpolations (--to)"),
         ]
     )
     distributed.init(device)
@@ -284,19 +351,28 @@ def scan_job(
     resources.require(resources.scan_bytes(len(x) * (1 if y is None else len(y))), "cpu")
 
     work = source.load(checkpoint)
+    loss = work.resolve_loss(o.loss)
+    check_loss_on(work.model, work.batches, loss)
+    root = provenance(checkpoint, work, label, out_path)
+    check_target(out_path, root["checkpoint_sha256"], drop_foreign=o.overwrite)
     net = work.model.to(dev)
     batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
     from landscape_cli.evaluation import LOSSES, loss_and_accuracy
 
-    base_loss, _ = loss_and_accuracy(net, batches, LOSSES[o.loss], o.bn_mode)
+    base_loss, _ = loss_and_accuracy(net, batches, LOSSES[loss], o.bn_mode)
     if not math.isfinite(base_loss):
         raise LandscapeError(
             f"the loss of {checkpoint} is not finite ({base_loss}) on these samples; "
             "a scan around it would be all NaN"
         )
-    common = {"samples": work.samples, "split": work.split}
+    common = {"samples": work.samples, "split": work.split, "samples_sha256": work.samples_sha256}
+    bn = None
     if kind == "interpolation":
         from landscape_cli.checkpoints import load_model
+        from landscape_cli.scan.grid import has_batchnorm
+
+        if has_batchnorm(net):
+            bn = o.bn or "recompute"
 
         kwargs = work.loaded.model_spec.get("kwargs", {})
         others = [
@@ -323,7 +399,8 @@ def scan_job(
     elif kind == "eigenvector":
         from landscape_cli.hessian import HessianOperator, lanczos_top
 
-        op = HessianOperator(net, batches, loss=o.loss, bn_mode=o.bn_mode, device=dev)
+        op = HessianOperator(net, batches, loss=loss, bn_mode=o.bn_mode, device=dev)
+        check_not_constant(op)
         top = lanczos_top(op, o.dim, tol=1e-6, max_steps=200, seed=o.seed, eigenvectors=True)
         plan = sc.eigenvector_plan(
             net, top.eigenvectors, top.eigenvalues, op.names, name=name, x=x, y=y,
@@ -341,7 +418,6 @@ def scan_job(
             orthogonalize=o.orthogonalize,
             **common,
         )
-    root = provenance(checkpoint, work, label, out_path)
     plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
     total = int(np.prod(plan.shape))
     result = sc.execute(
@@ -350,11 +426,190 @@ def scan_job(
         plan,
         out=out_path,
         root=root,
-        loss=o.loss,
+        loss=loss,
         bn_mode=o.bn_mode,
+        bn=bn,
         overwrite=o.overwrite,
         fold_every=o.fold_every,
         on_start=(lambda done, _: on_start(name, done, total)) if on_start else None,
         on_point=on_point,
     )
     return result, out_path
+
+
+def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]:
+    """The options an ``/audit`` group was computed with (stored as its ``settings``)."""
+    from dataclasses import asdict
+
+    return {
+        **asdict(settings),
+        "match_loss": match_loss,
+        "dataset": work.dataset,
+        "split": work.split,
+        "samples": work.samples,
+        "samples_sha256": work.samples_sha256,
+    }
+
+
+def audit_job(
+    checkpoints: list[Path],
+    settings,
+    *,
+    source: Source = Source(),
+    match_loss: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[Workload]]:
+    """``landscape audit``: measure each checkpoint (and, with ``match_loss``, again at a common
+    training loss) and write its ``/audit``; returns ``(rows, workloads)``.
+
+    Hessian measures come from the checkpoint's ``/hessian`` when it is compatible
+    (:func:`landscape_cli.audit.reusable`); otherwise the audit computes them and stores them in
+    ``/audit/hessian``: an audit never replaces a ``/hessian``. With ``match_loss``, the
+    checkpoint whose loss is the target (temperature 1) keeps its unmatched measures instead of
+    measuring them again. Every results file is checked before anything is computed.
+    """
+    from landscape_cli import audit as au
+    from landscape_cli.hessian import HessianSettings, make_report
+    from landscape_cli.results import check_target, read_hessian, write_audit, write_or_rescue
+    from landscape_cli.training import resolve_device
+
+    s = settings
+    distributed.init(device)
+    dev = distributed.local_device(resolve_device(device))
+    paths = [results_path(ck, None) for ck in checkpoints]
+    for path in paths:
+        check_target(path)
+    works = [source.load(ck) for ck in checkpoints]
+    way_out = "move or rename the checkpoint, or pass --overwrite to drop them"
+    if not s.loss:  # the checkpoints' own training loss
+        losses = {work.resolve_loss(None) for work in works}
+        if len(losses) > 1:
+            raise LandscapeError(
+                "the checkpoints were trained with different losses "
+                f"({', '.join(sorted(losses))}); pass --loss to audit them alike"
+            )
+        s = replace(s, loss=losses.pop())
+    if match_loss and s.loss != "ce":
+        raise LandscapeError("--match-loss needs --loss ce")
+    for ck, work in zip(checkpoints, works, strict=True):
+        check_loss_on(work.model, work.batches, s.loss)
+        n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
+        if s.top_k > n:
+            raise LandscapeError(f"--top-k {s.top_k} exceeds the {n} parameters of {ck}")
+        guess = HessianSettings(
+            top_k=s.top_k,
+            max_steps=max(100, s.top_k),
+            trace_probes=s.trace_probes,
+            density_probes=s.density_probes,
+            lanczos_steps=s.lanczos_steps,
+        )
+        resources.require(resources.hessian_bytes(guess, n), dev)
+    roots, wanted = [], []
+    for ck, path, work in zip(checkpoints, paths, works, strict=True):
+        root = provenance(ck, work, None, path)
+        check_target(path, root["checkpoint_sha256"], drop_foreign=overwrite, way_out=way_out)
+        want = audit_settings(s, work, match_loss)
+        check_same_options(path, "audit", want, overwrite, "")
+        roots.append(root)
+        wanted.append(want)
+
+    def tell(what: str) -> None:
+        if on_step is not None:
+            on_step(what)
+
+    rows: list[dict[str, Any]] = []
+    reports = []
+    for ck, path, work, root in zip(checkpoints, paths, works, roots, strict=True):
+        tell(ck.name)
+        t0 = time.perf_counter()
+        stored = None
+        if path.exists() and not (overwrite and _foreign_file(path, root)):
+            from landscape_cli.results import list_groups
+
+            if "hessian" in list_groups(path):
+                h = read_hessian(path)
+                if au.reusable(
+                    h,
+                    s,
+                    samples_sha256=work.samples_sha256,
+                    split=work.split,
+                    dataset=work.dataset,
+                ):
+                    stored = h
+        m = au.measure(work.model, work.batches, s, device=dev, stored=stored)
+        op, analysis = m.pop("operator"), m.pop("analysis")
+        report = None
+        if analysis is not None:
+            hsettings = HessianSettings(
+                top_k=s.top_k,
+                trace_probes=s.trace_probes,
+                trace_rtol=s.trace_rtol,
+                density_probes=s.density_probes,
+                lanczos_steps=s.lanczos_steps,
+                seed=s.seed,
+            )
+            report = make_report(
+                op,
+                analysis,
+                hsettings,
+                samples=work.samples,
+                batch_size=work.batch_size,
+                split=work.split,
+                loss=s.loss,
+                seconds=time.perf_counter() - t0,
+            )
+        m["hessian_source"] = "hessian" if stored is not None else "audit/hessian"
+        rows.append({"checkpoint": str(ck), **m, "results": str(path)})
+        reports.append(report)
+    if match_loss:
+        ref = max(range(len(rows)), key=lambda i: rows[i]["train_loss"])
+        target = rows[ref]["train_loss"]
+        for i, (row, work) in enumerate(zip(rows, works, strict=True)):
+            temp = 1.0 if i == ref else au.temperature_for_loss(work.model, work.batches, target)
+            keys = ("temperature", "train_loss", *au.MEASURES, "lambda_max_residual")
+            keys += ("trace_stderr", "sharpness_1d_spread", "adaptive_sharpness_spread")
+            if temp == 1.0:  # already at the target loss: the unmatched measures are these
+                row["matched"] = {k: row.get(k) for k in keys}
+                continue
+            tell(f"{Path(row['checkpoint']).name} (matched loss)")
+            m = au.measure(work.model, work.batches, s, device=dev, temperature=temp, density=False)
+            m.pop("operator"), m.pop("analysis")
+            row["matched"] = {k: m.get(k) for k in keys}
+            row["hvp_count"] += m["hvp_count"]
+    failures: list[LandscapeError] = []
+    for row, root, want, report in zip(rows, roots, wanted, reports, strict=True):
+        stored_row = {k: v for k, v in row.items() if k not in ("matched", "checkpoint", "results")}
+        for k, v in row.get("matched", {}).items():
+            stored_row[f"matched_{k}"] = v
+        attrs = {
+            "checkpoint_sha256": root["checkpoint_sha256"],
+            "samples_sha256": want["samples_sha256"],
+            "settings": want,
+            "samples": want["samples"],
+            "epsilon": s.epsilon,
+            "rho": s.rho,
+        }
+        if not distributed.is_main():
+            continue
+
+        def write(p: Path, root=root, stored_row=stored_row, report=report, attrs=attrs) -> Path:
+            return write_audit(
+                p, root, stored_row, hessian=report, attrs=attrs, drop_foreign=overwrite
+            )
+
+        try:
+            write_or_rescue(row["results"], write)
+        except LandscapeError as exc:  # write the other checkpoints' results first
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+    return rows, works
+
+
+def _foreign_file(path: Path, root: dict[str, Any]) -> bool:
+    from landscape_cli.results import read_root
+
+    stored = read_root(path).get("checkpoint_sha256")
+    return bool(stored) and stored != root["checkpoint_sha256"]

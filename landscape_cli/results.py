@@ -234,10 +234,17 @@ def check_output_file(path: str | os.PathLike[str], what: str = "output file") -
     check_folder(p.parent if str(p.parent) else Path("."), what, p)
 
 
-def check_target(path: str | os.PathLike[str]) -> None:
+def check_target(
+    path: str | os.PathLike[str],
+    checkpoint_sha256: str | None = None,
+    *,
+    drop_foreign: bool = False,
+    way_out: str = "pass --out FILE to keep them apart, or --overwrite to drop them",
+) -> None:
     """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse or
     fail on: a path whose folder cannot be written, an existing file that is not HDF5, an HDF5
-    file without this schema, or one whose groups cannot all be read (a damaged file)."""
+    file without this schema, one whose groups cannot all be read (a damaged file), or (given
+    ``checkpoint_sha256``, unless ``drop_foreign``) a results file of another checkpoint."""
     import h5py
 
     p = Path(path)
@@ -248,6 +255,9 @@ def check_target(path: str | os.PathLike[str]) -> None:
         raise LandscapeError(f"{p} exists and is not an HDF5 file; refusing to overwrite it")
     with _open_read(p) as f:
         _read_everything(f, p)
+        other = _foreign(f, checkpoint_sha256)
+        if other and not drop_foreign:
+            raise LandscapeError(_foreign_message(p, other, way_out))
 
 
 def _read_everything(f: h5py.File, path: Path) -> None:
@@ -268,6 +278,54 @@ def _read_everything(f: h5py.File, path: Path) -> None:
             f"results file {path} is damaged ({_one_line(exc)}); move it away or choose "
             "another --out"
         ) from exc
+
+
+def _foreign(f: h5py.File, checkpoint_sha256: str | None) -> str | None:
+    """The checkpoint file named by ``f``'s root when its SHA-256 is not ``checkpoint_sha256``."""
+    if not checkpoint_sha256:
+        return None
+    stored = _plain(f.attrs.get("checkpoint_sha256"))
+    if not stored or stored == checkpoint_sha256:
+        return None
+    return str(_plain(f.attrs.get("checkpoint", "")) or "another checkpoint") + f" ({stored[:12]})"
+
+
+def _foreign_message(
+    path: Path,
+    other: str,
+    way_out: str = "pass --out FILE to keep them apart, or --overwrite to drop them",
+) -> str:
+    return f"{path} holds the results of {other}, a different checkpoint; {way_out}"
+
+
+def settings_mismatch(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> list[str]:
+    """The options that differ between a group's stored ``settings`` and ``wanted`` (as
+    ``"key stored vs wanted"``); empty when they agree or the group records none (older files)."""
+    if not stored:
+        return []
+    out = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            same = float(a) == float(b)
+        else:
+            same = a == b
+        if not same:
+            out.append(f"{key} {a!r} vs {b!r}")
+    return out
+
+
+def group_settings(path: str | os.PathLike[str], group: str) -> dict[str, Any] | None:
+    """The ``settings`` (a JSON attribute) of ``group`` in ``path``; ``{}`` for a group that
+    records none, None when the file or the group does not exist."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    with _open_read(p) as f:
+        if group not in f:
+            return None
+        raw = _plain(f[group].attrs.get("settings"))
+        return json.loads(raw) if raw else {}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -315,6 +373,8 @@ def update_file(
     path: str | os.PathLike[str],
     root: Mapping[str, Any],
     mutate: Callable[[h5py.File], None],
+    *,
+    drop_foreign: bool = False,
 ) -> Path:
     """Change a results file atomically under its lock, keeping every group ``mutate`` leaves alone.
 
@@ -322,6 +382,11 @@ def update_file(
     file beside it, call ``mutate(f)`` on that open, writable copy (it deletes and recreates the
     groups it owns), set the root attributes (``schema``, ``schema_version``, ``tool_version``,
     then every non-None item of ``root``), flush, fsync and ``os.replace`` the copy over ``path``.
+
+    A results file describes one checkpoint: when the existing file's root ``checkpoint_sha256``
+    differs from ``root["checkpoint_sha256"]``, :class:`~landscape_cli.errors.LandscapeError` is
+    raised (see :func:`foreign_checkpoint`), unless ``drop_foreign``, in which case none of the
+    existing file's groups are kept.
 
     If ``mutate`` raises, the original file is left byte-identical and the temporary file is
     removed. An existing file that is not HDF5 or lacks this schema raises
@@ -368,11 +433,15 @@ def update_file(
                         ) from exc
                     with src:
                         _check_schema(src, target)
-                        for key in src.attrs:
-                            dtype = src.attrs.get_id(key).dtype
-                            out.attrs.create(key, data=src.attrs[key], dtype=dtype)
-                        for name in src:
-                            src.copy(src[name], out, name=name)
+                        other = _foreign(src, root.get("checkpoint_sha256"))
+                        if other and not drop_foreign:
+                            raise LandscapeError(_foreign_message(target, other))
+                        if not other:
+                            for key in src.attrs:
+                                dtype = src.attrs.get_id(key).dtype
+                                out.attrs.create(key, data=src.attrs[key], dtype=dtype)
+                            for name in src:
+                                src.copy(src[name], out, name=name)
                 mutate(out)
                 _set_attr(out, "schema", SCHEMA)
                 out.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
@@ -410,10 +479,17 @@ def _check_member_name(name: str) -> str:
     return name
 
 
-def _write_hessian_group(f: h5py.File, report: HessianReport) -> None:
-    if "hessian" in f:
-        del f["hessian"]
-    g = f.create_group("hessian")
+def _write_hessian_group(
+    f: h5py.File,
+    report: HessianReport,
+    at: str = "hessian",
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    if at in f:
+        del f[at]
+    g = f.create_group(at)
+    for key, value in (attrs or {}).items():
+        _set_attr(g, key, value)
     for key in ("samples", "batch_size", "seed", "hvp_count", "num_params"):
         g.attrs[key] = np.int64(getattr(report, key))
     for key in ("seconds", "loss_value", "grad_norm"):
@@ -509,21 +585,24 @@ def write_hessian(
     *,
     root: Mapping[str, Any],
     partial: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    drop_foreign: bool = False,
 ) -> Path:
     """Write ``report`` as the ``/hessian`` group of ``path``, replacing any earlier one.
 
     ``root`` supplies the root attributes (checkpoint, checkpoint_sha256, label, model, dataset,
     and any provenance such as argv, torch_version, cuda_version); None values are not written.
+    ``attrs`` adds attributes to the group (checkpoint_sha256, samples_sha256, settings).
     Other groups of an existing file (scans) are kept. See :func:`update_file` for the guarantees.
     ``partial`` marks a result cut short by an interrupt (attribute ``partial=True``).
     """
 
     def mutate(f: h5py.File) -> None:
-        _write_hessian_group(f, report)
+        _write_hessian_group(f, report, "hessian", attrs)
         if partial:
             f["hessian"].attrs["partial"] = np.bool_(True)
 
-    return update_file(path, root, mutate)
+    return update_file(path, root, mutate, drop_foreign=drop_foreign)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -563,8 +642,9 @@ def list_groups(path: str | os.PathLike[str]) -> list[str]:
     return sorted(names)
 
 
-def read_hessian(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``/hessian`` back as plain Python and numpy values.
+def read_hessian(path: str | os.PathLike[str], group: str = "hessian") -> dict[str, Any]:
+    """Read ``/hessian`` (or another group of the same layout, such as ``audit/hessian``) back
+    as plain Python and numpy values.
 
     Keys: ``attrs`` (all /hessian attributes; ``skipped_params`` a list of str), ``eigenvalues``,
     ``residuals``, ``converged`` (arrays or None), ``lambda_min``, ``lambda_min_residual`` (float or
@@ -577,11 +657,11 @@ def read_hessian(path: str | os.PathLike[str]) -> dict[str, Any]:
     import h5py
 
     with _open_read(path) as f:
-        if "hessian" not in f or not isinstance(f["hessian"], h5py.Group):
+        if group not in f or not isinstance(f[group], h5py.Group):
             raise LandscapeError(
                 f"{path} has no Hessian results; run `landscape hessian` on its checkpoint first"
             )
-        g = f["hessian"]
+        g = f[group]
         attrs = _attrs(g)
         out: dict[str, Any] = {"attrs": attrs}
         for key in ("eigenvalues", "residuals", "converged"):
@@ -642,6 +722,7 @@ def write_scan(
     loss: np.ndarray,
     accuracy: np.ndarray,
     directions: Mapping[str, Mapping[str, np.ndarray]],
+    drop_foreign: bool = False,
 ) -> Path:
     """Create (or replace) ``/scan/<name>``: coordinates, loss/accuracy grids, directions.
 
@@ -668,7 +749,7 @@ def write_scan(
             for pname, arr in params.items():
                 ag.create_dataset(_check_member_name(pname), data=np.asarray(arr))
 
-    return update_file(path, root, mutate)
+    return update_file(path, root, mutate, drop_foreign=drop_foreign)
 
 
 def set_scan_points(
@@ -748,19 +829,29 @@ def read_scan(
 
 
 def write_audit(
-    path: str | os.PathLike[str], root: Mapping[str, Any], measures: Mapping[str, Any]
+    path: str | os.PathLike[str],
+    root: Mapping[str, Any],
+    measures: Mapping[str, Any],
+    *,
+    hessian: HessianReport | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    drop_foreign: bool = False,
 ) -> Path:
-    """Create (or replace) ``/audit``: one attribute per audit measure (numbers, lists, str)."""
+    """Create (or replace) ``/audit``: one attribute per audit measure (numbers, lists, str),
+    plus ``attrs``; with ``hessian``, the audit's own Hessian measurements go to
+    ``/audit/hessian`` (the layout of ``/hessian``; an existing ``/hessian`` is never touched)."""
 
     def mutate(f: h5py.File) -> None:
         if "audit" in f:
             del f["audit"]
         g = f.create_group("audit")
-        for key, value in measures.items():
+        for key, value in {**measures, **(attrs or {})}.items():
             if value is not None:
                 _set_attr(g, key, value)
+        if hessian is not None:
+            _write_hessian_group(f, hessian, "audit/hessian")
 
-    return update_file(path, root, mutate)
+    return update_file(path, root, mutate, drop_foreign=drop_foreign)
 
 
 def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from landscape_cli.checkpoints import (
     strip_prefixes,
 )
 from landscape_cli.errors import LandscapeError
+from landscape_cli.evaluation import LOSSES
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "radam", "nadam", "invadam", "dualadam")
 SCHEDULERS = ("cosine", "none")
@@ -83,6 +84,7 @@ class TrainConfig:
     data_root: str | None = None
     augment: bool = True
     model_options: dict[str, Any] = field(default_factory=dict)
+    loss: str = "ce"  # "ce" (classification) or "mse" (regression, or one-hot class targets)
 
     def resolved_lr(self) -> float:
         return DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
@@ -103,6 +105,8 @@ class TrainConfig:
             raise LandscapeError(
                 f"unknown optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}"
             )
+        if self.loss not in ("ce", "mse"):
+            raise LandscapeError(f"--loss must be ce or mse, got {self.loss!r}")
         if self.scheduler not in SCHEDULERS:
             raise LandscapeError(f"unknown scheduler {self.scheduler!r}: choose cosine or none")
         checks = [
@@ -227,20 +231,48 @@ class Callbacks:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    loss: str = "ce",
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode over ``loader``."""
+    """Mean loss and accuracy of ``model`` in eval mode over ``loader`` (accuracy NaN for
+    floating-point, i.e. regression, targets)."""
+    from landscape_cli.evaluation import LOSSES
+
+    fn = LOSSES[loss]
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
+    classify = True
     for x, y in loader:
         x, y = x.to(device), y.to(device)
+        if torch.is_floating_point(y):
+            y = y.to(torch.get_default_dtype())
         out = model(x)
-        total_loss += nn.functional.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-        count += y.numel()
+        total_loss += fn(out, y).item() * len(y)
+        if torch.is_floating_point(y):
+            classify = False
+        else:
+            correct += (out.argmax(1) == y).sum().item()
+        count += len(y)
     model.train(was_training)
-    return total_loss / max(count, 1), correct / max(count, 1)
+    return total_loss / max(count, 1), (correct / max(count, 1) if classify else float("nan"))
+
+
+@torch.no_grad()
+def _check_loss_first(model: nn.Module, dataset: Any, config: TrainConfig, dev) -> None:
+    """The loss must fit the targets and the model's output: checked before the first step."""
+    from landscape_cli.evaluation import check_loss
+
+    x, y = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=False)))
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x.to(dev))
+    finally:
+        model.train(was_training)
+    check_loss(config.loss, out, y.to(dev), f"the targets of {config.dataset}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -302,6 +334,7 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "data_root": (str, _NONE),
     "augment": (bool,),
     "model_options": (dict,),
+    "loss": (str,),
 }
 
 
@@ -465,6 +498,7 @@ def train(
             )
 
     test_loader = torch.utils.data.DataLoader(test_data.dataset, batch_size=512, shuffle=False)
+    _check_loss_first(model, train_data.dataset, config, dev)
     base_lr = hparams["lr"]
     cb.on_start(
         config, epochs=config.epochs, steps_per_epoch=steps_per_epoch, first_epoch=first_epoch
@@ -484,6 +518,7 @@ def train(
                     **config.model_options,
                 },
             },
+            "loss": config.loss,
             "dataset": {
                 "name": config.dataset,
                 "root": config.data_root,
@@ -506,6 +541,8 @@ def train(
             },
         }
 
+    loss_fn = LOSSES[config.loss]
+    regression = torch.is_floating_point(torch.as_tensor(train_data.dataset[0][1]))
     for epoch in range(first_epoch, config.epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
@@ -524,7 +561,9 @@ def train(
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             out = model(x)
-            loss = nn.functional.cross_entropy(out, y)
+            if torch.is_floating_point(y):
+                y = y.to(out.dtype)
+            loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise LandscapeError(
                     f"training diverged at epoch {epoch + 1}, step {step} (loss {loss.item()}); "
@@ -532,11 +571,12 @@ def train(
                 )
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * y.numel()
-            correct += (out.argmax(1) == y).sum().item()
-            seen += y.numel()
+            loss_sum += loss.item() * len(y)
+            if not torch.is_floating_point(y):
+                correct += (out.argmax(1) == y).sum().item()
+            seen += len(y)
             cb.on_batch(epoch, batch, loss.item())
-        test_loss, test_acc = evaluate(model, test_loader, dev)
+        test_loss, test_acc = evaluate(model, test_loader, dev, config.loss)
         alpha = None
         if "switch_rate" in hparams:
             from dualadam import switch_alpha
@@ -548,7 +588,7 @@ def train(
             epoch=epoch + 1,
             step=step,
             train_loss=loss_sum / seen,
-            train_acc=correct / seen,
+            train_acc=correct / seen if not regression else float("nan"),
             test_loss=test_loss,
             test_acc=test_acc,
             lr=lr,

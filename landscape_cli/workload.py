@@ -2,8 +2,10 @@
 
 DESIGN.md's shared options: ``--model`` (needed for files that carry no model spec, or to
 override it), ``--dataset``/``--data-root`` (default: the dataset recorded in a landscape
-checkpoint), ``--split`` (train by default), ``--samples N`` (the first N samples of the split in
-the dataset's own order, no augmentation), ``--batch-size``, ``--device``, ``--trust-checkpoint``.
+checkpoint), ``--split`` (train by default), ``--samples N`` (a seeded, class-stratified
+subset of N samples of the split, :func:`landscape_cli.evaluation.select_indices`, the same
+for every command given the same ``--seed``; no augmentation), ``--batch-size``, ``--device``,
+``--trust-checkpoint``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from landscape_cli.checkpoints import LoadedModel, load_model
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import Batch, make_batches
+from landscape_cli.evaluation import Batch, indices_sha256, select_indices
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,15 @@ class Workload:
     split: str
     samples: int
     batch_size: int
+    seed: int = 0
+    samples_sha256: str = ""
+    loss: str | None = None  # the loss the checkpoint was trained with, where it says
+
+    def resolve_loss(self, loss: str | None) -> str:
+        """``--loss`` when given, else the checkpoint's training loss, else cross-entropy."""
+        return (
+            loss or self.loss or "ce"
+        )  # SHA-256 of the chosen sample indices (little-endian int64)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -47,8 +58,10 @@ def load_workload(
     samples: int | None = 1024,
     batch_size: int = 128,
     trust: bool = False,
+    seed: int = 0,
 ) -> Workload:
-    """Load ``checkpoint`` and the first ``samples`` samples of ``split`` of its dataset."""
+    """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset (chosen by
+    :func:`~landscape_cli.evaluation.select_indices` with ``seed``)."""
     from landscape_cli.checkpoints import (
         check_version,
         is_landscape_checkpoint,
@@ -93,7 +106,10 @@ def load_workload(
         trust=trust,
         contents=raw,
     )
-    batches = make_batches(data.dataset, samples, batch_size)
+    indices = select_indices(data.dataset, samples, seed)
+    subset = torch.utils.data.Subset(data.dataset, indices.tolist())
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+    batches = [Batch(x, torch.as_tensor(y)) for x, y in loader]
     return Workload(
         loaded=loaded,
         batches=batches,
@@ -101,4 +117,18 @@ def load_workload(
         split=split,
         samples=sum(len(b) for b in batches),
         batch_size=batch_size,
+        seed=seed,
+        samples_sha256=indices_sha256(indices),
+        loss=stored_loss(raw),
     )
+
+
+def stored_loss(raw: Any) -> str | None:
+    """The training loss a landscape checkpoint records (``loss``), None when it does not."""
+    if not isinstance(raw, dict):
+        return None
+    value = raw.get("loss")
+    if value is None and isinstance(raw.get("train"), dict):
+        config = raw["train"].get("config")
+        value = config.get("loss") if isinstance(config, dict) else None
+    return value if value in ("ce", "mse") else None

@@ -168,7 +168,7 @@ def test_cli_audit_ranks_the_sharpened_checkpoint_sharper(pair, tmp_path):
     # Each checkpoint's numbers also went to its own results file.
     stored = read_audit(flat.with_suffix(".h5"))
     assert stored["lambda_max"] == pytest.approx(rows[str(flat)]["lambda_max"])
-    assert len(read_hessian(sharp.with_suffix(".h5"))["eigenvalues"]) == 5
+    assert len(read_hessian(sharp.with_suffix(".h5"), "audit/hessian")["eigenvalues"]) == 5
     text = report.read_text()
     assert "| 1 | `flat.pt`" in text and "| 2 | `sharp.pt`" in text
     assert data["figures"]["fig5"] == str(tmp_path / "report-fig5.png")
@@ -179,6 +179,7 @@ def test_cli_audit_match_loss_reports_what_survives(pair):
     flat, sharp = pair
     args = ["audit", str(flat), str(sharp), "--samples", "128", "--trace-probes", "10"]
     args += ["--density-probes", "0", "--match-loss", "--json", "--rank-by", "adaptive_sharpness"]
+    args += ["--overwrite"]  # the files hold another audit of these checkpoints
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

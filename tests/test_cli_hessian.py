@@ -78,12 +78,15 @@ def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     assert data["hvp_count"] > 0 and data["trace_stderr"] > 0
     stored = read_hessian(out)
     np.testing.assert_array_equal(stored["eigenvalues"], data["eigenvalues"])
-    # Same seed, same numbers; a different --top-k replaces /hessian, keeps the scan group.
+    # Same seed, same numbers; a different --top-k is refused, and with --overwrite replaces
+    # /hessian and keeps the scan group.
     again = json.loads(
         _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--json", *FAST])).stdout
     )
     assert again["eigenvalues"] == data["eigenvalues"] and again["trace"] == data["trace"]
-    _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--top-k", "2", *FAST]))
+    other = ["hessian", str(ckpt), "--out", str(out), "--top-k", "2", *FAST]
+    assert "--overwrite" in _one_error_line(runner.invoke(app, other))
+    _ok(runner.invoke(app, [*other, "--overwrite"]))
     with h5py.File(out) as f:
         assert f["hessian/eigenvalues"].shape == (2,)
         assert "scan/1d-random" in f
@@ -119,6 +122,7 @@ def test_top_eigenvalue_matches_a_dense_hessian(ckpt, tmp_path):
 
     from landscape_cli.checkpoints import load_model
     from landscape_cli.data import load_dataset
+    from landscape_cli.evaluation import select_indices
 
     out = tmp_path / "r.h5"
     args = ["hessian", str(ckpt), "--out", str(out), "--json", "--dtype", "float64"]
@@ -126,8 +130,9 @@ def test_top_eigenvalue_matches_a_dense_hessian(ckpt, tmp_path):
     data = json.loads(_ok(runner.invoke(app, [*args, "--trace-probes", "0"])).stdout)
     model = load_model(ckpt).model.double().eval()
     ds = load_dataset("digits", "train").dataset
-    x = torch.stack([ds[i][0] for i in range(64)]).double()
-    y = torch.stack([torch.as_tensor(ds[i][1]) for i in range(64)])
+    chosen = select_indices(ds, 64, seed=0).tolist()  # the samples `--samples 64` measures on
+    x = torch.stack([ds[i][0] for i in chosen]).double()
+    y = torch.stack([torch.as_tensor(ds[i][1]) for i in chosen])
     names = [k for k, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -154,7 +159,8 @@ def test_foreign_state_dict_with_model_and_dataset(ckpt, tmp_path):
     args = ["hessian", str(plain), "--dataset", "digits", "--model", "mlp"]
     args += ["--model-option", "hidden=[12]", "--json", *FAST]
     data = json.loads(_ok(runner.invoke(app, args)).stdout)
-    ref = json.loads(_ok(runner.invoke(app, ["hessian", str(ckpt), "--json", *FAST])).stdout)
+    ref_args = ["hessian", str(ckpt), "--json", "--out", str(tmp_path / "ref.h5"), *FAST]
+    ref = json.loads(_ok(runner.invoke(app, ref_args)).stdout)
     assert data["eigenvalues"] == ref["eigenvalues"]
 
 

@@ -39,7 +39,12 @@ DatasetOpt = Annotated[
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Folder holding CIFAR data.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="train or test.")]
 SamplesOpt = Annotated[
-    int, typer.Option("--samples", help="The first N samples of the split (0 = all).")
+    int,
+    typer.Option(
+        "--samples",
+        help="N samples of the split (0 = all): a class-stratified subset chosen by --seed, "
+        "the same for every command.",
+    ),
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Samples per batch.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
@@ -193,6 +198,7 @@ def source(
     samples: int,
     batch_size: int,
     trust_checkpoint: bool,
+    seed: int = 0,
 ):
     """The shared model/data options as a :class:`landscape_cli.pipeline.Source`."""
     from landscape_cli.pipeline import Source
@@ -206,4 +212,5 @@ def source(
         samples=samples,
         batch_size=batch_size,
         trust=trust_checkpoint,
+        seed=seed,
     )

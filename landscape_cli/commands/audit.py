@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,7 +40,13 @@ def audit(
             "--match-loss", help="Also measure with logits scaled to a common training loss."
         ),
     ] = False,
-    loss: Annotated[str, typer.Option(help="ce or mse.")] = "ce",
+    loss: Annotated[
+        str | None, typer.Option(help="ce or mse (default: the checkpoints' training loss).")
+    ] = None,
+    tau: Annotated[
+        float,
+        typer.Option(help="Negative mass: the share of the spectrum below −τ·λmax."),
+    ] = 1e-2,
     report: Annotated[
         Path | None, typer.Option("--report", help="Also write a markdown report here.")
     ] = None,
@@ -58,61 +63,48 @@ def audit(
     out: Annotated[
         Path | None, typer.Option("--out", help="Markdown report (same as --report).")
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an /audit made with other options, or drop the results of another "
+            "checkpoint in a results file.",
+        ),
+    ] = False,
     json_out: c.JsonOpt = False,
 ) -> None:
-    """Rank checkpoints from flattest to sharpest; each one's numbers go to its results file."""
+    """Rank checkpoints from flattest to sharpest; each one's numbers go to its results file.
+
+    A compatible /hessian already in a checkpoint's results file (same samples, loss, seed,
+    eval-mode BatchNorm, enough eigenvalues and probes) is reused; otherwise the audit's own
+    Hessian measurements go to /audit/hessian. Differences within the measures' uncertainties
+    rank as ties (≈), and measures that order two checkpoints differently are reported.
+    """
     from rich.progress import TextColumn
 
     from landscape_cli import audit as au
     from landscape_cli import distributed
-    from landscape_cli.hessian import HessianSettings, make_report
-    from landscape_cli.pipeline import provenance
-    from landscape_cli.results import (
-        check_output_file,
-        check_target,
-        write_audit,
-        write_hessian,
-        write_or_rescue,
-    )
-    from landscape_cli.training import resolve_device
+    from landscape_cli.pipeline import audit_job
+    from landscape_cli.results import check_output_file
 
     report_path = report or out
     checks = [
         (len(checkpoints) >= 1, "give at least one checkpoint"),
         (rank_by in au.MEASURES, f"--rank-by must be one of {', '.join(au.MEASURES)}"),
-        (loss in ("ce", "mse"), "--loss must be ce or mse"),
-        (not (match_loss and loss != "ce"), "--match-loss needs --loss ce"),
+        (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
         (top_k >= 1, "--top-k must be >= 1"),
         (epsilon > 0 and rho > 0, "--epsilon and --rho must be > 0"),
+        (0 <= tau < 1, "--tau must be in [0, 1)"),
         (report_path is None or report_path.suffix == ".md", "the report must be a .md file"),
     ]
     for ok, message in checks:
         if not ok:
             raise LandscapeError(message)
-    distributed.init(device)
-    dev = distributed.local_device(resolve_device(device))
-    for ck in checkpoints:
-        check_target(ck.with_suffix(".h5"))
     if report_path is not None:
         check_output_file(report_path, "report")
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
     )
-    works = [source.load(ck) for ck in checkpoints]
-    from landscape_cli import resources
-
-    for ck, work in zip(checkpoints, works, strict=True):
-        n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
-        if top_k > n:
-            raise LandscapeError(f"--top-k {top_k} exceeds the {n} parameters of {ck}")
-        guess = HessianSettings(
-            top_k=top_k,
-            max_steps=max(100, top_k),
-            trace_probes=trace_probes,
-            density_probes=density_probes,
-            lanczos_steps=lanczos_steps,
-        )
-        resources.require(resources.hessian_bytes(guess, n), dev)
     settings = au.AuditSettings(
         top_k=top_k,
         trace_probes=trace_probes,
@@ -121,74 +113,48 @@ def audit(
         epsilon=epsilon,
         rho=rho,
         seed=seed,
-        loss=loss,
+        loss=loss or "",
+        tau=tau,
     )
     progress = c.progress_bar(TextColumn("[bold]audit"), TextColumn("{task.fields[what]}"))
-    rows: list[dict[str, Any]] = []
-    steps = len(works) * (2 if match_loss else 1)
-    with progress:
-        task = progress.add_task("", total=steps, what="")
-        for ck, work in zip(checkpoints, works, strict=True):
-            progress.update(task, what=ck.name)
-            t0 = time.perf_counter()
-            m = au.measure(work.model, work.batches, settings, device=dev)
-            op, analysis = m.pop("operator"), m.pop("analysis")
-            row = {"checkpoint": str(ck), **m}
-            root = provenance(ck, work, None, ck.with_suffix(".h5"))
-            hsettings = HessianSettings(
-                top_k=top_k,
-                trace_probes=trace_probes,
-                density_probes=density_probes,
-                lanczos_steps=lanczos_steps,
-                seed=seed,
-            )
-            rep = make_report(
-                op,
-                analysis,
-                hsettings,
-                samples=work.samples,
-                batch_size=work.batch_size,
-                split=split,
-                loss=loss,
-                seconds=time.perf_counter() - t0,
-            )
-            if distributed.is_main():
-                write_or_rescue(
-                    ck.with_suffix(".h5"),
-                    lambda p, rep=rep, root=root: write_hessian(p, rep, root=root),
-                )
-            row["results"] = str(ck.with_suffix(".h5"))
-            row["_root"] = root
-            rows.append(row)
-            progress.advance(task)
-        if match_loss:
-            target = max(r["train_loss"] for r in rows)
-            for row, work in zip(rows, works, strict=True):
-                progress.update(task, what=f"{Path(row['checkpoint']).name} (matched loss)")
-                temp = au.temperature_for_loss(work.model, work.batches, target)
-                m = au.measure(
-                    work.model, work.batches, settings, device=dev, temperature=temp, density=False
-                )
-                m.pop("operator"), m.pop("analysis")
-                row["matched"] = {k: m[k] for k in ("temperature", "train_loss", *au.MEASURES)}
-                progress.advance(task)
+    task = None
 
-    for row in rows:
-        root = row.pop("_root")
-        stored = {k: v for k, v in row.items() if k not in ("matched", "checkpoint", "results")}
-        for k, v in row.get("matched", {}).items():
-            stored[f"matched_{k}"] = v
-        stored["epsilon"], stored["rho"], stored["samples"] = epsilon, rho, works[0].samples
-        if distributed.is_main():
-            write_audit(row["results"], root, stored)
-    order = au.ranking(rows, rank_by)
+    def step(what: str) -> None:
+        nonlocal task
+        if task is None:
+            progress.start()
+            total = len(checkpoints) * (2 if match_loss else 1)
+            task = progress.add_task("", total=total, what=what)
+        else:
+            progress.advance(task)
+        progress.update(task, what=what)
+
+    try:
+        rows, works = audit_job(
+            checkpoints,
+            settings,
+            source=source,
+            match_loss=match_loss,
+            device=device,
+            overwrite=overwrite,
+            on_step=step,
+        )
+    finally:
+        if task is not None:
+            progress.stop()
+    order, rank, is_tied = au.ranks(rows, rank_by)
+    labels = [Path(r["checkpoint"]).name for r in rows]
     payload = {
         "checkpoints": rows,
         "ranking": [rows[i]["checkpoint"] for i in order],
+        "ranks": [rank[i] for i in order],
+        "ties": [is_tied[i] for i in order],
+        "disagreements": au.disagreements(rows, labels),
         "rank_by": rank_by,
         "samples": works[0].samples,
         "epsilon": epsilon,
         "rho": rho,
+        "tau": tau,
     }
     if match_loss:
         payload["survives_match_loss"] = survival(rows)
@@ -199,13 +165,14 @@ def audit(
     if json_out:
         c.print_json(payload)
         return
-    _table(rows, order, rank_by, match_loss)
+    _table(rows, order, rank, is_tied, rank_by, match_loss, tau, payload["disagreements"])
 
 
 def survival(rows: list[dict]) -> dict[str, dict[str, Any]]:
     """For each measure: the sharpest/flattest ratio raw and loss-matched, and whether the
-    ranking of the checkpoints stays the same once the training losses are matched."""
-    from landscape_cli.audit import MEASURES, ranking
+    ranking of the checkpoints stays the same once the training losses are matched (no pair
+    swaps places beyond the uncertainties)."""
+    from landscape_cli.audit import MEASURES, tied
 
     out = {}
     matched = [r["matched"] for r in rows]
@@ -222,7 +189,13 @@ def survival(rows: list[dict]) -> dict[str, dict[str, Any]]:
         out[key] = {
             "ratio_raw": ratio(raw_vals),
             "ratio_matched": ratio(m_vals),
-            "same_order": ranking(rows, key) == ranking(matched, key),
+            "same_order": not any(
+                (raw_vals[i] - raw_vals[j]) * (m_vals[i] - m_vals[j]) < 0
+                and not tied(rows[i], rows[j], key)
+                and not tied(matched[i], matched[j], key)
+                for i in range(len(rows))
+                for j in range(i + 1, len(rows))
+            ),
         }
     return out
 
@@ -231,26 +204,62 @@ def _fmt(value: Any, spec: str) -> str:
     return "–" if value is None else spec.format(value)
 
 
-def _table(rows, order, rank_by, match_loss) -> None:
+#: Where each measure's uncertainty is (printed as "value ± u" beside it).
+PLUS_MINUS = {
+    "lambda_max": "lambda_max_residual",
+    "sharpness_1d": "sharpness_1d_spread",
+    "adaptive_sharpness": "adaptive_sharpness_spread",
+}
+
+
+def _cells(r: dict, tau: float) -> list[str]:
+    from landscape_cli.audit import uncertainty
+
+    cells = []
+    for key, _, spec in COLUMNS:
+        value = r.get(key)
+        if value is not None and key in ("lambda_max", "trace", *PLUS_MINUS):
+            cells.append(f"{spec.format(value)} ± {uncertainty(r, key):.2g}")
+        else:
+            cells.append(_fmt(value, spec))
+    return cells
+
+
+def _headers(tau: float) -> list[str]:
+    return [f"neg. mass (<−{tau:g}·λmax)" if k == "negative_mass" else h for k, h, _ in COLUMNS]
+
+
+def _rank_label(rank: int, tied: bool) -> str:
+    return f"≈{rank}" if tied else str(rank)
+
+
+def _table(rows, order, rank, is_tied, rank_by, match_loss, tau, notes) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"flatness audit, flattest first by {rank_by}")
+    table = Table(
+        title=f"flatness audit, flattest first by {rank_by} (≈: equal within uncertainty)"
+    )
     table.add_column("#", justify="right")
     table.add_column("checkpoint")
-    for _, head, _ in COLUMNS:
+    for head in _headers(tau):
         table.add_column(head, justify="right")
     if match_loss:
         table.add_column(f"{rank_by} @ matched loss", justify="right")
-    for rank, i in enumerate(order, 1):
+    for i in order:
         r = rows[i]
-        cells = [_fmt(r.get(k), spec) for k, _, spec in COLUMNS]
-        if r.get("trace_stderr") is not None and r.get("trace") is not None:
-            cells[1] = f"{r['trace']:.4g} ± {1.96 * r['trace_stderr']:.2g}"
+        cells = _cells(r, tau)
         if match_loss:
             cells.append(_fmt(r["matched"].get(rank_by), "{:.4g}"))
-        table.add_row(str(rank), Path(r["checkpoint"]).name, *cells)
-    Console().print(table)
+        table.add_row(_rank_label(rank[i], is_tied[i]), Path(r["checkpoint"]).name, *cells)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"neg. mass: SLQ weight below −τ·λmax, τ = {tau:g}. ±: λmax its Lanczos residual, trace "
+        "its 95 % CI, sharpness the spread over directions/restarts."
+    )
+    for note in notes:
+        console.print(f"measures disagree: {note}")
 
 
 def report_figures(report: Path, rows: list[dict]) -> dict[str, str]:
@@ -258,7 +267,7 @@ def report_figures(report: Path, rows: list[dict]) -> dict[str, str]:
     from landscape_cli import plotting
     from landscape_cli.results import read_hessian
 
-    results = [read_hessian(r["results"]) for r in rows]
+    results = [read_hessian(r["results"], r["hessian_source"]) for r in rows]
     if any(h["density"] is None or h["trace"] is None for h in results):
         return {}
     labels = [Path(r["checkpoint"]).stem for r in rows]
@@ -275,16 +284,21 @@ def write_report(path: Path, payload: dict) -> None:
         "",
         f"{len(rows)} checkpoint(s), {payload['samples']} samples, ranked flattest first by "
         f"`{payload['rank_by']}`. 1-D sharpness radius ε = {payload['epsilon']}, adaptive "
-        f"sharpness radius ρ = {payload['rho']}.",
+        f"sharpness radius ρ = {payload['rho']}. Each value is followed by its uncertainty; "
+        "ranks marked ≈ are equal within it.",
         "",
-        "| # | checkpoint | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+        "| # | checkpoint | " + " | ".join(_headers(payload["tau"])) + " |",
         "|---|---|" + "---|" * len(COLUMNS),
     ]
     index = {r["checkpoint"]: r for r in rows}
-    for rank, ck in enumerate(payload["ranking"], 1):
-        r = index[ck]
-        cells = [_fmt(r.get(k), spec) for k, _, spec in COLUMNS]
-        lines.append(f"| {rank} | `{Path(ck).name}` | " + " | ".join(cells) + " |")
+    for ck, rank, tie in zip(payload["ranking"], payload["ranks"], payload["ties"], strict=True):
+        cells = _cells(index[ck], payload["tau"])
+        lines.append(
+            f"| {_rank_label(rank, tie)} | `{Path(ck).name}` | " + " | ".join(cells) + " |"
+        )
+    if payload.get("disagreements"):
+        lines += ["", "The measures disagree on an order:", ""]
+        lines += [f"- {note}" for note in payload["disagreements"]]
     surv = payload.get("survives_match_loss")
     if surv:
         lines += [
@@ -315,8 +329,11 @@ def write_report(path: Path, payload: dict) -> None:
         "directions (Li et al. 2018).",
         "- Adaptive sharpness: the worst-case loss increase in a ball scaled elementwise by |w| "
         "(Andriushchenko et al. 2023), invariant to those rescalings.",
-        "- Negative mass: the share of the SLQ spectrum below zero (a saddle or an unconverged "
-        "point has some).",
+        f"- Negative mass: the share of the SLQ spectrum below −τ·λmax, τ = {payload['tau']:g} "
+        "(a saddle or an unconverged point has some; near-zero Ritz values of either sign "
+        "do not count).",
+        "- Uncertainties: λmax ± its Lanczos residual, trace ± the half-width of its 95 % CI, "
+        "each sharpness ± the spread of its random directions or restarts.",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

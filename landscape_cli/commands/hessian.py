@@ -33,7 +33,9 @@ def hessian(
     eigenvectors: Annotated[
         bool, typer.Option("--eigenvectors", help="Keep the top-k eigenvectors in the file.")
     ] = False,
-    loss: Annotated[str, typer.Option(help="ce or mse.")] = "ce",
+    loss: Annotated[
+        str | None, typer.Option(help="ce or mse (default: the checkpoint's training loss).")
+    ] = None,
     bn_mode: Annotated[str, typer.Option(help="eval (running stats) or train (batch stats).")] = (
         "eval"
     ),
@@ -57,6 +59,14 @@ def hessian(
     seed: c.SeedOpt = 0,
     trust_checkpoint: c.TrustOpt = False,
     out: c.OutOpt = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace a /hessian computed with other options, or drop the results of another "
+            "checkpoint in --out.",
+        ),
+    ] = False,
     json_out: c.JsonOpt = False,
 ) -> None:
     """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ)."""
@@ -80,7 +90,7 @@ def hessian(
         seed=seed,
     )
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
     )
     with c.PhaseProgress("HVPs (at most)") as progress:
         report, out_path, work = hessian_job(
@@ -94,6 +104,7 @@ def hessian(
             device=device,
             out=out,
             label=label,
+            overwrite=overwrite,
             on_phase=progress.phase,
             on_hvp=progress.advance,
         )
@@ -169,6 +180,8 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
     table.add_row(
         "loss", f"{report.loss_value:.6g}", f"{report.split} split, {report.bn_mode}-mode BN"
     )
+    if report.grad_norm == 0:
+        table.add_row("gradient", "0", "exactly zero on these samples (a stationary point)")
     table.add_row("HVPs", str(report.hvp_count), f"{report.seconds:.1f} s on {report.device}")
     if report.skipped_params:
         table.add_row("skipped", str(len(report.skipped_params)), "parameters with no gradient")

@@ -38,9 +38,25 @@ def scan(
         str | None, typer.Option(help="Scan name in the file (default {dim}d-{kind}).")
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a scan of this name made otherwise.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace a scan of this name made otherwise, or drop the results of another "
+            "checkpoint in --out.",
+        ),
     ] = False,
-    loss: Annotated[str, typer.Option(help="ce or mse.")] = "ce",
+    loss: Annotated[
+        str | None, typer.Option(help="ce or mse (default: the checkpoint's training loss).")
+    ] = None,
+    bn: Annotated[
+        str | None,
+        typer.Option(
+            "--bn",
+            help="Interpolations through BatchNorm: recompute (the statistics of each point's "
+            "weights on the scan's samples; the default) or interpolate (the statistics "
+            "interpolated too, variances clamped at zero).",
+        ),
+    ] = None,
     bn_mode: Annotated[str, typer.Option(help="eval (running stats) or train (batch stats).")] = (
         "eval"
     ),
@@ -79,11 +95,12 @@ def scan(
         overwrite=overwrite,
         loss=loss,
         bn_mode=bn_mode,
+        bn=bn,
         seed=seed,
         fold_every=fold_every,
     )
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint
+        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
     )
     with c.PointProgress() as progress:
         result, out_path = scan_job(
@@ -106,6 +123,8 @@ def _show(result: dict, out_path: Path, json_out: bool) -> None:
 
     loss, x = result["loss"], result["x"]
     origin = loss[np.argmin(np.abs(x))] if result["dim"] == 1 else None
+    nan_points = int(np.sum(~np.isfinite(loss)))
+    bn = result["attrs"].get("bn")
     if json_out:
         c.print_json(
             {
@@ -117,7 +136,8 @@ def _show(result: dict, out_path: Path, json_out: bool) -> None:
                 "loss": loss,
                 "accuracy": result["accuracy"],
                 "loss_at_origin": origin,
-                "nan_points": int(np.isnan(loss).sum()),
+                "nan_points": nan_points,
+                "bn": bn,
                 "out": str(out_path),
             }
         )
@@ -131,10 +151,12 @@ def _show(result: dict, out_path: Path, json_out: bool) -> None:
         table.add_row("y range", f"{result['y'][0]:g} … {result['y'][-1]:g}")
     if origin is not None:
         table.add_row("loss at 0", f"{origin:.6g}")
-    nan = int(np.isnan(loss).sum())
-    finite = loss[~np.isnan(loss)]
-    table.add_row("min loss", f"{finite.min():.6g}" if finite.size else "nan")
-    table.add_row("max loss", f"{finite.max():.6g}" if finite.size else "nan")
-    table.add_row("NaN points", f"{nan} of {loss.size}")
+    if bn is not None:
+        table.add_row("BatchNorm statistics", bn)
+    if nan_points:
+        table.add_row("NaN points", f"{nan_points} of {loss.size} (no loss: drawn as gaps)")
+    if nan_points < loss.size:
+        table.add_row("min loss", f"{np.nanmin(loss):.6g}")
+        table.add_row("max loss", f"{np.nanmax(loss):.6g}")
     table.add_row("results", str(out_path))
     Console().print(table)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,11 @@ def train(
         help="digits (embedded), cifar10, cifar100, imagefolder:PATH, or package.module:factory.",
     ),
     optimizer: str = typer.Option("adam", help=OPTIMIZER_HELP),
+    loss: str = typer.Option(
+        "ce",
+        help="ce (cross-entropy, integer class targets) or mse (regression, or one-hot "
+        "classes); stored in the checkpoint as the later commands' default.",
+    ),
     epochs: int | None = typer.Option(
         None, help="Epochs in all (default 20; with --resume, the stored total)."
     ),
@@ -74,6 +78,7 @@ def train(
         model=model,
         dataset=dataset,
         optimizer=optimizer,
+        loss=loss,
         epochs=epochs if epochs is not None else (0 if resume else 20),
         batch_size=batch_size,
         lr=lr,
@@ -140,6 +145,7 @@ def train(
         "model": result.config.model,
         "dataset": result.config.dataset,
         "optimizer": result.config.optimizer,
+        "loss": result.config.loss,
         "hparams": result.hparams,
         "seed": result.config.seed,
         "epochs": f.epoch,
@@ -153,7 +159,7 @@ def train(
         "snapshots": [str(p) for p in result.snapshots],
     }
     if json_out:
-        typer.echo(json.dumps(summary))
+        c.print_json(summary)
         return
     table = Table(
         title=f"{result.config.model} on {result.config.dataset}, {result.config.optimizer}"
@@ -161,6 +167,8 @@ def train(
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        if key.endswith("acc") and summary[key] != summary[key]:
+            continue  # regression: no accuracy
         table.add_row(key, f"{summary[key]:.4f}")
     table.add_row("epochs / steps", f"{f.epoch} / {f.step}")
     table.add_row("parameters", f"{result.parameters:,}")

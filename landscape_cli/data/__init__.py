@@ -22,7 +22,8 @@
   The input shape is that of the first sample's input; the number of classes comes from the
   dataset's ``classes`` attribute (its length), else its ``num_classes`` attribute, else its
   ``targets`` attribute (max + 1), else a scan of every sample's target (max + 1; a target that
-  is a vector of K values counts as K classes).
+  is a vector of K values counts as K classes). Non-integer floating-point targets are regression
+  targets: ``num_classes`` is then the number of outputs (1 per scalar target), not a class count.
 
 Every failure is a one-line :class:`~landscape_cli.errors.LandscapeError`.
 """
@@ -179,7 +180,7 @@ def _target_classes(target: Any) -> int:
     value = torch.as_tensor(target)
     if value.ndim == 0:
         if value.is_floating_point() and value != value.round():
-            raise ValueError(f"target {value.item()!r} is not an integer class label")
+            return 1  # a regression target: one output
         return int(value.item()) + 1
     return int(value.shape[-1])
 
@@ -199,6 +200,8 @@ def _infer_num_classes(dataset: Any) -> int:
         if values.numel() > 0:
             if values.ndim >= 2:
                 return int(values.shape[-1])
+            if values.is_floating_point() and not bool(torch.all(values == values.round())):
+                return 1  # one regression target per sample: the output width, not a class count
             return int(values.max().item()) + 1
     return max(_target_classes(dataset[i][1]) for i in range(len(dataset)))
 

@@ -16,12 +16,12 @@ from landscape_cli.errors import LandscapeError
 _AXIS = {
     "random": ("α (random direction 1)", "β (random direction 2)"),
     "eigenvector": ("α (top eigenvector 1)", "β (top eigenvector 2)"),
-    "interpolation": ("α (θ₁ → θ₂ interpolation)", "β"),
+    "interpolation": ("α in (1−α−β)·θa + α·θb + β·θc", "β"),
 }
 _AXIS_1D = {
     "random": "ζ (step along a random direction)",
     "eigenvector": "ζ (step along the top eigenvector)",
-    "interpolation": "α (interpolation from θ₁ to θ₂)",
+    "interpolation": "α in (1−α)·θa + α·θb",
 }
 
 

@@ -1,8 +1,10 @@
-"""Fig. 6 of the DualAdam paper: 1-D loss curves L(θ* + ζ·d) of several checkpoints overlaid."""
+"""Fig. 6 of the DualAdam paper: 1-D loss curves L(θ* + ζ·d) of several checkpoints overlaid
+(for interpolations: L((1−α)·θa + α·θb), each curve labelled "a → b")."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -16,17 +18,30 @@ __all__ = ["fig6"]
 
 
 def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, label: str) -> None:
-    """One curve; NaN (not yet computed) leaves gaps, and markers show isolated points."""
+    """One curve; NaN or ±inf (not computed yet, or no finite loss) leaves gaps, and markers
+    show isolated points."""
     partial = not np.isfinite(values).all()
     ax.plot(
         x,
-        values,
+        np.where(np.isfinite(values), values, np.nan),
         color=color(i),
         label=label,
         linewidth=1.6,
         marker="o" if partial else None,
         markersize=3,
     )
+
+
+def _interpolation_label(scan: dict[str, Any], label: str) -> str:
+    """``label → target`` for an interpolation (its ``to`` attribute names the end point θb)."""
+    if scan.get("kind") != "interpolation":
+        return label
+    to = (scan.get("attrs") or {}).get("to")
+    if isinstance(to, (list, tuple)):
+        to = to[0] if to else None
+    if not to:
+        return f"{label} → b"
+    return f"{label} → {PurePath(str(to)).stem}"
 
 
 def fig6(
@@ -62,6 +77,8 @@ def fig6(
         fig = new_figure(11.0 if accuracy else 6.0, 4.4)
     axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
     xlabel = _scan.axis_label_1d(list(scans))
+    interpolation = all(s.get("kind") == "interpolation" for s in scans)
+    labels = [_interpolation_label(s, lab) for s, lab in zip(scans, labels, strict=True)]
 
     ax = axes[0]
     for i, (d, label) in enumerate(zip(data, labels, strict=True)):
@@ -70,7 +87,8 @@ def fig6(
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss")
-    ax.set_title("(a) Loss L(θ* + ζ·d)" if accuracy else "Loss L(θ* + ζ·d)")
+    what = "L((1−α)·θa + α·θb)" if interpolation else "L(θ* + ζ·d)"
+    ax.set_title(f"(a) Loss {what}" if accuracy else f"Loss {what}")
     ax.legend()
     if accuracy:
         ax = axes[1]

@@ -175,6 +175,7 @@ def execute(
     root: dict[str, Any],
     loss: str = "ce",
     bn_mode: str = "eval",
+    bn: str | None = None,
     overwrite: bool = False,
     fold_every: float = 30.0,
     on_start: Callable[[int, int], None] | None = None,
@@ -185,10 +186,14 @@ def execute(
     An existing scan of the same name made with other options is an error unless ``overwrite``;
     one made with the same options is resumed with its stored directions, computing only the
     points still missing. ``on_start(done, total)`` reports the points already computed.
+    ``bn`` ("recompute", "interpolate" or None) handles BatchNorm statistics at each point, see
+    :class:`~landscape_cli.scan.grid.PointEvaluator`.
     """
     out_path = Path(out)
     journal = journal_path(out_path, plan.name)
     attrs = {**plan.attrs, "loss": loss, "bn_mode": bn_mode}
+    if bn is not None:
+        attrs["bn"] = bn
 
     def prepare() -> None:
         """On rank 0 only: check or create the scan group and fold any leftover journal."""
@@ -216,6 +221,7 @@ def execute(
                     a: {k: v.detach().cpu().numpy() for k, v in d.items()}
                     for a, d in zip(("x", "y"), plan.directions, strict=False)
                 },
+                drop_foreign=overwrite,
             )
         leftover = read_journal(journal)
         if leftover:
@@ -225,13 +231,13 @@ def execute(
     lock = scan_lock(out_path, plan.name) if distributed.is_main() else contextlib.nullcontext()
     with lock:
         return _execute_locked(
-            model, batches, plan, out_path, root, loss, bn_mode, prepare, on_start, on_point,
-            fold_every, journal,
+            model, batches, plan, out_path, root, loss, bn_mode, bn, prepare, on_start,
+            on_point, fold_every, journal,
         )  # fmt: skip
 
 
 def _execute_locked(
-    model, batches, plan, out_path, root, loss, bn_mode, prepare, on_start, on_point,
+    model, batches, plan, out_path, root, loss, bn_mode, bn, prepare, on_start, on_point,
     fold_every, journal,
 ) -> dict[str, Any]:  # fmt: skip
     distributed.on_main(prepare)
@@ -257,6 +263,7 @@ def _execute_locked(
         LOSSES[loss],
         bn_mode,
         sharded=distributed.active() and not by_points,
+        bn=bn,
     )
     try:
         run_scan(

@@ -42,9 +42,11 @@ IDENTITY = (
     "ignore",
     "seed",
     "samples",
+    "samples_sha256",
     "split",
     "loss",
     "bn_mode",
+    "bn",
     "orthogonalize",
     "checkpoint_sha256",
     "targets_sha256",
@@ -163,8 +165,25 @@ class Journal:
         self._fh.close()
 
 
+BN_CHOICES = ("recompute", "interpolate")
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 class PointEvaluator:
-    """Sets the model to ``base + a·dx (+ b·dy)`` in place and evaluates loss and accuracy."""
+    """Sets the model to ``base + a·dx (+ b·dy)`` in place and evaluates loss and accuracy.
+
+    ``bn`` says what BatchNorm's running statistics are at each point (they only move when the
+    directions carry them, as interpolations do): None leaves them as the directions set them;
+    ``"interpolate"`` clamps the interpolated (or extrapolated) variances at zero, the only
+    invalid values a linear combination of valid statistics can take; ``"recompute"`` replaces
+    them by the statistics of the point's own weights on the scan's samples (each BatchNorm
+    layer's running mean and variance averaged over the batches, in train mode without
+    gradients, as mode-connectivity work does: Garipov et al. 2018, Izmailov et al. 2018) before
+    evaluating. The checkpoint's statistics are put back by :meth:`restore`.
+    """
 
     def __init__(
         self,
@@ -175,7 +194,17 @@ class PointEvaluator:
         bn_mode: str = "eval",
         *,
         sharded: bool = False,
+        bn: str | None = None,
     ) -> None:
+        if bn is not None and bn not in BN_CHOICES:
+            raise LandscapeError(f"--bn must be recompute or interpolate, got {bn!r}")
+        self.bn = bn
+        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.tracked = [
+            (m, m.num_batches_tracked.clone())
+            for m in self.norms
+            if getattr(m, "num_batches_tracked", None) is not None
+        ]
         self.sharded = sharded  # under torchrun: each point's samples split over the ranks
         self.model, self.batches, self.loss_fn, self.bn_mode = (
             model,
@@ -204,13 +233,43 @@ class PointEvaluator:
         for c, d in zip(coords, self.dirs, strict=True):
             if c != 0.0:
                 torch._foreach_add_(self.targets, d, alpha=float(c))
+        if self.bn == "interpolate":
+            for m in self.norms:
+                if m.running_var is not None:
+                    m.running_var.clamp_(min=0)
+        elif self.bn == "recompute":
+            self._recompute_statistics()
         return loss_and_accuracy(
             self.model, self.batches, self.loss_fn, self.bn_mode, sharded=self.sharded
         )
 
     @torch.no_grad()
+    def _recompute_statistics(self) -> None:
+        from landscape_cli.evaluation import math_attention
+
+        momenta = [m.momentum for m in self.norms]
+        modes = {m: m.training for m in self.model.modules()}
+        try:
+            self.model.eval()
+            for m in self.norms:
+                if m.running_mean is not None:
+                    m.reset_running_stats()
+                    m.momentum = None  # cumulative average over the batches
+                    m.train()
+            with math_attention():
+                for b in self.batches:
+                    self.model(b.inputs)
+        finally:
+            for m, momentum in zip(self.norms, momenta, strict=True):
+                m.momentum = momentum
+            for m, mode in modes.items():
+                m.training = mode
+
+    @torch.no_grad()
     def restore(self) -> None:
         torch._foreach_copy_(self.targets, self.base)
+        for m, count in self.tracked:
+            m.num_batches_tracked.copy_(count)
 
 
 def run_scan(

@@ -1,0 +1,147 @@
+"""The audit's statistics (issue 11.4) and its reuse of /hessian (issue 11.2, 12.4)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landscape_cli.audit import density_shape, disagreements, ranks
+from landscape_cli.commands import app
+from landscape_cli.results import read_audit, read_hessian
+from landscape_cli.training import TrainConfig, train
+
+runner = CliRunner()
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_negative_mass_is_relative_to_lambda_max():
+    """Near-zero Ritz values of either sign are the bulk, not negative curvature: only weight
+    below −τ·λmax counts (the old definition, every θ < 0, gave 0.5 + 0.1 = 0.6 here)."""
+    nodes = np.array([[-1e-4, 1e-4, -0.5, 5.0], [-2e-3, 2e-3, -0.01, 5.0]])
+    weights = np.array([[0.5, 0.3, 0.1, 0.1], [0.4, 0.4, 0.1, 0.1]])
+    shape = density_shape(nodes, weights, lambda_max=5.0)
+    assert shape.negative_mass == pytest.approx((0.1 + 0.0) / 2)
+    assert shape.tau == 1e-2 and shape.scale == 5.0
+    # τ sets the threshold: at τ = 1e-3 the −0.01 node (below −0.005) counts too
+    assert density_shape(nodes, weights, 5.0, tau=1e-3).negative_mass == pytest.approx(0.1)
+
+
+def _row(lam, res, tr, se, s1, s1u, ad, adu):
+    return {
+        "lambda_max": lam,
+        "lambda_max_residual": res,
+        "trace": tr,
+        "trace_stderr": se,
+        "sharpness_1d": s1,
+        "sharpness_1d_spread": s1u,
+        "adaptive_sharpness": ad,
+        "adaptive_sharpness_spread": adu,
+    }
+
+
+def test_ranks_tie_within_uncertainty_and_report_disagreement():
+    # The issue's case: λmax 5.036 vs 5.118 (1.6 % apart), both sharpness measures the other way.
+    dual = _row(5.036, 1e-4, 60.0, 1.0, 0.30, 0.01, 0.20, 0.01)
+    warm = _row(5.118, 1e-4, 61.0, 1.0, 0.20, 0.01, 0.10, 0.01)
+    adam = _row(9.0, 1e-4, 90.0, 1.0, 0.50, 0.01, 0.40, 0.01)
+    rows = [adam, dual, warm]
+    order, rank, tied = ranks(rows, "lambda_max")
+    assert order == [1, 2, 0] and rank == [3, 1, 2] and tied == [False] * 3
+    # the traces differ by less than their CIs (1.96·1 + 1.96·1): a tie
+    order, rank, tied = ranks(rows, "trace")
+    assert order == [1, 2, 0] and rank == [3, 1, 1] and tied == [False, True, True]
+    # a wider residual makes the λmax gap a tie too
+    loose = [adam, {**dual, "lambda_max_residual": 0.05}, {**warm, "lambda_max_residual": 0.05}]
+    assert ranks(loose, "lambda_max")[1] == [3, 1, 1]
+    notes = disagreements(rows, ["adam", "dual", "warm"])
+    assert notes == [
+        "lambda_max put dual flatter than warm; sharpness_1d, adaptive_sharpness the other way"
+    ]
+    assert disagreements(loose, ["adam", "dual", "warm"]) == []
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reuse") / "mlp.pt"
+    train(TrainConfig(model="mlp", model_options={"hidden": [10]}, epochs=2), out=path)
+    return path
+
+
+AUDIT = ["--samples", "64", "--top-k", "2", "--trace-probes", "6"]
+AUDIT += ["--density-probes", "2", "--lanczos-steps", "6", "--json"]
+
+
+def test_audit_reuses_a_compatible_hessian_and_keeps_it(ckpt, tmp_path):
+    ck = tmp_path / "a.pt"
+    ck.write_bytes(ckpt.read_bytes())
+    hess = ["hessian", str(ck), "--samples", "64", "--top-k", "3", "--trace-probes", "8"]
+    hess += ["--density-probes", "3", "--lanczos-steps", "8", "--eigenvectors", "--per-layer"]
+    _ok(runner.invoke(app, hess))
+    before = read_hessian(ck.with_suffix(".h5"))
+    data = json.loads(_ok(runner.invoke(app, ["audit", str(ck), *AUDIT])).stdout)
+    row = data["checkpoints"][0]
+    assert row["hvp_count"] == 0 and row["hessian_source"] == "hessian"
+    assert row["lambda_max"] == before["eigenvalues"][0]
+    assert row["trace"] == before["trace"]
+    after = read_hessian(ck.with_suffix(".h5"))  # untouched: eigenvectors, per-layer, density
+    assert set(after["eigenvectors"]) == set(before["eigenvectors"]) and after["per_layer"]
+    np.testing.assert_array_equal(after["density"]["nodes"], before["density"]["nodes"])
+    with h5py.File(ck.with_suffix(".h5")) as f:
+        assert "hessian" not in f["audit"]
+    assert read_audit(ck.with_suffix(".h5"))["hessian_source"] == "hessian"
+
+
+def test_audit_never_replaces_an_incompatible_hessian(ckpt, tmp_path):
+    ck = tmp_path / "b.pt"
+    ck.write_bytes(ckpt.read_bytes())
+    # another seed (other samples and probes) and too few eigenvalues: not reusable
+    hess = ["hessian", str(ck), "--samples", "64", "--top-k", "1", "--seed", "3"]
+    hess += ["--trace-probes", "0", "--density-probes", "0", "--eigenvectors"]
+    _ok(runner.invoke(app, hess))
+    before = read_hessian(ck.with_suffix(".h5"))
+    data = json.loads(_ok(runner.invoke(app, ["audit", str(ck), *AUDIT])).stdout)
+    row = data["checkpoints"][0]
+    assert row["hvp_count"] > 0 and row["hessian_source"] == "audit/hessian"
+    after = read_hessian(ck.with_suffix(".h5"))
+    np.testing.assert_array_equal(after["eigenvalues"], before["eigenvalues"])
+    assert set(after["eigenvectors"]) == set(before["eigenvectors"])
+    own = read_hessian(ck.with_suffix(".h5"), "audit/hessian")
+    assert own["eigenvalues"][0] == row["lambda_max"] and len(own["eigenvalues"]) == 2
+
+
+def test_match_loss_reuses_the_unmatched_measures_of_the_reference(ckpt, tmp_path):
+    """The checkpoint whose loss is the target has temperature 1: its matched measures are its
+    unmatched ones, not measured again (HVPs spent only on the other checkpoint)."""
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(ckpt.read_bytes())
+    raw = torch.load(ckpt, weights_only=True)
+    sd = raw["state_dict"]
+    last = [k for k in sd if k.endswith("weight")][-1]
+    raw["state_dict"] = {k: (v * 0.5 if k == last else v) for k, v in sd.items()}
+    torch.save(raw, b)  # less confident: a higher loss, the target
+    plain = json.loads(_ok(runner.invoke(app, ["audit", str(a), str(b), *AUDIT])).stdout)
+    args = ["audit", str(a), str(b), *AUDIT, "--match-loss", "--overwrite"]
+    data = json.loads(_ok(runner.invoke(app, args)).stdout)
+    ra, rb = data["checkpoints"]
+    assert rb["matched"]["temperature"] == 1.0 and ra["matched"]["temperature"] > 1.0
+    assert rb["matched"]["lambda_max"] == rb["lambda_max"]
+    assert rb["hvp_count"] == plain["checkpoints"][1]["hvp_count"]  # nothing measured again
+    assert ra["hvp_count"] > plain["checkpoints"][0]["hvp_count"]
+
+
+def test_audit_table_prints_uncertainty_and_tau(ckpt, tmp_path):
+    ck = tmp_path / "c.pt"
+    ck.write_bytes(ckpt.read_bytes())
+    args = ["audit", str(ck), *[a for a in AUDIT if a != "--json"], "--tau", "0.05"]
+    out = _ok(runner.invoke(app, args)).stdout
+    assert "±" in out and "τ = 0.05" in out
+    assert read_audit(ck.with_suffix(".h5"))["tau"] == 0.05

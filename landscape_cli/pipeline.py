@@ -173,6 +173,7 @@ def hessian_job(
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
+    _check_size(s, sum(p.numel() for p in work.model.parameters() if p.requires_grad), dev)
     loss = work.resolve_loss(loss)
     check_loss_on(work.model, work.batches, loss)
     root = provenance(checkpoint, work, label, out_path)
@@ -192,12 +193,7 @@ def hessian_job(
     )
     check_not_constant(op)
     op.on_hvp = on_hvp
-    if s.top_k > op.n:
-        raise LandscapeError(
-            f"--top-k {s.top_k} exceeds the model's {op.n} parameters (the Hessian has {op.n} "
-            "eigenvalues); lower --top-k"
-        )
-    resources.require(resources.hessian_bytes(s, op.n), dev)
+    _check_size(s, op.n, dev)  # again: parameters without a gradient are left out
     results: dict = {}
 
     def save(partial: bool = False, to: Path | None = None):
@@ -227,6 +223,16 @@ def hessian_job(
             raise
         raise Interrupted(_save_partial(out_path, save)) from None
     return save(), out_path, work
+
+
+def _check_size(s, n: int, dev) -> None:
+    """Options against the model's size and the machine's memory, before any allocation."""
+    if s.top_k > n:
+        raise LandscapeError(
+            f"--top-k {s.top_k} exceeds the model's {n} parameters (the Hessian has {n} "
+            "eigenvalues); lower --top-k"
+        )
+    resources.require(resources.hessian_bytes(s, n), dev)
 
 
 def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:

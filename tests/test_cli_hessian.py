@@ -191,7 +191,8 @@ def test_interrupt_never_replaces_a_complete_result(ckpt, tmp_path, monkeypatch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(hs, "slq_density", interrupted)
-    result = runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), *FAST, "--seed", "1"])
+    # the same command again (same options: it recomputes in place), interrupted
+    result = runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), *FAST])
     last = result.stderr.splitlines()[-1]
     assert result.exit_code == 130 and last.startswith("error: interrupted")
     assert out.read_bytes() == complete  # the complete /hessian is untouched
@@ -208,10 +209,10 @@ def test_a_write_that_fails_after_computing_saves_the_result_beside_it(ckpt, tmp
     real = rs.update_file
     out = tmp_path / "r.h5"
 
-    def disk_full(path, root, mutate):
+    def disk_full(path, root, mutate, **kwargs):
         if path == out:
             raise rs.ResultsWriteError(f"cannot write results file {path}: No space left")
-        return real(path, root, mutate)
+        return real(path, root, mutate, **kwargs)
 
     monkeypatch.setattr(rs, "update_file", disk_full)
     result = runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), *FAST])

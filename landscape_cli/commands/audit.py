@@ -139,9 +139,12 @@ def audit(
             overwrite=overwrite,
             on_step=step,
         )
-    finally:
+    except BaseException as exc:
         if task is not None:
-            progress.stop()
+            c.stop(progress, type(exc))  # an error leaves its one line, not a bar
+        raise
+    if task is not None:
+        progress.stop()
     order, rank, is_tied = au.ranks(rows, rank_by)
     labels = [Path(r["checkpoint"]).name for r in rows]
     payload = {

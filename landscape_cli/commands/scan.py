@@ -153,8 +153,8 @@ def _show(result: dict, out_path: Path, json_out: bool) -> None:
         table.add_row("loss at 0", f"{origin:.6g}")
     if bn is not None:
         table.add_row("BatchNorm statistics", bn)
-    if nan_points:
-        table.add_row("NaN points", f"{nan_points} of {loss.size} (no loss: drawn as gaps)")
+    gaps = " (no loss: drawn as gaps)" if nan_points else ""
+    table.add_row("NaN points", f"{nan_points} of {loss.size}{gaps}")
     if nan_points < loss.size:
         table.add_row("min loss", f"{np.nanmin(loss):.6g}")
         table.add_row("max loss", f"{np.nanmax(loss):.6g}")

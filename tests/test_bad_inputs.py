@@ -157,6 +157,21 @@ def images(d: Path, base: Path) -> None:
             Image.new("RGB", size, (40 * i, 80, 120)).save(d / "imgs" / cls / f"{i}.png")
 
 
+def float_targets(shape: str) -> Callable[[Path, Path], None]:
+    """A dataset module beside the command whose targets are floats (regression data)."""
+
+    def setup(d: Path, base: Path) -> None:
+        copy_ok(d, base)
+        (d / f"floats_{_ident(d)}.py").write_text(
+            "import torch\n"
+            "def make(split='train'):\n"
+            "    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))\n"
+            f"    return torch.utils.data.TensorDataset(x, x.sum(1){shape})\n"
+        )
+
+    return setup
+
+
 def junk(name: str) -> Callable[[Path, Path], None]:
     return a_file(name, b"\x00\x01 definitely not a checkpoint")
 
@@ -357,6 +372,20 @@ CASES = [
     Case("audit-rank-by", ["audit", "ok.pt", "--rank-by", "beauty"], ("--rank-by",)),
     Case("audit-report-not-md", ["audit", "ok.pt", "--report", "r.txt"], (".md",)),
     Case("audit-missing-checkpoint", ["audit", "none.pt"], ("not found",)),
+    # issue 11: the loss against the targets, and the one rule for existing groups
+    Case("train-ce-on-float-targets",
+         ["train", "--model", "mlp", "--dataset", "floats_train_ce_on_float_targets:make",
+          "--epochs", "1", "--out", "r.pt"],
+         ("floating-point", "--loss mse"), setup=float_targets("[:, None]")),
+    Case("train-ce-on-scalar-float-targets",
+         ["train", "--model", "mlp", "--dataset", "floats_train_ce_on_scalar_float_targets:make",
+          "--epochs", "1", "--out", "r.pt"],
+         ("--loss mse",), setup=float_targets("")),
+    Case("hessian-other-options-on-existing-group", ["hessian", "ok.pt", *HFAST, "--seed", "3"],
+         ("other options", "--overwrite")),
+    Case("scan-bn-without-interpolation", ["scan", "ok.pt", "--points", "3", "--bn", "recompute"],
+         ("--bn",)),
+    Case("audit-tau-out-of-range", ["audit", "ok.pt", *FAST, "--tau", "2"], ("--tau",)),
 ]  # fmt: skip
 
 

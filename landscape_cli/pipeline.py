@@ -120,6 +120,7 @@ def hessian_job(
                 f"--trace-method must be one of {hs.TRACE_METHODS}",
             ),
             (s.density_probes >= 0, "--density-probes must be >= 0"),
+            (s.density_tol >= 0, "--density-tol must be >= 0"),
             (s.lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
             (s.density_sigma > 0, "--density-sigma must be > 0"),
             (loss in ("ce", "mse"), "--loss must be ce or mse"),

@@ -78,6 +78,10 @@ def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     assert data["hvp_count"] > 0 and data["trace_stderr"] > 0
     stored = read_hessian(out)
     np.testing.assert_array_equal(stored["eigenvalues"], data["eigenvalues"])
+    # The density records the probes it used, its cap and the W1 error it reached.
+    den = stored["density"]
+    assert den["max_probes"] == 2 and den["probes"] == 2 and den["tol"] == 1e-3
+    assert den["achieved_tol"] == pytest.approx(data["density_tol_achieved"])
     # Same seed, same numbers; a different --top-k replaces /hessian, keeps the scan group.
     again = json.loads(
         _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--json", *FAST])).stdout
@@ -169,6 +173,7 @@ def test_foreign_state_dict_with_model_and_dataset(ckpt, tmp_path):
         (["--bn-mode", "frozen"], "--bn-mode"),
         (["--device", "cuda"], "CUDA"),
         (["--tol", "abc"], "--tol"),
+        (["--density-tol", "-0.1"], "--density-tol"),
     ],
 )
 def test_bad_options_are_one_line(ckpt, extra, needle):

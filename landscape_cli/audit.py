@@ -268,7 +268,8 @@ class AuditSettings:
     top_k: int = 5
     trace_probes: int = 50
     trace_rtol: float = 0.02
-    density_probes: int = 5
+    density_probes: int = 5  # the cap: SLQ stops once within density_tol
+    density_tol: float = 1e-3
     lanczos_steps: int = 40
     epsilon: float = 0.05
     directions: int = 4
@@ -321,9 +322,12 @@ def reusable(
             return False
     if settings.density_probes:
         d = stored.get("density")
-        if d is None or d.get("probes", 0) < settings.density_probes:
+        if d is None or d.get("lanczos_steps", 0) < settings.lanczos_steps:
             return False
-        if d.get("lanczos_steps", 0) < settings.lanczos_steps:
+        # An adaptive density that stopped early is enough when it reached the audit's tolerance.
+        achieved = d.get("achieved_tol")
+        reached = achieved is not None and achieved <= settings.density_tol
+        if not (d.get("probes", 0) >= settings.density_probes or reached):
             return False
     return True
 
@@ -359,6 +363,7 @@ def measure(
             trace_probes=s.trace_probes,
             trace_rtol=s.trace_rtol,
             density_probes=s.density_probes if density else 0,
+            density_tol=s.density_tol,
             lanczos_steps=s.lanczos_steps,
             seed=s.seed,
         )

@@ -156,6 +156,7 @@ def hessian_job(
                 f"--trace-method must be one of {hs.TRACE_METHODS}",
             ),
             (s.density_probes >= 0, "--density-probes must be >= 0"),
+            (s.density_tol >= 0, "--density-tol must be >= 0"),
             (s.lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
             (s.density_sigma > 0, "--density-sigma must be > 0"),
             (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
@@ -553,6 +554,7 @@ def audit_job(
                 trace_probes=s.trace_probes,
                 trace_rtol=s.trace_rtol,
                 density_probes=s.density_probes,
+                density_tol=s.density_tol,
                 lanczos_steps=s.lanczos_steps,
                 seed=s.seed,
             )

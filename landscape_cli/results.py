@@ -28,7 +28,8 @@ Schema (``schema="landscape-results"``, ``schema_version=1``)::
       density/density       (g,) float64, integrates to 1 over the grid
       density/nodes         (probes, steps) float64, Ritz values per probe
       density/weights       (probes, steps) float64, quadrature weights per probe
-                            density attrs: sigma, lanczos_steps, probes, hvp_count
+                            density attrs: sigma, lanczos_steps, probes, hvp_count, tol,
+                            achieved_tol, max_probes, krylov_start
       per_layer/<param>     empty group per parameter; attrs: lambda_max, lambda_max_residual,
                             trace, trace_stderr, numel
     /scan/<name>            written by the scan module through :func:`update_file`
@@ -534,6 +535,10 @@ def _write_hessian_group(
         dg.attrs["lanczos_steps"] = np.int64(den.lanczos_steps)
         dg.attrs["probes"] = np.int64(den.probes)
         dg.attrs["hvp_count"] = np.int64(den.hvp_count)
+        dg.attrs["tol"] = np.float64(den.tol)  # W1 error / range asked for (0: fixed probes)
+        dg.attrs["achieved_tol"] = np.float64(den.achieved_tol)  # estimated W1 error / range
+        dg.attrs["max_probes"] = np.int64(den.max_probes)
+        dg.attrs["krylov_start"] = np.bool_(den.krylov_start)
 
     if report.per_layer:
         pg = g.create_group("per_layer", track_order=True)

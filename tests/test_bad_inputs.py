@@ -385,6 +385,8 @@ CASES = [
          ("other options", "--overwrite")),
     Case("scan-bn-without-interpolation", ["scan", "ok.pt", "--points", "3", "--bn", "recompute"],
          ("--bn",)),
+    Case("hessian-negative-density-tol", ["hessian", "ok.pt", *HFAST, "--density-tol", "-0.1"],
+         ("--density-tol",)),
     Case("audit-tau-out-of-range", ["audit", "ok.pt", *FAST, "--tau", "2"], ("--tau",)),
 ]  # fmt: skip
 

@@ -307,7 +307,8 @@ def test_slq_quadrature_is_exact_for_low_degree_moments(case):
     m, P = 6, 3
     nodes, weights, hvps = slq_nodes(op, probes=P, steps=m, seed=5, reorthogonalize=True)
     assert nodes.shape == (P, m) and hvps == P * m
-    V = rademacher(op.n, P, torch.Generator().manual_seed(5)) / math.sqrt(op.n)
+    gen = torch.Generator().manual_seed(5)  # probes are drawn one after the other
+    V = torch.cat([rademacher(op.n, 1, gen) for _ in range(P)], 1) / math.sqrt(op.n)
     Hk = torch.eye(op.n, dtype=torch.float64)
     scale = H.norm(2).item()
     for k in range(2 * m):  # exact up to degree 2m − 1
@@ -502,3 +503,84 @@ def test_pyhessian_agrees_on_lambda_max():
     theirs = comp.eigenvalues(maxIter=500, tol=1e-6, top_n=1)[0][0]
     assert ours.eigenvalues[0] > 0
     assert theirs == pytest.approx(ours.eigenvalues[0], rel=1e-3)
+
+
+# -- adaptive density -----------------------------------------------------------------------------
+
+
+def test_adaptive_density_stops_within_its_tolerance_of_the_exact_spectrum():
+    """The stopping rule on an exact dense Hessian: with exact quadrature (steps = n) the only
+    error is the probes', and the density it stops at is within ``tol`` (W1 / range) of the
+    exact eigenvalue distribution, as the rule promises for the expected error."""
+    from landscape_cli.hessian.density import wasserstein1
+
+    model, x, y, loss = CASES["mlp-ce"]()
+    H = dense_reference(model, x, y, LOSSES[loss]).detach()
+    ev = torch.linalg.eigvalsh(H).numpy()
+    n, spread = len(ev), float(ev.max() - ev.min())
+    exact_w = np.full((1, n), 1.0 / n)
+    tol = 0.02
+    errors, used = [], []
+    for seed in range(20):
+        d = slq_density(DenseOp(H), probes=200, steps=n, seed=seed, tol=tol)
+        assert d.achieved_tol <= tol and d.probes < 200 and d.tol == tol
+        errors.append(wasserstein1(d.nodes, d.weights, ev[None], exact_w) / spread)
+        used.append(d.probes)
+    errors = np.array(errors)
+    assert errors.mean() <= tol and np.median(errors) <= tol
+    assert max(used) > 2  # the rule adapted: one or two probes are far from enough here
+    # One probe alone is not within the tolerance (the test has teeth).
+    single = slq_density(DenseOp(H), probes=1, steps=n, seed=0)
+    assert wasserstein1(single.nodes, single.weights, ev[None], exact_w) / spread > tol
+    # A tighter tolerance needs more probes and gets closer.
+    tight = [slq_density(DenseOp(H), probes=400, steps=n, seed=s, tol=tol / 2) for s in range(20)]
+    assert np.mean([t.probes for t in tight]) > 2 * np.mean(used)
+    tight_err = [wasserstein1(t.nodes, t.weights, ev[None], exact_w) / spread for t in tight]
+    assert np.mean(tight_err) <= tol / 2
+
+
+def test_adaptive_density_with_tol_zero_uses_every_probe_and_probes_are_a_prefix():
+    H = torch.diag(torch.linspace(-1, 5, 40, dtype=torch.float64))
+    full = slq_density(DenseOp(H), probes=6, steps=10, seed=3)
+    assert full.probes == 6 and math.isfinite(full.achieved_tol)
+    loose = slq_density(DenseOp(H), probes=6, steps=10, seed=3, tol=0.5)
+    assert loose.probes == 2  # at least two, and two are enough for a loose tolerance
+    np.testing.assert_array_equal(loose.nodes, full.nodes[:2])
+
+
+def test_density_first_probe_continues_the_top_k_run_exactly(case):
+    """The top-k Lanczos run extended to m steps is SLQ from its start vector: the same
+    tridiagonal matrix as a fresh run of m steps from that vector, m0 products cheaper."""
+    from landscape_cli.hessian.density import extend_krylov
+
+    op, H = case
+    m = min(12, op.n)
+    _, short = lanczos_run(op, 2, tol=1e-3, max_steps=4, seed=7, explicit_residuals=False)
+    _, long = lanczos_run(op, m, tol=0.0, max_steps=m, seed=7, explicit_residuals=False)
+    probe = extend_krylov(op, short, m)
+    assert probe.hvps == m - len(short.alpha)
+    np.testing.assert_allclose(probe.alpha, long.alpha, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(probe.beta, long.beta, rtol=1e-9, atol=1e-12)
+    # Its basis is orthonormal and satisfies the Lanczos relation (it deflates the trace).
+    Q = probe.basis.Q
+    np.testing.assert_allclose((Q @ Q.T).numpy(), np.eye(m), atol=1e-10)
+    T = torch.as_tensor(probe.basis.T)
+    resid = H @ Q.T - Q.T @ T
+    if probe.basis.q_next is not None:
+        resid[:, -1] -= probe.basis.beta_last * probe.basis.q_next
+    assert resid.abs().max().item() < 1e-9 * H.abs().max().item()
+
+
+def test_analyze_reuses_the_top_k_run_for_density_and_trace(case):
+    op, H = case
+    s = HessianSettings(
+        top_k=2, max_steps=6, trace_probes=20, density_probes=4, lanczos_steps=25, seed=1
+    )
+    before = op.hvp_count
+    r = analyze(op, s)
+    d, t = r["density"], r["trace"]
+    assert d.krylov_start and d.probes >= 2 and d.max_probes == 4
+    assert op.hvp_count - before == r["top"].hvp_count + t.hvp_count + d.hvp_count
+    assert d.hvp_count < d.probes * d.lanczos_steps  # the first probe's start was free
+    assert "25-dim Lanczos space" in t.note  # deflated on the extended basis
+    assert abs(t.estimate - torch.trace(H).item()) <= 5 * t.stderr + 1e-9

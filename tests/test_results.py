@@ -232,7 +232,16 @@ def test_schema_exact(tmp_path):
         assert t[()] == pytest.approx(7.0)
 
         d = g["density"]
-        assert set(d.attrs) == {"sigma", "lanczos_steps", "probes", "hvp_count"}
+        assert set(d.attrs) == {
+            "sigma",
+            "lanczos_steps",
+            "probes",
+            "hvp_count",
+            "tol",
+            "achieved_tol",
+            "max_probes",
+            "krylov_start",
+        }
         assert d.attrs["sigma"] == 0.05 and d.attrs["lanczos_steps"] == 4
 
         assert list(g["per_layer"]) == list(NAMES)  # parameter order, dots kept

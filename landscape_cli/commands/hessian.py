@@ -22,7 +22,16 @@ def hessian(
     trace_method: Annotated[
         str, typer.Option(help="auto, hutchinson, hutch++ or deflated.")
     ] = "auto",
-    density_probes: Annotated[int, typer.Option(help="SLQ probes (0 skips the density).")] = 10,
+    density_probes: Annotated[
+        int, typer.Option(help="Most SLQ probes (0 skips the density).")
+    ] = 10,
+    density_tol: Annotated[
+        float,
+        typer.Option(
+            help="Add SLQ probes (at least 2) until the density's estimated Wasserstein-1 error "
+            "is at most this fraction of the spectral range (0: use all --density-probes)."
+        ),
+    ] = 1e-3,
     lanczos_steps: Annotated[int, typer.Option(help="SLQ Lanczos steps per probe.")] = 90,
     density_sigma: Annotated[
         float, typer.Option(help="Gaussian width, relative to the spectral range.")
@@ -83,6 +92,7 @@ def hessian(
         trace_rtol=trace_rtol,
         trace_method=trace_method,
         density_probes=density_probes,
+        density_tol=density_tol,
         lanczos_steps=lanczos_steps,
         density_sigma=density_sigma,
         per_layer=per_layer,
@@ -129,6 +139,7 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
                 "trace_method": tr.method if tr else None,
                 "trace_probes": tr.probes if tr else None,
                 "density_probes": dens.probes if dens else 0,
+                "density_tol_achieved": dens.achieved_tol if dens else None,
                 "per_layer": {
                     layer.name: {"lambda_max": layer.lambda_max, "trace": layer.trace}
                     for layer in report.per_layer
@@ -169,7 +180,9 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
         table.add_row(
             "density",
             f"{dens.probes}×{dens.lanczos_steps}",
-            f"SLQ nodes in [{dens.nodes.min():.4g}, {dens.nodes.max():.4g}], σ {dens.sigma:.3g}",
+            f"SLQ nodes in [{dens.nodes.min():.4g}, {dens.nodes.max():.4g}], σ {dens.sigma:.3g}; "
+            f"W1 error ≈ {dens.achieved_tol:.2%} of the range ({dens.probes} of at most "
+            f"{dens.max_probes} probes)",
         )
     for layer in report.per_layer:
         table.add_row(

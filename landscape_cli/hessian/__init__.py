@@ -3,7 +3,10 @@
 The pieces are pure functions over :class:`~landscape_cli.hessian.operator.HessianOperator`
 (any object with ``n``, ``device``, ``matvec`` and ``matmat`` will do); :func:`analyze` runs the
 ones ``landscape hessian`` asks for. Every random choice follows from one seed, split into a
-separate stream per estimator, so turning one estimator off does not change another's numbers.
+separate stream per estimator. Where one estimator can use another's products exactly, it does
+(the density's first probe continues the top-k Lanczos run, whose longer Krylov basis then
+deflates the trace: see :func:`analyze`), so turning the top-k or the density off changes the
+density's or the trace's numbers (never what they estimate); the streams themselves stay apart.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from landscape_cli.evaluation import Batch, make_batches
-from landscape_cli.hessian.density import slq_density
+from landscape_cli.hessian.density import extend_krylov, slq_density
 from landscape_cli.hessian.lanczos import lanczos_run, lanczos_top, ritz_vectors
 from landscape_cli.hessian.operator import HessianOperator
 from landscape_cli.hessian.per_layer import per_layer_curvature
@@ -65,7 +68,8 @@ class HessianSettings:
     trace_probes: int = 100
     trace_rtol: float = 1e-2
     trace_method: str = "auto"
-    density_probes: int = 10
+    density_probes: int = 10  # the most SLQ probes
+    density_tol: float = 1e-3  # W1 error / spectral range to stop at (0: all density_probes)
     lanczos_steps: int = 90
     density_sigma: float = 0.005
     per_layer: bool = False
@@ -86,9 +90,13 @@ def analyze(
 
     The trace in ``auto`` mode uses the top-k Lanczos basis (Krylov-deflated Hutchinson, or plain
     Hutchinson on the same probes when its sample variance is smaller); with ``--top-k 0`` it is
-    plain Hutchinson. Results land in ``out`` (keys top, trace, density, per_layer) as each
-    estimator finishes, so a caller interrupted half-way still holds what was computed.
-    ``on_phase(name, max_hvps)`` is called before each estimator starts.
+    plain Hutchinson. With a density to compute, the top-k run is first continued to
+    ``lanczos_steps`` steps (:func:`~landscape_cli.hessian.density.extend_krylov`): that is the
+    density's first probe, and its basis (when it fits in memory) deflates the trace instead of
+    the top-k run's; then the trace, then the density's other probes (as many as
+    ``density_tol`` needs, at most ``density_probes`` in all). Results land in ``out`` (keys top,
+    trace, density, per_layer) as each estimator finishes, so a caller interrupted half-way still
+    holds what was computed. ``on_phase(name, max_hvps)`` is called before each phase starts.
     """
     s = settings
     if out is None:
@@ -105,6 +113,12 @@ def analyze(
         if s.eigenvectors:
             top = replace(top, eigenvectors=ritz_vectors(basis))
         out["top"] = top if s.top_k > 0 else None
+    first = None
+    if s.density_probes > 0 and basis is not None:
+        phase("SLQ probe 1", max(0, min(s.lanczos_steps, op.n) - len(basis.alpha)))
+        first = extend_krylov(op, basis, s.lanczos_steps)
+        if first.basis is not None:
+            basis = first.basis
     if s.trace_probes > 0:
         phase("trace", s.trace_probes)
         gen = stream(s.seed, "trace")
@@ -117,13 +131,16 @@ def analyze(
         else:
             out["trace"] = hutchinson(op, rtol=s.trace_rtol, **kw)
     if s.density_probes > 0:
-        phase("density (SLQ)", s.density_probes * min(s.lanczos_steps, op.n))
+        rest = s.density_probes - (first is not None)
+        phase("density (SLQ)", rest * min(s.lanczos_steps, op.n))
         out["density"] = slq_density(
             op,
             probes=s.density_probes,
             steps=s.lanczos_steps,
             generator=stream(s.seed, "density"),
             sigma_rel=s.density_sigma,
+            tol=s.density_tol,
+            first=first,
         )
     if s.per_layer:
         phase("per-layer", s.per_layer_steps * len(op.names) + s.per_layer_probes)

@@ -1,4 +1,4 @@
-r"""Eigenvalue density by stochastic Lanczos quadrature (SLQ).
+r"""Eigenvalue density by stochastic Lanczos quadrature (SLQ), with as many probes as it needs.
 
 Ghorbani, Krishnan & Xiao 2019 ("An Investigation into Neural Net Optimization via Hessian
 Eigenvalue Density", §2 and Alg. 1), after Golub & Meurant and Lin, Saad & Yang 2016. The spectral
@@ -14,7 +14,8 @@ density :math:`\phi(t)=\frac1n\sum_i\delta(t-\lambda_i)` is estimated from probe
     \hat\phi_\sigma(t) = \frac1{P}\sum_{p=1}^P\sum_{i=1}^m \tau^{(p)}_i\,
     g_\sigma\big(t-\theta^{(p)}_i\big),
 
-with :math:`g_\sigma` a Gaussian. Defaults as in Ghorbani et al.: 90 steps, 10 probes.
+with :math:`g_\sigma` a Gaussian. Ghorbani et al. use 90 steps and 10 probes; here 90 steps and
+*as many probes as the density needs*, 10 at most (below).
 
 Two choices differ from PyHessian's port of it, on purpose:
 
@@ -24,23 +25,180 @@ Two choices differ from PyHessian's port of it, on purpose:
 - **The spectral bounds are read off the Ritz values** (the extreme Ritz values of the probes
   converge first), with no separate eigenvalue solver spent on them first.
 
-All probes advance together (one :meth:`matmat` per step, so each batch's graph is built once per
-step for all probes). With ``reorthogonalize=True`` each probe's basis is kept and every new vector
-is orthogonalised against it (memory probes × steps × n doubles); without, the O(n)-memory
-three-term recurrence is used, which is fine for the density (ghost eigenvalues carry the
-quadrature weight of the eigenvalue they copy) though not for top-k eigenvalues.
+**How many probes.** Each probe gives a discrete measure :math:`\mu_p=\sum_i\tau^{(p)}_i
+\delta_{\theta^{(p)}_i}` and the estimate is their mean :math:`\hat\mu_P`. Its error is measured
+in the Wasserstein-1 distance
+
+.. math::
+
+    W_1(\mu,\nu)=\int|F_\mu(t)-F_\nu(t)|\,dt=\sup_{\|f\|_{\rm Lip}\le1}
+    \Big|\int f\,d\mu-\int f\,d\nu\Big|
+
+(Kantorovich–Rubinstein), i.e. the worst error of :math:`\operatorname{tr}f(H)/n` over all
+1-Lipschitz :math:`f` at once: the quantity Ubaru, Chen & Saad 2017 ("Fast estimation of
+tr(f(A)) via stochastic Lanczos quadrature", SIAM J. Matrix Anal. Appl. 38(4)) bound for one
+:math:`f` at a time, uniformly, and one that the Gaussian smoothing cannot increase
+(:math:`W_1(g_\sigma*\mu, g_\sigma*\nu)\le W_1(\mu,\nu)`). Their a-priori probe count
+(:math:`\ge 24\varepsilon^{-2}\log(2/\eta)` Rademacher probes for relative error
+:math:`\varepsilon`) is a worst case; for network Hessians the spectral measure of a single random
+vector concentrates around :math:`\phi` as :math:`n` grows (Ghorbani et al. 2019, §2.2: one
+probe is already close), so the count is decided a posteriori from the spread of the probes. By
+Fubini and Jensen, with :math:`\bar F=\mathbb{E}F_p`,
+
+.. math::
+
+    \mathbb{E}\,W_1(\hat\mu_P,\mathbb{E}\hat\mu_P)
+    =\int\mathbb{E}\,|\hat F_P(t)-\bar F(t)|\,dt
+    \le\frac{1}{\sqrt P}\int\operatorname{sd}F_p(t)\,dt
+    \approx\hat\varepsilon_P=\frac{\int s_P(t)\,dt}{c_4(P)\sqrt P},
+
+with :math:`s_P(t)` the probes' sample standard deviation of :math:`F_p(t)` and :math:`c_4(P)`
+the usual bias correction of a sample standard deviation (:math:`c_4(2)\approx0.80`). Probes
+are added (at least ``min_probes`` = 2, at most ``probes``; the next batch's size predicted from
+:math:`\hat\varepsilon_P\propto P^{-1/2}`, at most doubling) until
+:math:`\hat\varepsilon_P\le\text{tol}\cdot(\theta_{max}-\theta_{min})`; the relative
+:math:`\hat\varepsilon_P` reached is reported as ``achieved_tol``. The default tolerance of
+``landscape hessian``, :math:`10^{-3}` of the spectral range, is a fifth of the smoothing width,
+below what the plotted density can show. It does not cover the quadrature's own error (the number
+of Lanczos steps, ``steps``), which is the same for any number of probes.
+
+**Reused work.** The top-k Lanczos run of ``landscape hessian`` starts from a random unit vector
+(uniform on the sphere, so :math:`\mathbb{E}[q_1q_1^\top]=I/n` like a normalised Rademacher
+probe), and its first :math:`m_0` fully reorthogonalised steps are exactly those SLQ would take
+from :math:`q_1`. :func:`extend_krylov` continues that run to ``steps`` and the result is the
+first probe, :math:`m_0` products cheaper; its orthonormal basis (when it fits in
+``memory_budget``) also deflates the trace over a ``steps``-dimensional Krylov space instead of
+the top-k run's :math:`m_0` dimensions (:mod:`landscape_cli.hessian.trace`), which cuts the
+trace's variance per probe.
+
+All probes of a batch advance together (one :meth:`matmat` per step, so each batch's graph is
+built once per step for all probes). With ``reorthogonalize=True`` each probe's basis is kept and
+every new vector is orthogonalised against it (memory probes × steps × n doubles); without, the
+O(n)-memory three-term recurrence is used, which is fine for the density (ghost eigenvalues carry
+the quadrature weight of the eigenvalue they copy) though not for top-k eigenvalues.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.integrate import trapezoid
 
+from landscape_cli.hessian.lanczos import KrylovBasis
 from landscape_cli.hessian.trace import rademacher
 from landscape_cli.hessian.types import DensityResult
+
+_BUDGET = 1024**3  # bytes of Lanczos basis kept for reorthogonalisation
+
+
+@dataclass(frozen=True)
+class KrylovProbe:
+    """The first SLQ probe, taken from the top-k Lanczos run's start vector.
+
+    ``alpha``/``beta`` are the diagonal and off-diagonal of its tridiagonal matrix (length L and
+    L − 1), ``hvps`` the products spent extending the run, ``basis`` the extended orthonormal
+    Krylov basis (None when it was not kept, or the run needed no extension).
+    """
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    hvps: int
+    basis: KrylovBasis | None
+
+
+def extend_krylov(
+    op,
+    basis: KrylovBasis,
+    steps: int,
+    *,
+    reorthogonalize: bool | None = None,
+    memory_budget: int = _BUDGET,
+) -> KrylovProbe:
+    """Continue a finished Lanczos run (``lanczos_run``'s basis) to ``steps`` steps.
+
+    A run that restarted after an invariant subspace keeps only its first block (the exact
+    spectral measure of the start vector); a run with at least ``steps`` steps is cut to
+    ``steps``, which is what Lanczos from the same start gives. Otherwise the recurrence goes on
+    from ``q_next``, fully reorthogonalised when ``steps × n`` doubles fit in ``memory_budget``
+    (then the extended basis is returned too), else by the three-term recurrence.
+    """
+    n = int(op.n)
+    m = max(1, min(int(steps), n))
+    alpha = np.asarray(basis.alpha, dtype=np.float64)
+    beta = np.asarray(basis.beta, dtype=np.float64)
+    length = len(alpha)
+    restart = np.flatnonzero(beta == 0.0)
+    if len(restart):
+        length = int(restart[0]) + 1
+    if length >= m or len(restart) or basis.q_next is None or basis.beta_last <= 0:
+        L = min(length, m)
+        return KrylovProbe(alpha[:L].copy(), beta[: L - 1].copy(), 0, None)
+    if reorthogonalize is None:
+        reorthogonalize = m * n * 8 <= memory_budget
+    device = op.device
+    m0 = length
+    Q = None
+    if reorthogonalize:
+        Q = torch.empty(m, n, dtype=torch.float64, device=device)
+        Q[:m0] = basis.Q[:m0].to(device=device, dtype=torch.float64)
+    alphas, betas = alpha.tolist(), [*beta.tolist(), float(basis.beta_last)]
+    v = basis.q_next.to(device=device, dtype=torch.float64)
+    prev = basis.Q[m0 - 1].to(device=device, dtype=torch.float64)
+    if Q is not None:
+        Q[m0] = v
+    spent = 0
+    b = w = None
+    for j in range(m0, m):
+        w = op.matvec(v)
+        spent += 1
+        a = float(v @ w)
+        w = w - a * v - betas[-1] * prev
+        if Q is not None:
+            for _ in range(2):
+                w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
+        alphas.append(a)
+        b = float(w.norm())
+        if j == m - 1:
+            break
+        if b <= 1e-10 * max(np.abs(alphas).max(), 1e-300):  # invariant subspace: exact
+            b = 0.0
+            break
+        betas.append(b)
+        prev, v = v, w / b
+        if Q is not None:
+            Q[j + 1] = v
+    L = len(alphas)
+    extended = None
+    if Q is not None:
+        ritz = np.zeros((L, basis.ritz.shape[1]))
+        ritz[:m0] = basis.ritz[:m0]
+        q_next = (w / b) if b and len(alphas) < n else None
+        extended = KrylovBasis(
+            Q=Q[:L],
+            alpha=np.array(alphas),
+            beta=np.array(betas[: L - 1]),
+            beta_last=float(b) if q_next is not None else 0.0,
+            q_next=q_next,
+            ritz=ritz,
+        )
+    return KrylovProbe(np.array(alphas), np.array(betas[: L - 1]), spent, extended)
+
+
+def _quadrature(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss nodes and weights of the tridiagonal (alpha, beta), padded to ``m`` with
+    zero-weight copies of the last node."""
+    L = len(alpha)
+    T = np.diag(alpha)
+    if L > 1:
+        T += np.diag(beta[: L - 1], 1) + np.diag(beta[: L - 1], -1)
+    theta, S = np.linalg.eigh(T)
+    nodes, weights = np.full(m, theta[-1]), np.zeros(m)
+    nodes[:L] = theta
+    weights[:L] = S[0, :] ** 2
+    return nodes, weights
 
 
 def slq_nodes(
@@ -51,13 +209,14 @@ def slq_nodes(
     generator: torch.Generator | None = None,
     seed: int = 0,
     reorthogonalize: bool | None = None,
-    memory_budget: int = 1024**3,
+    memory_budget: int = _BUDGET,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Gauss-quadrature nodes and weights (probes, steps) of SLQ; returns (nodes, weights, hvps).
 
-    Probes are normalised Rademacher vectors. A probe whose recurrence breaks down early (an
-    invariant subspace, e.g. when ``steps`` reaches ``n``) keeps its exact nodes and pads the
-    rest with zero-weight copies of its last node.
+    Probes are normalised Rademacher vectors, drawn one after the other from ``generator`` (so
+    the p-th probe is the same whether the probes come in one batch or several). A probe whose
+    recurrence breaks down early (an invariant subspace, e.g. when ``steps`` reaches ``n``) keeps
+    its exact nodes and pads the rest with zero-weight copies of its last node.
     """
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     n = int(op.n)
@@ -65,7 +224,7 @@ def slq_nodes(
     P = max(1, int(probes))
     if reorthogonalize is None:
         reorthogonalize = P * m * n * 8 <= memory_budget
-    V = rademacher(n, P, gen).to(op.device) / math.sqrt(n)  # (n, P), unit columns
+    V = torch.cat([rademacher(n, 1, gen) for _ in range(P)], 1).to(op.device) / math.sqrt(n)
     basis = None
     if reorthogonalize:
         basis = torch.zeros(m, n, P, dtype=torch.float64, device=op.device)
@@ -106,15 +265,54 @@ def slq_nodes(
     weights = np.zeros((P, m))
     for p in range(P):
         L = int(length[p])
-        T = np.diag(alpha[p, :L])
-        if L > 1:
-            off = beta[p, : L - 1]
-            T += np.diag(off, 1) + np.diag(off, -1)
-        theta, S = np.linalg.eigh(T)
-        nodes[p, :L] = theta
-        weights[p, :L] = S[0, :] ** 2
-        nodes[p, L:] = theta[-1]
+        nodes[p], weights[p] = _quadrature(alpha[p, :L], beta[p, : L - 1], m)
     return nodes, weights, hvps
+
+
+def _spread(nodes: np.ndarray) -> float:
+    """The spectral range θmax − θmin of the nodes (max(|θ|, 1) when they coincide)."""
+    lo, hi = float(np.min(nodes)), float(np.max(nodes))
+    return hi - lo if hi > lo else max(abs(hi), 1.0)
+
+
+def _cdfs(nodes: np.ndarray, weights: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Each row's distribution function Σ_{θ ≤ t} τ at the points ``at``: shape (rows, len(at))."""
+    nodes, weights = np.atleast_2d(nodes), np.atleast_2d(weights)
+    out = np.empty((nodes.shape[0], len(at)))
+    for p in range(nodes.shape[0]):
+        order = np.argsort(nodes[p], kind="stable")
+        cum = np.concatenate([[0.0], np.cumsum(weights[p][order])])
+        out[p] = cum[np.searchsorted(nodes[p][order], at, side="right")]
+    return out
+
+
+def probe_error(nodes: np.ndarray, weights: np.ndarray) -> float:
+    r"""The estimated W1 error of the mean of the probes' measures, relative to the spectral
+    range: :math:`\hat\varepsilon_P/(\theta_{max}-\theta_{min})` of the module docstring
+    (``inf`` with fewer than two probes)."""
+    P = nodes.shape[0]
+    if P < 2:
+        return math.inf
+    t = np.unique(nodes)
+    if len(t) < 2:
+        return 0.0
+    s = _cdfs(nodes, weights, t).std(axis=0, ddof=1)
+    c4 = math.sqrt(2.0 / (P - 1)) * math.exp(math.lgamma(P / 2) - math.lgamma((P - 1) / 2))
+    return float(np.sum(s[:-1] * np.diff(t))) / (c4 * math.sqrt(P) * _spread(nodes))
+
+
+def wasserstein1(
+    nodes_a: np.ndarray, weights_a: np.ndarray, nodes_b: np.ndarray, weights_b: np.ndarray
+) -> float:
+    """W1 distance between two SLQ estimates (each the mean of its rows' measures)."""
+    a_n, a_w = np.atleast_2d(nodes_a), np.atleast_2d(weights_a)
+    b_n, b_w = np.atleast_2d(nodes_b), np.atleast_2d(weights_b)
+    t = np.unique(np.concatenate([a_n.ravel(), b_n.ravel()]))
+    if len(t) < 2:
+        return 0.0
+    fa = _cdfs(a_n, a_w, t).mean(0)
+    fb = _cdfs(b_n, b_w, t).mean(0)
+    return float(np.sum(np.abs(fa - fb)[:-1] * np.diff(t)))
 
 
 def smooth_density(
@@ -126,10 +324,7 @@ def smooth_density(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Gaussian-smoothed SLQ density on a grid spanning the nodes ±4σ; integrates to 1."""
     lo, hi = float(nodes.min()), float(nodes.max())
-    spread = hi - lo
-    if spread <= 0:
-        spread = max(abs(hi), 1.0)
-    sigma = sigma_rel * spread
+    sigma = sigma_rel * _spread(nodes)
     grid = np.linspace(lo - 4 * sigma, hi + 4 * sigma, grid_points)
     dens = np.zeros_like(grid)
     P = nodes.shape[0]
@@ -152,16 +347,51 @@ def slq_density(
     sigma_rel: float = 0.005,
     grid_points: int = 2000,
     reorthogonalize: bool | None = None,
+    tol: float = 0.0,
+    min_probes: int = 2,
+    first: KrylovProbe | None = None,
+    memory_budget: int = _BUDGET,
 ) -> DensityResult:
-    """The SLQ eigenvalue density of ``op`` (see module docstring)."""
-    nodes, weights, hvps = slq_nodes(
-        op,
-        probes=probes,
-        steps=steps,
-        generator=generator,
-        seed=seed,
-        reorthogonalize=reorthogonalize,
-    )
+    """The SLQ eigenvalue density of ``op`` (see module docstring).
+
+    With ``tol > 0``, Rademacher probes are added in batches until the estimated W1 error is at
+    most ``tol`` times the spectral range (at least ``min_probes``, at most ``probes`` in all);
+    with ``tol = 0`` all ``probes`` are used. ``first`` (from :func:`extend_krylov`) is the
+    first probe, counted in ``probes``, with its products counted in ``hvp_count``.
+    """
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    m = max(1, min(int(steps), int(op.n)))
+    cap = max(1, int(probes))
+    floor = min(cap, max(1, int(min_probes)))
+    rows_n: list[np.ndarray] = []
+    rows_w: list[np.ndarray] = []
+    hvps = 0
+    if first is not None:
+        node, weight = _quadrature(first.alpha[:m], first.beta[: m - 1], m)
+        rows_n.append(node[None])
+        rows_w.append(weight[None])
+        hvps += first.hvps
+    batch = (floor if tol > 0 else cap) - len(rows_n)
+    while True:
+        if batch > 0:
+            nodes, weights, spent = slq_nodes(
+                op,
+                probes=batch,
+                steps=m,
+                generator=gen,
+                reorthogonalize=reorthogonalize,
+                memory_budget=memory_budget,
+            )
+            rows_n.append(nodes)
+            rows_w.append(weights)
+            hvps += spent
+        nodes, weights = np.concatenate(rows_n), np.concatenate(rows_w)
+        used = nodes.shape[0]
+        error = probe_error(nodes, weights)
+        if used >= cap or (tol > 0 and used >= floor and error <= tol):
+            break
+        wanted = math.ceil(used * (error / tol) ** 2) if tol > 0 and math.isfinite(error) else cap
+        batch = max(1, min(wanted - used, used, cap - used))
     grid, dens, sigma = smooth_density(nodes, weights, sigma_rel=sigma_rel, grid_points=grid_points)
     return DensityResult(
         grid=grid,
@@ -169,7 +399,11 @@ def slq_density(
         nodes=nodes,
         weights=weights,
         sigma=sigma,
-        lanczos_steps=nodes.shape[1],
-        probes=nodes.shape[0],
+        lanczos_steps=m,
+        probes=used,
         hvp_count=hvps,
+        tol=float(tol),
+        achieved_tol=error,
+        max_probes=cap,
+        krylov_start=first is not None,
     )

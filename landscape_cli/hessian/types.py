@@ -45,7 +45,8 @@ class TraceResult:
 
 @dataclass(frozen=True)
 class DensityResult:
-    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019)."""
+    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019), with the
+    probes used and the estimated Wasserstein-1 error they reached (``density.py``)."""
 
     grid: np.ndarray  # (g,) float64
     density: np.ndarray  # (g,) float64, integrates to 1 over the grid (trapezoid rule)
@@ -53,8 +54,12 @@ class DensityResult:
     weights: np.ndarray  # (probes, steps) float64, quadrature weights per probe (rows sum to 1)
     sigma: float  # Gaussian width used for smoothing
     lanczos_steps: int
-    probes: int
+    probes: int  # probes used
     hvp_count: int
+    tol: float = 0.0  # requested W1 error / spectral range (0: a fixed number of probes)
+    achieved_tol: float = float("nan")  # estimated W1 error / spectral range reached
+    max_probes: int = 0  # the cap on probes (0: not recorded)
+    krylov_start: bool = False  # the first probe continued the top-k Lanczos run
 
 
 @dataclass(frozen=True)

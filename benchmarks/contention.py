@@ -7,12 +7,13 @@ Each configuration runs the same command (`landscape hessian CKPT --samples N` w
 defaults) 1, 2 and 4 times at once, as separate processes, and reports each run's median
 seconds and its ratio to *today alone* (the first configuration run alone):
 
-- today:    libgomp's own default (GOMP_SPINCOUNT=300000, which is what libgomp uses when no
-            OMP_WAIT_POLICY is set: threads spin ~300k rounds before sleeping); a user-set
-            GOMP_SPINCOUNT also stops `landscape` from choosing its own wait policy, so this is
-            the behaviour before issue 12;
-- default:  what `landscape` sets now (OMP_WAIT_POLICY=PASSIVE, threads from the CPU affinity);
-- threads1: the default plus `landscape --threads 1`.
+- today:    the behaviour before issue 12: torch's default thread count (all CPUs) and libgomp's
+            spinning wait, fixed by OMP_NUM_THREADS=<cpus> (which also keeps `landscape` from
+            sharing the CPUs);
+- passive:  the same with OMP_WAIT_POLICY=PASSIVE (sleeping threads; measured and rejected);
+- default:  what `landscape` does now: each process takes max(1, cpus // P) spinning threads,
+            P being the landscape processes alive (landscape_cli/cpu_share.py);
+- threads1: `landscape --threads 1`.
 
 Targets (issue 12): a pair each within 1.5× of one alone; one alone no slower than today
 (≤ 1.05×). Needs an otherwise idle machine: every other busy process skews the ratios. Without
@@ -30,8 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+_CPUS = str(os.cpu_count() or 1)
 CONFIGS = {
-    "today": ({"GOMP_SPINCOUNT": "300000"}, []),
+    "today": ({"OMP_NUM_THREADS": _CPUS}, []),
+    "passive": ({"OMP_NUM_THREADS": _CPUS, "OMP_WAIT_POLICY": "PASSIVE"}, []),
     "default": ({}, []),
     "threads1": ({}, ["--threads", "1"]),
 }

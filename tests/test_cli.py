@@ -56,39 +56,54 @@ def test_python_dash_m_entry_point():
     assert out.returncode == 0 and out.stdout.strip() == f"landscape {__version__}"
 
 
-# -- OpenMP defaults (issue 12: no collapse when the machine is shared) -------------------------
+# -- CPU threads (issue 12: no collapse when the machine is shared) ----------------------------
 
 
-def test_openmp_defaults_and_user_settings_win(monkeypatch):
-    import os
+def test_processes_share_the_cpus_and_a_dead_ones_place_is_freed(tmp_path):
+    """Live processes each hold a lock; the count (and so each one's threads) follows them."""
+    import fcntl
 
-    from landscape_cli.commands._app import configure_openmp
+    from landscape_cli.cpu_share import CpuShare
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    env: dict[str, str] = {}
-    assert configure_openmp(env) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
-    mine = {"GOMP_SPINCOUNT": "300000", "OMP_NUM_THREADS": "3"}
-    assert configure_openmp(mine) == {} and mine == {
-        "GOMP_SPINCOUNT": "300000",
-        "OMP_NUM_THREADS": "3",
-    }
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert configure_openmp({}) == {"OMP_WAIT_POLICY": "PASSIVE"}  # all CPUs: torch's default
+    a = CpuShare(4, tmp_path, name="a")
+    assert a.peers() == 1 and a.threads() == 4
+    b = CpuShare(4, tmp_path, name="b")
+    c = CpuShare(4, tmp_path, name="c")
+    assert a.peers() == b.peers() == 3 and a.threads() == 1  # 4 // 3
+    c.close()
+    assert a.threads() == 2 and b.threads() == 2
+    stale = tmp_path / "12345"  # a process that died without cleaning up: nobody holds its lock
+    stale.write_text("")
+    assert a.peers() == 2 and not stale.exists()
+    held = os.open(tmp_path / "999", os.O_RDWR | os.O_CREAT)  # another live process
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert a.peers() == 3
+    finally:
+        os.close(held)
+    b.close()
+    assert a.peers() == 1  # and the released one's file is gone
+    a.close()
+    assert not list(tmp_path.iterdir())
 
 
-def test_openmp_defaults_reach_torch_when_set_before_import():
-    """Set before torch is imported, the thread count follows the CPUs the process may use."""
+def test_thread_share_reaches_torch_and_user_settings_win(tmp_path):
+    """Set before torch is imported, the share is torch's thread count; OMP_NUM_THREADS wins."""
     code = (
-        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
-        "from landscape_cli.commands._app import configure_openmp; configure_openmp();"
-        "import torch; print(torch.get_num_threads(), os.environ['OMP_WAIT_POLICY'])"
+        "import os, sys; from landscape_cli.commands import _threads;"
+        "from landscape_cli.cpu_share import CpuShare;"
+        f"other = CpuShare(2, {str(tmp_path)!r}, 'x');"
+        f"print(_threads.start(folder={str(tmp_path)!r}));"
+        "import torch; print(torch.get_num_threads())"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "MKL_"))}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    cmd = ["taskset", "-c", "0,1", sys.executable, "-c", code]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "PASSIVE"]
+    assert out.stdout.split("\n")[:2] == ["{'OMP_NUM_THREADS': '1'}", "1"]  # 2 CPUs, 2 processes
+    env["OMP_NUM_THREADS"] = "2"
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.stdout.split("\n")[:2] == ["{}", "2"]
 
 
 def test_threads_option_sets_torch_threads(tmp_path):

@@ -150,50 +150,15 @@ def _root(
         None,
         "--threads",
         min=1,
-        help="CPU threads for torch (default: OMP_NUM_THREADS, else torch's default capped at "
-        "the CPUs this process may use).",
+        help="CPU threads for torch (default: OMP_NUM_THREADS, else a fair share of the CPUs "
+        "this process may use among the landscape processes running).",
     ),
 ) -> None:
     """landscape: Hessian spectra, traces and loss-landscape scans of PyTorch checkpoints."""
     if threads is not None:
-        set_threads(threads)
+        from landscape_cli.commands import _threads
 
-
-# OpenMP settings a user may have chosen; any of them means we leave the wait policy alone.
-_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def configure_openmp(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Process-wide OpenMP defaults for the console script, set before torch is imported.
-
-    - ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP threads sleep instead of spinning while they
-      wait for work. Spinning threads take the cores that another process's busy threads need,
-      which made two ``landscape hessian`` runs on two cores take 2.6× one alone and four
-      10–60× (benchmarks/RESULTS.md, benchmarks/contention.py).
-    - ``OMP_NUM_THREADS`` = the CPUs this process may use (``os.sched_getaffinity``) when that
-      is fewer than the machine has: torch's default counts the machine's cores, not the ones
-      ``taskset``/cgroups leave us.
-
-    A variable the user set wins (then nothing of its kind is changed). Returns what was set.
-    """
-    env = os.environ if environ is None else environ
-    changed: dict[str, str] = {}
-    if not any(k in env for k in _WAIT_VARS):
-        changed["OMP_WAIT_POLICY"] = "PASSIVE"
-    if not any(k in env for k in _THREAD_VARS) and hasattr(os, "sched_getaffinity"):
-        usable = len(os.sched_getaffinity(0))
-        if 0 < usable < (os.cpu_count() or usable):
-            changed["OMP_NUM_THREADS"] = str(usable)
-    env.update(changed)
-    return changed
-
-
-def set_threads(threads: int) -> None:
-    """``--threads N``: torch's intra-op threads, whether or not torch is imported yet."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+        _threads.fix(threads)
 
 
 def _register() -> None:
@@ -211,6 +176,8 @@ _register()
 
 
 def main() -> None:
-    """Entry point of the ``landscape`` console script (OpenMP defaults, then the app)."""
-    configure_openmp()
+    """Entry point of the ``landscape`` console script (a fair share of the CPUs, then the app)."""
+    from landscape_cli.commands import _threads
+
+    _threads.start()
     app()

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from landscape_cli.commands import _threads
 from landscape_cli.errors import LandscapeError
 
 Checkpoint = Annotated[
@@ -150,6 +151,7 @@ class PhaseProgress:
     def advance(self, k: int = 1) -> None:
         if self._task is not None:
             self._progress.advance(self._task, k)
+        _threads.rebalance()
 
     def __enter__(self) -> PhaseProgress:
         return self
@@ -180,6 +182,7 @@ class PointProgress:
     def point(self, i: int, j: int, loss: float, acc: float) -> None:
         if self._task is not None:
             self._progress.update(self._task, advance=1, loss=loss)
+        _threads.rebalance()
 
     def __enter__(self) -> PointProgress:
         return self

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from landscape_cli.commands import _common as c
+from landscape_cli.commands import _threads
 
 OPTIMIZER_HELP = "adam, adamw, sgd, radam, nadam, invadam or dualadam."
 
@@ -107,6 +108,7 @@ def train(
             progress.start()  # only now: errors before this point stay one clean line
 
         def on_batch(self, epoch, batch, loss):
+            _threads.rebalance()
             if batch == 0:
                 self.task = progress.add_task(
                     "", total=self.steps, epoch=f"{epoch + 1}/{self.total}", loss=loss, summary=""

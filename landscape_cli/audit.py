@@ -280,6 +280,20 @@ class AuditSettings:
     loss: str = "ce"
     tau: float = NEGATIVE_TAU
 
+    def hessian(self, density: bool = True):
+        """The :class:`~landscape_cli.hessian.HessianSettings` of the audit's Hessian measures."""
+        from landscape_cli.hessian import HessianSettings
+
+        return HessianSettings(
+            top_k=self.top_k,
+            trace_probes=self.trace_probes,
+            trace_rtol=self.trace_rtol,
+            density_probes=self.density_probes if density else 0,
+            density_tol=self.density_tol,
+            lanczos_steps=self.lanczos_steps,
+            seed=self.seed,
+        )
+
 
 def reusable(
     stored: dict,
@@ -350,7 +364,7 @@ def measure(
     ``sharpness_1d_spread``, ``adaptive_sharpness_spread``), plus ``"analysis"`` (the Hessian
     results of :func:`landscape_cli.hessian.analyze`, None when reused) and ``"operator"``.
     """
-    from landscape_cli.hessian import HessianOperator, HessianSettings, analyze
+    from landscape_cli.hessian import HessianOperator, analyze
 
     net = model if temperature == 1.0 else Tempered(model, temperature)
     s = settings
@@ -358,16 +372,7 @@ def measure(
     if stored is None:
         op = HessianOperator(net, batches, loss=s.loss, device=device)
         check_not_constant(op)
-        hs = HessianSettings(
-            top_k=s.top_k,
-            trace_probes=s.trace_probes,
-            trace_rtol=s.trace_rtol,
-            density_probes=s.density_probes if density else 0,
-            density_tol=s.density_tol,
-            lanczos_steps=s.lanczos_steps,
-            seed=s.seed,
-        )
-        results = analyze(op, hs)
+        results = analyze(op, s.hessian(density))
         top, tr, dens = results["top"], results["trace"], results["density"]
         eigenvalues = [float(v) for v in top.eigenvalues] if top else []
         residual = float(top.residuals[0]) if top else None

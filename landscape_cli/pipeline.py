@@ -478,7 +478,7 @@ def audit_job(
     measuring them again. Every results file is checked before anything is computed.
     """
     from landscape_cli import audit as au
-    from landscape_cli.hessian import HessianSettings, make_report
+    from landscape_cli.hessian import make_report
     from landscape_cli.results import check_target, read_hessian, write_audit, write_or_rescue
     from landscape_cli.training import resolve_device
 
@@ -505,13 +505,7 @@ def audit_job(
         n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
         if s.top_k > n:
             raise LandscapeError(f"--top-k {s.top_k} exceeds the {n} parameters of {ck}")
-        guess = HessianSettings(
-            top_k=s.top_k,
-            max_steps=max(100, s.top_k),
-            trace_probes=s.trace_probes,
-            density_probes=s.density_probes,
-            lanczos_steps=s.lanczos_steps,
-        )
+        guess = replace(s.hessian(), max_steps=max(100, s.top_k))
         resources.require(resources.hessian_bytes(guess, n), dev)
     roots, wanted = [], []
     for ck, path, work in zip(checkpoints, paths, works, strict=True):
@@ -549,15 +543,7 @@ def audit_job(
         op, analysis = m.pop("operator"), m.pop("analysis")
         report = None
         if analysis is not None:
-            hsettings = HessianSettings(
-                top_k=s.top_k,
-                trace_probes=s.trace_probes,
-                trace_rtol=s.trace_rtol,
-                density_probes=s.density_probes,
-                density_tol=s.density_tol,
-                lanczos_steps=s.lanczos_steps,
-                seed=s.seed,
-            )
+            hsettings = s.hessian()
             report = make_report(
                 op,
                 analysis,

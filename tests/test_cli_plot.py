@@ -294,11 +294,13 @@ def test_name_picks_one_of_several_scans(tmp_path):
     path = tmp_path / "a.h5"
     _write_scan(path, "1d-random", 1)
     _write_scan(path, "2d-random", 2)
+    _write_scan(path, "2d-other", 2)
     out = tmp_path / "c.png"
     err = _one_error_line(
         runner.invoke(app, ["plot", str(path), "--figure", "contour", "--out", str(out)])
     )
-    assert "--name" in err and "1d-random" in err and "2d-random" in err
+    # several 2-D scans: the message names them (not the 1-D one) and asks for --name
+    assert "--name" in err and "2d-other" in err and "2d-random" in err and "1d-random" not in err
     args = ["plot", str(path), "--figure", "heatmap", "--name", "2d-random", "--out", str(out)]
     assert _ok(runner.invoke(app, args)).stdout == f"{out}\n"
     _not_blank(out, min_colour=0.05)

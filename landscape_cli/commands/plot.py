@@ -1,4 +1,4 @@
-"""``landscape plot [FILE...] --figure NAME``: draw a figure from results files (or Fig. 2)."""
+"""``landscape plot [FILE...] --figure NAME``: draw figures from results files (or Fig. 2)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import typer
 from landscape_cli.commands import _common as c
 from landscape_cli.errors import LandscapeError
 
-FIGURES = ("fig2", "fig5", "fig6", "contour", "surface", "heatmap")
+FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap")
 _SCAN_FIGURES = ("fig6", "contour", "surface", "heatmap")
+_2D_FIGURES = ("contour", "surface", "heatmap")
+_HESSIAN_FIGURES = ("fig5", "layers")
 
 
 def _labels(files: list[Path], given: list[str] | None) -> list[str]:
@@ -36,13 +38,23 @@ def _labels(files: list[Path], given: list[str] | None) -> list[str]:
     return labels
 
 
-def _read_scans(files: list[Path], name: str | None) -> list[dict[str, Any]]:
-    from landscape_cli import results
+def _read_scan(file: Path, name: str | None, dim: int) -> dict[str, Any]:
+    """``--name``'s scan, or the file's only scan, or, when the file holds several, its only
+    ``dim``-D scan (a file with one 1-D and one 2-D scan needs no --name)."""
+    from landscape_cli.results import read_scan, scan_names
 
-    read_scan = getattr(results, "read_scan", None)
-    if read_scan is None:
-        raise LandscapeError("this landscape cannot read scans yet (no results.read_scan)")
-    return [read_scan(file, name) for file in files]
+    if name is not None:
+        return read_scan(file, name)
+    names = scan_names(file)
+    if len(names) <= 1:
+        return read_scan(file)  # the file's only scan, or the error that it has none
+    scans = [read_scan(file, n) for n in names]
+    fits = [s for s in scans if s["dim"] == dim]
+    if len(fits) == 1:
+        return fits[0]
+    which = f"{dim}-D scans" if fits else "scans"
+    shown = ", ".join(s["name"] for s in (fits or scans))
+    raise LandscapeError(f"{file} holds several {which} ({shown}); pass --name")
 
 
 def _shared_limits(scans: list[dict[str, Any]], log: bool) -> tuple[float, float] | None:
@@ -59,28 +71,90 @@ def _shared_limits(scans: list[dict[str, Any]], log: bool) -> tuple[float, float
     return float(values.min()), float(values.max())
 
 
-def _check(figure: str, files: list[Path], labels, name, log: bool, accuracy: bool) -> None:
-    if figure not in FIGURES:
-        raise LandscapeError(f"unknown figure {figure!r}: choose one of {', '.join(FIGURES)}")
-    if figure == "fig2":
+def output_paths(figures: list[str], out: Path | None) -> list[Path]:
+    """Where each figure goes: ``--out`` for one figure; for several, ``--out``'s name with
+    ``-<figure>`` before its extension (out.pdf: out-fig5.pdf, out-fig6.pdf); without ``--out``,
+    ``<figure>.png`` in the current folder."""
+    if out is None:
+        return [Path(f"{figure}.png") for figure in figures]
+    if len(figures) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{figure}{out.suffix}") for figure in figures]
+
+
+def _check(figures: list[str], files: list[Path], labels, name, options: dict[str, Any]) -> None:
+    for figure in figures:
+        if figure not in FIGURES:
+            raise LandscapeError(f"unknown figure {figure!r}: choose one of {', '.join(FIGURES)}")
+    repeated = sorted({f for f in figures if figures.count(f) > 1})
+    if repeated:
+        raise LandscapeError(f"--figure {repeated[0]} is given twice; give each figure once")
+    if figures == ["fig2"]:
         if files:
             raise LandscapeError("fig2 runs its own simulation and takes no results files")
         if labels:
             raise LandscapeError("--labels does not apply to fig2 (it takes no files)")
-    elif not files:
-        raise LandscapeError(
-            f"{figure} needs at least one results file (written by "
-            f"`landscape {'hessian' if figure == 'fig5' else 'scan'}`)"
-        )
-    if name is not None and figure not in _SCAN_FIGURES:
-        raise LandscapeError(f"--name applies to {', '.join(_SCAN_FIGURES)}, not {figure}")
-    if log and figure not in _SCAN_FIGURES:
-        raise LandscapeError(
-            f"--log applies to {', '.join(_SCAN_FIGURES)}, not {figure}"
-            + (" (its density panel is already logarithmic)" if figure == "fig5" else "")
-        )
-    if accuracy and figure != "fig6":
-        raise LandscapeError(f"--accuracy applies to fig6, not {figure}")
+    for figure in figures:
+        if figure != "fig2" and not files:
+            raise LandscapeError(
+                f"{figure} needs at least one results file (written by "
+                f"`landscape {'hessian' if figure in _HESSIAN_FIGURES else 'scan'}`)"
+            )
+    applies = {
+        "--name": _SCAN_FIGURES,
+        "--log": ("fig5", "fig6", "layers", *_2D_FIGURES),
+        "--accuracy": ("fig6",),
+        "--density-axis": ("fig5",),
+        "--levels": _2D_FIGURES,
+        "--vmin": _2D_FIGURES,
+        "--vmax": _2D_FIGURES,
+    }
+    given = {"--name": name is not None, **{k: v not in (None, False) for k, v in options.items()}}
+    for option, used in given.items():
+        if used and not any(f in applies[option] for f in figures):
+            shown = ", ".join(figures)
+            raise LandscapeError(f"{option} applies to {', '.join(applies[option])}, not {shown}")
+    vmin, vmax = options.get("--vmin"), options.get("--vmax")
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise LandscapeError(f"--vmin ({vmin:g}) must be below --vmax ({vmax:g})")
+    levels = options.get("--levels")
+    if levels is not None and levels < 2:
+        raise LandscapeError(f"--levels must be at least 2, got {levels}")
+
+
+def _draw_2d(
+    figure: str,
+    scans: list[dict[str, Any]],
+    labels: list[str],
+    *,
+    log: bool | None,
+    vmin: float | None,
+    vmax: float | None,
+    levels: int | None,
+    size: tuple[float, float] | None,
+):
+    import numpy as np
+
+    from landscape_cli import plotting as pl
+
+    if log is None:  # one decision for all panels, so they share one scale
+        values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
+        log = pl.auto_log(values, (vmin, vmax))
+    shared = _shared_limits(scans, log)
+    limits = None
+    if shared is not None or vmin is not None or vmax is not None:
+        lo, hi = shared if shared is not None else (None, None)
+        limits = (lo if vmin is None else vmin, hi if vmax is None else vmax)
+    width = 6.2 * len(scans) + (0.8 if figure == "surface" else 0.0)
+    fig = pl.new_figure(*(size or (width, 5.0)))
+    draw = {"contour": pl.contour, "surface": pl.surface, "heatmap": pl.heatmap}[figure]
+    extra = {"levels": levels} if levels is not None or figure != "contour" else {}
+    for i, (scan, label) in enumerate(zip(scans, labels, strict=True)):
+        projection = "3d" if figure == "surface" else None
+        ax = fig.add_subplot(1, len(scans), i + 1, projection=projection)
+        ax.set_title(f"{label} ({scan.get('name', 'scan')})")
+        draw(scan, ax, log=log, limits=limits, **extra)
+    return fig
 
 
 def plot(
@@ -92,9 +166,12 @@ def plot(
         ),
     ] = None,
     figure: Annotated[
-        str,
+        list[str],
         typer.Option(
-            "--figure", metavar="NAME", help="fig2, fig5, fig6, contour, surface or heatmap."
+            "--figure",
+            metavar="NAME",
+            help="fig2, fig5, fig6, layers, contour, surface or heatmap. Repeat to draw several, "
+            "each to its own file: --out OUT.EXT then gives OUT-NAME.EXT per figure.",
         ),
     ] = ...,
     labels: Annotated[
@@ -107,64 +184,133 @@ def plot(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Scan group to draw (default: the file's only scan)."),
+        typer.Option(
+            "--name",
+            help="Scan group to draw (default: the file's only scan, or its only scan of the "
+            "figure's dimension).",
+        ),
     ] = None,
     log: Annotated[
-        bool, typer.Option("--log", help="Log scale for the loss (scan figures).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--log/--no-log",
+            help="Log scale: fig5's bars (a, b), fig6's loss, layers' values, the 2-D figures' "
+            "colours (default for 2-D: log when the loss spans more than two decades).",
+        ),
+    ] = None,
     accuracy: Annotated[
         bool, typer.Option("--accuracy", help="fig6: add a panel with the accuracy.")
     ] = False,
+    density_axis: Annotated[
+        str | None,
+        typer.Option(
+            "--density-axis",
+            metavar="symlog|linear",
+            help="fig5 (c): symmetric-log eigenvalue axis, linear near 0 (default), or linear.",
+        ),
+    ] = None,
+    levels: Annotated[
+        int | None,
+        typer.Option(
+            "--levels",
+            metavar="N",
+            help="2-D figures: N contour levels (default 30); heatmap, surface: N colour steps.",
+        ),
+    ] = None,
+    vmin: Annotated[
+        float | None, typer.Option("--vmin", help="2-D figures: lower end of the colour scale.")
+    ] = None,
+    vmax: Annotated[
+        float | None, typer.Option("--vmax", help="2-D figures: upper end of the colour scale.")
+    ] = None,
+    size: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--size", metavar="W H", help="Figure size in inches (width height)."),
+    ] = None,
+    dpi: Annotated[
+        int, typer.Option("--dpi", help="Resolution of PNGs (dots per inch).", min=1)
+    ] = 150,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Image file: .png, .pdf or .svg (default: <figure>.png)."),
+        typer.Option(
+            "--out",
+            help="Image file: .png, .pdf, .svg, .ps or .eps (default: <figure>.png). PDF and "
+            "PostScript embed TrueType fonts; SVG keeps text as text.",
+        ),
     ] = None,
     json_out: c.JsonOpt = False,
 ) -> None:
-    """Draw a figure: fig2 (optimizer trajectories), fig5 (Hessian spectra), fig6 (1-D loss
-    curves), or a 2-D scan as contour, surface or heatmap."""
+    """Draw figures: fig2 (optimizer trajectories), fig5 (Hessian spectra), fig6 (1-D loss
+    curves), layers (per-layer λmax and trace), or a 2-D scan as contour, surface or heatmap."""
     files = list(files or [])
-    _check(figure, files, labels, name, log, accuracy)
-    out_path = out if out is not None else Path(f"{figure}.png")
+    figures = list(figure)
+    options = {
+        "--log": log is not None,
+        "--accuracy": accuracy,
+        "--density-axis": density_axis,
+        "--levels": levels,
+        "--vmin": vmin,
+        "--vmax": vmax,
+    }
+    _check(figures, files, labels, name, options)
+    if density_axis is not None and density_axis not in ("symlog", "linear"):
+        raise LandscapeError(f"--density-axis must be symlog or linear, got {density_axis!r}")
+    if size is not None and not (size[0] > 0 and size[1] > 0):
+        raise LandscapeError(f"--size needs a positive width and height, got {size[0]} {size[1]}")
+    out_paths = output_paths(figures, out)
 
     # Figures are plain matplotlib Figures saved by format (no pyplot, no GUI backend), so this
     # works headless without touching the user's backend choice.
     from landscape_cli import plotting as pl
-
-    pl.image_format(out_path)  # refuse a bad extension before any work
     from landscape_cli.results import check_output_file
 
-    check_output_file(out_path, "figure")
-    shown = [] if figure == "fig2" else _labels(files, labels)
+    for path in out_paths:
+        pl.image_format(path)  # refuse a bad extension before any work
+        check_output_file(path, "figure")
+    shown = _labels(files, labels) if files else []
 
-    if figure == "fig2":
-        fig = pl.draw_fig2(pl.simulate())
-    elif figure == "fig5":
-        from landscape_cli.results import read_hessian
+    def new_fig():
+        return pl.new_figure(*size) if size is not None else None
 
-        fig = pl.fig5([read_hessian(file) for file in files], shown)
-    elif figure == "fig6":
-        fig = pl.fig6(_read_scans(files, name), shown, accuracy=accuracy, log=log)
-    else:
-        scans = _read_scans(files, name)
-        limits = _shared_limits(scans, log)
-        fig = pl.new_figure(6.2 * len(scans) + (0.8 if figure == "surface" else 0.0), 5.0)
-        draw = {"contour": pl.contour, "surface": pl.surface, "heatmap": pl.heatmap}[figure]
-        for i, (scan, label) in enumerate(zip(scans, shown, strict=True)):
-            projection = "3d" if figure == "surface" else None
-            ax = fig.add_subplot(1, len(scans), i + 1, projection=projection)
-            ax.set_title(f"{label} ({scan.get('name', 'scan')})")
-            draw(scan, ax, log=log, limits=limits)
-    pl.save_figure(fig, out_path)
+    drawn = []  # every figure is drawn before any is saved: an error leaves no partial set
+    hessians: list[dict[str, Any]] | None = None
+    for fig_name in figures:
+        if fig_name == "fig2":
+            fig = pl.draw_fig2(pl.simulate(), fig=new_fig())
+        elif fig_name in _HESSIAN_FIGURES:
+            if hessians is None:
+                from landscape_cli.results import read_hessian
+
+                hessians = [read_hessian(file) for file in files]
+            if fig_name == "fig5":
+                fig = pl.fig5(
+                    hessians,
+                    shown,
+                    fig=new_fig(),
+                    log=bool(log),
+                    density_axis=density_axis or "symlog",
+                )
+            else:
+                fig = pl.layers(hessians, shown, fig=new_fig(), log=bool(log))
+        elif fig_name == "fig6":
+            scans = [_read_scan(file, name, 1) for file in files]
+            fig = pl.fig6(scans, shown, fig=new_fig(), accuracy=accuracy, log=bool(log))
+        else:
+            scans = [_read_scan(file, name, 2) for file in files]
+            fig = _draw_2d(
+                fig_name, scans, shown, log=log, vmin=vmin, vmax=vmax, levels=levels, size=size
+            )
+        drawn.append(fig)
+    for fig, path in zip(drawn, out_paths, strict=True):
+        pl.save_figure(fig, path, dpi=dpi)
 
     if json_out:
-        c.print_json(
-            {
-                "figure": figure,
-                "out": str(out_path),
-                "files": [str(f) for f in files],
-                "labels": shown,
-            }
-        )
+        common = {"files": [str(f) for f in files], "labels": shown}
+        if len(figures) == 1:
+            c.print_json({"figure": figures[0], "out": str(out_paths[0]), **common})
+        else:
+            made = [{"figure": f, "out": str(p)} for f, p in zip(figures, out_paths, strict=True)]
+            c.print_json({"figures": made, **common})
     else:
-        typer.echo(str(out_path))
+        for path in out_paths:
+            typer.echo(str(path))

@@ -1,5 +1,5 @@
 """Figures: Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves),
-and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
+per-layer λmax and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
 
 Plotting functions take result objects (the dicts :mod:`landscape_cli.results` reads back) and an
 optional figure or axes, draw, and return what they drew on. They never read files or compute
@@ -9,23 +9,35 @@ plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so everything
 
 from landscape_cli.plotting.curves import fig6
 from landscape_cli.plotting.fig2 import draw_fig2, simulate
-from landscape_cli.plotting.landscape2d import contour, heatmap, surface
-from landscape_cli.plotting.spectra import DENSITY_FLOOR, fig5
-from landscape_cli.plotting.style import IMAGE_FORMATS, image_format, new_figure, save_figure
+from landscape_cli.plotting.landscape2d import auto_log, contour, heatmap, surface
+from landscape_cli.plotting.layers import layers
+from landscape_cli.plotting.spectra import DENSITY_AXES, DENSITY_FLOOR, density_linthresh, fig5
+from landscape_cli.plotting.style import (
+    IMAGE_FORMATS,
+    SAVE_RC,
+    image_format,
+    new_figure,
+    save_figure,
+)
 
 #: The figures ``landscape plot --figure`` knows.
-FIGURES = ("fig2", "fig5", "fig6", "contour", "surface", "heatmap")
+FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap")
 
 __all__ = [
+    "DENSITY_AXES",
     "DENSITY_FLOOR",
     "FIGURES",
     "IMAGE_FORMATS",
+    "SAVE_RC",
+    "auto_log",
     "contour",
+    "density_linthresh",
     "draw_fig2",
     "fig5",
     "fig6",
     "heatmap",
     "image_format",
+    "layers",
     "new_figure",
     "save_figure",
     "simulate",

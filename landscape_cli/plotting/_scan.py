@@ -13,16 +13,26 @@ import numpy as np
 
 from landscape_cli.errors import LandscapeError
 
-_AXIS = {
-    "random": ("α (random direction 1)", "β (random direction 2)"),
-    "eigenvector": ("α (top eigenvector 1)", "β (top eigenvector 2)"),
-    "interpolation": ("α in (1−α−β)·θa + α·θb + β·θc", "β"),
+_NORMS = {
+    "filter": "filter-normalised random direction",
+    "layer": "layer-normalised random direction",
+    "none": "random direction (not normalised)",
 }
-_AXIS_1D = {
-    "random": "ζ (step along a random direction)",
-    "eigenvector": "ζ (step along the top eigenvector)",
-    "interpolation": "α in (1−α)·θa + α·θb",
-}
+
+
+def _random_direction(scan: dict[str, Any]) -> str:
+    norm = (scan.get("attrs") or {}).get("norm")
+    return _NORMS.get(str(norm), "random direction") if norm else "random direction"
+
+
+def _direction(scan: dict[str, Any]) -> str:
+    """What the scan stepped along, in words, from its kind and normalisation attributes."""
+    kind = str(scan.get("kind"))
+    if kind == "random":
+        return _random_direction(scan)
+    if kind == "eigenvector":
+        return "top Hessian eigenvector"
+    return "direction"
 
 
 def scan_name(scan: dict[str, Any]) -> str:
@@ -64,14 +74,35 @@ def checked(scan: dict[str, Any], dim: int, key: str = "loss") -> dict[str, Any]
 
 
 def axis_labels_2d(scan: dict[str, Any]) -> tuple[str, str]:
-    return _AXIS.get(str(scan.get("kind")), ("α (direction 1)", "β (direction 2)"))
+    """The x and y labels of a 2-D scan: what each axis steps along (from its attributes)."""
+    kind = str(scan.get("kind"))
+    if kind == "interpolation":
+        return "α in (1−α−β)·θa + α·θb + β·θc", "β"
+    if kind == "eigenvector":
+        return "α (top Hessian eigenvector 1)", "β (top Hessian eigenvector 2)"
+    what = _direction(scan)
+    return f"α ({what} 1)", f"β ({what} 2)"
 
 
 def axis_label_1d(scans: list[dict[str, Any]]) -> str:
+    """The x label of overlaid 1-D scans: what they step along, when they all agree."""
     kinds = {str(s.get("kind")) for s in scans}
-    if len(kinds) == 1:
-        return _AXIS_1D.get(kinds.pop(), "step along the direction")
-    return "step along the direction"
+    if kinds == {"interpolation"}:
+        return "α in (1−α)·θa + α·θb"
+    whats = {_direction(s) for s in scans}
+    if len(whats) == 1:
+        return f"ζ (step along a {whats.pop()})"
+    return "ζ (step along the direction)"
+
+
+def value_label(what: str, scans: list[dict[str, Any]], log: bool = False) -> str:
+    """``what`` (loss, accuracy), "log scale" when so, and what the scans were measured on when
+    they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)")."""
+    from landscape_cli.plotting.style import shared_measure
+
+    common, _ = shared_measure([s.get("attrs") for s in scans])
+    parts = [p for p in ("log scale" if log else "", common) if p]
+    return f"{what} ({'; '.join(parts)})" if parts else what
 
 
 def positive_or_error(values: np.ndarray, name: str) -> None:

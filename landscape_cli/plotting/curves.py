@@ -12,23 +12,25 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from landscape_cli.plotting import _scan
-from landscape_cli.plotting.style import color, new_figure
+from landscape_cli.plotting.style import line_style, new_figure, shared_measure
 
 __all__ = ["fig6"]
 
 
-def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, label: str) -> None:
-    """One curve; NaN or ±inf (not computed yet, or no finite loss) leaves gaps, and markers
-    show isolated points."""
+def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, n: int, label: str) -> None:
+    """One curve in the ``i``-th run's colour, line style and marker (every few points); NaN or
+    ±inf (not computed yet, or no finite loss) leaves gaps, and an incomplete curve marks every
+    point, so isolated points stay visible."""
     partial = not np.isfinite(values).all()
+    style = line_style(i, n, points=len(x))
+    if partial:
+        style["markevery"] = None
     ax.plot(
         x,
         np.where(np.isfinite(values), values, np.nan),
-        color=color(i),
         label=label,
         linewidth=1.6,
-        marker="o" if partial else None,
-        markersize=3,
+        **style,
     )
 
 
@@ -61,6 +63,12 @@ def fig6(
         accuracy: add a second panel with the accuracy curves.
         log: draw the losses on a log axis.
 
+    Every run has its own colour, line style (solid, dashed, dotted, dash-dot) and marker, shown
+    every few points, so curves that lie on top of each other stay apart. The x label names the
+    direction (e.g. "filter-normalised random direction", from the scans' attributes) and the y
+    label what the loss was measured on (loss, split, samples) when the scans agree; otherwise each
+    legend label gets its own.
+
     Returns the figure. Raises LandscapeError for a 2-D scan, a scan with no computed point, or
     (with ``accuracy``) a scan without accuracy values.
     """
@@ -78,24 +86,29 @@ def fig6(
     axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
     xlabel = _scan.axis_label_1d(list(scans))
     interpolation = all(s.get("kind") == "interpolation" for s in scans)
-    labels = [_interpolation_label(s, lab) for s, lab in zip(scans, labels, strict=True)]
+    _, own = shared_measure([s.get("attrs") for s in scans])
+    labels = [
+        _interpolation_label(s, lab) + extra
+        for s, lab, extra in zip(scans, labels, own, strict=True)
+    ]
+    n = len(scans)
 
     ax = axes[0]
     for i, (d, label) in enumerate(zip(data, labels, strict=True)):
-        _curve(ax, d["x"], d["loss"], i, label)
+        _curve(ax, d["x"], d["loss"], i, n, label)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss")
+    ax.set_ylabel(_scan.value_label("loss", list(scans)))
     what = "L((1−α)·θa + α·θb)" if interpolation else "L(θ* + ζ·d)"
     ax.set_title(f"(a) Loss {what}" if accuracy else f"Loss {what}")
     ax.legend()
     if accuracy:
         ax = axes[1]
         for i, (d, acc, label) in enumerate(zip(data, accs, labels, strict=True)):
-            _curve(ax, d["x"], acc, i, label)
+            _curve(ax, d["x"], acc, i, n, label)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(_scan.value_label("accuracy", list(scans)))
         ax.set_title("(b) Accuracy")
         ax.legend()
     return fig

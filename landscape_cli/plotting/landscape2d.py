@@ -3,6 +3,10 @@
 The loss of a 2-D scan is shaped (ny, nx): row j holds the losses at y[j], column i those at x[i].
 Every function draws x horizontally and y vertically with y increasing upwards, leaves points not
 computed yet (NaN) blank, and marks the origin (the checkpoint itself) when the grid contains it.
+
+The colour scale is logarithmic by default when the loss spans more than two decades
+(:data:`AUTO_LOG_DECADES`; ``log=None``), since a linear scale then paints everything near the
+minimum one dark colour; ``log=True``/``False`` force it. The colour bar's label says which.
 """
 
 from __future__ import annotations
@@ -14,27 +18,53 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.ticker import MaxNLocator
 
+from landscape_cli.errors import LandscapeError
 from landscape_cli.plotting import _scan
 from landscape_cli.plotting.style import new_figure
 
-__all__ = ["contour", "heatmap", "surface"]
+__all__ = ["AUTO_LOG_DECADES", "auto_log", "contour", "heatmap", "surface"]
 
 CMAP = "viridis"
 
+#: ``log=None`` picks a log colour scale when max/min of the loss exceeds 10 ** this.
+AUTO_LOG_DECADES = 2.0
 
-def _prepare(scan: dict[str, Any], log: bool) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray]:
+#: Colour limits (lo, hi); either may be None for the data's own minimum or maximum.
+Limits = tuple[float | None, float | None] | None
+
+
+def auto_log(values: np.ndarray, limits: Limits = None) -> bool:
+    """Whether the default colour scale is logarithmic: every finite loss (or the given limits)
+    positive and spanning more than :data:`AUTO_LOG_DECADES` decades."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return False
+    lo, hi = float(v.min()), float(v.max())
+    if limits is not None:
+        lo = lo if limits[0] is None else float(limits[0])
+        hi = hi if limits[1] is None else float(limits[1])
+    return bool(lo > 0 and float(v.min()) > 0 and hi / lo > 10.0**AUTO_LOG_DECADES)
+
+
+def _prepare(
+    scan: dict[str, Any], log: bool | None, limits: Limits = None
+) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray, bool]:
     d = _scan.checked(scan, 2)
+    if log is None:
+        log = auto_log(d["loss"], limits)
     if log:
         _scan.positive_or_error(d["loss"], _scan.scan_name(scan))
-    return d["x"], d["y"], np.ma.masked_invalid(d["loss"])
-
-
-Limits = tuple[float, float] | None
+    return d["x"], d["y"], np.ma.masked_invalid(d["loss"]), bool(log)
 
 
 def _limits(z: np.ma.MaskedArray, log: bool, limits: Limits = None) -> tuple[float, float]:
-    """The colour range: ``limits`` when given, else the finite values' min and max."""
-    lo, hi = (float(z.min()), float(z.max())) if limits is None else map(float, limits)
+    """The colour range: ``limits`` when given (a None end: the finite values' own), else the
+    finite values' min and max."""
+    lo, hi = float(z.min()), float(z.max())
+    if limits is not None:
+        lo = lo if limits[0] is None else float(limits[0])
+        hi = hi if limits[1] is None else float(limits[1])
     if not (np.isfinite(lo) and np.isfinite(hi)) or (log and lo <= 0) or hi < lo:
         raise ValueError(
             f"colour limits ({lo}, {hi}) must be finite, increasing (and > 0 on a log scale)"
@@ -59,6 +89,15 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
         if lo <= m * 10.0**e <= hi
     ]
     return ticks if len(ticks) >= 2 else [lo, hi]
+
+
+def plt_colormap(name: str, n: int):
+    """``name`` resampled to ``n`` discrete colours."""
+    import matplotlib
+
+    if n < 2:
+        raise LandscapeError(f"--levels must be at least 2, got {n}")
+    return matplotlib.colormaps[name].resampled(n)
 
 
 def _mark_origin(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
@@ -86,23 +125,38 @@ def _title(ax: Axes, scan: dict[str, Any]) -> None:
         ax.set_title(f"{_scan.scan_name(scan)}")
 
 
+def _bar_label(scan: dict[str, Any], log: bool, what: str = "loss") -> str:
+    return _scan.value_label(what, [scan], log=log)
+
+
 def contour(
-    scan: dict[str, Any], ax: Axes | None = None, log: bool = False, *, limits: Limits = None
+    scan: dict[str, Any],
+    ax: Axes | None = None,
+    log: bool | None = None,
+    *,
+    limits: Limits = None,
+    levels: int = 30,
 ) -> Axes:
     """Filled contours plus contour lines of a 2-D scan, the origin marked, with a colorbar.
 
-    ``log`` spaces the levels (and colours) logarithmically; it needs positive losses. ``limits``
-    (lo, hi) fixes the colour range, so that several panels share one scale (default: this scan's
-    finite minimum and maximum). Returns the axes (a new figure's when ``ax`` is None).
+    ``log`` spaces the levels (and colours) logarithmically; it needs positive losses. The
+    default (None) is a log scale when the loss spans more than two decades (:func:`auto_log`).
+    ``limits`` (lo, hi) fixes the colour range, so that several panels share one scale (default:
+    this scan's finite minimum and maximum; a None end keeps the data's own). ``levels`` is the
+    number of filled levels (every third is also drawn as a line). Returns the axes (a new
+    figure's when ``ax`` is None).
     """
-    x, y, z = _prepare(scan, log)
+    if levels < 2:
+        raise LandscapeError(f"--levels must be at least 2, got {levels}")
+    x, y, z, log = _prepare(scan, log, limits)
     if ax is None:
         ax = _new_axes()
     lo, hi = _limits(z, log, limits)
+    nlev = levels
     if log:
-        levels = np.geomspace(lo, hi, 31)
+        levels = np.geomspace(lo, hi, nlev + 1)
     else:  # round numbers, covering [lo, hi]
-        levels = MaxNLocator(nbins=30).tick_values(lo, hi)
+        levels = MaxNLocator(nbins=nlev).tick_values(lo, hi)
         levels = levels[
             (levels >= levels[levels <= lo].max()) & (levels <= levels[levels >= hi].min())
         ]
@@ -119,7 +173,7 @@ def contour(
         ticks = _log_ticks(lo, hi)
         bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
         bar.minorticks_off()
-    bar.set_label("loss")
+    bar.set_label(_bar_label(scan, log))
     xlabel, ylabel = _scan.axis_labels_2d(scan)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -130,20 +184,27 @@ def contour(
 
 
 def heatmap(
-    scan: dict[str, Any], ax: Axes | None = None, log: bool = False, *, limits: Limits = None
+    scan: dict[str, Any],
+    ax: Axes | None = None,
+    log: bool | None = None,
+    *,
+    limits: Limits = None,
+    levels: int | None = None,
 ) -> Axes:
     """The loss of a 2-D scan as coloured cells centred on the grid points, with a colorbar.
 
     x runs horizontally, y vertically (upwards); cells not computed yet stay blank. ``log`` and
-    ``limits`` as for :func:`contour`.
+    ``limits`` as for :func:`contour`; ``levels`` (None: a continuous scale) makes the colour
+    scale that many discrete steps.
     """
-    x, y, z = _prepare(scan, log)
+    x, y, z, log = _prepare(scan, log, limits)
     if ax is None:
         ax = _new_axes()
-    mesh = ax.pcolormesh(x, y, z, shading="nearest", cmap=CMAP, norm=_norm(z, log, limits))
+    cmap = CMAP if levels is None else plt_colormap(CMAP, levels)
+    mesh = ax.pcolormesh(x, y, z, shading="nearest", cmap=cmap, norm=_norm(z, log, limits))
     _mark_origin(ax, x, y)
     bar = ax.figure.colorbar(mesh, ax=ax)
-    bar.set_label("loss")
+    bar.set_label(_bar_label(scan, log))
     xlabel, ylabel = _scan.axis_labels_2d(scan)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -152,15 +213,21 @@ def heatmap(
 
 
 def surface(
-    scan: dict[str, Any], ax: Axes | None = None, log: bool = False, *, limits: Limits = None
+    scan: dict[str, Any],
+    ax: Axes | None = None,
+    log: bool | None = None,
+    *,
+    limits: Limits = None,
+    levels: int | None = None,
 ) -> Axes:
     """A 3-D surface of a 2-D scan (the axes must be 3-D: ``projection="3d"``).
 
     Points not computed yet are masked out of the surface. ``log`` draws log10 of the loss on the
-    z axis (matplotlib's 3-D axes have no log scale). ``limits`` (in loss units) fixes the z and
-    colour range, as for :func:`contour`.
+    z axis (matplotlib's 3-D axes have no log scale; the default as for :func:`contour`).
+    ``limits`` (in loss units) fixes the z and colour range, as for :func:`contour`; ``levels``
+    (None: continuous) makes the colours that many discrete steps.
     """
-    x, y, z = _prepare(scan, log)
+    x, y, z, log = _prepare(scan, log, limits)
     if ax is None:
         ax = _new_axes("3d")
     elif getattr(ax, "name", "") != "3d":
@@ -168,15 +235,15 @@ def surface(
     if log:
         z = np.ma.log10(z)
         if limits is not None:
-            _limits(z, True, limits)  # positive limits only
-            limits = (float(np.log10(limits[0])), float(np.log10(limits[1])))
+            _limits(np.ma.power(10.0, z), True, limits)  # positive limits only
+            limits = tuple(None if v is None else float(np.log10(v)) for v in limits)
     X, Y = np.meshgrid(x, y)
     norm = _norm(z, False, limits)
     surf = ax.plot_surface(
         X,
         Y,
         z,
-        cmap=CMAP,
+        cmap=CMAP if levels is None else plt_colormap(CMAP, levels),
         norm=norm,
         rstride=1,
         cstride=1,
@@ -188,7 +255,7 @@ def surface(
     ax.set_zlim(*_limits(z, False, limits))
     bar = ax.figure.colorbar(surf, ax=ax, shrink=0.6, pad=0.1)
     zlabel = "log₁₀ loss" if log else "loss"
-    bar.set_label(zlabel)
+    bar.set_label(_scan.value_label(zlabel, [scan]))
     xlabel, ylabel = _scan.axis_labels_2d(scan)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -12,9 +12,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from landscape_cli.errors import LandscapeError
-from landscape_cli.plotting.style import color, new_figure
+from landscape_cli.plotting.style import color, hatch, line_style, new_figure, shared_measure
 
-__all__ = ["DENSITY_FLOOR", "fig5"]
+__all__ = ["DENSITY_AXES", "DENSITY_FLOOR", "density_linthresh", "fig5"]
 
 #: Densities are drawn on a log axis, clipped from below at this fraction of the largest value.
 DENSITY_FLOOR = 1e-8
@@ -53,10 +53,121 @@ def _trace_interval(result: dict[str, Any]) -> tuple[float, float] | None:
     return None
 
 
+#: The density axes :func:`fig5` draws.
+DENSITY_AXES = ("symlog", "linear")
+
+
+def _measure(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The SLQ estimate as one discrete measure: the Ritz values of every probe and their
+    quadrature weights divided by the number of probes (they sum to 1). A density stored without
+    its nodes is read as the measure of its grid points (density times grid spacing)."""
+    den = result["density"]
+    nodes, weights = den.get("nodes"), den.get("weights")
+    if nodes is not None and weights is not None and np.size(nodes) > 0:
+        nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
+        weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+        keep = np.isfinite(nodes) & np.isfinite(weights) & (weights > 0)
+        return nodes[keep], weights[keep] / nodes.shape[0]
+    grid = np.asarray(den["grid"], dtype=np.float64)
+    density = np.asarray(den["density"], dtype=np.float64)
+    mass = density * np.gradient(grid)
+    keep = np.isfinite(mass) & (mass > 0)
+    return grid[keep], mass[keep] / mass[keep].sum()
+
+
+def density_linthresh(hessian_results: Sequence[dict[str, Any]]) -> float:
+    """The linear range ±linthresh of the symmetric-log density axis: a tenth of the smallest of
+    the runs' spectral radii (largest |Ritz value|), rounded down to a power of ten. So the
+    flattest run's spectrum spans at least a decade of the log part, and the bulk near 0 of every
+    run sits in the linear part."""
+    radii = []
+    for r in hessian_results:
+        nodes, _ = _measure(r)
+        if nodes.size and np.abs(nodes).max() > 0:
+            radii.append(float(np.abs(nodes).max()))
+    if not radii:
+        return 1.0
+    return float(10.0 ** np.floor(np.log10(0.1 * min(radii))))
+
+
+def _density_curves(
+    measures: list[tuple[np.ndarray, np.ndarray]],
+    transform: Any,
+    broadening: float,
+    grid_points: int = 1500,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+    r"""Broaden each measure by a Gaussian of one width on the drawn axis and return the
+    eigenvalue densities on each run's own grid, and that width in axis units.
+
+    With :math:`u(\lambda)` the axis coordinate (identity, or the symmetric log in decades),
+    :math:`q(u)=\sum_j w_j\,g_s(u-u(\theta_j))` and the drawn density is
+    :math:`p(\lambda)=q(u(\lambda))\,|du/d\lambda|`, which still integrates to 1 over λ; every
+    peak gets the same visible width :math:`s` = ``broadening`` × the axis span.
+    """
+    us = [transform(nodes) for nodes, _ in measures]
+    lo = min(float(u.min()) for u in us)
+    hi = max(float(u.max()) for u in us)
+    span = hi - lo if hi > lo else 1.0
+    s = broadening * span
+    curves = []
+    for u_nodes, (_, weights) in zip(us, measures, strict=True):
+        u = np.linspace(float(u_nodes.min()) - 6 * s, float(u_nodes.max()) + 6 * s, grid_points)
+        q = np.zeros_like(u)
+        for start in range(0, len(u_nodes), 256):  # bounded memory for many Ritz values
+            z = (u[:, None] - u_nodes[None, start : start + 256]) / s
+            q += np.exp(-0.5 * z**2) @ weights[start : start + 256]
+        q /= s * np.sqrt(2.0 * np.pi)
+        lam = transform.inverted()(u)
+        dudl = np.gradient(u, lam)
+        curves.append((lam, q * np.abs(dudl)))
+    return curves, s
+
+
+class _Decades:
+    """matplotlib's symmetric-log transform in decades (1 unit = a decade of the log part)."""
+
+    def __init__(self, linthresh: float, inverse: bool = False) -> None:
+        from matplotlib.scale import SymmetricalLogTransform
+
+        self.linthresh = linthresh
+        self._forward = SymmetricalLogTransform(10, linthresh, 1.0)
+        self._inverse = inverse
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        if self._inverse:
+            return self._forward.inverted().transform(v * self.linthresh)
+        return self._forward.transform(v) / self.linthresh
+
+    def inverted(self) -> _Decades:
+        return _Decades(self.linthresh, not self._inverse)
+
+
+class _Identity:
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    def inverted(self) -> _Identity:
+        return self
+
+
+def _positive_or_error(values: np.ndarray, what: str, label: str) -> None:
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() <= 0:
+        raise LandscapeError(
+            f"the {what} of {label!r} include {finite.min():.4g} <= 0; "
+            "a log axis needs positive values: drop --log"
+        )
+
+
 def fig5(
     hessian_results: Sequence[dict[str, Any]],
     labels: Sequence[str],
     fig: Figure | None = None,
+    *,
+    log: bool = False,
+    density_axis: str = "symlog",
+    broadening: float = 0.01,
 ) -> Figure:
     """Draw Fig. 5: (a) top eigenvalues, (b) traces with 95 % CIs, (c) eigenvalue densities.
 
@@ -65,67 +176,130 @@ def fig5(
             each needs eigenvalues, a trace and a density.
         labels: one legend label per result.
         fig: the figure to draw into (three axes are added); a new one by default.
+        log: log y axes for panels (a) and (b) (every eigenvalue and trace must be > 0).
+        density_axis: ``"symlog"`` (default): panel (c)'s eigenvalue axis is symmetric-log,
+            linear within ±:func:`density_linthresh` (stated in the axis label), so spectra of
+            very different scales are all readable; ``"linear"``: one linear axis.
+        broadening: the Gaussian width the densities are drawn with, as a fraction of the
+            eigenvalue axis's span (on the drawn axis: in decades for symlog); the width is stated
+            in the legend's title.
 
-    Panel (a) shows grouped bars, one group per eigenvalue rank and one colour per checkpoint;
-    (b) one bar per checkpoint with the trace's 95 % confidence interval as error bars; (c) the
-    SLQ densities overlaid on a log axis, clipped from below at :data:`DENSITY_FLOOR` times the
-    largest density. Returns the figure.
+    Panel (a) shows grouped bars, one group per eigenvalue rank and one colour (and hatch) per
+    checkpoint; (b) one bar per checkpoint with the trace's 95 % confidence interval as error
+    bars; (c) the densities overlaid on a log y axis, each run with its own colour, line style and
+    markers, clipped from below at :data:`DENSITY_FLOOR` times the largest density. The densities
+    are redrawn from the stored SLQ nodes and weights (see :func:`_density_curves`): the stored
+    ``density`` uses a width relative to each run's own spectrum, which leaves a wide spectrum as
+    a row of separate spikes next to a narrow one. What the Hessians were measured on (loss,
+    split, number of samples; from the results' attributes) goes in the axis labels, or after each
+    legend label when the runs differ. Returns the figure.
 
     Raises:
         LandscapeError: a result lacks one of the three parts (the message names the option of
-            ``landscape hessian`` that produces it).
+            ``landscape hessian`` that produces it), or ``log`` with a value <= 0.
     """
     _check(hessian_results, labels)
+    if density_axis not in DENSITY_AXES:
+        raise LandscapeError(
+            f"unknown density axis {density_axis!r}: choose {' or '.join(DENSITY_AXES)}"
+        )
+    if not 0 < broadening < 1:
+        raise LandscapeError(f"the density broadening must be in (0, 1), got {broadening}")
+    if log:
+        for r, label in zip(hessian_results, labels, strict=True):
+            _positive_or_error(np.asarray(r["eigenvalues"], dtype=np.float64), "eigenvalues", label)
+            _positive_or_error(np.array([float(r["trace"])]), "trace", label)
     n = len(hessian_results)
+    common, own = shared_measure([r.get("attrs") for r in hessian_results])
+    shown = [f"{label}{extra}" for label, extra in zip(labels, own, strict=True)]
+    on = f"\n({common})" if common else ""
     if fig is None:
-        fig = new_figure(15.0, 4.4)
+        fig = new_figure(15.0, 4.6)
     ax_eig, ax_tr, ax_den = fig.subplots(1, 3)
 
     # (a) top eigenvalues, grouped by rank
     k = max(len(r["eigenvalues"]) for r in hessian_results)
     width = 0.8 / n
-    for i, (result, label) in enumerate(zip(hessian_results, labels, strict=True)):
+    for i, (result, label) in enumerate(zip(hessian_results, shown, strict=True)):
         eig = np.asarray(result["eigenvalues"], dtype=np.float64)
         ranks = np.arange(len(eig))
-        ax_eig.bar(ranks - 0.4 + width * (i + 0.5), eig, width, color=color(i), label=label)
+        ax_eig.bar(
+            ranks - 0.4 + width * (i + 0.5),
+            eig,
+            width,
+            color=color(i),
+            hatch=hatch(i),
+            edgecolor="white",
+            linewidth=0.0,
+            label=label,
+        )
     ax_eig.set_xticks(np.arange(k), [f"λ{j + 1}" for j in range(k)])
     ax_eig.set_xlabel("rank")
-    ax_eig.set_ylabel("eigenvalue")
+    ax_eig.set_ylabel(f"eigenvalue{on}")
     ax_eig.set_title("(a) Top Hessian eigenvalues")
-    ax_eig.axhline(0.0, color="black", linewidth=0.6)
+    if log:
+        ax_eig.set_yscale("log")
+    else:
+        ax_eig.axhline(0.0, color="black", linewidth=0.6)
     ax_eig.legend()
 
     # (b) traces with 95 % confidence intervals
     xs = np.arange(n)
     traces = np.array([float(r["trace"]) for r in hessian_results])
     intervals = [_trace_interval(r) for r in hessian_results]
-    ax_tr.bar(xs, traces, 0.6, color=[color(i) for i in range(n)])
+    for i in range(n):
+        ax_tr.bar(
+            xs[i],
+            traces[i],
+            0.6,
+            color=color(i),
+            hatch=hatch(i),
+            edgecolor="white",
+            linewidth=0.0,
+        )
     for i, interval in enumerate(intervals):
         if interval is not None:
+            below = min(interval[0], 0.999 * traces[i]) if log else interval[0]
             ax_tr.errorbar(
                 xs[i],
                 traces[i],
-                yerr=np.array([[interval[0]], [interval[1]]]),
+                yerr=np.array([[below], [interval[1]]]),
                 color="black",
                 capsize=6,
                 linewidth=1.2,
             )
-    ax_tr.set_xticks(xs, list(labels))
-    ax_tr.set_ylabel("trace")
+    ax_tr.set_xticks(xs, list(shown))
+    ax_tr.set_ylabel(f"trace{on}")
     ax_tr.set_title("(b) Hessian trace (95 % CI)")
-    ax_tr.axhline(0.0, color="black", linewidth=0.6)
+    if log:
+        ax_tr.set_yscale("log")
+    else:
+        ax_tr.axhline(0.0, color="black", linewidth=0.6)
 
-    # (c) eigenvalue densities on a log axis
-    peak = max(float(np.nanmax(r["density"]["density"])) for r in hessian_results)
+    # (c) eigenvalue densities on a log axis, broadened by one width on the drawn eigenvalue axis
+    measures = [_measure(r) for r in hessian_results]
+    if density_axis == "symlog":
+        linthresh = density_linthresh(hessian_results)
+        transform: Any = _Decades(linthresh)
+    else:
+        transform = _Identity()
+    curves, sigma = _density_curves(measures, transform, broadening)
+    peak = max(float(np.nanmax(d)) for _, d in curves)
     floor = DENSITY_FLOOR * peak if peak > 0 else DENSITY_FLOOR
-    for i, (result, label) in enumerate(zip(hessian_results, labels, strict=True)):
-        grid = np.asarray(result["density"]["grid"], dtype=np.float64)
-        density = np.asarray(result["density"]["density"], dtype=np.float64)
-        ax_den.plot(grid, np.maximum(density, floor), color=color(i), label=label, linewidth=1.4)
+    for i, ((grid, density), label) in enumerate(zip(curves, shown, strict=True)):
+        ax_den.plot(
+            grid, np.maximum(density, floor), label=label, linewidth=1.4, **line_style(i, n)
+        )
     ax_den.set_yscale("log")
     ax_den.set_ylim(floor, peak * 3.0 if peak > 0 else 1.0)
-    ax_den.set_xlabel("eigenvalue")
-    ax_den.set_ylabel("density (log scale)")
+    if density_axis == "symlog":
+        ax_den.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
+        ax_den.set_xlabel(f"eigenvalue (symmetric log axis, linear within ±{linthresh:g})")
+        width_text = f"σ = {sigma:.2g} decade"
+    else:
+        ax_den.set_xlabel("eigenvalue")
+        width_text = f"σ = {sigma:.3g}"
+    ax_den.set_ylabel(f"density (log scale){on}")
     ax_den.set_title("(c) Eigenvalue density")
-    ax_den.legend()
+    ax_den.legend(title=f"Gaussian broadening {width_text}", title_fontsize="small")
     return fig

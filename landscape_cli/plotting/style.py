@@ -1,7 +1,10 @@
-"""Shared look and output of the figures: colours, figure creation, saving by extension.
+"""Shared look and output of the figures: colours, line styles, labels, figure creation, saving by
+extension.
 
 Figures are created as :class:`matplotlib.figure.Figure` objects, never through pyplot, so nothing
-here touches global state or needs a display.
+here touches global state or needs a display. Saving sets the font embedding for that one call only
+(:func:`matplotlib.rc_context`): PDF and PostScript embed TrueType (Type 42) fonts, as publishers
+require, instead of matplotlib's default Type 3; SVG keeps text as ``<text>`` elements.
 """
 
 from __future__ import annotations
@@ -15,10 +18,29 @@ from matplotlib.figure import Figure
 
 from landscape_cli.errors import LandscapeError
 
-__all__ = ["IMAGE_FORMATS", "color", "image_format", "new_figure", "save_figure"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "color",
+    "hatch",
+    "image_format",
+    "line_style",
+    "measured_on",
+    "new_figure",
+    "save_figure",
+]
 
 #: Output extensions and the matplotlib format each one selects.
-IMAGE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+IMAGE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".ps": "ps", ".eps": "eps"}
+
+#: Font settings every save runs under: TrueType (Type 42) fonts in PDF/PS/EPS, text kept as text
+#: in SVG. Applied with rc_context, so the caller's own rcParams are left as they were.
+SAVE_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
+
+#: Line styles and markers of the i-th run: solid, dashed, dotted, dash-dot, then the same with
+#: more markers; together with the colour, runs with almost equal curves stay apart.
+_LINESTYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+_HATCHES = ("", "//", "..", "xx", "\\\\", "++", "--", "oo")
 
 #: One colour per checkpoint (matplotlib's tab10 cycle), the same in every panel.
 _PALETTE = (
@@ -38,6 +60,63 @@ _PALETTE = (
 def color(i: int) -> str:
     """The colour of the ``i``-th checkpoint (or curve) in every figure."""
     return _PALETTE[i % len(_PALETTE)]
+
+
+def line_style(i: int, n: int = 1, points: int | None = None) -> dict:
+    """Keyword arguments for ``ax.plot`` of the ``i``-th of ``n`` curves: its colour, line style
+    and marker. Markers sit every few points (``points``: the curve's length) or, without it,
+    every 0.15 of the axes' diagonal; each curve's markers start at their own offset, so markers
+    of overlapping curves do not hide each other."""
+    offset = (i % max(n, 1)) / max(n, 1)
+    if points is None:
+        markevery: object = (0.15 * offset, 0.15)
+    else:
+        step = max(1, points // 8)
+        markevery = (int(offset * step) % step, step)
+    return {
+        "color": color(i),
+        "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "markevery": markevery,
+        "markersize": 4.5,
+        "markerfacecolor": "white" if (i // len(_LINESTYLES)) % 2 else color(i),
+        "markeredgecolor": color(i),
+    }
+
+
+def hatch(i: int) -> str:
+    """The hatch pattern of the ``i``-th run's bars (none for the first), for grey-scale print."""
+    return _HATCHES[i % len(_HATCHES)]
+
+
+_LOSS_NAMES = {"ce": "cross-entropy", "mse": "MSE"}
+
+
+def measured_on(attrs: dict | None) -> str:
+    """What a result was measured on, from its group's attributes: e.g. "cross-entropy, 512
+    train samples" (only the parts that are recorded; "" when none is)."""
+    attrs = attrs or {}
+    parts = []
+    loss = attrs.get("loss")
+    if loss:
+        parts.append(_LOSS_NAMES.get(str(loss), str(loss)))
+    samples, split = attrs.get("samples"), attrs.get("split")
+    if samples is not None and split:
+        parts.append(f"{int(samples)} {split} samples")
+    elif samples is not None:
+        parts.append(f"{int(samples)} samples")
+    elif split:
+        parts.append(f"{split} split")
+    return ", ".join(parts)
+
+
+def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
+    """(what all runs share, per-run remainders): the common :func:`measured_on` text goes in an
+    axis label; when runs differ, each run's own text goes after its legend label."""
+    texts = [measured_on(a) for a in attrs_list]
+    if len(set(texts)) <= 1:
+        return (texts[0] if texts else ""), [""] * len(texts)
+    return "", [f" ({t})" if t else "" for t in texts]
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -61,8 +140,14 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     """Save ``fig`` to ``path`` in the format its extension names, atomically.
 
     The image is written to a temporary file in the same folder and renamed over ``path``, so a
-    crash never leaves a truncated image. Missing parent folders are created.
+    crash never leaves a truncated image. Missing parent folders are created. ``dpi`` sets the
+    resolution of PNGs (and of the rasterised parts of vector formats). Fonts follow
+    :data:`SAVE_RC` for this call only.
     """
+    import matplotlib
+
+    if dpi <= 0:
+        raise LandscapeError(f"--dpi must be > 0, got {dpi}")
     fmt = image_format(path)
     target = Path(path)
     try:
@@ -71,7 +156,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
         raise LandscapeError(f"cannot create folder {target.parent}: {exc}") from exc
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb") as fh, matplotlib.rc_context(SAVE_RC):
             fig.savefig(fh, format=fmt, dpi=dpi)
         os.replace(tmp, target)
     except OSError as exc:

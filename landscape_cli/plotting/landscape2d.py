@@ -155,6 +155,8 @@ def contour(
     nlev = levels
     if log:
         levels = np.geomspace(lo, hi, nlev + 1)
+    elif limits is not None:  # the range asked for, exactly
+        levels = np.linspace(lo, hi, nlev + 1)
     else:  # round numbers, covering [lo, hi]
         levels = MaxNLocator(nbins=nlev).tick_values(lo, hi)
         levels = levels[

@@ -38,7 +38,7 @@ SAVE_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 
 #: Line styles and markers of the i-th run: solid, dashed, dotted, dash-dot, then the same with
 #: more markers; together with the colour, runs with almost equal curves stay apart.
-_LINESTYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+_LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _HATCHES = ("", "//", "..", "xx", "\\\\", "++", "--", "oo")
 

@@ -6,9 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test
 
-# The embedded end-to-end run: checkpoints, results files and Figs. 2, 5, 6 in demo/.
+# The embedded end-to-end run: checkpoints, results files and Figs. 2, 5, 6 in demo/; the figures
+# are then copied into docs/figures/, so the README shows what the current code draws.
+FIGURES := fig2.png fig5.png fig6.png
+
 demo: $(STAMP)
 	$(VENV)/bin/landscape demo --out demo
+	mkdir -p docs/figures
+	cp $(addprefix demo/,$(FIGURES)) docs/figures/
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

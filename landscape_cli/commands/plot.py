@@ -218,17 +218,19 @@ def plot(
         ),
     ] = None,
     vmin: Annotated[
-        float | None, typer.Option("--vmin", help="2-D figures: lower end of the colour scale.")
+        float | None,
+        typer.Option("--vmin", metavar="V", help="2-D figures: lower end of the colour scale."),
     ] = None,
     vmax: Annotated[
-        float | None, typer.Option("--vmax", help="2-D figures: upper end of the colour scale.")
+        float | None,
+        typer.Option("--vmax", metavar="V", help="2-D figures: upper end of the colour scale."),
     ] = None,
     size: Annotated[
         tuple[float, float] | None,
         typer.Option("--size", metavar="W H", help="Figure size in inches (width height)."),
     ] = None,
     dpi: Annotated[
-        int, typer.Option("--dpi", help="Resolution of PNGs (dots per inch).", min=1)
+        int, typer.Option("--dpi", metavar="N", help="Resolution of PNGs (dots per inch).")
     ] = 150,
     out: Annotated[
         Path | None,
@@ -255,6 +257,8 @@ def plot(
     _check(figures, files, labels, name, options)
     if density_axis is not None and density_axis not in ("symlog", "linear"):
         raise LandscapeError(f"--density-axis must be symlog or linear, got {density_axis!r}")
+    if dpi < 1:
+        raise LandscapeError(f"--dpi must be at least 1, got {dpi}")
     if size is not None and not (size[0] > 0 and size[1] > 0):
         raise LandscapeError(f"--size needs a positive width and height, got {size[0]} {size[1]}")
     out_paths = output_paths(figures, out)

@@ -167,7 +167,7 @@ def fig5(
     *,
     log: bool = False,
     density_axis: str = "symlog",
-    broadening: float = 0.01,
+    broadening: float = 0.02,
 ) -> Figure:
     """Draw Fig. 5: (a) top eigenvalues, (b) traces with 95 % CIs, (c) eigenvalue densities.
 
@@ -181,7 +181,7 @@ def fig5(
             linear within ±:func:`density_linthresh` (stated in the axis label), so spectra of
             very different scales are all readable; ``"linear"``: one linear axis.
         broadening: the Gaussian width the densities are drawn with, as a fraction of the
-            eigenvalue axis's span (on the drawn axis: in decades for symlog); the width is stated
+            eigenvalue axis's span, 2 % by default (in decades for symlog); the width is stated
             in the legend's title.
 
     Panel (a) shows grouped bars, one group per eigenvalue rank and one colour (and hatch) per
@@ -301,5 +301,11 @@ def fig5(
         width_text = f"σ = {sigma:.3g}"
     ax_den.set_ylabel(f"density (log scale){on}")
     ax_den.set_title("(c) Eigenvalue density")
-    ax_den.legend(title=f"Gaussian broadening {width_text}", title_fontsize="small")
+    ax_den.legend(  # beside the panel: densities leave no corner free for every data set
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        title=f"Gaussian broadening\n{width_text}",
+        title_fontsize="small",
+        fontsize="small",
+    )
     return fig

@@ -189,6 +189,8 @@ def test_density_is_broadened_by_the_stated_gaussian_and_integrates_to_one(axis)
 def test_fig5_log_bars_and_refusal():
     fig = pl.fig5([_hessian(100.0, 0), _hessian(5.0, 1)], ["a", "b"], log=True)
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "log"
+    assert fig.axes[0].get_ylim()[0] < 0.5 * 2.5  # the smallest bar (5 x 0.5) rises visibly
+    assert fig.axes[1].get_ylim()[0] < 0.5 * 25.0
     bad = _hessian(5.0, 1)
     bad["eigenvalues"] = np.array([5.0, -0.1])
     with pytest.raises(LandscapeError, match="drop --log"):

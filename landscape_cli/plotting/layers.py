@@ -91,7 +91,7 @@ def layers(
     common, own = shared_measure([r.get("attrs") for r in hessian_results])
     shown = [f"{label}{extra}" for label, extra in zip(labels, own, strict=True)]
     if fig is None:
-        fig = new_figure(11.0, 1.4 + 0.22 * m * max(1.0, 0.55 * n))
+        fig = new_figure(11.0, max(3.0, 1.4 + 0.22 * m * max(1.0, 0.55 * n)))
     ax_lam, ax_tr = fig.subplots(1, 2, sharey=True)
 
     rows = np.arange(m)
@@ -115,6 +115,8 @@ def layers(
         ax.set_title(title)
         if log:
             ax.set_xscale("log")
+            values = (lam if ax is ax_lam else tr)[np.isfinite(lam if ax is ax_lam else tr)]
+            ax.set_xlim(left=float(values.min()) / 3.0)  # every bar visibly starts at the left
         else:
             ax.axvline(0.0, color="black", linewidth=0.6)
         ax.grid(axis="x", linewidth=0.4, alpha=0.5)

@@ -239,6 +239,8 @@ def fig5(
     ax_eig.set_title("(a) Top Hessian eigenvalues")
     if log:
         ax_eig.set_yscale("log")
+        lowest = min(float(np.min(r["eigenvalues"])) for r in hessian_results)
+        ax_eig.set_ylim(bottom=lowest / 3.0)  # every bar visibly rises from the bottom
     else:
         ax_eig.axhline(0.0, color="black", linewidth=0.6)
     ax_eig.legend()
@@ -273,6 +275,7 @@ def fig5(
     ax_tr.set_title("(b) Hessian trace (95 % CI)")
     if log:
         ax_tr.set_yscale("log")
+        ax_tr.set_ylim(bottom=float(traces.min()) / 3.0)
     else:
         ax_tr.axhline(0.0, color="black", linewidth=0.6)
 

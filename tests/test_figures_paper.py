@@ -273,6 +273,8 @@ def test_contour_levels_and_one_sided_limits():
     assert levels[-1] == pytest.approx(0.05) and ax.collections[0].extend == "max"
     with pytest.raises(LandscapeError, match="--levels"):
         pl.contour(_scan2(1.0), levels=1)
+    assert pl.heatmap(_scan2(1.0), levels=5).collections[0].cmap.N == 5  # 5 colour steps
+    assert pl.surface(_scan2(1.0), levels=7).collections[0].cmap.N == 7
 
 
 # ------------------------------------------------------------------------------------------------

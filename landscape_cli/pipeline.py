@@ -174,7 +174,8 @@ def hessian_job(
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
-    _check_size(s, sum(p.numel() for p in work.model.parameters() if p.requires_grad), dev)
+    n_grad = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
+    _check_size(s, n_grad, dev, dtype == "float64")
     loss = work.resolve_loss(loss)
     check_loss_on(work.model, work.batches, loss)
     root = provenance(checkpoint, work, label, out_path)
@@ -194,7 +195,9 @@ def hessian_job(
     )
     check_not_constant(op)
     op.on_hvp = on_hvp
-    _check_size(s, op.n, dev)  # again: parameters without a gradient are left out
+    _check_size(
+        s, op.n, dev, dtype == "float64"
+    )  # again: parameters without a gradient are left out
     results: dict = {}
 
     def save(partial: bool = False, to: Path | None = None):
@@ -226,14 +229,14 @@ def hessian_job(
     return save(), out_path, work
 
 
-def _check_size(s, n: int, dev) -> None:
+def _check_size(s, n: int, dev, products_float64: bool = False) -> None:
     """Options against the model's size and the machine's memory, before any allocation."""
     if s.top_k > n:
         raise LandscapeError(
             f"--top-k {s.top_k} exceeds the model's {n} parameters (the Hessian has {n} "
             "eigenvalues); lower --top-k"
         )
-    resources.require(resources.hessian_bytes(s, n), dev)
+    resources.require(resources.hessian_bytes(s, n, products_float64), dev)
 
 
 def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:

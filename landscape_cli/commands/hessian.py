@@ -133,6 +133,8 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
                 "residuals": top.residuals if top else [],
                 "converged": top.converged if top else [],
                 "lambda_min": top.lambda_min if top else None,
+                "lanczos_basis_dtype": top.basis_dtype if top else None,
+                "lanczos_orthogonality": top.orthogonality if top else None,
                 "trace": tr.estimate if tr else None,
                 "trace_stderr": tr.stderr if tr else None,
                 "trace_ci95": list(tr.ci95) if tr else None,
@@ -168,6 +170,11 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
             table.add_row(f"λ{i + 1}", f"{lam:.6g}", f"residual {res:.2e}{flag}")
         table.add_row(
             "λmin (Krylov)", f"{top.lambda_min:.6g}", f"residual {top.lambda_min_residual:.2e}"
+        )
+        table.add_row(
+            "Krylov basis",
+            f"{top.steps} rows",
+            f"{top.basis_dtype}, orthogonality max|QQᵀ − I| {top.orthogonality:.1e}",
         )
     if tr is not None:
         table.add_row(

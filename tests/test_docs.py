@@ -269,3 +269,47 @@ def test_python_api_examples_run(tmp_path, monkeypatch):
     result = runner_.run(test, out=out.append, clear_globs=True)
     assert result.failed == 0, "".join(out)
     assert (tmp_path / "toy.h5").exists() and (tmp_path / "fig5.png").stat().st_size > 10_000
+
+
+# -- what the ## Data section says -------------------------------------------------------------
+
+
+def _image(path: Path, mode: str, color, size=(4, 4)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+
+
+def test_image_folders_are_rgb_normalised_with_imagenet_statistics(tmp_path):
+    from landscape_cli.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
+
+    _image(tmp_path / "a" / "gray.png", "L", 200)
+    _image(tmp_path / "b" / "rgb.png", "RGB", (0, 128, 255))
+    loaded = load_dataset(f"imagefolder:{tmp_path}", "test")
+    assert loaded.input_shape == (3, 4, 4) and loaded.num_classes == 2
+    gray, label = loaded.dataset[0]
+    assert label == 0  # class folders in sorted order
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert torch.allclose(gray * std + mean, torch.full((3, 4, 4), 200 / 255), atol=1e-6)
+    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+    assert f"mean ({', '.join(map(str, IMAGENET_MEAN))})" in readme_section("Data")
+
+
+def test_model_option_num_classes_sets_the_head_width(tmp_path):
+    """A 10-way head measured on a 3-class image folder, given --model-option num_classes=10."""
+    from landscape_cli.models import build_model
+
+    for i, name in enumerate(("x", "y", "z")):
+        for j in range(4):
+            _image(tmp_path / "data" / name / f"{j}.png", "RGB", (60 * i + j, 20 * j, 90))
+    torch.manual_seed(0)
+    net = build_model("mlp", input_shape=(3, 4, 4), num_classes=10, hidden=[5])
+    torch.save(net.state_dict(), tmp_path / "ten.pt")
+    args = ["hessian", str(tmp_path / "ten.pt"), "--model", "mlp", "--model-option", "hidden=[5]"]
+    args += ["--dataset", f"imagefolder:{tmp_path / 'data'}", "--model-option", "num_classes=10"]
+    args += ["--top-k", "1", "--trace-probes", "0", "--density-probes", "0", "--json"]
+    _ok(args)
+    stored = read_hessian(tmp_path / "ten.h5")
+    assert stored["attrs"]["num_params"] == sum(p.numel() for p in net.parameters())
+    assert stored["attrs"]["samples"] == 12

@@ -405,6 +405,28 @@ def _save_or_fallback(path: Path, state: Mapping[str, Any]) -> None:
     raise LandscapeError(f"cannot write the checkpoint {path} ({reason}) nor any rescue copy")
 
 
+def _model_kwargs(config, train_data) -> dict[str, Any]:
+    """The model's constructor arguments: the dataset's shape and class count, which
+    ``--model-option`` may override (a head wider than the classes is allowed, a narrower one not).
+    """
+    kwargs = {
+        "input_shape": tuple(train_data.input_shape),
+        "num_classes": train_data.num_classes,
+        **config.model_options,
+    }
+    classes = kwargs["num_classes"]
+    if train_data.num_classes and (
+        not isinstance(classes, int)
+        or isinstance(classes, bool)
+        or classes < train_data.num_classes
+    ):
+        raise LandscapeError(
+            f"--model-option num_classes={classes!r}: {config.dataset} has "
+            f"{train_data.num_classes} classes, so the head needs at least that many outputs"
+        )
+    return kwargs
+
+
 def train(
     config: TrainConfig,
     *,
@@ -463,12 +485,8 @@ def train(
     total_steps = steps_per_epoch * config.epochs
 
     torch.manual_seed(config.seed)
-    model = build_model(
-        config.model,
-        input_shape=train_data.input_shape,
-        num_classes=train_data.num_classes,
-        **config.model_options,
-    ).to(dev)
+    model_kwargs = _model_kwargs(config, train_data)
+    model = build_model(config.model, **model_kwargs).to(dev)
     optimizer, hparams = build_optimizer(config, model.parameters(), total_steps)
 
     history: dict[str, list[float]] = {
@@ -512,11 +530,7 @@ def train(
             "version": VERSION,
             "model": {
                 "name": config.model,
-                "kwargs": {
-                    "input_shape": list(train_data.input_shape),
-                    "num_classes": train_data.num_classes,
-                    **config.model_options,
-                },
+                "kwargs": {**model_kwargs, "input_shape": list(model_kwargs["input_shape"])},
             },
             "loss": config.loss,
             "dataset": {

@@ -37,11 +37,20 @@ class Source:
     batch_size: int = 128
     trust: bool = False
     seed: int = 0  # of the sample selection
+    # told what the user should know about how a file was read (a prefix removed from its keys)
+    on_note: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+    def note(self, loaded: Any) -> None:
+        """Pass the notes of a :class:`~landscape_cli.checkpoints.LoadedModel` to ``on_note``."""
+        if self.on_note is None or not distributed.is_main():
+            return
+        for text in getattr(loaded, "notes", ()):
+            self.on_note(f"{loaded.path.name}: {text}")
 
     def load(self, checkpoint: Path) -> Workload:
         if self.split not in ("train", "test"):
             raise LandscapeError(f"--split must be train or test, got {self.split!r}")
-        return load_workload(
+        work = load_workload(
             checkpoint,
             model=self.model,
             model_options=self.model_options,
@@ -53,6 +62,8 @@ class Source:
             trust=self.trust,
             seed=self.seed,
         )
+        self.note(work.loaded)
+        return work
 
 
 def results_path(checkpoint: Path, out: Path | None) -> Path:
@@ -78,6 +89,7 @@ def provenance(
         "label": label,
         "model": work.loaded.model_spec["name"],
         "dataset": work.dataset,
+        "state_dict_prefix": work.loaded.prefix or None,  # removed from the file's keys
         "argv": " ".join(sys.argv),
         "torch_version": str(torch.__version__),
         "cuda_version": torch.version.cuda or "",
@@ -382,7 +394,7 @@ def scan_job(
             bn = o.bn or "recompute"
 
         kwargs = work.loaded.model_spec.get("kwargs", {})
-        others = [
+        loaded_targets = [
             load_model(
                 t,
                 model=source.model,
@@ -390,9 +402,12 @@ def scan_job(
                 num_classes=kwargs.get("num_classes"),
                 model_options=source.model_options,
                 trust=source.trust,
-            ).model.to(dev)
+            )
             for t in targets
         ]
+        for other in loaded_targets:
+            source.note(other)
+        others = [other.model.to(dev) for other in loaded_targets]
         plan = sc.interpolation_plan(
             net,
             others,

@@ -36,8 +36,8 @@ def _one_error_line(result) -> str:
 
 
 def _pyhessian_directly(ckpt, samples: int, batch_size: int, seed: int, top_n: int):
-    """What a user's script gets from PyHessian on the same model and samples: the README's
-    recipe (torch.manual_seed, then eigenvalues(top_n), then trace(), its defaults), with
+    """What a user's script gets from PyHessian on the same model and samples, as in PyHessian's
+    own example (torch.manual_seed, then eigenvalues(top_n), then trace(), its defaults), with
     torch's own cross-entropy; also counts its Hessian-vector products."""
     from pyhessian import hessian
 

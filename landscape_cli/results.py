@@ -510,8 +510,9 @@ def _write_hessian_group(
         g.attrs["lanczos_top_steps"] = np.int64(top.steps)
         g.attrs["lanczos_top_hvp_count"] = np.int64(top.hvp_count)
         g.attrs["tol"] = np.float64(top.tol)
-        _set_attr(g, "lanczos_basis_dtype", str(top.basis_dtype))
-        g.attrs["lanczos_orthogonality"] = np.float64(top.orthogonality)
+        if top.basis_dtype:  # not with --engine pyhessian (no Krylov basis)
+            _set_attr(g, "lanczos_basis_dtype", str(top.basis_dtype))
+            g.attrs["lanczos_orthogonality"] = np.float64(top.orthogonality)
         if top.eigenvectors is not None:
             _write_eigenvectors(g, report, np.asarray(top.eigenvectors))
 

@@ -34,10 +34,9 @@ from landscape_cli.checkpoints import (
     FORMAT,
     VERSION,
     check_version,
-    load_weights,
+    fit_state_dict,
     read_file,
     save_checkpoint,
-    strip_prefixes,
 )
 from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import LOSSES
@@ -494,7 +493,7 @@ def train(
     }
     first_epoch, step = 0, 0
     if ckpt is not None:
-        load_weights(model, strip_prefixes(ckpt["state_dict"]), str(resume))
+        fit_state_dict(model, ckpt["state_dict"], str(resume))
         try:
             optimizer.load_state_dict(ckpt["optimizer"]["state_dict"])
             hparams = dict(ckpt["optimizer"]["hparams"])

@@ -172,6 +172,13 @@ def results_files(tmp_path_factory) -> dict[str, Path]:
     audit += ["--density-probes", "2", "--lanczos-steps", "6", "--match-loss"]
     _ok(["audit", str(a), str(b), *audit])
 
+    # a Lightning-style file measured by PyHessian: state_dict_prefix and engine
+    lightning = folder / "lightning.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in raw["state_dict"].items()}}, lightning)
+    model = ["--model", "cnn", "--model-option", "width=4", "--dataset", "digits"]
+    _ok(["hessian", str(lightning), *model, *fast, "--engine", "pyhessian", "--top-k", "1",
+         "--trace-probes", "0", "--density-probes", "0"])  # fmt: skip
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -180,7 +187,12 @@ def results_files(tmp_path_factory) -> dict[str, Path]:
         mp.setattr(hs, "slq_density", interrupted)
         result = runner.invoke(app, ["hessian", str(a), *hess, "--out", str(partial)])
     assert result.exit_code == 130 and read_hessian(partial)["attrs"]["partial"]
-    return {"a": folder / "a.h5", "b": folder / "b.h5", "partial": partial}
+    return {
+        "a": folder / "a.h5",
+        "b": folder / "b.h5",
+        "partial": partial,
+        "lightning": folder / "lightning.h5",
+    }
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ class LanczosResult:
     ``converged[i]`` says whether it met ``residual ≤ tol·|λ|``. ``lambda_min`` is the smallest
     Ritz value of the same Krylov space, with its residual. ``basis_dtype`` is the precision the
     Krylov basis was kept in and ``orthogonality`` its measured loss of orthogonality
-    ``max |QQᵀ − I|`` (``lanczos.py``, "Basis precision").
+    ``max |QQᵀ − I|`` (``lanczos.py``, "Basis precision"); ``basis_dtype`` is empty for
+    PyHessian's power iteration, which keeps no basis.
     """
 
     eigenvalues: np.ndarray  # (k,) float64

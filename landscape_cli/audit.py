@@ -304,7 +304,8 @@ def reusable(
     dataset: str | None = None,
 ) -> bool:
     """Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
-    audit's Hessian questions: computed on the same samples (hash), split, loss and seed, with
+    audit's Hessian questions: computed by landscape's own estimators (``engine`` lanczos, or
+    none recorded), on the same samples (hash), split, loss and seed, with
     eval-mode BatchNorm, and with enough of each estimate: at least ``top_k`` eigenvalues, a
     trace with at least as many probes or a relative standard error within ``trace_rtol``, and
     (when the audit wants a density) one with at least as many probes and Lanczos steps."""
@@ -313,6 +314,8 @@ def reusable(
     attrs = stored["attrs"]
     raw = attrs.get("settings")
     if not raw or attrs.get("samples_sha256") != samples_sha256:
+        return False
+    if attrs.get("engine", "lanczos") != "lanczos":  # PyHessian's numbers are not certified
         return False
     opts = json.loads(raw) if isinstance(raw, str) else dict(raw)
     same = (

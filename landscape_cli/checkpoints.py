@@ -10,9 +10,14 @@ weights_only=True)`` accepts: tensors, numbers, strings, lists and dicts only::
     optimizer:  {name, hparams, state_dict}        (the step counter included)
     train:      {epoch, step, seed, config, history: {train_loss: [...], ...}}
 
-Other files load too: a bare state dict, a dict holding one under ``state_dict`` or ``model``,
-with ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) prefixes, and
-``.safetensors`` files. Those carry no model spec, so the caller names the architecture.
+Other files load too: a bare state dict, a dict holding one under ``state_dict`` or ``model``
+(training loops, PyTorch Lightning), and ``.safetensors`` files. Those carry no model spec, so
+the caller names the architecture. When every key of a file matches the model after removing
+one common prefix (``module.`` from DataParallel/DDP, ``_orig_mod.`` from torch.compile,
+``model.`` from a Lightning module, or any other, nested ones such as ``model.module.``
+included), the prefix is removed and said so (:func:`match_keys`, :attr:`LoadedModel.notes`).
+A file without a class count built for the wrong number of classes is named by its
+classifier head's width (:func:`head_width`), with the option that fits it.
 
 Safety: every ``.pt``/``.pth`` file is read with ``weights_only=True``, which refuses arbitrary
 pickled objects (a pickle can run any code when it is loaded). A file holding a whole pickled
@@ -25,7 +30,7 @@ import os
 import pickle
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,6 @@ from landscape_cli.errors import LandscapeError
 
 FORMAT = "landscape-checkpoint"
 VERSION = 1
-_PREFIXES = ("module.", "_orig_mod.")
 _TRUST_HINT = "pass --trust-checkpoint only if you trust where the file came from"
 
 
@@ -160,63 +164,153 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
-def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop ``module.``/``_orig_mod.`` prefixes that DDP and torch.compile put on every key."""
-    out = dict(state_dict)
-    for prefix in _PREFIXES:
-        if out and all(k.startswith(prefix) for k in out):
-            out = {k[len(prefix) :]: v for k, v in out.items()}
+def common_prefixes(keys: Sequence[str]) -> list[str]:
+    """Every prefix ending in ``.`` that all ``keys`` share, shortest first (``model.``,
+    ``model.module.``, ...); empty when they share none."""
+    keys = list(keys)
+    if not keys:
+        return []
+    first, out = keys[0], []
+    dot = first.find(".")
+    while dot >= 0:
+        prefix = first[: dot + 1]
+        if not all(k.startswith(prefix) and len(k) > len(prefix) for k in keys):
+            break
+        out.append(prefix)
+        dot = first.find(".", dot + 1)
     return out
 
 
+def match_keys(state_keys: Iterable[str], model_keys: Iterable[str]) -> str | None:
+    """The one prefix whose removal from every key of a file makes its keys those of the model.
+
+    ``""`` when the keys already agree; ``"model."`` (Lightning), ``"module."`` (DDP),
+    ``"_orig_mod."`` (torch.compile), ``"model.module."`` (nested) or any other prefix that
+    *every* key of the file carries and whose removal leaves exactly ``model_keys``; None when
+    no such prefix exists (a key set that matches only in part is never guessed at).
+    """
+    state, wanted = list(state_keys), set(model_keys)
+    if set(state) == wanted:
+        return ""
+    for prefix in common_prefixes(state):
+        if {k[len(prefix) :] for k in state} == wanted:
+            return prefix
+    return None
+
+
+def _closest_prefix(state_keys: Sequence[str], model_keys: set[str]) -> str:
+    """For the message about a file that does not fit: the common prefix (or none) whose
+    removal leaves the most keys of the model."""
+    candidates = ["", *common_prefixes(state_keys)]
+    return max(candidates, key=lambda p: sum(k[len(p) :] in model_keys for k in state_keys))
+
+
+def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state_dict.items()} if prefix else dict(state_dict)
+
+
 def extract_weights(obj: Any, source: str) -> dict[str, torch.Tensor] | nn.Module:
-    """The model weights inside a loaded file: a state dict (prefixes stripped) or a module."""
+    """The model weights inside a loaded file: a state dict (keys as stored) or a module."""
     if isinstance(obj, nn.Module):
         return obj
     if is_landscape_checkpoint(obj):
-        return strip_prefixes(obj["state_dict"])
+        return dict(obj["state_dict"])
     if _is_state_dict(obj):
-        return strip_prefixes(obj)
+        return dict(obj)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model", "net", "module"):
             inner = obj.get(key)
             if isinstance(inner, nn.Module):
                 return inner
             if _is_state_dict(inner):
-                return strip_prefixes(inner)
+                return dict(inner)
     raise LandscapeError(
         f"{source} holds no model weights: expected a state dict (name -> tensor), or one under "
         "a 'state_dict' or 'model' key"
     )
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``model`` strictly; on a mismatch, one line naming what differs."""
+def _some(items: list[str], limit: int = 2) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> str:
+    """Load ``state_dict`` into ``model`` strictly, after removing the one prefix that
+    :func:`match_keys` finds; returns that prefix (``""`` for none).
+
+    On a mismatch, raises one :class:`LandscapeError` line: how many keys are missing,
+    unexpected or of another shape, with the first of each (never a wall of keys).
+    """
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
+    keys = list(state_dict)
+    prefix = match_keys(keys, own)
+    fits = prefix is not None
+    if prefix is None:
+        prefix = _closest_prefix(keys, set(own))
+    state = _strip(state_dict, prefix)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
     shapes = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
-    if missing or unexpected or shapes:
-
-        def some(items: list[str]) -> str:
-            more = f" (+{len(items) - 4} more)" if len(items) > 4 else ""
-            return ", ".join(items[:4]) + more
-
+    if not fits or shapes:
         parts = []
         if missing:
-            parts.append(f"missing keys: {some(missing)}")
+            parts.append(f"{len(missing)} missing keys ({_some(missing)})")
         if unexpected:
-            parts.append(f"unexpected keys: {some(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected keys ({_some(unexpected)})")
         if shapes:
-            parts.append(f"shape mismatches (file vs model): {some(shapes)}")
+            noun = "shape mismatch" if len(shapes) == 1 else "shape mismatches"
+            parts.append(f"{len(shapes)} {noun}, file vs model ({_some(shapes)})")
+        removed = f" after removing the prefix {prefix!r}" if prefix else ""
         raise LandscapeError(
-            f"{source} does not fit the model ({type(model).__name__}): " + "; ".join(parts)
+            f"{source} does not fit the model ({type(model).__name__}){removed}: "
+            + "; ".join(parts)
+            + "; check --model and --model-option"
         )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state, strict=True)
+    return prefix
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` into ``model`` (:func:`fit_state_dict`, the prefix discarded)."""
+    fit_state_dict(model, state_dict, source)
+
+
+def head_width(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], num_classes: int
+) -> tuple[int, str] | None:
+    """The classifier head's width in a file that does not fit ``model`` only by its number
+    of classes: ``(width, key)`` when every key matches (after the prefix of
+    :func:`match_keys`) and every shape mismatch is a leading dimension that is
+    ``num_classes`` in the model and one same ``width`` in the file (``fc.weight`` (10, 512) vs
+    (3, 512) and ``fc.bias`` (10,) vs (3,) give ``(10, "fc.weight")``); None otherwise."""
+    own = model.state_dict()
+    prefix = match_keys(list(state_dict), own)
+    if prefix is None:
+        return None
+    state = _strip(state_dict, prefix)
+    widths, first = set(), None
+    for key, mine in own.items():
+        theirs = state[key]
+        if tuple(theirs.shape) == tuple(mine.shape):
+            continue
+        if theirs.dim() != mine.dim() or theirs.dim() == 0:
+            return None
+        if tuple(theirs.shape[1:]) != tuple(mine.shape[1:]) or mine.shape[0] != num_classes:
+            return None
+        widths.add(int(theirs.shape[0]))
+        first = first or key
+    if len(widths) != 1 or first is None:
+        return None
+    return widths.pop(), first
+
+
+def _prefix_note(prefix: str) -> str:
+    return f"removed the prefix {prefix!r} from every key of the state dict"
 
 
 @dataclass(frozen=True)
@@ -229,6 +323,8 @@ class LoadedModel:
     path: Path
     kind: str  # "landscape" | "state_dict" | "safetensors" | "module"
     checkpoint: dict[str, Any] | None = field(default=None, repr=False)
+    prefix: str = ""  # removed from every key of the file's state dict (match_keys)
+    notes: tuple[str, ...] = ()  # what the user should know about how the file was read
 
 
 def load_model(
@@ -244,9 +340,13 @@ def load_model(
     """Rebuild the model stored at ``path`` (on the CPU).
 
     A landscape checkpoint names its own architecture; ``model`` (a registry name,
-    ``torchvision:NAME`` or ``package.module:factory``) overrides it and is required for files
-    that carry no spec, built for ``input_shape``/``num_classes`` (normally the dataset's).
-    ``contents`` is what :func:`read_file` already returned for ``path``, to avoid reading twice.
+    ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory``) overrides it and is
+    required for files that carry no spec, built for ``input_shape``/``num_classes`` (normally
+    the dataset's). ``contents`` is what :func:`read_file` already returned for ``path``, to
+    avoid reading twice. A prefix removed from the file's keys is in ``prefix`` and ``notes``; a
+    file without a class count whose classifier head has another width than ``num_classes`` (and
+    no ``num_classes`` among ``model_options``) is refused in one line naming
+    ``--model-option num_classes=WIDTH``.
     """
     from landscape_cli.models import build_model
 
@@ -265,7 +365,7 @@ def load_model(
     elif model is None:
         raise LandscapeError(
             f"{path} carries no model spec; pass --model (a name such as resnet18, "
-            "torchvision:NAME, or package.module:factory)"
+            "torchvision:NAME, timm:NAME, or package.module:factory)"
         )
     else:
         if input_shape is None or num_classes is None:
@@ -282,11 +382,42 @@ def load_model(
             f"{path}: the model spec lacks a valid input_shape and num_classes"
         ) from None
     net = build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
-    load_weights(net, weights, str(path))
+    try:
+        prefix = fit_state_dict(net, weights, str(path))
+    except LandscapeError as exc:
+        # A file without a class count, built for the wrong number of classes: name its head,
+        # once the model built with the head's width is known to take the file.
+        found = None
+        if ckpt is None and "num_classes" not in (model_options or {}):
+            found = head_width(net, weights, classes)
+        if found is None:
+            raise
+        width, key = found
+        try:
+            wide = build_model(spec["name"], input_shape=shape, num_classes=width, **kwargs)
+            fit_state_dict(wide, weights, str(path))
+        except LandscapeError:
+            raise exc from None
+        raise LandscapeError(_head_message(path, key, width, classes)) from None
     kind = (
         "landscape"
         if ckpt is not None
         else ("safetensors" if path.suffix == ".safetensors" else "state_dict")
     )
     dataset_spec = dict(ckpt["dataset"]) if ckpt is not None and "dataset" in ckpt else None
-    return LoadedModel(net, spec, dataset_spec, path, kind, ckpt)
+    notes = (_prefix_note(prefix),) if prefix else ()
+    return LoadedModel(net, spec, dataset_spec, path, kind, ckpt, prefix=prefix, notes=notes)
+
+
+def _head_message(path: Path, key: str, width: int, classes: int) -> str:
+    """One line for a classifier head of ``width`` outputs measured on ``classes`` classes."""
+    head = f"{path}: its classifier head {key} has {width} outputs but the dataset has {classes}"
+    if width > classes:
+        return (
+            f"{head} classes; pass --model-option num_classes={width} to measure its "
+            f"{width}-way output on these {classes} classes, or the --dataset it was trained on"
+        )
+    return (
+        f"{head} classes (labels up to {classes - 1}); pass the --dataset it was trained on "
+        f"({width} classes)"
+    )

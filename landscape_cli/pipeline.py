@@ -37,11 +37,20 @@ class Source:
     batch_size: int = 128
     trust: bool = False
     seed: int = 0  # of the sample selection
+    # told what the user should know about how a file was read (a prefix removed from its keys)
+    on_note: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+    def note(self, loaded: Any) -> None:
+        """Pass the notes of a :class:`~landscape_cli.checkpoints.LoadedModel` to ``on_note``."""
+        if self.on_note is None or not distributed.is_main():
+            return
+        for text in getattr(loaded, "notes", ()):
+            self.on_note(f"{loaded.path.name}: {text}")
 
     def load(self, checkpoint: Path) -> Workload:
         if self.split not in ("train", "test"):
             raise LandscapeError(f"--split must be train or test, got {self.split!r}")
-        return load_workload(
+        work = load_workload(
             checkpoint,
             model=self.model,
             model_options=self.model_options,
@@ -53,6 +62,8 @@ class Source:
             trust=self.trust,
             seed=self.seed,
         )
+        self.note(work.loaded)
+        return work
 
 
 def results_path(checkpoint: Path, out: Path | None) -> Path:
@@ -78,6 +89,7 @@ def provenance(
         "label": label,
         "model": work.loaded.model_spec["name"],
         "dataset": work.dataset,
+        "state_dict_prefix": work.loaded.prefix or None,  # removed from the file's keys
         "argv": " ".join(sys.argv),
         "torch_version": str(torch.__version__),
         "cuda_version": torch.version.cuda or "",
@@ -133,12 +145,15 @@ def hessian_job(
     overwrite: bool = False,
     on_phase: Callable[[str, int], None] | None = None,
     on_hvp: Callable[[int], None] | None = None,
+    engine: str = "lanczos",
 ):
     """``landscape hessian``: analyze the Hessian and write ``/hessian``; returns
     ``(report, results path, workload)``. On Ctrl-C, what was computed is written first.
 
     A file of another checkpoint, or a ``/hessian`` computed with other options, is refused
-    before computing unless ``overwrite``."""
+    before computing unless ``overwrite``. ``engine="pyhessian"`` takes the top-k and the trace
+    from PyHessian with its defaults (:mod:`landscape_cli.hessian.pyhessian_engine`); the group
+    records its ``engine`` either way."""
     from landscape_cli import hessian as hs
     from landscape_cli.results import check_target, write_hessian, write_or_rescue
     from landscape_cli.training import resolve_device
@@ -169,19 +184,23 @@ def hessian_job(
             ),
         ]
     )
+    _check_engine(engine, s, bn_mode=bn_mode, dtype=dtype)
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
-    _check_size(s, sum(p.numel() for p in work.model.parameters() if p.requires_grad), dev)
+    n_grad = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
+    _check_size(s, n_grad, dev, dtype == "float64")
     loss = work.resolve_loss(loss)
     check_loss_on(work.model, work.batches, loss)
     root = provenance(checkpoint, work, label, out_path)
     check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
     wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
+    if engine != "lanczos":  # files written before there were engines record none
+        wanted["engine"] = engine
     check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
-    attrs = group_attrs(root, work, wanted)
+    attrs = {**group_attrs(root, work, wanted), "engine": engine}
     t0 = time.perf_counter()
     op = hs.HessianOperator(
         work.model,
@@ -194,7 +213,9 @@ def hessian_job(
     )
     check_not_constant(op)
     op.on_hvp = on_hvp
-    _check_size(s, op.n, dev)  # again: parameters without a gradient are left out
+    _check_size(
+        s, op.n, dev, dtype == "float64"
+    )  # again: parameters without a gradient are left out
     results: dict = {}
 
     def save(partial: bool = False, to: Path | None = None):
@@ -208,6 +229,8 @@ def hessian_job(
             loss=loss,
             seconds=time.perf_counter() - t0,
         )
+        if results.get("pyhessian_hvp_count"):  # PyHessian's products, which op does not count
+            report = replace(report, hvp_count=report.hvp_count + results["pyhessian_hvp_count"])
         if distributed.is_main():
             write_or_rescue(
                 to or out_path,
@@ -218,7 +241,15 @@ def hessian_job(
         return report
 
     try:
-        hs.analyze(op, s, out=results, on_phase=on_phase)
+        if engine == "pyhessian":
+            from landscape_cli.hessian.pyhessian_engine import analyze_pyhessian
+
+            for text in _pyhessian_notes(s):
+                if source.on_note is not None and distributed.is_main():
+                    source.on_note(text)
+            analyze_pyhessian(op, s, out=results, on_phase=on_phase)
+        else:
+            hs.analyze(op, s, out=results, on_phase=on_phase)
     except KeyboardInterrupt:
         if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
             raise
@@ -226,14 +257,71 @@ def hessian_job(
     return save(), out_path, work
 
 
-def _check_size(s, n: int, dev) -> None:
+ENGINES = ("lanczos", "pyhessian")
+
+
+def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
+    """PyHessian runs with its own defaults, in eval mode, in float32, in one process: options
+    that would change what it computes are refused rather than silently ignored."""
+    from landscape_cli.hessian import HessianSettings
+
+    _check([(engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")])
+    if engine != "pyhessian":
+        return
+    d = HessianSettings()
+    _check(
+        [
+            (
+                bn_mode == "eval",
+                "--engine pyhessian runs in eval mode (PyHessian calls model.eval()); "
+                "--bn-mode train needs --engine lanczos",
+            ),
+            (
+                dtype == "float32",
+                "--engine pyhessian computes in float32, as PyHessian does; --dtype float64 "
+                "needs --engine lanczos",
+            ),
+            (
+                (s.tol, s.max_steps) == (d.tol, d.max_steps),
+                "--tol and --max-steps set landscape's Lanczos; --engine pyhessian runs "
+                "PyHessian's power iteration with its defaults (maxIter=100, tol=1e-3)",
+            ),
+            (
+                s.trace_probes in (0, d.trace_probes)
+                and (s.trace_rtol, s.trace_method) == (d.trace_rtol, d.trace_method),
+                "--engine pyhessian runs PyHessian's trace() with its defaults (at most 100 "
+                "probes, tol=1e-3): --trace-probes takes 0 (no trace) or 100, and "
+                "--trace-rtol and --trace-method apply to --engine lanczos",
+            ),
+            (
+                not distributed.launched(),
+                "--engine pyhessian runs in one process: launch it without torchrun",
+            ),
+        ]
+    )
+
+
+def _pyhessian_notes(s) -> list[str]:
+    """What ``--engine pyhessian`` computes with landscape's estimators instead, one line each."""
+    notes = []
+    if s.density_probes > 0:
+        notes.append(
+            "PyHessian's density() fails on torch >= 2 (it calls torch.eig, which torch 2 "
+            "removed): the density is landscape's stochastic Lanczos quadrature"
+        )
+    if s.per_layer:
+        notes.append("PyHessian has no per-layer estimates: --per-layer uses landscape's")
+    return notes
+
+
+def _check_size(s, n: int, dev, products_float64: bool = False) -> None:
     """Options against the model's size and the machine's memory, before any allocation."""
     if s.top_k > n:
         raise LandscapeError(
             f"--top-k {s.top_k} exceeds the model's {n} parameters (the Hessian has {n} "
             "eigenvalues); lower --top-k"
         )
-    resources.require(resources.hessian_bytes(s, n), dev)
+    resources.require(resources.hessian_bytes(s, n, products_float64), dev)
 
 
 def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:
@@ -382,7 +470,7 @@ def scan_job(
             bn = o.bn or "recompute"
 
         kwargs = work.loaded.model_spec.get("kwargs", {})
-        others = [
+        loaded_targets = [
             load_model(
                 t,
                 model=source.model,
@@ -390,9 +478,12 @@ def scan_job(
                 num_classes=kwargs.get("num_classes"),
                 model_options=source.model_options,
                 trust=source.trust,
-            ).model.to(dev)
+            )
             for t in targets
         ]
+        for other in loaded_targets:
+            source.note(other)
+        others = [other.model.to(dev) for other in loaded_targets]
         plan = sc.interpolation_plan(
             net,
             others,

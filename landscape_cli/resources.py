@@ -94,16 +94,23 @@ def require(needs: dict[str, tuple[int, str]], device: object = "cpu") -> None:
     )
 
 
-def hessian_bytes(settings, n: int) -> dict[str, tuple[int, str]]:
-    """The option-sized buffers of ``landscape hessian`` on a model of ``n`` parameters."""
+def hessian_bytes(settings, n: int, products_float64: bool = False) -> dict[str, tuple[int, str]]:
+    """The option-sized buffers of ``landscape hessian`` on a model of ``n`` parameters
+    (``products_float64``: the model computes in float64, so the basis stays float64)."""
+    import torch
+
+    from landscape_cli.hessian.lanczos import basis_dtype_for
+
     s = settings
     needs: dict[str, tuple[int, str]] = {}
     if s.top_k > 0 or s.trace_method == "deflated":
         steps = min(s.max_steps, n)
+        products = torch.float64 if products_float64 else torch.float32
+        item = basis_dtype_for(n, s.max_steps, products).itemsize
         # The basis grows by half its size: while growing, the old rows and the new basis are
         # both held, at most 5/3 of the final max_steps + 1 rows.
         rows = (steps + 1) * 5 // 3 + 1
-        basis = rows * n * _F64 + 3 * (max(s.top_k, 1) + 1) * n * _F64
+        basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * _F64
         needs["Lanczos basis"] = (basis, "--max-steps (or --top-k)")
     if s.trace_probes > 0:
         block = max(s.trace_probes, 8) if s.trace_method == "hutch++" else 8

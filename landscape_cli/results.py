@@ -14,7 +14,8 @@ Schema (``schema="landscape-results"``, ``schema_version=1``)::
                                    skipped_params (1-D array of str, possibly empty),
                                    partial (True only on a run cut short by Ctrl-C)
                                    when the top-k Lanczos ran: lambda_min, lambda_min_residual,
-                                   lanczos_top_steps, lanczos_top_hvp_count, tol
+                                   lanczos_top_steps, lanczos_top_hvp_count, tol,
+                                   lanczos_basis_dtype, lanczos_orthogonality
       eigenvalues           (k,) float64, algebraically descending
       residuals             (k,) float64, ||Hv - λv|| of each pair
       converged             (k,) bool, residual <= tol·|λ|
@@ -509,6 +510,9 @@ def _write_hessian_group(
         g.attrs["lanczos_top_steps"] = np.int64(top.steps)
         g.attrs["lanczos_top_hvp_count"] = np.int64(top.hvp_count)
         g.attrs["tol"] = np.float64(top.tol)
+        if top.basis_dtype:  # not with --engine pyhessian (no Krylov basis)
+            _set_attr(g, "lanczos_basis_dtype", str(top.basis_dtype))
+            g.attrs["lanczos_orthogonality"] = np.float64(top.orthogonality)
         if top.eigenvectors is not None:
             _write_eigenvectors(g, report, np.asarray(top.eigenvectors))
 

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: Spec prefixes that name a built-in loader rather than a module to import, per kind of spec.
-_BUILTIN_PREFIXES = {"model": ("torchvision",), "dataset": ("imagefolder",)}
+_BUILTIN_PREFIXES = {"model": ("torchvision", "timm"), "dataset": ("imagefolder",)}
 _OPTION = {"model": "--model", "dataset": "--dataset"}
 
 
@@ -206,10 +206,10 @@ def check_file_spec(
     """Check a ``kind`` ("model" or "dataset") spec read from the file ``source`` before use.
 
     A spec stored in a file may name only the built-in registries (a name without a colon,
-    ``torchvision:NAME`` for models, ``imagefolder:PATH`` for datasets). A ``module:attr`` spec
-    would import and call code chosen by whoever wrote the file, so it passes only with
-    ``trust`` (``--trust-checkpoint``) or when the user gave the very same spec on the command
-    line (one of ``given``). Nothing is imported here. Returns the spec, stripped.
+    ``torchvision:NAME`` and ``timm:NAME`` for models, ``imagefolder:PATH`` for datasets). A
+    ``module:attr`` spec would import and call code chosen by whoever wrote the file, so it
+    passes only with ``trust`` (``--trust-checkpoint``) or when the user gave the very same spec
+    on the command line (one of ``given``). Nothing is imported here. Returns the spec, stripped.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise LandscapeError(f"{source} records an invalid {kind} spec {spec!r}")

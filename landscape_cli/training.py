@@ -34,10 +34,9 @@ from landscape_cli.checkpoints import (
     FORMAT,
     VERSION,
     check_version,
-    load_weights,
+    fit_state_dict,
     read_file,
     save_checkpoint,
-    strip_prefixes,
 )
 from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import LOSSES
@@ -405,6 +404,28 @@ def _save_or_fallback(path: Path, state: Mapping[str, Any]) -> None:
     raise LandscapeError(f"cannot write the checkpoint {path} ({reason}) nor any rescue copy")
 
 
+def _model_kwargs(config, train_data) -> dict[str, Any]:
+    """The model's constructor arguments: the dataset's shape and class count, which
+    ``--model-option`` may override (a head wider than the classes is allowed, a narrower one not).
+    """
+    kwargs = {
+        "input_shape": tuple(train_data.input_shape),
+        "num_classes": train_data.num_classes,
+        **config.model_options,
+    }
+    classes = kwargs["num_classes"]
+    if train_data.num_classes and (
+        not isinstance(classes, int)
+        or isinstance(classes, bool)
+        or classes < train_data.num_classes
+    ):
+        raise LandscapeError(
+            f"--model-option num_classes={classes!r}: {config.dataset} has "
+            f"{train_data.num_classes} classes, so the head needs at least that many outputs"
+        )
+    return kwargs
+
+
 def train(
     config: TrainConfig,
     *,
@@ -463,12 +484,8 @@ def train(
     total_steps = steps_per_epoch * config.epochs
 
     torch.manual_seed(config.seed)
-    model = build_model(
-        config.model,
-        input_shape=train_data.input_shape,
-        num_classes=train_data.num_classes,
-        **config.model_options,
-    ).to(dev)
+    model_kwargs = _model_kwargs(config, train_data)
+    model = build_model(config.model, **model_kwargs).to(dev)
     optimizer, hparams = build_optimizer(config, model.parameters(), total_steps)
 
     history: dict[str, list[float]] = {
@@ -476,7 +493,7 @@ def train(
     }
     first_epoch, step = 0, 0
     if ckpt is not None:
-        load_weights(model, strip_prefixes(ckpt["state_dict"]), str(resume))
+        fit_state_dict(model, ckpt["state_dict"], str(resume))
         try:
             optimizer.load_state_dict(ckpt["optimizer"]["state_dict"])
             hparams = dict(ckpt["optimizer"]["hparams"])
@@ -512,11 +529,7 @@ def train(
             "version": VERSION,
             "model": {
                 "name": config.model,
-                "kwargs": {
-                    "input_shape": list(train_data.input_shape),
-                    "num_classes": train_data.num_classes,
-                    **config.model_options,
-                },
+                "kwargs": {**model_kwargs, "input_shape": list(model_kwargs["input_shape"])},
             },
             "loss": config.loss,
             "dataset": {

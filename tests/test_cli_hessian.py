@@ -76,6 +76,8 @@ def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     assert len(data["eigenvalues"]) == 5 and len(data["residuals"]) == 5
     assert data["samples"] == 96 and data["out"] == str(out)
     assert data["hvp_count"] > 0 and data["trace_stderr"] > 0
+    # A small model keeps its Krylov basis in float64, orthonormal to rounding.
+    assert data["lanczos_basis_dtype"] == "float64" and data["lanczos_orthogonality"] < 1e-12
     stored = read_hessian(out)
     np.testing.assert_array_equal(stored["eigenvalues"], data["eigenvalues"])
     # The density records the probes it used, its cap and the W1 error it reached.

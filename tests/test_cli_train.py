@@ -53,6 +53,19 @@ def test_train_resume_and_model_option(tmp_path):
     assert torch.load(out, weights_only=True)["model"]["kwargs"]["hidden"] == [16]
 
 
+def test_train_num_classes_option_widens_the_head_or_is_refused(tmp_path):
+    out = tmp_path / "w.pt"
+    base = ["train", "--model", "mlp", "--epochs", "1", "--out", str(out)]
+    result = runner.invoke(app, [*base, "--model-option", "num_classes=12"])
+    assert result.exit_code == 0, result.output
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["model"]["kwargs"]["num_classes"] == 12
+    head = [v for k, v in ckpt["state_dict"].items() if k.endswith("weight")][-1]
+    assert head.shape[0] == 12  # the last layer has the 12 outputs asked for
+    err = _one_error_line(runner.invoke(app, [*base, "--model-option", "num_classes=5"]))
+    assert "num_classes=5" in err and "10 classes" in err
+
+
 def test_train_on_a_cifar10_folder(tmp_path):
     from test_data import write_cifar10  # writes the real python-pickle format
 

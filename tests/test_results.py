@@ -142,6 +142,8 @@ TOP_ATTRS = {
     "lambda_min_residual",
     "lanczos_top_steps",
     "lanczos_top_hvp_count",
+    "lanczos_basis_dtype",
+    "lanczos_orthogonality",
     "tol",
 }
 

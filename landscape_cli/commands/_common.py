@@ -21,7 +21,7 @@ ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="Architecture for files without a model spec: a name, torchvision:NAME, or "
+        help="Architecture for files without a model spec: a name, torchvision:NAME, timm:NAME, or "
         "package.module:factory.",
     ),
 ]
@@ -192,6 +192,13 @@ class PointProgress:
             stop(self._progress, exc[0])
 
 
+def note(message: str) -> None:
+    """Print ``note: message`` as one plain line on stderr (what the user should know)."""
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"note: {line}\n")
+    sys.stderr.flush()
+
+
 def source(
     model: str | None,
     model_option: list[str] | None,
@@ -216,4 +223,5 @@ def source(
         batch_size=batch_size,
         trust=trust_checkpoint,
         seed=seed,
+        on_note=note,
     )

@@ -56,6 +56,13 @@ def hessian(
             help="Keep each batch's first-order graph (default: when it fits in 2 GiB).",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="lanczos (landscape's certified estimators) or pyhessian (PyHessian's power "
+            "iteration and Hutchinson with its defaults, to reproduce published numbers).",
+        ),
+    ] = "lanczos",
     label: Annotated[str | None, typer.Option(help="Label in the results and figures.")] = None,
     model: c.ModelOpt = None,
     model_option: c.ModelOptionOpt = None,
@@ -78,7 +85,11 @@ def hessian(
     ] = False,
     json_out: c.JsonOpt = False,
 ) -> None:
-    """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ)."""
+    """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ).
+
+    With --engine pyhessian the top-k and the trace are PyHessian's (power iteration and
+    Hutchinson, its defaults); the density stays landscape's.
+    """
     from rich.console import Console
 
     from landscape_cli import hessian as hs
@@ -117,11 +128,12 @@ def hessian(
             overwrite=overwrite,
             on_phase=progress.phase,
             on_hvp=progress.advance,
+            engine=engine,
         )
-    _show(report, work, out_path, json_out, Console())
+    _show(report, work, out_path, json_out, Console(), engine=engine)
 
 
-def _show(report, work, out_path: Path, json_out: bool, console) -> None:
+def _show(report, work, out_path: Path, json_out: bool, console, engine: str = "lanczos") -> None:
     from rich.table import Table
 
     top, tr, dens = report.top, report.trace, report.density
@@ -129,10 +141,13 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
         c.print_json(
             {
                 "checkpoint": str(work.loaded.path),
+                "engine": engine,
                 "eigenvalues": top.eigenvalues if top else [],
                 "residuals": top.residuals if top else [],
                 "converged": top.converged if top else [],
                 "lambda_min": top.lambda_min if top else None,
+                "lanczos_basis_dtype": top.basis_dtype if top else None,
+                "lanczos_orthogonality": top.orthogonality if top else None,
                 "trace": tr.estimate if tr else None,
                 "trace_stderr": tr.stderr if tr else None,
                 "trace_ci95": list(tr.ci95) if tr else None,
@@ -156,7 +171,8 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
             }
         )
         return
-    table = Table(title=f"Hessian of {work.loaded.path.name} ({report.samples} samples)")
+    by = " by PyHessian" if engine == "pyhessian" else ""
+    table = Table(title=f"Hessian of {work.loaded.path.name} ({report.samples} samples){by}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("detail")
@@ -166,9 +182,15 @@ def _show(report, work, out_path: Path, json_out: bool, console) -> None:
         ):
             flag = "" if ok else " (not converged)"
             table.add_row(f"λ{i + 1}", f"{lam:.6g}", f"residual {res:.2e}{flag}")
-        table.add_row(
-            "λmin (Krylov)", f"{top.lambda_min:.6g}", f"residual {top.lambda_min_residual:.2e}"
-        )
+        if top.lambda_min == top.lambda_min:  # NaN with --engine pyhessian: no Krylov space
+            table.add_row(
+                "λmin (Krylov)", f"{top.lambda_min:.6g}", f"residual {top.lambda_min_residual:.2e}"
+            )
+            table.add_row(
+                "Krylov basis",
+                f"{top.steps} rows",
+                f"{top.basis_dtype}, orthogonality max|QQᵀ − I| {top.orthogonality:.1e}",
+            )
     if tr is not None:
         table.add_row(
             "trace",

@@ -17,7 +17,7 @@ def train(
     model: str = typer.Option(
         "cnn",
         help="Registry name (mlp, cnn, resnet18, resnet50, vgg16, vit_small), "
-        "torchvision:NAME, or package.module:factory.",
+        "torchvision:NAME, timm:NAME, or package.module:factory.",
     ),
     dataset: str = typer.Option(
         "digits",

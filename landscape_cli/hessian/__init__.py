@@ -43,8 +43,10 @@ __all__ = [
     "deflated_trace",
     "hutchinson",
     "hutchpp",
+    "lanczos_run",
     "lanczos_top",
     "make_batches",
+    "make_report",
     "per_layer_curvature",
     "slq_density",
 ]

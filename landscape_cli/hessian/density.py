@@ -87,11 +87,11 @@ import numpy as np
 import torch
 from scipy.integrate import trapezoid
 
-from landscape_cli.hessian.lanczos import KrylovBasis
+from landscape_cli.hessian.lanczos import BASIS_BUDGET, KrylovBasis
 from landscape_cli.hessian.trace import rademacher
 from landscape_cli.hessian.types import DensityResult
 
-_BUDGET = 1024**3  # bytes of Lanczos basis kept for reorthogonalisation
+_BUDGET = BASIS_BUDGET  # bytes of Lanczos basis kept for reorthogonalisation (one budget)
 
 
 @dataclass(frozen=True)

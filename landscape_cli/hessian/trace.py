@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscape_cli.hessian.lanczos import KrylovBasis
+from landscape_cli.hessian.lanczos import KrylovBasis, lift, project
 from landscape_cli.hessian.types import TraceResult
 
 
@@ -128,9 +128,9 @@ def _projected_probes(
     spent = 0
     for size in _blocks(probes, block):
         Z = rademacher(op.n, size, gen).to(op.device)
-        C = Q @ Z  # (m, size)
-        Zp = Z - Q.T @ C
-        Zp = Zp - Q.T @ (Q @ Zp)  # reorthogonalise: keeps z⊥ ⟂ Q to rounding
+        C = project(Q, Z)  # (m, size)
+        Zp = Z - lift(Q, C)
+        Zp = Zp - lift(Q, project(Q, Zp))  # reorthogonalise: keeps z⊥ ⟂ Q to rounding
         HZp = op.matmat(Zp)
         spent += size
         deflated += (exact + (Zp * HZp).sum(0)).tolist()

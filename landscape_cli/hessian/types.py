@@ -13,7 +13,10 @@ class LanczosResult:
 
     ``eigenvalues`` are algebraically descending; ``residuals[i]`` is ‖Hvᵢ − λᵢvᵢ‖ (vᵢ unit);
     ``converged[i]`` says whether it met ``residual ≤ tol·|λ|``. ``lambda_min`` is the smallest
-    Ritz value of the same Krylov space, with its residual.
+    Ritz value of the same Krylov space, with its residual. ``basis_dtype`` is the precision the
+    Krylov basis was kept in and ``orthogonality`` its measured loss of orthogonality
+    ``max |QQᵀ − I|`` (``lanczos.py``, "Basis precision"); ``basis_dtype`` is empty for
+    PyHessian's power iteration, which keeps no basis.
     """
 
     eigenvalues: np.ndarray  # (k,) float64
@@ -25,6 +28,8 @@ class LanczosResult:
     hvp_count: int
     tol: float
     eigenvectors: np.ndarray | None = field(default=None, repr=False)  # (k, n) float32 or None
+    basis_dtype: str = "float64"
+    orthogonality: float = 0.0
 
 
 @dataclass(frozen=True)

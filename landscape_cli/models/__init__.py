@@ -22,6 +22,11 @@
 - ``torchvision:NAME``: any torchvision classification model, built with
   ``torchvision.models.get_model(NAME, weights=None, num_classes=...)``: never pretrained weights.
   The options are passed on to the builder (e.g. ``image_size`` for torchvision's ViTs).
+- ``timm:NAME``: any timm model, built with ``timm.create_model(NAME, pretrained=False,
+  num_classes=..., in_chans=C, **options)``: never pretrained weights, nothing downloaded
+  (options that would fetch or read weights, such as ``pretrained`` or ``checkpoint_path``,
+  are refused). The options are passed on (e.g. ``img_size`` for timm's ViTs,
+  ``drop_rate``).
 - ``package.module:factory``: the user's own factory, called with the keyword arguments
   ``input_shape``, ``num_classes`` and the options, of which it may ignore any it does not take.
 
@@ -111,8 +116,8 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
     "vit_small": (_vit_small, True),
 }
 
-#: The registry names accepted by :func:`build_model` (besides ``torchvision:NAME`` and
-#: ``module:factory``).
+#: The registry names accepted by :func:`build_model` (besides ``torchvision:NAME``,
+#: ``timm:NAME`` and ``module:factory``).
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
@@ -131,7 +136,7 @@ def model_options(name: str) -> dict[str, Any]:
 def _unknown_model_message(name: str) -> str:
     return (
         f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}, "
-        "or torchvision:NAME, or package.module:factory"
+        "or torchvision:NAME, timm:NAME, or package.module:factory"
     )
 
 
@@ -219,15 +224,52 @@ def _build_torchvision(
         ) from exc
 
 
+#: timm.create_model arguments that fetch or read weights: never passed on.
+_TIMM_REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
+
+
+def _build_timm(
+    name: str, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]
+) -> nn.Module:
+    import timm
+
+    refused = [k for k in _TIMM_REFUSED if k in options and options[k] not in (None, False)]
+    if refused:
+        raise LandscapeError(
+            f"timm:{name}: landscape never loads pretrained weights "
+            f"({refused[0]}={options[refused[0]]!r}); load your own checkpoint instead"
+        )
+    options = {k: v for k, v in options.items() if k not in (*_TIMM_REFUSED, "cache_dir")}
+    if not name or name.startswith(("hf-hub:", "hf_hub:")) or not timm.is_model(name):
+        raise LandscapeError(
+            f"unknown timm model {name!r} (timm {timm.__version__} has {len(timm.list_models())},"
+            " e.g. resnet18, vit_tiny_patch16_224, convnext_atto; list them with "
+            "timm.list_models())"
+        )
+    if len(shape) != 3:
+        raise LandscapeError(
+            f"timm:{name} needs images shaped (C, H, W), but the data has shape {shape}"
+        )
+    options.setdefault("in_chans", shape[0])
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **options)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        raise LandscapeError(
+            f"cannot build timm:{name} with num_classes={num_classes} and options "
+            f"{options}: {type(exc).__name__}: {detail}"
+        ) from exc
+
+
 def build_model(
     name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any
 ) -> nn.Module:
     """Build the model named by ``name`` for inputs of ``input_shape`` and ``num_classes`` classes.
 
-    ``name`` is a registry name (:data:`MODEL_NAMES`, case-insensitive), ``torchvision:NAME``, or
-    ``package.module:factory``; see the module docstring for the options of each. Raises
-    :class:`LandscapeError` for an unknown name, an unknown or invalid option, or an input shape
-    the architecture cannot take.
+    ``name`` is a registry name (:data:`MODEL_NAMES`, case-insensitive), ``torchvision:NAME``,
+    ``timm:NAME``, or ``package.module:factory``; see the module docstring for the options of
+    each. Raises :class:`LandscapeError` for an unknown name, an unknown or invalid option, or an
+    input shape the architecture cannot take.
     """
     shape = _check_shape(input_shape, num_classes)
     num_classes = int(num_classes)
@@ -236,6 +278,8 @@ def build_model(
         prefix, _, rest = spec.partition(":")
         if prefix.strip().lower() == "torchvision":
             return _build_torchvision(rest.strip(), shape, num_classes, dict(options))
+        if prefix.strip().lower() == "timm":
+            return _build_timm(rest.strip(), shape, num_classes, dict(options))
         factory = resolve_spec(spec, "--model")
         model = call_factory(factory, input_shape=shape, num_classes=num_classes, **options)
         if not isinstance(model, nn.Module):

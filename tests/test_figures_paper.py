@@ -293,11 +293,20 @@ def test_axis_labels_say_what_was_measured():
     other = {**attrs, "split": "train", "samples": 512}
     fig = pl.fig6([_scan1(1.0, attrs), _scan1(2.0, other)], ["a", "b"])
     texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert texts == ["a (cross-entropy, 256 test samples)", "b (cross-entropy, 512 train samples)"]
-    assert fig.axes[0].get_ylabel() == "loss"
+    assert texts == ["a (256 test samples)", "b (512 train samples)"]
+    assert fig.axes[0].get_ylabel() == "loss (cross-entropy)"
     h = pl.fig5([_hessian(5.0, 0, attrs=other)], ["a"])
     assert "512 train samples" in h.axes[0].get_ylabel()
     assert "512 train samples" in h.axes[2].get_ylabel()
+    # the same checkpoint by two Hessian engines: the engine after each label, the rest shared
+    engines = [{**other, "engine": "lanczos"}, {**other, "engine": "pyhessian"}]
+    h = pl.fig5([_hessian(5.0, 0, attrs=a) for a in engines], ["net", "net"])
+    texts = [t.get_text() for t in h.axes[2].get_legend().get_texts()]
+    assert texts == ["net (Lanczos)", "net (PyHessian)"]
+    assert "cross-entropy, 512 train samples" in h.axes[0].get_ylabel()
+    assert (
+        "Lanczos" not in pl.fig5([_hessian(5.0, 0, attrs=engines[0])], ["a"]).axes[0].get_ylabel()
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -90,33 +90,51 @@ def hatch(i: int) -> str:
 
 
 _LOSS_NAMES = {"ce": "cross-entropy", "mse": "MSE"}
+_ENGINES = {"lanczos": "Lanczos", "pyhessian": "PyHessian"}
+
+
+def _measured_parts(attrs: dict | None) -> dict[str, str]:
+    """The recorded parts of what a result was measured on: engine, loss, samples and split."""
+    attrs = attrs or {}
+    parts: dict[str, str] = {}
+    engine = attrs.get("engine")
+    if engine:
+        parts["engine"] = _ENGINES.get(str(engine), str(engine))
+    loss = attrs.get("loss")
+    if loss:
+        parts["loss"] = _LOSS_NAMES.get(str(loss), str(loss))
+    samples, split = attrs.get("samples"), attrs.get("split")
+    if samples is not None and split:
+        parts["samples"] = f"{int(samples)} {split} samples"
+    elif samples is not None:
+        parts["samples"] = f"{int(samples)} samples"
+    elif split:
+        parts["samples"] = f"{split} split"
+    return parts
 
 
 def measured_on(attrs: dict | None) -> str:
     """What a result was measured on, from its group's attributes: e.g. "cross-entropy, 512
     train samples" (only the parts that are recorded; "" when none is)."""
-    attrs = attrs or {}
-    parts = []
-    loss = attrs.get("loss")
-    if loss:
-        parts.append(_LOSS_NAMES.get(str(loss), str(loss)))
-    samples, split = attrs.get("samples"), attrs.get("split")
-    if samples is not None and split:
-        parts.append(f"{int(samples)} {split} samples")
-    elif samples is not None:
-        parts.append(f"{int(samples)} samples")
-    elif split:
-        parts.append(f"{split} split")
-    return ", ".join(parts)
+    return ", ".join(_measured_parts(attrs).values())
 
 
 def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
-    """(what all runs share, per-run remainders): the common :func:`measured_on` text goes in an
-    axis label; when runs differ, each run's own text goes after its legend label."""
-    texts = [measured_on(a) for a in attrs_list]
-    if len(set(texts)) <= 1:
-        return (texts[0] if texts else ""), [""] * len(texts)
-    return "", [f" ({t})" if t else "" for t in texts]
+    """(what all runs share, per-run remainders): the parts of :func:`measured_on` that every run
+    shares go in an axis label; the parts that differ go after each run's legend label (e.g.
+    " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint). The Hessian engine
+    is named only where it is not the default Lanczos for every run."""
+    parts = [_measured_parts(a) for a in attrs_list]
+    keys = [k for k in ("engine", "loss", "samples") if any(k in p for p in parts)]
+    if "engine" in keys and all(p.get("engine", "Lanczos") == "Lanczos" for p in parts):
+        keys.remove("engine")
+    common = [k for k in keys if len({p.get(k, "") for p in parts}) == 1]
+    shared = ", ".join(parts[0][k] for k in common if parts[0].get(k)) if parts else ""
+    own = []
+    for p in parts:
+        texts = [p[k] for k in keys if k not in common and p.get(k)]
+        own.append(f" ({', '.join(texts)})" if texts else "")
+    return shared, own
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -94,7 +94,10 @@ def plot(
     figure: Annotated[
         str,
         typer.Option(
-            "--figure", metavar="NAME", help="fig2, fig5, fig6, contour, surface or heatmap."
+            "--figure",
+            metavar="NAME",
+            help="fig2, fig5, fig6, contour, surface or heatmap.",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = ...,
     labels: Annotated[
@@ -103,21 +106,38 @@ def plot(
             "--labels",
             help="One label per file: repeat the option or separate with commas "
             "(default: each file's label).",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Scan group to draw (default: the file's only scan)."),
+        typer.Option(
+            "--name",
+            help="Scan group to draw (default: the file's only scan).",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
     ] = None,
     log: Annotated[
-        bool, typer.Option("--log", help="Log scale for the loss (scan figures).")
+        bool,
+        typer.Option(
+            "--log", help="Log scale for the loss (scan figures).", rich_help_panel=c.FIGURE_PANEL
+        ),
     ] = False,
     accuracy: Annotated[
-        bool, typer.Option("--accuracy", help="fig6: add a panel with the accuracy.")
+        bool,
+        typer.Option(
+            "--accuracy",
+            help="fig6: add a panel with the accuracy.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
     ] = False,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Image file: .png, .pdf or .svg (default: <figure>.png)."),
+        typer.Option(
+            "--out",
+            help="Image file: .png, .pdf or .svg (default: <figure>.png).",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
     ] = None,
     json_out: c.JsonOpt = False,
 ) -> None:

@@ -63,15 +63,36 @@ def test_plain_lines_per_phase_and_at_most_every_interval():
             "[hessian] density: 120/400 HVPs, 00:20 elapsed, ~00:46 left · W1 0.3 %"
         )
         clock.now += 2.0
-        p.phase("per-layer", 50)  # ends the density phase: a line for each
+        p.phase("per-layer", 50)  # ends the density phase: its line, and none for the new one yet
         lines = out.getvalue().splitlines()
-        assert lines[-2] == "[hessian] density: 120/400 HVPs, 00:22 elapsed, done · W1 0.3 %"
-        assert lines[-1] == "[hessian] per-layer: 0/50 HVPs, 00:00 elapsed"
+        assert lines[-1] == "[hessian] density: 120/400 HVPs, 00:22 elapsed, done · W1 0.3 %"
         clock.now += 3725.0  # an hour and more: h:mm:ss
         p.advance(25)
     lines = out.getvalue().splitlines()
     assert lines[-2] == "[hessian] per-layer: 25/50 HVPs, 1:02:05 elapsed, ~1:02:05 left"
     assert lines[-1] == "[hessian] per-layer: 25/50 HVPs, 1:02:05 elapsed, done"
+
+
+def test_plain_progress_writes_a_line_per_phase_end_and_none_for_empty_phases():
+    clock, out = FakeClock(), io.StringIO()
+    p = c.PlainProgress("audit", stream=out, clock=clock)
+    p.phase("a.pt: top-k Lanczos", 100, "HVPs")  # the first line: as soon as work starts
+    clock.now += 1.0
+    p.advance(40)
+    p.phase("a.pt: SLQ probe 1", 0, "HVPs")  # nothing to do: no line at all
+    p.phase("a.pt: trace", 6, "HVPs")
+    clock.now += 0.5
+    p.advance(6)
+    clock.now += 12.0
+    p.phase("a.pt: 1-D sharpness", 40, "losses")  # the trace's end line is its news
+    p.advance(40)
+    p.close()
+    assert out.getvalue().splitlines() == [
+        "[audit] a.pt: top-k Lanczos: 0/100 HVPs, 00:00 elapsed",
+        "[audit] a.pt: top-k Lanczos: 40/100 HVPs, 00:01 elapsed, done",
+        "[audit] a.pt: trace: 6/6 HVPs, 00:12 elapsed, done",
+        "[audit] a.pt: 1-D sharpness: 40/40 losses, 00:00 elapsed, done",
+    ]
 
 
 def test_plain_progress_resumed_phase_estimates_from_this_run_only():
@@ -183,7 +204,7 @@ def test_cli_hessian_progress_in_a_captured_stderr_keeps_stdout_json(ckpt, tmp_p
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)  # stdout is the JSON object alone
     lines = result.stderr.splitlines()
-    for phase in ("top-k Lanczos", "SLQ probe 1", "trace", "density (SLQ)"):
+    for phase in ("top-k Lanczos", "trace", "density (SLQ)"):
         assert any(ln.startswith(f"[hessian] {phase}: ") and ln.endswith("done") for ln in lines)
     assert all(ln.startswith("[hessian] ") for ln in lines), lines
     # the phases' done counts add up to the HVPs spent

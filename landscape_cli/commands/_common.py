@@ -286,11 +286,14 @@ class RichProgress(Progress):
 
 
 class PlainProgress(Progress):
-    """Plain progress lines on a stream that is not a terminal: one when a phase starts, one
-    when it ends, and in between at most one every ``interval`` seconds, each with the phase,
-    done/total, the phase's elapsed time and an estimate of the time left::
+    """Plain progress lines on a stream that is not a terminal: one when each phase ends, and
+    while one runs at most one every ``interval`` seconds (the first as soon as work starts),
+    each with the phase, done/total, the phase's elapsed time and an estimate of the time left::
 
         [hessian] density (SLQ): 120/400 HVPs (at most), 00:31 elapsed, ~01:12 left
+        [hessian] density (SLQ): 400/400 HVPs (at most), 01:43 elapsed, done
+
+    A phase with nothing to do (a total of 0) prints nothing.
     """
 
     def __init__(
@@ -310,6 +313,7 @@ class PlainProgress(Progress):
         self._interval = interval
         self._clock = clock or time.monotonic
         self._name: str | None = None
+        self._last = -math.inf  # when the last line was written
 
     def _line(self, end: bool = False) -> str:
         now = self._clock()
@@ -333,16 +337,21 @@ class PlainProgress(Progress):
         self._stream.flush()
         self._last = self._clock()
 
+    def _end(self) -> None:
+        if self._name is not None and (self._total or self._done):
+            self._write(self._line(end=True))
+        self._name = None
+
     def phase(
         self, name: str, total: int, unit: str | None = None, done: int = 0, detail: str = ""
     ) -> None:
-        if self._name is not None:
-            self._write(self._line(end=True))
+        self._end()
         self._name, self._total, self._done, self._done0 = name, int(total), int(done), int(done)
         self._phase_unit = self._unit if unit is None else unit
         self._detail = detail
         self._t0 = self._clock()
-        self._write(self._line())
+        if self._total and self._t0 - self._last >= self._interval:  # the first phase, or news
+            self._write(self._line())
 
     def advance(self, k: int = 1, detail: str | None = None) -> None:
         if self._name is not None:
@@ -358,9 +367,9 @@ class PlainProgress(Progress):
             self._detail = text
 
     def close(self, exc_type: Any = None) -> None:
-        if self._name is not None and exc_type is None:
-            self._write(self._line(end=True))
-        self._name = None
+        if exc_type is None:
+            self._end()
+        self._name = None  # after an error or an interrupt: no "done" for work not done
 
 
 def stderr_is_terminal() -> bool:

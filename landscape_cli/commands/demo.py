@@ -35,19 +35,15 @@ def demo(
 
     check_folder(out, "demo folder")  # before any work: an existing file, an unwritable place
     resolve_device(device)
-    total = dm.STEPS_PER_RUN * len(dm.runs(1, seed)) + dm.EXTRA_STEPS
-    with c.progress("demo", "steps") as progress:
-        first = [True]
-
-        def on_step(what: str) -> None:
-            if first[0]:
-                progress.phase("demo", total, detail=what)
-            else:
-                progress.advance(1, what)
-            first[0] = False
-
-        summary = dm.run_demo(out, quick=quick, seed=seed, device=device, on_step=on_step)
-        progress.advance(1, "done")
+    with c.progress("demo") as progress:
+        summary = dm.run_demo(
+            out,
+            quick=quick,
+            seed=seed,
+            device=device,
+            on_phase=lambda name, most, unit: progress.phase(name, most, unit),
+            on_advance=progress.advance,
+        )
     if json_out:
         c.print_json(summary)
         return

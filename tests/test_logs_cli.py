@@ -117,6 +117,16 @@ def test_plain_progress_is_silent_before_the_first_phase_and_after_an_error():
     ]
 
 
+def test_plain_progress_outlives_a_closed_stderr():
+    clock, out = FakeClock(), io.StringIO()
+    p = c.PlainProgress("scan", "points", stream=out, clock=clock)
+    out.close()  # e.g. the reader of a pipe went away: the work goes on without lines
+    with p:
+        p.phase("1d-random", 3)
+        clock.now += 20.0
+        p.advance(3)
+
+
 def test_progress_picks_rich_bars_on_a_terminal_and_plain_lines_otherwise(monkeypatch):
     class Tty(io.StringIO):
         def isatty(self) -> bool:

@@ -333,9 +333,14 @@ class PlainProgress(Progress):
         return text
 
     def _write(self, text: str) -> None:
-        self._stream.write(" ".join(text.split()) + "\n")  # one line, whatever the names hold
-        self._stream.flush()
         self._last = self._clock()
+        if self._stream is None:
+            return
+        try:
+            self._stream.write(" ".join(text.split()) + "\n")  # one line, whatever names hold
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: progress is not worth failing
+            self._stream = None
 
     def _end(self) -> None:
         if self._name is not None and (self._total or self._done):

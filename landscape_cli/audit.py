@@ -29,7 +29,7 @@ then measures again: differences that survive it are not just a difference in co
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +106,10 @@ def parameter_norm(model: nn.Module) -> float:
     return float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.parameters())))
 
 
+#: Radii per side at which the 1-D sharpness evaluates the loss along each direction.
+SHARPNESS_1D_POINTS = 5
+
+
 @torch.no_grad()
 def sharpness_1d_directions(
     model: nn.Module,
@@ -113,12 +117,14 @@ def sharpness_1d_directions(
     *,
     epsilon: float = 0.05,
     directions: int = 4,
-    points: int = 5,
+    points: int = SHARPNESS_1D_POINTS,
     seed: int = 0,
     loss: str = "ce",
+    on_advance: Callable[[int], None] | None = None,
 ) -> list[float]:
     """For each of ``directions`` filter-normalised random ``d``s, the largest loss increase at
-    ``a·d`` for ``0 < |a| ≤ epsilon``."""
+    ``a·d`` for ``0 < |a| ≤ epsilon`` (``2·points`` loss evaluations per direction, each
+    reported to ``on_advance(1)``)."""
     from landscape_cli.scan.grid import PointEvaluator
 
     base = loss_and_accuracy(model, batches, LOSSES[loss])[0]
@@ -133,6 +139,8 @@ def sharpness_1d_directions(
             for a in coords:
                 if a != 0:
                     worst = max(worst, ev((float(a),))[0] - base)
+                    if on_advance is not None:
+                        on_advance(1)
         finally:
             ev.restore()
         out.append(worst)
@@ -160,13 +168,17 @@ def adaptive_sharpness_restarts(
     seed: int = 0,
     loss: str = "ce",
     restarts: int = 2,
+    on_advance: Callable[[int], None] | None = None,
 ) -> list[float]:
     """:func:`adaptive_sharpness` from ``restarts`` random starts (the first one seeded by
     ``seed`` itself): the audit reports the largest, and their spread as its uncertainty."""
     return [
-        adaptive_sharpness(model, batches, rho=rho, steps=steps, seed=seed + 104_729 * r, loss=loss)
+        adaptive_sharpness(
+            model, batches, rho=rho, steps=steps, seed=seed + 104_729 * r, loss=loss,
+            on_advance=on_advance,
+        )
         for r in range(max(restarts, 1))
-    ]
+    ]  # fmt: skip
 
 
 def adaptive_sharpness(
@@ -177,12 +189,14 @@ def adaptive_sharpness(
     steps: int = 10,
     seed: int = 0,
     loss: str = "ce",
+    on_advance: Callable[[int], None] | None = None,
 ) -> float:
     """Adaptive ℓ2 worst-case sharpness (see module docstring), by projected gradient ascent.
 
     Starts from a random point on the sphere ‖u‖ = ρ/2 (seeded), takes ``steps`` normalised
     ascent steps of length 2ρ/steps in u-space, projecting onto ‖u‖ ≤ ρ, and returns the largest
-    loss increase seen (never negative: u = 0 gives 0).
+    loss increase seen (never negative: u = 0 gives 0). Each of the at most ``steps + 1``
+    gradient evaluations is reported to ``on_advance(1)``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     base = [p.detach().clone() for p in params]
@@ -211,6 +225,8 @@ def adaptive_sharpness(
                         if g is not None:
                             acc.add_(g)
             best = max(best, value - L0)
+            if on_advance is not None:
+                on_advance(1)
             gu = [s * g for s, g in zip(scale, grads, strict=True)]  # ∂L/∂u
             gnorm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in gu))
             if gnorm == 0:
@@ -266,6 +282,8 @@ def density_shape(
 @dataclass(frozen=True)
 class AuditSettings:
     top_k: int = 5
+    tol: float = 1e-4  # Lanczos: stop when every residual ‖Hv−λv‖ ≤ tol·|λ| (as ``hessian``)
+    max_steps: int = 100  # Lanczos: the most steps (HVPs) for the top-k
     trace_probes: int = 50
     trace_rtol: float = 0.02
     density_probes: int = 5  # the cap: SLQ stops once within density_tol
@@ -286,6 +304,8 @@ class AuditSettings:
 
         return HessianSettings(
             top_k=self.top_k,
+            tol=self.tol,
+            max_steps=self.max_steps,
             trace_probes=self.trace_probes,
             trace_rtol=self.trace_rtol,
             density_probes=self.density_probes if density else 0,
@@ -305,8 +325,9 @@ def reusable(
 ) -> bool:
     """Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
     audit's Hessian questions: computed by landscape's own estimators (``engine`` lanczos, or
-    none recorded), on the same samples (hash), split, loss and seed, with
-    eval-mode BatchNorm, and with enough of each estimate: at least ``top_k`` eigenvalues, a
+    none recorded), on the same samples (hash), split, loss and seed, with eval-mode BatchNorm,
+    and with enough of each estimate: at least ``top_k`` eigenvalues from a Lanczos run at least
+    as strict (a ``tol`` no looser and a ``max_steps`` no smaller), a
     trace with at least as many probes or a relative standard error within ``trace_rtol``, and
     (when the audit wants a density) one with at least as many probes and Lanczos steps."""
     import json
@@ -329,6 +350,9 @@ def reusable(
         return False
     eig = stored.get("eigenvalues")
     if eig is None or len(eig) < settings.top_k:
+        return False
+    tol, max_steps = opts.get("tol"), opts.get("max_steps")
+    if tol is None or max_steps is None or tol > settings.tol or max_steps < settings.max_steps:
         return False
     if settings.trace_probes:
         tr, se = stored.get("trace"), stored.get("trace_stderr")
@@ -358,6 +382,8 @@ def measure(
     temperature: float = 1.0,
     density: bool = True,
     stored: dict | None = None,
+    on_phase: Callable[[str, int, str], None] | None = None,
+    on_advance: Callable[[int], None] | None = None,
 ) -> dict:
     """Every audit measure of ``model`` (its logits divided by ``temperature``) on ``batches``.
 
@@ -366,6 +392,9 @@ def measure(
     (each measure with its uncertainty: ``lambda_max_residual``, ``trace_stderr``,
     ``sharpness_1d_spread``, ``adaptive_sharpness_spread``), plus ``"analysis"`` (the Hessian
     results of :func:`landscape_cli.hessian.analyze`, None when reused) and ``"operator"``.
+
+    Progress goes to ``on_phase(name, most work, unit)`` before each phase (the Hessian's, then
+    the two sharpness measures) and ``on_advance(k)`` as work is done in it.
     """
     from landscape_cli.hessian import HessianOperator, analyze
 
@@ -375,7 +404,14 @@ def measure(
     if stored is None:
         op = HessianOperator(net, batches, loss=s.loss, device=device)
         check_not_constant(op)
-        results = analyze(op, s.hessian(density))
+        op.on_hvp = on_advance
+        results = analyze(
+            op,
+            s.hessian(density),
+            on_phase=(lambda name, most: on_phase(name, most, "HVPs (at most)"))
+            if on_phase is not None
+            else None,
+        )
         top, tr, dens = results["top"], results["trace"], results["density"]
         eigenvalues = [float(v) for v in top.eigenvalues] if top else []
         residual = float(top.residuals[0]) if top else None
@@ -399,12 +435,21 @@ def measure(
     # The operator keeps only this rank's shard under torchrun; losses and sharpness need all.
     dev_batches = [to_device(b, run_device, dtype) for b in batches]
     loss, acc = loss_and_accuracy(net, dev_batches, LOSSES[s.loss])
+    phase = on_phase or (lambda name, most, unit: None)
+    phase("1-D sharpness", s.directions * 2 * SHARPNESS_1D_POINTS, "losses")
     one_d = sharpness_1d_directions(
-        net, dev_batches, epsilon=s.epsilon, directions=s.directions, seed=s.seed, loss=s.loss
+        net,
+        dev_batches,
+        epsilon=s.epsilon,
+        directions=s.directions,
+        seed=s.seed,
+        loss=s.loss,
+        on_advance=on_advance,
     )
+    phase("adaptive sharpness", max(s.restarts, 1) * (s.ascent_steps + 1), "gradients (at most)")
     adaptive = adaptive_sharpness_restarts(
         net, dev_batches, rho=s.rho, steps=s.ascent_steps, seed=s.seed, loss=s.loss,
-        restarts=s.restarts,
+        restarts=s.restarts, on_advance=on_advance,
     )  # fmt: skip
     out = {
         "temperature": temperature,

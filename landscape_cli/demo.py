@@ -66,13 +66,39 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     on_step: Callable[[str], None] | None = None,
+    on_phase: Callable[[str, int, str], None] | None = None,
+    on_advance: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole demo into ``out``; returns a summary (numbers and every file written)."""
+    """Run the whole demo into ``out``; returns a summary (numbers and every file written).
+
+    Progress: ``on_step(what)`` at each of its :data:`STEPS_PER_RUN` steps per run and
+    :data:`EXTRA_STEPS` figures; ``on_phase(name, most work, unit)`` before each phase within
+    them (a training run, each Hessian estimator, a scan, a figure) and ``on_advance(k)`` as the
+    work is done.
+    """
     from landscape_cli import plotting
     from landscape_cli.results import read_hessian, read_scan
 
     size = QUICK if quick else FULL
-    step = on_step or (lambda what: None)
+    tell = on_step or (lambda what: None)
+    phase = on_phase or (lambda name, most, unit: None)
+    advance = on_advance or (lambda k: None)
+
+    def step(what: str, most: int = 0, unit: str = "") -> None:
+        tell(what)
+        if most:
+            phase(what, most, unit)
+
+    class Show(Callbacks):
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+        def on_start(self, cfg, *, epochs, steps_per_epoch, first_epoch):
+            phase(f"train {self.label}", (epochs - first_epoch) * steps_per_epoch, "steps")
+
+        def on_batch(self, epoch: int, batch: int, loss: float) -> None:
+            advance(1)
+
     folder = Path(out)
     rows: list[dict[str, Any]] = []
     hessians, scans = [], []
@@ -80,7 +106,7 @@ def run_demo(
         stem = f"cnn-digits-{config.optimizer}" + ("-warmup" if config.warmup_steps else "")
         ckpt = folder / f"{stem}-s{seed}.pt"
         step(f"train {label}")
-        trained = train(config, out=ckpt, device=device, callbacks=Callbacks())
+        trained = train(config, out=ckpt, device=device, callbacks=Show(label))
         step(f"hessian {label}")
         settings = HessianSettings(
             top_k=size.top_k,
@@ -90,7 +116,15 @@ def run_demo(
             seed=seed,
         )
         report, results, _ = hessian_job(
-            ckpt, settings, source=Source(samples=size.samples), device=device, label=label
+            ckpt,
+            settings,
+            source=Source(samples=size.samples),
+            device=device,
+            label=label,
+            on_phase=lambda name, most, label=label: phase(
+                f"hessian {label}: {name}", most, "HVPs (at most)"
+            ),
+            on_hvp=advance,
         )
         step(f"scan {label}")
         scan, _ = scan_job(
@@ -99,6 +133,10 @@ def run_demo(
             source=Source(samples=size.scan_samples, batch_size=512),
             device=device,
             label=label,
+            on_start=lambda name, done, total, label=label: phase(
+                f"scan {label}", total - done, "points"
+            ),
+            on_point=lambda i, j, loss, acc: advance(1),
         )
         hessians.append(read_hessian(results))
         scans.append(read_scan(results, scan["name"]))
@@ -119,13 +157,16 @@ def run_demo(
         )
     labels = [r["label"] for r in rows]
     figures = {}
-    step("figure 5")
+    step("figure 5", 1, "figure")
     figures["fig5"] = plotting.save_figure(plotting.fig5(hessians, labels), folder / "fig5.png")
-    step("figure 6")
+    advance(1)
+    step("figure 6", 1, "figure")
     figures["fig6"] = plotting.save_figure(plotting.fig6(scans, labels), folder / "fig6.png")
-    step("figure 2")
+    advance(1)
+    step("figure 2", 1, "figure")
     sim = plotting.simulate(steps=size.fig2_steps, resolution=size.fig2_resolution)
     figures["fig2"] = plotting.save_figure(plotting.draw_fig2(sim), folder / "fig2.png")
+    advance(1)
     return {"runs": rows, "figures": {k: str(v) for k, v in figures.items()}, "quick": quick}
 
 

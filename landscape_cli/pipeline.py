@@ -557,7 +557,8 @@ def audit_job(
     match_loss: bool = False,
     device: str = "auto",
     overwrite: bool = False,
-    on_step: Callable[[str], None] | None = None,
+    on_phase: Callable[[str, int, str], None] | None = None,
+    on_advance: Callable[[int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Workload]]:
     """``landscape audit``: measure each checkpoint (and, with ``match_loss``, again at a common
     training loss) and write its ``/audit``; returns ``(rows, workloads)``.
@@ -567,6 +568,10 @@ def audit_job(
     ``/audit/hessian``: an audit never replaces a ``/hessian``. With ``match_loss``, the
     checkpoint whose loss is the target (temperature 1) keeps its unmatched measures instead of
     measuring them again. Every results file is checked before anything is computed.
+
+    Progress: ``on_phase(name, most work, unit)`` before each phase of each checkpoint (its
+    name says which checkpoint, ``i/N``, and which measure) and ``on_advance(k)`` as work is done;
+    the first phase starts only once every checkpoint and results file passed its checks.
     """
     from landscape_cli import audit as au
     from landscape_cli.hessian import make_report
@@ -596,8 +601,7 @@ def audit_job(
         n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
         if s.top_k > n:
             raise LandscapeError(f"--top-k {s.top_k} exceeds the {n} parameters of {ck}")
-        guess = replace(s.hessian(), max_steps=max(100, s.top_k))
-        resources.require(resources.hessian_bytes(guess, n), dev)
+        resources.require(resources.hessian_bytes(s.hessian(), n), dev)
     roots, wanted = [], []
     for ck, path, work in zip(checkpoints, paths, works, strict=True):
         root = provenance(ck, work, None, path)
@@ -607,14 +611,17 @@ def audit_job(
         roots.append(root)
         wanted.append(want)
 
-    def tell(what: str) -> None:
-        if on_step is not None:
-            on_step(what)
+    def phases(what: str) -> Callable[[str, int, str], None] | None:
+        if on_phase is None:
+            return None
+        return lambda name, most, unit: on_phase(f"{what}: {name}", most, unit)
 
+    n_ck = len(checkpoints)
     rows: list[dict[str, Any]] = []
     reports = []
-    for ck, path, work, root in zip(checkpoints, paths, works, roots, strict=True):
-        tell(ck.name)
+    for i, (ck, path, work, root) in enumerate(
+        zip(checkpoints, paths, works, roots, strict=True), 1
+    ):
         t0 = time.perf_counter()
         stored = None
         if path.exists() and not (overwrite and _foreign_file(path, root)):
@@ -630,7 +637,15 @@ def audit_job(
                     dataset=work.dataset,
                 ):
                     stored = h
-        m = au.measure(work.model, work.batches, s, device=dev, stored=stored)
+        m = au.measure(
+            work.model,
+            work.batches,
+            s,
+            device=dev,
+            stored=stored,
+            on_phase=phases(f"checkpoint {i}/{n_ck} {ck.name}"),
+            on_advance=on_advance,
+        )
         op, analysis = m.pop("operator"), m.pop("analysis")
         report = None
         if analysis is not None:
@@ -658,8 +673,18 @@ def audit_job(
             if temp == 1.0:  # already at the target loss: the unmatched measures are these
                 row["matched"] = {k: row.get(k) for k in keys}
                 continue
-            tell(f"{Path(row['checkpoint']).name} (matched loss)")
-            m = au.measure(work.model, work.batches, s, device=dev, temperature=temp, density=False)
+            m = au.measure(
+                work.model,
+                work.batches,
+                s,
+                device=dev,
+                temperature=temp,
+                density=False,
+                on_phase=phases(
+                    f"checkpoint {i + 1}/{n_ck} {Path(row['checkpoint']).name} at matched loss"
+                ),
+                on_advance=on_advance,
+            )
             m.pop("operator"), m.pop("analysis")
             row["matched"] = {k: m.get(k) for k in keys}
             row["hvp_count"] += m["hvp_count"]

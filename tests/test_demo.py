@@ -18,6 +18,14 @@ def test_demo_quick_writes_everything(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    # stderr is not a terminal here: plain progress lines, one as each phase of each step ends
+    ends = [line for line in result.stderr.splitlines() if line.endswith(", done")]
+    for phase in ("train Adam", "hessian DualAdam: top-k Lanczos", "scan Adam + warm-up"):
+        assert any(line.startswith(f"[demo] {phase}: ") for line in ends), result.stderr
+    assert "[demo] figure 2: 1/1 figure, " in ends[-1]
+    train = next(line for line in ends if line.startswith("[demo] train Adam: "))
+    done, total = map(int, train.split(": ")[1].split(" ")[0].split("/"))
+    assert done == total > 0  # every training step counted
     labels = [r["label"] for r in summary["runs"]]
     assert labels == ["Adam", "DualAdam", "Adam + warm-up"]
     for run in summary["runs"]:

@@ -8,11 +8,12 @@ interrupted runs (exit 130). Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 try:  # Typer >= 0.22 ships its own copy of Click
     from typer import _click as click
@@ -20,6 +21,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     import click
 
 from landscape_cli import __version__
+from landscape_cli.commands._common import HELP_PANEL, PANELS, RUN_PANEL
 from landscape_cli.errors import Interrupted, LandscapeError
 
 
@@ -38,8 +40,83 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+class LandscapeOption(TyperOption):
+    """An option as ``--help`` shows it: a flag takes no value, so it shows no type (Typer would
+    show ``<bool>``), and a repeatable option shows the type of one value (``<str>``, not
+    ``<list[str]>``)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        shown = super().display_type_rich(ctx)
+        if shown and self.metavar is None:
+            shown = re.sub(r"^<list\[(.*)\]>", lambda m: f"<{m.group(1).lower()}>", shown)
+        return shown
+
+
+class LandscapeArgument(TyperArgument):
+    """An argument as the usage line shows it, in Click's plain style: ``CHECKPOINT``,
+    ``CHECKPOINTS...``, ``[NAME]`` (Typer writes ``{checkpoint}``), or its metavar as given."""
+
+    def _usage_display_name(self) -> str:
+        if self.metavar is not None:
+            return self.metavar
+        name = (self.name or "").upper()
+        if not self.required:
+            name = f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        shown = super().display_type_rich(ctx)
+        if shown:
+            shown = re.sub(r"^<list\[(.*)\]>", lambda m: f"<{m.group(1).lower()}>", shown)
+        return shown
+
+
+def _adopt(params: list[Any]) -> list[Any]:
+    """Give Typer's parameters the display above, and order the options by panel (``PANELS``),
+    so that every command shows its panels in the same order."""
+    for param in params:
+        if type(param) is TyperOption:
+            param.__class__ = LandscapeOption
+        elif type(param) is TyperArgument:
+            param.__class__ = LandscapeArgument
+
+    def rank(param: Any) -> int:
+        panel = getattr(param, "rich_help_panel", None)
+        return PANELS.index(panel) if panel in PANELS else len(PANELS)
+
+    return sorted(params, key=rank)  # stable: within a panel, the order of declaration
+
+
+def _help_option(option: Any) -> Any:
+    if option is not None:
+        if type(option) is TyperOption:
+            option.__class__ = LandscapeOption
+        option.rich_help_panel = HELP_PANEL
+    return option
+
+
+class LandscapeCommand(TyperCommand):
+    """A command whose ``--help`` groups every option into a panel and reads plainly."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params = _adopt(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _help_option(super().get_help_option(ctx))
+
+
 class LandscapeGroup(TyperGroup):
     """A Typer group whose errors follow the command contract instead of rich panels."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params = _adopt(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _help_option(super().get_help_option(ctx))
 
     def main(  # type: ignore[override]
         self,
@@ -144,7 +221,12 @@ app = typer.Typer(
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Show the version and exit.",
+        rich_help_panel=HELP_PANEL,
     ),
     threads: int | None = typer.Option(
         None,
@@ -152,6 +234,7 @@ def _root(
         min=1,
         help="CPU threads for torch (default: OMP_NUM_THREADS, else a fair share of the CPUs "
         "this process may use among the landscape processes running).",
+        rich_help_panel=RUN_PANEL,
     ),
 ) -> None:
     """landscape: Hessian spectra, traces and loss-landscape scans of PyTorch checkpoints."""
@@ -164,12 +247,15 @@ def _root(
 def _register() -> None:
     from landscape_cli.commands import audit, demo, hessian, plot, scan, train
 
-    app.command(name="train")(train.train)
-    app.command(name="hessian")(hessian.hessian)
-    app.command(name="scan")(scan.scan)
-    app.command(name="audit")(audit.audit)
-    app.command(name="plot")(plot.plot)
-    app.command(name="demo")(demo.demo)
+    for name, function in (
+        ("train", train.train),
+        ("hessian", hessian.hessian),
+        ("scan", scan.scan),
+        ("audit", audit.audit),
+        ("plot", plot.plot),
+        ("demo", demo.demo),
+    ):
+        app.command(name=name, cls=LandscapeCommand)(function)
 
 
 _register()

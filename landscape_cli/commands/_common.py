@@ -14,6 +14,28 @@ import typer
 from landscape_cli.commands import _threads
 from landscape_cli.errors import LandscapeError
 
+# Help panels: ``--help`` groups every option of every command into one of these (pass one as
+# ``rich_help_panel=`` to each new option; tests/test_logs_cli.py checks that none is left out).
+# Panels show in this order.
+ESTIMATE_PANEL = "What to estimate"
+SCAN_PANEL = "What to scan"
+FIGURE_PANEL = "Figure"
+MODEL_DATA_PANEL = "Model and data"
+TRAINING_PANEL = "Training"
+OUTPUT_PANEL = "Output"
+RUN_PANEL = "Run"
+HELP_PANEL = "Help"
+PANELS = (
+    ESTIMATE_PANEL,
+    SCAN_PANEL,
+    FIGURE_PANEL,
+    MODEL_DATA_PANEL,
+    TRAINING_PANEL,
+    OUTPUT_PANEL,
+    RUN_PANEL,
+    HELP_PANEL,
+)
+
 Checkpoint = Annotated[
     Path, typer.Argument(help="Checkpoint: landscape .pt, state dict, or .safetensors.")
 ]
@@ -23,11 +45,17 @@ ModelOpt = Annotated[
         "--model",
         help="Architecture for files without a model spec: a name, torchvision:NAME, timm:NAME, or "
         "package.module:factory.",
+        rich_help_panel=MODEL_DATA_PANEL,
     ),
 ]
 ModelOptionOpt = Annotated[
     list[str] | None,
-    typer.Option("--model-option", help="KEY=VALUE for --model (repeatable)."),
+    typer.Option(
+        "--model-option",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE for --model (repeatable).",
+        rich_help_panel=MODEL_DATA_PANEL,
+    ),
 ]
 DatasetOpt = Annotated[
     str | None,
@@ -35,34 +63,58 @@ DatasetOpt = Annotated[
         "--dataset",
         help="digits, cifar10, cifar100, imagefolder:PATH, package.module:factory "
         "(default: the checkpoint's).",
+        rich_help_panel=MODEL_DATA_PANEL,
     ),
 ]
-DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Folder holding CIFAR data.")]
-SplitOpt = Annotated[str, typer.Option("--split", help="train or test.")]
+DataRootOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-root", help="Folder holding CIFAR data.", rich_help_panel=MODEL_DATA_PANEL
+    ),
+]
+SplitOpt = Annotated[
+    str, typer.Option("--split", help="train or test.", rich_help_panel=MODEL_DATA_PANEL)
+]
 SamplesOpt = Annotated[
     int,
     typer.Option(
         "--samples",
         help="N samples of the split (0 = all): a class-stratified subset chosen by --seed, "
         "the same for every command.",
+        rich_help_panel=MODEL_DATA_PANEL,
     ),
 ]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Samples per batch.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option("--batch-size", help="Samples per batch.", rich_help_panel=MODEL_DATA_PANEL),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN_PANEL)
+]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of every random choice.", rich_help_panel=RUN_PANEL)
+]
 TrustOpt = Annotated[
     bool,
     typer.Option(
         "--trust-checkpoint",
         help="Allow pickled Python objects and package.module:factory specs stored in the file "
         "(both can run arbitrary code: trusted files only).",
+        rich_help_panel=MODEL_DATA_PANEL,
     ),
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", help="Results file (default: the checkpoint's path with .h5)."),
+    typer.Option(
+        "--out",
+        help="Results file (default: the checkpoint's path with .h5).",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT_PANEL),
+]
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -98,6 +150,12 @@ def print_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def progress_bar(*columns: Any):
     """A rich Progress on stderr: a bar, done/total, the given text columns, elapsed time."""
     from rich.console import Console
@@ -130,66 +188,207 @@ def stop(progress: Any, exc_type: Any = None) -> None:
     progress.stop()
 
 
-class PhaseProgress:
-    """A rich progress bar on stderr with one row per phase (started at the first phase, so
-    errors raised before any work stay one clean line)."""
+#: Seconds between two plain progress lines within a phase (stderr not a terminal).
+PLAIN_INTERVAL = 10.0
 
-    def __init__(self, unit: str) -> None:
-        from rich.progress import TextColumn
 
-        self._progress = progress_bar(TextColumn("[bold]{task.description:<14}"), TextColumn(unit))
-        self._task: Any = None
+def clock_text(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from one hour on."""
+    s = max(0, int(seconds))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
 
-    def phase(self, name: str, budget: int) -> None:
-        if self._task is None:
-            self._progress.start()
-        else:  # the phase ended early (converged): show what it spent
-            done = self._progress.tasks[-1].completed
-            self._progress.update(self._task, total=done)
-        self._task = self._progress.add_task(name, total=budget)
 
-    def advance(self, k: int = 1) -> None:
-        if self._task is not None:
-            self._progress.advance(self._task, k)
-        _threads.rebalance()
+class Progress:
+    """Progress of a command, in phases: rich bars when stderr is a terminal, plain lines
+    otherwise (SLURM, nohup, CI logs, where a bar would only appear at the end).
 
-    def __enter__(self) -> PhaseProgress:
+    ``phase(name, total, unit)`` starts a phase (the previous one ends there), ``advance(k,
+    detail=...)`` counts work in it and ``detail(text)`` changes the text shown beside it. Use it
+    as a context manager around the work, and start the first phase only once the inputs are
+    validated: an error before it leaves the error's one line alone on stderr (a rich bar is
+    erased after an error; plain lines already written cannot be, so none is written before the
+    first phase). Build it with :func:`progress`.
+    """
+
+    def phase(
+        self, name: str, total: int, unit: str | None = None, done: int = 0, detail: str = ""
+    ) -> None:
+        raise NotImplementedError
+
+    def advance(self, k: int = 1, detail: str | None = None) -> None:
+        raise NotImplementedError
+
+    def detail(self, text: str) -> None:
+        raise NotImplementedError
+
+    def close(self, exc_type: Any = None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            if exc[0] is None:
-                self._progress.update(self._task, total=self._progress.tasks[-1].completed)
-            stop(self._progress, exc[0])
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(exc_type)
 
 
-class PointProgress:
-    """A rich progress bar on stderr over the points of a scan (started when the scan starts)."""
+class RichProgress(Progress):
+    """One rich bar per phase on stderr (started at the first phase)."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str, unit: str = "") -> None:
         from rich.progress import TextColumn
 
-        self._progress = progress_bar(
+        self._unit = unit
+        self._bar = progress_bar(
             TextColumn("[bold]{task.description}"),
-            TextColumn("points · loss {task.fields[loss]:.4g}"),
+            TextColumn("{task.fields[unit]}"),
+            TextColumn("{task.fields[detail]}"),
         )
         self._task: Any = None
 
-    def start(self, name: str, done: int, total: int) -> None:
-        self._progress.start()
-        self._task = self._progress.add_task(name, total=total, completed=done, loss=float("nan"))
+    def _end_phase(self) -> None:
+        if self._task is not None:  # a phase that ended early (converged) shows what it spent
+            task = self._bar.tasks[-1]
+            if task.total is not None and task.completed < task.total:
+                self._bar.update(self._task, total=task.completed)
 
-    def point(self, i: int, j: int, loss: float, acc: float) -> None:
+    def phase(
+        self, name: str, total: int, unit: str | None = None, done: int = 0, detail: str = ""
+    ) -> None:
+        if self._task is None:
+            self._bar.start()
+        self._end_phase()
+        self._task = self._bar.add_task(
+            _escape(name),
+            total=total,
+            completed=done,
+            unit=_escape(self._unit if unit is None else unit),
+            detail=_escape(detail),
+        )
+
+    def advance(self, k: int = 1, detail: str | None = None) -> None:
         if self._task is not None:
-            self._progress.update(self._task, advance=1, loss=loss)
+            self._bar.advance(self._task, k)
+            if detail is not None:
+                self._bar.update(self._task, detail=_escape(detail))
         _threads.rebalance()
 
-    def __enter__(self) -> PointProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def detail(self, text: str) -> None:
         if self._task is not None:
-            stop(self._progress, exc[0])
+            self._bar.update(self._task, detail=_escape(text))
+
+    def close(self, exc_type: Any = None) -> None:
+        if self._task is not None:
+            if exc_type is None:
+                self._end_phase()
+            stop(self._bar, exc_type)
+            self._task = None
+
+
+class PlainProgress(Progress):
+    """Plain progress lines on a stream that is not a terminal: one when each phase ends, and
+    while one runs at most one every ``interval`` seconds (the first as soon as work starts),
+    each with the phase, done/total, the phase's elapsed time and an estimate of the time left::
+
+        [hessian] density (SLQ): 120/400 HVPs (at most), 00:31 elapsed, ~01:12 left
+        [hessian] density (SLQ): 400/400 HVPs (at most), 01:43 elapsed, done
+
+    A phase with nothing to do (a total of 0) prints nothing.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        unit: str = "",
+        *,
+        stream: Any = None,
+        interval: float = PLAIN_INTERVAL,
+        clock: Any = None,
+    ) -> None:
+        import time
+
+        self._command = command
+        self._unit = unit
+        self._stream = stream if stream is not None else sys.stderr
+        self._interval = interval
+        self._clock = clock or time.monotonic
+        self._name: str | None = None
+        self._last = -math.inf  # when the last line was written
+
+    def _line(self, end: bool = False) -> str:
+        now = self._clock()
+        elapsed = now - self._t0
+        unit = f" {self._phase_unit}" if self._phase_unit else ""
+        text = f"[{self._command}] {self._name}: {self._done}/{self._total}{unit}, "
+        text += f"{clock_text(elapsed)} elapsed"
+        if end:
+            text += ", done"
+        else:
+            rate_done = self._done - self._done0
+            if rate_done > 0 and self._total > self._done:
+                left = elapsed / rate_done * (self._total - self._done)
+                text += f", ~{clock_text(left)} left"
+        if self._detail:
+            text += f" · {self._detail}"
+        return text
+
+    def _write(self, text: str) -> None:
+        self._last = self._clock()
+        if self._stream is None:
+            return
+        try:
+            self._stream.write(" ".join(text.split()) + "\n")  # one line, whatever names hold
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: progress is not worth failing
+            self._stream = None
+
+    def _end(self) -> None:
+        if self._name is not None and (self._total or self._done):
+            self._write(self._line(end=True))
+        self._name = None
+
+    def phase(
+        self, name: str, total: int, unit: str | None = None, done: int = 0, detail: str = ""
+    ) -> None:
+        self._end()
+        self._name, self._total, self._done, self._done0 = name, int(total), int(done), int(done)
+        self._phase_unit = self._unit if unit is None else unit
+        self._detail = detail
+        self._t0 = self._clock()
+        if self._total and self._t0 - self._last >= self._interval:  # the first phase, or news
+            self._write(self._line())
+
+    def advance(self, k: int = 1, detail: str | None = None) -> None:
+        if self._name is not None:
+            self._done += k
+            if detail is not None:
+                self._detail = detail
+            if self._clock() - self._last >= self._interval:
+                self._write(self._line())
+        _threads.rebalance()
+
+    def detail(self, text: str) -> None:
+        if self._name is not None:
+            self._detail = text
+
+    def close(self, exc_type: Any = None) -> None:
+        if exc_type is None:
+            self._end()
+        self._name = None  # after an error or an interrupt: no "done" for work not done
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def progress(command: str, unit: str = "") -> Progress:
+    """The progress display of ``command``: rich bars on a terminal, plain lines otherwise."""
+    if stderr_is_terminal():
+        return RichProgress(command, unit)
+    return PlainProgress(command, unit)
 
 
 def note(message: str) -> None:

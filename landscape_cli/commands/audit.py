@@ -23,32 +23,79 @@ COLUMNS = [
 
 def audit(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints to audit.")],
-    top_k: Annotated[int, typer.Option(help="Top eigenvalues per checkpoint.")] = 5,
-    trace_probes: Annotated[int, typer.Option(help="Most trace probes.")] = 50,
-    density_probes: Annotated[int, typer.Option(help="SLQ probes (0 skips).")] = 5,
-    lanczos_steps: Annotated[int, typer.Option(help="SLQ steps per probe.")] = 40,
+    top_k: Annotated[
+        int, typer.Option(help="Top eigenvalues per checkpoint.", rich_help_panel=c.ESTIMATE_PANEL)
+    ] = 5,
+    tol: Annotated[
+        float,
+        typer.Option(
+            help="Lanczos: stop when every residual ‖Hv−λv‖ ≤ tol·|λ| (as in hessian).",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
+    ] = 1e-4,
+    max_steps: Annotated[
+        int,
+        typer.Option(
+            help="Most Lanczos steps (HVPs) for the top-k (as in hessian).",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
+    ] = 100,
+    trace_probes: Annotated[
+        int, typer.Option(help="Most trace probes.", rich_help_panel=c.ESTIMATE_PANEL)
+    ] = 50,
+    density_probes: Annotated[
+        int, typer.Option(help="SLQ probes (0 skips).", rich_help_panel=c.ESTIMATE_PANEL)
+    ] = 5,
+    lanczos_steps: Annotated[
+        int, typer.Option(help="SLQ steps per probe.", rich_help_panel=c.ESTIMATE_PANEL)
+    ] = 40,
     epsilon: Annotated[
-        float, typer.Option(help="Radius of the 1-D sharpness (filter-normalised units).")
+        float,
+        typer.Option(
+            help="Radius of the 1-D sharpness (filter-normalised units).",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
     ] = 0.05,
-    rho: Annotated[float, typer.Option(help="Radius of the adaptive sharpness.")] = 0.05,
+    rho: Annotated[
+        float,
+        typer.Option(help="Radius of the adaptive sharpness.", rich_help_panel=c.ESTIMATE_PANEL),
+    ] = 0.05,
     rank_by: Annotated[
-        str, typer.Option(help="lambda_max, trace, sharpness_1d or adaptive_sharpness.")
+        str,
+        typer.Option(
+            help="lambda_max, trace, sharpness_1d or adaptive_sharpness.",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
     ] = "lambda_max",
     match_loss: Annotated[
         bool,
         typer.Option(
-            "--match-loss", help="Also measure with logits scaled to a common training loss."
+            "--match-loss",
+            help="Also measure with logits scaled to a common training loss.",
+            rich_help_panel=c.ESTIMATE_PANEL,
         ),
     ] = False,
     loss: Annotated[
-        str | None, typer.Option(help="ce or mse (default: the checkpoints' training loss).")
+        str | None,
+        typer.Option(
+            help="ce or mse (default: the checkpoints' training loss).",
+            rich_help_panel=c.MODEL_DATA_PANEL,
+        ),
     ] = None,
     tau: Annotated[
         float,
-        typer.Option(help="Negative mass: the share of the spectrum below −τ·λmax."),
+        typer.Option(
+            help="Negative mass: the share of the spectrum below −τ·λmax.",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
     ] = 1e-2,
     report: Annotated[
-        Path | None, typer.Option("--report", help="Also write a markdown report here.")
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write a markdown report (.md) here, with Fig. 5 beside it.",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
     ] = None,
     model: c.ModelOpt = None,
     model_option: c.ModelOptionOpt = None,
@@ -61,7 +108,13 @@ def audit(
     seed: c.SeedOpt = 0,
     trust_checkpoint: c.TrustOpt = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Markdown report (same as --report).")
+        str | None,
+        typer.Option(
+            "--out",
+            hidden=True,  # refused with a pointer to --report (see below)
+            help="Not an audit option: the report is --report.",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
     ] = None,
     overwrite: Annotated[
         bool,
@@ -69,6 +122,7 @@ def audit(
             "--overwrite",
             help="Replace an /audit made with other options, or drop the results of another "
             "checkpoint in a results file.",
+            rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = False,
     json_out: c.JsonOpt = False,
@@ -80,19 +134,29 @@ def audit(
     Hessian measurements go to /audit/hessian. Differences within the measures' uncertainties
     rank as ties (≈), and measures that order two checkpoints differently are reported.
     """
-    from rich.progress import TextColumn
-
     from landscape_cli import audit as au
     from landscape_cli import distributed
     from landscape_cli.pipeline import audit_job
     from landscape_cli.results import check_output_file
 
-    report_path = report or out
+    if out is not None:  # --out is the results file in the other commands: never the report here
+        raise LandscapeError(
+            "audit has no --out: each checkpoint's numbers go to its own results file "
+            "(CKPT.h5); write the markdown report with --report FILE.md"
+        )
+    report_path = report
     checks = [
         (len(checkpoints) >= 1, "give at least one checkpoint"),
         (rank_by in au.MEASURES, f"--rank-by must be one of {', '.join(au.MEASURES)}"),
         (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
         (top_k >= 1, "--top-k must be >= 1"),
+        (tol > 0, "--tol must be > 0"),
+        (max_steps >= 1, "--max-steps must be >= 1"),
+        (
+            top_k <= max_steps,
+            f"--top-k {top_k} needs at least as many Lanczos steps: raise --max-steps "
+            f"(now {max_steps}) or lower --top-k",
+        ),
         (epsilon > 0 and rho > 0, "--epsilon and --rho must be > 0"),
         (0 <= tau < 1, "--tau must be in [0, 1)"),
         (report_path is None or report_path.suffix == ".md", "the report must be a .md file"),
@@ -107,6 +171,8 @@ def audit(
     )
     settings = au.AuditSettings(
         top_k=top_k,
+        tol=tol,
+        max_steps=max_steps,
         trace_probes=trace_probes,
         density_probes=density_probes,
         lanczos_steps=lanczos_steps,
@@ -116,20 +182,7 @@ def audit(
         loss=loss or "",
         tau=tau,
     )
-    progress = c.progress_bar(TextColumn("[bold]audit"), TextColumn("{task.fields[what]}"))
-    task = None
-
-    def step(what: str) -> None:
-        nonlocal task
-        if task is None:
-            progress.start()
-            total = len(checkpoints) * (2 if match_loss else 1)
-            task = progress.add_task("", total=total, what=what)
-        else:
-            progress.advance(task)
-        progress.update(task, what=what)
-
-    try:
+    with c.progress("audit") as progress:
         rows, works = audit_job(
             checkpoints,
             settings,
@@ -137,14 +190,9 @@ def audit(
             match_loss=match_loss,
             device=device,
             overwrite=overwrite,
-            on_step=step,
+            on_phase=lambda name, most, unit: progress.phase(name, most, unit),
+            on_advance=progress.advance,
         )
-    except BaseException as exc:
-        if task is not None:
-            c.stop(progress, type(exc))  # an error leaves its one line, not a bar
-        raise
-    if task is not None:
-        progress.stop()
     order, rank, is_tied = au.ranks(rows, rank_by)
     labels = [Path(r["checkpoint"]).name for r in rows]
     payload = {

@@ -11,17 +11,22 @@ from landscape_cli.commands import _common as c
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for checkpoints, results and figures.")] = Path(
-        "demo"
-    ),
-    quick: Annotated[bool, typer.Option("--quick", help="A small, fast run (for tests).")] = False,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for checkpoints, results and figures.", rich_help_panel=c.OUTPUT_PANEL
+        ),
+    ] = Path("demo"),
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="A small, fast run (for tests).", rich_help_panel=c.RUN_PANEL),
+    ] = False,
     seed: c.SeedOpt = 0,
     device: c.DeviceOpt = "auto",
     json_out: c.JsonOpt = False,
 ) -> None:
     """Train Adam, DualAdam and Adam + warm-up on digits; Hessians, scans and Figs. 2, 5, 6."""
     from rich.console import Console
-    from rich.progress import TextColumn
     from rich.table import Table
 
     from landscape_cli import demo as dm
@@ -30,20 +35,15 @@ def demo(
 
     check_folder(out, "demo folder")  # before any work: an existing file, an unwritable place
     resolve_device(device)
-    progress = c.progress_bar(TextColumn("[bold]demo"), TextColumn("{task.description}"))
-    total = dm.STEPS_PER_RUN * len(dm.runs(1, seed)) + dm.EXTRA_STEPS
-    with progress:
-        task = progress.add_task("", total=total)
-        first = [True]
-
-        def on_step(what: str) -> None:
-            if not first[0]:
-                progress.advance(task)
-            first[0] = False
-            progress.update(task, description=what)
-
-        summary = dm.run_demo(out, quick=quick, seed=seed, device=device, on_step=on_step)
-        progress.advance(task)
+    with c.progress("demo") as progress:
+        summary = dm.run_demo(
+            out,
+            quick=quick,
+            seed=seed,
+            device=device,
+            on_phase=lambda name, most, unit: progress.phase(name, most, unit),
+            on_advance=progress.advance,
+        )
     if json_out:
         c.print_json(summary)
         return

@@ -12,48 +12,98 @@ from landscape_cli.commands import _common as c
 
 def hessian(
     checkpoint: c.Checkpoint,
-    top_k: Annotated[int, typer.Option(help="How many top eigenvalues (0 skips).")] = 5,
-    tol: Annotated[float, typer.Option(help="Stop when every residual ‖Hv−λv‖ ≤ tol·|λ|.")] = 1e-4,
-    max_steps: Annotated[int, typer.Option(help="Most Lanczos steps (HVPs) for the top-k.")] = 100,
-    trace_probes: Annotated[int, typer.Option(help="Most trace probes (0 skips).")] = 100,
+    top_k: Annotated[
+        int,
+        typer.Option(help="How many top eigenvalues (0 skips).", rich_help_panel=c.ESTIMATE_PANEL),
+    ] = 5,
+    tol: Annotated[
+        float,
+        typer.Option(
+            help="Stop when every residual ‖Hv−λv‖ ≤ tol·|λ|.", rich_help_panel=c.ESTIMATE_PANEL
+        ),
+    ] = 1e-4,
+    max_steps: Annotated[
+        int,
+        typer.Option(
+            help="Most Lanczos steps (HVPs) for the top-k.", rich_help_panel=c.ESTIMATE_PANEL
+        ),
+    ] = 100,
+    trace_probes: Annotated[
+        int, typer.Option(help="Most trace probes (0 skips).", rich_help_panel=c.ESTIMATE_PANEL)
+    ] = 100,
     trace_rtol: Annotated[
-        float, typer.Option(help="Stop the trace at this relative standard error.")
+        float,
+        typer.Option(
+            help="Stop the trace at this relative standard error.", rich_help_panel=c.ESTIMATE_PANEL
+        ),
     ] = 1e-2,
     trace_method: Annotated[
-        str, typer.Option(help="auto, hutchinson, hutch++ or deflated.")
+        str,
+        typer.Option(
+            help="auto, hutchinson, hutch++ or deflated.", rich_help_panel=c.ESTIMATE_PANEL
+        ),
     ] = "auto",
     density_probes: Annotated[
-        int, typer.Option(help="Most SLQ probes (0 skips the density).")
+        int,
+        typer.Option(
+            help="Most SLQ probes (0 skips the density).", rich_help_panel=c.ESTIMATE_PANEL
+        ),
     ] = 10,
     density_tol: Annotated[
         float,
         typer.Option(
             help="Add SLQ probes (at least 2) until the density's estimated Wasserstein-1 error "
-            "is at most this fraction of the spectral range (0: use all --density-probes)."
+            "is at most this fraction of the spectral range (0: use all --density-probes).",
+            rich_help_panel=c.ESTIMATE_PANEL,
         ),
     ] = 1e-3,
-    lanczos_steps: Annotated[int, typer.Option(help="SLQ Lanczos steps per probe.")] = 90,
+    lanczos_steps: Annotated[
+        int, typer.Option(help="SLQ Lanczos steps per probe.", rich_help_panel=c.ESTIMATE_PANEL)
+    ] = 90,
     density_sigma: Annotated[
-        float, typer.Option(help="Gaussian width, relative to the spectral range.")
+        float,
+        typer.Option(
+            help="Gaussian width, relative to the spectral range.", rich_help_panel=c.ESTIMATE_PANEL
+        ),
     ] = 0.005,
     per_layer: Annotated[
-        bool, typer.Option("--per-layer", help="λmax and trace of each parameter's block.")
+        bool,
+        typer.Option(
+            "--per-layer",
+            help="λmax and trace of each parameter's block.",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
     ] = False,
     eigenvectors: Annotated[
-        bool, typer.Option("--eigenvectors", help="Keep the top-k eigenvectors in the file.")
+        bool,
+        typer.Option(
+            "--eigenvectors",
+            help="Keep the top-k eigenvectors in the file.",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
     ] = False,
     loss: Annotated[
-        str | None, typer.Option(help="ce or mse (default: the checkpoint's training loss).")
+        str | None,
+        typer.Option(
+            help="ce or mse (default: the checkpoint's training loss).",
+            rich_help_panel=c.MODEL_DATA_PANEL,
+        ),
     ] = None,
-    bn_mode: Annotated[str, typer.Option(help="eval (running stats) or train (batch stats).")] = (
-        "eval"
-    ),
-    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    bn_mode: Annotated[
+        str,
+        typer.Option(
+            help="eval (running stats) or train (batch stats).", rich_help_panel=c.MODEL_DATA_PANEL
+        ),
+    ] = ("eval"),
+    dtype: Annotated[
+        str, typer.Option(help="float32 or float64.", rich_help_panel=c.RUN_PANEL)
+    ] = "float32",
     cache_graphs: Annotated[
         bool | None,
         typer.Option(
             "--cache-graphs/--no-cache-graphs",
             help="Keep each batch's first-order graph (default: when it fits in 2 GiB).",
+            rich_help_panel=c.RUN_PANEL,
         ),
     ] = None,
     engine: Annotated[
@@ -61,9 +111,13 @@ def hessian(
         typer.Option(
             help="lanczos (landscape's certified estimators) or pyhessian (PyHessian's power "
             "iteration and Hutchinson with its defaults, to reproduce published numbers).",
+            rich_help_panel=c.ESTIMATE_PANEL,
         ),
     ] = "lanczos",
-    label: Annotated[str | None, typer.Option(help="Label in the results and figures.")] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(help="Label in the results and figures.", rich_help_panel=c.OUTPUT_PANEL),
+    ] = None,
     model: c.ModelOpt = None,
     model_option: c.ModelOptionOpt = None,
     dataset: c.DatasetOpt = None,
@@ -81,6 +135,7 @@ def hessian(
             "--overwrite",
             help="Replace a /hessian computed with other options, or drop the results of another "
             "checkpoint in --out.",
+            rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = False,
     json_out: c.JsonOpt = False,
@@ -113,7 +168,7 @@ def hessian(
     source = c.source(
         model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
     )
-    with c.PhaseProgress("HVPs (at most)") as progress:
+    with c.progress("hessian", "HVPs (at most)") as progress:
         report, out_path, work = hessian_job(
             checkpoint,
             settings,
@@ -126,7 +181,7 @@ def hessian(
             out=out,
             label=label,
             overwrite=overwrite,
-            on_phase=progress.phase,
+            on_phase=lambda name, budget: progress.phase(name, budget),
             on_hvp=progress.advance,
             engine=engine,
         )

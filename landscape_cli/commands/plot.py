@@ -172,6 +172,7 @@ def plot(
             metavar="NAME",
             help="fig2, fig5, fig6, layers, contour, surface or heatmap. Repeat to draw several, "
             "each to its own file: --out OUT.EXT then gives OUT-NAME.EXT per figure.",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = ...,
     labels: Annotated[
@@ -180,6 +181,7 @@ def plot(
             "--labels",
             help="One label per file: repeat the option or separate with commas "
             "(default: each file's label).",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None,
     name: Annotated[
@@ -188,6 +190,7 @@ def plot(
             "--name",
             help="Scan group to draw (default: the file's only scan, or its only scan of the "
             "figure's dimension).",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None,
     log: Annotated[
@@ -196,10 +199,16 @@ def plot(
             "--log/--no-log",
             help="Log scale: fig5's bars (a, b), fig6's loss, layers' values, the 2-D figures' "
             "colours (default for 2-D: log when the loss spans more than two decades).",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None,
     accuracy: Annotated[
-        bool, typer.Option("--accuracy", help="fig6: add a panel with the accuracy.")
+        bool,
+        typer.Option(
+            "--accuracy",
+            help="fig6: add a panel with the accuracy.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
     ] = False,
     density_axis: Annotated[
         str | None,
@@ -207,6 +216,7 @@ def plot(
             "--density-axis",
             metavar="symlog|linear",
             help="fig5 (c): symmetric-log eigenvalue axis, linear near 0 (default), or linear.",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None,
     levels: Annotated[
@@ -215,22 +225,44 @@ def plot(
             "--levels",
             metavar="N",
             help="2-D figures: N contour levels (default 30); heatmap, surface: N colour steps.",
+            rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None,
     vmin: Annotated[
         float | None,
-        typer.Option("--vmin", metavar="V", help="2-D figures: lower end of the colour scale."),
+        typer.Option(
+            "--vmin",
+            metavar="V",
+            help="2-D figures: lower end of the colour scale.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
     ] = None,
     vmax: Annotated[
         float | None,
-        typer.Option("--vmax", metavar="V", help="2-D figures: upper end of the colour scale."),
+        typer.Option(
+            "--vmax",
+            metavar="V",
+            help="2-D figures: upper end of the colour scale.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
     ] = None,
     size: Annotated[
         tuple[float, float] | None,
-        typer.Option("--size", metavar="W H", help="Figure size in inches (width height)."),
+        typer.Option(
+            "--size",
+            metavar="W H",
+            help="Figure size in inches (width height).",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
     ] = None,
     dpi: Annotated[
-        int, typer.Option("--dpi", metavar="N", help="Resolution of PNGs (dots per inch).")
+        int,
+        typer.Option(
+            "--dpi",
+            metavar="N",
+            help="Resolution of PNGs (dots per inch).",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
     ] = 150,
     out: Annotated[
         Path | None,
@@ -238,6 +270,7 @@ def plot(
             "--out",
             help="Image file: .png, .pdf, .svg, .ps or .eps (default: <figure>.png). PDF and "
             "PostScript embed TrueType fonts; SVG keeps text as text.",
+            rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = None,
     json_out: c.JsonOpt = False,

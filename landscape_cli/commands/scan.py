@@ -12,30 +12,60 @@ from landscape_cli.commands import _common as c
 
 def scan(
     checkpoint: c.Checkpoint,
-    dim: Annotated[int, typer.Option(help="1 or 2 dimensions.")] = 1,
-    points: Annotated[int, typer.Option(help="Grid points along x (and y).")] = 51,
-    ypoints: Annotated[int | None, typer.Option(help="Grid points along y (default --points).")] = (
-        None
-    ),
+    dim: Annotated[int, typer.Option(help="1 or 2 dimensions.", rich_help_panel=c.SCAN_PANEL)] = 1,
+    points: Annotated[
+        int, typer.Option(help="Grid points along x (and y).", rich_help_panel=c.SCAN_PANEL)
+    ] = 51,
+    ypoints: Annotated[
+        int | None,
+        typer.Option(help="Grid points along y (default --points).", rich_help_panel=c.SCAN_PANEL),
+    ] = (None),
     range_: Annotated[
         tuple[float, float] | None,
-        typer.Option("--range", help="x range (default -1 1; interpolation -0.5 1.5)."),
+        typer.Option(
+            "--range",
+            metavar="LO HI",
+            help="x range (default -1 1; interpolation -0.5 1.5).",
+            rich_help_panel=c.SCAN_PANEL,
+        ),
     ] = None,
     yrange: Annotated[
-        tuple[float, float] | None, typer.Option(help="y range (default: the x range).")
+        tuple[float, float] | None,
+        typer.Option(
+            metavar="LO HI", help="y range (default: the x range).", rich_help_panel=c.SCAN_PANEL
+        ),
     ] = None,
-    direction: Annotated[str, typer.Option(help="random or eigenvector.")] = "random",
+    direction: Annotated[
+        str, typer.Option(help="random or eigenvector.", rich_help_panel=c.SCAN_PANEL)
+    ] = "random",
     to: Annotated[
         list[Path] | None,
-        typer.Option("--to", help="Interpolate towards this checkpoint (twice for a plane)."),
+        typer.Option(
+            "--to",
+            help="Interpolate towards this checkpoint (twice for a plane).",
+            rich_help_panel=c.SCAN_PANEL,
+        ),
     ] = None,
-    norm: Annotated[str, typer.Option(help="filter, layer or none.")] = "filter",
-    ignore: Annotated[str, typer.Option(help="biasbn (zero 1-D parameters) or none.")] = "biasbn",
+    norm: Annotated[
+        str, typer.Option(help="filter, layer or none.", rich_help_panel=c.SCAN_PANEL)
+    ] = "filter",
+    ignore: Annotated[
+        str,
+        typer.Option(help="biasbn (zero 1-D parameters) or none.", rich_help_panel=c.SCAN_PANEL),
+    ] = "biasbn",
     orthogonalize: Annotated[
-        bool, typer.Option("--orthogonalize", help="Make the 2-D directions orthogonal.")
+        bool,
+        typer.Option(
+            "--orthogonalize",
+            help="Make the 2-D directions orthogonal.",
+            rich_help_panel=c.SCAN_PANEL,
+        ),
     ] = False,
     name: Annotated[
-        str | None, typer.Option(help="Scan name in the file (default {dim}d-{kind}).")
+        str | None,
+        typer.Option(
+            help="Scan name in the file (default {dim}d-{kind}).", rich_help_panel=c.OUTPUT_PANEL
+        ),
     ] = None,
     overwrite: Annotated[
         bool,
@@ -43,10 +73,15 @@ def scan(
             "--overwrite",
             help="Replace a scan of this name made otherwise, or drop the results of another "
             "checkpoint in --out.",
+            rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = False,
     loss: Annotated[
-        str | None, typer.Option(help="ce or mse (default: the checkpoint's training loss).")
+        str | None,
+        typer.Option(
+            help="ce or mse (default: the checkpoint's training loss).",
+            rich_help_panel=c.MODEL_DATA_PANEL,
+        ),
     ] = None,
     bn: Annotated[
         str | None,
@@ -55,14 +90,25 @@ def scan(
             help="Interpolations through BatchNorm: recompute (the statistics of each point's "
             "weights on the scan's samples; the default) or interpolate (the statistics "
             "interpolated too, variances clamped at zero).",
+            rich_help_panel=c.MODEL_DATA_PANEL,
         ),
     ] = None,
-    bn_mode: Annotated[str, typer.Option(help="eval (running stats) or train (batch stats).")] = (
-        "eval"
-    ),
-    label: Annotated[str | None, typer.Option(help="Label in the results and figures.")] = None,
+    bn_mode: Annotated[
+        str,
+        typer.Option(
+            help="eval (running stats) or train (batch stats).", rich_help_panel=c.MODEL_DATA_PANEL
+        ),
+    ] = ("eval"),
+    label: Annotated[
+        str | None,
+        typer.Option(help="Label in the results and figures.", rich_help_panel=c.OUTPUT_PANEL),
+    ] = None,
     fold_every: Annotated[
-        float, typer.Option(help="Seconds between folds of computed points into the file.")
+        float,
+        typer.Option(
+            help="Seconds between folds of computed points into the file.",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
     ] = 30.0,
     model: c.ModelOpt = None,
     model_option: c.ModelOptionOpt = None,
@@ -102,7 +148,7 @@ def scan(
     source = c.source(
         model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
     )
-    with c.PointProgress() as progress:
+    with c.progress("scan", "points") as progress:
         result, out_path = scan_job(
             checkpoint,
             options,
@@ -110,8 +156,8 @@ def scan(
             device=device,
             out=out,
             label=label,
-            on_start=progress.start,
-            on_point=progress.point,
+            on_start=lambda name, done, total: progress.phase(name, total, done=done),
+            on_point=lambda i, j, loss, acc: progress.advance(1, f"loss {loss:.4g}"),
         )
     _show(result, out_path, json_out)
 

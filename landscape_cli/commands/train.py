@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from landscape_cli.commands import _common as c
-from landscape_cli.commands import _threads
 
 OPTIMIZER_HELP = "adam, adamw, sgd, radam, nadam, invadam or dualadam."
 
@@ -18,59 +16,98 @@ def train(
         "cnn",
         help="Registry name (mlp, cnn, resnet18, resnet50, vgg16, vit_small), "
         "torchvision:NAME, timm:NAME, or package.module:factory.",
+        rich_help_panel=c.MODEL_DATA_PANEL,
     ),
     dataset: str = typer.Option(
         "digits",
         help="digits (embedded), cifar10, cifar100, imagefolder:PATH, or package.module:factory.",
+        rich_help_panel=c.MODEL_DATA_PANEL,
     ),
-    optimizer: str = typer.Option("adam", help=OPTIMIZER_HELP),
+    optimizer: str = typer.Option("adam", help=OPTIMIZER_HELP, rich_help_panel=c.TRAINING_PANEL),
     loss: str = typer.Option(
         "ce",
         help="ce (cross-entropy, integer class targets) or mse (regression, or one-hot "
         "classes); stored in the checkpoint as the later commands' default.",
+        rich_help_panel=c.TRAINING_PANEL,
     ),
     epochs: int | None = typer.Option(
-        None, help="Epochs in all (default 20; with --resume, the stored total)."
+        None,
+        help="Epochs in all (default 20; with --resume, the stored total).",
+        rich_help_panel=c.TRAINING_PANEL,
     ),
     lr: float | None = typer.Option(
-        None, help="Learning rate (default per optimizer: adam/adamw 1e-3, dualadam 1e-2, ...)."
+        None,
+        help="Learning rate (default per optimizer: adam/adamw 1e-3, dualadam 1e-2, ...).",
+        rich_help_panel=c.TRAINING_PANEL,
     ),
     weight_decay: float | None = typer.Option(
-        None, help="Weight decay (decoupled for adamw/dualadam/invadam; default 0, adamw 1e-2)."
+        None,
+        help="Weight decay (decoupled for adamw/dualadam/invadam; default 0, adamw 1e-2).",
+        rich_help_panel=c.TRAINING_PANEL,
     ),
     switch_rate: float | None = typer.Option(
-        None, help="DualAdam's ξ (default 6 / total steps: α reaches 0 after a sixth of training)."
+        None,
+        help="DualAdam's ξ (default 6 / total steps: α reaches 0 after a sixth of training).",
+        rich_help_panel=c.TRAINING_PANEL,
     ),
-    momentum: float = typer.Option(0.9, help="SGD momentum."),
-    scheduler: str = typer.Option("cosine", help="cosine (per epoch, to lr/1000) or none."),
-    warmup_steps: int = typer.Option(0, help="Linear learning-rate warm-up over N steps."),
-    batch_size: int = typer.Option(128, help="Mini-batch size."),
-    seed: int = typer.Option(0, help="Seed of initialisation, shuffling and augmentation."),
-    data_root: str | None = typer.Option(None, help="Folder holding CIFAR data."),
-    augment: bool = typer.Option(True, help="Training augmentation (CIFAR: crop + flip)."),
+    momentum: float = typer.Option(0.9, help="SGD momentum.", rich_help_panel=c.TRAINING_PANEL),
+    scheduler: str = typer.Option(
+        "cosine", help="cosine (per epoch, to lr/1000) or none.", rich_help_panel=c.TRAINING_PANEL
+    ),
+    warmup_steps: int = typer.Option(
+        0, help="Linear learning-rate warm-up over N steps.", rich_help_panel=c.TRAINING_PANEL
+    ),
+    batch_size: int = typer.Option(128, help="Mini-batch size.", rich_help_panel=c.TRAINING_PANEL),
+    seed: int = typer.Option(
+        0, help="Seed of initialisation, shuffling and augmentation.", rich_help_panel=c.RUN_PANEL
+    ),
+    data_root: str | None = typer.Option(
+        None, help="Folder holding CIFAR data.", rich_help_panel=c.MODEL_DATA_PANEL
+    ),
+    augment: bool = typer.Option(
+        True, help="Training augmentation (CIFAR: crop + flip).", rich_help_panel=c.TRAINING_PANEL
+    ),
     model_option: list[str] | None = typer.Option(
-        None, "--model-option", help="KEY=VALUE passed to the model (repeatable)."
+        None,
+        "--model-option",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE passed to the model (repeatable).",
+        rich_help_panel=c.MODEL_DATA_PANEL,
     ),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option(
+        "auto", help="auto, cpu, cuda or cuda:N.", rich_help_panel=c.RUN_PANEL
+    ),
     out: Path | None = typer.Option(
-        None, help="Checkpoint path (default checkpoints/<model>-<dataset>-<optimizer>-s<seed>.pt)."
+        None,
+        help="Checkpoint path (default checkpoints/<model>-<dataset>-<optimizer>-s<seed>.pt).",
+        rich_help_panel=c.OUTPUT_PANEL,
     ),
-    save_every: int = typer.Option(0, help="Also save every N epochs (and keep -epochN copies)."),
-    resume: Path | None = typer.Option(None, help="Continue the run stored in this checkpoint."),
-    json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+    save_every: int = typer.Option(
+        0,
+        help="Also save every N epochs (and keep -epochN copies).",
+        rich_help_panel=c.OUTPUT_PANEL,
+    ),
+    resume: Path | None = typer.Option(
+        None, help="Continue the run stored in this checkpoint.", rich_help_panel=c.TRAINING_PANEL
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the final metrics as JSON.", rich_help_panel=c.OUTPUT_PANEL
+    ),
     overwrite: bool = typer.Option(
-        False, help="Replace an --out file that is not a checkpoint of this run."
+        False,
+        help="Replace an --out file that is not a checkpoint of this run.",
+        rich_help_panel=c.OUTPUT_PANEL,
     ),
     trust_checkpoint: bool = typer.Option(
         False,
         "--trust-checkpoint",
         help="With --resume: allow a stored package.module:factory model or dataset spec "
         "(it imports and runs that code).",
+        rich_help_panel=c.MODEL_DATA_PANEL,
     ),
 ) -> None:
     """Train a model and write a checkpoint that `landscape hessian/scan/audit` read."""
     from rich.console import Console
-    from rich.progress import TextColumn
     from rich.table import Table
 
     from landscape_cli import training
@@ -94,36 +131,25 @@ def train(
         model_options=c.parse_options(model_option, "--model-option"),
     )
 
-    progress = c.progress_bar(
-        TextColumn("[bold]epoch {task.fields[epoch]}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[summary]}"),
-    )
+    progress = c.progress("train", "steps")
 
     class Show(training.Callbacks):
-        task: Any = None
-
         def on_start(self, cfg, *, epochs, steps_per_epoch, first_epoch):
             self.total, self.steps = epochs, steps_per_epoch
-            progress.start()  # only now: errors before this point stay one clean line
 
         def on_batch(self, epoch, batch, loss):
-            _threads.rebalance()
-            if batch == 0:
-                self.task = progress.add_task(
-                    "", total=self.steps, epoch=f"{epoch + 1}/{self.total}", loss=loss, summary=""
-                )
-            progress.update(self.task, advance=1, loss=loss)
+            if batch == 0:  # the first phase starts only now: errors before stay one clean line
+                progress.phase(f"epoch {epoch + 1}/{self.total}", self.steps)
+            progress.advance(1, f"loss {loss:.4f}")
 
         def on_epoch(self, m):
             alpha = f" α {m.alpha:.3f}" if m.alpha is not None else ""
-            progress.update(
-                self.task,
-                loss=m.train_loss,
-                summary=f"acc {m.train_acc:.3f} | test {m.test_loss:.4f} / {m.test_acc:.3f}{alpha}",
+            progress.detail(
+                f"loss {m.train_loss:.4f} acc {m.train_acc:.3f} | test {m.test_loss:.4f} / "
+                f"{m.test_acc:.3f}{alpha}"
             )
 
-    try:
+    with progress:
         result = training.train(
             config,
             out=out,
@@ -134,12 +160,6 @@ def train(
             trust=trust_checkpoint,
             overwrite=overwrite,
         )
-    except BaseException as exc:
-        if progress.live.is_started:
-            c.stop(progress, type(exc))
-        raise
-    if progress.live.is_started:
-        progress.stop()
 
     f = result.final
     summary = {

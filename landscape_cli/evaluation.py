@@ -87,7 +87,7 @@ def check_loss_on(model: nn.Module, batches: list[Batch], loss: str) -> None:
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    b = to_device(Batch(batches[0].inputs[:2], batches[0].targets[:2]), device, dtype)
+    b = to_device(Batch(head(batches[0].inputs, 2), batches[0].targets[:2]), device, dtype)
     with evaluation_mode(model):
         out = model(b.inputs)
     for batch in batches:
@@ -123,7 +123,10 @@ def _widen(out: Tensor, n: int) -> Tensor:
 
 @dataclass(frozen=True)
 class Batch:
-    inputs: Tensor
+    """Samples and their targets. ``inputs`` is a tensor, or a dict of tensors (token ids,
+    attention mask) that the model takes as one argument, all with the samples on axis 0."""
+
+    inputs: Tensor | dict[str, Tensor]
     targets: Tensor
 
     def __len__(self) -> int:
@@ -219,11 +222,25 @@ def math_attention() -> Iterator[None]:
         yield
 
 
+def head(inputs: Tensor | dict[str, Tensor], k: int) -> Tensor | dict[str, Tensor]:
+    """The first ``k`` samples of a batch's inputs (a tensor or a dict of tensors)."""
+    if isinstance(inputs, dict):
+        return {key: v[:k] for key, v in inputs.items()}
+    return inputs[:k]
+
+
+def _move(x: Tensor, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    x = x.to(device)
+    return x.to(dtype) if torch.is_floating_point(x) else x
+
+
 def to_device(b: Batch, device: torch.device | str, dtype: torch.dtype) -> Batch:
-    """Move a batch to ``device``; floating-point inputs and targets take ``dtype``."""
-    x = b.inputs.to(device)
-    if torch.is_floating_point(x):
-        x = x.to(dtype)
+    """Move a batch to ``device``; floating-point inputs and targets take ``dtype`` (inputs
+    that are a dict of tensors are moved tensor by tensor; integer token ids stay integers)."""
+    if isinstance(b.inputs, dict):
+        x: Tensor | dict[str, Tensor] = {k: _move(v, device, dtype) for k, v in b.inputs.items()}
+    else:
+        x = _move(b.inputs, device, dtype)
     y = b.targets.to(device)
     if torch.is_floating_point(y):
         y = y.to(dtype)

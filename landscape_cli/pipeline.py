@@ -37,6 +37,8 @@ class Source:
     batch_size: int = 128
     trust: bool = False
     seed: int = 0  # of the sample selection
+    text_columns: tuple[str, ...] = ("text",)  # text:FILE data of Hugging Face folders
+    label_column: str = "label"
     # told what the user should know about how a file was read (a prefix removed from its keys)
     on_note: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
@@ -61,14 +63,20 @@ class Source:
             batch_size=self.batch_size,
             trust=self.trust,
             seed=self.seed,
+            text_columns=self.text_columns,
+            label_column=self.label_column,
         )
         self.note(work.loaded)
         return work
 
 
 def results_path(checkpoint: Path, out: Path | None) -> Path:
-    """``--out``, by default the checkpoint's path with its suffix replaced by ``.h5``."""
-    return Path(out) if out is not None else Path(checkpoint).with_suffix(".h5")
+    """``--out``, by default the checkpoint's path with its suffix replaced by ``.h5`` (for a
+    model folder: ``FOLDER.h5`` beside it)."""
+    if out is not None:
+        return Path(out)
+    path = Path(checkpoint)
+    return path.with_name(path.name + ".h5") if path.is_dir() else path.with_suffix(".h5")
 
 
 def provenance(
@@ -82,7 +90,7 @@ def provenance(
     from landscape_cli.results import read_root, sha256_file
 
     if label is None and not (out is not None and out.exists() and read_root(out).get("label")):
-        label = Path(checkpoint).stem
+        label = Path(checkpoint).name if Path(checkpoint).is_dir() else Path(checkpoint).stem
     return {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
@@ -470,20 +478,25 @@ def scan_job(
             bn = o.bn or "recompute"
 
         kwargs = work.loaded.model_spec.get("kwargs", {})
-        loaded_targets = [
-            load_model(
-                t,
-                model=source.model,
-                input_shape=tuple(kwargs["input_shape"]) if "input_shape" in kwargs else None,
-                num_classes=kwargs.get("num_classes"),
-                model_options=source.model_options,
-                trust=source.trust,
-            )
-            for t in targets
-        ]
-        for other in loaded_targets:
-            source.note(other)
-        others = [other.model.to(dev) for other in loaded_targets]
+        if work.loaded.kind == "hf":  # another fine-tune of the same base: a folder too
+            from landscape_cli.models.hf import load_hf_folder
+
+            others = [load_hf_folder(t, trust=source.trust).model.to(dev) for t in targets]
+        else:
+            loaded_targets = [
+                load_model(
+                    t,
+                    model=source.model,
+                    input_shape=tuple(kwargs["input_shape"]) if "input_shape" in kwargs else None,
+                    num_classes=kwargs.get("num_classes"),
+                    model_options=source.model_options,
+                    trust=source.trust,
+                )
+                for t in targets
+            ]
+            for other in loaded_targets:
+                source.note(other)
+            others = [other.model.to(dev) for other in loaded_targets]
         plan = sc.interpolation_plan(
             net,
             others,

@@ -59,9 +59,15 @@ def load_workload(
     batch_size: int = 128,
     trust: bool = False,
     seed: int = 0,
+    text_columns: tuple[str, ...] = ("text",),
+    label_column: str = "label",
 ) -> Workload:
     """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset (chosen by
-    :func:`~landscape_cli.evaluation.select_indices` with ``seed``)."""
+    :func:`~landscape_cli.evaluation.select_indices` with ``seed``).
+
+    A Hugging Face folder (``model="hf:..."``, or a folder holding a ``config.json``) loads
+    through :func:`load_hf_workload`; ``text_columns``/``label_column`` name the columns of its
+    ``text:FILE`` data."""
     from landscape_cli.checkpoints import (
         check_version,
         is_landscape_checkpoint,
@@ -76,6 +82,26 @@ def load_workload(
     if samples is not None and samples < 0:
         raise LandscapeError(f"--samples must be >= 0 (0 = all), got {samples}")
     path = Path(checkpoint)
+    from landscape_cli.models.hf import is_hf_folder, is_hf_spec
+
+    if is_hf_spec(model) or (model is None and is_hf_folder(path)):
+        return load_hf_workload(
+            path,
+            model=model,
+            dataset=dataset,
+            data_root=data_root,
+            split=split,
+            samples=samples,
+            batch_size=batch_size,
+            trust=trust,
+            seed=seed,
+            text_columns=text_columns,
+            label_column=label_column,
+        )
+    if dataset is not None and dataset.strip().lower().startswith("text:"):
+        raise LandscapeError(
+            f"--dataset {dataset} is text data, for Hugging Face model folders (--model hf:)"
+        )
     raw = read_file(path, trust=trust)
     if is_landscape_checkpoint(raw):
         # Specs stored in the file are checked before anything is imported or loaded.
@@ -132,3 +158,163 @@ def stored_loss(raw: Any) -> str | None:
         config = raw["train"].get("config")
         value = config.get("loss") if isinstance(config, dict) else None
     return value if value in ("ce", "mse") else None
+
+
+def load_hf_workload(
+    folder: Path,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    split: str = "train",
+    samples: int | None = 1024,
+    batch_size: int = 128,
+    trust: bool = False,
+    seed: int = 0,
+    text_columns: tuple[str, ...] = ("text",),
+    label_column: str = "label",
+) -> Workload:
+    """A Hugging Face folder (:mod:`landscape_cli.models.hf`) and its samples.
+
+    Text classifiers take ``text:FILE`` (:mod:`landscape_cli.data.text`): batches are dicts of
+    padded token ids and attention masks. Image classifiers take any image dataset
+    (``imagefolder:PATH``), whose images must have the config's ``image_size``; the pixels are
+    normalised with the folder's ``preprocessor_config.json`` mean and std where it has them,
+    and folder class names map to ids through the config's ``label2id``.
+    """
+    from landscape_cli.checkpoints import LoadedModel
+    from landscape_cli.models.hf import folder_of, load_hf_folder
+
+    folder = folder_of(model, folder)
+    if dataset is None:
+        raise LandscapeError(
+            f"{folder} does not record its dataset; pass --dataset (text:FILE for a text "
+            "classifier, imagefolder:PATH for an image classifier)"
+        )
+    is_text = dataset.strip().lower().startswith("text:")
+    hf = load_hf_folder(folder, trust=trust)
+    if hf.task == "text" and not is_text:
+        raise LandscapeError(
+            f"{folder} is a text classifier ({hf.architecture}); pass --dataset text:FILE"
+        )
+    if hf.task == "image" and is_text:
+        raise LandscapeError(
+            f"{folder} is an image classifier ({hf.architecture}); --dataset text: is for text"
+        )
+    if hf.task == "text":
+        data, collate = _text_data(hf, dataset, split, text_columns, label_column)
+    else:
+        data, collate = _image_data(hf, dataset, split, data_root), None
+    indices = select_indices(data, samples, seed)
+    batches = []
+    for start in range(0, len(indices), batch_size):
+        rows = [data[i] for i in indices[start : start + batch_size].tolist()]
+        targets = torch.stack([torch.as_tensor(y) for _, y in rows])
+        if collate is not None:
+            inputs = collate([x for x, _ in rows])
+        else:
+            inputs = torch.stack([torch.as_tensor(x) for x, _ in rows])
+        batches.append(Batch(inputs, targets))
+    spec = {"name": f"hf:{folder}", "kwargs": {"architecture": hf.architecture}}
+    loaded = LoadedModel(hf.model, spec, None, folder, "hf")
+    return Workload(
+        loaded=loaded,
+        batches=batches,
+        dataset=dataset.strip(),
+        split=split,
+        samples=sum(len(b) for b in batches),
+        batch_size=batch_size,
+        seed=seed,
+        samples_sha256=indices_sha256(indices),
+        loss="mse" if hf.num_labels == 1 else "ce",
+    )
+
+
+def _text_data(hf, dataset: str, split: str, text_columns, label_column):
+    from landscape_cli.data.text import collate, load_text
+    from landscape_cli.models.hf import load_tokenizer
+
+    tok = load_tokenizer(hf.folder)
+    if tok.pad_token is None:
+        raise LandscapeError(
+            f"the tokenizer of {hf.folder} has no padding token, so batches cannot be padded"
+        )
+    limits = [getattr(hf.config, "max_position_embeddings", None), tok.model_max_length]
+    limits = [int(m) for m in limits if isinstance(m, int) and 0 < m < 1_000_000]
+    data = load_text(
+        dataset,
+        tok,
+        split=split,
+        text_columns=tuple(text_columns) or ("text",),
+        label_column=label_column,
+        label2id=hf.label_names(),
+        num_labels=hf.num_labels,
+        max_length=min(limits) if limits else None,
+    )
+    return data, lambda rows: collate(tok, rows)
+
+
+class _Relabelled(torch.utils.data.Dataset):
+    """An image dataset with its class ids mapped to the model's and its pixels renormalised."""
+
+    def __init__(self, data, ids: list[int], shift: tuple[torch.Tensor, torch.Tensor] | None):
+        self.data = data
+        self.ids = ids
+        self.shift = shift
+        from landscape_cli.evaluation import class_labels
+
+        labels = class_labels(data)
+        self.targets = torch.tensor([ids[int(y)] for y in labels]) if labels is not None else None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        x, y = self.data[i]
+        if self.shift is not None:
+            x = x * self.shift[0] + self.shift[1]
+        return x, torch.as_tensor(self.ids[int(y)])
+
+
+def _image_data(hf, dataset: str, split: str, data_root: str | None):
+    import json
+
+    from landscape_cli.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
+
+    data = load_dataset(dataset, split, root=data_root, augment=False)
+    size = getattr(hf.config, "image_size", None)
+    channels = getattr(hf.config, "num_channels", None)
+    sizes = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    want = (channels, *sizes)
+    if size is not None and channels is not None and tuple(data.input_shape) != want:
+        raise LandscapeError(
+            f"{dataset} has inputs of shape {tuple(data.input_shape)} but {hf.folder} takes "
+            f"{want} (landscape does not resize images)"
+        )
+    names = hf.label_names()
+    classes = list(data.classes) or [str(i) for i in range(data.num_classes)]
+    if all(c in names for c in classes):
+        ids = [names[c] for c in classes]
+    elif all(n == f"LABEL_{i}" for n, i in names.items()) and len(classes) <= hf.num_labels:
+        ids = list(range(len(classes)))  # a config with no label names: folder order
+    else:
+        unseen = [c for c in classes if c not in names]
+        raise LandscapeError(
+            f"class {unseen[0]!r} of {dataset} is not one of the labels of {hf.folder} "
+            f"({', '.join(sorted(names, key=names.get)[:6])})"
+        )
+    shift = None
+    proc = hf.folder / "preprocessor_config.json"
+    if dataset.strip().lower().startswith("imagefolder:") and proc.is_file():
+        try:
+            cfg = json.loads(proc.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LandscapeError(f"{proc} is not readable JSON ({exc})") from None
+        mean, std = cfg.get("image_mean"), cfg.get("image_std")
+        if cfg.get("do_normalize", True) and mean is not None and std is not None:
+            m0, s0 = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+            m1, s1 = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+            # x = (raw - m0) / s0  ->  (raw - m1) / s1 = x * s0 / s1 + (m0 - m1) / s1
+            scale, offset = s0 / s1, (m0 - m1) / s1
+            shift = (scale[:, None, None], offset[:, None, None])
+    return _Relabelled(data.dataset, ids, shift)

@@ -115,6 +115,22 @@ JsonOpt = Annotated[
     bool,
     typer.Option("--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT_PANEL),
 ]
+TextColumnOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--text-column",
+        help="Text column of --dataset text:FILE (default text; twice for sentence pairs).",
+        rich_help_panel=MODEL_DATA_PANEL,
+    ),
+]
+LabelColumnOpt = Annotated[
+    str,
+    typer.Option(
+        "--label-column",
+        help="Label column of --dataset text:FILE.",
+        rich_help_panel=MODEL_DATA_PANEL,
+    ),
+]
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -408,9 +424,14 @@ def source(
     batch_size: int,
     trust_checkpoint: bool,
     seed: int = 0,
+    text_column: list[str] | None = None,
+    label_column: str = "label",
 ):
     """The shared model/data options as a :class:`landscape_cli.pipeline.Source`."""
     from landscape_cli.pipeline import Source
+
+    if text_column is not None and not 1 <= len(text_column) <= 2:
+        raise LandscapeError("--text-column is given once, or twice for sentence pairs")
 
     return Source(
         model=model,
@@ -423,4 +444,6 @@ def source(
         trust=trust_checkpoint,
         seed=seed,
         on_note=note,
+        text_columns=tuple(text_column or ("text",)),
+        label_column=label_column,
     )

@@ -107,6 +107,8 @@ def audit(
     device: c.DeviceOpt = "auto",
     seed: c.SeedOpt = 0,
     trust_checkpoint: c.TrustOpt = False,
+    text_column: c.TextColumnOpt = None,
+    label_column: c.LabelColumnOpt = "label",
     out: Annotated[
         str | None,
         typer.Option(
@@ -167,7 +169,17 @@ def audit(
     if report_path is not None:
         check_output_file(report_path, "report")
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
+        model,
+        model_option,
+        dataset,
+        data_root,
+        split,
+        samples,
+        batch_size,
+        trust_checkpoint,
+        seed,
+        text_column,
+        label_column,
     )
     settings = au.AuditSettings(
         top_k=top_k,

@@ -128,6 +128,8 @@ def hessian(
     device: c.DeviceOpt = "auto",
     seed: c.SeedOpt = 0,
     trust_checkpoint: c.TrustOpt = False,
+    text_column: c.TextColumnOpt = None,
+    label_column: c.LabelColumnOpt = "label",
     out: c.OutOpt = None,
     overwrite: Annotated[
         bool,
@@ -166,7 +168,17 @@ def hessian(
         seed=seed,
     )
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
+        model,
+        model_option,
+        dataset,
+        data_root,
+        split,
+        samples,
+        batch_size,
+        trust_checkpoint,
+        seed,
+        text_column,
+        label_column,
     )
     with c.progress("hessian", "HVPs (at most)") as progress:
         report, out_path, work = hessian_job(

@@ -120,6 +120,8 @@ def scan(
     device: c.DeviceOpt = "auto",
     seed: c.SeedOpt = 0,
     trust_checkpoint: c.TrustOpt = False,
+    text_column: c.TextColumnOpt = None,
+    label_column: c.LabelColumnOpt = "label",
     out: c.OutOpt = None,
     json_out: c.JsonOpt = False,
 ) -> None:
@@ -146,7 +148,17 @@ def scan(
         fold_every=fold_every,
     )
     source = c.source(
-        model, model_option, dataset, data_root, split, samples, batch_size, trust_checkpoint, seed
+        model,
+        model_option,
+        dataset,
+        data_root,
+        split,
+        samples,
+        batch_size,
+        trust_checkpoint,
+        seed,
+        text_column,
+        label_column,
     )
     with c.progress("scan", "points") as progress:
         result, out_path = scan_job(

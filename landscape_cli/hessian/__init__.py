@@ -145,7 +145,7 @@ def analyze(
             first=first,
         )
     if s.per_layer:
-        phase("per-layer", s.per_layer_steps * len(op.names) + s.per_layer_probes)
+        phase("per-layer", s.per_layer_steps * len(op.blocks()) + s.per_layer_probes)
         out["per_layer"], _ = per_layer_curvature(
             op,
             steps=s.per_layer_steps,

@@ -265,10 +265,21 @@ class HessianOperator:
         return self.matmat(v.reshape(-1, 1))[:, 0]
 
     def blocks(self) -> list[tuple[str, int, int]]:
-        """``(name, start, stop)`` of each parameter's slice of the flat vector."""
-        out, start = [], 0
+        """``(name, start, stop)`` of each parameter's slice of the flat vector.
+
+        A model with a ``parameter_group(name) -> str`` method (a Hugging Face folder groups by
+        transformer block, :class:`landscape_cli.models.hf.HFClassifier`) gets one block per run
+        of consecutive parameters in the same group, named by the group.
+        """
+        group = getattr(self.model, "parameter_group", None)
+        out: list[tuple[str, int, int]] = []
+        start = 0
         for name, size in zip(self.names, self.sizes, strict=True):
-            out.append((name, start, start + size))
+            key = group(name) if callable(group) else name
+            if out and callable(group) and out[-1][0] == key and out[-1][2] == start:
+                out[-1] = (key, out[-1][1], start + size)
+            else:
+                out.append((key, start, start + size))
             start += size
         return out
 

@@ -1,0 +1,204 @@
+"""Text classification data for Hugging Face folders: ``--dataset text:FILE``.
+
+``FILE`` is a local CSV (``.csv``, ``.tsv``), JSON Lines (``.jsonl``, ``.json``) or Parquet
+(``.parquet``) file, or a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a
+``DatasetDict`` whose ``train``/``test`` split is taken; ``validation`` serves ``test`` when
+there is no ``test``). A single file is one set of samples: ``--split test`` on it is refused.
+
+Columns: ``text_columns`` (one, or two for sentence pairs; default ``text``) and
+``label_column`` (default ``label``). Each row is tokenised once with the folder's own tokenizer
+(truncated to the model's maximum length); batches are padded to their longest row
+(``tokenizer.pad``), with the attention mask marking the real tokens.
+
+Labels map to the model's class ids by the rule: a label equal to a name in the config's
+``label2id`` (or ``id2label``) takes that id; otherwise an integer (or an integer-valued string
+or float) in ``0..num_labels-1`` is the id itself; anything else is an unseen label and an error.
+A one-label model (regression) takes floating-point labels as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from landscape_cli.errors import LandscapeError
+
+READERS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+def text_path(spec: str) -> Path:
+    """The path in a ``text:PATH`` spec."""
+    text = spec.strip()
+    if not text.lower().startswith("text:") or not text[5:].strip():
+        raise LandscapeError(f"--dataset {spec!r}: expected text:FILE")
+    return Path(text[5:].strip())
+
+
+def read_table(path: Path, split: str) -> dict[str, list[Any]]:
+    """The columns of a CSV/JSON Lines/Parquet file or a ``save_to_disk`` folder."""
+    if not path.exists():
+        raise LandscapeError(f"text data not found: {path}")
+    if path.is_dir():
+        return _read_saved(path, split)
+    if split != "train":
+        raise LandscapeError(
+            f"{path} is a single file (one set of samples); --split {split} applies to a "
+            "datasets save_to_disk folder with splits"
+        )
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise LandscapeError(
+            f"{path}: unknown text file type {path.suffix!r}; use .csv, .tsv, .jsonl, .json or "
+            ".parquet"
+        )
+    import pandas as pd
+
+    try:
+        if kind in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="," if kind == "csv" else "\t", keep_default_na=False)
+        elif kind == "jsonl":
+            try:
+                frame = pd.read_json(path, lines=True)
+            except ValueError:
+                frame = pd.read_json(path)  # a JSON array of rows
+        else:
+            frame = pd.read_parquet(path)
+    except LandscapeError:
+        raise
+    except Exception as exc:  # pandas/pyarrow fail in many ways on bad files
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise LandscapeError(f"cannot read {path} as {kind}: {reason}") from None
+    return {str(c): frame[c].tolist() for c in frame.columns}
+
+
+def _read_saved(path: Path, split: str) -> dict[str, list[Any]]:
+    import datasets
+
+    try:
+        data = datasets.load_from_disk(str(path))
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise LandscapeError(
+            f"{path} is a folder but not a datasets save_to_disk folder: {reason}"
+        ) from None
+    if isinstance(data, datasets.DatasetDict):
+        names = [split] + (["validation"] if split == "test" else [])
+        chosen = next((n for n in names if n in data), None)
+        if chosen is None:
+            raise LandscapeError(f"{path} has no {split!r} split (it has {', '.join(data.keys())})")
+        data = data[chosen]
+    return {c: list(data[c]) for c in data.column_names}
+
+
+@dataclass(frozen=True)
+class TextDataset(torch.utils.data.Dataset):
+    """Tokenised rows (dicts of token-id lists) and their class ids (``targets``)."""
+
+    features: tuple[dict[str, list[int]], ...]
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, list[int]], torch.Tensor]:
+        return self.features[i], self.targets[i]
+
+
+def map_labels(values: list[Any], label2id: dict[str, int], num_labels: int, column: str):
+    """Class ids of ``values`` by the module's rule; a float tensor for a one-label model."""
+    if num_labels == 1:
+        try:
+            out = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise LandscapeError(
+                f"the model has one output (regression) but column {column!r} holds non-numbers"
+            ) from None
+        return torch.tensor(out, dtype=torch.float32)
+    ids = []
+    for v in values:
+        key = v.item() if hasattr(v, "item") else v
+        if isinstance(key, str) and key in label2id:
+            ids.append(label2id[key])
+            continue
+        number: int | None = None
+        if isinstance(key, bool):
+            number = int(key)
+        elif isinstance(key, int):
+            number = key
+        elif isinstance(key, float) and math.isfinite(key) and key == int(key):
+            number = int(key)
+        elif isinstance(key, str) and key.strip().lstrip("-").isdigit():
+            number = int(key.strip())
+        if number is None or not 0 <= number < num_labels:
+            names = ", ".join(sorted(label2id, key=label2id.get)[:6]) or "none"
+            raise LandscapeError(
+                f"label {key!r} in column {column!r} is not one of the model's labels "
+                f"(names: {names}; or ids 0..{num_labels - 1})"
+            )
+        ids.append(number)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def load_text(
+    spec: str,
+    tokenizer,
+    *,
+    split: str = "train",
+    text_columns: tuple[str, ...] = ("text",),
+    label_column: str = "label",
+    label2id: dict[str, int],
+    num_labels: int,
+    max_length: int | None = None,
+) -> TextDataset:
+    """Read ``text:FILE``, tokenise each row once and map its label (see the module docstring)."""
+    if not 1 <= len(text_columns) <= 2:
+        raise LandscapeError(
+            f"--text-column is given once, or twice for sentence pairs; got {len(text_columns)}"
+        )
+    path = text_path(spec)
+    table = read_table(path, split)
+    for col in (*text_columns, label_column):
+        if col not in table:
+            raise LandscapeError(
+                f"{path} has no column {col!r} (it has {', '.join(table) or 'none'}); name them "
+                "with --text-column and --label-column"
+            )
+    n = len(table[label_column])
+    if n == 0:
+        raise LandscapeError(f"{path} holds no rows")
+    texts = []
+    for col in text_columns:
+        values = table[col]
+        bad = next((v for v in values if not isinstance(v, str)), None)
+        if bad is not None:
+            raise LandscapeError(f"column {col!r} of {path} holds a non-text value {bad!r}")
+        texts.append(values)
+    targets = map_labels(table[label_column], label2id, num_labels, label_column)
+    try:
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise LandscapeError(f"the tokenizer failed on {path}: {reason}") from None
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    features = tuple({k: list(enc[k][i]) for k in keys} for i in range(n))
+    return TextDataset(features, targets)
+
+
+def collate(tokenizer, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    """Pad a batch of tokenised rows to its longest one; the attention mask marks real tokens."""
+    out = tokenizer.pad(list(rows), padding="longest", return_tensors="pt")
+    batch = {k: out[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in out}
+    if "attention_mask" not in batch:
+        raise LandscapeError("the tokenizer gives no attention mask")
+    return batch

@@ -256,6 +256,13 @@ def test_cli_hessian_and_scan_point_at_zero(bert: Path, tmp_path: Path) -> None:
     assert x[2] == 0.0
     assert loss[2] == pytest.approx(want, rel=1e-6)
     assert np.isfinite(loss).all()
+    r = runner.invoke(app, ["scan", str(folder), "--direction", "eigenvector", "--points", "3",
+                            *common])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    with h5py.File(out) as f:
+        eig = f["scan/1d-eigenvector"]["loss"][()]
+    assert eig[1] == pytest.approx(want, rel=1e-6)
+    assert eig[0] > want and eig[2] > want  # along the top eigenvector the loss curves up
 
 
 @pytest.mark.slow
@@ -339,6 +346,11 @@ def test_parquet_and_saved_dataset(bert: Path, tmp_path: Path) -> None:
     for w in (a, b):
         assert torch.equal(w.batches[0].targets, c.batches[0].targets)
         assert torch.equal(w.batches[0].inputs["input_ids"], c.batches[0].inputs["input_ids"])
+
+
+def test_single_file_has_one_split(bert: Path) -> None:
+    with pytest.raises(LandscapeError, match="single file"):
+        _work(bert, split="test")
 
 
 def test_samples_are_stratified_and_seeded(bert: Path) -> None:

@@ -37,14 +37,17 @@ PANELS = (
 )
 
 Checkpoint = Annotated[
-    Path, typer.Argument(help="Checkpoint: landscape .pt, state dict, or .safetensors.")
+    Path,
+    typer.Argument(
+        help="Checkpoint: landscape .pt, state dict, .safetensors, or a Hugging Face folder."
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="Architecture for files without a model spec: a name, torchvision:NAME, timm:NAME, or "
-        "package.module:factory.",
+        help="Architecture for files without a model spec: a name, torchvision:NAME, timm:NAME, "
+        "hf:FOLDER, or package.module:factory.",
         rich_help_panel=MODEL_DATA_PANEL,
     ),
 ]
@@ -61,7 +64,7 @@ DatasetOpt = Annotated[
     str | None,
     typer.Option(
         "--dataset",
-        help="digits, cifar10, cifar100, imagefolder:PATH, package.module:factory "
+        help="digits, cifar10, cifar100, imagefolder:PATH, text:FILE, package.module:factory "
         "(default: the checkpoint's).",
         rich_help_panel=MODEL_DATA_PANEL,
     ),

@@ -396,6 +396,18 @@ def _bad_setups():
         torch.save(sd, d / "ft" / "pytorch_model.bin")
         (d / "ft" / "model.safetensors").unlink()
 
+    def remote_code(d: Path) -> None:
+        # A folder that ships its own model code: the code must never run.
+        cfg = json.loads((d / "ft" / "config.json").read_text())
+        cfg["architectures"] = ["EvilForSequenceClassification"]
+        cfg["auto_map"] = {
+            "AutoModelForSequenceClassification": "evil.EvilForSequenceClassification"
+        }
+        (d / "ft" / "config.json").write_text(json.dumps(cfg))
+        (d / "ft" / "evil.py").write_text(
+            f"open({str(d / 'RAN')!r}, 'w').write('x')\nEvilForSequenceClassification = None\n"
+        )
+
     def missing_column(d: Path) -> None:
         write_csv(d / "data.csv", header=("sentence", "label"))
 
@@ -408,6 +420,7 @@ def _bad_setups():
         "no_tokenizer": (no_tokenizer, "tokenizer"),
         "unseen_label": (unseen_label, "'neutral'"),
         "pickled_weights": (pickled_weights, "--trust-checkpoint"),
+        "remote_code": (remote_code, "EvilForSequenceClassification"),
         "missing_column": (missing_column, "--text-column"),
         "missing_data": (not_text, "not found"),
     }
@@ -428,6 +441,7 @@ def test_bad_folders_give_one_error_line(bert: Path, tmp_path: Path, case: str) 
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert words in lines[0], lines[0]
     assert "Traceback" not in r.output
+    assert not (tmp_path / "RAN").exists()  # no code from the folder ran
 
 
 def test_pickled_weights_load_with_trust(bert: Path, tmp_path: Path) -> None:

@@ -45,6 +45,57 @@ VERSION = 1
 _TRUST_HINT = "pass --trust-checkpoint only if you trust where the file came from"
 
 
+def training_checkpoint(
+    config: Mapping[str, Any],
+    *,
+    model: nn.Module,
+    model_kwargs: Mapping[str, Any],
+    data_shape: Sequence[int],
+    num_classes: int | None,
+    optimizer: torch.optim.Optimizer,
+    hparams: Mapping[str, Any],
+    epoch: int,
+    step: int,
+    history: Mapping[str, list[float]],
+) -> dict[str, Any]:
+    """The landscape checkpoint (the format above) of a run after ``epoch`` epochs, ``step`` steps.
+
+    ``config`` is the run's training config as plain data (``asdict(TrainConfig)``): its
+    ``model``, ``dataset``, ``data_root``, ``loss``, ``optimizer`` and ``seed`` name what the
+    file holds. ``model_kwargs`` are the model's constructor arguments, ``data_shape`` and
+    ``num_classes`` the dataset's; the weights are copied to the CPU.
+    """
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {
+            "name": config["model"],
+            "kwargs": {**model_kwargs, "input_shape": list(model_kwargs["input_shape"])},
+        },
+        "loss": config["loss"],
+        "dataset": {
+            "name": config["dataset"],
+            "root": config["data_root"],
+            "input_shape": list(data_shape),
+            "num_classes": num_classes,
+        },
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": {
+            "name": config["optimizer"],
+            "hparams": hparams,
+            "state_dict": optimizer.state_dict(),
+        },
+        "train": {
+            "epoch": epoch,
+            "step": step,
+            "seed": config["seed"],
+            "config": dict(config),
+            "history": history,
+            "torch_version": str(torch.__version__),
+        },
+    }
+
+
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any]) -> Path:
     """Write ``checkpoint`` atomically: to a temporary file beside ``path``, then rename.
 

@@ -14,7 +14,7 @@ onto the math kernel, the one with a double backward.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -277,6 +277,27 @@ def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
             m.training = mode
 
 
+def metric_sums(
+    model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn
+) -> tuple[float, int, int, bool]:
+    """The sums behind the mean loss and accuracy, in whatever mode ``model`` is in.
+
+    Returns ``(Σ_b loss_b·|b|, correct, samples, classify)``: each batch's mean loss weighted by
+    its size, the count of argmax predictions equal to integer targets, the sample count, and
+    whether every target was an integer class label (accuracy has no meaning otherwise).
+    """
+    loss_sum, correct, total, classify = 0.0, 0, 0, True
+    for b in batches:
+        out = model(b.inputs)
+        loss_sum += loss_fn(out, b.targets).item() * len(b)
+        if torch.is_floating_point(b.targets):
+            classify = False
+        else:
+            correct += int((out.argmax(-1) == b.targets).sum())
+        total += len(b)
+    return loss_sum, correct, total, classify
+
+
 @torch.no_grad()
 def loss_and_accuracy(
     model: nn.Module,
@@ -296,13 +317,8 @@ def loss_and_accuracy(
 
     classify = not torch.is_floating_point(batches[0].targets)
     mine = distributed.shard(batches) if sharded else batches
-    loss_sum, correct, total = 0.0, 0.0, float(sum(len(b) for b in mine))
     with evaluation_mode(model, bn_mode):
-        for b in mine:
-            out = model(b.inputs)
-            loss_sum += loss_fn(out, b.targets).item() * len(b)
-            if classify:
-                correct += int((out.argmax(-1) == b.targets).sum())
+        loss_sum, correct, total, _ = metric_sums(model, mine, loss_fn)
     if sharded:
         loss_sum, correct, total = distributed.sum_floats(loss_sum, correct, total)
     return loss_sum / total, (correct / total if classify else float("nan"))

@@ -163,8 +163,8 @@ def hessian_job(
     from PyHessian with its defaults (:mod:`landscape_cli.hessian.pyhessian_engine`); the group
     records its ``engine`` either way."""
     from landscape_cli import hessian as hs
+    from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_target, write_hessian, write_or_rescue
-    from landscape_cli.training import resolve_device
 
     s = settings
     _check(
@@ -410,9 +410,9 @@ def scan_job(
     import numpy as np
 
     from landscape_cli import scan as sc
+    from landscape_cli.devices import resolve_device
     from landscape_cli.evaluation import to_device
     from landscape_cli.results import check_target, sha256_file
-    from landscape_cli.training import resolve_device
 
     o = options
     targets = list(o.to)
@@ -587,9 +587,9 @@ def audit_job(
     the first phase starts only once every checkpoint and results file passed its checks.
     """
     from landscape_cli import audit as au
+    from landscape_cli.devices import resolve_device
     from landscape_cli.hessian import make_report
     from landscape_cli.results import check_target, read_hessian, write_audit, write_or_rescue
-    from landscape_cli.training import resolve_device
 
     s = settings
     distributed.init(device)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,15 @@ from torch import nn
 
 from landscape_cli.checkpoints import (
     FORMAT,
-    VERSION,
     check_version,
     fit_state_dict,
     read_file,
     save_checkpoint,
+    training_checkpoint,
 )
+from landscape_cli.devices import resolve_device
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES
+from landscape_cli.evaluation import LOSSES, Batch, evaluation_mode, metric_sums
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "radam", "nadam", "invadam", "dualadam")
 SCHEDULERS = ("cosine", "none")
@@ -236,26 +237,19 @@ def evaluate(
     loss: str = "ce",
 ) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` in eval mode over ``loader`` (accuracy NaN for
-    floating-point, i.e. regression, targets)."""
-    from landscape_cli.evaluation import LOSSES
+    floating-point, i.e. regression, targets): :func:`~landscape_cli.evaluation.metric_sums`,
+    the sums behind :func:`~landscape_cli.evaluation.loss_and_accuracy`, on the loader's
+    batches moved to ``device``."""
 
-    fn = LOSSES[loss]
-    was_training = model.training
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    classify = True
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        if torch.is_floating_point(y):
-            y = y.to(torch.get_default_dtype())
-        out = model(x)
-        total_loss += fn(out, y).item() * len(y)
-        if torch.is_floating_point(y):
-            classify = False
-        else:
-            correct += (out.argmax(1) == y).sum().item()
-        count += len(y)
-    model.train(was_training)
+    def batches() -> Iterator[Batch]:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if torch.is_floating_point(y):
+                y = y.to(torch.get_default_dtype())
+            yield Batch(x, y)
+
+    with evaluation_mode(model):
+        total_loss, correct, count, classify = metric_sums(model, batches(), LOSSES[loss])
     return total_loss / max(count, 1), (correct / max(count, 1) if classify else float("nan"))
 
 
@@ -272,18 +266,6 @@ def _check_loss_first(model: nn.Module, dataset: Any, config: TrainConfig, dev) 
     finally:
         model.train(was_training)
     check_loss(config.loss, out, y.to(dev), f"the targets of {config.dataset}")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise LandscapeError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LandscapeError("--device cuda asked for, but no CUDA device is available")
-    return dev
 
 
 def _config_from_checkpoint(
@@ -426,6 +408,192 @@ def _model_kwargs(config, train_data) -> dict[str, Any]:
     return kwargs
 
 
+@dataclass
+class _Run:
+    """A run between epochs: what each epoch advances and each checkpoint stores."""
+
+    config: TrainConfig
+    model: nn.Module
+    model_kwargs: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    hparams: dict[str, Any]
+    train_data: Any
+    device: torch.device
+    first_epoch: int = 0
+    step: int = 0
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {
+            k: [] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+        }
+    )
+
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        """The run's checkpoint after ``epoch`` epochs (:func:`checkpoints.training_checkpoint`)."""
+        return training_checkpoint(
+            asdict(self.config),
+            model=self.model,
+            model_kwargs=self.model_kwargs,
+            data_shape=self.train_data.input_shape,
+            num_classes=self.train_data.num_classes,
+            optimizer=self.optimizer,
+            hparams=self.hparams,
+            epoch=epoch,
+            step=self.step,
+            history=self.history,
+        )
+
+
+def _new_run(config: TrainConfig, dev: torch.device) -> tuple[_Run, Any]:
+    """The datasets, and the model (initialised from the seed) and optimizer of a fresh run;
+    returns the run and the test set."""
+    from landscape_cli.data import load_dataset
+    from landscape_cli.models import build_model
+
+    train_data = load_dataset(
+        config.dataset, "train", root=config.data_root, augment=config.augment
+    )
+    test_data = load_dataset(config.dataset, "test", root=config.data_root, augment=False)
+    steps_per_epoch = math.ceil(len(train_data.dataset) / config.batch_size)
+    torch.manual_seed(config.seed)
+    model_kwargs = _model_kwargs(config, train_data)
+    model = build_model(config.model, **model_kwargs).to(dev)
+    optimizer, hparams = build_optimizer(
+        config, model.parameters(), steps_per_epoch * config.epochs
+    )
+    return _Run(config, model, model_kwargs, optimizer, hparams, train_data, dev), test_data
+
+
+def _read_resume(
+    resume: str | os.PathLike[str], config: TrainConfig, trust: bool
+) -> tuple[Mapping[str, Any], TrainConfig]:
+    """The checkpoint to resume and the run's config: the stored one, with ``config``'s epochs."""
+    ckpt = read_file(resume)
+    if not (isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT):
+        raise LandscapeError(f"{resume} is not a landscape training checkpoint; cannot resume")
+    check_version(ckpt, resume)
+    for key in ("state_dict", "optimizer", "train"):
+        if not isinstance(ckpt.get(key), Mapping):
+            raise LandscapeError(
+                f"{resume} has no {key!r} entry; it cannot be resumed (start a new run)"
+            )
+    stored = _config_from_checkpoint(
+        ckpt, Path(resume), trust=trust, given=(config.model, config.dataset)
+    )
+    return ckpt, replace(stored, epochs=config.epochs if config.epochs else stored.epochs)
+
+
+def _restore(run: _Run, ckpt: Mapping[str, Any], resume: str | os.PathLike[str]) -> None:
+    """Put the weights, optimizer state, counters and history of ``ckpt`` into ``run``."""
+    fit_state_dict(run.model, ckpt["state_dict"], str(resume))
+    try:
+        run.optimizer.load_state_dict(ckpt["optimizer"]["state_dict"])
+        run.hparams = dict(ckpt["optimizer"]["hparams"])
+        for group in run.optimizer.param_groups:  # keep the switch rate the run started with
+            if "switch_rate" in run.hparams:
+                group["switch_rate"] = run.hparams["switch_rate"]
+        run.first_epoch, run.step = int(ckpt["train"]["epoch"]), int(ckpt["train"]["step"])
+        run.history = {k: list(v) for k, v in ckpt["train"]["history"].items()}
+        float(run.hparams["lr"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise LandscapeError(
+            f"{resume}: the optimizer or training state does not fit the run "
+            f"({type(exc).__name__}: {reason}); it cannot be resumed"
+        ) from None
+    if run.first_epoch >= run.config.epochs:
+        raise LandscapeError(
+            f"{resume} already holds {run.first_epoch} epochs; pass --epochs above that to go on"
+        )
+
+
+def _train_epoch(run: _Run, epoch: int, cb: Callbacks) -> tuple[float, float, float]:
+    """One pass over the training set, shuffled and augmented from ``(seed, epoch)``; returns
+    the epoch's mean training loss, its accuracy (NaN for regression) and the last step's lr."""
+    config, dev = run.config, run.device
+    gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+    torch.manual_seed(epoch_seed(config.seed, epoch))  # augmentation, dropout
+    loader = torch.utils.data.DataLoader(
+        run.train_data.dataset, batch_size=config.batch_size, shuffle=True, generator=gen
+    )
+    loss_fn, base_lr = LOSSES[config.loss], run.hparams["lr"]
+    run.model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    lr = base_lr
+    for batch, (x, y) in enumerate(loader):
+        x, y = x.to(dev), y.to(dev)
+        run.step += 1
+        lr = lr_at(config, base_lr, run.step, epoch)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        run.optimizer.zero_grad(set_to_none=True)
+        out = run.model(x)
+        if torch.is_floating_point(y):
+            y = y.to(out.dtype)
+        loss = loss_fn(out, y)
+        if not torch.isfinite(loss):
+            raise LandscapeError(
+                f"training diverged at epoch {epoch + 1}, step {run.step} (loss {loss.item()}); "
+                "lower --lr"
+            )
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += loss.item() * len(y)
+        if not torch.is_floating_point(y):
+            correct += (out.argmax(1) == y).sum().item()
+        seen += len(y)
+        cb.on_batch(epoch, batch, loss.item())
+    regression = torch.is_floating_point(torch.as_tensor(run.train_data.dataset[0][1]))
+    return loss_sum / seen, (correct / seen if not regression else float("nan")), lr
+
+
+def _alpha(run: _Run) -> float | None:
+    """DualAdam's α at the run's step (InvAdam: 1; other optimizers: None)."""
+    if "switch_rate" in run.hparams:
+        from dualadam import switch_alpha
+
+        return switch_alpha(run.step, run.hparams["switch_rate"])
+    return 1.0 if run.config.optimizer == "invadam" else None
+
+
+def _epoch(run: _Run, epoch: int, cb: Callbacks, test_loader) -> EpochMetrics:
+    """Train one epoch, evaluate on the test set and record the epoch in the run's history."""
+    t0 = time.perf_counter()
+    train_loss, train_acc, lr = _train_epoch(run, epoch, cb)
+    test_loss, test_acc = evaluate(run.model, test_loader, run.device, run.config.loss)
+    alpha = _alpha(run)
+    metrics = EpochMetrics(
+        epoch=epoch + 1,
+        step=run.step,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        test_loss=test_loss,
+        test_acc=test_acc,
+        lr=lr,
+        alpha=alpha,
+        seconds=time.perf_counter() - t0,
+    )
+    for key in run.history:
+        run.history[key].append(getattr(metrics, key))
+    if alpha is not None:
+        run.history.setdefault("alpha", []).append(alpha)
+    return metrics
+
+
+def _save_epoch(run: _Run, epoch: int, out_path: Path, save_every: int) -> Path | None:
+    """After epoch ``epoch`` (1-based): the checkpoint to ``out_path`` at the end and every
+    ``save_every``-th epoch, then also as a snapshot beside it (returned)."""
+    snapshot = bool(save_every) and epoch % save_every == 0
+    if not (epoch == run.config.epochs or snapshot):
+        return None
+    state = run.checkpoint(epoch)
+    _save_or_fallback(out_path, state)
+    if not snapshot:
+        return None
+    snap = out_path.with_name(f"{out_path.stem}-epoch{epoch}{out_path.suffix}")
+    _save_or_fallback(snap, state)
+    return snap
+
+
 def train(
     config: TrainConfig,
     *,
@@ -445,190 +613,44 @@ def train(
     the run to a fresh file named in the error. On ``resume``, the stored config's model and
     dataset specs must be built-in ones, or ``config``'s own (the command line's), or ``trust``.
     """
-    from landscape_cli.data import load_dataset
-    from landscape_cli.models import build_model, count_parameters
+    from landscape_cli.models import count_parameters
 
     cb = callbacks or Callbacks()
     dev = resolve_device(device)
     if save_every < 0:
         raise LandscapeError(f"--save-every must be >= 0, got {save_every}")
-
     ckpt = None
     if resume is not None:
-        ckpt = read_file(resume)
-        if not (isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT):
-            raise LandscapeError(f"{resume} is not a landscape training checkpoint; cannot resume")
-        check_version(ckpt, resume)
-        for key in ("state_dict", "optimizer", "train"):
-            if not isinstance(ckpt.get(key), Mapping):
-                raise LandscapeError(
-                    f"{resume} has no {key!r} entry; it cannot be resumed (start a new run)"
-                )
-        stored = _config_from_checkpoint(
-            ckpt, Path(resume), trust=trust, given=(config.model, config.dataset)
-        )
-        config = replace(stored, epochs=config.epochs if config.epochs else stored.epochs)
+        ckpt, config = _read_resume(resume, config, trust)
     config = config.validate()
-    out_path = (
-        Path(out)
-        if out is not None
-        else (Path(resume) if resume is not None else default_output(config))
-    )
+    out_path = Path(out) if out is not None else (Path(resume) if resume is not None else None)
+    out_path = out_path or default_output(config)
     check_output(out_path, config, overwrite=overwrite or (resume is not None and out is None))
 
-    train_data = load_dataset(
-        config.dataset, "train", root=config.data_root, augment=config.augment
-    )
-    test_data = load_dataset(config.dataset, "test", root=config.data_root, augment=False)
-    steps_per_epoch = math.ceil(len(train_data.dataset) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-
-    torch.manual_seed(config.seed)
-    model_kwargs = _model_kwargs(config, train_data)
-    model = build_model(config.model, **model_kwargs).to(dev)
-    optimizer, hparams = build_optimizer(config, model.parameters(), total_steps)
-
-    history: dict[str, list[float]] = {
-        k: [] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
-    }
-    first_epoch, step = 0, 0
+    run, test_data = _new_run(config, dev)
     if ckpt is not None:
-        fit_state_dict(model, ckpt["state_dict"], str(resume))
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"]["state_dict"])
-            hparams = dict(ckpt["optimizer"]["hparams"])
-            for group in optimizer.param_groups:  # keep the switch rate the run started with
-                if "switch_rate" in hparams:
-                    group["switch_rate"] = hparams["switch_rate"]
-            first_epoch, step = int(ckpt["train"]["epoch"]), int(ckpt["train"]["step"])
-            history = {k: list(v) for k, v in ckpt["train"]["history"].items()}
-            float(hparams["lr"])
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise LandscapeError(
-                f"{resume}: the optimizer or training state does not fit the run "
-                f"({type(exc).__name__}: {reason}); it cannot be resumed"
-            ) from None
-        if first_epoch >= config.epochs:
-            raise LandscapeError(
-                f"{resume} already holds {first_epoch} epochs; pass --epochs above that to go on"
-            )
-
+        _restore(run, ckpt, resume)
     test_loader = torch.utils.data.DataLoader(test_data.dataset, batch_size=512, shuffle=False)
-    _check_loss_first(model, train_data.dataset, config, dev)
-    base_lr = hparams["lr"]
+    _check_loss_first(run.model, run.train_data.dataset, config, dev)
+    steps_per_epoch = math.ceil(len(run.train_data.dataset) / config.batch_size)
     cb.on_start(
-        config, epochs=config.epochs, steps_per_epoch=steps_per_epoch, first_epoch=first_epoch
+        config, epochs=config.epochs, steps_per_epoch=steps_per_epoch, first_epoch=run.first_epoch
     )
     snapshots: list[Path] = []
     metrics: EpochMetrics | None = None
-
-    def checkpoint(epoch: int) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": {
-                "name": config.model,
-                "kwargs": {**model_kwargs, "input_shape": list(model_kwargs["input_shape"])},
-            },
-            "loss": config.loss,
-            "dataset": {
-                "name": config.dataset,
-                "root": config.data_root,
-                "input_shape": list(train_data.input_shape),
-                "num_classes": train_data.num_classes,
-            },
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": {
-                "name": config.optimizer,
-                "hparams": hparams,
-                "state_dict": optimizer.state_dict(),
-            },
-            "train": {
-                "epoch": epoch,
-                "step": step,
-                "seed": config.seed,
-                "config": asdict(config),
-                "history": history,
-                "torch_version": str(torch.__version__),
-            },
-        }
-
-    loss_fn = LOSSES[config.loss]
-    regression = torch.is_floating_point(torch.as_tensor(train_data.dataset[0][1]))
-    for epoch in range(first_epoch, config.epochs):
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
-        torch.manual_seed(epoch_seed(config.seed, epoch))  # augmentation, dropout
-        loader = torch.utils.data.DataLoader(
-            train_data.dataset, batch_size=config.batch_size, shuffle=True, generator=gen
-        )
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        lr = base_lr
-        for batch, (x, y) in enumerate(loader):
-            x, y = x.to(dev), y.to(dev)
-            step += 1
-            lr = lr_at(config, base_lr, step, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            out = model(x)
-            if torch.is_floating_point(y):
-                y = y.to(out.dtype)
-            loss = loss_fn(out, y)
-            if not torch.isfinite(loss):
-                raise LandscapeError(
-                    f"training diverged at epoch {epoch + 1}, step {step} (loss {loss.item()}); "
-                    "lower --lr"
-                )
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(y)
-            if not torch.is_floating_point(y):
-                correct += (out.argmax(1) == y).sum().item()
-            seen += len(y)
-            cb.on_batch(epoch, batch, loss.item())
-        test_loss, test_acc = evaluate(model, test_loader, dev, config.loss)
-        alpha = None
-        if "switch_rate" in hparams:
-            from dualadam import switch_alpha
-
-            alpha = switch_alpha(step, hparams["switch_rate"])
-        elif config.optimizer == "invadam":
-            alpha = 1.0
-        metrics = EpochMetrics(
-            epoch=epoch + 1,
-            step=step,
-            train_loss=loss_sum / seen,
-            train_acc=correct / seen if not regression else float("nan"),
-            test_loss=test_loss,
-            test_acc=test_acc,
-            lr=lr,
-            alpha=alpha,
-            seconds=time.perf_counter() - t0,
-        )
-        for key in history:
-            history[key].append(getattr(metrics, key))
-        if alpha is not None:
-            history.setdefault("alpha", []).append(alpha)
+    for epoch in range(run.first_epoch, config.epochs):
+        metrics = _epoch(run, epoch, cb, test_loader)
         cb.on_epoch(metrics)
-        last = epoch + 1 == config.epochs
-        if last or (save_every and (epoch + 1) % save_every == 0):
-            state = checkpoint(epoch + 1)
-            _save_or_fallback(out_path, state)
-            if save_every and (epoch + 1) % save_every == 0:
-                snap = out_path.with_name(f"{out_path.stem}-epoch{epoch + 1}{out_path.suffix}")
-                _save_or_fallback(snap, state)
-                snapshots.append(snap)
-
+        snap = _save_epoch(run, epoch + 1, out_path, save_every)
+        if snap is not None:
+            snapshots.append(snap)
     assert metrics is not None
     return TrainResult(
         path=out_path,
         config=config,
-        hparams=hparams,
-        history=history,
+        hparams=run.hparams,
+        history=run.history,
         final=metrics,
-        parameters=count_parameters(model),
+        parameters=count_parameters(run.model),
         snapshots=tuple(snapshots),
     )

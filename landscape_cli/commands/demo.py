@@ -30,8 +30,8 @@ def demo(
     from rich.table import Table
 
     from landscape_cli import demo as dm
+    from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_folder
-    from landscape_cli.training import resolve_device
 
     check_folder(out, "demo folder")  # before any work: an existing file, an unwritable place
     resolve_device(device)

@@ -572,7 +572,7 @@ def _epoch(run: _Run, epoch: int, cb: Callbacks, test_loader) -> EpochMetrics:
         alpha=alpha,
         seconds=time.perf_counter() - t0,
     )
-    for key in run.history:
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"):
         run.history[key].append(getattr(metrics, key))
     if alpha is not None:
         run.history.setdefault("alpha", []).append(alpha)

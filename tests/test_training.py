@@ -103,6 +103,21 @@ def test_resume_equals_uninterrupted(tmp_path, optimizer):
     assert resumed.history == full.history | {"seconds": resumed.history["seconds"]}
 
 
+def test_history_holds_one_value_per_epoch(tmp_path):
+    """Every history list, α included, has one value per epoch: α at the end of each epoch
+    (once listed α was appended twice from the second epoch on)."""
+    cfg = TrainConfig(model="mlp", optimizer="dualadam", epochs=3, batch_size=512, seed=0)
+    run = train(cfg, out=tmp_path / "h.pt", device="cpu")
+    ckpt = torch.load(run.path, weights_only=True)
+    assert {k: len(v) for k, v in run.history.items()} == {
+        k: 3 for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "alpha")
+    }
+    per_epoch = ckpt["train"]["step"] // 3
+    rate = run.hparams["switch_rate"]
+    assert run.history["alpha"] == [switch_alpha(per_epoch * e, rate) for e in (1, 2, 3)]
+    assert ckpt["train"]["history"] == run.history
+
+
 def test_resume_refuses_finished_runs_and_foreign_files(tmp_path):
     done = train(TrainConfig(epochs=1), out=tmp_path / "done.pt")
     with pytest.raises(LandscapeError, match="already holds 1 epochs"):

@@ -113,14 +113,14 @@ def main() -> None:
 
         def audit(cks: list[Path], settings, match_loss: bool = False) -> int:
             rows, _ = audit_job(cks, settings, source=source, match_loss=match_loss, device="cpu")
-            if not negative and all(r["hessian_source"] == "hessian" for r in rows):
+            if not negative and all(r.hessian_source == "hessian" for r in rows):
                 from landscape_cli.results import read_hessian
 
                 for ck, r in zip(cks, rows, strict=True):
                     d = read_hessian(ck.with_suffix(".h5"))["density"]
-                    old = au.density_shape(d["nodes"], d["weights"], r["lambda_max"], tau=0.0)
-                    negative.append((ck.stem, r["negative_mass"], old.negative_mass))
-            return sum(r["hvp_count"] for r in rows)
+                    old = au.density_shape(d["nodes"], d["weights"], r.measures.lambda_max, tau=0.0)
+                    negative.append((ck.stem, r.measures.negative_mass, old.negative_mass))
+            return sum(r.measures.hvp_count for r in rows)
 
         old = replace(asettings, restarts=1)
         for match in (False, True):

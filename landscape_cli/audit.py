@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -373,68 +374,176 @@ def reusable(
     return True
 
 
-def measure(
-    model: nn.Module,
+@dataclass(frozen=True)
+class Measures:
+    """Every audit measure of one checkpoint (at one temperature), each with its uncertainty:
+    ``lambda_max_residual``, ``trace_stderr`` (and ``trace_ci95``), ``sharpness_1d_spread``,
+    ``adaptive_sharpness_spread``. The density's ``negative_mass``, ``spectral_spread`` and
+    ``tau`` are None when no density was measured."""
+
+    temperature: float
+    lambda_max: float | None
+    lambda_max_residual: float | None
+    top_eigenvalues: list[float]
+    trace: float | None
+    trace_stderr: float | None
+    trace_ci95: list[float] | None
+    train_loss: float
+    train_acc: float
+    param_norm: float
+    sharpness_1d: float
+    sharpness_1d_spread: float
+    adaptive_sharpness: float
+    adaptive_sharpness_spread: float
+    hvp_count: int
+    hessian_reused: bool
+    negative_mass: float | None = None
+    spectral_spread: float | None = None
+    tau: float | None = None
+
+    def as_dict(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """The measures as plain numbers, by name (``keys`` only, when given); the density's
+        three are left out when it was not measured."""
+        if keys is not None:
+            return {k: getattr(self, k) for k in keys}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.negative_mass is None:
+            for k in ("negative_mass", "spectral_spread", "tau"):
+                del out[k]
+        return out
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What :func:`measure` returns: the measures, and the Hessian operator and results of
+    :func:`landscape_cli.hessian.analyze` when it computed them (None when reused)."""
+
+    measures: Measures
+    operator: Any = None
+    analysis: dict[str, Any] | None = None
+
+
+#: What a loss-matched measurement reports (``AuditRow.matched``), in this order.
+MATCHED_KEYS = (
+    "temperature",
+    "train_loss",
+    "lambda_max",
+    "trace",
+    "sharpness_1d",
+    "adaptive_sharpness",
+    "lambda_max_residual",
+    "trace_stderr",
+    "sharpness_1d_spread",
+    "adaptive_sharpness_spread",
+)
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audited checkpoint: its measures, where its Hessian measures came from
+    (``"hessian"``: reused from ``/hessian``; ``"audit/hessian"``: computed by the audit), its
+    results file, and with ``--match-loss`` the measures at the common training loss."""
+
+    checkpoint: str
+    results: str
+    measures: Measures
+    hessian_source: str
+    matched: Measures | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as ``audit --json`` prints it (and the ranking functions take it)."""
+        out = {"checkpoint": self.checkpoint, **self.measures.as_dict()}
+        out["hessian_source"] = self.hessian_source
+        out["results"] = self.results
+        if self.matched is not None:
+            out["matched"] = self.matched.as_dict(MATCHED_KEYS)
+        return out
+
+    def stored(self) -> dict[str, Any]:
+        """The row as ``/audit`` stores it: the measures, ``hessian_source`` and the
+        loss-matched measures as ``matched_<name>``."""
+        out = {**self.measures.as_dict(), "hessian_source": self.hessian_source}
+        if self.matched is not None:
+            for k, v in self.matched.as_dict(MATCHED_KEYS).items():
+                out[f"matched_{k}"] = v
+        return out
+
+
+@dataclass(frozen=True)
+class _HessianNumbers:
+    eigenvalues: list[float]
+    residual: float | None
+    trace: tuple[float, float, list[float]] | None
+    nodes: tuple[np.ndarray, np.ndarray] | None
+    device: torch.device
+    dtype: torch.dtype
+
+
+def _stored_hessian(
+    model: nn.Module, net: nn.Module, stored: dict, s: AuditSettings, density: bool, device
+) -> _HessianNumbers:
+    """The Hessian measures of a compatible ``/hessian`` read back (see :func:`reusable`)."""
+    ta = stored["trace_attrs"]
+    trace = (
+        (stored["trace"], stored["trace_stderr"], [ta["ci95_low"], ta["ci95_high"]])
+        if stored["trace"] is not None and s.trace_probes
+        else None
+    )
+    d = stored["density"]
+    run_device = torch.device(device)
+    net.to(run_device)
+    return _HessianNumbers(
+        eigenvalues=[float(v) for v in stored["eigenvalues"][: s.top_k]],
+        residual=float(stored["residuals"][0]),
+        trace=trace,
+        nodes=(d["nodes"], d["weights"]) if d is not None and density else None,
+        device=run_device,
+        dtype=next(model.parameters()).dtype,
+    )
+
+
+def _computed_hessian(
+    net: nn.Module,
     batches: Sequence[Batch],
-    settings: AuditSettings,
-    *,
-    device: torch.device | str = "cpu",
-    temperature: float = 1.0,
-    density: bool = True,
-    stored: dict | None = None,
-    on_phase: Callable[[str, int, str], None] | None = None,
-    on_advance: Callable[[int], None] | None = None,
-) -> dict:
-    """Every audit measure of ``model`` (its logits divided by ``temperature``) on ``batches``.
-
-    With ``stored`` (a compatible ``/hessian`` read back, see :func:`reusable`), the Hessian
-    measures are taken from it instead of being computed. Returns a dict of plain numbers
-    (each measure with its uncertainty: ``lambda_max_residual``, ``trace_stderr``,
-    ``sharpness_1d_spread``, ``adaptive_sharpness_spread``), plus ``"analysis"`` (the Hessian
-    results of :func:`landscape_cli.hessian.analyze`, None when reused) and ``"operator"``.
-
-    Progress goes to ``on_phase(name, most work, unit)`` before each phase (the Hessian's, then
-    the two sharpness measures) and ``on_advance(k)`` as work is done in it.
-    """
+    s: AuditSettings,
+    density: bool,
+    device,
+    on_phase: Callable[[str, int, str], None] | None,
+    on_advance: Callable[[int], None] | None,
+) -> tuple[_HessianNumbers, Any, dict]:
+    """The Hessian measures computed here; also returns the operator and the analysis."""
     from landscape_cli.hessian import HessianOperator, analyze
 
-    net = model if temperature == 1.0 else Tempered(model, temperature)
-    s = settings
-    op, results = None, None
-    if stored is None:
-        op = HessianOperator(net, batches, loss=s.loss, device=device)
-        check_not_constant(op)
-        op.on_hvp = on_advance
-        results = analyze(
-            op,
-            s.hessian(density),
-            on_phase=(lambda name, most: on_phase(name, most, "HVPs (at most)"))
-            if on_phase is not None
-            else None,
-        )
-        top, tr, dens = results["top"], results["trace"], results["density"]
-        eigenvalues = [float(v) for v in top.eigenvalues] if top else []
-        residual = float(top.residuals[0]) if top else None
-        trace = (tr.estimate, tr.stderr, list(tr.ci95)) if tr else None
-        nodes = (dens.nodes, dens.weights) if dens is not None else None
-        run_device, dtype = op.device, op.dtype
-    else:
-        eigenvalues = [float(v) for v in stored["eigenvalues"][: s.top_k]]
-        residual = float(stored["residuals"][0])
-        ta = stored["trace_attrs"]
-        trace = (
-            (stored["trace"], stored["trace_stderr"], [ta["ci95_low"], ta["ci95_high"]])
-            if stored["trace"] is not None and s.trace_probes
-            else None
-        )
-        d = stored["density"]
-        nodes = (d["nodes"], d["weights"]) if d is not None and density else None
-        run_device = torch.device(device)
-        net.to(run_device)
-        dtype = next(model.parameters()).dtype
-    # The operator keeps only this rank's shard under torchrun; losses and sharpness need all.
-    dev_batches = [to_device(b, run_device, dtype) for b in batches]
-    loss, acc = loss_and_accuracy(net, dev_batches, LOSSES[s.loss])
+    op = HessianOperator(net, batches, loss=s.loss, device=device)
+    check_not_constant(op)
+    op.on_hvp = on_advance
+    results = analyze(
+        op,
+        s.hessian(density),
+        on_phase=(lambda name, most: on_phase(name, most, "HVPs (at most)"))
+        if on_phase is not None
+        else None,
+    )
+    top, tr, dens = results["top"], results["trace"], results["density"]
+    numbers = _HessianNumbers(
+        eigenvalues=[float(v) for v in top.eigenvalues] if top else [],
+        residual=float(top.residuals[0]) if top else None,
+        trace=(tr.estimate, tr.stderr, list(tr.ci95)) if tr else None,
+        nodes=(dens.nodes, dens.weights) if dens is not None else None,
+        device=op.device,
+        dtype=op.dtype,
+    )
+    return numbers, op, results
+
+
+def _sharpness(
+    net: nn.Module,
+    dev_batches: Sequence[Batch],
+    s: AuditSettings,
+    on_phase: Callable[[str, int, str], None] | None,
+    on_advance: Callable[[int], None] | None,
+) -> tuple[list[float], list[float]]:
+    """The 1-D sharpness of each direction and the adaptive sharpness of each restart."""
     phase = on_phase or (lambda name, most, unit: None)
     phase("1-D sharpness", s.directions * 2 * SHARPNESS_1D_POINTS, "losses")
     one_d = sharpness_1d_directions(
@@ -451,32 +560,65 @@ def measure(
         net, dev_batches, rho=s.rho, steps=s.ascent_steps, seed=s.seed, loss=s.loss,
         restarts=s.restarts, on_advance=on_advance,
     )  # fmt: skip
-    out = {
-        "temperature": temperature,
-        "lambda_max": eigenvalues[0] if eigenvalues else None,
-        "lambda_max_residual": residual,
-        "top_eigenvalues": eigenvalues,
-        "trace": trace[0] if trace else None,
-        "trace_stderr": trace[1] if trace else None,
-        "trace_ci95": trace[2] if trace else None,
-        "train_loss": loss,
-        "train_acc": acc,
-        "param_norm": parameter_norm(model),
-        "sharpness_1d": max(one_d),
-        "sharpness_1d_spread": spread(one_d),
-        "adaptive_sharpness": max(adaptive),
-        "adaptive_sharpness_spread": spread(adaptive),
-        "hvp_count": op.hvp_count if op is not None else 0,
-        "hessian_reused": stored is not None,
-    }
-    if nodes is not None:
-        shape = density_shape(nodes[0], nodes[1], out["lambda_max"], s.tau)
-        out["negative_mass"] = shape.negative_mass
-        out["spectral_spread"] = shape.spread
-        out["tau"] = s.tau
-    out["analysis"] = results
-    out["operator"] = op
-    return out
+    return one_d, adaptive
+
+
+def measure(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    settings: AuditSettings,
+    *,
+    device: torch.device | str = "cpu",
+    temperature: float = 1.0,
+    density: bool = True,
+    stored: dict | None = None,
+    on_phase: Callable[[str, int, str], None] | None = None,
+    on_advance: Callable[[int], None] | None = None,
+) -> Measurement:
+    """Every audit measure of ``model`` (its logits divided by ``temperature``) on ``batches``.
+
+    With ``stored`` (a compatible ``/hessian`` read back, see :func:`reusable`), the Hessian
+    measures are taken from it instead of being computed. Returns the :class:`Measures`, with
+    the operator and the results of :func:`landscape_cli.hessian.analyze` when computed.
+
+    Progress goes to ``on_phase(name, most work, unit)`` before each phase (the Hessian's, then
+    the two sharpness measures) and ``on_advance(k)`` as work is done in it.
+    """
+    net = model if temperature == 1.0 else Tempered(model, temperature)
+    s = settings
+    op, results = None, None
+    if stored is None:
+        h, op, results = _computed_hessian(net, batches, s, density, device, on_phase, on_advance)
+    else:
+        h = _stored_hessian(model, net, stored, s, density, device)
+    # The operator keeps only this rank's shard under torchrun; losses and sharpness need all.
+    dev_batches = [to_device(b, h.device, h.dtype) for b in batches]
+    loss, acc = loss_and_accuracy(net, dev_batches, LOSSES[s.loss])
+    one_d, adaptive = _sharpness(net, dev_batches, s, on_phase, on_advance)
+    lambda_max = h.eigenvalues[0] if h.eigenvalues else None
+    shape = density_shape(*h.nodes, lambda_max, s.tau) if h.nodes is not None else None
+    measures = Measures(
+        temperature=temperature,
+        lambda_max=lambda_max,
+        lambda_max_residual=h.residual,
+        top_eigenvalues=h.eigenvalues,
+        trace=h.trace[0] if h.trace else None,
+        trace_stderr=h.trace[1] if h.trace else None,
+        trace_ci95=h.trace[2] if h.trace else None,
+        train_loss=loss,
+        train_acc=acc,
+        param_norm=parameter_norm(model),
+        sharpness_1d=max(one_d),
+        sharpness_1d_spread=spread(one_d),
+        adaptive_sharpness=max(adaptive),
+        adaptive_sharpness_spread=spread(adaptive),
+        hvp_count=op.hvp_count if op is not None else 0,
+        hessian_reused=stored is not None,
+        negative_mass=shape.negative_mass if shape is not None else None,
+        spectral_spread=shape.spread if shape is not None else None,
+        tau=s.tau if shape is not None else None,
+    )
+    return Measurement(measures, op, results)
 
 
 MEASURES = ("lambda_max", "trace", "sharpness_1d", "adaptive_sharpness")

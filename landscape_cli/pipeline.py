@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,9 @@ from landscape_cli import distributed, resources
 from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.evaluation import check_loss_on, check_not_constant
 from landscape_cli.workload import Workload, load_workload
+
+if TYPE_CHECKING:
+    from landscape_cli.audit import AuditRow
 
 
 @dataclass(frozen=True)
@@ -562,6 +565,18 @@ def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]
     }
 
 
+@dataclass(frozen=True)
+class _Audited:
+    """A checkpoint the audit measures, once it passed its checks: its results file, samples,
+    provenance and the settings its ``/audit`` records."""
+
+    checkpoint: Path
+    path: Path
+    work: Workload
+    root: dict[str, Any]
+    wanted: dict[str, Any]
+
+
 def audit_job(
     checkpoints: list[Path],
     settings,
@@ -572,7 +587,7 @@ def audit_job(
     overwrite: bool = False,
     on_phase: Callable[[str, int, str], None] | None = None,
     on_advance: Callable[[int], None] | None = None,
-) -> tuple[list[dict[str, Any]], list[Workload]]:
+) -> tuple[list[AuditRow], list[Workload]]:
     """``landscape audit``: measure each checkpoint (and, with ``match_loss``, again at a common
     training loss) and write its ``/audit``; returns ``(rows, workloads)``.
 
@@ -586,19 +601,41 @@ def audit_job(
     name says which checkpoint, ``i/N``, and which measure) and ``on_advance(k)`` as work is done;
     the first phase starts only once every checkpoint and results file passed its checks.
     """
-    from landscape_cli import audit as au
     from landscape_cli.devices import resolve_device
-    from landscape_cli.hessian import make_report
-    from landscape_cli.results import check_target, read_hessian, write_audit, write_or_rescue
 
-    s = settings
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
+    s, targets = _audit_targets(checkpoints, settings, source, match_loss, dev, overwrite)
+
+    def phases(what: str) -> Callable[[str, int, str], None] | None:
+        if on_phase is None:
+            return None
+        return lambda name, most, unit: on_phase(f"{what}: {name}", most, unit)
+
+    rows, reports = [], []
+    for i, t in enumerate(targets, 1):
+        where = phases(f"checkpoint {i}/{len(targets)} {t.checkpoint.name}")
+        row, report = _audit_one(t, s, dev, overwrite, where, on_advance)
+        rows.append(row)
+        reports.append(report)
+    if match_loss:
+        rows = _match_losses(rows, targets, s, dev, phases, on_advance)
+    _write_audits(rows, targets, reports, s, overwrite)
+    return rows, [t.work for t in targets]
+
+
+def _audit_targets(
+    checkpoints: list[Path], settings, source: Source, match_loss: bool, dev, overwrite: bool
+) -> tuple[Any, list[_Audited]]:
+    """Load every checkpoint and check it, its loss, its size and its results file, before any
+    measuring; returns the settings with the loss resolved, and the checked checkpoints."""
+    from landscape_cli.results import check_target
+
+    s = settings
     paths = [results_path(ck, None) for ck in checkpoints]
     for path in paths:
         check_target(path)
     works = [source.load(ck) for ck in checkpoints]
-    way_out = "move or rename the checkpoint, or pass --overwrite to drop them"
     if not s.loss:  # the checkpoints' own training loss
         losses = {work.resolve_loss(None) for work in works}
         if len(losses) > 1:
@@ -615,120 +652,130 @@ def audit_job(
         if s.top_k > n:
             raise LandscapeError(f"--top-k {s.top_k} exceeds the {n} parameters of {ck}")
         resources.require(resources.hessian_bytes(s.hessian(), n), dev)
-    roots, wanted = [], []
+    way_out = "move or rename the checkpoint, or pass --overwrite to drop them"
+    targets = []
     for ck, path, work in zip(checkpoints, paths, works, strict=True):
         root = provenance(ck, work, None, path)
         check_target(path, root["checkpoint_sha256"], drop_foreign=overwrite, way_out=way_out)
         want = audit_settings(s, work, match_loss)
         check_same_options(path, "audit", want, overwrite, "")
-        roots.append(root)
-        wanted.append(want)
+        targets.append(_Audited(ck, path, work, root, want))
+    return s, targets
 
-    def phases(what: str) -> Callable[[str, int, str], None] | None:
-        if on_phase is None:
-            return None
-        return lambda name, most, unit: on_phase(f"{what}: {name}", most, unit)
 
-    n_ck = len(checkpoints)
-    rows: list[dict[str, Any]] = []
-    reports = []
-    for i, (ck, path, work, root) in enumerate(
-        zip(checkpoints, paths, works, roots, strict=True), 1
-    ):
-        t0 = time.perf_counter()
-        stored = None
-        if path.exists() and not (overwrite and _foreign_file(path, root)):
-            from landscape_cli.results import list_groups
+def _reusable_hessian(t: _Audited, s, overwrite: bool) -> dict | None:
+    """The checkpoint's ``/hessian`` read back when the audit may reuse it, else None."""
+    from landscape_cli import audit as au
+    from landscape_cli.results import list_groups, read_hessian
 
-            if "hessian" in list_groups(path):
-                h = read_hessian(path)
-                if au.reusable(
-                    h,
-                    s,
-                    samples_sha256=work.samples_sha256,
-                    split=work.split,
-                    dataset=work.dataset,
-                ):
-                    stored = h
+    if not t.path.exists() or (overwrite and _foreign_file(t.path, t.root)):
+        return None
+    if "hessian" not in list_groups(t.path):
+        return None
+    h = read_hessian(t.path)
+    work = t.work
+    ok = au.reusable(
+        h, s, samples_sha256=work.samples_sha256, split=work.split, dataset=work.dataset
+    )
+    return h if ok else None
+
+
+def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance):
+    """Measure one checkpoint: its :class:`AuditRow`, and the report of the Hessian measures
+    it computed (None when it reused ``/hessian``)."""
+    from landscape_cli import audit as au
+    from landscape_cli.hessian import make_report
+
+    t0 = time.perf_counter()
+    stored = _reusable_hessian(t, s, overwrite)
+    m = au.measure(
+        t.work.model,
+        t.work.batches,
+        s,
+        device=dev,
+        stored=stored,
+        on_phase=on_phase,
+        on_advance=on_advance,
+    )
+    report = None
+    if m.analysis is not None:
+        report = make_report(
+            m.operator,
+            m.analysis,
+            s.hessian(),
+            samples=t.work.samples,
+            batch_size=t.work.batch_size,
+            split=t.work.split,
+            loss=s.loss,
+            seconds=time.perf_counter() - t0,
+        )
+    source = "hessian" if stored is not None else "audit/hessian"
+    return au.AuditRow(str(t.checkpoint), str(t.path), m.measures, source), report
+
+
+def _match_losses(
+    rows: list[AuditRow], targets: list[_Audited], s, dev, phases, on_advance
+) -> list[AuditRow]:
+    """``--match-loss``: each row with its measures at the group's largest training loss (its
+    logits tempered to it; the checkpoint already there keeps its own measures)."""
+    from landscape_cli import audit as au
+
+    ref = max(range(len(rows)), key=lambda i: rows[i].measures.train_loss)
+    target = rows[ref].measures.train_loss
+    out = []
+    for i, (row, t) in enumerate(zip(rows, targets, strict=True)):
+        work = t.work
+        temp = 1.0 if i == ref else au.temperature_for_loss(work.model, work.batches, target)
+        if temp == 1.0:  # already at the target loss: the unmatched measures are these
+            out.append(replace(row, matched=row.measures))
+            continue
         m = au.measure(
             work.model,
             work.batches,
             s,
             device=dev,
-            stored=stored,
-            on_phase=phases(f"checkpoint {i}/{n_ck} {ck.name}"),
+            temperature=temp,
+            density=False,
+            on_phase=phases(
+                f"checkpoint {i + 1}/{len(rows)} {Path(row.checkpoint).name} at matched loss"
+            ),
             on_advance=on_advance,
-        )
-        op, analysis = m.pop("operator"), m.pop("analysis")
-        report = None
-        if analysis is not None:
-            hsettings = s.hessian()
-            report = make_report(
-                op,
-                analysis,
-                hsettings,
-                samples=work.samples,
-                batch_size=work.batch_size,
-                split=work.split,
-                loss=s.loss,
-                seconds=time.perf_counter() - t0,
-            )
-        m["hessian_source"] = "hessian" if stored is not None else "audit/hessian"
-        rows.append({"checkpoint": str(ck), **m, "results": str(path)})
-        reports.append(report)
-    if match_loss:
-        ref = max(range(len(rows)), key=lambda i: rows[i]["train_loss"])
-        target = rows[ref]["train_loss"]
-        for i, (row, work) in enumerate(zip(rows, works, strict=True)):
-            temp = 1.0 if i == ref else au.temperature_for_loss(work.model, work.batches, target)
-            keys = ("temperature", "train_loss", *au.MEASURES, "lambda_max_residual")
-            keys += ("trace_stderr", "sharpness_1d_spread", "adaptive_sharpness_spread")
-            if temp == 1.0:  # already at the target loss: the unmatched measures are these
-                row["matched"] = {k: row.get(k) for k in keys}
-                continue
-            m = au.measure(
-                work.model,
-                work.batches,
-                s,
-                device=dev,
-                temperature=temp,
-                density=False,
-                on_phase=phases(
-                    f"checkpoint {i + 1}/{n_ck} {Path(row['checkpoint']).name} at matched loss"
-                ),
-                on_advance=on_advance,
-            )
-            m.pop("operator"), m.pop("analysis")
-            row["matched"] = {k: m.get(k) for k in keys}
-            row["hvp_count"] += m["hvp_count"]
+        ).measures
+        hvps = row.measures.hvp_count + m.hvp_count
+        out.append(replace(row, measures=replace(row.measures, hvp_count=hvps), matched=m))
+    return out
+
+
+def _write_audits(rows: list[AuditRow], targets: list[_Audited], reports, s, overwrite) -> None:
+    """Each row to its checkpoint's ``/audit`` (rank 0 only); a failed write is raised once the
+    other checkpoints' results are written."""
+    from landscape_cli.results import write_audit, write_or_rescue
+
+    if not distributed.is_main():
+        return
     failures: list[LandscapeError] = []
-    for row, root, want, report in zip(rows, roots, wanted, reports, strict=True):
-        stored_row = {k: v for k, v in row.items() if k not in ("matched", "checkpoint", "results")}
-        for k, v in row.get("matched", {}).items():
-            stored_row[f"matched_{k}"] = v
+    for row, t, report in zip(rows, targets, reports, strict=True):
         attrs = {
-            "checkpoint_sha256": root["checkpoint_sha256"],
-            "samples_sha256": want["samples_sha256"],
-            "settings": want,
-            "samples": want["samples"],
+            "checkpoint_sha256": t.root["checkpoint_sha256"],
+            "samples_sha256": t.wanted["samples_sha256"],
+            "settings": t.wanted,
+            "samples": t.wanted["samples"],
             "epsilon": s.epsilon,
             "rho": s.rho,
         }
-        if not distributed.is_main():
-            continue
+        stored_row = row.stored()
 
-        def write(p: Path, root=root, stored_row=stored_row, report=report, attrs=attrs) -> Path:
+        def write(p: Path, root=t.root, stored_row=stored_row, report=report, attrs=attrs):
             return write_audit(
                 p, root, stored_row, hessian=report, attrs=attrs, drop_foreign=overwrite
             )
 
         try:
-            write_or_rescue(row["results"], write)
+            write_or_rescue(row.results, write)
         except LandscapeError as exc:  # write the other checkpoints' results first
             failures.append(exc)
     if failures:
         raise failures[0]
-    return rows, works
 
 
 def _foreign_file(path: Path, root: dict[str, Any]) -> bool:

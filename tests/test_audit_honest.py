@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -67,6 +68,51 @@ def test_ranks_tie_within_uncertainty_and_report_disagreement():
         "lambda_max put dual flatter than warm; sharpness_1d, adaptive_sharpness the other way"
     ]
     assert disagreements(loose, ["adam", "dual", "warm"]) == []
+
+
+def _measures(lam, s1, ad, loss=0.1, temperature=1.0, **kw):
+    from landscape_cli.audit import Measures
+
+    return Measures(
+        temperature=temperature, lambda_max=lam, lambda_max_residual=1e-3,
+        top_eigenvalues=[lam], trace=10 * lam, trace_stderr=0.1, trace_ci95=None,
+        train_loss=loss, train_acc=0.9, param_norm=3.0, sharpness_1d=s1,
+        sharpness_1d_spread=0.01, adaptive_sharpness=ad, adaptive_sharpness_spread=0.01,
+        hvp_count=7, hessian_reused=False, **kw,
+    )  # fmt: skip
+
+
+def test_summary_and_report_of_typed_rows(tmp_path):
+    """The --json summary and the markdown report of typed rows: the row as printed and as
+    stored, the ranking, and a λmax order that loss matching reverses beyond the residuals."""
+    from landscape_cli.audit import AuditRow
+    from landscape_cli.audit_report import summary, write_report
+
+    a = AuditRow(
+        "/x/a.pt", "/x/a.h5", _measures(2.0, 0.2, 0.1, negative_mass=0.01, spectral_spread=1.0,
+        tau=0.01), "hessian", matched=_measures(8.0, 0.2, 0.1, temperature=0.5),
+    )  # fmt: skip
+    b = AuditRow("/x/b.pt", "/x/b.h5", _measures(4.0, 0.3, 0.2), "audit/hessian")
+    b = replace(b, matched=b.measures)
+    plain = a.as_dict()
+    assert list(plain)[:2] == ["checkpoint", "temperature"] and plain["negative_mass"] == 0.01
+    assert list(plain)[-3:] == ["hessian_source", "results", "matched"]
+    assert "negative_mass" not in b.as_dict() and b.as_dict()["matched"]["lambda_max"] == 4.0
+    stored = a.stored()
+    assert stored["matched_lambda_max"] == 8.0 and stored["matched_temperature"] == 0.5
+    assert not {"checkpoint", "results", "matched"} & set(stored)
+    payload = summary(
+        [b, a], rank_by="lambda_max", samples=64, epsilon=0.05, rho=0.05, tau=0.01,
+        match_loss=True,
+    )  # fmt: skip
+    assert payload["ranking"] == ["/x/a.pt", "/x/b.pt"] and payload["ranks"] == [1, 2]
+    assert payload["checkpoints"] == [b.as_dict(), a.as_dict()]
+    surv = payload["survives_match_loss"]
+    assert surv["lambda_max"] == {"ratio_raw": 2.0, "ratio_matched": 2.0, "same_order": False}
+    assert surv["sharpness_1d"]["same_order"] is True
+    write_report(tmp_path / "r.md", payload)
+    text = (tmp_path / "r.md").read_text()
+    assert text.index("`a.pt`") < text.index("`b.pt`") and "| lambda_max | 2× | 2× | no |" in text
 
 
 @pytest.fixture(scope="module")

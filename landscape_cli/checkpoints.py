@@ -411,19 +411,7 @@ def load_model(
     ckpt = obj if is_landscape_checkpoint(obj) else None
     if ckpt is not None:
         check_version(ckpt, path)
-    if model is None and ckpt is not None:
-        spec = stored_model_spec(ckpt, path, trust=trust)
-    elif model is None:
-        raise LandscapeError(
-            f"{path} carries no model spec; pass --model (a name such as resnet18, "
-            "torchvision:NAME, timm:NAME, or package.module:factory)"
-        )
-    else:
-        if input_shape is None or num_classes is None:
-            raise LandscapeError("--model needs the dataset's input shape and number of classes")
-        kwargs = {"input_shape": list(input_shape), "num_classes": int(num_classes)}
-        kwargs.update(model_options or {})
-        spec = {"name": model, "kwargs": kwargs}
+    spec = _model_spec(path, ckpt, model, input_shape, num_classes, model_options, trust)
     kwargs = dict(spec["kwargs"])
     try:
         shape = tuple(int(d) for d in kwargs.pop("input_shape"))
@@ -433,23 +421,8 @@ def load_model(
             f"{path}: the model spec lacks a valid input_shape and num_classes"
         ) from None
     net = build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
-    try:
-        prefix = fit_state_dict(net, weights, str(path))
-    except LandscapeError as exc:
-        # A file without a class count, built for the wrong number of classes: name its head,
-        # once the model built with the head's width is known to take the file.
-        found = None
-        if ckpt is None and "num_classes" not in (model_options or {}):
-            found = head_width(net, weights, classes)
-        if found is None:
-            raise
-        width, key = found
-        try:
-            wide = build_model(spec["name"], input_shape=shape, num_classes=width, **kwargs)
-            fit_state_dict(wide, weights, str(path))
-        except LandscapeError:
-            raise exc from None
-        raise LandscapeError(_head_message(path, key, width, classes)) from None
+    name_head = ckpt is None and "num_classes" not in (model_options or {})
+    prefix = _fit(net, weights, path, spec["name"], shape, classes, kwargs, name_head)
     kind = (
         "landscape"
         if ckpt is not None
@@ -458,6 +431,64 @@ def load_model(
     dataset_spec = dict(ckpt["dataset"]) if ckpt is not None and "dataset" in ckpt else None
     notes = (_prefix_note(prefix),) if prefix else ()
     return LoadedModel(net, spec, dataset_spec, path, kind, ckpt, prefix=prefix, notes=notes)
+
+
+def _model_spec(
+    path: Path,
+    ckpt: Mapping[str, Any] | None,
+    model: str | None,
+    input_shape: tuple[int, ...] | None,
+    num_classes: int | None,
+    model_options: Mapping[str, Any] | None,
+    trust: bool,
+) -> dict[str, Any]:
+    """The ``{name, kwargs}`` to build: ``model`` for the dataset's shape and classes when
+    given, else the spec a landscape checkpoint stores (a file without one needs ``model``)."""
+    if model is None and ckpt is not None:
+        return stored_model_spec(ckpt, path, trust=trust)
+    if model is None:
+        raise LandscapeError(
+            f"{path} carries no model spec; pass --model (a name such as resnet18, "
+            "torchvision:NAME, timm:NAME, or package.module:factory)"
+        )
+    if input_shape is None or num_classes is None:
+        raise LandscapeError("--model needs the dataset's input shape and number of classes")
+    kwargs = {"input_shape": list(input_shape), "num_classes": int(num_classes)}
+    kwargs.update(model_options or {})
+    return {"name": model, "kwargs": kwargs}
+
+
+def _fit(
+    net: nn.Module,
+    weights: Mapping[str, Any],
+    path: Path,
+    name: str,
+    shape: tuple[int, ...],
+    classes: int,
+    kwargs: Mapping[str, Any],
+    name_head: bool,
+) -> str:
+    """Load ``weights`` into ``net`` (:func:`fit_state_dict`; returns the prefix removed).
+
+    With ``name_head`` (a file without a class count, no ``num_classes`` option), weights built
+    for another number of classes are refused by naming their head's width, once the model
+    built with that width is known to take the file.
+    """
+    from landscape_cli.models import build_model
+
+    try:
+        return fit_state_dict(net, weights, str(path))
+    except LandscapeError as exc:
+        found = head_width(net, weights, classes) if name_head else None
+        if found is None:
+            raise
+        width, key = found
+        try:
+            wide = build_model(name, input_shape=shape, num_classes=width, **kwargs)
+            fit_state_dict(wide, weights, str(path))
+        except LandscapeError:
+            raise exc from None
+        raise LandscapeError(_head_message(path, key, width, classes)) from None
 
 
 def _head_message(path: Path, key: str, width: int, classes: int) -> str:

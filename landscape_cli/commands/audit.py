@@ -226,6 +226,7 @@ def _table(payload: dict[str, Any], match_loss: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from landscape_cli.audit import ranks
     from landscape_cli.audit_report import cells, fmt, headers, rank_label
 
     rank_by, tau = payload["rank_by"], payload["tau"]
@@ -238,13 +239,13 @@ def _table(payload: dict[str, Any], match_loss: bool) -> None:
         table.add_column(head, justify="right")
     if match_loss:
         table.add_column(f"{rank_by} @ matched loss", justify="right")
-    index = {r["checkpoint"]: r for r in payload["checkpoints"]}
-    for ck, rank, tie in zip(payload["ranking"], payload["ranks"], payload["ties"], strict=True):
-        r = index[ck]
-        row_cells = cells(r)
+    rows = payload["checkpoints"]
+    order, rank, is_tied = ranks(rows, rank_by)
+    for i in order:
+        row_cells = cells(rows[i])
         if match_loss:
-            row_cells.append(fmt(r["matched"].get(rank_by), "{:.4g}"))
-        table.add_row(rank_label(rank, tie), Path(ck).name, *row_cells)
+            row_cells.append(fmt(rows[i]["matched"].get(rank_by), "{:.4g}"))
+        table.add_row(rank_label(rank[i], is_tied[i]), Path(rows[i]["checkpoint"]).name, *row_cells)
     console = Console()
     console.print(table)
     console.print(

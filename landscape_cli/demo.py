@@ -77,6 +77,7 @@ def run_demo(
     work is done.
     """
     from landscape_cli import plotting
+    from landscape_cli.fig2_simulation import simulate
     from landscape_cli.results import read_hessian, read_scan
 
     size = QUICK if quick else FULL
@@ -164,7 +165,7 @@ def run_demo(
     figures["fig6"] = plotting.save_figure(plotting.fig6(scans, labels), folder / "fig6.png")
     advance(1)
     step("figure 2", 1, "figure")
-    sim = plotting.simulate(steps=size.fig2_steps, resolution=size.fig2_resolution)
+    sim = simulate(steps=size.fig2_steps, resolution=size.fig2_resolution)
     figures["fig2"] = plotting.save_figure(plotting.draw_fig2(sim), folder / "fig2.png")
     advance(1)
     return {"runs": rows, "figures": {k: str(v) for k, v in figures.items()}, "quick": quick}

@@ -413,6 +413,7 @@ def scan_job(
     import numpy as np
 
     from landscape_cli import scan as sc
+    from landscape_cli import scan_store
     from landscape_cli.devices import resolve_device
     from landscape_cli.evaluation import to_device
     from landscape_cli.results import check_target, sha256_file
@@ -534,7 +535,7 @@ def scan_job(
         )
     plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
     total = int(np.prod(plan.shape))
-    result = sc.execute(
+    result = scan_store.execute(
         net,
         batches,
         plan,

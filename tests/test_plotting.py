@@ -14,9 +14,9 @@ from matplotlib.collections import QuadMesh
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
+from landscape_cli import fig2_simulation as f2
 from landscape_cli import plotting as pl
 from landscape_cli.errors import LandscapeError
-from landscape_cli.plotting import fig2 as f2
 
 
 def _colourful_fraction(path) -> float:
@@ -286,42 +286,42 @@ def custom_panel():
 
 def test_fig2_adam_stays_sharp_invadam_finds_flat(custom_panel):
     panel = custom_panel
-    sharp, flat = panel["minima"]["sharp"], panel["minima"]["flat"]
+    sharp, flat = panel.minima["sharp"], panel.minima["flat"]
     assert np.linalg.norm(sharp - np.array(f2.SHARP_CENTER)) < 0.05
     assert np.linalg.norm(flat - np.array(f2.FLAT_CENTER)) > 0.05  # the bowl shifts it a little
-    ends = {name: path[-1] for name, path in panel["trajectories"].items()}
+    ends = {name: path[-1] for name, path in panel.trajectories.items()}
     assert np.linalg.norm(ends["Adam"] - sharp) < 0.02
     assert np.linalg.norm(ends["InvAdam"] - flat) < 0.05
     assert np.linalg.norm(ends["DualAdam"] - flat) < 0.05
-    assert panel["sharpness"]["Adam"] > 10 * panel["sharpness"]["InvAdam"]
-    assert panel["final_loss"]["InvAdam"] < panel["final_loss"]["Adam"]
+    assert panel.sharpness["Adam"] > 10 * panel.sharpness["InvAdam"]
+    assert panel.final_loss["InvAdam"] < panel.final_loss["Adam"]
     # every trajectory starts at the red star
-    for path in panel["trajectories"].values():
-        np.testing.assert_array_equal(path[0], panel["start"])
-        assert path.shape == (panel["steps"] + 1, 2) and np.isfinite(path).all()
+    for path in panel.trajectories.values():
+        np.testing.assert_array_equal(path[0], panel.start)
+        assert path.shape == (panel.steps + 1, 2) and np.isfinite(path).all()
 
 
 def test_fig2_is_deterministic(custom_panel):
-    again = f2.simulate_landscape("custom", steps=custom_panel["steps"], resolution=60)
-    for name, path in custom_panel["trajectories"].items():
-        np.testing.assert_array_equal(path, again["trajectories"][name])
-    np.testing.assert_array_equal(custom_panel["loss"], again["loss"])
+    again = f2.simulate_landscape("custom", steps=custom_panel.steps, resolution=60)
+    for name, path in custom_panel.trajectories.items():
+        np.testing.assert_array_equal(path, again.trajectories[name])
+    np.testing.assert_array_equal(custom_panel.loss, again.loss)
 
 
 def test_fig2_eggholder_stays_in_domain():
     panel = f2.simulate_landscape("eggholder", ("adam", "invadam"), steps=300, resolution=40)
-    for path in panel["trajectories"].values():
+    for path in panel.trajectories.values():
         assert np.isfinite(path).all() and np.abs(path).max() <= 512.0
-    assert panel["loss"].shape == (40, 40)
+    assert panel.loss.shape == (40, 40)
     # the drawn area covers every trajectory
-    pts = np.concatenate(list(panel["trajectories"].values()))
-    assert panel["x"][0] <= pts[:, 0].min() and pts[:, 0].max() <= panel["x"][-1]
-    assert panel["y"][0] <= pts[:, 1].min() and pts[:, 1].max() <= panel["y"][-1]
+    pts = np.concatenate(list(panel.trajectories.values()))
+    assert panel.x[0] <= pts[:, 0].min() and pts[:, 0].max() <= panel.x[-1]
+    assert panel.y[0] <= pts[:, 1].min() and pts[:, 1].max() <= panel.y[-1]
 
 
 def test_draw_fig2(custom_panel, tmp_path):
     egg = f2.simulate_landscape("eggholder", steps=50, resolution=40)
-    fig = pl.draw_fig2({"panels": [custom_panel, egg]})
+    fig = pl.draw_fig2(f2.Fig2Simulation((custom_panel, egg)))
     plots = [ax for ax in fig.axes if ax.get_title()]
     assert len(plots) == 2
     for ax, panel in zip(plots, [custom_panel, egg], strict=True):
@@ -331,18 +331,43 @@ def test_draw_fig2(custom_panel, tmp_path):
         assert "start" in texts and "end" in texts
         (star,) = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
         assert star.get_color() == "red"
-        assert tuple(star.get_xydata()[0]) == tuple(panel["start"])
+        assert tuple(star.get_xydata()[0]) == tuple(panel.start)
         (ends,) = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
         assert ends.get_markerfacecolor() == "black" and len(ends.get_xdata()) == 3
     assert plots[0].get_title().startswith("(a)") and "Eggholder" in plots[1].get_title()
     _not_blank(pl.save_figure(fig, tmp_path / "fig2.png"), min_colour=0.3)
 
 
+def test_draw_fig2_draws_the_given_trajectories_as_they_are():
+    # the plot draws data it is given (no simulation): a hand-made panel comes out unchanged
+    x, y = np.linspace(-1.0, 1.0, 5), np.linspace(-2.0, 2.0, 4)
+    path = np.array([[0.5, 1.0], [0.25, 0.5], [0.0, 0.0]])
+    panel = f2.Fig2Panel(
+        landscape="bowl",
+        title="a bowl",
+        x=x,
+        y=y,
+        loss=np.add.outer(y**2, x**2),
+        start=path[0],
+        steps=2,
+        trajectories={"Adam": path},
+        final_loss={"Adam": 0.0},
+        sharpness={"Adam": 2.0},
+        hparams={"Adam": {"lr": 0.1}},
+        minima={},
+    )
+    (ax,) = [a for a in pl.draw_fig2(f2.Fig2Simulation((panel,))).axes if a.get_title()]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("Adam")]
+    np.testing.assert_array_equal(line.get_xydata(), path)
+    assert line.get_label() == "Adam (loss 0, λmax 2)"
+    assert ax.get_xlim() == (-1.0, 1.0) and ax.get_ylim() == (-2.0, 2.0)
+
+
 def test_unknown_landscape_or_optimizer():
     with pytest.raises(ValueError, match="landscape"):
         f2.simulate_landscape("rosenbrock")
     with pytest.raises(ValueError, match="optimizer"):
-        pl.simulate(optimizers=("sgd",))
+        f2.simulate(optimizers=("sgd",))
 
 
 # ------------------------------------------------------------------------------------------------

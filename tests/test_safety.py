@@ -20,7 +20,7 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.hessian import HessianSettings
 from landscape_cli.hessian import lanczos as lz
 from landscape_cli.results import update_file
-from landscape_cli.scan.grid import scan_lock
+from landscape_cli.scan_store import scan_lock
 from landscape_cli.training import TrainConfig, train
 
 runner = CliRunner()
@@ -156,9 +156,9 @@ def test_rewriting_a_read_only_results_file_keeps_its_mode(tmp_path, monkeypatch
 
 
 def test_a_scan_whose_fold_fails_keeps_every_point_in_its_journal(ckpt, tmp_path, monkeypatch):
-    import landscape_cli.scan as sc
+    import landscape_cli.scan_store as sc
     from landscape_cli.results import ResultsWriteError
-    from landscape_cli.scan.grid import journal_path, read_journal
+    from landscape_cli.scan_store import journal_path, read_journal
 
     out = tmp_path / "r.h5"
 

@@ -24,12 +24,12 @@ from landscape_cli.results import read_scan
 from landscape_cli.scan import (
     axis,
     eigenvector_plan,
-    execute,
     interpolation_plan,
     random_plan,
     second_difference,
 )
 from landscape_cli.scan.directions import normalise, orthogonalise, random_direction
+from landscape_cli.scan_store import execute
 from landscape_cli.training import TrainConfig, train
 
 runner = CliRunner()

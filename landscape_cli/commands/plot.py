@@ -313,7 +313,9 @@ def plot(
     hessians: list[dict[str, Any]] | None = None
     for fig_name in figures:
         if fig_name == "fig2":
-            fig = pl.draw_fig2(pl.simulate(), fig=new_fig())
+            from landscape_cli.fig2_simulation import simulate
+
+            fig = pl.draw_fig2(simulate(), fig=new_fig())
         elif fig_name in _HESSIAN_FIGURES:
             if hessians is None:
                 from landscape_cli.results import read_hessian

@@ -1,14 +1,15 @@
 """Figures: Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves),
 per-layer λmax and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
 
-Plotting functions take result objects (the dicts :mod:`landscape_cli.results` reads back) and an
-optional figure or axes, draw, and return what they drew on. They never read files or compute
-estimates; the one exception is :func:`simulate`, Fig. 2's 2-parameter simulation. Figures are
-plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so everything works headless.
+Plotting functions take result objects (the dicts :mod:`landscape_cli.results` reads back, and
+for Fig. 2 the :class:`~landscape_cli.fig2_simulation.Fig2Simulation` that
+:func:`landscape_cli.fig2_simulation.simulate` returns) and an optional figure or axes, draw, and
+return what they drew on. They never read files or compute. Figures are plain
+:class:`matplotlib.figure.Figure` objects (no pyplot state), so everything works headless.
 """
 
 from landscape_cli.plotting.curves import fig6
-from landscape_cli.plotting.fig2 import draw_fig2, simulate
+from landscape_cli.plotting.fig2 import draw_fig2
 from landscape_cli.plotting.landscape2d import auto_log, contour, heatmap, surface
 from landscape_cli.plotting.layers import layers
 from landscape_cli.plotting.spectra import DENSITY_AXES, DENSITY_FLOOR, density_linthresh, fig5
@@ -40,6 +41,5 @@ __all__ = [
     "layers",
     "new_figure",
     "save_figure",
-    "simulate",
     "surface",
 ]

@@ -1,29 +1,20 @@
-r"""Evaluating the loss on a grid of points :math:`\theta_0 + a\,d_x + b\,d_y`, resumably.
+r"""Evaluating the loss on a grid of points :math:`\theta_0 + a\,d_x + b\,d_y`.
 
 Each point's weights are written in place from the *base* weights (``copy`` then ``add``), never
 by accumulating steps, so no drift builds up and the point at the origin is the checkpoint itself,
 bit for bit. Evaluation is a forward pass over fixed batches already on the device; the per-point
 overhead is one pass of ``torch._foreach_copy_``/``_foreach_add_`` over the parameters.
 
-**Crash safety.** The results file is HDF5, which is not crash-consistent, so points are not
-written into it one by one. Each computed point is appended as one line to a journal beside the
-file (``<file>.<scan name>.journal``, flushed after every point: a SIGKILL keeps every line
-already written), and the journal is folded into the HDF5 file by an atomic rewrite
-(:func:`landscape_cli.results.set_scan_points`) every ``fold_every`` seconds, on Ctrl-C, and at the
-end. A torn last line (killed mid-write) is ignored. Folding twice is harmless, so a kill between
-the rewrite and the journal's truncation loses nothing either. Re-running the same scan folds any
-journal left behind and computes only the points still missing.
+This module computes points and hands them to a ``store`` callback; it writes no files. The
+results file, its crash-safe journal and resuming live behind that callback in the job layer
+(:mod:`landscape_cli.scan_store`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +50,10 @@ IDENTITY = (
 )
 
 
+#: One computed point: ``(i, j, loss, accuracy)``, column i of x and row j of y (0 in 1-D).
+Point = tuple[int, int, float, float]
+
+
 def axis(lo: float, hi: float, n: int) -> np.ndarray:
     """``n`` evenly spaced coordinates from lo to hi, with 0 exactly 0 when it is on the grid.
 
@@ -88,81 +83,6 @@ class ScanPlan:
     @property
     def shape(self) -> tuple[int, ...]:
         return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
-
-
-def journal_path(results: Path, name: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return results.with_name(f"{results.name}.{safe}.journal")
-
-
-@contextlib.contextmanager
-def scan_lock(results: Path, name: str) -> Iterator[None]:
-    """Hold the lock of scan ``name`` of ``results`` for a whole run, or refuse at once.
-
-    Two runs of one scan would both truncate and delete its journal and lose each other's
-    points; the second one is refused with one line instead (a no-op where ``fcntl`` is missing).
-    The lock file ``<journal>.lock`` is left in place (removing it would race).
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    lock = journal_path(results, name).with_suffix(".journal.lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise LandscapeError(f"cannot create the scan lock {lock}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LandscapeError(
-                f"scan {name!r} of {results} is in use by another process; wait for it to "
-                "finish (re-running then resumes it) or pass --name to start another scan"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def read_journal(path: Path) -> list[tuple[int, int, float, float]]:
-    """Complete lines ``i j loss accuracy`` of a journal; a torn last line is ignored."""
-    if not path.exists():
-        return []
-    points = []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    for line in text.split("\n")[:-1]:  # the part after the last newline is incomplete
-        parts = line.split()
-        if len(parts) != 4:
-            continue
-        try:
-            points.append((int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3])))
-        except ValueError:
-            continue
-    return points
-
-
-class Journal:
-    """Append-only record of computed points, flushed per point (survives SIGKILL)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._last_sync = time.monotonic()
-
-    def add(self, i: int, j: int, loss: float, acc: float) -> None:
-        self._fh.write(f"{i} {j} {loss!r} {acc!r}\n")
-        self._fh.flush()
-        if time.monotonic() - self._last_sync > 2.0:  # power loss too, every few seconds
-            os.fsync(self._fh.fileno())
-            self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 BN_CHOICES = ("recompute", "interpolate")
@@ -277,21 +197,21 @@ def run_scan(
     plan: ScanPlan,
     loss: np.ndarray,
     *,
-    store: Callable[[list[tuple[int, int, float, float]]], None],
-    journal: Path,
-    fold_every: float = 30.0,
+    store: Callable[[list[Point]], None] | None = None,
     on_point: Callable[[int, int, float, float], None] | None = None,
     distribute_points: bool = False,
 ) -> np.ndarray:
     """Compute every point of ``plan`` whose ``loss`` entry is NaN, in row-major order.
 
-    ``store(points)`` writes points into the results file (atomically); it is called with the
-    journal's contents every ``fold_every`` seconds, on interruption and at the end. Returns the
-    loss grid with the new points filled in.
+    ``store(points)`` receives each round's computed points ``(i, j, loss, accuracy)`` (one
+    point, or one per rank with ``distribute_points``) as soon as they are computed, before
+    ``on_point`` is told of them; it is where they are kept (None keeps nothing). Returns the loss
+    grid with the new points filled in.
 
-    Under torchrun, only rank 0 keeps the journal and stores points. With ``distribute_points``
-    the points are dealt out in rounds of one point per rank and gathered after each round;
-    otherwise every rank takes part in every point (``evaluate`` shards the samples).
+    Under torchrun, ``store`` and ``on_point`` are called on rank 0 only. With
+    ``distribute_points`` the points are dealt out in rounds of one point per rank and gathered
+    after each round; otherwise every rank takes part in every point (``evaluate`` shards the
+    samples).
     """
     from landscape_cli import distributed
 
@@ -301,62 +221,32 @@ def run_scan(
     # not a Python tuple each.
     todo_flat = np.flatnonzero(np.isnan(loss.ravel()))
 
-    class _Todo:
-        def __len__(self) -> int:
-            return len(todo_flat)
+    def where(t: int) -> tuple[int, int]:
+        idx = int(todo_flat[t])
+        return idx % nx, idx // nx
 
-        def __getitem__(self, t: int) -> tuple[int, int]:
-            idx = int(todo_flat[t])
-            return idx % nx, idx // nx
-
-    todo = _Todo()
     main = distributed.is_main()
-    log = Journal(journal) if main else None
-    last_fold = time.monotonic()
     step = distributed.world() if distribute_points else 1
 
-    def fold() -> None:
-        from landscape_cli.results import ResultsWriteError
-
-        points = read_journal(journal)
-        if points:
-            try:
-                store(points)
-            except ResultsWriteError as exc:  # the journal still holds every point
-                raise LandscapeError(
-                    f"{exc}; the {len(points)} computed point(s) are kept in {journal}: run the "
-                    "same command again to store them"
-                ) from exc
-        journal.write_text("")
-
-    def compute(i: int, j: int) -> tuple[int, int, float, float]:
+    def compute(t: int) -> Point:
+        i, j = where(t)
         coords = (plan.x[i],) if plan.y is None else (plan.x[i], plan.y[j])
         lv, av = evaluate(coords)
         return i, j, lv, av
 
-    try:
-        for start in range(0, len(todo), step):
-            if distribute_points:
-                mine = start + distributed.rank()
-                rows = distributed.gather_rows([compute(*todo[mine])] if mine < len(todo) else [])
+    for start in range(0, len(todo_flat), step):
+        if distribute_points:
+            mine = start + distributed.rank()
+            rows = distributed.gather_rows([compute(mine)] if mine < len(todo_flat) else [])
+        else:
+            rows = [compute(start)]
+        if main and store is not None:
+            store(rows)
+        for i, j, lv, av in rows:
+            if plan.y is None:
+                loss[i] = lv
             else:
-                rows = [compute(*todo[start])]
-            for i, j, lv, av in rows:
-                if log is not None:
-                    log.add(i, j, lv, av)
-                if plan.y is None:
-                    loss[i] = lv
-                else:
-                    loss[j, i] = lv
-                if on_point is not None and main:
-                    on_point(i, j, lv, av)
-            if main and time.monotonic() - last_fold > fold_every:
-                fold()
-                last_fold = time.monotonic()
-    finally:
-        if log is not None:
-            log.close()
-            fold()
-    if main:
-        journal.unlink(missing_ok=True)
+                loss[j, i] = lv
+            if on_point is not None and main:
+                on_point(i, j, lv, av)
     return loss

@@ -16,7 +16,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from landscape_cli import results
 from landscape_cli.commands import app as main_app
 from landscape_cli.commands._app import LandscapeGroup
 from landscape_cli.commands.plot import plot
@@ -231,7 +230,7 @@ def test_option_combinations_refused(args, message, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# scan figures through the command: need results.read_scan (written by the scan module)
+# scan figures through the command
 
 
 def _write_scan(path, name: str, dim: int) -> None:
@@ -255,12 +254,6 @@ def _write_scan(path, name: str, dim: int) -> None:
     update_file(path, {"checkpoint": "x", "label": path.stem}, mutate)
 
 
-needs_read_scan = pytest.mark.skipif(
-    not hasattr(results, "read_scan"), reason="results.read_scan is not there yet"
-)
-
-
-@needs_read_scan
 @pytest.mark.parametrize("figure", ["fig6", "contour", "surface", "heatmap"])
 def test_scan_figures_through_the_command(tmp_path, figure):
     dim = 1 if figure == "fig6" else 2
@@ -277,7 +270,6 @@ def test_scan_figures_through_the_command(tmp_path, figure):
     _not_blank(out, min_colour=0.003 if figure == "fig6" else 0.05)
 
 
-@needs_read_scan
 def test_scan_figure_of_wrong_dimension(tmp_path):
     path = tmp_path / "a.h5"
     _write_scan(path, "1d-random", 1)
@@ -289,7 +281,6 @@ def test_scan_figure_of_wrong_dimension(tmp_path):
     assert "fig6" in err
 
 
-@needs_read_scan
 def test_name_picks_one_of_several_scans(tmp_path):
     path = tmp_path / "a.h5"
     _write_scan(path, "1d-random", 1)

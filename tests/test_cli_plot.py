@@ -299,9 +299,14 @@ def test_name_picks_one_of_several_scans(tmp_path):
 
 def test_side_by_side_panels_share_one_colour_scale():
     from landscape_cli.commands.plot import _shared_limits
+    from landscape_cli.results import ScanResult
 
-    a = {"loss": np.array([[1.0, 2.0], [np.nan, 3.0]])}
-    b = {"loss": np.array([[-1.0, 0.5], [7.0, np.nan]])}
+    def scan(loss: np.ndarray) -> ScanResult:
+        xy = np.array([0.0, 1.0])
+        return ScanResult("2d-random", xy, xy, loss, np.ones_like(loss), {"dim": 2})
+
+    a = scan(np.array([[1.0, 2.0], [np.nan, 3.0]]))
+    b = scan(np.array([[-1.0, 0.5], [7.0, np.nan]]))
     assert _shared_limits([a, b], log=False) == (-1.0, 7.0)
     assert _shared_limits([a, b], log=True) == (0.5, 7.0)
     assert _shared_limits([a], log=False) is None  # one panel keeps its own range

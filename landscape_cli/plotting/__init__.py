@@ -1,10 +1,12 @@
 """Figures: Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves),
 per-layer λmax and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
 
-Plotting functions take result objects (the dicts :mod:`landscape_cli.results` reads back) and an
-optional figure or axes, draw, and return what they drew on. They never read files or compute
-estimates; the one exception is :func:`simulate`, Fig. 2's 2-parameter simulation. Figures are
-plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so everything works headless.
+Plotting functions take result objects (the :class:`~landscape_cli.results.HessianResult` and
+:class:`~landscape_cli.results.ScanResult` that :mod:`landscape_cli.results` reads back, through
+their dict view) and an optional figure or axes, draw, and return what they drew on. They never read
+files or compute estimates; the one exception is :func:`simulate`, Fig. 2's 2-parameter simulation.
+Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so everything works
+headless.
 """
 
 from landscape_cli.plotting.curves import fig6

@@ -365,18 +365,14 @@ def update_file(
     then every non-None item of ``root``), flush, fsync and ``os.replace`` the copy over ``path``.
 
     A results file describes one checkpoint: when the existing file's root ``checkpoint_sha256``
-    differs from ``root["checkpoint_sha256"]``, :class:`~landscape_cli.errors.LandscapeError` is
-    raised (see :func:`foreign_checkpoint`), unless ``drop_foreign``, in which case none of the
-    existing file's groups are kept.
+    differs from ``root["checkpoint_sha256"]``, ``LandscapeError`` is raised, unless
+    ``drop_foreign``, in which case none of the existing file's groups are kept.
 
     If ``mutate`` raises, the original file is left byte-identical and the temporary file is
-    removed. An existing file that is not HDF5 or lacks this schema raises
-    :class:`~landscape_cli.errors.LandscapeError` and is not touched. Missing parent folders are
-    created. Returns ``path`` as a Path.
+    removed. An existing file that is not HDF5 or lacks this schema raises ``LandscapeError`` and
+    is not touched. Missing parent folders are created. Returns ``path`` as a Path.
     """
     import h5py
-
-    from landscape_cli import __version__
 
     target = Path(path)
     folder = target.parent
@@ -395,63 +391,85 @@ def update_file(
             raise LandscapeError(
                 f"{target} exists and is not an HDF5 file; refusing to overwrite it"
             )
-        tmp = folder / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except OSError as exc:
-            raise ResultsWriteError(
-                f"cannot write results file {target}: {_one_line(exc)}"
-            ) from exc
-        os.close(fd)
+        tmp = _new_temp(target)
         try:
             with h5py.File(tmp, "w") as out:
                 if exists:
-                    try:
-                        src = h5py.File(target, "r")
-                    except OSError as exc:
-                        raise LandscapeError(
-                            f"cannot open results file {target}: {_one_line(exc)}"
-                        ) from exc
-                    with src:
-                        _check_schema(src, target)
-                        other = _foreign(src, root.get("checkpoint_sha256"))
-                        if other and not drop_foreign:
-                            raise LandscapeError(_foreign_message(target, other))
-                        if not other:
-                            for key in src.attrs:
-                                dtype = src.attrs.get_id(key).dtype
-                                out.attrs.create(key, data=src.attrs[key], dtype=dtype)
-                            for name in src:
-                                src.copy(src[name], out, name=name)
+                    _copy_existing(target, out, root.get("checkpoint_sha256"), drop_foreign)
                 mutate(out)
-                set_attr(out, "schema", SCHEMA)
-                out.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
-                set_attr(out, "tool_version", __version__)
-                for key, value in root.items():
-                    if key not in ("schema", "schema_version", "tool_version"):
-                        set_attr(out, key, value)
+                _set_root(out, root)
                 out.flush()
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if exists:  # keep the file's mode (set only now: a read-only copy cannot be written)
-                with contextlib.suppress(OSError):
-                    os.chmod(tmp, target.stat().st_mode & 0o7777)
-            os.replace(tmp, target)
-        except OSError as exc:
+            _replace(tmp, target, exists)
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise ResultsWriteError(
-                f"cannot write results file {target}: {_one_line(exc)}"
-            ) from exc
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if isinstance(exc, OSError):
+                raise ResultsWriteError(
+                    f"cannot write results file {target}: {_one_line(exc)}"
+                ) from exc
             raise
         _fsync_dir(folder)
     return target
+
+
+def _new_temp(target: Path) -> Path:
+    """A fresh, empty temporary file beside ``target`` (call with the lock held)."""
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise ResultsWriteError(f"cannot write results file {target}: {_one_line(exc)}") from exc
+    os.close(fd)
+    return tmp
+
+
+def _copy_existing(
+    target: Path, out: h5py.File, checkpoint_sha256: str | None, drop_foreign: bool
+) -> None:
+    """Copy ``target``'s root attributes and objects into ``out``; refuse a file without this
+    schema, or one of another checkpoint (whose content is dropped with ``drop_foreign``)."""
+    import h5py
+
+    try:
+        src = h5py.File(target, "r")
+    except OSError as exc:
+        raise LandscapeError(f"cannot open results file {target}: {_one_line(exc)}") from exc
+    with src:
+        _check_schema(src, target)
+        other = _foreign(src, checkpoint_sha256)
+        if other and not drop_foreign:
+            raise LandscapeError(_foreign_message(target, other))
+        if not other:
+            for key in src.attrs:
+                dtype = src.attrs.get_id(key).dtype
+                out.attrs.create(key, data=src.attrs[key], dtype=dtype)
+            for name in src:
+                src.copy(src[name], out, name=name)
+
+
+def _set_root(out: h5py.File, root: Mapping[str, Any]) -> None:
+    """The root attributes: schema, schema version, tool version, then ``root``'s (not None)."""
+    from landscape_cli import __version__
+
+    set_attr(out, "schema", SCHEMA)
+    out.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+    set_attr(out, "tool_version", __version__)
+    for key, value in root.items():
+        if key not in ("schema", "schema_version", "tool_version"):
+            set_attr(out, key, value)
+
+
+def _replace(tmp: Path, target: Path, exists: bool) -> None:
+    """fsync the finished ``tmp`` and move it over ``target``, keeping ``target``'s mode."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if exists:  # keep the file's mode (set only now: a read-only copy cannot be written)
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+    os.replace(tmp, target)
 
 
 def member_name(name: str) -> str:

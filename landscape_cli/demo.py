@@ -78,7 +78,7 @@ def run_demo(
     """
     from landscape_cli import plotting
     from landscape_cli.fig2_simulation import simulate
-    from landscape_cli.results import read_hessian, read_scan
+    from landscape_cli.results import HessianResult
 
     size = QUICK if quick else FULL
     tell = on_step or (lambda what: None)
@@ -139,8 +139,8 @@ def run_demo(
             ),
             on_point=lambda i, j, loss, acc: advance(1),
         )
-        hessians.append(read_hessian(results))
-        scans.append(read_scan(results, scan["name"]))
+        hessians.append(HessianResult(report))  # what was written, without reading it back
+        scans.append(scan)
         rows.append(
             {
                 "label": label,

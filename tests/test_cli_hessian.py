@@ -212,7 +212,7 @@ def test_interrupt_never_replaces_a_complete_result(ckpt, tmp_path, monkeypatch)
 def test_a_write_that_fails_after_computing_saves_the_result_beside_it(ckpt, tmp_path, monkeypatch):
     import landscape_cli.results as rs
 
-    real = rs.update_file
+    real = rs.store.update_file  # every group's writer goes through the store
     out = tmp_path / "r.h5"
 
     def disk_full(path, root, mutate, **kwargs):
@@ -220,7 +220,7 @@ def test_a_write_that_fails_after_computing_saves_the_result_beside_it(ckpt, tmp
             raise rs.ResultsWriteError(f"cannot write results file {path}: No space left")
         return real(path, root, mutate, **kwargs)
 
-    monkeypatch.setattr(rs, "update_file", disk_full)
+    monkeypatch.setattr(rs.store, "update_file", disk_full)
     result = runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), *FAST])
     err = result.stderr.splitlines()[-1]  # after the progress bars of the finished work
     assert result.exit_code == 2 and err.startswith("error: ") and "Traceback" not in result.output

@@ -16,7 +16,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from landscape_cli import results
 from landscape_cli.commands import app as main_app
 from landscape_cli.commands._app import LandscapeGroup
 from landscape_cli.commands.plot import plot
@@ -231,7 +230,7 @@ def test_option_combinations_refused(args, message, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# scan figures through the command: need results.read_scan (written by the scan module)
+# scan figures through the command
 
 
 def _write_scan(path, name: str, dim: int) -> None:
@@ -255,12 +254,6 @@ def _write_scan(path, name: str, dim: int) -> None:
     update_file(path, {"checkpoint": "x", "label": path.stem}, mutate)
 
 
-needs_read_scan = pytest.mark.skipif(
-    not hasattr(results, "read_scan"), reason="results.read_scan is not there yet"
-)
-
-
-@needs_read_scan
 @pytest.mark.parametrize("figure", ["fig6", "contour", "surface", "heatmap"])
 def test_scan_figures_through_the_command(tmp_path, figure):
     dim = 1 if figure == "fig6" else 2
@@ -277,7 +270,6 @@ def test_scan_figures_through_the_command(tmp_path, figure):
     _not_blank(out, min_colour=0.003 if figure == "fig6" else 0.05)
 
 
-@needs_read_scan
 def test_scan_figure_of_wrong_dimension(tmp_path):
     path = tmp_path / "a.h5"
     _write_scan(path, "1d-random", 1)
@@ -289,7 +281,6 @@ def test_scan_figure_of_wrong_dimension(tmp_path):
     assert "fig6" in err
 
 
-@needs_read_scan
 def test_name_picks_one_of_several_scans(tmp_path):
     path = tmp_path / "a.h5"
     _write_scan(path, "1d-random", 1)
@@ -308,9 +299,14 @@ def test_name_picks_one_of_several_scans(tmp_path):
 
 def test_side_by_side_panels_share_one_colour_scale():
     from landscape_cli.commands.plot import _shared_limits
+    from landscape_cli.results import ScanResult
 
-    a = {"loss": np.array([[1.0, 2.0], [np.nan, 3.0]])}
-    b = {"loss": np.array([[-1.0, 0.5], [7.0, np.nan]])}
+    def scan(loss: np.ndarray) -> ScanResult:
+        xy = np.array([0.0, 1.0])
+        return ScanResult("2d-random", xy, xy, loss, np.ones_like(loss), {"dim": 2})
+
+    a = scan(np.array([[1.0, 2.0], [np.nan, 3.0]]))
+    b = scan(np.array([[-1.0, 0.5], [7.0, np.nan]]))
     assert _shared_limits([a, b], log=False) == (-1.0, 7.0)
     assert _shared_limits([a, b], log=True) == (0.5, 7.0)
     assert _shared_limits([a], log=False) is None  # one panel keeps its own range

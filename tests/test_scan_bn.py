@@ -121,17 +121,16 @@ def test_nan_points_are_counted_and_interpolations_labelled():
 
 def test_scan_summary_counts_nan_points(capsys, tmp_path):
     from landscape_cli.commands.scan import _show
+    from landscape_cli.results import ScanResult
 
-    result = {
-        "name": "i",
-        "dim": 1,
-        "kind": "interpolation",
-        "x": np.array([-0.5, 0.0, 0.5]),
-        "y": None,
-        "loss": np.array([np.nan, 0.1, 0.2]),
-        "accuracy": np.array([np.nan, 0.9, 0.8]),
-        "attrs": {"bn": "interpolate"},
-    }
+    result = ScanResult(
+        name="i",
+        x=np.array([-0.5, 0.0, 0.5]),
+        y=None,
+        loss=np.array([np.nan, 0.1, 0.2]),
+        accuracy=np.array([np.nan, 0.9, 0.8]),
+        attrs={"dim": 1, "kind": "interpolation", "bn": "interpolate"},
+    )
     _show(result, tmp_path / "r.h5", True)
     assert json.loads(capsys.readouterr().out)["nan_points"] == 1
     _show(result, tmp_path / "r.h5", False)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from landscape_cli.commands import _common as c
 from landscape_cli.errors import LandscapeError
+
+if TYPE_CHECKING:
+    from landscape_cli.results import HessianResult, ScanResult
 
 FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap")
 _SCAN_FIGURES = ("fig6", "contour", "surface", "heatmap")
@@ -38,7 +41,7 @@ def _labels(files: list[Path], given: list[str] | None) -> list[str]:
     return labels
 
 
-def _read_scan(file: Path, name: str | None, dim: int) -> dict[str, Any]:
+def _read_scan(file: Path, name: str | None, dim: int) -> ScanResult:
     """``--name``'s scan, or the file's only scan, or, when the file holds several, its only
     ``dim``-D scan (a file with one 1-D and one 2-D scan needs no --name)."""
     from landscape_cli.results import read_scan, scan_names
@@ -49,22 +52,22 @@ def _read_scan(file: Path, name: str | None, dim: int) -> dict[str, Any]:
     if len(names) <= 1:
         return read_scan(file)  # the file's only scan, or the error that it has none
     scans = [read_scan(file, n) for n in names]
-    fits = [s for s in scans if s["dim"] == dim]
+    fits = [s for s in scans if s.dim == dim]
     if len(fits) == 1:
         return fits[0]
     which = f"{dim}-D scans" if fits else "scans"
-    shown = ", ".join(s["name"] for s in (fits or scans))
+    shown = ", ".join(s.name for s in (fits or scans))
     raise LandscapeError(f"{file} holds several {which} ({shown}); pass --name")
 
 
-def _shared_limits(scans: list[dict[str, Any]], log: bool) -> tuple[float, float] | None:
+def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | None:
     """One colour range for side-by-side panels: the finite (positive, with --log) extremes of
     all the scans; None leaves each panel to its own (and its own errors)."""
     import numpy as np
 
     if len(scans) < 2:
         return None
-    values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
+    values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
     values = values[np.isfinite(values) & ((values > 0) if log else True)]
     if values.size == 0 or values.min() == values.max():
         return None
@@ -124,7 +127,7 @@ def _check(figures: list[str], files: list[Path], labels, name, options: dict[st
 
 def _draw_2d(
     figure: str,
-    scans: list[dict[str, Any]],
+    scans: list[ScanResult],
     labels: list[str],
     *,
     log: bool | None,
@@ -138,7 +141,7 @@ def _draw_2d(
     from landscape_cli import plotting as pl
 
     if log is None:  # one decision for all panels, so they share one scale
-        values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
+        values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
         log = pl.auto_log(values, (vmin, vmax))
     shared = _shared_limits(scans, log)
     limits = None
@@ -310,7 +313,7 @@ def plot(
         return pl.new_figure(*size) if size is not None else None
 
     drawn = []  # every figure is drawn before any is saved: an error leaves no partial set
-    hessians: list[dict[str, Any]] | None = None
+    hessians: list[HessianResult] | None = None
     for fig_name in figures:
         if fig_name == "fig2":
             from landscape_cli.fig2_simulation import simulate

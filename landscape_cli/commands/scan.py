@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from landscape_cli.commands import _common as c
+
+if TYPE_CHECKING:
+    from landscape_cli.results import ScanResult
 
 
 def scan(
@@ -174,25 +177,25 @@ def scan(
     _show(result, out_path, json_out)
 
 
-def _show(result: dict, out_path: Path, json_out: bool) -> None:
+def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    loss, x = result["loss"], result["x"]
-    origin = loss[np.argmin(np.abs(x))] if result["dim"] == 1 else None
+    loss, x = result.loss, result.x
+    origin = loss[np.argmin(np.abs(x))] if result.dim == 1 else None
     nan_points = int(np.sum(~np.isfinite(loss)))
-    bn = result["attrs"].get("bn")
+    bn = result.attrs.get("bn")
     if json_out:
         c.print_json(
             {
-                "name": result["name"],
-                "dim": result["dim"],
-                "kind": result["kind"],
+                "name": result.name,
+                "dim": result.dim,
+                "kind": result.kind,
                 "x": x,
-                "y": result["y"],
+                "y": result.y,
                 "loss": loss,
-                "accuracy": result["accuracy"],
+                "accuracy": result.accuracy,
                 "loss_at_origin": origin,
                 "nan_points": nan_points,
                 "bn": bn,
@@ -200,13 +203,13 @@ def _show(result: dict, out_path: Path, json_out: bool) -> None:
             }
         )
         return
-    table = Table(title=f"scan {result['name']} ({result['kind']}, {result['dim']}-D)")
+    table = Table(title=f"scan {result.name} ({result.kind}, {result.dim}-D)")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("points", " × ".join(str(n) for n in loss.shape[::-1]))
     table.add_row("x range", f"{x[0]:g} … {x[-1]:g}")
-    if result["y"] is not None:
-        table.add_row("y range", f"{result['y'][0]:g} … {result['y'][-1]:g}")
+    if result.y is not None:
+        table.add_row("y range", f"{result.y[0]:g} … {result.y[-1]:g}")
     if origin is not None:
         table.add_row("loss at 0", f"{origin:.6g}")
     if bn is not None:

@@ -1,8 +1,9 @@
 """Figures: Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves),
 per-layer λmax and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
 
-Plotting functions take result objects (the dicts :mod:`landscape_cli.results` reads back, and
-for Fig. 2 the :class:`~landscape_cli.fig2_simulation.Fig2Simulation` that
+Plotting functions take result objects (the :class:`~landscape_cli.results.HessianResult` and
+:class:`~landscape_cli.results.ScanResult` that :mod:`landscape_cli.results` reads back, through
+their dict view, and for Fig. 2 the :class:`~landscape_cli.fig2_simulation.Fig2Simulation` that
 :func:`landscape_cli.fig2_simulation.simulate` returns) and an optional figure or axes, draw, and
 return what they drew on. They never read files or compute. Figures are plain
 :class:`matplotlib.figure.Figure` objects (no pyplot state), so everything works headless.

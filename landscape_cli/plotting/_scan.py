@@ -1,17 +1,21 @@
 """Checks and labels shared by the scan figures (Fig. 6, contour, surface, heatmap).
 
-A scan is the dict :func:`landscape_cli.results.read_scan` returns: ``name``, ``dim`` (1 or 2),
-``kind`` ("random", "interpolation" or "eigenvector"), ``x`` (nx,), ``y`` (ny,) or None, ``loss``
-(nx,) or (ny, nx) with NaN where not computed yet, ``accuracy`` (same shape) and ``attrs``.
+A scan is the :class:`~landscape_cli.results.ScanResult` :func:`landscape_cli.results.read_scan`
+returns, read through its dict view (so a mapping with the same keys works too): ``name``, ``dim``
+(1 or 2), ``kind`` ("random", "interpolation" or "eigenvector"), ``x`` (nx,), ``y`` (ny,) or None,
+``loss`` (nx,) or (ny, nx) with NaN where not computed yet, ``accuracy`` (same shape) and ``attrs``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landscape_cli.errors import LandscapeError
+
+if TYPE_CHECKING:
+    from landscape_cli.results import ScanResult
 
 _NORMS = {
     "filter": "filter-normalised random direction",
@@ -20,12 +24,12 @@ _NORMS = {
 }
 
 
-def _random_direction(scan: dict[str, Any]) -> str:
+def _random_direction(scan: ScanResult) -> str:
     norm = (scan.get("attrs") or {}).get("norm")
     return _NORMS.get(str(norm), "random direction") if norm else "random direction"
 
 
-def _direction(scan: dict[str, Any]) -> str:
+def _direction(scan: ScanResult) -> str:
     """What the scan stepped along, in words, from its kind and normalisation attributes."""
     kind = str(scan.get("kind"))
     if kind == "random":
@@ -35,11 +39,11 @@ def _direction(scan: dict[str, Any]) -> str:
     return "direction"
 
 
-def scan_name(scan: dict[str, Any]) -> str:
+def scan_name(scan: ScanResult) -> str:
     return str(scan.get("name") or "scan")
 
 
-def checked(scan: dict[str, Any], dim: int, key: str = "loss") -> dict[str, Any]:
+def checked(scan: ScanResult, dim: int, key: str = "loss") -> dict[str, Any]:
     """Validate ``scan`` as a ``dim``-D scan; return x, y and ``key`` as float64 arrays.
 
     Raises LandscapeError for a scan of the other dimension, shapes that do not match, or a scan
@@ -73,7 +77,7 @@ def checked(scan: dict[str, Any], dim: int, key: str = "loss") -> dict[str, Any]
     return {"x": x, "y": y, key: values}
 
 
-def axis_labels_2d(scan: dict[str, Any]) -> tuple[str, str]:
+def axis_labels_2d(scan: ScanResult) -> tuple[str, str]:
     """The x and y labels of a 2-D scan: what each axis steps along (from its attributes)."""
     kind = str(scan.get("kind"))
     if kind == "interpolation":
@@ -84,7 +88,7 @@ def axis_labels_2d(scan: dict[str, Any]) -> tuple[str, str]:
     return f"α ({what} 1)", f"β ({what} 2)"
 
 
-def axis_label_1d(scans: list[dict[str, Any]]) -> str:
+def axis_label_1d(scans: list[ScanResult]) -> str:
     """The x label of overlaid 1-D scans: what they step along, when they all agree."""
     kinds = {str(s.get("kind")) for s in scans}
     if kinds == {"interpolation"}:
@@ -95,7 +99,7 @@ def axis_label_1d(scans: list[dict[str, Any]]) -> str:
     return "ζ (step along the direction)"
 
 
-def value_label(what: str, scans: list[dict[str, Any]], log: bool = False) -> str:
+def value_label(what: str, scans: list[ScanResult], log: bool = False) -> str:
     """``what`` (loss, accuracy), "log scale" when so, and what the scans were measured on when
     they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)")."""
     from landscape_cli.plotting.style import shared_measure

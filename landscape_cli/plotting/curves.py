@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -15,6 +15,9 @@ from landscape_cli.plotting import _scan
 from landscape_cli.plotting.style import line_style, new_figure, shared_measure
 
 __all__ = ["fig6"]
+
+if TYPE_CHECKING:
+    from landscape_cli.results import ScanResult
 
 
 def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, n: int, label: str) -> None:
@@ -34,7 +37,7 @@ def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, n: int, label: s
     )
 
 
-def _interpolation_label(scan: dict[str, Any], label: str) -> str:
+def _interpolation_label(scan: ScanResult, label: str) -> str:
     """``label → target`` for an interpolation (its ``to`` attribute names the end point θb)."""
     if scan.get("kind") != "interpolation":
         return label
@@ -47,7 +50,7 @@ def _interpolation_label(scan: dict[str, Any], label: str) -> str:
 
 
 def fig6(
-    scans: Sequence[dict[str, Any]],
+    scans: Sequence[ScanResult],
     labels: Sequence[str],
     fig: Figure | None = None,
     accuracy: bool = False,

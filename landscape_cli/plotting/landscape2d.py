@@ -11,7 +11,7 @@ minimum one dark colour; ``log=True``/``False`` force it. The colour bar's label
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -32,6 +32,9 @@ AUTO_LOG_DECADES = 2.0
 #: Colour limits (lo, hi); either may be None for the data's own minimum or maximum.
 Limits = tuple[float | None, float | None] | None
 
+if TYPE_CHECKING:
+    from landscape_cli.results import ScanResult
+
 
 def auto_log(values: np.ndarray, limits: Limits = None) -> bool:
     """Whether the default colour scale is logarithmic: every finite loss (or the given limits)
@@ -48,7 +51,7 @@ def auto_log(values: np.ndarray, limits: Limits = None) -> bool:
 
 
 def _prepare(
-    scan: dict[str, Any], log: bool | None, limits: Limits = None
+    scan: ScanResult, log: bool | None, limits: Limits = None
 ) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray, bool]:
     d = _scan.checked(scan, 2)
     if log is None:
@@ -120,17 +123,17 @@ def _new_axes(projection: str | None = None) -> Axes:
     return fig.add_subplot(projection=projection)
 
 
-def _title(ax: Axes, scan: dict[str, Any]) -> None:
+def _title(ax: Axes, scan: ScanResult) -> None:
     if not ax.get_title():
         ax.set_title(f"{_scan.scan_name(scan)}")
 
 
-def _bar_label(scan: dict[str, Any], log: bool, what: str = "loss") -> str:
+def _bar_label(scan: ScanResult, log: bool, what: str = "loss") -> str:
     return _scan.value_label(what, [scan], log=log)
 
 
 def contour(
-    scan: dict[str, Any],
+    scan: ScanResult,
     ax: Axes | None = None,
     log: bool | None = None,
     *,
@@ -186,7 +189,7 @@ def contour(
 
 
 def heatmap(
-    scan: dict[str, Any],
+    scan: ScanResult,
     ax: Axes | None = None,
     log: bool | None = None,
     *,
@@ -215,7 +218,7 @@ def heatmap(
 
 
 def surface(
-    scan: dict[str, Any],
+    scan: ScanResult,
     ax: Axes | None = None,
     log: bool | None = None,
     *,

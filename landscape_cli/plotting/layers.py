@@ -1,15 +1,16 @@
 """Per-layer curvature: the λmax and trace of each parameter's diagonal Hessian block, the results
 of ``landscape hessian --per-layer``, as horizontal bar charts.
 
-Input: the dicts :func:`landscape_cli.results.read_hessian` returns; their ``per_layer`` maps each
-parameter name to the attributes ``lambda_max``, ``lambda_max_residual``, ``trace``,
-``trace_stderr`` and ``numel``.
+Input: the :class:`~landscape_cli.results.HessianResult` that
+:func:`landscape_cli.results.read_hessian` returns, read through its dict view (so a mapping with
+the same keys works too); its ``per_layer`` maps each parameter name to the attributes
+``lambda_max``, ``lambda_max_residual``, ``trace``, ``trace_stderr`` and ``numel``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -19,8 +20,11 @@ from landscape_cli.plotting.style import color, hatch, new_figure, shared_measur
 
 __all__ = ["layers"]
 
+if TYPE_CHECKING:
+    from landscape_cli.results import HessianResult
 
-def _layer_names(hessian_results: Sequence[dict[str, Any]]) -> list[str]:
+
+def _layer_names(hessian_results: Sequence[HessianResult]) -> list[str]:
     """Every layer of every result, in the order they first appear (the models' parameter
     order)."""
     names: list[str] = []
@@ -40,7 +44,7 @@ def _value(entry: dict[str, Any] | None, key: str) -> float:
 
 
 def layers(
-    hessian_results: Sequence[dict[str, Any]],
+    hessian_results: Sequence[HessianResult],
     labels: Sequence[str],
     fig: Figure | None = None,
     *,

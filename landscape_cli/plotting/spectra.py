@@ -1,12 +1,14 @@
 """Fig. 5 of the DualAdam paper: top eigenvalues, traces and eigenvalue densities side by side.
 
-Input: the dicts :func:`landscape_cli.results.read_hessian` returns, one per checkpoint.
+Input: the :class:`~landscape_cli.results.HessianResult` that
+:func:`landscape_cli.results.read_hessian` returns, one per checkpoint, read through its dict view
+(so a mapping with the same keys works too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -19,8 +21,11 @@ __all__ = ["DENSITY_AXES", "DENSITY_FLOOR", "density_linthresh", "fig5"]
 #: Densities are drawn on a log axis, clipped from below at this fraction of the largest value.
 DENSITY_FLOOR = 1e-8
 
+if TYPE_CHECKING:
+    from landscape_cli.results import HessianResult
 
-def _check(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
+
+def _check(results: Sequence[HessianResult], labels: Sequence[str]) -> None:
     if len(results) == 0:
         raise ValueError("fig5 needs at least one Hessian result")
     if len(labels) != len(results):
@@ -40,7 +45,7 @@ def _check(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
                 )
 
 
-def _trace_interval(result: dict[str, Any]) -> tuple[float, float] | None:
+def _trace_interval(result: HessianResult) -> tuple[float, float] | None:
     """The trace's 95 % CI as (below, above) distances, from the stored attributes."""
     trace = float(result["trace"])
     attrs = result.get("trace_attrs") or {}
@@ -57,7 +62,7 @@ def _trace_interval(result: dict[str, Any]) -> tuple[float, float] | None:
 DENSITY_AXES = ("symlog", "linear")
 
 
-def _measure(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _measure(result: HessianResult) -> tuple[np.ndarray, np.ndarray]:
     """The SLQ estimate as one discrete measure: the Ritz values of every probe and their
     quadrature weights divided by the number of probes (they sum to 1). A density stored without
     its nodes is read as the measure of its grid points (density times grid spacing)."""
@@ -75,7 +80,7 @@ def _measure(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return grid[keep], mass[keep] / mass[keep].sum()
 
 
-def density_linthresh(hessian_results: Sequence[dict[str, Any]]) -> float:
+def density_linthresh(hessian_results: Sequence[HessianResult]) -> float:
     """The linear range ±linthresh of the symmetric-log density axis: a tenth of the smallest of
     the runs' spectral radii (largest |Ritz value|), rounded down to a power of ten. So the
     flattest run's spectrum spans at least a decade of the log part, and the bulk near 0 of every
@@ -161,7 +166,7 @@ def _positive_or_error(values: np.ndarray, what: str, label: str) -> None:
 
 
 def fig5(
-    hessian_results: Sequence[dict[str, Any]],
+    hessian_results: Sequence[HessianResult],
     labels: Sequence[str],
     fig: Figure | None = None,
     *,
@@ -172,7 +177,7 @@ def fig5(
     """Draw Fig. 5: (a) top eigenvalues, (b) traces with 95 % CIs, (c) eigenvalue densities.
 
     Args:
-        hessian_results: one :func:`~landscape_cli.results.read_hessian` dict per checkpoint;
+        hessian_results: one :class:`~landscape_cli.results.HessianResult` per checkpoint;
             each needs eigenvalues, a trace and a density.
         labels: one legend label per result.
         fig: the figure to draw into (three axes are added); a new one by default.

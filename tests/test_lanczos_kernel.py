@@ -82,3 +82,25 @@ def test_float32_basis_rows_are_the_vectors_the_recurrence_uses():
     assert Q.dtype == torch.float32
     # The recurrence continues from the stored (rounded) row, so V is exactly the last row.
     assert torch.equal(rec.V[:, 0], Q[-1].double())
+
+
+def test_continuing_a_run_leaves_its_basis_untouched():
+    from landscape_cli.hessian.density import extend_krylov
+    from landscape_cli.hessian.lanczos import lanczos_run
+
+    class Dense:
+        def __init__(self, H):
+            self.H, self.n, self.device = H, H.shape[0], torch.device("cpu")
+
+        def matvec(self, v):
+            return self.H @ v
+
+        def matmat(self, V):
+            return self.H @ V
+
+    op = Dense(_matrix(seed=6))
+    _, basis = lanczos_run(op, 2, tol=1e-3, max_steps=5, generator=torch.Generator().manual_seed(0))
+    q_next, Q = basis.q_next.clone(), basis.Q.clone()
+    extend_krylov(op, basis, 20, reorthogonalize=False)
+    extend_krylov(op, basis, 20, reorthogonalize=True)
+    assert torch.equal(basis.q_next, q_next) and torch.equal(basis.Q, Q)

@@ -234,7 +234,7 @@ def slq_nodes(
     )
     hvps = 0
     for j in range(m):
-        rec.absorb(op.matmat(rec.V))
+        rec.absorb(op.matmat(rec.V.contiguous()))
         hvps += P
         if j == m - 1:
             break

@@ -177,24 +177,24 @@ class LanczosRecurrence:
 
     .. math::
 
-        lpha_j = q_j^	op w,\quad
-        r_j = w - lpha_j q_j - eta_{j-1} q_{j-1},\quad
-        eta_j = \|r_j\|,\quad q_{j+1} = r_j/eta_j,
+        \alpha_j = q_j^\top w,\quad
+        r_j = w - \alpha_j q_j - \beta_{j-1} q_{j-1},\quad
+        \beta_j = \|r_j\|,\quad q_{j+1} = r_j/\beta_j,
 
-    with, when ``reorthogonalize``, :math:`r_j \leftarrow (I-Q_jQ_j^	op)r_j` applied twice
+    with, when ``reorthogonalize``, :math:`r_j \leftarrow (I-Q_jQ_j^\top)r_j` applied twice
     against the column's basis :math:`Q_j` (rows stored in ``basis_dtype``; the next vector is
     then the stored, rounded row, so the recurrence and the basis agree). Without it, the
     three-term recurrence needs O(n) memory per column and loses orthogonality as Ritz values
     converge (Paige 1976), which the quadrature of SLQ tolerates but top-k eigenvalues do not.
 
     :meth:`absorb` takes the products :math:`W=HV` of the current vectors ``V`` (shape (d, P),
-    float64) and records :math:`lpha_j, eta_j`; :meth:`advance` forms the next vectors.
+    float64) and records :math:`\alpha_j, \beta_j`; :meth:`advance` forms the next vectors.
     Between the two the caller may stop (then ``residual`` holds :math:`r_j` and ``last_beta``
-    its norm: :math:`HQ_m = Q_mT_m + r_m e_m^	op`). **Breakdown**: when :math:`eta_j \le`
+    its norm: :math:`HQ_m = Q_mT_m + r_m e_m^\top`). **Breakdown**: when :math:`\beta_j \le`
     ``breakdown`` · scale (an invariant subspace; scale is the caller's estimate of
-    :math:`\|T\|`, by default the largest :math:`|lpha|` seen), the column restarts with a
+    :math:`\|T\|`, by default the largest :math:`|\alpha|` seen), the column restarts with a
     random unit vector orthogonalised against its basis if a ``generator`` was given (coupling
-    :math:`eta_j = 0`, so :math:`T` becomes block diagonal and the eigenvalues found stay
+    :math:`\beta_j = 0`, so :math:`T` becomes block diagonal and the eigenvalues found stay
     exact), else it ends (``alive[p]`` false, its vector zero, its :math:`T` exact).
     """
 
@@ -233,10 +233,12 @@ class LanczosRecurrence:
         self.alive = np.ones(self.P, dtype=bool)
         self.steps = 0  # rows absorbed per column
         self.coupling = [0.0] * self.P
-        self.prev: Tensor | None = None
-        self.residual: Tensor | None = None
+        # Vectors are kept as contiguous rows (P, d), so each column's work runs on contiguous
+        # memory; ``V`` and ``residual`` are (d, P) views of them.
+        self._prev: Tensor | None = None
+        self._res: Tensor | None = None
         self.Q: list[Tensor] | None = None
-        self.V = start.to(torch.float64).clone()
+        self._rows = start.to(torch.float64).T.clone(memory_format=torch.contiguous_format)
         if reorthogonalize:
             rows = min(self.capacity, _FIRST_ROWS) if grow else self.capacity
             self.Q = [
@@ -244,8 +246,8 @@ class LanczosRecurrence:
                 for _ in range(self.P)
             ]
             for p, Qp in enumerate(self.Q):
-                Qp[0] = self.V[:, p].to(basis_dtype)
-                self.V[:, p] = Qp[0]
+                Qp[0] = self._rows[p].to(basis_dtype)
+                self._rows[p] = Qp[0]
 
     @classmethod
     def resume(
@@ -266,9 +268,19 @@ class LanczosRecurrence:
         rec.beta = [[*np.asarray(basis.beta, dtype=np.float64)[: rows - 1].tolist()]]
         rec.beta[0].append(float(basis.beta_last))
         rec.coupling = [float(basis.beta_last)]
-        rec.prev = basis.Q[rows - 1].to(device=v.device, dtype=torch.float64)[:, None]
+        rec._prev = basis.Q[rows - 1].to(device=v.device, dtype=torch.float64)[None, :]
         rec.steps = rows
         return rec
+
+    @property
+    def V(self) -> Tensor:
+        """The current vectors (d, P), float64 (zero for ended columns)."""
+        return self._rows.T
+
+    @property
+    def residual(self) -> Tensor | None:
+        """The last step's residuals :math:`r_j` (d, P) (``None`` before the first step)."""
+        return None if self._res is None else self._res.T
 
     def basis(self, p: int = 0) -> Tensor:
         """The rows of column ``p``'s basis absorbed so far, shape (steps, d)."""
@@ -278,27 +290,28 @@ class LanczosRecurrence:
     def absorb(self, W: Tensor) -> None:
         """Record one step from the products ``W = H @ V`` (d, P) of the live columns."""
         j = self.steps
-        R = torch.zeros_like(self.V)
+        R = torch.zeros_like(self._rows)
+        Wt = W.T if W.shape[1] == 1 else W.T.contiguous()
         for p in np.flatnonzero(self.alive).tolist():
-            q = self.V[:, p]
-            w = W[:, p]
+            q = self._rows[p]
+            w = Wt[p]
             a = float(q @ w)
             w = w - a * q
-            if self.prev is not None:
-                w = w - self.coupling[p] * self.prev[:, p]
+            if self._prev is not None:
+                w = w - self.coupling[p] * self._prev[p]
             if self.Q is not None:
                 w = _orthogonalise(w, self.Q[p][: j + 1])
             self.alpha[p].append(a)
             self.last_beta[p] = float(w.norm())
-            R[:, p] = w
-        self.residual = R
+            R[p] = w
+        self._res = R
         self.steps = j + 1
 
     def advance(self, scale: float | None = None) -> None:
         """Form the next vector of every live column (restart or end on breakdown)."""
         m = self.steps
-        assert self.residual is not None
-        self.prev = self.V.clone()
+        assert self._res is not None
+        self._prev = self._rows.clone()
         for p in np.flatnonzero(self.alive).tolist():
             b = float(self.last_beta[p])
             size = scale
@@ -307,7 +320,7 @@ class LanczosRecurrence:
             if b > self.breakdown * size:
                 self.beta[p].append(b)
                 self.coupling[p] = b
-                self._store(p, m, self.residual[:, p] / b)
+                self._store(p, m, self._res[p] / b)
             elif self.generator is not None and self.Q is not None:
                 w = random_unit(self.d, self.generator, self.device)
                 w = _orthogonalise(_orthogonalise(w, self.Q[p][:m]), self.Q[p][:m])
@@ -316,15 +329,15 @@ class LanczosRecurrence:
                 self._store(p, m, w / w.norm())
             else:
                 self.alive[p] = False
-                self.V[:, p] = 0.0
+                self._rows[p] = 0.0
 
     def _store(self, p: int, row: int, v: Tensor) -> None:
         if self.Q is None:
-            self.V[:, p] = v
+            self._rows[p] = v
             return
         self.Q[p] = _grow(self.Q[p], row + 1, self.capacity)
         self.Q[p][row] = v.to(self.Q[p].dtype)
-        self.V[:, p] = self.Q[p][row]
+        self._rows[p] = self.Q[p][row]
 
     def krylov_basis(self, ritz: np.ndarray, n: int) -> KrylovBasis:
         """Column 0's relation ``H Q = Q T + β q_next e_mᵀ`` (``q_next`` None when β = 0 or
@@ -332,8 +345,8 @@ class LanczosRecurrence:
         m = len(self.alpha[0])
         b = float(self.last_beta[0])
         q_next = None
-        if b > 0 and m < n and self.residual is not None:
-            q_next = (self.residual[:, 0] / b).double()
+        if b > 0 and m < n and self._res is not None:
+            q_next = (self._res[0] / b).double()
         return KrylovBasis(
             Q=self.basis(0)[:m],
             alpha=np.array(self.alpha[0]),

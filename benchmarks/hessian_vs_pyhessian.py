@@ -43,7 +43,7 @@ import pyhessian
 import torch
 from torch import nn
 
-from landscape_cli.hessian import Batch, HessianOperator, deflated_trace, hutchinson
+from landscape_cli.hessian import Batch, HessianOperator, deflated_trace, hutchinson_trace
 from landscape_cli.hessian.lanczos import KrylovBasis, lanczos_run
 from landscape_cli.models import build_model
 
@@ -223,7 +223,12 @@ def run_case(
     )
     (ref, _), t_ref = timed(
         lambda: lanczos_run(
-            op64, 5, tol=cfg.ref_tol, max_steps=cfg.ref_max_steps, seed=0, explicit_residuals=False
+            op64,
+            5,
+            tol=cfg.ref_tol,
+            max_steps=cfg.ref_max_steps,
+            generator=torch.Generator().manual_seed(0),
+            explicit_residuals=False,
         )
     )
     lam = ref.eigenvalues
@@ -245,11 +250,24 @@ def run_case(
     # Reference trace: tr(T_m) of a long Lanczos run + projected probes (float32 products).
     steps, probes = cfg.ref_trace_steps[idx], cfg.ref_trace_probes[idx]
     (_, tb), t_tb = timed(
-        lambda: lanczos_run(op, steps, tol=0.0, max_steps=steps, seed=101, explicit_residuals=False)
+        lambda: lanczos_run(
+            op,
+            steps,
+            tol=0.0,
+            max_steps=steps,
+            generator=torch.Generator().manual_seed(101),
+            explicit_residuals=False,
+        )
     )
     tref, t_tr = timed(
         lambda: deflated_trace(
-            op, tb, probes=probes, rtol=0.0, min_probes=probes, seed=102, adaptive=False
+            op,
+            tb,
+            probes=probes,
+            rtol=0.0,
+            min_probes=probes,
+            generator=torch.Generator().manual_seed(102),
+            adaptive=False,
         )
     )
     tr_ref, tr_se = tref.estimate, tref.stderr
@@ -302,7 +320,12 @@ def run_case(
     for tol in (1e-6, 1e-3):
         (r1, b1), t = timed(
             lambda tol=tol: lanczos_run(
-                op, 1, tol=tol, max_steps=300, seed=0, explicit_residuals=False
+                op,
+                1,
+                tol=tol,
+                max_steps=300,
+                generator=torch.Generator().manual_seed(0),
+                explicit_residuals=False,
             )
         )
         res = true_residual(op64, ritz_vector(b1), r1.eigenvalues[0])
@@ -354,7 +377,12 @@ def run_case(
     for tol in (1e-6, 1e-3):
         (r5, basis), t = timed(
             lambda tol=tol: lanczos_run(
-                op, 5, tol=tol, max_steps=300, seed=0, explicit_residuals=False
+                op,
+                5,
+                tol=tol,
+                max_steps=300,
+                generator=torch.Generator().manual_seed(0),
+                explicit_residuals=False,
             )
         )
         err5 = float(np.max(np.abs(r5.eigenvalues - lam) / np.abs(lam)))
@@ -401,7 +429,11 @@ def run_case(
         )
     )
     ph_tr_n, ph_tr_t = c.calls, t
-    hut, t_hut = timed(lambda: hutchinson(op, probes=cfg.probes, rtol=1e-2, seed=7))
+    hut, t_hut = timed(
+        lambda: hutchinson_trace(
+            op, probes=cfg.probes, rtol=1e-2, generator=torch.Generator().manual_seed(7)
+        )
+    )
     rows.append(
         Row(
             "trace",
@@ -412,7 +444,11 @@ def run_case(
             trace_note(hut.estimate, hut.stderr, hut.probes, "" if hut.converged else ", cap hit"),
         )
     )
-    dft, t_dft = timed(lambda: deflated_trace(op, b5, probes=cfg.probes, rtol=1e-2, seed=8))
+    dft, t_dft = timed(
+        lambda: deflated_trace(
+            op, b5, probes=cfg.probes, rtol=1e-2, generator=torch.Generator().manual_seed(8)
+        )
+    )
     rows.append(
         Row(
             "trace",

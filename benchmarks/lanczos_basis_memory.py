@@ -44,7 +44,13 @@ def main() -> None:
 
         torch.zeros = spy
         try:
-            result, _ = lz.lanczos_run(Diag(d), k, tol=1e-6, max_steps=max_steps, seed=0)
+            result, _ = lz.lanczos_run(
+                Diag(d),
+                k,
+                tol=1e-6,
+                max_steps=max_steps,
+                generator=torch.Generator().manual_seed(0),
+            )
         finally:
             torch.zeros = real
         before = (min(max_steps, n) + 1) * n * 8 / 2**20

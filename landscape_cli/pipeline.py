@@ -516,7 +516,14 @@ def scan_job(
 
         op = HessianOperator(net, batches, loss=loss, bn_mode=o.bn_mode, device=dev)
         check_not_constant(op)
-        top = lanczos_top(op, o.dim, tol=1e-6, max_steps=200, seed=o.seed, eigenvectors=True)
+        top = lanczos_top(
+            op,
+            o.dim,
+            tol=1e-6,
+            max_steps=200,
+            generator=torch.Generator().manual_seed(o.seed),
+            eigenvectors=True,
+        )
         plan = sc.eigenvector_plan(
             net, top.eigenvectors, top.eigenvalues, op.names, name=name, x=x, y=y,
             seed=o.seed, **common,

@@ -48,8 +48,15 @@ def test_basis_dtype_rule(monkeypatch):
 def test_float32_basis_keeps_the_certificate_and_measures_orthogonality():
     H, want = _spectrum_matrix()
     op = DenseOp(H)
-    r64, _ = lanczos_run(op, 5, tol=1e-6, max_steps=80, seed=1)
-    r32, b32 = lanczos_run(op, 5, tol=1e-6, max_steps=80, seed=1, basis_dtype=torch.float32)
+    r64, _ = lanczos_run(op, 5, tol=1e-6, max_steps=80, generator=torch.Generator().manual_seed(1))
+    r32, b32 = lanczos_run(
+        op,
+        5,
+        tol=1e-6,
+        max_steps=80,
+        generator=torch.Generator().manual_seed(1),
+        basis_dtype=torch.float32,
+    )
     assert r64.basis_dtype == "float64" and r32.basis_dtype == "float32"
     assert b32.Q.dtype == torch.float32  # the basis is never copied whole to float64
     # The measured loss of orthogonality: float64 at rounding, float32 at float32 rounding.
@@ -71,7 +78,9 @@ def test_float32_basis_is_picked_automatically_for_float32_products(monkeypatch)
     H, want = _spectrum_matrix(n=200, seed=2)
     op = DenseOp(H.float())
     monkeypatch.setattr(lanczos, "BASIS_BUDGET", 10 * 200 * 8)  # 10 float64 rows
-    res, basis = lanczos_run(op, 3, tol=1e-4, max_steps=60, seed=0)
+    res, basis = lanczos_run(
+        op, 3, tol=1e-4, max_steps=60, generator=torch.Generator().manual_seed(0)
+    )
     assert res.basis_dtype == "float32" and basis.Q.dtype == torch.float32
     assert np.all(np.abs(res.eigenvalues - want[:3]) <= res.residuals + 1e-4)
 
@@ -80,10 +89,21 @@ def test_deflated_trace_with_a_float32_basis_matches_float64():
     H, want = _spectrum_matrix(seed=3)
     exact = float(np.sum(want))
     op = DenseOp(H)
-    _, b64 = lanczos_run(op, 5, tol=1e-6, max_steps=40, seed=0)
-    _, b32 = lanczos_run(op, 5, tol=1e-6, max_steps=40, seed=0, basis_dtype=torch.float32)
-    t64 = deflated_trace(op, b64, probes=30, rtol=0.0, seed=4, adaptive=False)
-    t32 = deflated_trace(op, b32, probes=30, rtol=0.0, seed=4, adaptive=False)
+    _, b64 = lanczos_run(op, 5, tol=1e-6, max_steps=40, generator=torch.Generator().manual_seed(0))
+    _, b32 = lanczos_run(
+        op,
+        5,
+        tol=1e-6,
+        max_steps=40,
+        generator=torch.Generator().manual_seed(0),
+        basis_dtype=torch.float32,
+    )
+    t64 = deflated_trace(
+        op, b64, probes=30, rtol=0.0, generator=torch.Generator().manual_seed(4), adaptive=False
+    )
+    t32 = deflated_trace(
+        op, b32, probes=30, rtol=0.0, generator=torch.Generator().manual_seed(4), adaptive=False
+    )
     assert t32.estimate == pytest.approx(t64.estimate, rel=1e-5)
     assert abs(t32.estimate - exact) <= 4 * t32.stderr + 1e-6 * abs(exact)
 

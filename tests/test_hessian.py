@@ -18,15 +18,16 @@ from landscape_cli.hessian import (
     HessianOperator,
     HessianSettings,
     analyze,
-    hutchinson,
-    hutchpp,
+    hutchinson_trace,
+    hutchpp_trace,
     lanczos_top,
     per_layer_curvature,
     slq_density,
 )
 from landscape_cli.hessian.density import slq_nodes
 from landscape_cli.hessian.lanczos import lanczos_run
-from landscape_cli.hessian.trace import _projected_probes, deflated_trace, rademacher
+from landscape_cli.hessian.sampling import rademacher
+from landscape_cli.hessian.trace import _projected_probes, deflated_trace
 
 # -- tiny problems -------------------------------------------------------------------------------
 
@@ -242,7 +243,14 @@ def test_nondeterministic_model_is_refused():
 def test_top10_eigenvalues_match_dense(case):
     op, H = case
     want = np.sort(np.linalg.eigvalsh(H.numpy()))[::-1][:10]
-    res = lanczos_top(op, 10, tol=1e-10, max_steps=op.n, seed=3, eigenvectors=True)
+    res = lanczos_top(
+        op,
+        10,
+        tol=1e-10,
+        max_steps=op.n,
+        generator=torch.Generator().manual_seed(3),
+        eigenvectors=True,
+    )
     np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-6, atol=1e-9 * abs(want[0]))
     assert np.all(np.diff(res.eigenvalues) <= 0)  # algebraically descending
     # Residuals are honest: the reported ‖Hv − λv‖ is the true one.
@@ -257,7 +265,9 @@ def test_top10_eigenvalues_match_dense(case):
 
 def test_lanczos_relation_and_orthonormal_basis(case):
     op, H = case
-    _result, basis = lanczos_run(op, 3, tol=0.0, max_steps=min(25, op.n), seed=1)
+    _result, basis = lanczos_run(
+        op, 3, tol=0.0, max_steps=min(25, op.n), generator=torch.Generator().manual_seed(1)
+    )
     Q = basis.Q
     m = Q.shape[0]
     torch.testing.assert_close(Q @ Q.T, torch.eye(m, dtype=torch.float64), atol=1e-12, rtol=0)
@@ -278,7 +288,7 @@ def test_indefinite_hessian_top_is_algebraic_not_largest_magnitude():
         model, [Batch(x, torch.zeros(4))], loss=_quadratic_loss(model), dtype=torch.float64
     )
     torch.testing.assert_close(op.dense(), model.A, rtol=1e-12, atol=1e-12)
-    res = lanczos_top(op, 3, tol=1e-10, max_steps=8, seed=0)
+    res = lanczos_top(op, 3, tol=1e-10, max_steps=8, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(res.eigenvalues, [3.0, 2.5, 1.0], rtol=1e-9)
     assert res.lambda_min == pytest.approx(-7.0, rel=1e-9)
 
@@ -288,14 +298,16 @@ def test_lanczos_restarts_after_an_invariant_subspace():
     # k = 6 the run must restart to find every eigenvalue.
     H = torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64))
     H[0, 1] = H[1, 0] = 0.0
-    res = lanczos_top(DenseOp(H), 6, tol=1e-12, max_steps=6, seed=0)
+    res = lanczos_top(
+        DenseOp(H), 6, tol=1e-12, max_steps=6, generator=torch.Generator().manual_seed(0)
+    )
     np.testing.assert_allclose(res.eigenvalues, [5, 4, 3, 2, 1, 0.5], rtol=1e-10)
 
 
 def test_lanczos_same_seed_same_numbers(case):
     op, _ = case
-    a = lanczos_top(op, 3, seed=7)
-    b = lanczos_top(op, 3, seed=7)
+    a = lanczos_top(op, 3, generator=torch.Generator().manual_seed(7))
+    b = lanczos_top(op, 3, generator=torch.Generator().manual_seed(7))
     assert np.array_equal(a.eigenvalues, b.eigenvalues)
 
 
@@ -305,7 +317,9 @@ def test_lanczos_same_seed_same_numbers(case):
 def test_slq_quadrature_is_exact_for_low_degree_moments(case):
     op, H = case
     m, P = 6, 3
-    nodes, weights, hvps = slq_nodes(op, probes=P, steps=m, seed=5, reorthogonalize=True)
+    nodes, weights, hvps = slq_nodes(
+        op, probes=P, steps=m, generator=torch.Generator().manual_seed(5), reorthogonalize=True
+    )
     assert nodes.shape == (P, m) and hvps == P * m
     gen = torch.Generator().manual_seed(5)  # probes are drawn one after the other
     V = torch.cat([rademacher(op.n, 1, gen) for _ in range(P)], 1) / math.sqrt(op.n)
@@ -321,7 +335,7 @@ def test_slq_quadrature_is_exact_for_low_degree_moments(case):
 def test_density_integrates_to_one_and_its_mean_is_trace_over_n(case):
     op, H = case
     P = 40
-    d = slq_density(op, probes=P, steps=min(30, op.n), seed=2)
+    d = slq_density(op, probes=P, steps=min(30, op.n), generator=torch.Generator().manual_seed(2))
     from scipy.integrate import trapezoid
 
     assert trapezoid(d.density, d.grid) == pytest.approx(1.0, abs=1e-12)
@@ -339,8 +353,10 @@ def test_density_integrates_to_one_and_its_mean_is_trace_over_n(case):
 
 def test_density_sigma_is_relative_to_the_spectrum():
     H = torch.diag(torch.linspace(-1, 5, 30, dtype=torch.float64))
-    a = slq_density(DenseOp(H), probes=4, steps=10, seed=0)
-    b = slq_density(DenseOp(100 * H), probes=4, steps=10, seed=0)
+    a = slq_density(DenseOp(H), probes=4, steps=10, generator=torch.Generator().manual_seed(0))
+    b = slq_density(
+        DenseOp(100 * H), probes=4, steps=10, generator=torch.Generator().manual_seed(0)
+    )
     assert b.sigma == pytest.approx(100 * a.sigma, rel=1e-9)
     np.testing.assert_allclose(b.grid, 100 * a.grid, rtol=1e-9)
     np.testing.assert_allclose(b.density * 100, a.density, rtol=1e-7, atol=1e-12)
@@ -348,8 +364,20 @@ def test_density_sigma_is_relative_to_the_spectrum():
 
 def test_density_without_reorthogonalisation_is_close():
     H = torch.diag(torch.linspace(0, 1, 200, dtype=torch.float64) ** 3)
-    a = slq_density(DenseOp(H), probes=5, steps=40, seed=0, reorthogonalize=True)
-    b = slq_density(DenseOp(H), probes=5, steps=40, seed=0, reorthogonalize=False)
+    a = slq_density(
+        DenseOp(H),
+        probes=5,
+        steps=40,
+        generator=torch.Generator().manual_seed(0),
+        reorthogonalize=True,
+    )
+    b = slq_density(
+        DenseOp(H),
+        probes=5,
+        steps=40,
+        generator=torch.Generator().manual_seed(0),
+        reorthogonalize=False,
+    )
     # The same low moments (mean and variance of the smoothed density) either way.
     from scipy.integrate import trapezoid
 
@@ -365,7 +393,9 @@ def test_density_without_reorthogonalisation_is_close():
 def test_hutchinson_converges_to_the_exact_trace(case):
     op, H = case
     exact = torch.trace(H).item()
-    res = hutchinson(op, probes=4000, rtol=2e-3, seed=0, block=200)
+    res = hutchinson_trace(
+        op, probes=4000, rtol=2e-3, generator=torch.Generator().manual_seed(0), block=200
+    )
     assert abs(res.estimate - exact) <= 4 * res.stderr
     assert res.stderr <= 2e-3 * abs(res.estimate) + 1e-12 or res.probes == 4000
     assert res.samples.shape == (res.probes,) and res.hvp_count == res.probes
@@ -379,15 +409,21 @@ def test_hutchinson_confidence_interval_covers_about_95_percent():
     covered = 0
     runs = 300
     for seed in range(runs):
-        r = hutchinson(DenseOp(H), probes=30, rtol=0.0, seed=seed)
+        r = hutchinson_trace(
+            DenseOp(H), probes=30, rtol=0.0, generator=torch.Generator().manual_seed(seed)
+        )
         covered += r.ci95[0] <= exact <= r.ci95[1]
     assert 0.90 * runs <= covered <= 0.99 * runs
 
 
 def test_deflated_trace_plain_samples_equal_hutchinson_samples(case):
     op, H = case
-    _, basis = lanczos_run(op, 3, tol=1e-8, max_steps=10, seed=0)
-    plain_ref = hutchinson(op, probes=24, rtol=0.0, seed=11).samples
+    _, basis = lanczos_run(
+        op, 3, tol=1e-8, max_steps=10, generator=torch.Generator().manual_seed(0)
+    )
+    plain_ref = hutchinson_trace(
+        op, probes=24, rtol=0.0, generator=torch.Generator().manual_seed(11)
+    ).samples
     deflated, plain, spent = _projected_probes(
         op,
         basis.Q,
@@ -424,9 +460,15 @@ def test_deflation_on_a_decaying_spectrum_beats_hutchinson():
     eig = 100.0 * 0.6 ** torch.arange(200, dtype=torch.float64) + 1e-3
     H = q @ torch.diag(eig) @ q.T
     exact = eig.sum().item()
-    _, basis = lanczos_run(DenseOp(H), 5, tol=1e-6, max_steps=30, seed=0)
-    d = deflated_trace(DenseOp(H), basis, probes=20, rtol=0.0, seed=1)
-    h = hutchinson(DenseOp(H), probes=20, rtol=0.0, seed=1)
+    _, basis = lanczos_run(
+        DenseOp(H), 5, tol=1e-6, max_steps=30, generator=torch.Generator().manual_seed(0)
+    )
+    d = deflated_trace(
+        DenseOp(H), basis, probes=20, rtol=0.0, generator=torch.Generator().manual_seed(1)
+    )
+    h = hutchinson_trace(
+        DenseOp(H), probes=20, rtol=0.0, generator=torch.Generator().manual_seed(1)
+    )
     assert d.method == "deflated-hutchinson"
     assert abs(d.estimate - exact) < 1e-3 * exact
     assert d.stderr < 0.01 * h.stderr
@@ -434,8 +476,10 @@ def test_deflation_on_a_decaying_spectrum_beats_hutchinson():
 
 def test_adaptive_trace_falls_back_to_hutchinson_on_a_diagonal_matrix():
     H = torch.diag(torch.linspace(1, 2, 50, dtype=torch.float64))  # Rademacher: zero variance
-    _, basis = lanczos_run(DenseOp(H), 2, tol=1e-3, max_steps=4, seed=0)
-    t = deflated_trace(DenseOp(H), basis, probes=20, seed=0)
+    _, basis = lanczos_run(
+        DenseOp(H), 2, tol=1e-3, max_steps=4, generator=torch.Generator().manual_seed(0)
+    )
+    t = deflated_trace(DenseOp(H), basis, probes=20, generator=torch.Generator().manual_seed(0))
     assert t.method == "hutchinson" and t.estimate == pytest.approx(75.0, rel=1e-12)
 
 
@@ -443,8 +487,12 @@ def test_full_basis_deflation_is_exact():
     g = torch.Generator().manual_seed(4)
     A = torch.randn(12, 12, generator=g, dtype=torch.float64)
     H = A + A.T
-    _, basis = lanczos_run(DenseOp(H), 12, tol=0.0, max_steps=12, seed=0)
-    t = deflated_trace(DenseOp(H), basis, probes=10, seed=0, adaptive=False)
+    _, basis = lanczos_run(
+        DenseOp(H), 12, tol=0.0, max_steps=12, generator=torch.Generator().manual_seed(0)
+    )
+    t = deflated_trace(
+        DenseOp(H), basis, probes=10, generator=torch.Generator().manual_seed(0), adaptive=False
+    )
     assert t.estimate == pytest.approx(torch.trace(H).item(), abs=1e-9)
     assert t.stderr < 1e-9
 
@@ -454,8 +502,10 @@ def test_hutchpp_is_accurate_on_low_rank_plus_noise():
     U = torch.randn(300, 5, generator=g, dtype=torch.float64)
     H = U @ U.T * 10 + 0.01 * torch.eye(300, dtype=torch.float64)
     exact = torch.trace(H).item()
-    pp = hutchpp(DenseOp(H), probes=60, seed=0)
-    h = hutchinson(DenseOp(H), probes=60, rtol=0.0, seed=0)
+    pp = hutchpp_trace(DenseOp(H), probes=60, generator=torch.Generator().manual_seed(0))
+    h = hutchinson_trace(
+        DenseOp(H), probes=60, rtol=0.0, generator=torch.Generator().manual_seed(0)
+    )
     assert pp.method == "hutch++" and pp.hvp_count == 60
     assert abs(pp.estimate - exact) < 1e-6 * exact
     assert abs(pp.estimate - exact) < abs(h.estimate - exact)
@@ -466,7 +516,9 @@ def test_hutchpp_is_accurate_on_low_rank_plus_noise():
 
 def test_per_layer_blocks_match_dense_diagonal_blocks(case):
     op, H = case
-    layers, _hvps = per_layer_curvature(op, steps=op.n, probes=3000, seed=0)
+    layers, _hvps = per_layer_curvature(
+        op, steps=op.n, probes=3000, generator=torch.Generator().manual_seed(0)
+    )
     assert [layer.name for layer in layers] == list(op.names)
     for layer, (_, start, stop) in zip(layers, op.blocks(), strict=True):
         block = H[start:stop, start:stop]
@@ -497,7 +549,12 @@ def test_pyhessian_agrees_on_lambda_max():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
-    ours = lanczos_top(HessianOperator(model, [Batch(x, y)]), 1, tol=1e-8, seed=0)
+    ours = lanczos_top(
+        HessianOperator(model, [Batch(x, y)]),
+        1,
+        tol=1e-8,
+        generator=torch.Generator().manual_seed(0),
+    )
     torch.manual_seed(0)
     comp = pyhessian.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
     theirs = comp.eigenvalues(maxIter=500, tol=1e-6, top_n=1)[0][0]
@@ -522,7 +579,9 @@ def test_adaptive_density_stops_within_its_tolerance_of_the_exact_spectrum():
     tol = 0.02
     errors, used = [], []
     for seed in range(20):
-        d = slq_density(DenseOp(H), probes=200, steps=n, seed=seed, tol=tol)
+        d = slq_density(
+            DenseOp(H), probes=200, steps=n, generator=torch.Generator().manual_seed(seed), tol=tol
+        )
         assert d.achieved_tol <= tol and d.probes < 200 and d.tol == tol
         errors.append(wasserstein1(d.nodes, d.weights, ev[None], exact_w) / spread)
         used.append(d.probes)
@@ -530,10 +589,15 @@ def test_adaptive_density_stops_within_its_tolerance_of_the_exact_spectrum():
     assert errors.mean() <= tol and np.median(errors) <= tol
     assert max(used) > 2  # the rule adapted: one or two probes are far from enough here
     # One probe alone is not within the tolerance (the test has teeth).
-    single = slq_density(DenseOp(H), probes=1, steps=n, seed=0)
+    single = slq_density(DenseOp(H), probes=1, steps=n, generator=torch.Generator().manual_seed(0))
     assert wasserstein1(single.nodes, single.weights, ev[None], exact_w) / spread > tol
     # A tighter tolerance needs more probes and gets closer.
-    tight = [slq_density(DenseOp(H), probes=400, steps=n, seed=s, tol=tol / 2) for s in range(20)]
+    tight = [
+        slq_density(
+            DenseOp(H), probes=400, steps=n, generator=torch.Generator().manual_seed(s), tol=tol / 2
+        )
+        for s in range(20)
+    ]
     assert np.mean([t.probes for t in tight]) > 2 * np.mean(used)
     tight_err = [wasserstein1(t.nodes, t.weights, ev[None], exact_w) / spread for t in tight]
     assert np.mean(tight_err) <= tol / 2
@@ -541,9 +605,11 @@ def test_adaptive_density_stops_within_its_tolerance_of_the_exact_spectrum():
 
 def test_adaptive_density_with_tol_zero_uses_every_probe_and_probes_are_a_prefix():
     H = torch.diag(torch.linspace(-1, 5, 40, dtype=torch.float64))
-    full = slq_density(DenseOp(H), probes=6, steps=10, seed=3)
+    full = slq_density(DenseOp(H), probes=6, steps=10, generator=torch.Generator().manual_seed(3))
     assert full.probes == 6 and math.isfinite(full.achieved_tol)
-    loose = slq_density(DenseOp(H), probes=6, steps=10, seed=3, tol=0.5)
+    loose = slq_density(
+        DenseOp(H), probes=6, steps=10, generator=torch.Generator().manual_seed(3), tol=0.5
+    )
     assert loose.probes == 2  # at least two, and two are enough for a loose tolerance
     np.testing.assert_array_equal(loose.nodes, full.nodes[:2])
 
@@ -555,8 +621,22 @@ def test_density_first_probe_continues_the_top_k_run_exactly(case):
 
     op, H = case
     m = min(12, op.n)
-    _, short = lanczos_run(op, 2, tol=1e-3, max_steps=4, seed=7, explicit_residuals=False)
-    _, long = lanczos_run(op, m, tol=0.0, max_steps=m, seed=7, explicit_residuals=False)
+    _, short = lanczos_run(
+        op,
+        2,
+        tol=1e-3,
+        max_steps=4,
+        generator=torch.Generator().manual_seed(7),
+        explicit_residuals=False,
+    )
+    _, long = lanczos_run(
+        op,
+        m,
+        tol=0.0,
+        max_steps=m,
+        generator=torch.Generator().manual_seed(7),
+        explicit_residuals=False,
+    )
     probe = extend_krylov(op, short, m)
     assert probe.hvps == m - len(short.alpha)
     np.testing.assert_allclose(probe.alpha, long.alpha, rtol=1e-9, atol=1e-12)

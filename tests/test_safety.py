@@ -58,7 +58,9 @@ def test_lanczos_basis_grows_with_the_steps_taken(monkeypatch):
         return out
 
     monkeypatch.setattr(lz.torch, "zeros", spy)
-    result, basis = lz.lanczos_run(_Diag(d), 1, tol=1e-6, max_steps=n, seed=0)
+    result, basis = lz.lanczos_run(
+        _Diag(d), 1, tol=1e-6, max_steps=n, generator=torch.Generator().manual_seed(0)
+    )
     assert result.eigenvalues[0] == pytest.approx(10.0, rel=1e-6)
     assert result.steps < 200  # converged long before max_steps
     assert max(rows) <= result.steps + 1 + max(16, result.steps // 2)  # not n + 1 rows
@@ -69,7 +71,9 @@ def test_lanczos_growth_keeps_results_and_basis_through_restarts():
     # Two clusters of equal eigenvalues: the recurrence breaks down and restarts; the basis
     # must grow across restarts past its first 16 rows and stay orthonormal.
     d = torch.tensor([2.0] * 20 + [1.0] * 20).double()
-    result, basis = lz.lanczos_run(_Diag(d), 25, tol=1e-8, max_steps=40, seed=1)
+    result, basis = lz.lanczos_run(
+        _Diag(d), 25, tol=1e-8, max_steps=40, generator=torch.Generator().manual_seed(1)
+    )
     assert result.steps > 16
     assert np.all(np.isclose(result.eigenvalues, 2.0) | np.isclose(result.eigenvalues, 1.0))
     q = basis.Q

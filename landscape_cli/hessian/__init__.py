@@ -1,7 +1,9 @@
 """Hessian spectra of a network's loss: operator, Lanczos top-k, trace, density, per-layer.
 
-The pieces are pure functions over :class:`~landscape_cli.hessian.operator.HessianOperator`
-(any object with ``n``, ``device``, ``matvec`` and ``matmat`` will do); :func:`analyze` runs the
+The pieces are pure functions over a symmetric operator
+(:class:`~landscape_cli.hessian.protocol.SymmetricOperator`: ``n``, ``device``, ``matvec``,
+``matmat``; :class:`~landscape_cli.hessian.operator.HessianOperator` is the Hessian's), each
+taking its random stream as an explicit :class:`torch.Generator`; :func:`analyze` runs the
 ones ``landscape hessian`` asks for. Every random choice follows from one seed, split into a
 separate stream per estimator. Where one estimator can use another's products exactly, it does
 (the density's first probe continues the top-k Lanczos run, whose longer Krylov basis then
@@ -21,7 +23,8 @@ from landscape_cli.hessian.density import extend_krylov, slq_density
 from landscape_cli.hessian.lanczos import lanczos_run, lanczos_top, ritz_vectors
 from landscape_cli.hessian.operator import HessianOperator
 from landscape_cli.hessian.per_layer import per_layer_curvature
-from landscape_cli.hessian.trace import deflated_trace, hutchinson, hutchpp
+from landscape_cli.hessian.protocol import BlockOperator, SymmetricOperator
+from landscape_cli.hessian.trace import deflated_trace, hutchinson_trace, hutchpp_trace
 from landscape_cli.hessian.types import (
     DensityResult,
     HessianReport,
@@ -32,23 +35,26 @@ from landscape_cli.hessian.types import (
 
 __all__ = [
     "Batch",
+    "BlockOperator",
     "DensityResult",
     "HessianOperator",
     "HessianReport",
     "HessianSettings",
     "LanczosResult",
     "LayerCurvature",
+    "SymmetricOperator",
     "TraceResult",
     "analyze",
     "deflated_trace",
-    "hutchinson",
-    "hutchpp",
+    "hutchinson_trace",
+    "hutchpp_trace",
     "lanczos_run",
     "lanczos_top",
     "make_batches",
     "make_report",
     "per_layer_curvature",
     "slq_density",
+    "stream",
 ]
 
 TRACE_METHODS = ("auto", "hutchinson", "hutch++", "deflated")
@@ -126,12 +132,12 @@ def analyze(
         gen = stream(s.seed, "trace")
         kw = {"probes": s.trace_probes, "generator": gen}
         if s.trace_method == "hutch++":
-            out["trace"] = hutchpp(op, **kw)
+            out["trace"] = hutchpp_trace(op, **kw)
         elif basis is not None and s.trace_method in ("auto", "deflated"):
             adaptive = s.trace_method == "auto"
             out["trace"] = deflated_trace(op, basis, rtol=s.trace_rtol, adaptive=adaptive, **kw)
         else:
-            out["trace"] = hutchinson(op, rtol=s.trace_rtol, **kw)
+            out["trace"] = hutchinson_trace(op, rtol=s.trace_rtol, **kw)
     if s.density_probes > 0:
         rest = s.density_probes - (first is not None)
         phase("density (SLQ)", rest * min(s.lanczos_steps, op.n))

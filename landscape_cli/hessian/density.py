@@ -71,27 +71,37 @@ first probe, :math:`m_0` products cheaper; its orthonormal basis (when it fits i
 the top-k run's :math:`m_0` dimensions (:mod:`landscape_cli.hessian.trace`), which cuts the
 trace's variance per probe.
 
-All probes of a batch advance together (one :meth:`matmat` per step, so each batch's graph is
-built once per step for all probes). With ``reorthogonalize=True`` each probe's basis is kept and
-every new vector is orthogonalised against it (memory probes × steps × n doubles); without, the
-O(n)-memory three-term recurrence is used, which is fine for the density (ghost eigenvalues carry
-the quadrature weight of the eigenvalue they copy) though not for top-k eigenvalues.
+All probes of a batch advance together as the columns of one
+:class:`~landscape_cli.hessian.lanczos.LanczosRecurrence` (one :meth:`matmat` per step, so each
+batch's graph is built once per step for all probes). With ``reorthogonalize=True`` each probe's
+basis is kept and every new vector is orthogonalised against it (memory probes × steps × n
+doubles); without, the O(n)-memory three-term recurrence is used, which is fine for the density
+(ghost eigenvalues carry the quadrature weight of the eigenvalue they copy: Greenbaum 1989)
+though not for top-k eigenvalues.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy.integrate import trapezoid
 
-from landscape_cli.hessian.lanczos import BASIS_BUDGET, KrylovBasis
-from landscape_cli.hessian.trace import rademacher
+from landscape_cli.hessian.lanczos import (
+    BASIS_BUDGET,
+    KrylovBasis,
+    LanczosRecurrence,
+    tridiagonal,
+)
+from landscape_cli.hessian.protocol import SymmetricOperator
+from landscape_cli.hessian.sampling import unit_rademacher
 from landscape_cli.hessian.types import DensityResult
 
 _BUDGET = BASIS_BUDGET  # bytes of Lanczos basis kept for reorthogonalisation (one budget)
+#: β/max|α| below which an SLQ probe has met an invariant subspace (its quadrature is exact).
+_BREAKDOWN = 1e-10
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,7 @@ class KrylovProbe:
 
 
 def extend_krylov(
-    op,
+    op: SymmetricOperator,
     basis: KrylovBasis,
     steps: int,
     *,
@@ -122,8 +132,15 @@ def extend_krylov(
     A run that restarted after an invariant subspace keeps only its first block (the exact
     spectral measure of the start vector); a run with at least ``steps`` steps is cut to
     ``steps``, which is what Lanczos from the same start gives. Otherwise the recurrence goes on
-    from ``q_next``, fully reorthogonalised when ``steps × n`` doubles fit in ``memory_budget``
-    (then the extended basis is returned too), else by the three-term recurrence.
+    from ``q_next``.
+
+    Args:
+        op: The operator the run was made on.
+        basis: The run's Krylov basis.
+        steps: The Lanczos steps the probe should have in all.
+        reorthogonalize: Fully reorthogonalise (and return the extended basis); default: when
+            ``steps × n`` doubles fit in ``memory_budget``, else the three-term recurrence.
+        memory_budget: Bytes of basis allowed for the default above.
     """
     n = int(op.n)
     m = max(1, min(int(steps), n))
@@ -138,52 +155,30 @@ def extend_krylov(
         return KrylovProbe(alpha[:L].copy(), beta[: L - 1].copy(), 0, None)
     if reorthogonalize is None:
         reorthogonalize = m * n * 8 <= memory_budget
-    device = op.device
-    m0 = length
-    Q = None
-    if reorthogonalize:
-        Q = torch.empty(m, n, dtype=torch.float64, device=device)
-        Q[:m0] = basis.Q[:m0].to(device=device, dtype=torch.float64)
-    alphas, betas = alpha.tolist(), [*beta.tolist(), float(basis.beta_last)]
-    v = basis.q_next.to(device=device, dtype=torch.float64)
-    prev = basis.Q[m0 - 1].to(device=device, dtype=torch.float64)
-    if Q is not None:
-        Q[m0] = v
+    rec = LanczosRecurrence.resume(
+        replace(basis, q_next=basis.q_next.to(op.device)),
+        length,
+        capacity=m,
+        reorthogonalize=reorthogonalize,
+        breakdown=_BREAKDOWN,
+    )
     spent = 0
-    b = w = None
-    for j in range(m0, m):
-        w = op.matvec(v)
+    for j in range(length, m):
+        rec.absorb(op.matvec(rec.V[:, 0])[:, None])
         spent += 1
-        a = float(v @ w)
-        w = w - a * v - betas[-1] * prev
-        if Q is not None:
-            for _ in range(2):
-                w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
-        alphas.append(a)
-        b = float(w.norm())
         if j == m - 1:
             break
-        if b <= 1e-10 * max(np.abs(alphas).max(), 1e-300):  # invariant subspace: exact
-            b = 0.0
+        rec.advance()
+        if not rec.alive[0]:  # invariant subspace: the measure is exact
+            rec.last_beta[0] = 0.0
             break
-        betas.append(b)
-        prev, v = v, w / b
-        if Q is not None:
-            Q[j + 1] = v
+    alphas, betas = rec.alpha[0], rec.beta[0]
     L = len(alphas)
     extended = None
-    if Q is not None:
+    if reorthogonalize:
         ritz = np.zeros((L, basis.ritz.shape[1]))
-        ritz[:m0] = basis.ritz[:m0]
-        q_next = (w / b) if b and len(alphas) < n else None
-        extended = KrylovBasis(
-            Q=Q[:L],
-            alpha=np.array(alphas),
-            beta=np.array(betas[: L - 1]),
-            beta_last=float(b) if q_next is not None else 0.0,
-            q_next=q_next,
-            ritz=ritz,
-        )
+        ritz[:length] = basis.ritz[:length]
+        extended = rec.krylov_basis(ritz, n)
     return KrylovProbe(np.array(alphas), np.array(betas[: L - 1]), spent, extended)
 
 
@@ -191,10 +186,7 @@ def _quadrature(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray
     """Gauss nodes and weights of the tridiagonal (alpha, beta), padded to ``m`` with
     zero-weight copies of the last node."""
     L = len(alpha)
-    T = np.diag(alpha)
-    if L > 1:
-        T += np.diag(beta[: L - 1], 1) + np.diag(beta[: L - 1], -1)
-    theta, S = np.linalg.eigh(T)
+    theta, S = np.linalg.eigh(tridiagonal(alpha, beta))
     nodes, weights = np.full(m, theta[-1]), np.zeros(m)
     nodes[:L] = theta
     weights[:L] = S[0, :] ** 2
@@ -202,70 +194,57 @@ def _quadrature(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray
 
 
 def slq_nodes(
-    op,
+    op: SymmetricOperator,
     *,
+    generator: torch.Generator,
     probes: int = 10,
     steps: int = 90,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
     reorthogonalize: bool | None = None,
     memory_budget: int = _BUDGET,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Gauss-quadrature nodes and weights (probes, steps) of SLQ; returns (nodes, weights, hvps).
 
-    Probes are normalised Rademacher vectors, drawn one after the other from ``generator`` (so
-    the p-th probe is the same whether the probes come in one batch or several). A probe whose
-    recurrence breaks down early (an invariant subspace, e.g. when ``steps`` reaches ``n``) keeps
-    its exact nodes and pads the rest with zero-weight copies of its last node.
+    All probes advance together as the columns of one :class:`LanczosRecurrence` (one
+    ``matmat`` per step). A probe whose recurrence breaks down early (an invariant subspace,
+    e.g. when ``steps`` reaches ``n``) keeps its exact nodes and pads the rest with zero-weight
+    copies of its last node (its column is still multiplied, as zeros, until all have ended).
+
+    Args:
+        op: The symmetric operator.
+        generator: The random stream; probes are normalised Rademacher vectors drawn one after
+            the other (:func:`~landscape_cli.hessian.sampling.unit_rademacher`), so the p-th
+            probe is the same whether the probes come in one batch or several.
+        probes: How many probes.
+        steps: Lanczos steps per probe (at most ``n``).
+        reorthogonalize: Keep each probe's basis and orthogonalise against it; default: when
+            ``probes × steps × n`` doubles fit in ``memory_budget``, else the three-term
+            recurrence (O(n) memory per probe).
+        memory_budget: Bytes of basis allowed for the default above.
     """
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     n = int(op.n)
     m = max(1, min(int(steps), n))
     P = max(1, int(probes))
     if reorthogonalize is None:
         reorthogonalize = P * m * n * 8 <= memory_budget
-    V = torch.cat([rademacher(n, 1, gen) for _ in range(P)], 1).to(op.device) / math.sqrt(n)
-    basis = None
-    if reorthogonalize:
-        basis = torch.zeros(m, n, P, dtype=torch.float64, device=op.device)
-        basis[0] = V
-    alpha = np.zeros((P, m))
-    beta = np.zeros((P, m))
-    alive = np.ones(P, dtype=bool)
-    length = np.full(P, m)
-    prev = torch.zeros_like(V)
+    rec = LanczosRecurrence(
+        unit_rademacher(n, P, generator).to(op.device),
+        capacity=m,
+        reorthogonalize=reorthogonalize,
+        breakdown=_BREAKDOWN,
+    )
     hvps = 0
     for j in range(m):
-        W = op.matmat(V)
+        rec.absorb(op.matmat(rec.V.contiguous()))
         hvps += P
-        a = (V * W).sum(0)
-        W = W - V * a - prev * torch.as_tensor(beta[:, j - 1] if j else 0.0, device=V.device)
-        if basis is not None:
-            B = basis[: j + 1]
-            for _ in range(2):
-                W = W - (B * torch.einsum("jnp,np->jp", B, W)[:, None, :]).sum(0)
-        b = W.norm(dim=0)
-        alpha[:, j] = a.cpu().numpy()
-        beta[:, j] = b.cpu().numpy()
         if j == m - 1:
             break
-        scale = np.maximum(np.abs(alpha[:, : j + 1]).max(1), 1e-300)
-        ended = alive & (beta[:, j] <= 1e-10 * scale)
-        length[ended] = j + 1
-        alive &= ~ended
-        if not alive.any():
+        rec.advance()
+        if not rec.alive.any():
             break
-        safe = torch.where(b > 0, b, torch.ones_like(b))
-        prev, V = V, W / safe
-        V[:, torch.as_tensor(~alive, device=V.device)] = 0.0
-        if basis is not None:
-            basis[j + 1] = V
-
     nodes = np.zeros((P, m))
     weights = np.zeros((P, m))
     for p in range(P):
-        L = int(length[p])
-        nodes[p], weights[p] = _quadrature(alpha[p, :L], beta[p, : L - 1], m)
+        nodes[p], weights[p] = _quadrature(np.array(rec.alpha[p]), np.array(rec.beta[p]), m)
     return nodes, weights, hvps
 
 
@@ -338,12 +317,11 @@ def smooth_density(
 
 
 def slq_density(
-    op,
+    op: SymmetricOperator,
     *,
+    generator: torch.Generator,
     probes: int = 10,
     steps: int = 90,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
     sigma_rel: float = 0.005,
     grid_points: int = 2000,
     reorthogonalize: bool | None = None,
@@ -358,8 +336,20 @@ def slq_density(
     most ``tol`` times the spectral range (at least ``min_probes``, at most ``probes`` in all);
     with ``tol = 0`` all ``probes`` are used. ``first`` (from :func:`extend_krylov`) is the
     first probe, counted in ``probes``, with its products counted in ``hvp_count``.
+
+    Args:
+        op: The symmetric operator.
+        generator: The random stream of the probes (:func:`slq_nodes`).
+        probes: The most probes (all of them with ``tol = 0``).
+        steps: Lanczos steps per probe (the quadrature's degree).
+        sigma_rel: Gaussian smoothing width relative to the spectral range.
+        grid_points: Points of the density's grid.
+        reorthogonalize: As in :func:`slq_nodes` (default: by ``memory_budget``).
+        tol: W1 error / spectral range to stop adding probes at (0: use all ``probes``).
+        min_probes: The fewest probes with ``tol > 0``.
+        first: The first probe, continued from the top-k run (:func:`extend_krylov`).
+        memory_budget: Bytes of basis allowed for reorthogonalisation.
     """
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     m = max(1, min(int(steps), int(op.n)))
     cap = max(1, int(probes))
     floor = min(cap, max(1, int(min_probes)))
@@ -378,7 +368,7 @@ def slq_density(
                 op,
                 probes=batch,
                 steps=m,
-                generator=gen,
+                generator=generator,
                 reorthogonalize=reorthogonalize,
                 memory_budget=memory_budget,
             )

@@ -30,7 +30,7 @@ relation :math:`HQ_m = Q_mT_m + \beta_m q_{m+1}e_m^\top`, the plain Hutchinson s
     z^\top H z = z^\top H z_\perp + c^\top T_m c + \beta_m c_m\, q_{m+1}^\top z,
     \qquad c = Q_m^\top z,
 
-so every probe yields both samples for one HVP, and :func:`adaptive_trace` reports the estimator
+so every probe yields both samples for one HVP, and :func:`deflated_trace` reports the estimator
 whose sample variance is smaller (stating both in ``note``).
 
 Every estimator stops when the standard error of the mean falls to ``rtol·|mean|`` (after at
@@ -48,12 +48,9 @@ import torch
 from torch import Tensor
 
 from landscape_cli.hessian.lanczos import KrylovBasis, lift, project
+from landscape_cli.hessian.protocol import SymmetricOperator
+from landscape_cli.hessian.sampling import rademacher
 from landscape_cli.hessian.types import TraceResult
-
-
-def rademacher(n: int, k: int, generator: torch.Generator) -> Tensor:
-    """An (n, k) float64 matrix of independent ±1 entries, on the CPU."""
-    return torch.randint(0, 2, (n, k), generator=generator, dtype=torch.int8).double() * 2 - 1
 
 
 def summarize(
@@ -95,21 +92,31 @@ def _blocks(probes: int, block: int) -> list[int]:
     return [min(block, probes - done) for done in range(0, probes, block)]
 
 
-def hutchinson(
-    op,
+def hutchinson_trace(
+    op: SymmetricOperator,
     *,
+    generator: torch.Generator,
     probes: int = 100,
     rtol: float = 1e-2,
     min_probes: int = 10,
     block: int = 8,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
 ) -> TraceResult:
-    """Hutchinson's estimator with Rademacher probes (see module docstring)."""
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    r"""Hutchinson's estimate of :math:`\operatorname{tr}H` from Rademacher probes.
+
+    Each probe :math:`z` gives the sample :math:`z^\top Hz` (module docstring); probes come
+    ``block`` at a time and stop once the standard error is at most ``rtol``·|mean|.
+
+    Args:
+        op: The symmetric operator.
+        generator: The random stream of the probes.
+        probes: The most probes (HVPs).
+        rtol: Relative standard error to stop at (0: use every probe).
+        min_probes: The fewest probes before stopping.
+        block: Probes per product batch.
+    """
     samples: list[float] = []
     for size in _blocks(probes, block):
-        Z = rademacher(op.n, size, gen).to(op.device)
+        Z = rademacher(op.n, size, generator).to(op.device)
         HZ = op.matmat(Z)
         samples += (Z * HZ).sum(0).tolist()
         if len(samples) >= min_probes and _precise(np.array(samples), rtol):
@@ -145,21 +152,30 @@ def _projected_probes(
 
 
 def deflated_trace(
-    op,
+    op: SymmetricOperator,
     basis: KrylovBasis,
     *,
+    generator: torch.Generator,
     probes: int = 100,
     rtol: float = 1e-2,
     min_probes: int = 10,
     block: int = 8,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
     adaptive: bool = True,
 ) -> TraceResult:
     """Krylov-deflated Hutchinson on ``basis``; with ``adaptive``, plain Hutchinson on the same
     probes instead when that has the smaller sample variance (see module docstring). Costs one
-    HVP per probe."""
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    HVP per probe.
+
+    Args:
+        op: The symmetric operator.
+        basis: A Lanczos basis of ``op`` (``lanczos_run``, ``extend_krylov``).
+        generator: The random stream of the probes.
+        probes: The most probes (HVPs).
+        rtol: Relative standard error to stop at (0: use every probe).
+        min_probes: The fewest probes before stopping.
+        block: Probes per product batch.
+        adaptive: Report plain Hutchinson on the same probes when its variance is smaller.
+    """
     Q = basis.Q.to(op.device)
     T = torch.as_tensor(basis.T, dtype=torch.float64, device=op.device)
     exact = float(np.sum(basis.alpha))
@@ -178,7 +194,7 @@ def deflated_trace(
         rtol=rtol,
         min_probes=min_probes,
         block=block,
-        gen=gen,
+        gen=generator,
         exact=exact,
         extra=plain_sample if adaptive else None,
     )
@@ -196,18 +212,24 @@ def deflated_trace(
     return summarize(deflated, method="deflated-hutchinson", hvp_count=spent, rtol=rtol, note=note)
 
 
-def hutchpp(
-    op,
+def hutchpp_trace(
+    op: SymmetricOperator,
     *,
+    generator: torch.Generator,
     probes: int = 99,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
     block: int = 8,
 ) -> TraceResult:
-    """Hutch++ with a budget of ``probes`` HVPs (a third each: sketch, exact part, residual)."""
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    """Hutch++ (Meyer et al. 2021) with a budget of ``probes`` HVPs (a third each: sketch,
+    exact part, residual; module docstring).
+
+    Args:
+        op: The symmetric operator.
+        generator: The random stream of the sketch and the probes.
+        probes: The budget of products.
+        block: Probes per product batch for the residual part.
+    """
     s = max(1, probes // 3)
-    S = rademacher(op.n, s, gen).to(op.device)
+    S = rademacher(op.n, s, generator).to(op.device)
     Y = op.matmat(S)
     Q, _ = torch.linalg.qr(Y)  # (n, s) orthonormal columns
     Qt = Q.T.contiguous()
@@ -220,7 +242,7 @@ def hutchpp(
         rtol=0.0,
         min_probes=rest,
         block=block,
-        gen=gen,
+        gen=generator,
         exact=exact,
         extra=None,
     )

@@ -1,0 +1,56 @@
+r"""The random vectors the estimators draw, each from an explicit :class:`torch.Generator`.
+
+- :func:`rademacher`: independent ±1 entries, :math:`\mathbb{E}[zz^\top]=I` (Hutchinson 1989;
+  the minimum-variance probe for :math:`z^\top Hz` among vectors with independent entries).
+- :func:`unit_rademacher`: Rademacher columns scaled to unit norm, :math:`\mathbb{E}[vv^\top]=
+  I/n`: the SLQ probes (Ubaru, Chen & Saad 2017), drawn column after column so that the p-th
+  probe is the same however many are drawn at once.
+- :func:`random_unit`: a Gaussian vector scaled to unit norm, i.e. uniform on the sphere
+  (also :math:`\mathbb{E}[vv^\top]=I/n`): the Lanczos start vectors.
+
+All are drawn on the CPU in float64 (so a seed gives the same numbers on every device) and
+moved to the device afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def rademacher(n: int, k: int, generator: torch.Generator) -> Tensor:
+    """An (n, k) float64 matrix of independent ±1 entries, on the CPU.
+
+    Args:
+        n: Rows (the operator's dimension).
+        k: Columns (probes).
+        generator: The random stream to draw from.
+    """
+    return torch.randint(0, 2, (n, k), generator=generator, dtype=torch.int8).double() * 2 - 1
+
+
+def unit_rademacher(n: int, k: int, generator: torch.Generator) -> Tensor:
+    """An (n, k) float64 matrix of Rademacher columns divided by √n (unit columns), on the CPU.
+
+    The columns are drawn one after the other, so column p does not depend on ``k``.
+
+    Args:
+        n: Rows (the operator's dimension).
+        k: Columns (probes).
+        generator: The random stream to draw from.
+    """
+    return torch.cat([rademacher(n, 1, generator) for _ in range(k)], 1) / math.sqrt(n)
+
+
+def random_unit(n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    """A float64 vector uniform on the unit sphere of R^n, drawn on the CPU, moved to ``device``.
+
+    Args:
+        n: The dimension.
+        generator: The random stream to draw from.
+        device: Where the vector goes.
+    """
+    v = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
+    return v / v.norm()

@@ -76,99 +76,126 @@ def run_demo(
     them (a training run, each Hessian estimator, a scan, a figure) and ``on_advance(k)`` as the
     work is done.
     """
-    from landscape_cli import plotting
-    from landscape_cli.fig2_simulation import simulate
-    from landscape_cli.results import HessianResult
-
     size = QUICK if quick else FULL
-    tell = on_step or (lambda what: None)
-    phase = on_phase or (lambda name, most, unit: None)
-    advance = on_advance or (lambda k: None)
-
-    def step(what: str, most: int = 0, unit: str = "") -> None:
-        tell(what)
-        if most:
-            phase(what, most, unit)
-
-    class Show(Callbacks):
-        def __init__(self, label: str) -> None:
-            self.label = label
-
-        def on_start(self, cfg, *, epochs, steps_per_epoch, first_epoch):
-            phase(f"train {self.label}", (epochs - first_epoch) * steps_per_epoch, "steps")
-
-        def on_batch(self, epoch: int, batch: int, loss: float) -> None:
-            advance(1)
-
+    progress = _Progress(
+        on_step or (lambda what: None),
+        on_phase or (lambda name, most, unit: None),
+        on_advance or (lambda k: None),
+    )
     folder = Path(out)
     rows: list[dict[str, Any]] = []
     hessians, scans = [], []
     for label, config in runs(size.epochs, seed):
-        stem = f"cnn-digits-{config.optimizer}" + ("-warmup" if config.warmup_steps else "")
-        ckpt = folder / f"{stem}-s{seed}.pt"
-        step(f"train {label}")
-        trained = train(config, out=ckpt, device=device, callbacks=Show(label))
-        step(f"hessian {label}")
-        settings = HessianSettings(
-            top_k=size.top_k,
-            trace_probes=size.trace_probes,
-            density_probes=size.density_probes,
-            lanczos_steps=size.lanczos_steps,
-            seed=seed,
-        )
-        report, results, _ = hessian_job(
-            ckpt,
-            settings,
-            source=Source(samples=size.samples),
-            device=device,
-            label=label,
-            on_phase=lambda name, most, label=label: phase(
-                f"hessian {label}: {name}", most, "HVPs (at most)"
-            ),
-            on_hvp=advance,
-        )
-        step(f"scan {label}")
-        scan, _ = scan_job(
-            ckpt,
-            ScanOptions(points=size.scan_points, seed=seed, overwrite=True),
-            source=Source(samples=size.scan_samples, batch_size=512),
-            device=device,
-            label=label,
-            on_start=lambda name, done, total, label=label: phase(
-                f"scan {label}", total - done, "points"
-            ),
-            on_point=lambda i, j, loss, acc: advance(1),
-        )
-        hessians.append(HessianResult(report))  # what was written, without reading it back
+        row, hessian, scan = _one_run(label, config, folder, size, seed, device, progress)
+        hessians.append(hessian)
         scans.append(scan)
-        rows.append(
-            {
-                "label": label,
-                "optimizer": config.optimizer,
-                "hparams": trained.hparams,
-                "test_acc": trained.final.test_acc,
-                "train_loss": trained.final.train_loss,
-                "lambda_max": float(report.top.eigenvalues[0]),
-                "top_eigenvalues": [float(v) for v in report.top.eigenvalues],
-                "trace": report.trace.estimate,
-                "trace_stderr": report.trace.stderr,
-                "checkpoint": str(ckpt),
-                "results": str(results),
-            }
-        )
+        rows.append(row)
     labels = [r["label"] for r in rows]
+    figures = _figures(hessians, scans, labels, folder, size, progress)
+    return {"runs": rows, "figures": {k: str(v) for k, v in figures.items()}, "quick": quick}
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """The demo's three progress callbacks, each a no-op when not given."""
+
+    tell: Callable[[str], None]
+    phase: Callable[[str, int, str], None]
+    advance: Callable[[int], None]
+
+    def step(self, what: str, most: int = 0, unit: str = "") -> None:
+        """Announce a step and, when its work is known, open a phase for it."""
+        self.tell(what)
+        if most:
+            self.phase(what, most, unit)
+
+
+class _Show(Callbacks):
+    """Training progress of one run as a phase of optimizer steps."""
+
+    def __init__(self, label: str, progress: _Progress) -> None:
+        self.label = label
+        self.progress = progress
+
+    def on_start(self, cfg, *, epochs, steps_per_epoch, first_epoch):
+        self.progress.phase(
+            f"train {self.label}", (epochs - first_epoch) * steps_per_epoch, "steps"
+        )
+
+    def on_batch(self, epoch: int, batch: int, loss: float) -> None:
+        self.progress.advance(1)
+
+
+def _one_run(label, config, folder: Path, size, seed: int, device: str, progress: _Progress):
+    """Train one configuration, analyze its Hessian, scan it; returns ``(summary row, Hessian
+    result, scan)``."""
+    from landscape_cli.results import HessianResult
+
+    phase, advance = progress.phase, progress.advance
+    stem = f"cnn-digits-{config.optimizer}" + ("-warmup" if config.warmup_steps else "")
+    ckpt = folder / f"{stem}-s{seed}.pt"
+    progress.step(f"train {label}")
+    trained = train(config, out=ckpt, device=device, callbacks=_Show(label, progress))
+    progress.step(f"hessian {label}")
+    settings = HessianSettings(
+        top_k=size.top_k,
+        trace_probes=size.trace_probes,
+        density_probes=size.density_probes,
+        lanczos_steps=size.lanczos_steps,
+        seed=seed,
+    )
+    report, results, _ = hessian_job(
+        ckpt,
+        settings,
+        source=Source(samples=size.samples),
+        device=device,
+        label=label,
+        on_phase=lambda name, most: phase(f"hessian {label}: {name}", most, "HVPs (at most)"),
+        on_hvp=advance,
+    )
+    progress.step(f"scan {label}")
+    scan, _ = scan_job(
+        ckpt,
+        ScanOptions(points=size.scan_points, seed=seed, overwrite=True),
+        source=Source(samples=size.scan_samples, batch_size=512),
+        device=device,
+        label=label,
+        on_start=lambda name, done, total: phase(f"scan {label}", total - done, "points"),
+        on_point=lambda i, j, loss, acc: advance(1),
+    )
+    row = {
+        "label": label,
+        "optimizer": config.optimizer,
+        "hparams": trained.hparams,
+        "test_acc": trained.final.test_acc,
+        "train_loss": trained.final.train_loss,
+        "lambda_max": float(report.top.eigenvalues[0]),
+        "top_eigenvalues": [float(v) for v in report.top.eigenvalues],
+        "trace": report.trace.estimate,
+        "trace_stderr": report.trace.stderr,
+        "checkpoint": str(ckpt),
+        "results": str(results),
+    }
+    return row, HessianResult(report), scan  # what was written, without reading it back
+
+
+def _figures(hessians, scans, labels: list[str], folder: Path, size, progress: _Progress):
+    """Draw Fig. 5, Fig. 6 and Fig. 2 into ``folder``; returns ``{name: path}``."""
+    from landscape_cli import plotting
+    from landscape_cli.fig2_simulation import simulate
+
     figures = {}
-    step("figure 5", 1, "figure")
+    progress.step("figure 5", 1, "figure")
     figures["fig5"] = plotting.save_figure(plotting.fig5(hessians, labels), folder / "fig5.png")
-    advance(1)
-    step("figure 6", 1, "figure")
+    progress.advance(1)
+    progress.step("figure 6", 1, "figure")
     figures["fig6"] = plotting.save_figure(plotting.fig6(scans, labels), folder / "fig6.png")
-    advance(1)
-    step("figure 2", 1, "figure")
+    progress.advance(1)
+    progress.step("figure 2", 1, "figure")
     sim = simulate(steps=size.fig2_steps, resolution=size.fig2_resolution)
     figures["fig2"] = plotting.save_figure(plotting.draw_fig2(sim), folder / "fig2.png")
-    advance(1)
-    return {"runs": rows, "figures": {k: str(v) for k, v in figures.items()}, "quick": quick}
+    progress.advance(1)
+    return figures
 
 
 STEPS_PER_RUN = 3

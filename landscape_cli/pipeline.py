@@ -165,11 +165,101 @@ def hessian_job(
     before computing unless ``overwrite``. ``engine="pyhessian"`` takes the top-k and the trace
     from PyHessian with its defaults (:mod:`landscape_cli.hessian.pyhessian_engine`); the group
     records its ``engine`` either way."""
-    from landscape_cli import hessian as hs
     from landscape_cli.devices import resolve_device
-    from landscape_cli.results import check_target, write_hessian, write_or_rescue
+    from landscape_cli.results import check_target
 
     s = settings
+    _check_hessian_options(s, loss=loss, bn_mode=bn_mode, dtype=dtype)
+    _check_engine(engine, s, bn_mode=bn_mode, dtype=dtype)
+    distributed.init(device)
+    dev = distributed.local_device(resolve_device(device))
+    out_path = results_path(checkpoint, out)
+    check_target(out_path)
+    work = source.load(checkpoint)
+    n_grad = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
+    _check_size(s, n_grad, dev, dtype == "float64")
+    loss = work.resolve_loss(loss)
+    check_loss_on(work.model, work.batches, loss)
+    root = provenance(checkpoint, work, label, out_path)
+    check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
+    wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
+    if engine != "lanczos":  # files written before there were engines record none
+        wanted["engine"] = engine
+    check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
+    attrs = {**group_attrs(root, work, wanted), "engine": engine}
+    t0 = time.perf_counter()
+    op = _hessian_operator(
+        work, s, loss=loss, bn_mode=bn_mode, dev=dev, dtype=dtype, cache_graphs=cache_graphs
+    )
+    op.on_hvp = on_hvp
+    results: dict = {}
+    save = _hessian_saver(op, results, s, work, loss, t0, out_path, root, attrs, overwrite)
+    try:
+        _run_engine(engine, op, s, results, source=source, on_phase=on_phase)
+    except KeyboardInterrupt:
+        if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
+            raise
+        raise Interrupted(_save_partial(out_path, save)) from None
+    return save(), out_path, work
+
+
+def _hessian_operator(work, s, *, loss: str, bn_mode: str, dev, dtype: str, cache_graphs):
+    """The Hessian operator of the loaded workload, refused if constant or too large."""
+    from landscape_cli import hessian as hs
+
+    op = hs.HessianOperator(
+        work.model,
+        work.batches,
+        loss=loss,
+        bn_mode=bn_mode,
+        device=dev,
+        dtype=getattr(torch, dtype),
+        cache_graphs=cache_graphs,
+    )
+    check_not_constant(op)
+    _check_size(
+        s, op.n, dev, dtype == "float64"
+    )  # again: parameters without a gradient are left out
+    return op
+
+
+def _hessian_saver(
+    op, results: dict, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
+):
+    """``save(partial=False, to=None)``: the report of ``results`` so far, written on the main
+    process (to ``to`` or the results file, rescued elsewhere if that fails); returns it."""
+    from landscape_cli import hessian as hs
+    from landscape_cli.results import write_hessian, write_or_rescue
+
+    def save(partial: bool = False, to: Path | None = None):
+        report = hs.make_report(
+            op,
+            results,
+            s,
+            samples=work.samples,
+            batch_size=work.batch_size,
+            split=work.split,
+            loss=loss,
+            seconds=time.perf_counter() - t0,
+        )
+        if results.get("pyhessian_hvp_count"):  # PyHessian's products, which op does not count
+            report = replace(report, hvp_count=report.hvp_count + results["pyhessian_hvp_count"])
+        if distributed.is_main():
+            write_or_rescue(
+                to or out_path,
+                lambda p: write_hessian(
+                    p, report, root=root, partial=partial, attrs=attrs, drop_foreign=overwrite
+                ),
+            )
+        return report
+
+    return save
+
+
+def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> None:
+    """Refuse inconsistent ``landscape hessian`` options before anything is loaded."""
+    from landscape_cli import hessian as hs
+
     _check(
         [
             (s.top_k >= 0, "--top-k must be >= 0"),
@@ -195,77 +285,21 @@ def hessian_job(
             ),
         ]
     )
-    _check_engine(engine, s, bn_mode=bn_mode, dtype=dtype)
-    distributed.init(device)
-    dev = distributed.local_device(resolve_device(device))
-    out_path = results_path(checkpoint, out)
-    check_target(out_path)
-    work = source.load(checkpoint)
-    n_grad = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
-    _check_size(s, n_grad, dev, dtype == "float64")
-    loss = work.resolve_loss(loss)
-    check_loss_on(work.model, work.batches, loss)
-    root = provenance(checkpoint, work, label, out_path)
-    check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
-    wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
-    if engine != "lanczos":  # files written before there were engines record none
-        wanted["engine"] = engine
-    check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
-    attrs = {**group_attrs(root, work, wanted), "engine": engine}
-    t0 = time.perf_counter()
-    op = hs.HessianOperator(
-        work.model,
-        work.batches,
-        loss=loss,
-        bn_mode=bn_mode,
-        device=dev,
-        dtype=getattr(torch, dtype),
-        cache_graphs=cache_graphs,
-    )
-    check_not_constant(op)
-    op.on_hvp = on_hvp
-    _check_size(
-        s, op.n, dev, dtype == "float64"
-    )  # again: parameters without a gradient are left out
-    results: dict = {}
 
-    def save(partial: bool = False, to: Path | None = None):
-        report = hs.make_report(
-            op,
-            results,
-            s,
-            samples=work.samples,
-            batch_size=work.batch_size,
-            split=work.split,
-            loss=loss,
-            seconds=time.perf_counter() - t0,
-        )
-        if results.get("pyhessian_hvp_count"):  # PyHessian's products, which op does not count
-            report = replace(report, hvp_count=report.hvp_count + results["pyhessian_hvp_count"])
-        if distributed.is_main():
-            write_or_rescue(
-                to or out_path,
-                lambda p: write_hessian(
-                    p, report, root=root, partial=partial, attrs=attrs, drop_foreign=overwrite
-                ),
-            )
-        return report
 
-    try:
-        if engine == "pyhessian":
-            from landscape_cli.hessian.pyhessian_engine import analyze_pyhessian
+def _run_engine(engine: str, op, s, results: dict, *, source: Source, on_phase) -> None:
+    """Fill ``results`` with the chosen engine's estimates (PyHessian notes go to ``source``)."""
+    from landscape_cli import hessian as hs
 
-            for text in _pyhessian_notes(s):
-                if source.on_note is not None and distributed.is_main():
-                    source.on_note(text)
-            analyze_pyhessian(op, s, out=results, on_phase=on_phase)
-        else:
-            hs.analyze(op, s, out=results, on_phase=on_phase)
-    except KeyboardInterrupt:
-        if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
-            raise
-        raise Interrupted(_save_partial(out_path, save)) from None
-    return save(), out_path, work
+    if engine == "pyhessian":
+        from landscape_cli.hessian.pyhessian_engine import analyze_pyhessian
+
+        for text in _pyhessian_notes(s):
+            if source.on_note is not None and distributed.is_main():
+                source.on_note(text)
+        analyze_pyhessian(op, s, out=results, on_phase=on_phase)
+    else:
+        hs.analyze(op, s, out=results, on_phase=on_phase)
 
 
 ENGINES = ("lanczos", "pyhessian")
@@ -412,15 +446,80 @@ def scan_job(
     options are known to be consistent with any scan already in the file."""
     import numpy as np
 
-    from landscape_cli import scan as sc
     from landscape_cli import scan_store
     from landscape_cli.devices import resolve_device
     from landscape_cli.evaluation import to_device
-    from landscape_cli.results import check_target, sha256_file
+    from landscape_cli.results import check_target
 
     o = options
     targets = list(o.to)
     kind = "interpolation" if targets else o.direction
+    _check_scan_options(o, targets)
+    distributed.init(device)
+    dev = distributed.local_device(resolve_device(device))
+    out_path = results_path(checkpoint, out)
+    check_target(out_path)
+    x, y = _scan_axes(o, targets)
+    name = o.name or f"{o.dim}d-{kind}"
+    resources.require(resources.scan_bytes(len(x) * (1 if y is None else len(y))), "cpu")
+
+    work = source.load(checkpoint)
+    loss = work.resolve_loss(o.loss)
+    check_loss_on(work.model, work.batches, loss)
+    root = provenance(checkpoint, work, label, out_path)
+    check_target(out_path, root["checkpoint_sha256"], drop_foreign=o.overwrite)
+    net = work.model.to(dev)
+    batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
+    _check_base_loss(checkpoint, net, batches, loss, o.bn_mode)
+    plan, bn = _scan_plan(kind, o, targets, source, work, net, batches, loss, dev, name, x, y)
+    plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
+    total = int(np.prod(plan.shape))
+    result = scan_store.execute(
+        net,
+        batches,
+        plan,
+        out=out_path,
+        root=root,
+        loss=loss,
+        bn_mode=o.bn_mode,
+        bn=bn,
+        overwrite=o.overwrite,
+        fold_every=o.fold_every,
+        on_start=(lambda done, _: on_start(name, done, total)) if on_start else None,
+        on_point=on_point,
+    )
+    return result, out_path
+
+
+def _scan_plan(
+    kind: str, o: ScanOptions, targets, source: Source, work, net, batches, loss, dev, name, x, y
+):
+    """The scan's plan for its ``kind`` of directions, and the BatchNorm handling (or ``None``)."""
+    from landscape_cli import scan as sc
+
+    common = {"samples": work.samples, "split": work.split, "samples_sha256": work.samples_sha256}
+    if kind == "interpolation":
+        return _interpolation_plan(o, targets, source, work, net, dev, name, x, y, common)
+    if kind == "eigenvector":
+        return _eigenvector_plan(o, net, batches, loss, dev, name, x, y, common), None
+    plan = sc.random_plan(
+        net,
+        name=name,
+        x=x,
+        y=y,
+        seed=o.seed,
+        norm=o.norm,
+        ignore=o.ignore,
+        orthogonalize=o.orthogonalize,
+        **common,
+    )
+    return plan, None
+
+
+def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
+    """Refuse inconsistent scan options before anything is loaded."""
+    from landscape_cli import scan as sc
+
     _check(
         [
             (o.dim in (1, 2), "--dim must be 1 or 2"),
@@ -444,119 +543,98 @@ def scan_job(
             (o.bn is None or bool(targets), "--bn applies to interpolations (--to)"),
         ]
     )
-    distributed.init(device)
-    dev = distributed.local_device(resolve_device(device))
-    out_path = results_path(checkpoint, out)
-    check_target(out_path)
+
+
+def _scan_axes(o: ScanOptions, targets: list[Path]):
+    """The grid's x axis and, for ``dim == 2``, its y axis (else ``None``)."""
+    from landscape_cli import scan as sc
+
     lo, hi = o.xrange if o.xrange is not None else ((-0.5, 1.5) if targets else (-1.0, 1.0))
     x = sc.axis(lo, hi, o.points)
     y = None
     if o.dim == 2:
         ylo, yhi = o.yrange if o.yrange is not None else (lo, hi)
         y = sc.axis(ylo, yhi, o.ypoints if o.ypoints is not None else o.points)
-    name = o.name or f"{o.dim}d-{kind}"
-    resources.require(resources.scan_bytes(len(x) * (1 if y is None else len(y))), "cpu")
+    return x, y
 
-    work = source.load(checkpoint)
-    loss = work.resolve_loss(o.loss)
-    check_loss_on(work.model, work.batches, loss)
-    root = provenance(checkpoint, work, label, out_path)
-    check_target(out_path, root["checkpoint_sha256"], drop_foreign=o.overwrite)
-    net = work.model.to(dev)
-    batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
+
+def _check_base_loss(checkpoint: Path, net, batches, loss: str, bn_mode: str) -> None:
+    """Refuse a checkpoint whose loss at the centre is not finite."""
     from landscape_cli.evaluation import LOSSES, loss_and_accuracy
 
-    base_loss, _ = loss_and_accuracy(net, batches, LOSSES[loss], o.bn_mode)
+    base_loss, _ = loss_and_accuracy(net, batches, LOSSES[loss], bn_mode)
     if not math.isfinite(base_loss):
         raise LandscapeError(
             f"the loss of {checkpoint} is not finite ({base_loss}) on these samples; "
             "a scan around it would be all NaN"
         )
-    common = {"samples": work.samples, "split": work.split, "samples_sha256": work.samples_sha256}
+
+
+def _interpolation_plan(
+    o: ScanOptions, targets, source: Source, work, net, dev, name, x, y, common
+):
+    """The plan towards the ``--to`` checkpoints, and the BatchNorm handling (or ``None``)."""
+    from landscape_cli import scan as sc
+    from landscape_cli.checkpoints import load_model
+    from landscape_cli.results import sha256_file
+    from landscape_cli.scan.grid import has_batchnorm
+
     bn = None
-    if kind == "interpolation":
-        from landscape_cli.checkpoints import load_model
-        from landscape_cli.scan.grid import has_batchnorm
+    if has_batchnorm(net):
+        bn = o.bn or "recompute"
 
-        if has_batchnorm(net):
-            bn = o.bn or "recompute"
+    kwargs = work.loaded.model_spec.get("kwargs", {})
+    if work.loaded.kind == "hf":  # another fine-tune of the same base: a folder too
+        from landscape_cli.models.hf import load_hf_folder
 
-        kwargs = work.loaded.model_spec.get("kwargs", {})
-        if work.loaded.kind == "hf":  # another fine-tune of the same base: a folder too
-            from landscape_cli.models.hf import load_hf_folder
-
-            others = [load_hf_folder(t, trust=source.trust).model.to(dev) for t in targets]
-        else:
-            loaded_targets = [
-                load_model(
-                    t,
-                    model=source.model,
-                    input_shape=tuple(kwargs["input_shape"]) if "input_shape" in kwargs else None,
-                    num_classes=kwargs.get("num_classes"),
-                    model_options=source.model_options,
-                    trust=source.trust,
-                )
-                for t in targets
-            ]
-            for other in loaded_targets:
-                source.note(other)
-            others = [other.model.to(dev) for other in loaded_targets]
-        plan = sc.interpolation_plan(
-            net,
-            others,
-            name=name,
-            x=x,
-            y=y,
-            to=[str(t) for t in targets],
-            targets_sha256=",".join(sha256_file(t) for t in targets),
-            **common,
-        )
-    elif kind == "eigenvector":
-        from landscape_cli.hessian import HessianOperator, lanczos_top
-
-        op = HessianOperator(net, batches, loss=loss, bn_mode=o.bn_mode, device=dev)
-        check_not_constant(op)
-        top = lanczos_top(
-            op,
-            o.dim,
-            tol=1e-6,
-            max_steps=200,
-            generator=torch.Generator().manual_seed(o.seed),
-            eigenvectors=True,
-        )
-        plan = sc.eigenvector_plan(
-            net, top.eigenvectors, top.eigenvalues, op.names, name=name, x=x, y=y,
-            seed=o.seed, **common,
-        )  # fmt: skip
+        others = [load_hf_folder(t, trust=source.trust).model.to(dev) for t in targets]
     else:
-        plan = sc.random_plan(
-            net,
-            name=name,
-            x=x,
-            y=y,
-            seed=o.seed,
-            norm=o.norm,
-            ignore=o.ignore,
-            orthogonalize=o.orthogonalize,
-            **common,
-        )
-    plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
-    total = int(np.prod(plan.shape))
-    result = scan_store.execute(
+        loaded_targets = [
+            load_model(
+                t,
+                model=source.model,
+                input_shape=tuple(kwargs["input_shape"]) if "input_shape" in kwargs else None,
+                num_classes=kwargs.get("num_classes"),
+                model_options=source.model_options,
+                trust=source.trust,
+            )
+            for t in targets
+        ]
+        for other in loaded_targets:
+            source.note(other)
+        others = [other.model.to(dev) for other in loaded_targets]
+    plan = sc.interpolation_plan(
         net,
-        batches,
-        plan,
-        out=out_path,
-        root=root,
-        loss=loss,
-        bn_mode=o.bn_mode,
-        bn=bn,
-        overwrite=o.overwrite,
-        fold_every=o.fold_every,
-        on_start=(lambda done, _: on_start(name, done, total)) if on_start else None,
-        on_point=on_point,
+        others,
+        name=name,
+        x=x,
+        y=y,
+        to=[str(t) for t in targets],
+        targets_sha256=",".join(sha256_file(t) for t in targets),
+        **common,
     )
-    return result, out_path
+    return plan, bn
+
+
+def _eigenvector_plan(o: ScanOptions, net, batches, loss: str, dev, name, x, y, common):
+    """The plan along the top Hessian eigenvectors (seeded Lanczos start vector)."""
+    from landscape_cli import scan as sc
+    from landscape_cli.hessian import HessianOperator, lanczos_top
+
+    op = HessianOperator(net, batches, loss=loss, bn_mode=o.bn_mode, device=dev)
+    check_not_constant(op)
+    top = lanczos_top(
+        op,
+        o.dim,
+        tol=1e-6,
+        max_steps=200,
+        generator=torch.Generator().manual_seed(o.seed),
+        eigenvectors=True,
+    )
+    return sc.eigenvector_plan(
+        net, top.eigenvectors, top.eigenvalues, op.names, name=name, x=x, y=y,
+        seed=o.seed, **common,
+    )  # fmt: skip
 
 
 def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]:

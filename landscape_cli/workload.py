@@ -68,15 +68,6 @@ def load_workload(
     A Hugging Face folder (``model="hf:..."``, or a folder holding a ``config.json``) loads
     through :func:`load_hf_workload`; ``text_columns``/``label_column`` name the columns of its
     ``text:FILE`` data."""
-    from landscape_cli.checkpoints import (
-        check_version,
-        is_landscape_checkpoint,
-        read_file,
-        stored_model_spec,
-    )
-    from landscape_cli.data import load_dataset
-    from landscape_cli.specs import check_file_spec
-
     if batch_size < 1:
         raise LandscapeError(f"--batch-size must be >= 1, got {batch_size}")
     if samples is not None and samples < 0:
@@ -102,26 +93,30 @@ def load_workload(
         raise LandscapeError(
             f"--dataset {dataset} is text data, for Hugging Face model folders (--model hf:)"
         )
+    return _file_workload(
+        path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed
+    )
+
+
+def _file_workload(
+    path: Path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed
+) -> Workload:
+    """:func:`load_workload` for a checkpoint file (not a Hugging Face folder)."""
+    from landscape_cli.checkpoints import (
+        check_version,
+        is_landscape_checkpoint,
+        read_file,
+        stored_model_spec,
+    )
+    from landscape_cli.data import load_dataset
+
     raw = read_file(path, trust=trust)
     if is_landscape_checkpoint(raw):
         # Specs stored in the file are checked before anything is imported or loaded.
         check_version(raw, path)
         if model is None:
             stored_model_spec(raw, path, trust=trust)
-    ds_name, root = dataset, data_root
-    if ds_name is None:
-        stored = raw.get("dataset") if isinstance(raw, dict) else None
-        if isinstance(stored, dict) and stored.get("name"):
-            ds_name = check_file_spec(stored["name"], "dataset", str(path), trust=trust)
-            stored_root = stored.get("root")
-            if stored_root is not None and not isinstance(stored_root, str):
-                raise LandscapeError(f"{path} records a dataset root that is not a string")
-            root = root if root is not None else stored_root
-        else:
-            raise LandscapeError(
-                f"{path} does not record its dataset; pass --dataset (digits, cifar10, cifar100, "
-                "imagefolder:PATH or package.module:factory)"
-            )
+    ds_name, root = _dataset_of(raw, path, dataset, data_root, trust)
     data = load_dataset(ds_name, split, root=root, augment=False)
     loaded = load_model(
         path,
@@ -147,6 +142,27 @@ def load_workload(
         samples_sha256=indices_sha256(indices),
         loss=stored_loss(raw),
     )
+
+
+def _dataset_of(raw: Any, path: Path, dataset: str | None, data_root: str | None, trust: bool):
+    """``(dataset spec, root)``: the ones given, else the ones the checkpoint records."""
+    from landscape_cli.specs import check_file_spec
+
+    ds_name, root = dataset, data_root
+    if ds_name is None:
+        stored = raw.get("dataset") if isinstance(raw, dict) else None
+        if isinstance(stored, dict) and stored.get("name"):
+            ds_name = check_file_spec(stored["name"], "dataset", str(path), trust=trust)
+            stored_root = stored.get("root")
+            if stored_root is not None and not isinstance(stored_root, str):
+                raise LandscapeError(f"{path} records a dataset root that is not a string")
+            root = root if root is not None else stored_root
+        else:
+            raise LandscapeError(
+                f"{path} does not record its dataset; pass --dataset (digits, cifar10, cifar100, "
+                "imagefolder:PATH or package.module:factory)"
+            )
+    return ds_name, root
 
 
 def stored_loss(raw: Any) -> str | None:
@@ -193,28 +209,13 @@ def load_hf_workload(
         )
     is_text = dataset.strip().lower().startswith("text:")
     hf = load_hf_folder(folder, trust=trust)
-    if hf.task == "text" and not is_text:
-        raise LandscapeError(
-            f"{folder} is a text classifier ({hf.architecture}); pass --dataset text:FILE"
-        )
-    if hf.task == "image" and is_text:
-        raise LandscapeError(
-            f"{folder} is an image classifier ({hf.architecture}); --dataset text: is for text"
-        )
+    _check_task(hf, folder, is_text)
     if hf.task == "text":
         data, collate = _text_data(hf, dataset, split, text_columns, label_column)
     else:
         data, collate = _image_data(hf, dataset, split, data_root), None
     indices = select_indices(data, samples, seed)
-    batches = []
-    for start in range(0, len(indices), batch_size):
-        rows = [data[i] for i in indices[start : start + batch_size].tolist()]
-        targets = torch.stack([torch.as_tensor(y) for _, y in rows])
-        if collate is not None:
-            inputs = collate([x for x, _ in rows])
-        else:
-            inputs = torch.stack([torch.as_tensor(x) for x, _ in rows])
-        batches.append(Batch(inputs, targets))
+    batches = _batches(data, indices, batch_size, collate)
     spec = {"name": f"hf:{folder}", "kwargs": {"architecture": hf.architecture}}
     loaded = LoadedModel(hf.model, spec, None, folder, "hf")
     return Workload(
@@ -228,6 +229,32 @@ def load_hf_workload(
         samples_sha256=indices_sha256(indices),
         loss="mse" if hf.num_labels == 1 else "ce",
     )
+
+
+def _check_task(hf, folder: Path, is_text: bool) -> None:
+    """Refuse text data for an image classifier and image data for a text classifier."""
+    if hf.task == "text" and not is_text:
+        raise LandscapeError(
+            f"{folder} is a text classifier ({hf.architecture}); pass --dataset text:FILE"
+        )
+    if hf.task == "image" and is_text:
+        raise LandscapeError(
+            f"{folder} is an image classifier ({hf.architecture}); --dataset text: is for text"
+        )
+
+
+def _batches(data, indices, batch_size: int, collate) -> list[Batch]:
+    """The samples at ``indices``, in order, as batches (inputs through ``collate`` if given)."""
+    batches = []
+    for start in range(0, len(indices), batch_size):
+        rows = [data[i] for i in indices[start : start + batch_size].tolist()]
+        targets = torch.stack([torch.as_tensor(y) for _, y in rows])
+        if collate is not None:
+            inputs = collate([x for x, _ in rows])
+        else:
+            inputs = torch.stack([torch.as_tensor(x) for x, _ in rows])
+        batches.append(Batch(inputs, targets))
+    return batches
 
 
 def _text_data(hf, dataset: str, split: str, text_columns, label_column):

@@ -111,16 +111,7 @@ def analyze(
         out = {}
     out.update({"top": None, "trace": None, "density": None, "per_layer": ()})
     phase = on_phase or (lambda name, budget: None)
-    basis = None
-    need_basis = s.trace_probes > 0 and s.trace_method in ("auto", "deflated")
-    if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):
-        phase("top-k Lanczos", min(s.max_steps, op.n))
-        top, basis = lanczos_run(
-            op, max(s.top_k, 1), tol=s.tol, max_steps=s.max_steps, generator=stream(s.seed, "top")
-        )
-        if s.eigenvectors:
-            top = replace(top, eigenvectors=ritz_vectors(basis))
-        out["top"] = top if s.top_k > 0 else None
+    basis = _top_phase(op, s, out, phase)
     first = None
     if s.density_probes > 0 and basis is not None:
         phase("SLQ probe 1", max(0, min(s.lanczos_steps, op.n) - len(basis.alpha)))
@@ -129,15 +120,7 @@ def analyze(
             basis = first.basis
     if s.trace_probes > 0:
         phase("trace", s.trace_probes)
-        gen = stream(s.seed, "trace")
-        kw = {"probes": s.trace_probes, "generator": gen}
-        if s.trace_method == "hutch++":
-            out["trace"] = hutchpp_trace(op, **kw)
-        elif basis is not None and s.trace_method in ("auto", "deflated"):
-            adaptive = s.trace_method == "auto"
-            out["trace"] = deflated_trace(op, basis, rtol=s.trace_rtol, adaptive=adaptive, **kw)
-        else:
-            out["trace"] = hutchinson_trace(op, rtol=s.trace_rtol, **kw)
+        out["trace"] = _trace(op, s, basis)
     if s.density_probes > 0:
         rest = s.density_probes - (first is not None)
         phase("density (SLQ)", rest * min(s.lanczos_steps, op.n))
@@ -159,6 +142,34 @@ def analyze(
             generator=stream(s.seed, "per_layer"),
         )
     return out
+
+
+def _top_phase(op: HessianOperator, s: HessianSettings, out: dict, phase):
+    """Run top-k Lanczos when the top-k or a deflated trace needs it: stores ``out["top"]`` and
+    returns the Krylov basis (``None`` when not run)."""
+    basis = None
+    need_basis = s.trace_probes > 0 and s.trace_method in ("auto", "deflated")
+    if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):
+        phase("top-k Lanczos", min(s.max_steps, op.n))
+        top, basis = lanczos_run(
+            op, max(s.top_k, 1), tol=s.tol, max_steps=s.max_steps, generator=stream(s.seed, "top")
+        )
+        if s.eigenvectors:
+            top = replace(top, eigenvectors=ritz_vectors(basis))
+        out["top"] = top if s.top_k > 0 else None
+    return basis
+
+
+def _trace(op: HessianOperator, s: HessianSettings, basis):
+    """The trace estimate of ``s.trace_method`` (deflated by ``basis`` when there is one)."""
+    gen = stream(s.seed, "trace")
+    kw = {"probes": s.trace_probes, "generator": gen}
+    if s.trace_method == "hutch++":
+        return hutchpp_trace(op, **kw)
+    if basis is not None and s.trace_method in ("auto", "deflated"):
+        adaptive = s.trace_method == "auto"
+        return deflated_trace(op, basis, rtol=s.trace_rtol, adaptive=adaptive, **kw)
+    return hutchinson_trace(op, rtol=s.trace_rtol, **kw)
 
 
 def make_report(

@@ -162,6 +162,20 @@ def extend_krylov(
         reorthogonalize=reorthogonalize,
         breakdown=_BREAKDOWN,
     )
+    spent = _continue(op, rec, length, m)
+    alphas, betas = rec.alpha[0], rec.beta[0]
+    L = len(alphas)
+    extended = None
+    if reorthogonalize:
+        ritz = np.zeros((L, basis.ritz.shape[1]))
+        ritz[:length] = basis.ritz[:length]
+        extended = rec.krylov_basis(ritz, n)
+    return KrylovProbe(np.array(alphas), np.array(betas[: L - 1]), spent, extended)
+
+
+def _continue(op: SymmetricOperator, rec: LanczosRecurrence, length: int, m: int) -> int:
+    """Run the recurrence from step ``length`` to ``m`` (or an invariant subspace); returns the
+    products spent."""
     spent = 0
     for j in range(length, m):
         rec.absorb(op.matvec(rec.V[:, 0])[:, None])
@@ -172,14 +186,7 @@ def extend_krylov(
         if not rec.alive[0]:  # invariant subspace: the measure is exact
             rec.last_beta[0] = 0.0
             break
-    alphas, betas = rec.alpha[0], rec.beta[0]
-    L = len(alphas)
-    extended = None
-    if reorthogonalize:
-        ritz = np.zeros((L, basis.ritz.shape[1]))
-        ritz[:length] = basis.ritz[:length]
-        extended = rec.krylov_basis(ritz, n)
-    return KrylovProbe(np.array(alphas), np.array(betas[: L - 1]), spent, extended)
+    return spent
 
 
 def _quadrature(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -316,6 +323,41 @@ def smooth_density(
     return grid, dens, sigma
 
 
+def _adaptive_nodes(op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget):
+    """The quadrature nodes and weights of :func:`slq_density`'s probes, in batches until the W1
+    error estimate meets ``tol`` (or ``cap`` probes); returns ``(nodes, weights, error, hvps)``."""
+    rows_n: list[np.ndarray] = []
+    rows_w: list[np.ndarray] = []
+    hvps = 0
+    if first is not None:
+        node, weight = _quadrature(first.alpha[:m], first.beta[: m - 1], m)
+        rows_n.append(node[None])
+        rows_w.append(weight[None])
+        hvps += first.hvps
+    batch = (floor if tol > 0 else cap) - len(rows_n)
+    while True:
+        if batch > 0:
+            nodes, weights, spent = slq_nodes(
+                op,
+                probes=batch,
+                steps=m,
+                generator=generator,
+                reorthogonalize=reorthogonalize,
+                memory_budget=memory_budget,
+            )
+            rows_n.append(nodes)
+            rows_w.append(weights)
+            hvps += spent
+        nodes, weights = np.concatenate(rows_n), np.concatenate(rows_w)
+        used = nodes.shape[0]
+        error = probe_error(nodes, weights)
+        if used >= cap or (tol > 0 and used >= floor and error <= tol):
+            break
+        wanted = math.ceil(used * (error / tol) ** 2) if tol > 0 and math.isfinite(error) else cap
+        batch = max(1, min(wanted - used, used, cap - used))
+    return nodes, weights, error, hvps
+
+
 def slq_density(
     op: SymmetricOperator,
     *,
@@ -353,35 +395,10 @@ def slq_density(
     m = max(1, min(int(steps), int(op.n)))
     cap = max(1, int(probes))
     floor = min(cap, max(1, int(min_probes)))
-    rows_n: list[np.ndarray] = []
-    rows_w: list[np.ndarray] = []
-    hvps = 0
-    if first is not None:
-        node, weight = _quadrature(first.alpha[:m], first.beta[: m - 1], m)
-        rows_n.append(node[None])
-        rows_w.append(weight[None])
-        hvps += first.hvps
-    batch = (floor if tol > 0 else cap) - len(rows_n)
-    while True:
-        if batch > 0:
-            nodes, weights, spent = slq_nodes(
-                op,
-                probes=batch,
-                steps=m,
-                generator=generator,
-                reorthogonalize=reorthogonalize,
-                memory_budget=memory_budget,
-            )
-            rows_n.append(nodes)
-            rows_w.append(weights)
-            hvps += spent
-        nodes, weights = np.concatenate(rows_n), np.concatenate(rows_w)
-        used = nodes.shape[0]
-        error = probe_error(nodes, weights)
-        if used >= cap or (tol > 0 and used >= floor and error <= tol):
-            break
-        wanted = math.ceil(used * (error / tol) ** 2) if tol > 0 and math.isfinite(error) else cap
-        batch = max(1, min(wanted - used, used, cap - used))
+    nodes, weights, error, hvps = _adaptive_nodes(
+        op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget
+    )
+    used = nodes.shape[0]
     grid, dens, sigma = smooth_density(nodes, weights, sigma_rel=sigma_rel, grid_points=grid_points)
     return DensityResult(
         grid=grid,

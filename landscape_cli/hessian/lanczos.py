@@ -396,15 +396,7 @@ def lanczos_run(
         generator=generator,
         grow=True,
     )
-    for _ in range(max_steps):
-        rec.absorb(op.matvec(rec.V[:, 0])[:, None])
-        m = rec.steps
-        theta, S = np.linalg.eigh(tridiagonal(rec.alpha[0], rec.beta[0]))
-        res = np.abs(rec.last_beta[0] * S[-1, :])
-        top = slice(max(0, m - k), m)
-        if (m >= k and bool(np.all(res[top] <= tol * np.abs(theta[top])))) or m == max_steps:
-            break
-        rec.advance(scale=max(np.abs(theta).max(), np.finfo(float).tiny))
+    m, theta, S, res = _iterate(op, rec, k, tol, max_steps)
     order = np.arange(m - 1, m - 1 - min(k, m), -1)
     spent = m
     if explicit_residuals:
@@ -423,6 +415,21 @@ def lanczos_run(
         orthogonality=orthogonality(rec.basis(0)),
     )
     return result, rec.krylov_basis(S[:, order].copy(), n)
+
+
+def _iterate(op: SymmetricOperator, rec: LanczosRecurrence, k: int, tol: float, max_steps: int):
+    """Lanczos steps until the top ``k`` Ritz pairs meet ``tol`` or ``max_steps``; returns
+    ``(steps, Ritz values, tridiagonal eigenvectors, residual estimates)``."""
+    for _ in range(max_steps):
+        rec.absorb(op.matvec(rec.V[:, 0])[:, None])
+        m = rec.steps
+        theta, S = np.linalg.eigh(tridiagonal(rec.alpha[0], rec.beta[0]))
+        res = np.abs(rec.last_beta[0] * S[-1, :])
+        top = slice(max(0, m - k), m)
+        if (m >= k and bool(np.all(res[top] <= tol * np.abs(theta[top])))) or m == max_steps:
+            break
+        rec.advance(scale=max(np.abs(theta).max(), np.finfo(float).tiny))
+    return m, theta, S, res
 
 
 def _explicit_residuals(op, Q: Tensor, S, theta, order, res) -> np.ndarray:

@@ -122,43 +122,14 @@ def pyhessian_estimates(
     ph = sys.modules[pyhessian_cls.__module__]
 
     device = torch.device(device)
-    net = copy.deepcopy(model).to(device=device, dtype=torch.float32)
-    for name, p in net.named_parameters():
-        if name in set(skip):
-            p.requires_grad_(False)
-        p.grad = None
-    params = [p for p in net.parameters() if p.requires_grad]
+    net, params = _frozen_copy(model, device, skip)
     data = [(b.inputs, b.targets) for b in batches]
     if not data:
         raise LandscapeError("no samples to compute the Hessian on")
     phase = on_phase or (lambda name, budget: None)
-    count = [0]
-    recording = [False]  # inside eigenvalues(): record each step's Rayleigh quotient
-    which = [0]  # the eigenvalue being computed (how many eigenvectors it orthogonalises to)
-    rayleigh: list[list[float]] = [[] for _ in range(max(top_k, 0))]
-
-    def counted(value: Callable[[], float]) -> None:
-        count[0] += 1
-        if recording[0]:
-            rayleigh[which[0]].append(value())
-        if on_hvp is not None:
-            on_hvp(1)
-
-    original_hvp, original_orth = ph.hessian_vector_product, ph.orthnormal
-
-    def hvp(grads, ps, v):  # one batch: PyHessian's product on its kept graph
-        result = original_hvp(grads, ps, v)
-        counted(lambda: ph.group_product(result, v).cpu().item())  # as eigenvalues() does
-        return result
-
-    def orth(w, v_list):  # called once per power-iteration step, before its product
-        which[0] = len(v_list)
-        return original_orth(w, v_list)
-
+    counter = _Counter(ph, top_k, on_hvp)
     cuda = device.type == "cuda"
-    values: tuple[float, ...] = ()
-    vectors = samples = None
-    ph.hessian_vector_product, ph.orthnormal = hvp, orth
+    ph.hessian_vector_product, ph.orthnormal = counter.hvp, counter.orth
     try:
         with (
             torch.random.fork_rng(devices=[device] if cuda else []),
@@ -174,31 +145,90 @@ def pyhessian_estimates(
                 comp = pyhessian_cls(net, loss_fn, data=data[0], cuda=cuda)
             else:
                 comp = pyhessian_cls(net, loss_fn, dataloader=data, cuda=cuda)
-            many = comp.dataloader_hv_product
-
-            def dataloader_hvp(v):  # several batches: one product over all of them
-                result = many(v)
-                counted(lambda: result[0])  # the quotient it returns with the product
-                return result
-
-            comp.dataloader_hv_product = dataloader_hvp
-            if top_k > 0:
-                phase("top-k (PyHessian)", top_k * MAX_ITER)
-                recording[0] = True
-                found, vecs = comp.eigenvalues(maxIter=MAX_ITER, tol=TOL, top_n=top_k)
-                recording[0] = False
-                values = tuple(float(x) for x in found)
-                vectors = np.stack([_flat(v) for v in vecs])
-                if on_eigen is not None:
-                    on_eigen(_result(values, vectors, rayleigh, None, count[0]))
-            if trace:
-                phase("trace (PyHessian)", MAX_ITER)
-                samples = np.asarray(comp.trace(maxIter=MAX_ITER, tol=TOL), dtype=np.float64)
+            counter.wrap(comp)
+            values, vectors, samples = _estimate(comp, counter, top_k, trace, phase, on_eigen)
     finally:
-        ph.hessian_vector_product, ph.orthnormal = original_hvp, original_orth
+        ph.hessian_vector_product, ph.orthnormal = counter.original_hvp, counter.original_orth
         for p in params:
             p.grad = None
-    return _result(values, vectors, rayleigh, samples, count[0])
+    return _result(values, vectors, counter.rayleigh, samples, counter.count)
+
+
+def _frozen_copy(model: nn.Module, device: torch.device, skip: Sequence[str]):
+    """A float32 copy of ``model`` on ``device`` with the ``skip`` parameters frozen and no
+    gradients; returns it and its trainable parameters."""
+    net = copy.deepcopy(model).to(device=device, dtype=torch.float32)
+    for name, p in net.named_parameters():
+        if name in set(skip):
+            p.requires_grad_(False)
+        p.grad = None
+    params = [p for p in net.parameters() if p.requires_grad]
+    return net, params
+
+
+class _Counter:
+    """PyHessian's products, counted (and reported to ``on_hvp``); inside ``eigenvalues()``
+    (while ``recording``) each step's Rayleigh quotient is recorded for the eigenvalue being
+    computed (``which``: how many eigenvectors it orthogonalises to)."""
+
+    def __init__(self, ph, top_k: int, on_hvp: Callable[[int], None] | None) -> None:
+        self.ph = ph
+        self.on_hvp = on_hvp
+        self.count = 0
+        self.recording = False
+        self.which = 0
+        self.rayleigh: list[list[float]] = [[] for _ in range(max(top_k, 0))]
+        self.original_hvp, self.original_orth = ph.hessian_vector_product, ph.orthnormal
+
+    def counted(self, value: Callable[[], float]) -> None:
+        """Count one product; record its quotient ``value()`` when recording."""
+        self.count += 1
+        if self.recording:
+            self.rayleigh[self.which].append(value())
+        if self.on_hvp is not None:
+            self.on_hvp(1)
+
+    def hvp(self, grads, ps, v):
+        """One batch: PyHessian's product on its kept graph."""
+        result = self.original_hvp(grads, ps, v)
+        self.counted(lambda: self.ph.group_product(result, v).cpu().item())  # as eigenvalues()
+        return result
+
+    def orth(self, w, v_list):
+        """Called once per power-iteration step, before its product."""
+        self.which = len(v_list)
+        return self.original_orth(w, v_list)
+
+    def wrap(self, comp) -> None:
+        """Count ``comp``'s products over several batches (one product over all of them)."""
+        many = comp.dataloader_hv_product
+
+        def dataloader_hvp(v):
+            result = many(v)
+            self.counted(lambda: result[0])  # the quotient it returns with the product
+            return result
+
+        comp.dataloader_hv_product = dataloader_hvp
+
+
+def _estimate(comp, counter: _Counter, top_k: int, trace: bool, phase, on_eigen):
+    """PyHessian's top-k eigenpairs and trace samples on ``comp``; returns ``(values, vectors,
+    samples)`` (empty/``None`` for what was not asked)."""
+    values: tuple[float, ...] = ()
+    vectors = samples = None
+    if top_k > 0:
+        phase("top-k (PyHessian)", top_k * MAX_ITER)
+        counter.recording = True
+        found, vecs = comp.eigenvalues(maxIter=MAX_ITER, tol=TOL, top_n=top_k)
+        counter.recording = False
+        values = tuple(float(x) for x in found)
+        vectors = np.stack([_flat(v) for v in vecs])
+        if on_eigen is not None:
+            on_eigen(_result(values, vectors, counter.rayleigh, None, counter.count))
+    if trace:
+        phase("trace (PyHessian)", MAX_ITER)
+        samples = np.asarray(comp.trace(maxIter=MAX_ITER, tol=TOL), dtype=np.float64)
+    return values, vectors, samples
 
 
 def _result(

@@ -173,11 +173,9 @@ def _architecture(config: dict[str, Any], folder: Path) -> tuple[str, str]:
     )
 
 
-def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HFFolder:
-    """Load a local Hugging Face classifier folder (on the CPU, float32, eval mode)."""
-    folder = Path(folder)
-    raw = _read_config(folder)
-    arch, task = _architecture(raw, folder)
+def _has_safe_weights(folder: Path, trust: bool) -> bool:
+    """Whether ``folder`` holds safetensors weights; refuses a folder with no weights, or with
+    only pickled ones unless ``trust``."""
     safe = any((folder / n).is_file() for n in SAFE_WEIGHTS) or any(folder.glob("*.safetensors"))
     pickled = any((folder / n).is_file() for n in PICKLED_WEIGHTS)
     if not safe and not pickled:
@@ -188,6 +186,15 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
             "when loaded; pass --trust-checkpoint only if you trust where the folder came from, "
             "or convert them to model.safetensors"
         )
+    return safe
+
+
+def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HFFolder:
+    """Load a local Hugging Face classifier folder (on the CPU, float32, eval mode)."""
+    folder = Path(folder)
+    raw = _read_config(folder)
+    arch, task = _architecture(raw, folder)
+    safe = _has_safe_weights(folder, trust)
     _offline()
     import transformers
     from transformers.utils import logging as hf_logging

@@ -203,6 +203,28 @@ def fig5(
         LandscapeError: a result lacks one of the three parts (the message names the option of
             ``landscape hessian`` that produces it), or ``log`` with a value <= 0.
     """
+    _check_fig5(hessian_results, labels, log=log, density_axis=density_axis, broadening=broadening)
+    common, own = shared_measure([r.get("attrs") for r in hessian_results])
+    shown = [f"{label}{extra}" for label, extra in zip(labels, own, strict=True)]
+    on = f"\n({common})" if common else ""
+    if fig is None:
+        fig = new_figure(15.0, 4.6)
+    ax_eig, ax_tr, ax_den = fig.subplots(1, 3)
+    _eigenvalue_panel(ax_eig, hessian_results, shown, on, log)
+    _trace_panel(ax_tr, hessian_results, shown, on, log)
+    _density_panel(ax_den, hessian_results, shown, on, density_axis, broadening)
+    return fig
+
+
+def _check_fig5(
+    hessian_results: Sequence[HessianResult],
+    labels: Sequence[str],
+    *,
+    log: bool,
+    density_axis: str,
+    broadening: float,
+) -> None:
+    """Fig. 5's inputs and options, before anything is drawn."""
     _check(hessian_results, labels)
     if density_axis not in DENSITY_AXES:
         raise LandscapeError(
@@ -214,21 +236,17 @@ def fig5(
         for r, label in zip(hessian_results, labels, strict=True):
             _positive_or_error(np.asarray(r["eigenvalues"], dtype=np.float64), "eigenvalues", label)
             _positive_or_error(np.array([float(r["trace"])]), "trace", label)
-    n = len(hessian_results)
-    common, own = shared_measure([r.get("attrs") for r in hessian_results])
-    shown = [f"{label}{extra}" for label, extra in zip(labels, own, strict=True)]
-    on = f"\n({common})" if common else ""
-    if fig is None:
-        fig = new_figure(15.0, 4.6)
-    ax_eig, ax_tr, ax_den = fig.subplots(1, 3)
 
-    # (a) top eigenvalues, grouped by rank
+
+def _eigenvalue_panel(ax, hessian_results, shown, on: str, log: bool) -> None:
+    """Panel (a): the top eigenvalues as bars grouped by rank, one colour and hatch per run."""
+    n = len(hessian_results)
     k = max(len(r["eigenvalues"]) for r in hessian_results)
     width = 0.8 / n
     for i, (result, label) in enumerate(zip(hessian_results, shown, strict=True)):
         eig = np.asarray(result["eigenvalues"], dtype=np.float64)
         ranks = np.arange(len(eig))
-        ax_eig.bar(
+        ax.bar(
             ranks - 0.4 + width * (i + 0.5),
             eig,
             width,
@@ -238,24 +256,27 @@ def fig5(
             linewidth=0.0,
             label=label,
         )
-    ax_eig.set_xticks(np.arange(k), [f"λ{j + 1}" for j in range(k)])
-    ax_eig.set_xlabel("rank")
-    ax_eig.set_ylabel(f"eigenvalue{on}")
-    ax_eig.set_title("(a) Top Hessian eigenvalues")
+    ax.set_xticks(np.arange(k), [f"λ{j + 1}" for j in range(k)])
+    ax.set_xlabel("rank")
+    ax.set_ylabel(f"eigenvalue{on}")
+    ax.set_title("(a) Top Hessian eigenvalues")
     if log:
-        ax_eig.set_yscale("log")
+        ax.set_yscale("log")
         lowest = min(float(np.min(r["eigenvalues"])) for r in hessian_results)
-        ax_eig.set_ylim(bottom=lowest / 3.0)  # every bar visibly rises from the bottom
+        ax.set_ylim(bottom=lowest / 3.0)  # every bar visibly rises from the bottom
     else:
-        ax_eig.axhline(0.0, color="black", linewidth=0.6)
-    ax_eig.legend()
+        ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.legend()
 
-    # (b) traces with 95 % confidence intervals
+
+def _trace_panel(ax, hessian_results, shown, on: str, log: bool) -> None:
+    """Panel (b): one bar per run with the trace's 95 % confidence interval as error bars."""
+    n = len(hessian_results)
     xs = np.arange(n)
     traces = np.array([float(r["trace"]) for r in hessian_results])
     intervals = [_trace_interval(r) for r in hessian_results]
     for i in range(n):
-        ax_tr.bar(
+        ax.bar(
             xs[i],
             traces[i],
             0.6,
@@ -267,7 +288,7 @@ def fig5(
     for i, interval in enumerate(intervals):
         if interval is not None:
             below = min(interval[0], 0.999 * traces[i]) if log else interval[0]
-            ax_tr.errorbar(
+            ax.errorbar(
                 xs[i],
                 traces[i],
                 yerr=np.array([[below], [interval[1]]]),
@@ -275,16 +296,22 @@ def fig5(
                 capsize=6,
                 linewidth=1.2,
             )
-    ax_tr.set_xticks(xs, list(shown))
-    ax_tr.set_ylabel(f"trace{on}")
-    ax_tr.set_title("(b) Hessian trace (95 % CI)")
+    ax.set_xticks(xs, list(shown))
+    ax.set_ylabel(f"trace{on}")
+    ax.set_title("(b) Hessian trace (95 % CI)")
     if log:
-        ax_tr.set_yscale("log")
-        ax_tr.set_ylim(bottom=float(traces.min()) / 3.0)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=float(traces.min()) / 3.0)
     else:
-        ax_tr.axhline(0.0, color="black", linewidth=0.6)
+        ax.axhline(0.0, color="black", linewidth=0.6)
 
-    # (c) eigenvalue densities on a log axis, broadened by one width on the drawn eigenvalue axis
+
+def _density_panel(
+    ax, hessian_results, shown, on: str, density_axis: str, broadening: float
+) -> None:
+    """Panel (c): the densities on a log axis, broadened by one width on the drawn eigenvalue
+    axis (symmetric-log or linear), each run with its own colour, line style and markers."""
+    n = len(hessian_results)
     measures = [_measure(r) for r in hessian_results]
     if density_axis == "symlog":
         linthresh = density_linthresh(hessian_results)
@@ -295,25 +322,22 @@ def fig5(
     peak = max(float(np.nanmax(d)) for _, d in curves)
     floor = DENSITY_FLOOR * peak if peak > 0 else DENSITY_FLOOR
     for i, ((grid, density), label) in enumerate(zip(curves, shown, strict=True)):
-        ax_den.plot(
-            grid, np.maximum(density, floor), label=label, linewidth=1.4, **line_style(i, n)
-        )
-    ax_den.set_yscale("log")
-    ax_den.set_ylim(floor, peak * 3.0 if peak > 0 else 1.0)
+        ax.plot(grid, np.maximum(density, floor), label=label, linewidth=1.4, **line_style(i, n))
+    ax.set_yscale("log")
+    ax.set_ylim(floor, peak * 3.0 if peak > 0 else 1.0)
     if density_axis == "symlog":
-        ax_den.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
-        ax_den.set_xlabel(f"eigenvalue (symmetric log axis, linear within ±{linthresh:g})")
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
+        ax.set_xlabel(f"eigenvalue (symmetric log axis, linear within ±{linthresh:g})")
         width_text = f"σ = {sigma:.2g} decade"
     else:
-        ax_den.set_xlabel("eigenvalue")
+        ax.set_xlabel("eigenvalue")
         width_text = f"σ = {sigma:.3g}"
-    ax_den.set_ylabel(f"density (log scale){on}")
-    ax_den.set_title("(c) Eigenvalue density")
-    ax_den.legend(  # beside the panel: densities leave no corner free for every data set
+    ax.set_ylabel(f"density (log scale){on}")
+    ax.set_title("(c) Eigenvalue density")
+    ax.legend(  # beside the panel: densities leave no corner free for every data set
         loc="upper left",
         bbox_to_anchor=(1.02, 1.0),
         title=f"Gaussian broadening\n{width_text}",
         title_fontsize="small",
         fontsize="small",
     )
-    return fig

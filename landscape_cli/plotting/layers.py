@@ -62,36 +62,15 @@ def layers(
         LandscapeError: a result has no per-layer values (the message names ``--per-layer``), or
             ``log`` with a value <= 0.
     """
-    if len(hessian_results) == 0:
-        raise ValueError("layers needs at least one Hessian result")
-    if len(labels) != len(hessian_results):
-        raise ValueError(f"{len(labels)} labels for {len(hessian_results)} Hessian results")
-    for result, label in zip(hessian_results, labels, strict=True):
-        if not result.get("per_layer"):
-            raise LandscapeError(
-                f"the Hessian results of {label!r} have no per-layer values; "
-                "run `landscape hessian --per-layer` on its checkpoint"
-            )
+    _check_layers(hessian_results, labels)
     names = _layer_names(hessian_results)
     n, m = len(hessian_results), len(names)
-    lam = np.array(
-        [[_value(r["per_layer"].get(nm), "lambda_max") for nm in names] for r in hessian_results]
-    )
-    tr = np.array(
-        [[_value(r["per_layer"].get(nm), "trace") for nm in names] for r in hessian_results]
-    )
-    se = np.array(
-        [[_value(r["per_layer"].get(nm), "trace_stderr") for nm in names] for r in hessian_results]
+    lam, tr, se = (
+        np.array([[_value(r["per_layer"].get(nm), key) for nm in names] for r in hessian_results])
+        for key in ("lambda_max", "trace", "trace_stderr")
     )
     if log:
-        for values, what in ((lam, "λmax"), (tr, "trace")):
-            bad = np.argwhere(np.isfinite(values) & (values <= 0))
-            if bad.size:
-                i, j = bad[0]
-                raise LandscapeError(
-                    f"the per-layer {what} of {names[j]!r} in {labels[i]!r} is "
-                    f"{values[i, j]:.4g} <= 0; a log axis needs positive values: drop --log"
-                )
+        _check_positive(lam, tr, names, labels)
     common, own = shared_measure([r.get("attrs") for r in hessian_results])
     shown = [f"{label}{extra}" for label, extra in zip(labels, own, strict=True)]
     if fig is None:
@@ -111,19 +90,51 @@ def layers(
     ax_lam.set_yticks(rows, names, fontsize=8 if m > 12 else None)
     ax_lam.invert_yaxis()  # the first parameter on top
     on = f" ({common})" if common else ""
-    for ax, what, title in (
-        (ax_lam, "λmax of the layer's Hessian block", "(a) Per-layer top eigenvalue"),
-        (ax_tr, "trace of the layer's Hessian block", "(b) Per-layer trace (95 % CI)"),
-    ):
-        ax.set_xlabel(f"{what}{on}")
-        ax.set_title(title)
-        if log:
-            ax.set_xscale("log")
-            values = (lam if ax is ax_lam else tr)[np.isfinite(lam if ax is ax_lam else tr)]
-            ax.set_xlim(left=float(values.min()) / 3.0)  # every bar visibly starts at the left
-        else:
-            ax.axvline(0.0, color="black", linewidth=0.6)
-        ax.grid(axis="x", linewidth=0.4, alpha=0.5)
+    _value_axis(
+        ax_lam, lam, f"λmax of the layer's Hessian block{on}", "(a) Per-layer top eigenvalue", log
+    )
+    _value_axis(
+        ax_tr, tr, f"trace of the layer's Hessian block{on}", "(b) Per-layer trace (95 % CI)", log
+    )
     ax_lam.set_ylabel("layer (parameter)")
     ax_lam.legend(loc="best")
     return fig
+
+
+def _check_layers(hessian_results: Sequence[HessianResult], labels: Sequence[str]) -> None:
+    """At least one result, one label each, and per-layer values in every result."""
+    if len(hessian_results) == 0:
+        raise ValueError("layers needs at least one Hessian result")
+    if len(labels) != len(hessian_results):
+        raise ValueError(f"{len(labels)} labels for {len(hessian_results)} Hessian results")
+    for result, label in zip(hessian_results, labels, strict=True):
+        if not result.get("per_layer"):
+            raise LandscapeError(
+                f"the Hessian results of {label!r} have no per-layer values; "
+                "run `landscape hessian --per-layer` on its checkpoint"
+            )
+
+
+def _check_positive(lam: np.ndarray, tr: np.ndarray, names, labels) -> None:
+    """A log axis needs every finite λmax and trace > 0: the first that is not, in one line."""
+    for values, what in ((lam, "λmax"), (tr, "trace")):
+        bad = np.argwhere(np.isfinite(values) & (values <= 0))
+        if bad.size:
+            i, j = bad[0]
+            raise LandscapeError(
+                f"the per-layer {what} of {names[j]!r} in {labels[i]!r} is "
+                f"{values[i, j]:.4g} <= 0; a log axis needs positive values: drop --log"
+            )
+
+
+def _value_axis(ax, values: np.ndarray, xlabel: str, title: str, log: bool) -> None:
+    """Label a value axis; on a log scale, start it a factor 3 below the smallest value."""
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    if log:
+        ax.set_xscale("log")
+        finite = values[np.isfinite(values)]
+        ax.set_xlim(left=float(finite.min()) / 3.0)  # every bar visibly starts at the left
+    else:
+        ax.axvline(0.0, color="black", linewidth=0.6)
+    ax.grid(axis="x", linewidth=0.4, alpha=0.5)

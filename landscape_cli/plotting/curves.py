@@ -75,15 +75,7 @@ def fig6(
     Returns the figure. Raises LandscapeError for a 2-D scan, a scan with no computed point, or
     (with ``accuracy``) a scan without accuracy values.
     """
-    if len(scans) == 0:
-        raise ValueError("fig6 needs at least one scan")
-    if len(labels) != len(scans):
-        raise ValueError(f"{len(labels)} labels for {len(scans)} scans")
-    data = [_scan.checked(s, 1) for s in scans]
-    if log:
-        for s, d in zip(scans, data, strict=True):
-            _scan.positive_or_error(d["loss"], _scan.scan_name(s))
-    accs = [_scan.checked(s, 1, "accuracy")["accuracy"] for s in scans] if accuracy else []
+    data, accs = _checked_curves(scans, labels, accuracy=accuracy, log=log)
     if fig is None:
         fig = new_figure(11.0 if accuracy else 6.0, 4.4)
     axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
@@ -115,3 +107,18 @@ def fig6(
         ax.set_title("(b) Accuracy")
         ax.legend()
     return fig
+
+
+def _checked_curves(scans, labels, *, accuracy: bool, log: bool) -> tuple[list, list]:
+    """Each scan's checked 1-D data (and accuracies with ``accuracy``); a log axis needs every
+    computed loss > 0."""
+    if len(scans) == 0:
+        raise ValueError("fig6 needs at least one scan")
+    if len(labels) != len(scans):
+        raise ValueError(f"{len(labels)} labels for {len(scans)} scans")
+    data = [_scan.checked(s, 1) for s in scans]
+    if log:
+        for s, d in zip(scans, data, strict=True):
+            _scan.positive_or_error(d["loss"], _scan.scan_name(s))
+    accs = [_scan.checked(s, 1, "accuracy")["accuracy"] for s in scans] if accuracy else []
+    return data, accs

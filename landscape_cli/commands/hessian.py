@@ -201,43 +201,52 @@ def hessian(
 
 
 def _show(report, work, out_path: Path, json_out: bool, console, engine: str = "lanczos") -> None:
+    if json_out:
+        c.print_json(_as_json(report, work, out_path, engine))
+    else:
+        console.print(_table(report, work, out_path, engine))
+
+
+def _as_json(report, work, out_path: Path, engine: str) -> dict:
+    """The ``--json`` object of one run."""
+    top, tr, dens = report.top, report.trace, report.density
+    return {
+        "checkpoint": str(work.loaded.path),
+        "engine": engine,
+        "eigenvalues": top.eigenvalues if top else [],
+        "residuals": top.residuals if top else [],
+        "converged": top.converged if top else [],
+        "lambda_min": top.lambda_min if top else None,
+        "lanczos_basis_dtype": top.basis_dtype if top else None,
+        "lanczos_orthogonality": top.orthogonality if top else None,
+        "trace": tr.estimate if tr else None,
+        "trace_stderr": tr.stderr if tr else None,
+        "trace_ci95": list(tr.ci95) if tr else None,
+        "trace_method": tr.method if tr else None,
+        "trace_probes": tr.probes if tr else None,
+        "density_probes": dens.probes if dens else 0,
+        "density_tol_achieved": dens.achieved_tol if dens else None,
+        "per_layer": {
+            layer.name: {"lambda_max": layer.lambda_max, "trace": layer.trace}
+            for layer in report.per_layer
+        },
+        "hvp_count": report.hvp_count,
+        "samples": report.samples,
+        "num_params": report.num_params,
+        "skipped_params": list(report.skipped_params),
+        "loss": report.loss_value,
+        "bn_mode": report.bn_mode,
+        "device": report.device,
+        "seconds": report.seconds,
+        "out": str(out_path),
+    }
+
+
+def _table(report, work, out_path: Path, engine: str):
+    """The rich table of one run: each estimate with its uncertainty, then the run's facts."""
     from rich.table import Table
 
     top, tr, dens = report.top, report.trace, report.density
-    if json_out:
-        c.print_json(
-            {
-                "checkpoint": str(work.loaded.path),
-                "engine": engine,
-                "eigenvalues": top.eigenvalues if top else [],
-                "residuals": top.residuals if top else [],
-                "converged": top.converged if top else [],
-                "lambda_min": top.lambda_min if top else None,
-                "lanczos_basis_dtype": top.basis_dtype if top else None,
-                "lanczos_orthogonality": top.orthogonality if top else None,
-                "trace": tr.estimate if tr else None,
-                "trace_stderr": tr.stderr if tr else None,
-                "trace_ci95": list(tr.ci95) if tr else None,
-                "trace_method": tr.method if tr else None,
-                "trace_probes": tr.probes if tr else None,
-                "density_probes": dens.probes if dens else 0,
-                "density_tol_achieved": dens.achieved_tol if dens else None,
-                "per_layer": {
-                    layer.name: {"lambda_max": layer.lambda_max, "trace": layer.trace}
-                    for layer in report.per_layer
-                },
-                "hvp_count": report.hvp_count,
-                "samples": report.samples,
-                "num_params": report.num_params,
-                "skipped_params": list(report.skipped_params),
-                "loss": report.loss_value,
-                "bn_mode": report.bn_mode,
-                "device": report.device,
-                "seconds": report.seconds,
-                "out": str(out_path),
-            }
-        )
-        return
     by = " by PyHessian" if engine == "pyhessian" else ""
     table = Table(title=f"Hessian of {work.loaded.path.name} ({report.samples} samples){by}")
     table.add_column("measure")
@@ -288,4 +297,4 @@ def _show(report, work, out_path: Path, json_out: bool, console, engine: str = "
     if report.skipped_params:
         table.add_row("skipped", str(len(report.skipped_params)), "parameters with no gradient")
     table.add_row("results", str(out_path), "")
-    console.print(table)
+    return table

@@ -108,7 +108,6 @@ def train(
 ) -> None:
     """Train a model and write a checkpoint that `landscape hessian/scan/audit` read."""
     from rich.console import Console
-    from rich.table import Table
 
     from landscape_cli import training
 
@@ -132,6 +131,27 @@ def train(
     )
 
     progress = c.progress("train", "steps")
+    with progress:
+        result = training.train(
+            config,
+            out=out,
+            device=device,
+            save_every=save_every,
+            resume=resume,
+            callbacks=_show_progress(training, progress),
+            trust=trust_checkpoint,
+            overwrite=overwrite,
+        )
+
+    summary = _summary(result)
+    if json_out:
+        c.print_json(summary)
+    else:
+        Console().print(_table(result, summary))
+
+
+def _show_progress(training, progress):
+    """Training callbacks that drive ``progress``: one phase per epoch, the loss per batch."""
 
     class Show(training.Callbacks):
         def on_start(self, cfg, *, epochs, steps_per_epoch, first_epoch):
@@ -149,20 +169,13 @@ def train(
                 f"{m.test_acc:.3f}{alpha}"
             )
 
-    with progress:
-        result = training.train(
-            config,
-            out=out,
-            device=device,
-            save_every=save_every,
-            resume=resume,
-            callbacks=Show(),
-            trust=trust_checkpoint,
-            overwrite=overwrite,
-        )
+    return Show()
 
+
+def _summary(result) -> dict:
+    """The ``--json`` object of a training run."""
     f = result.final
-    summary = {
+    return {
         "checkpoint": str(result.path),
         "model": result.config.model,
         "dataset": result.config.dataset,
@@ -180,9 +193,13 @@ def train(
         "seconds": sum(result.history["seconds"]),
         "snapshots": [str(p) for p in result.snapshots],
     }
-    if json_out:
-        c.print_json(summary)
-        return
+
+
+def _table(result, summary: dict):
+    """The rich table of a training run."""
+    from rich.table import Table
+
+    f = result.final
     table = Table(
         title=f"{result.config.model} on {result.config.dataset}, {result.config.optimizer}"
     )
@@ -197,4 +214,4 @@ def train(
     table.add_row("hyperparameters", ", ".join(f"{k}={v:g}" for k, v in result.hparams.items()))
     table.add_row("seconds", f"{summary['seconds']:.1f}")
     table.add_row("checkpoint", str(result.path))
-    Console().print(table)
+    return table

@@ -309,10 +309,44 @@ def plot(
         check_output_file(path, "figure")
     shown = _labels(files, labels) if files else []
 
+    drawn = _draw_all(  # every figure is drawn before any is saved: no partial set on error
+        figures,
+        files,
+        shown,
+        name=name,
+        log=log,
+        accuracy=accuracy,
+        density_axis=density_axis,
+        levels=levels,
+        vmin=vmin,
+        vmax=vmax,
+        size=size,
+    )
+    for fig, path in zip(drawn, out_paths, strict=True):
+        pl.save_figure(fig, path, dpi=dpi)
+
+    if json_out:
+        common = {"files": [str(f) for f in files], "labels": shown}
+        if len(figures) == 1:
+            c.print_json({"figure": figures[0], "out": str(out_paths[0]), **common})
+        else:
+            made = [{"figure": f, "out": str(p)} for f, p in zip(figures, out_paths, strict=True)]
+            c.print_json({"figures": made, **common})
+    else:
+        for path in out_paths:
+            typer.echo(str(path))
+
+
+def _draw_all(
+    figures, files, shown, *, name, log, accuracy, density_axis, levels, vmin, vmax, size
+):
+    """Draw each asked figure from the files (each file read once), in order."""
+    from landscape_cli import plotting as pl
+
     def new_fig():
         return pl.new_figure(*size) if size is not None else None
 
-    drawn = []  # every figure is drawn before any is saved: an error leaves no partial set
+    drawn = []
     hessians: list[HessianResult] | None = None
     for fig_name in figures:
         if fig_name == "fig2":
@@ -343,16 +377,4 @@ def plot(
                 fig_name, scans, shown, log=log, vmin=vmin, vmax=vmax, levels=levels, size=size
             )
         drawn.append(fig)
-    for fig, path in zip(drawn, out_paths, strict=True):
-        pl.save_figure(fig, path, dpi=dpi)
-
-    if json_out:
-        common = {"files": [str(f) for f in files], "labels": shown}
-        if len(figures) == 1:
-            c.print_json({"figure": figures[0], "out": str(out_paths[0]), **common})
-        else:
-            made = [{"figure": f, "out": str(p)} for f, p in zip(figures, out_paths, strict=True)]
-            c.print_json({"figures": made, **common})
-    else:
-        for path in out_paths:
-            typer.echo(str(path))
+    return drawn

@@ -129,18 +129,11 @@ def audit(
     from landscape_cli import audit as au
     from landscape_cli import audit_report, distributed
     from landscape_cli.pipeline import audit_job
-    from landscape_cli.results import check_output_file
 
-    if out is not None:  # --out is the results file in the other commands: never the report here
-        raise LandscapeError(
-            "audit has no --out: each checkpoint's numbers go to its own results file "
-            "(CKPT.h5); write the markdown report with --report FILE.md"
-        )
     _check_options(
-        checkpoints, rank_by, loss, top_k, tol, max_steps, epsilon, rho, tau, report, au.MEASURES
-    )
-    if report is not None:
-        check_output_file(report, "report")
+        checkpoints, rank_by, loss, top_k, tol, max_steps, epsilon, rho, tau, report, au.MEASURES,
+        out=out,
+    )  # fmt: skip
     source = c.source(
         model,
         model_option,
@@ -196,9 +189,17 @@ def audit(
 
 
 def _check_options(
-    checkpoints, rank_by, loss, top_k, tol, max_steps, epsilon, rho, tau, report, measures
+    checkpoints, rank_by, loss, top_k, tol, max_steps, epsilon, rho, tau, report, measures, *, out
 ) -> None:
-    """The options' own checks, before anything is loaded (one error line for the first bad)."""
+    """The options' own checks, before anything is loaded (one error line for the first bad);
+    the report's folder is checked writable before any work."""
+    from landscape_cli.results import check_output_file
+
+    if out is not None:  # --out is the results file in the other commands: never the report here
+        raise LandscapeError(
+            "audit has no --out: each checkpoint's numbers go to its own results file "
+            "(CKPT.h5); write the markdown report with --report FILE.md"
+        )
     checks = [
         (len(checkpoints) >= 1, "give at least one checkpoint"),
         (rank_by in measures, f"--rank-by must be one of {', '.join(measures)}"),
@@ -218,6 +219,8 @@ def _check_options(
     for ok, message in checks:
         if not ok:
             raise LandscapeError(message)
+    if report is not None:
+        check_output_file(report, "report")
 
 
 def _table(payload: dict[str, Any], match_loss: bool) -> None:

@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
-from landscape_cli.training import TrainConfig, train
+from landscape_cli.training import TrainConfig
 
 runner = CliRunner()
 MARK = "PWNED"
@@ -29,10 +29,11 @@ HFAST = [*FAST, "--top-k", "1", "--trace-probes", "0", "--density-probes", "0"]
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
+def base(tmp_path_factory, trained_checkpoint) -> Path:
     """A tiny trained checkpoint (``ok.pt``) and a results file made from it (``ok.h5``)."""
     d = tmp_path_factory.mktemp("base")
-    train(TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=1), out=d / "ok.pt")
+    config = TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=1)
+    trained_checkpoint(config, into=d, name="ok.pt")
     result = runner.invoke(app, ["hessian", str(d / "ok.pt"), "--out", str(d / "ok.h5"), *HFAST])
     assert result.exit_code == 0, result.output
     return d

@@ -5,25 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cases import DenseOp
 
 from landscape_cli.hessian import lanczos
 from landscape_cli.hessian.lanczos import basis_dtype_for, lanczos_run, orthogonality, ritz_vectors
 from landscape_cli.hessian.trace import deflated_trace
 from landscape_cli.resources import hessian_bytes
-
-
-class DenseOp:
-    """A matrix as an operator that, like HessianOperator, computes in its own dtype and
-    returns float64."""
-
-    def __init__(self, H: torch.Tensor) -> None:
-        self.H, self.n, self.device, self.dtype = H, H.shape[0], torch.device("cpu"), H.dtype
-
-    def matmat(self, V):
-        return (self.H @ V.to(self.dtype)).double()
-
-    def matvec(self, v):
-        return (self.H @ v.to(self.dtype)).double()
 
 
 def _spectrum_matrix(n=300, seed=0):

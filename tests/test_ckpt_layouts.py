@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli.checkpoints import (
@@ -53,13 +54,6 @@ def _lightning(state_dict: dict, prefix: str = "model.") -> dict:
         "lr_schedulers": [],
         "hyper_parameters": {"lr": 0.1, "width": 16},
     }
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
 
 
 def _image_folder(root: Path, classes: int, size: int = 16, per_class: int = 4) -> Path:
@@ -169,11 +163,11 @@ def test_many_mismatches_name_a_few_keys_not_all(tmp_path):
     assert msg.count(" vs (") == 2  # the first two of them, then a count
 
 
-def test_training_resumes_from_a_prefixed_checkpoint(tmp_path):
+def test_training_resumes_from_a_prefixed_checkpoint(tmp_path, trained_checkpoint):
     from landscape_cli.training import TrainConfig, train
 
-    out = tmp_path / "run.pt"
-    train(TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=1), out=out)
+    config = TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=1)
+    out = trained_checkpoint(config, into=tmp_path, name="run.pt")
     ckpt = torch.load(out, weights_only=True)
     ckpt["state_dict"] = {f"_orig_mod.{k}": v for k, v in ckpt["state_dict"].items()}
     save_checkpoint(out, ckpt)
@@ -250,7 +244,7 @@ def test_audit_on_an_image_folder_with_fewer_classes_is_one_line(tmp_path):
     folder = _image_folder(tmp_path / "imgs", 3)
     args = ["audit", str(path), "--model", "torchvision:resnet18"]
     args += ["--dataset", f"imagefolder:{folder}", "--samples", "6"]
-    line = _one_error_line(runner.invoke(app, args))
+    line = one_error_line(runner.invoke(app, args))
     assert "fc.weight has 10 outputs but the dataset has 3 classes" in line
     assert "--model-option num_classes=10" in line
 

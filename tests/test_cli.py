@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli import __version__
@@ -28,9 +29,7 @@ def test_help_lists_usage():
 
 def test_unknown_option_is_one_line_exit_2():
     result = runner.invoke(app, ["--no-such-option"])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: ")
-    assert result.stderr.count("\n") == 1
+    one_error_line(result)
     assert "Traceback" not in result.output
 
 

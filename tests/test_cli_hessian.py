@@ -8,33 +8,26 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
 from landscape_cli.results import read_hessian, update_file
-from landscape_cli.training import TrainConfig, train
+from landscape_cli.training import TrainConfig
 
 runner = CliRunner()
 FAST = ["--samples", "96", "--batch-size", "32", "--density-probes", "2", "--lanczos-steps", "8"]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    train(TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=2), out=path)
-    return path
+def ckpt(tmp_path_factory, trained_checkpoint):
+    config = TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=2)
+    return trained_checkpoint(config, into=tmp_path_factory.mktemp("ckpt"), name="mlp.pt")
 
 
 def _ok(result):
     assert result.exit_code == 0, result.output
     return result
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
 
 
 def test_results_file_has_exactly_the_schema(ckpt, tmp_path):
@@ -91,7 +84,7 @@ def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     )
     assert again["eigenvalues"] == data["eigenvalues"] and again["trace"] == data["trace"]
     other = ["hessian", str(ckpt), "--out", str(out), "--top-k", "2", *FAST]
-    assert "--overwrite" in _one_error_line(runner.invoke(app, other))
+    assert "--overwrite" in one_error_line(runner.invoke(app, other))
     _ok(runner.invoke(app, [*other, "--overwrite"]))
     with h5py.File(out) as f:
         assert f["hessian/eigenvalues"].shape == (2,)
@@ -158,9 +151,9 @@ def test_foreign_state_dict_with_model_and_dataset(ckpt, tmp_path):
     net = load_model(ckpt).model
     plain = tmp_path / "plain.pth"
     torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, plain)
-    err = _one_error_line(runner.invoke(app, ["hessian", str(plain), *FAST]))
+    err = one_error_line(runner.invoke(app, ["hessian", str(plain), *FAST]))
     assert "--dataset" in err
-    err = _one_error_line(runner.invoke(app, ["hessian", str(plain), "--dataset", "digits", *FAST]))
+    err = one_error_line(runner.invoke(app, ["hessian", str(plain), "--dataset", "digits", *FAST]))
     assert "--model" in err
     args = ["hessian", str(plain), "--dataset", "digits", "--model", "mlp"]
     args += ["--model-option", "hidden=[12]", "--json", *FAST]

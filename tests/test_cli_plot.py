@@ -14,13 +14,14 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import typer
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app as main_app
 from landscape_cli.commands._app import LandscapeGroup
 from landscape_cli.commands.plot import plot
 from landscape_cli.results import read_hessian, read_root, update_file
-from landscape_cli.training import TrainConfig, train
+from landscape_cli.training import TrainConfig
 
 runner = CliRunner()
 
@@ -41,16 +42,15 @@ app = _cli()
 
 
 @pytest.fixture(scope="module")
-def h5files(tmp_path_factory):
+def h5files(tmp_path_factory, trained_checkpoint):
     """Two real results files: tiny MLPs trained with different seeds, then `landscape hessian`."""
     folder = tmp_path_factory.mktemp("plot")
     files = []
     for seed, name in ((0, "adam"), (1, "dualadam")):
-        ckpt = folder / f"{name}.pt"
         config = TrainConfig(
             model="mlp", model_options={"hidden": [8]}, epochs=1, seed=seed, optimizer=name
         )
-        train(config, out=ckpt)
+        ckpt = trained_checkpoint(config, into=folder, name=f"{name}.pt")
         h5 = folder / f"{name}.h5"
         args = ["hessian", str(ckpt), "--samples", "64", "--density-probes", "2"]
         args += ["--lanczos-steps", "8", "--trace-probes", "20", "--out", str(h5)]
@@ -63,14 +63,6 @@ def h5files(tmp_path_factory):
 def _ok(result):
     assert result.exit_code == 0, result.output
     return result
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stderr
 
 
 def _not_blank(path, min_colour: float = 0.01) -> None:
@@ -142,7 +134,7 @@ def test_fig5_on_file_without_hessian(tmp_path):
     h5 = tmp_path / "scan-only.h5"
     update_file(h5, {"checkpoint": "x"}, lambda f: f.create_group("scan/x"))
     out = tmp_path / "f.png"
-    err = _one_error_line(
+    err = one_error_line(
         runner.invoke(app, ["plot", str(h5), "--figure", "fig5", "--out", str(out)])
     )
     assert "no Hessian results" in err and "landscape hessian" in err
@@ -157,7 +149,7 @@ def test_fig5_on_file_without_density(h5files, tmp_path):
 
     shutil.copy(h5files[0], h5)
     update_file(h5, {}, drop_density)
-    err = _one_error_line(
+    err = one_error_line(
         runner.invoke(app, ["plot", str(h5), "--figure", "fig5", "--out", str(tmp_path / "f.png")])
     )
     assert "--density-probes" in err
@@ -166,7 +158,7 @@ def test_fig5_on_file_without_density(h5files, tmp_path):
 def test_non_hdf5_file(tmp_path):
     bogus = tmp_path / "notes.h5"
     bogus.write_text("not hdf5\n")
-    err = _one_error_line(
+    err = one_error_line(
         runner.invoke(
             app, ["plot", str(bogus), "--figure", "fig5", "--out", str(tmp_path / "f.png")]
         )
@@ -175,28 +167,28 @@ def test_non_hdf5_file(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    err = _one_error_line(
+    err = one_error_line(
         runner.invoke(app, ["plot", str(tmp_path / "nope.h5"), "--figure", "fig5"])
     )
     assert "does not exist" in err
 
 
 def test_unknown_figure_lists_valid_ones(h5files):
-    err = _one_error_line(runner.invoke(app, ["plot", str(h5files[0]), "--figure", "fig7"]))
+    err = one_error_line(runner.invoke(app, ["plot", str(h5files[0]), "--figure", "fig7"]))
     assert "fig7" in err
     for name in ("fig2", "fig5", "fig6", "contour", "surface", "heatmap"):
         assert name in err
 
 
 def test_missing_figure_option(h5files):
-    err = _one_error_line(runner.invoke(app, ["plot", str(h5files[0])]))
+    err = one_error_line(runner.invoke(app, ["plot", str(h5files[0])]))
     assert "--figure" in err
 
 
 def test_label_count_mismatch(h5files, tmp_path):
     out = tmp_path / "f.png"
     args = ["plot", *map(str, h5files), "--figure", "fig5", "--out", str(out)]
-    err = _one_error_line(runner.invoke(app, [*args, "--labels", "only-one"]))
+    err = one_error_line(runner.invoke(app, [*args, "--labels", "only-one"]))
     assert "1 label(s) for 2 file(s)" in err
     assert not out.exists()
 
@@ -204,7 +196,7 @@ def test_label_count_mismatch(h5files, tmp_path):
 @pytest.mark.parametrize("name", ["f.jpg", "f.txt", "f"])
 def test_bad_output_extension(h5files, tmp_path, name):
     out = tmp_path / name
-    err = _one_error_line(
+    err = one_error_line(
         runner.invoke(app, ["plot", str(h5files[0]), "--figure", "fig5", "--out", str(out)])
     )
     assert ".png, .pdf, .svg" in err
@@ -224,7 +216,7 @@ def test_bad_output_extension(h5files, tmp_path, name):
     ],
 )
 def test_option_combinations_refused(args, message, tmp_path):
-    err = _one_error_line(runner.invoke(app, ["plot", *args, "--out", str(tmp_path / "f.png")]))
+    err = one_error_line(runner.invoke(app, ["plot", *args, "--out", str(tmp_path / "f.png")]))
     assert message in err
     assert not (tmp_path / "f.png").exists()
 
@@ -273,7 +265,7 @@ def test_scan_figures_through_the_command(tmp_path, figure):
 def test_scan_figure_of_wrong_dimension(tmp_path):
     path = tmp_path / "a.h5"
     _write_scan(path, "1d-random", 1)
-    err = _one_error_line(
+    err = one_error_line(
         runner.invoke(
             app, ["plot", str(path), "--figure", "contour", "--out", str(tmp_path / "c.png")]
         )
@@ -287,7 +279,7 @@ def test_name_picks_one_of_several_scans(tmp_path):
     _write_scan(path, "2d-random", 2)
     _write_scan(path, "2d-other", 2)
     out = tmp_path / "c.png"
-    err = _one_error_line(
+    err = one_error_line(
         runner.invoke(app, ["plot", str(path), "--figure", "contour", "--out", str(out)])
     )
     # several 2-D scans: the message names them (not the 1-D one) and asks for --name

@@ -6,19 +6,12 @@ import json
 
 import pytest
 import torch
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
 
 runner = CliRunner()
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stderr
 
 
 def test_train_json_and_checkpoint(tmp_path):
@@ -62,7 +55,7 @@ def test_train_num_classes_option_widens_the_head_or_is_refused(tmp_path):
     assert ckpt["model"]["kwargs"]["num_classes"] == 12
     head = [v for k, v in ckpt["state_dict"].items() if k.endswith("weight")][-1]
     assert head.shape[0] == 12  # the last layer has the 12 outputs asked for
-    err = _one_error_line(runner.invoke(app, [*base, "--model-option", "num_classes=5"]))
+    err = one_error_line(runner.invoke(app, [*base, "--model-option", "num_classes=5"]))
     assert "num_classes=5" in err and "10 classes" in err
 
 

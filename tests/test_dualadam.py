@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from cases import DEVICES
 
 from dualadam import DualAdam, InvAdam, switch_alpha, switch_steps
 
@@ -58,7 +59,7 @@ _C = np.random.default_rng(1).normal(size=(4, 3))
 
 def _loss_torch(params: list[torch.Tensor]) -> torch.Tensor:
     a, b = params
-    c = torch.as_tensor(_C)
+    c = torch.as_tensor(_C, device=a.device)
     return (torch.sin(a) * a**2).sum() + 0.5 * ((b @ c) ** 2).sum() + 0.1 * (b**3).sum()
 
 
@@ -74,15 +75,18 @@ def _theta0() -> list[np.ndarray]:
     return [rng.normal(size=(5,)), rng.normal(size=(2, 4))]
 
 
-def _run_torch(opt_factory, n_steps: int, groups=None, sign: float = 1.0):
-    """Run an optimizer on ``sign * f``; ``sign=-1`` with ``maximize=True`` descends f too."""
-    params = [torch.tensor(t, dtype=torch.float64, requires_grad=True) for t in _theta0()]
+def _run_torch(opt_factory, n_steps: int, groups=None, sign: float = 1.0, device="cpu"):
+    """Run an optimizer on ``sign * f`` on ``device``; ``sign=-1`` with ``maximize=True`` descends
+    f too. Returns the parameters as NumPy arrays, and the optimizer."""
+    params = [
+        torch.tensor(t, dtype=torch.float64, device=device, requires_grad=True) for t in _theta0()
+    ]
     opt = opt_factory(groups(params) if groups else params)
     for _ in range(n_steps):
         opt.zero_grad()
         (sign * _loss_torch(params)).backward()
         opt.step()
-    return [p.detach().numpy() for p in params], opt
+    return [p.detach().cpu().numpy() for p in params], opt
 
 
 SETTINGS = [
@@ -94,9 +98,10 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_matches_numpy_reference_across_the_switch(setting, foreach):
+def test_matches_numpy_reference_across_the_switch(setting, foreach, device):
     # ξ = 1/30: α goes 1 → 0 over the first 30 of 60 steps, so both phases are covered.
     lr, betas, eps, xi, n = 0.01, (0.9, 0.99), 1e-8, 1 / 30, 60
     maximize = setting.get("maximize", False)
@@ -115,6 +120,7 @@ def test_matches_numpy_reference_across_the_switch(setting, foreach):
         ),
         n,
         sign=sign,
+        device=device,
     )
     want = reference_dual_adam(
         _theta0(),
@@ -173,7 +179,8 @@ def test_invadam_is_alpha_one(foreach):
     ("weight_decay", "decoupled"), [(0.0, True), (0.1, True), (0.1, False)], ids=["none", "W", "L2"]
 )
 @pytest.mark.parametrize("maximize", [False, True])
-def test_switch_rate_one_is_torch_adam(foreach, weight_decay, decoupled, maximize):
+@pytest.mark.parametrize("device", DEVICES)
+def test_switch_rate_one_is_torch_adam(foreach, weight_decay, decoupled, maximize, device):
     kw = {"lr": 0.03, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": weight_decay}
     kw["maximize"] = maximize
     sign = -1.0 if maximize else 1.0
@@ -183,20 +190,24 @@ def test_switch_rate_one_is_torch_adam(foreach, weight_decay, decoupled, maximiz
         ),
         50,
         sign=sign,
+        device=device,
     )
     reference = torch.optim.AdamW if decoupled and weight_decay else torch.optim.Adam
-    theirs, _ = _run_torch(lambda p: reference(p, foreach=foreach, **kw), 50, sign=sign)
+    theirs, _ = _run_torch(
+        lambda p: reference(p, foreach=foreach, **kw), 50, sign=sign, device=device
+    )
     for a, b, t0 in zip(ours, theirs, _theta0(), strict=True):
         assert np.isfinite(b).all() and np.abs(b - t0).max() > 1e-2
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_foreach_matches_for_loop_bit_for_bit():
+@pytest.mark.parametrize("device", DEVICES)
+def test_foreach_matches_for_loop_bit_for_bit(device):
     def make(foreach):
         return lambda p: DualAdam(p, lr=0.01, switch_rate=0.03, weight_decay=0.01, foreach=foreach)
 
-    a, opt_a = _run_torch(make(False), 50)
-    b, opt_b = _run_torch(make(True), 50)
+    a, opt_a = _run_torch(make(False), 50, device=device)
+    b, opt_b = _run_torch(make(True), 50, device=device)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
 from landscape_cli.results import read_hessian
-from landscape_cli.training import TrainConfig, train
+from landscape_cli.training import TrainConfig
 from landscape_cli.workload import load_workload
 
 runner = CliRunner()
@@ -17,22 +18,15 @@ SMALL = ["--density-probes", "2", "--lanczos-steps", "8", "--top-k", "2"]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    train(TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=2), out=path)
-    return path
+def ckpt(tmp_path_factory, trained_checkpoint):
+    config = TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=2)
+    return trained_checkpoint(config, into=tmp_path_factory.mktemp("ckpt"), name="mlp.pt")
 
 
 def _run(ckpt, out, *args):
     result = runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), *args])
     assert result.exit_code == 0, result.output
     return result
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
 
 
 def _pyhessian_directly(ckpt, samples: int, batch_size: int, seed: int, top_n: int):
@@ -156,7 +150,7 @@ def test_per_layer_with_pyhessian_says_whose_it_is(ckpt, tmp_path):
 def test_a_lanczos_rerun_does_not_silently_replace_a_pyhessian_result(ckpt, tmp_path):
     args = ["--samples", "48", "--batch-size", "48", "--top-k", "1", "--density-probes", "0"]
     _run(ckpt, tmp_path / "p.h5", "--engine", "pyhessian", *args)
-    line = _one_error_line(
+    line = one_error_line(
         runner.invoke(app, ["hessian", str(ckpt), "--out", str(tmp_path / "p.h5"), *args])
     )
     assert "engine" in line
@@ -190,5 +184,5 @@ def test_audit_never_reuses_a_pyhessian_result(ckpt, tmp_path):
 )
 def test_options_pyhessian_cannot_honour_are_one_line(ckpt, tmp_path, args, expected):
     result = runner.invoke(app, ["hessian", str(ckpt), "--out", str(tmp_path / "x.h5"), *args])
-    assert expected in _one_error_line(result)
+    assert expected in one_error_line(result)
     assert not (tmp_path / "x.h5").exists()

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from cases import one_error_line
 from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
@@ -32,14 +33,6 @@ runner = CliRunner()
 def _ok(result):
     assert result.exit_code == 0, result.output
     return result
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stderr
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,7 +373,7 @@ def test_repeated_figure_draws_each_to_its_own_file(realfile, tmp_path, monkeypa
     args = ["plot", str(realfile), "--figure", "fig6", "--figure", "contour"]
     assert _ok(runner.invoke(app, args)).stdout.splitlines() == ["fig6.png", "contour.png"]
     assert (tmp_path / "fig6.png").exists() and (tmp_path / "contour.png").exists()
-    err = _one_error_line(runner.invoke(app, [*args, "--figure", "fig6"]))
+    err = one_error_line(runner.invoke(app, [*args, "--figure", "fig6"]))
     assert "fig6" in err and "twice" in err
 
 
@@ -402,7 +395,7 @@ def test_plot_options_through_the_command(realfile, tmp_path):
         (["--figure", "fig5", "--size", "0", "3"], "--size"),
         (["--figure", "fig5", "--dpi", "0"], "--dpi"),
     ]:
-        err = _one_error_line(
+        err = one_error_line(
             runner.invoke(app, ["plot", str(realfile), *extra, "--out", str(tmp_path / "x.png")])
         )
         assert message in err, err

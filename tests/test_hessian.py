@@ -8,8 +8,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from cases import (
+    CASES,
+    DEVICES,
+    DenseOp,
+    Quadratic,
+    batches,
+    data,
+    dense_reference,
+    quadratic_loss,
+)
 from torch import nn
-from torch.func import functional_call, hessian
 
 from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import LOSSES
@@ -29,106 +38,18 @@ from landscape_cli.hessian.lanczos import lanczos_run
 from landscape_cli.hessian.sampling import rademacher
 from landscape_cli.hessian.trace import _projected_probes, deflated_trace
 
-# -- tiny problems -------------------------------------------------------------------------------
 
-
-def _mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
-
-
-def _cnn_bn() -> nn.Module:
-    torch.manual_seed(1)
-    m = nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3)
-    ).double()
-    with torch.no_grad():  # non-trivial running statistics, as after training
-        m[1].running_mean.uniform_(-0.5, 0.5)
-        m[1].running_var.uniform_(0.5, 2.0)
-        m[1].weight.uniform_(0.5, 1.5)
-    return m
-
-
-class Quadratic(nn.Module):
-    """Loss 0.5 θᵀAθ + bᵀθ with a chosen spectrum (the model returns θ; the loss applies A)."""
-
-    def __init__(self, eigenvalues: list[float], seed: int = 0) -> None:
-        super().__init__()
-        n = len(eigenvalues)
-        g = torch.Generator().manual_seed(seed)
-        q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-        self.register_buffer("A", q @ torch.diag(torch.tensor(eigenvalues).double()) @ q.T)
-        self.theta = nn.Parameter(torch.randn(n, generator=g, dtype=torch.float64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.theta.expand(x.shape[0], -1)
-
-
-def _quadratic_loss(model: Quadratic):
-    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        t = out[0]
-        return 0.5 * t @ model.A @ t + t.sum()
-
-    return loss
-
-
-def _data(shape, n=20, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(
-        0, classes, (n,), generator=g
-    )
-
-
-def _batches(x, y, batch_size):
-    return [
-        Batch(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)
-    ]
-
-
-def dense_reference(model: nn.Module, x, y, loss_fn) -> torch.Tensor:
-    """The exact Hessian of the mean loss over all samples, by torch.func.hessian, eval mode."""
-    model.eval()
-    names = [k for k, p in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    sizes = [p.numel() for p in model.parameters()]
-    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    buffers = dict(model.named_buffers())
-
-    def f(flat):
-        parts = torch.split(flat, sizes)
-        params = {k: v.reshape(s) for k, v, s in zip(names, parts, shapes, strict=True)}
-        return loss_fn(functional_call(model, (params, buffers), (x,)), y)
-
-    return hessian(f)(flat0)
-
-
-class DenseOp:
-    """A matrix as an operator, for estimator-only tests."""
-
-    def __init__(self, H: torch.Tensor) -> None:
-        self.H, self.n, self.device, self.hvp_count = H, H.shape[0], torch.device("cpu"), 0
-
-    def matmat(self, V):
-        self.hvp_count += V.shape[1]
-        return self.H @ V
-
-    def matvec(self, v):
-        self.hvp_count += 1
-        return self.H @ v
-
-
-CASES = {
-    "mlp-ce": lambda: (_mlp(), *_data((4,)), "ce"),
-    "mlp-mse": lambda: (_mlp(), *_data((4,), seed=1), "mse"),
-    "cnn-bn-eval-ce": lambda: (_cnn_bn(), *_data((1, 5, 5), n=13), "ce"),
-}
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request):
+    return request.param
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def case(request):
+def case(request, device):
+    """(operator on ``device``, exact Hessian on the CPU) for each case of ``CASES``."""
     model, x, y, loss = CASES[request.param]()
     H = dense_reference(model, x, y, LOSSES[loss])
-    op = HessianOperator(model, _batches(x, y, 6), loss=loss, dtype=torch.float64)
+    op = HessianOperator(model, batches(x, y, 6), loss=loss, dtype=torch.float64, device=device)
     return op, H
 
 
@@ -138,15 +59,15 @@ def case(request):
 def test_operator_equals_dense_hessian(case):
     op, H = case
     assert op.n == H.shape[0]
-    torch.testing.assert_close(op.dense(), H, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.dense().cpu(), H, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_cached_and_fresh_graphs_agree_bitwise(cache):
     model, x, y, _ = CASES["cnn-bn-eval-ce"]()
     v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
-    op = HessianOperator(model, _batches(x, y, 5), dtype=torch.float64, cache_graphs=cache)
-    ref = HessianOperator(model, _batches(x, y, 5), dtype=torch.float64, cache_graphs=not cache)
+    op = HessianOperator(model, batches(x, y, 5), dtype=torch.float64, cache_graphs=cache)
+    ref = HessianOperator(model, batches(x, y, 5), dtype=torch.float64, cache_graphs=not cache)
     assert op.cache_graphs is cache
     assert torch.equal(op.matvec(v), ref.matvec(v))
     two = op.matmat(torch.stack([v, 2 * v], 1))
@@ -157,7 +78,7 @@ def test_cached_and_fresh_graphs_agree_bitwise(cache):
 def test_float32_operator_close_to_float64():
     model, x, y, _ = CASES["mlp-ce"]()
     H = dense_reference(model, x, y, LOSSES["ce"])
-    op = HessianOperator(model, _batches(x.float(), y, 6), dtype=torch.float32)
+    op = HessianOperator(model, batches(x.float(), y, 6), dtype=torch.float32)
     torch.testing.assert_close(op.dense(), H, rtol=1e-4, atol=1e-5)
 
 
@@ -214,7 +135,7 @@ def test_parameters_without_gradient_are_skipped():
             return self.body(x)
 
     model = TwoHeads().double()
-    x, y = _data((4,))
+    x, y = data((4,))
     op = HessianOperator(model, [Batch(x, y)], dtype=torch.float64)
     assert op.skipped == ("unused.weight", "unused.bias")
     assert op.names == ("body.weight", "body.bias") and op.n == 15
@@ -232,7 +153,7 @@ def test_nondeterministic_model_is_refused():
         def forward(self, x):
             return self.lin(x) * (1 + 0.1 * torch.rand(1, dtype=x.dtype))
 
-    x, y = _data((4,))
+    x, y = data((4,))
     with pytest.raises(LandscapeError, match="not deterministic"):
         HessianOperator(Noisy().double(), [Batch(x, y)], dtype=torch.float64)
 
@@ -268,7 +189,7 @@ def test_lanczos_relation_and_orthonormal_basis(case):
     _result, basis = lanczos_run(
         op, 3, tol=0.0, max_steps=min(25, op.n), generator=torch.Generator().manual_seed(1)
     )
-    Q = basis.Q
+    Q = basis.Q.cpu()  # on the operator's device; the exact H is on the CPU
     m = Q.shape[0]
     torch.testing.assert_close(Q @ Q.T, torch.eye(m, dtype=torch.float64), atol=1e-12, rtol=0)
     T = torch.as_tensor(basis.T)
@@ -276,7 +197,7 @@ def test_lanczos_relation_and_orthonormal_basis(case):
     if basis.q_next is not None:  # H Qᵀ = Qᵀ T + β q_next e_mᵀ
         lhs = H @ Q.T
         rhs = Q.T @ T
-        rhs[:, -1] += basis.beta_last * basis.q_next
+        rhs[:, -1] += basis.beta_last * basis.q_next.cpu()
         torch.testing.assert_close(lhs, rhs, atol=1e-10 * H.norm().item(), rtol=0)
 
 
@@ -285,7 +206,7 @@ def test_indefinite_hessian_top_is_algebraic_not_largest_magnitude():
     model = Quadratic(eig)
     x = torch.zeros(4, 1, dtype=torch.float64)
     op = HessianOperator(
-        model, [Batch(x, torch.zeros(4))], loss=_quadratic_loss(model), dtype=torch.float64
+        model, [Batch(x, torch.zeros(4))], loss=quadratic_loss(model), dtype=torch.float64
     )
     torch.testing.assert_close(op.dense(), model.A, rtol=1e-12, atol=1e-12)
     res = lanczos_top(op, 3, tol=1e-10, max_steps=8, generator=torch.Generator().manual_seed(0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cases import DenseOp
 
 from landscape_cli.hessian.lanczos import LanczosRecurrence, tridiagonal
 from landscape_cli.hessian.sampling import random_unit, unit_rademacher
@@ -88,17 +89,7 @@ def test_continuing_a_run_leaves_its_basis_untouched():
     from landscape_cli.hessian.density import extend_krylov
     from landscape_cli.hessian.lanczos import lanczos_run
 
-    class Dense:
-        def __init__(self, H):
-            self.H, self.n, self.device = H, H.shape[0], torch.device("cpu")
-
-        def matvec(self, v):
-            return self.H @ v
-
-        def matmat(self, V):
-            return self.H @ V
-
-    op = Dense(_matrix(seed=6))
+    op = DenseOp(_matrix(seed=6))
     _, basis = lanczos_run(op, 2, tol=1e-3, max_steps=5, generator=torch.Generator().manual_seed(0))
     q_next, Q = basis.q_next.clone(), basis.Q.clone()
     extend_krylov(op, basis, 20, reorthogonalize=False)

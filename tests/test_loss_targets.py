@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
@@ -34,12 +35,6 @@ def _ok(result):
     return result
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
-
-
 @pytest.fixture
 def regmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (tmp_path / "regdata.py").write_text(REGRESSION)
@@ -58,7 +53,7 @@ def test_regression_trains_with_mse_and_later_commands_use_it(regmod, tmp_path):
     ckpt = tmp_path / "reg.pt"
     train = ["train", "--model", "mlp", "--model-option", "hidden=[6]", "--dataset", regmod]
     train += ["--epochs", "2", "--batch-size", "8", "--out", str(ckpt)]
-    err = _one_error_line(runner.invoke(app, train))
+    err = one_error_line(runner.invoke(app, train))
     assert "--loss mse" in err and not ckpt.exists()
     summary = json.loads(_ok(runner.invoke(app, [*train, "--loss", "mse", "--json"])).stdout)
     assert summary["loss"] == "mse" and summary["train_acc"] is None
@@ -85,7 +80,7 @@ def test_regression_trains_with_mse_and_later_commands_use_it(regmod, tmp_path):
     exact = np.sort(np.linalg.eigvalsh(hessian(f)(flat).numpy()))[::-1][:3]
     np.testing.assert_allclose(data["eigenvalues"], exact, rtol=1e-6)
     # cross-entropy on it is an error that names the fix, before any computing
-    err = _one_error_line(runner.invoke(app, [*args, "--loss", "ce"]))
+    err = one_error_line(runner.invoke(app, [*args, "--loss", "ce"]))
     assert "--loss mse" in err
 
 

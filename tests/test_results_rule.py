@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import h5py
 import pytest
+from cases import one_error_line
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
 from landscape_cli.results import list_groups, read_root, sha256_file
-from landscape_cli.training import TrainConfig, train
+from landscape_cli.training import TrainConfig
 
 runner = CliRunner()
 FAST = ["--samples", "48", "--top-k", "1", "--trace-probes", "0", "--density-probes", "0"]
@@ -21,20 +23,13 @@ def _ok(result):
     return result
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
-
-
 @pytest.fixture(scope="module")
-def two(tmp_path_factory):
+def two(tmp_path_factory, trained_checkpoint):
     """Two different checkpoints whose default results files are the same tv.h5."""
     folder = tmp_path_factory.mktemp("rule")
-    a = folder / "a.pt"
-    train(TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=1), out=a)
-    b = folder / "b.pt"
-    train(TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=1, seed=1), out=b)
+    config = TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=1)
+    a = trained_checkpoint(config, into=folder, name="a.pt")
+    b = trained_checkpoint(replace(config, seed=1), into=folder, name="b.pt")
     return a, b
 
 
@@ -59,11 +54,11 @@ def test_another_checkpoint_into_the_same_file_is_refused(two, tmp_path):
     out = tmp_path / "tv.h5"
     _ok(runner.invoke(app, ["hessian", str(a), *FAST, "--out", str(out)]))
     before = out.read_bytes()
-    err = _one_error_line(runner.invoke(app, ["hessian", str(b), *FAST, "--out", str(out)]))
+    err = one_error_line(runner.invoke(app, ["hessian", str(b), *FAST, "--out", str(out)]))
     assert "different checkpoint" in err and "--out" in err and "--overwrite" in err
     assert out.read_bytes() == before
     scan = ["scan", str(b), "--points", "3", "--samples", "16", "--out", str(out)]
-    assert "--overwrite" in _one_error_line(runner.invoke(app, scan))
+    assert "--overwrite" in one_error_line(runner.invoke(app, scan))
     assert out.read_bytes() == before
     # --overwrite drops the other checkpoint's groups
     _ok(runner.invoke(app, [*scan, "--overwrite"]))
@@ -79,7 +74,7 @@ def test_audit_refuses_a_file_of_another_checkpoint(two, tmp_path):
     _ok(runner.invoke(app, ["hessian", str(pt), *FAST]))
     audit = ["audit", str(st), "--samples", "48", "--top-k", "1", "--trace-probes", "4"]
     audit += ["--density-probes", "0"]
-    err = _one_error_line(runner.invoke(app, audit))
+    err = one_error_line(runner.invoke(app, audit))
     assert "different checkpoint" in err and "--overwrite" in err
     assert list_groups(tmp_path / "tv.h5") == ["hessian"]
 
@@ -91,7 +86,7 @@ def test_same_options_rule_for_hessian(two, tmp_path):
     _ok(runner.invoke(app, base))
     _ok(runner.invoke(app, base))  # same options: recomputed in place
     before = out.read_bytes()
-    err = _one_error_line(runner.invoke(app, [*base, "--top-k", "2"]))
+    err = one_error_line(runner.invoke(app, [*base, "--top-k", "2"]))
     assert "other options" in err and "top_k 1 vs 2" in err and "--overwrite" in err
     assert out.read_bytes() == before
     _ok(runner.invoke(app, [*base, "--top-k", "2", "--overwrite"]))
@@ -106,6 +101,6 @@ def test_same_options_rule_for_audit(two, tmp_path):
     base = ["audit", str(ck), "--samples", "48", "--top-k", "1", "--trace-probes", "4"]
     base += ["--density-probes", "0"]
     _ok(runner.invoke(app, base))
-    err = _one_error_line(runner.invoke(app, [*base, "--epsilon", "0.1"]))
+    err = one_error_line(runner.invoke(app, [*base, "--epsilon", "0.1"]))
     assert "/audit" in err and "epsilon" in err and "--overwrite" in err
     _ok(runner.invoke(app, [*base, "--epsilon", "0.1", "--overwrite"]))

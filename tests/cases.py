@@ -1,0 +1,133 @@
+"""Shared test material: tiny models and data, exact dense Hessians, a matrix as an operator,
+the devices to run on, and the check for the CLI's one error line.
+
+A new estimator test takes a case from ``CASES`` (a model, inputs, targets and a loss name),
+builds the exact Hessian with ``dense_reference`` and compares; a test of an estimator alone wraps
+a matrix in ``DenseOp``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+
+from landscape_cli.hessian import Batch
+
+# -- devices -------------------------------------------------------------------------------------
+
+#: ``cpu`` always; ``cuda`` (marked ``cuda``: ``-m "not cuda"`` leaves it out) where there is one.
+DEVICES = [
+    "cpu",
+    *([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else []),
+]
+
+# -- tiny problems -------------------------------------------------------------------------------
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+
+
+def cnn_bn() -> nn.Module:
+    torch.manual_seed(1)
+    m = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3)
+    ).double()
+    with torch.no_grad():  # non-trivial running statistics, as after training
+        m[1].running_mean.uniform_(-0.5, 0.5)
+        m[1].running_var.uniform_(0.5, 2.0)
+        m[1].weight.uniform_(0.5, 1.5)
+    return m
+
+
+class Quadratic(nn.Module):
+    """Loss 0.5 θᵀAθ + bᵀθ with a chosen spectrum (the model returns θ; the loss applies A)."""
+
+    def __init__(self, eigenvalues: list[float], seed: int = 0) -> None:
+        super().__init__()
+        n = len(eigenvalues)
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+        self.register_buffer("A", q @ torch.diag(torch.tensor(eigenvalues).double()) @ q.T)
+        self.theta = nn.Parameter(torch.randn(n, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.theta.expand(x.shape[0], -1)
+
+
+def quadratic_loss(model: Quadratic):
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = out[0]
+        return 0.5 * t @ model.A @ t + t.sum()
+
+    return loss
+
+
+def data(shape, n=20, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(
+        0, classes, (n,), generator=g
+    )
+
+
+def batches(x, y, batch_size):
+    return [
+        Batch(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)
+    ]
+
+
+def dense_reference(model: nn.Module, x, y, loss_fn) -> torch.Tensor:
+    """The exact Hessian of the mean loss over all samples, by torch.func.hessian, eval mode."""
+    model.eval()
+    names = [k for k, p in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    buffers = dict(model.named_buffers())
+
+    def f(flat):
+        parts = torch.split(flat, sizes)
+        params = {k: v.reshape(s) for k, v, s in zip(names, parts, shapes, strict=True)}
+        return loss_fn(functional_call(model, (params, buffers), (x,)), y)
+
+    return hessian(f)(flat0)
+
+
+class DenseOp:
+    """A matrix as an operator, for estimator-only tests. Like HessianOperator it computes in
+    the matrix's own dtype, returns float64 and counts its products."""
+
+    def __init__(self, H: torch.Tensor) -> None:
+        self.H, self.n, self.device, self.dtype = H, H.shape[0], H.device, H.dtype
+        self.hvp_count = 0
+
+    def matmat(self, V):
+        self.hvp_count += V.shape[1]
+        return (self.H @ V.to(self.dtype)).double()
+
+    def matvec(self, v):
+        self.hvp_count += 1
+        return (self.H @ v.to(self.dtype)).double()
+
+
+#: name -> () -> (model, inputs, targets, loss name)
+CASES = {
+    "mlp-ce": lambda: (mlp(), *data((4,)), "ce"),
+    "mlp-mse": lambda: (mlp(), *data((4,), seed=1), "mse"),
+    "cnn-bn-eval-ce": lambda: (cnn_bn(), *data((1, 5, 5), n=13), "ce"),
+}
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def one_error_line(result) -> str:
+    """A refused command: exit code 2, nothing on stdout, and exactly one line on stderr that
+    starts with ``error:`` (never a traceback). Returns that line."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr

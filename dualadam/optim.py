@@ -162,12 +162,14 @@ class DualAdam(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group, checking its hyperparameters."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group["betas"] = tuple(group["betas"])
         _check_hparams(group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the state, filling in hyperparameters missing from older state dicts."""
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
@@ -288,6 +290,7 @@ class InvAdam(DualAdam):
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group; InvAdam refuses a nonzero ``switch_rate``."""
         if param_group.get("switch_rate", 0.0) != 0.0:
             raise ValueError(
                 "InvAdam has no switch rate (alpha is always 1); use DualAdam for a switch_rate"

@@ -183,9 +183,11 @@ class CifarDataset(Dataset):
             )
 
     def __len__(self) -> int:
+        """The number of images."""
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Image ``index`` (augmented when augmentation is on) and its class."""
         image = self.data[index]
         if self.augmentation is not None:
             image = self.augmentation(image)

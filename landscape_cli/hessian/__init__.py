@@ -145,8 +145,10 @@ def analyze(
 
 
 def _top_phase(op: HessianOperator, s: HessianSettings, out: dict, phase):
-    """Run top-k Lanczos when the top-k or a deflated trace needs it: stores ``out["top"]`` and
-    returns the Krylov basis (``None`` when not run)."""
+    """Run top-k Lanczos when the top-k or a deflated trace needs it.
+
+    Stores ``out["top"]`` and returns the Krylov basis (``None`` when not run).
+    """
     basis = None
     need_basis = s.trace_probes > 0 and s.trace_method in ("auto", "deflated")
     if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):

@@ -127,8 +127,11 @@ def hutchinson_trace(
 def _projected_probes(
     op, basis: np.ndarray | Tensor, *, probes, rtol, min_probes, block, gen, exact: float, extra
 ):
-    """Shared loop of the deflated estimators: samples exact + z⊥ᵀHz⊥ and, where ``extra``
-    is given, the plain Hutchinson sample of the same probe."""
+    """Shared loop of the deflated estimators.
+
+    Samples exact + z⊥ᵀHz⊥ and, where ``extra`` is given, the plain Hutchinson sample of the same
+    probe.
+    """
     Q = basis
     deflated: list[float] = []
     plain: list[float] = []
@@ -162,9 +165,10 @@ def deflated_trace(
     block: int = 8,
     adaptive: bool = True,
 ) -> TraceResult:
-    """Krylov-deflated Hutchinson on ``basis``; with ``adaptive``, plain Hutchinson on the same
-    probes instead when that has the smaller sample variance (see module docstring). Costs one
-    HVP per probe.
+    """Krylov-deflated Hutchinson on ``basis``.
+
+    With ``adaptive``, plain Hutchinson on the same probes instead when that has the smaller sample
+    variance (see module docstring). Costs one HVP per probe.
 
     Args:
         op: The symmetric operator.
@@ -219,7 +223,9 @@ def hutchpp_trace(
     probes: int = 99,
     block: int = 8,
 ) -> TraceResult:
-    """Hutch++ (Meyer et al. 2021) with a budget of ``probes`` HVPs (a third each: sketch,
+    """Hutch++ (Meyer et al. 2021) trace estimate with a budget of ``probes`` HVPs.
+
+    Hutch++ (Meyer et al. 2021) with a budget of ``probes`` HVPs (a third each: sketch,
     exact part, residual; module docstring).
 
     Args:

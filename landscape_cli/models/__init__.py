@@ -1,4 +1,4 @@
-"""Model architectures by name, for ``landscape train`` and the commands that load checkpoints.
+r"""Model architectures by name, for ``landscape train`` and the commands that load checkpoints.
 
 :func:`build_model` takes a spec and the data's shape:
 
@@ -34,7 +34,7 @@
 factories take vectors). Every registry model accepts any reasonable ``H, W`` (8×8 digits, 32×32
 CIFAR) through adaptive pooling; ``vit_small`` needs ``H`` and ``W`` divisible by ``patch_size``.
 Initialization is deterministic given :func:`torch.manual_seed`. Errors are one-line
-:class:`~landscape_cli.errors.LandscapeError`\\ s.
+:class:`~landscape_cli.errors.LandscapeError`\ s.
 """
 
 from __future__ import annotations

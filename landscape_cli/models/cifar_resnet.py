@@ -1,4 +1,6 @@
-"""ResNet-18 and ResNet-50 in the CIFAR form (He et al., "Deep Residual Learning for Image
+"""ResNet-18 and ResNet-50 in the CIFAR form (He et al. 2016).
+
+ResNet-18 and ResNet-50 in the CIFAR form (He et al., "Deep Residual Learning for Image
 Recognition", CVPR 2016).
 
 The ImageNet stem (7×7 stride-2 convolution and 3×3 max-pool) is replaced by one 3×3 stride-1
@@ -43,6 +45,7 @@ class BasicBlock(nn.Module):
         self.shortcut = _shortcut(in_planes, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block: two 3×3 convolutions plus the shortcut."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -65,6 +68,7 @@ class Bottleneck(nn.Module):
         self.shortcut = _shortcut(in_planes, out_planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the bottleneck block: 1×1, 3×3, 1×1 convolutions plus the shortcut."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -106,6 +110,7 @@ class CifarResNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.fc(torch.flatten(self.avgpool(out), 1))

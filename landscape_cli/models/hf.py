@@ -58,6 +58,7 @@ def is_hf_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def is_hf_spec(model: str | None) -> bool:
+    """Whether ``model`` is a ``hf:`` spec (a Hugging Face folder)."""
     return isinstance(model, str) and model.strip().lower().startswith("hf:")
 
 
@@ -81,14 +82,17 @@ class HFClassifier(nn.Module):
         self.task = task
 
     def forward(self, inputs: Any) -> torch.Tensor:
+        """Logits of a batch: a dict of tokenizer outputs, or pixel values."""
         if isinstance(inputs, dict):
             return self.net(**inputs).logits
         return self.net(pixel_values=inputs).logits
 
     def parameter_group(self, name: str) -> str:
-        """The ``--per-layer`` group of parameter ``name``: its transformer block
-        (``net.bert.encoder.layer.0``), else its first module under the base model
-        (``net.bert.embeddings``, ``net.classifier``)."""
+        """The ``--per-layer`` group of parameter ``name``.
+
+        Its transformer block (``net.bert.encoder.layer.0``), else its first module under the base
+        model (``net.bert.embeddings``, ``net.classifier``).
+        """
         m = _BLOCK.match(name)
         if m:
             return m.group(1)
@@ -111,6 +115,7 @@ class HFFolder:
 
     @property
     def num_labels(self) -> int:
+        """The number of classes the model's config declares."""
         return int(self.config.num_labels)
 
     def label_names(self) -> dict[str, int]:
@@ -174,8 +179,10 @@ def _architecture(config: dict[str, Any], folder: Path) -> tuple[str, str]:
 
 
 def _has_safe_weights(folder: Path, trust: bool) -> bool:
-    """Whether ``folder`` holds safetensors weights; refuses a folder with no weights, or with
-    only pickled ones unless ``trust``."""
+    """Whether ``folder`` holds safetensors weights.
+
+    Refuses a folder with no weights, or with only pickled ones unless ``trust``.
+    """
     safe = any((folder / n).is_file() for n in SAFE_WEIGHTS) or any(folder.glob("*.safetensors"))
     pickled = any((folder / n).is_file() for n in PICKLED_WEIGHTS)
     if not safe and not pickled:
@@ -244,8 +251,11 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
 
 
 def load_tokenizer(folder: Path):
-    """The folder's own tokenizer (refused with one line when it has none: transformers would
-    otherwise make up an empty one from the config's model type)."""
+    """The folder's own tokenizer.
+
+    The folder's own tokenizer (refused with one line when it has none: transformers would
+    otherwise make up an empty one from the config's model type).
+    """
     if not any((folder / n).is_file() for n in TOKENIZER_FILES):
         raise LandscapeError(
             f"{folder} has no tokenizer for text data (none of {', '.join(TOKENIZER_FILES[:3])}, "
@@ -275,8 +285,11 @@ def load_tokenizer(folder: Path):
 
 
 def folder_of(model: str | None, checkpoint: Path) -> Path:
-    """The folder a ``hf:`` spec names (``hf:`` alone: the checkpoint), which must be the
-    checkpoint folder itself."""
+    """The folder a ``hf:`` spec names.
+
+    The folder a ``hf:`` spec names (``hf:`` alone: the checkpoint), which must be the
+    checkpoint folder itself.
+    """
     text = (model or "hf:").strip()[3:].strip()
     folder = Path(text) if text else checkpoint
     if folder.resolve() != checkpoint.resolve():

@@ -1,4 +1,6 @@
-"""VGG-16 with BatchNorm in the CIFAR form (Simonyan & Zisserman, "Very Deep Convolutional
+"""VGG-16 with BatchNorm in the CIFAR form (Simonyan & Zisserman 2015).
+
+VGG-16 with BatchNorm in the CIFAR form (Simonyan & Zisserman, "Very Deep Convolutional
 Networks for Large-Scale Image Recognition", ICLR 2015; configuration D, with BatchNorm after
 every convolution as in Ioffe & Szegedy 2015).
 
@@ -64,6 +66,7 @@ class VGG(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 

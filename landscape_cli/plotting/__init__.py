@@ -1,5 +1,7 @@
-"""Figures: Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves),
-per-layer λmax and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
+"""Figures.
+
+Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves), per-layer λmax
+and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
 
 Plotting functions take result objects (the :class:`~landscape_cli.results.HessianResult` and
 :class:`~landscape_cli.results.ScanResult` that :mod:`landscape_cli.results` reads back, through

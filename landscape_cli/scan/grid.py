@@ -82,6 +82,7 @@ class ScanPlan:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The grid's shape: ``(len(x),)`` or ``(len(y), len(x))``."""
         return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
 
 
@@ -89,6 +90,7 @@ BN_CHOICES = ("recompute", "interpolate")
 
 
 def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -149,6 +151,7 @@ class PointEvaluator:
 
     @torch.no_grad()
     def __call__(self, coords: Sequence[float]) -> tuple[float, float]:
+        """Loss and accuracy at the point ``coords`` along the directions."""
         torch._foreach_copy_(self.targets, self.base)
         for c, d in zip(coords, self.dirs, strict=True):
             if c != 0.0:
@@ -187,6 +190,7 @@ class PointEvaluator:
 
     @torch.no_grad()
     def restore(self) -> None:
+        """Put the original parameters and BatchNorm batch counts back."""
         torch._foreach_copy_(self.targets, self.base)
         for m, count in self.tracked:
             m.num_batches_tracked.copy_(count)

@@ -56,7 +56,15 @@ from landscape_cli.hessian.types import TraceResult
 def summarize(
     samples: np.ndarray, *, method: str, hvp_count: int, rtol: float, note: str = ""
 ) -> TraceResult:
-    """Mean, standard error and Student-t 95 % interval of per-probe trace samples."""
+    r"""Mean, standard error and Student-t 95 % interval of per-probe trace samples.
+
+    Args:
+        samples: The per-probe samples (for Hutchinson, :math:`z^\top Hz` per probe).
+        method: The estimator's name, stored with the result.
+        hvp_count: The Hessian-vector products the samples cost.
+        rtol: The relative standard error asked for; ``converged`` says whether it was met.
+        note: A remark stored with the result (e.g. why a method was chosen).
+    """
     from scipy import stats
 
     samples = np.asarray(samples, dtype=np.float64)
@@ -225,8 +233,8 @@ def hutchpp_trace(
 ) -> TraceResult:
     """Hutch++ (Meyer et al. 2021) trace estimate with a budget of ``probes`` HVPs.
 
-    Hutch++ (Meyer et al. 2021) with a budget of ``probes`` HVPs (a third each: sketch,
-    exact part, residual; module docstring).
+    A third of the budget each goes to the sketch, the exact part and the residual (module
+    docstring).
 
     Args:
         op: The symmetric operator.

@@ -334,11 +334,6 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     return prefix
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``model`` (:func:`fit_state_dict`, the prefix discarded)."""
-    fit_state_dict(model, state_dict, source)
-
-
 def head_width(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], num_classes: int
 ) -> tuple[int, str] | None:

@@ -56,7 +56,6 @@ __all__ = [
     "MODEL_NAMES",
     "build_model",
     "count_parameters",
-    "describe_model",
     "model_options",
 ]
 
@@ -296,8 +295,3 @@ def build_model(
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     """The number of scalar parameters of ``model`` (each shared tensor counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def describe_model(model: nn.Module) -> int:
-    """The parameter count of ``model``: the one number commands report about an architecture."""
-    return count_parameters(model)

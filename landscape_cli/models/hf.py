@@ -38,7 +38,6 @@ PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 #: The ``--per-layer`` groups: a parameter whose name holds ``<layer|layers|h|block|blocks>.N.``
 #: belongs to that transformer block; the others to their first module below the base model.
 _BLOCK = re.compile(r"^(.*?\b(?:layer|layers|h|block|blocks)\.\d+)\.")
-TASKS = ("text", "image")
 #: Files that hold a tokenizer's vocabulary (one of them must be in a text model's folder).
 TOKENIZER_FILES = (
     "tokenizer.json",

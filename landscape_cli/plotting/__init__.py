@@ -24,13 +24,9 @@ from landscape_cli.plotting.style import (
     save_figure,
 )
 
-#: The figures ``landscape plot --figure`` knows.
-FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap")
-
 __all__ = [
     "DENSITY_AXES",
     "DENSITY_FLOOR",
-    "FIGURES",
     "IMAGE_FORMATS",
     "SAVE_RC",
     "auto_log",

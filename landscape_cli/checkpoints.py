@@ -254,7 +254,7 @@ def match_keys(state_keys: Iterable[str], model_keys: Iterable[str]) -> str | No
 
 
 def _closest_prefix(state_keys: Sequence[str], model_keys: set[str]) -> str:
-    """For the message about a file that does not fit.
+    """The key prefix closest to fitting, for the message about a file that does not fit.
 
     The common prefix (or none) whose removal leaves the most keys of the model.
     """
@@ -448,7 +448,7 @@ def _model_spec(
     model_options: Mapping[str, Any] | None,
     trust: bool,
 ) -> dict[str, Any]:
-    """The ``{name, kwargs}`` to build.
+    """The model spec ``{name, kwargs}`` to build.
 
     ``model`` for the dataset's shape and classes when given, else the spec a landscape checkpoint
     stores (a file without one needs ``model``).

@@ -127,7 +127,7 @@ def group_attrs(root: dict[str, Any], work: Workload, settings: dict[str, Any]) 
 def check_same_options(
     out_path: Path, group: str, wanted: dict[str, Any], overwrite: bool, what: str
 ) -> None:
-    """One rule for every group.
+    """Refuse a group computed with other options, unless ``overwrite`` (one rule for all).
 
     The same command with the same options recomputes (or resumes) it in place; other options on an
     existing group is an error unless ``overwrite``.
@@ -238,7 +238,7 @@ def _hessian_operator(work, s, *, loss: str, bn_mode: str, dev, dtype: str, cach
 def _hessian_saver(
     op, results: dict, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
 ):
-    """``save(partial=False, to=None)``.
+    """The saver of an interrupted or finished ``hessian``: ``save(partial=False, to=None)``.
 
     The report of ``results`` so far, written on the main process (to ``to`` or the results file,
     rescued elsewhere if that fails); returns it.
@@ -868,7 +868,7 @@ def _match_losses(
 
 
 def _write_audits(rows: list[AuditRow], targets: list[_Audited], reports, s, overwrite) -> None:
-    """Each row to its checkpoint's ``/audit`` (rank 0 only).
+    """Write each row to its checkpoint's ``/audit`` (rank 0 only).
 
     A failed write is raised once the other checkpoints' results are written.
     """

@@ -605,7 +605,7 @@ def _epoch(run: _Run, epoch: int, cb: Callbacks, test_loader) -> EpochMetrics:
 
 
 def _save_epoch(run: _Run, epoch: int, out_path: Path, save_every: int) -> Path | None:
-    """After epoch ``epoch`` (1-based).
+    """Save the checkpoint after epoch ``epoch`` (1-based) when it is due.
 
     The checkpoint to ``out_path`` at the end and every ``save_every``-th epoch, then also as a
     snapshot beside it (returned).

@@ -324,7 +324,7 @@ def analyze_pyhessian(
     out: dict | None = None,
     on_phase: Callable[[str, int], None] | None = None,
 ) -> dict:
-    """``landscape hessian --engine pyhessian``.
+    """Analyze the Hessian for ``landscape hessian --engine pyhessian``.
 
     The top-k and the trace by PyHessian on ``op``'s model, loss and batches
     (:func:`pyhessian_estimates`, seeded with ``settings.seed``); the density and the per-layer

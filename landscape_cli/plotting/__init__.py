@@ -1,4 +1,4 @@
-"""Figures.
+"""The figures: each draws results it is given and computes nothing.
 
 Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves), per-layer λmax
 and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.

@@ -125,12 +125,12 @@ def measured_on(attrs: dict | None) -> str:
 
 
 def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
-    """(what all runs share, per-run remainders).
+    """Split what the runs were measured on into what they share and per-run remainders.
 
-    The parts of :func:`measured_on` that every run shares go in an axis label; the parts that
-    differ go after each run's legend label (e.g. " (PyHessian)" beside " (Lanczos)" for two engines
-    on one checkpoint). The Hessian engine is named only where it is not the default Lanczos for
-    every run.
+    Returns ``(what all runs share, per-run remainders)``. The parts of :func:`measured_on` that
+    every run shares go in an axis label; the parts that differ go after each run's legend label
+    (e.g. " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint). The Hessian
+    engine is named only where it is not the default Lanczos for every run.
     """
     parts = [_measured_parts(a) for a in attrs_list]
     keys = [k for k in ("engine", "loss", "samples") if any(k in p for p in parts)]

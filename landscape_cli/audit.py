@@ -50,7 +50,12 @@ from landscape_cli.scan.directions import random_direction
 
 
 class Tempered(nn.Module):
-    """``model`` with its outputs divided by a temperature (same predictions, other confidence)."""
+    """``model`` with its outputs divided by a temperature (same predictions, other confidence).
+
+    Args:
+        model: the network.
+        temperature: what its outputs are divided by.
+    """
 
     def __init__(self, model: nn.Module, temperature: float) -> None:
         super().__init__()

@@ -107,7 +107,11 @@ def read_journal(path: Path) -> list[Point]:
 
 
 class Journal:
-    """Append-only record of computed points, flushed per point (survives SIGKILL)."""
+    """Append-only record of computed points, flushed per point (survives SIGKILL).
+
+    Args:
+        path: the journal file, appended to.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -132,6 +136,12 @@ class ScanStore:
 
     Journals every point at once and folds the journal into ``/scan/<name>`` of ``results`` every
     ``fold_every`` seconds and on :meth:`close`.
+
+    Args:
+        results: the results file.
+        root: its root (provenance) attributes.
+        name: the scan's name under ``/scan``.
+        fold_every: seconds between folds of the journal into the file.
     """
 
     def __init__(self, results: Path, root: dict[str, Any], name: str, fold_every: float) -> None:

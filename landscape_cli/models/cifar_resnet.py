@@ -32,7 +32,13 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
-    """Two 3×3 convolutions with BatchNorm and an identity (or projection) shortcut."""
+    """Two 3×3 convolutions with BatchNorm and an identity (or projection) shortcut.
+
+    Args:
+        in_planes: input channels.
+        planes: output channels.
+        stride: stride of the first convolution (and of the projection shortcut).
+    """
 
     expansion = 1
 
@@ -52,7 +58,13 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1×1 reduce → 3×3 (carrying the stride) → 1×1 expand (×4), with BatchNorm, plus shortcut."""
+    """1×1 reduce → 3×3 (carrying the stride) → 1×1 expand (×4), with BatchNorm, plus shortcut.
+
+    Args:
+        in_planes: input channels.
+        planes: channels of the 3×3 convolution; the output has ``4·planes``.
+        stride: stride of the 3×3 convolution (and of the projection shortcut).
+    """
 
     expansion = 4
 
@@ -76,7 +88,15 @@ class Bottleneck(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet with the CIFAR stem: 3×3 stride-1 convolution, BatchNorm, ReLU, no max-pool."""
+    """ResNet with the CIFAR stem: 3×3 stride-1 convolution, BatchNorm, ReLU, no max-pool.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        num_blocks: blocks in each of the four stages.
+        input_shape: ``(channels, height, width)`` of one input.
+        num_classes: the number of logits.
+        width: channels of the stem and first stage (doubled per stage).
+    """
 
     def __init__(
         self,

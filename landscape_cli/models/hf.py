@@ -73,6 +73,10 @@ class HFClassifier(nn.Module):
 
     ``forward(inputs)`` calls the model with ``**inputs`` when ``inputs`` is a dict (token ids,
     attention mask, token type ids), else with ``pixel_values=inputs``, and returns ``.logits``.
+
+    Args:
+        net: the transformers sequence or image classification model.
+        task: ``"text"`` or ``"image"``.
     """
 
     def __init__(self, net: nn.Module, task: str) -> None:

@@ -28,7 +28,14 @@ VGG16_CONFIG: tuple[int | str, ...] = (
 
 
 class VGG(nn.Module):
-    """VGG with BatchNorm; ``width`` scales all channel counts by ``width / 64``."""
+    """VGG with BatchNorm; ``width`` scales all channel counts by ``width / 64``.
+
+    Args:
+        config: output channels per convolution (at width 64), ``"M"`` for a max-pool.
+        input_shape: ``(channels, height, width)`` of one input.
+        num_classes: the number of logits.
+        width: the channel scale (64: the standard VGG).
+    """
 
     def __init__(
         self,

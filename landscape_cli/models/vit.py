@@ -25,7 +25,12 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with an explicit softmax (double-backward friendly)."""
+    """Multi-head self-attention with an explicit softmax (double-backward friendly).
+
+    Args:
+        dim: the token width.
+        heads: the number of heads (``dim`` must be divisible by it).
+    """
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -46,7 +51,13 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer encoder block."""
+    """Pre-norm transformer encoder block.
+
+    Args:
+        dim: the token width.
+        heads: the attention heads.
+        mlp_ratio: the MLP's hidden width over ``dim``.
+    """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -63,7 +74,17 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """ViT classifier over non-overlapping square patches; see the module docstring."""
+    """ViT classifier over non-overlapping square patches; see the module docstring.
+
+    Args:
+        input_shape: ``(channels, height, width)`` of one input.
+        num_classes: the number of logits.
+        patch_size: the side of a square patch.
+        dim: the token width.
+        depth: the number of blocks.
+        heads: the attention heads per block.
+        mlp_ratio: the MLP's hidden width over ``dim``.
+    """
 
     def __init__(
         self,

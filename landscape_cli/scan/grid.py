@@ -105,6 +105,15 @@ class PointEvaluator:
     layer's running mean and variance averaged over the batches, in train mode without
     gradients, as mode-connectivity work does: Garipov et al. 2018, Izmailov et al. 2018) before
     evaluating. The checkpoint's statistics are put back by :meth:`restore`.
+
+    Args:
+        model: the network, whose parameters are moved in place.
+        batches: the scan's samples, in batches.
+        directions: one or two directions (parameter name → tensor).
+        loss_fn: ``(output, target) -> mean loss``.
+        bn_mode: ``"eval"`` or ``"train"`` BatchNorm while evaluating.
+        sharded: under torchrun: each point's samples are split over the ranks.
+        bn: None, ``"interpolate"`` or ``"recompute"`` (above).
     """
 
     def __init__(

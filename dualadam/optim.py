@@ -162,12 +162,14 @@ class DualAdam(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group, checking its hyperparameters."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group["betas"] = tuple(group["betas"])
         _check_hparams(group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the state, filling in hyperparameters missing from older state dicts."""
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
@@ -262,6 +264,26 @@ class InvAdam(DualAdam):
     second moment is large, which helps it leave sharp minima but can keep it from converging
     (paper, §IV-H); DualAdam hands over to Adam for that reason. Arguments as for
     :class:`DualAdam`, without ``switch_rate``.
+
+    Args:
+        params: parameters or parameter groups (a group may not set a nonzero ``switch_rate``).
+        lr: learning rate :math:`\eta`.
+        betas: :math:`(\beta_1, \beta_2)`, the decay rates of the moments.
+        eps: :math:`\epsilon`; it only enters Adam's term, whose weight :math:`1-\alpha` is 0
+            here, so it does not change InvAdam's step.
+        weight_decay: :math:`\lambda`.
+        decoupled_weight_decay: AdamW-style decay (default) instead of L2 on the gradient.
+        maximize: maximize the objective instead of minimizing it.
+        foreach: use the ``torch._foreach_*`` kernels; ``None`` picks them when every parameter
+            is on CUDA.
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.ones(2))
+    >>> opt = InvAdam([w], lr=0.1)
+    >>> w.grad = torch.tensor([2.0, -0.5])
+    >>> opt.step()
+    >>> w.data  # theta - lr * m_hat * sqrt(v_hat) = 1 - 0.1 * g * |g| at the first step
+    tensor([0.6000, 1.0250])
     """
 
     def __init__(
@@ -288,6 +310,7 @@ class InvAdam(DualAdam):
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group; InvAdam refuses a nonzero ``switch_rate``."""
         if param_group.get("switch_rate", 0.0) != 0.0:
             raise ValueError(
                 "InvAdam has no switch rate (alpha is always 1); use DualAdam for a switch_rate"

@@ -1,1 +1,3 @@
+"""landscape: measure how flat the minima of PyTorch checkpoints are."""
+
 __version__ = "0.1.0"

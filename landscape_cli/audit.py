@@ -50,7 +50,12 @@ from landscape_cli.scan.directions import random_direction
 
 
 class Tempered(nn.Module):
-    """``model`` with its outputs divided by a temperature (same predictions, other confidence)."""
+    """``model`` with its outputs divided by a temperature (same predictions, other confidence).
+
+    Args:
+        model: the network.
+        temperature: what its outputs are divided by.
+    """
 
     def __init__(self, model: nn.Module, temperature: float) -> None:
         super().__init__()
@@ -58,6 +63,7 @@ class Tempered(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's output divided by the temperature."""
         return self.model(x) / self.temperature
 
 
@@ -104,6 +110,7 @@ def temperature_for_loss(
 
 
 def parameter_norm(model: nn.Module) -> float:
+    """The Euclidean norm of all of ``model``'s parameters."""
     return float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.parameters())))
 
 
@@ -123,9 +130,12 @@ def sharpness_1d_directions(
     loss: str = "ce",
     on_advance: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """For each of ``directions`` filter-normalised random ``d``s, the largest loss increase at
+    """Largest loss increase along each of several filter-normalised random directions.
+
+    For each of ``directions`` filter-normalised random ``d``s, the largest loss increase at
     ``a·d`` for ``0 < |a| ≤ epsilon`` (``2·points`` loss evaluations per direction, each
-    reported to ``on_advance(1)``)."""
+    reported to ``on_advance(1)``).
+    """
     from landscape_cli.scan.grid import PointEvaluator
 
     base = loss_and_accuracy(model, batches, LOSSES[loss])[0]
@@ -149,14 +159,19 @@ def sharpness_1d_directions(
 
 
 def sharpness_1d(model: nn.Module, batches: Sequence[Batch], **kwargs) -> float:
-    """Largest loss increase at ``a·d`` for ``0 < |a| ≤ epsilon`` on filter-normalised ``d``s
-    (the largest of :func:`sharpness_1d_directions`)."""
+    """Largest loss increase at ``a·d`` over filter-normalised random directions.
+
+    Largest loss increase at ``a·d`` for ``0 < |a| ≤ epsilon`` on filter-normalised ``d``s
+    (the largest of :func:`sharpness_1d_directions`).
+    """
     return max(sharpness_1d_directions(model, batches, **kwargs))
 
 
 def spread(values: Sequence[float]) -> float:
-    """Sample standard deviation (0 for fewer than two values): the uncertainty of a sharpness
-    that is the largest of several random directions or restarts."""
+    """Sample standard deviation (0 for fewer than two values).
+
+    The uncertainty of a sharpness that is the largest of several random directions or restarts.
+    """
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
@@ -171,8 +186,11 @@ def adaptive_sharpness_restarts(
     restarts: int = 2,
     on_advance: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """:func:`adaptive_sharpness` from ``restarts`` random starts (the first one seeded by
-    ``seed`` itself): the audit reports the largest, and their spread as its uncertainty."""
+    """Adaptive sharpness, the largest over several random restarts, with its spread.
+
+    :func:`adaptive_sharpness` from ``restarts`` random starts (the first one seeded by
+    ``seed`` itself): the audit reports the largest, and their spread as its uncertainty.
+    """
     return [
         adaptive_sharpness(
             model, batches, rho=rho, steps=steps, seed=seed + 104_729 * r, loss=loss,
@@ -250,6 +268,8 @@ NEGATIVE_TAU = 1e-2
 
 @dataclass(frozen=True)
 class DensityShape:
+    """Shape measures of an SLQ density: negative mass below −τ·λmax and spread."""
+
     negative_mass: float  # SLQ weight below −τ·λmax (fraction of the spectrum)
     spread: float  # weighted standard deviation of the Ritz values
     tau: float = NEGATIVE_TAU
@@ -282,6 +302,8 @@ def density_shape(
 
 @dataclass(frozen=True)
 class AuditSettings:
+    """The settings of an audit's measures (Lanczos, trace, density and sharpness)."""
+
     top_k: int = 5
     tol: float = 1e-4  # Lanczos: stop when every residual ‖Hv−λv‖ ≤ tol·|λ| (as ``hessian``)
     max_steps: int = 100  # Lanczos: the most steps (HVPs) for the top-k
@@ -324,13 +346,16 @@ def reusable(
     split: str,
     dataset: str | None = None,
 ) -> bool:
-    """Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
+    """Whether a stored ``/hessian`` answers the audit's Hessian questions.
+
+    Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
     audit's Hessian questions: computed by landscape's own estimators (``engine`` lanczos, or
     none recorded), on the same samples (hash), split, loss and seed, with eval-mode BatchNorm,
     and with enough of each estimate: at least ``top_k`` eigenvalues from a Lanczos run at least
     as strict (a ``tol`` no looser and a ``max_steps`` no smaller), a
     trace with at least as many probes or a relative standard error within ``trace_rtol``, and
-    (when the audit wants a density) one with at least as many probes and Lanczos steps."""
+    (when the audit wants a density) one with at least as many probes and Lanczos steps.
+    """
     import json
 
     attrs = stored["attrs"]
@@ -376,10 +401,12 @@ def reusable(
 
 @dataclass(frozen=True)
 class Measures:
-    """Every audit measure of one checkpoint (at one temperature), each with its uncertainty:
+    """Every audit measure of one checkpoint (at one temperature), each with its uncertainty.
+
     ``lambda_max_residual``, ``trace_stderr`` (and ``trace_ci95``), ``sharpness_1d_spread``,
-    ``adaptive_sharpness_spread``. The density's ``negative_mass``, ``spectral_spread`` and
-    ``tau`` are None when no density was measured."""
+    ``adaptive_sharpness_spread``. The density's ``negative_mass``, ``spectral_spread`` and ``tau``
+    are None when no density was measured.
+    """
 
     temperature: float
     lambda_max: float | None
@@ -402,8 +429,10 @@ class Measures:
     tau: float | None = None
 
     def as_dict(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
-        """The measures as plain numbers, by name (``keys`` only, when given); the density's
-        three are left out when it was not measured."""
+        """The measures as plain numbers, by name (``keys`` only, when given).
+
+        The density's three are left out when it was not measured.
+        """
         if keys is not None:
             return {k: getattr(self, k) for k in keys}
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -415,8 +444,11 @@ class Measures:
 
 @dataclass(frozen=True)
 class Measurement:
-    """What :func:`measure` returns: the measures, and the Hessian operator and results of
-    :func:`landscape_cli.hessian.analyze` when it computed them (None when reused)."""
+    """What :func:`measure` returns.
+
+    The measures, and the Hessian operator and results of :func:`landscape_cli.hessian.analyze` when
+    it computed them (None when reused).
+    """
 
     measures: Measures
     operator: Any = None
@@ -440,9 +472,12 @@ MATCHED_KEYS = (
 
 @dataclass(frozen=True)
 class AuditRow:
-    """One audited checkpoint: its measures, where its Hessian measures came from
-    (``"hessian"``: reused from ``/hessian``; ``"audit/hessian"``: computed by the audit), its
-    results file, and with ``--match-loss`` the measures at the common training loss."""
+    """One audited checkpoint.
+
+    Its measures, where its Hessian measures came from (``"hessian"``: reused from ``/hessian``;
+    ``"audit/hessian"``: computed by the audit), its results file, and with ``--match-loss`` the
+    measures at the common training loss.
+    """
 
     checkpoint: str
     results: str
@@ -460,8 +495,10 @@ class AuditRow:
         return out
 
     def stored(self) -> dict[str, Any]:
-        """The row as ``/audit`` stores it: the measures, ``hessian_source`` and the
-        loss-matched measures as ``matched_<name>``."""
+        """The row as ``/audit`` stores it.
+
+        The measures, ``hessian_source`` and the loss-matched measures as ``matched_<name>``.
+        """
         out = {**self.measures.as_dict(), "hessian_source": self.hessian_source}
         if self.matched is not None:
             for k, v in self.matched.as_dict(MATCHED_KEYS).items():
@@ -639,6 +676,7 @@ UNCERTAINTY = {
 
 
 def uncertainty(row: dict, by: str) -> float:
+    """The finite, non-negative uncertainty of measure ``by`` in ``row`` (0 when unknown)."""
     u = UNCERTAINTY[by](row)
     return 0.0 if u is None or not math.isfinite(u) else float(abs(u))
 
@@ -677,8 +715,11 @@ def ranks(rows: Sequence[dict], by: str) -> tuple[list[int], list[int], list[boo
 
 
 def disagreements(rows: Sequence[dict], labels: Sequence[str]) -> list[str]:
-    """Pairs of checkpoints that two measures put in opposite orders, each order beyond the
-    measures' uncertainties (one line per pair and pair of measures)."""
+    """Pairs of checkpoints that two measures order oppositely beyond their uncertainties.
+
+    Pairs of checkpoints that two measures put in opposite orders, each order beyond the
+    measures' uncertainties (one line per pair and pair of measures).
+    """
     notes = []
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):

@@ -60,9 +60,12 @@ def rank_label(rank: int, is_tied: bool) -> str:
 
 
 def survival(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """For each measure: the sharpest/flattest ratio raw and loss-matched, and whether the
-    ranking of the checkpoints stays the same once the training losses are matched (no pair
-    swaps places beyond the uncertainties)."""
+    """Summarise each measure's spread and its stability under loss matching.
+
+    For each measure: the sharpest/flattest ratio raw and loss-matched, and whether the ranking
+    of the checkpoints stays the same once the training losses are matched (no pair swaps places
+    beyond the uncertainties).
+    """
     out = {}
     matched = [r["matched"] for r in rows]
     for key in MEASURES:
@@ -99,8 +102,11 @@ def summary(
     tau: float,
     match_loss: bool = False,
 ) -> dict[str, Any]:
-    """The audit as ``--json`` prints it: the rows, flattest first by ``rank_by`` with ranks and
-    ties, the measures' disagreements, the settings, and with ``match_loss`` what survives it."""
+    """The audit as ``--json`` prints it.
+
+    The rows, flattest first by ``rank_by`` with ranks and ties, the measures' disagreements, the
+    settings, and with ``match_loss`` what survives it.
+    """
     plain = [r.as_dict() for r in rows]
     order, rank, is_tied = ranks(plain, rank_by)
     labels = [Path(r.checkpoint).name for r in rows]
@@ -122,8 +128,11 @@ def summary(
 
 
 def save_report(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
-    """Write the markdown report of ``payload`` (:func:`summary`) to ``path``, with Fig. 5 beside
-    it when every row has a density; returns ``payload`` with ``figures`` and ``report`` added."""
+    """Write the markdown report of ``payload`` to ``path``.
+
+    Write the markdown report of ``payload`` (:func:`summary`) to ``path``, with Fig. 5 beside
+    it when every row has a density; returns ``payload`` with ``figures`` and ``report`` added.
+    """
     payload = {**payload, "figures": report_figures(path, payload["checkpoints"])}
     write_report(path, payload)
     return {**payload, "report": str(path)}

@@ -203,6 +203,7 @@ def check_version(ckpt: Mapping[str, Any], path: str | os.PathLike[str]) -> None
 
 
 def is_landscape_checkpoint(obj: Any) -> bool:
+    """Whether ``obj`` is a checkpoint dict written by landscape."""
     return isinstance(obj, Mapping) and obj.get("format") == FORMAT
 
 
@@ -216,8 +217,11 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def common_prefixes(keys: Sequence[str]) -> list[str]:
-    """Every prefix ending in ``.`` that all ``keys`` share, shortest first (``model.``,
-    ``model.module.``, ...); empty when they share none."""
+    """Every prefix ending in ``.`` that all ``keys`` share, shortest first.
+
+    Every prefix ending in ``.`` that all ``keys`` share, shortest first (``model.``,
+    ``model.module.``, ...); empty when they share none.
+    """
     keys = list(keys)
     if not keys:
         return []
@@ -250,8 +254,10 @@ def match_keys(state_keys: Iterable[str], model_keys: Iterable[str]) -> str | No
 
 
 def _closest_prefix(state_keys: Sequence[str], model_keys: set[str]) -> str:
-    """For the message about a file that does not fit: the common prefix (or none) whose
-    removal leaves the most keys of the model."""
+    """The key prefix closest to fitting, for the message about a file that does not fit.
+
+    The common prefix (or none) whose removal leaves the most keys of the model.
+    """
     candidates = ["", *common_prefixes(state_keys)]
     return max(candidates, key=lambda p: sum(k[len(p) :] in model_keys for k in state_keys))
 
@@ -287,7 +293,9 @@ def _some(items: list[str], limit: int = 2) -> str:
 
 
 def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> str:
-    """Load ``state_dict`` into ``model`` strictly, after removing the one prefix that
+    """Load ``state_dict`` into ``model`` strictly, after removing its key prefix.
+
+    Load ``state_dict`` into ``model`` strictly, after removing the one prefix that
     :func:`match_keys` finds; returns that prefix (``""`` for none).
 
     On a mismatch, raises one :class:`LandscapeError` line: how many keys are missing,
@@ -326,19 +334,17 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     return prefix
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``model`` (:func:`fit_state_dict`, the prefix discarded)."""
-    fit_state_dict(model, state_dict, source)
-
-
 def head_width(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], num_classes: int
 ) -> tuple[int, str] | None:
-    """The classifier head's width in a file that does not fit ``model`` only by its number
+    """The classifier head's width in a file that differs from ``model`` only in its classes.
+
+    The classifier head's width in a file that does not fit ``model`` only by its number
     of classes: ``(width, key)`` when every key matches (after the prefix of
     :func:`match_keys`) and every shape mismatch is a leading dimension that is
     ``num_classes`` in the model and one same ``width`` in the file (``fc.weight`` (10, 512) vs
-    (3, 512) and ``fc.bias`` (10,) vs (3,) give ``(10, "fc.weight")``); None otherwise."""
+    (3, 512) and ``fc.bias`` (10,) vs (3,) give ``(10, "fc.weight")``); None otherwise.
+    """
     own = model.state_dict()
     prefix = match_keys(list(state_dict), own)
     if prefix is None:
@@ -442,8 +448,11 @@ def _model_spec(
     model_options: Mapping[str, Any] | None,
     trust: bool,
 ) -> dict[str, Any]:
-    """The ``{name, kwargs}`` to build: ``model`` for the dataset's shape and classes when
-    given, else the spec a landscape checkpoint stores (a file without one needs ``model``)."""
+    """The model spec ``{name, kwargs}`` to build.
+
+    ``model`` for the dataset's shape and classes when given, else the spec a landscape checkpoint
+    stores (a file without one needs ``model``).
+    """
     if model is None and ckpt is not None:
         return stored_model_spec(ckpt, path, trust=trust)
     if model is None:

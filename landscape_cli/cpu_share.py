@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - non-POSIX: no sharing, every process t
 
 
 def default_folder() -> Path:
+    """The per-user folder in the temporary directory where CPU shares are recorded."""
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(tempfile.gettempdir()) / f"landscape-cpu-{uid}"
 

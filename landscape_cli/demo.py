@@ -26,6 +26,8 @@ from landscape_cli.training import Callbacks, TrainConfig, train
 
 @dataclass(frozen=True)
 class DemoSize:
+    """The size of a demo run: epochs, samples and Hessian/scan settings."""
+
     epochs: int
     samples: int
     top_k: int
@@ -127,8 +129,10 @@ class _Show(Callbacks):
 
 
 def _one_run(label, config, folder: Path, size, seed: int, device: str, progress: _Progress):
-    """Train one configuration, analyze its Hessian, scan it; returns ``(summary row, Hessian
-    result, scan)``."""
+    """Train one configuration, analyze its Hessian, scan it.
+
+    Returns ``(summary row, Hessian result, scan)``.
+    """
     from landscape_cli.results import HessianResult
 
     phase, advance = progress.phase, progress.advance

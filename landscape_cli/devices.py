@@ -8,8 +8,11 @@ from landscape_cli.errors import LandscapeError
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU; any other name must be
-    a torch device that exists here (one :class:`LandscapeError` line otherwise)."""
+    """``auto`` is the first CUDA device when there is one, else the CPU.
+
+    Any other name must be a torch device that exists here (one :class:`LandscapeError` line
+    otherwise).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

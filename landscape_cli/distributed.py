@@ -31,18 +31,22 @@ import torch.distributed as dist
 
 
 def active() -> bool:
+    """Whether a process group of more than one process is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if active() else 0
 
 
 def world() -> int:
+    """The number of processes (1 without a process group)."""
     return dist.get_world_size() if active() else 1
 
 
 def is_main() -> bool:
+    """Whether this is the main process (rank 0)."""
     return rank() == 0
 
 
@@ -82,6 +86,7 @@ def sum_(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def sum_floats(*values: float) -> list[float]:
+    """The sums of ``values`` over all processes, as float64."""
     t = torch.tensor(values, dtype=torch.float64)
     if active() and dist.get_backend() == "nccl":
         t = t.cuda()
@@ -119,5 +124,6 @@ def gather_rows(rows: list[tuple[int, int, float, float]]) -> list[tuple[int, in
 
 
 def barrier() -> None:
+    """Wait for every process (nothing without a process group)."""
     if active():
         dist.barrier()

@@ -26,6 +26,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    """Mean cross-entropy of the logits ``output`` against class indices ``target``."""
     return nn.functional.cross_entropy(output, target)
 
 
@@ -82,8 +83,11 @@ def check_loss(loss: str, output: Tensor, target: Tensor, what: str = "the targe
 
 @torch.no_grad()
 def check_loss_on(model: nn.Module, batches: list[Batch], loss: str) -> None:
-    """:func:`check_loss` on the model's output for the first samples of ``batches``
-    (eval mode, on the model's device; every batch's targets are checked)."""
+    """Run :func:`check_loss` on the model's output for the first samples of ``batches``.
+
+    :func:`check_loss` on the model's output for the first samples of ``batches``
+    (eval mode, on the model's device; every batch's targets are checked).
+    """
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -123,13 +127,17 @@ def _widen(out: Tensor, n: int) -> Tensor:
 
 @dataclass(frozen=True)
 class Batch:
-    """Samples and their targets. ``inputs`` is a tensor, or a dict of tensors (token ids,
-    attention mask) that the model takes as one argument, all with the samples on axis 0."""
+    """Samples and their targets.
+
+    ``inputs`` is a tensor, or a dict of tensors (token ids, attention mask) that the model takes as
+    one argument, all with the samples on axis 0.
+    """
 
     inputs: Tensor | dict[str, Tensor]
     targets: Tensor
 
     def __len__(self) -> int:
+        """The number of samples."""
         return int(self.targets.shape[0])
 
 
@@ -235,8 +243,11 @@ def _move(x: Tensor, device: torch.device | str, dtype: torch.dtype) -> Tensor:
 
 
 def to_device(b: Batch, device: torch.device | str, dtype: torch.dtype) -> Batch:
-    """Move a batch to ``device``; floating-point inputs and targets take ``dtype`` (inputs
-    that are a dict of tensors are moved tensor by tensor; integer token ids stay integers)."""
+    """Move a batch to ``device``.
+
+    Floating-point inputs and targets take ``dtype`` (inputs that are a dict of tensors are moved
+    tensor by tensor; integer token ids stay integers).
+    """
     if isinstance(b.inputs, dict):
         x: Tensor | dict[str, Tensor] = {k: _move(v, device, dtype) for k, v in b.inputs.items()}
     else:

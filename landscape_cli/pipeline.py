@@ -53,6 +53,7 @@ class Source:
             self.on_note(f"{loaded.path.name}: {text}")
 
     def load(self, checkpoint: Path) -> Workload:
+        """Load ``checkpoint`` and its samples as a :class:`Workload` with these settings."""
         if self.split not in ("train", "test"):
             raise LandscapeError(f"--split must be train or test, got {self.split!r}")
         work = load_workload(
@@ -74,8 +75,11 @@ class Source:
 
 
 def results_path(checkpoint: Path, out: Path | None) -> Path:
-    """``--out``, by default the checkpoint's path with its suffix replaced by ``.h5`` (for a
-    model folder: ``FOLDER.h5`` beside it)."""
+    """The results path ``--out``, by default beside the checkpoint with suffix ``.h5``.
+
+    ``--out``, by default the checkpoint's path with its suffix replaced by ``.h5`` (for a
+    model folder: ``FOLDER.h5`` beside it).
+    """
     if out is not None:
         return Path(out)
     path = Path(checkpoint)
@@ -108,9 +112,11 @@ def provenance(
 
 
 def group_attrs(root: dict[str, Any], work: Workload, settings: dict[str, Any]) -> dict[str, Any]:
-    """What every results group records: the checkpoint's and the samples' SHA-256 and the
-    settings it was computed with (so that a later run can tell whether it may reuse, resume or
-    must refuse it)."""
+    """What every results group records.
+
+    The checkpoint's and the samples' SHA-256 and the settings it was computed with (so that a later
+    run can tell whether it may reuse, resume or must refuse it).
+    """
     return {
         "checkpoint_sha256": root["checkpoint_sha256"],
         "samples_sha256": work.samples_sha256,
@@ -121,8 +127,11 @@ def group_attrs(root: dict[str, Any], work: Workload, settings: dict[str, Any]) 
 def check_same_options(
     out_path: Path, group: str, wanted: dict[str, Any], overwrite: bool, what: str
 ) -> None:
-    """One rule for every group: the same command with the same options recomputes (or resumes)
-    it in place; other options on an existing group is an error unless ``overwrite``."""
+    """Refuse a group computed with other options, unless ``overwrite`` (one rule for all).
+
+    The same command with the same options recomputes (or resumes) it in place; other options on an
+    existing group is an error unless ``overwrite``.
+    """
     from landscape_cli.results import group_settings, settings_mismatch
 
     if overwrite:
@@ -158,13 +167,16 @@ def hessian_job(
     on_hvp: Callable[[int], None] | None = None,
     engine: str = "lanczos",
 ):
-    """``landscape hessian``: analyze the Hessian and write ``/hessian``; returns
-    ``(report, results path, workload)``. On Ctrl-C, what was computed is written first.
+    """Run ``landscape hessian``.
+
+    Analyze the Hessian and write ``/hessian``; returns ``(report, results path, workload)``. On
+    Ctrl-C, what was computed is written first.
 
     A file of another checkpoint, or a ``/hessian`` computed with other options, is refused
     before computing unless ``overwrite``. ``engine="pyhessian"`` takes the top-k and the trace
     from PyHessian with its defaults (:mod:`landscape_cli.hessian.pyhessian_engine`); the group
-    records its ``engine`` either way."""
+    records its ``engine`` either way.
+    """
     from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_target
 
@@ -226,8 +238,11 @@ def _hessian_operator(work, s, *, loss: str, bn_mode: str, dev, dtype: str, cach
 def _hessian_saver(
     op, results: dict, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
 ):
-    """``save(partial=False, to=None)``: the report of ``results`` so far, written on the main
-    process (to ``to`` or the results file, rescued elsewhere if that fails); returns it."""
+    """The saver of an interrupted or finished ``hessian``: ``save(partial=False, to=None)``.
+
+    The report of ``results`` so far, written on the main process (to ``to`` or the results file,
+    rescued elsewhere if that fails); returns it.
+    """
     from landscape_cli import hessian as hs
     from landscape_cli.results import write_hessian, write_or_rescue
 
@@ -306,8 +321,10 @@ ENGINES = ("lanczos", "pyhessian")
 
 
 def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
-    """PyHessian runs with its own defaults, in eval mode, in float32, in one process: options
-    that would change what it computes are refused rather than silently ignored."""
+    """PyHessian runs with its own defaults, in eval mode, in float32, in one process.
+
+    Options that would change what it computes are refused rather than silently ignored.
+    """
     from landscape_cli.hessian import HessianSettings
 
     _check([(engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")])
@@ -370,9 +387,11 @@ def _check_size(s, n: int, dev, products_float64: bool = False) -> None:
 
 
 def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:
-    """Keep what an interrupted ``hessian`` computed without ever replacing a complete result:
-    into ``out_path`` when it holds no complete ``/hessian``, else into a fresh file beside it;
-    either way marked ``partial``. Returns the sentence that says where it went."""
+    """Keep what an interrupted ``hessian`` computed without ever replacing a complete result.
+
+    Into ``out_path`` when it holds no complete ``/hessian``, else into a fresh file beside it;
+    either way marked ``partial``. Returns the sentence that says where it went.
+    """
     from landscape_cli.results import has_hessian, rescue_path
 
     if not distributed.is_main():
@@ -441,9 +460,12 @@ def scan_job(
     on_start: Callable[[str, int, int], None] | None = None,
     on_point: Callable[[int, int, float, float], None] | None = None,
 ) -> tuple[dict, Path]:
-    """``landscape scan``: compute (or resume) a scan into ``/scan/<name>``; returns
-    ``(scan as read back, results path)``. ``on_start(name, done, total)`` fires once the
-    options are known to be consistent with any scan already in the file."""
+    """Run ``landscape scan``.
+
+    Compute (or resume) a scan into ``/scan/<name>``; returns ``(scan as read back, results path)``.
+    ``on_start(name, done, total)`` fires once the options are known to be consistent with any scan
+    already in the file.
+    """
     import numpy as np
 
     from landscape_cli import scan_store
@@ -653,8 +675,10 @@ def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]
 
 @dataclass(frozen=True)
 class _Audited:
-    """A checkpoint the audit measures, once it passed its checks: its results file, samples,
-    provenance and the settings its ``/audit`` records."""
+    """A checkpoint the audit measures, once it passed its checks.
+
+    Its results file, samples, provenance and the settings its ``/audit`` records.
+    """
 
     checkpoint: Path
     path: Path
@@ -674,8 +698,10 @@ def audit_job(
     on_phase: Callable[[str, int, str], None] | None = None,
     on_advance: Callable[[int], None] | None = None,
 ) -> tuple[list[AuditRow], list[Workload]]:
-    """``landscape audit``: measure each checkpoint (and, with ``match_loss``, again at a common
-    training loss) and write its ``/audit``; returns ``(rows, workloads)``.
+    """Run ``landscape audit``.
+
+    Measure each checkpoint (and, with ``match_loss``, again at a common training loss) and write
+    its ``/audit``; returns ``(rows, workloads)``.
 
     Hessian measures come from the checkpoint's ``/hessian`` when it is compatible
     (:func:`landscape_cli.audit.reusable`); otherwise the audit computes them and stores them in
@@ -713,8 +739,11 @@ def audit_job(
 def _audit_targets(
     checkpoints: list[Path], settings, source: Source, match_loss: bool, dev, overwrite: bool
 ) -> tuple[Any, list[_Audited]]:
-    """Load every checkpoint and check it, its loss, its size and its results file, before any
-    measuring; returns the settings with the loss resolved, and the checked checkpoints."""
+    """Load and check every checkpoint before any measuring.
+
+    Load every checkpoint and check it, its loss, its size and its results file, before any
+    measuring; returns the settings with the loss resolved, and the checked checkpoints.
+    """
     from landscape_cli.results import check_target
 
     s = settings
@@ -767,8 +796,11 @@ def _reusable_hessian(t: _Audited, s, overwrite: bool) -> dict | None:
 
 
 def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance):
-    """Measure one checkpoint: its :class:`AuditRow`, and the report of the Hessian measures
-    it computed (None when it reused ``/hessian``)."""
+    """Measure one checkpoint.
+
+    Its :class:`AuditRow`, and the report of the Hessian measures it computed (None when it reused
+    ``/hessian``).
+    """
     from landscape_cli import audit as au
     from landscape_cli.hessian import make_report
 
@@ -802,8 +834,11 @@ def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance):
 def _match_losses(
     rows: list[AuditRow], targets: list[_Audited], s, dev, phases, on_advance
 ) -> list[AuditRow]:
-    """``--match-loss``: each row with its measures at the group's largest training loss (its
-    logits tempered to it; the checkpoint already there keeps its own measures)."""
+    """Measure the rows again at a common training loss (``--match-loss``).
+
+    Each row with its measures at the group's largest training loss (its logits tempered to it; the
+    checkpoint already there keeps its own measures).
+    """
     from landscape_cli import audit as au
 
     ref = max(range(len(rows)), key=lambda i: rows[i].measures.train_loss)
@@ -833,8 +868,10 @@ def _match_losses(
 
 
 def _write_audits(rows: list[AuditRow], targets: list[_Audited], reports, s, overwrite) -> None:
-    """Each row to its checkpoint's ``/audit`` (rank 0 only); a failed write is raised once the
-    other checkpoints' results are written."""
+    """Write each row to its checkpoint's ``/audit`` (rank 0 only).
+
+    A failed write is raised once the other checkpoints' results are written.
+    """
     from landscape_cli.results import write_audit, write_or_rescue
 
     if not distributed.is_main():

@@ -95,8 +95,11 @@ def require(needs: dict[str, tuple[int, str]], device: object = "cpu") -> None:
 
 
 def hessian_bytes(settings, n: int, products_float64: bool = False) -> dict[str, tuple[int, str]]:
-    """The option-sized buffers of ``landscape hessian`` on a model of ``n`` parameters
-    (``products_float64``: the model computes in float64, so the basis stays float64)."""
+    """The option-sized buffers of ``landscape hessian`` on a model of ``n`` parameters.
+
+    The option-sized buffers of ``landscape hessian`` on a model of ``n`` parameters
+    (``products_float64``: the model computes in float64, so the basis stays float64).
+    """
     import torch
 
     from landscape_cli.hessian.lanczos import basis_dtype_for

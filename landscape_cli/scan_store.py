@@ -1,5 +1,6 @@
-"""A scan run into ``/scan/<name>`` of a results file, resumably: the job layer behind the
-``store`` of :func:`landscape_cli.scan.grid.run_scan`.
+"""A scan run into ``/scan/<name>`` of a results file, resumably.
+
+The job layer behind the ``store`` of :func:`landscape_cli.scan.grid.run_scan`.
 
 :mod:`landscape_cli.scan` only computes points and hands each round of them to ``store``; this
 module decides where they go, so the library never writes files.
@@ -106,7 +107,11 @@ def read_journal(path: Path) -> list[Point]:
 
 
 class Journal:
-    """Append-only record of computed points, flushed per point (survives SIGKILL)."""
+    """Append-only record of computed points, flushed per point (survives SIGKILL).
+
+    Args:
+        path: the journal file, appended to.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -114,6 +119,7 @@ class Journal:
         self._last_sync = time.monotonic()
 
     def add(self, i: int, j: int, loss: float, acc: float) -> None:
+        """Journal one point and flush it (synced to disk every few seconds)."""
         self._fh.write(f"{i} {j} {loss!r} {acc!r}\n")
         self._fh.flush()
         if time.monotonic() - self._last_sync > 2.0:  # power loss too, every few seconds
@@ -121,12 +127,21 @@ class Journal:
             self._last_sync = time.monotonic()
 
     def close(self) -> None:
+        """Close the journal."""
         self._fh.close()
 
 
 class ScanStore:
-    """The ``store`` of :func:`run_scan` on rank 0: journals every point at once and folds the
-    journal into ``/scan/<name>`` of ``results`` every ``fold_every`` seconds and on :meth:`close`.
+    """The ``store`` of :func:`run_scan` on rank 0.
+
+    Journals every point at once and folds the journal into ``/scan/<name>`` of ``results`` every
+    ``fold_every`` seconds and on :meth:`close`.
+
+    Args:
+        results: the results file.
+        root: its root (provenance) attributes.
+        name: the scan's name under ``/scan``.
+        fold_every: seconds between folds of the journal into the file.
     """
 
     def __init__(self, results: Path, root: dict[str, Any], name: str, fold_every: float) -> None:
@@ -136,6 +151,7 @@ class ScanStore:
         self._last_fold = time.monotonic()
 
     def __call__(self, points: Sequence[Point]) -> None:
+        """Journal ``points``, folding the journal into the results file now and then."""
         for point in points:
             self._log.add(*point)
         if time.monotonic() - self._last_fold > self.fold_every:

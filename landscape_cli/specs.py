@@ -233,8 +233,11 @@ _PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 
 def check_plain(value: Any, what: str, source: str) -> Any:
-    """Check that ``value`` read from ``source`` is plain data: numbers, strings, booleans,
-    None, and lists/tuples/dicts (string keys) of them. Returns it unchanged."""
+    """Check that ``value`` read from ``source`` is plain data.
+
+    Numbers, strings, booleans, None, and lists/tuples/dicts (string keys) of them. Returns it
+    unchanged.
+    """
 
     def offending(v: Any, where: str, depth: int) -> tuple[str, Any] | None:
         """The first value under ``v`` that is not plain data, with where it sits."""

@@ -87,19 +87,23 @@ class TrainConfig:
     loss: str = "ce"  # "ce" (classification) or "mse" (regression, or one-hot class targets)
 
     def resolved_lr(self) -> float:
+        """The learning rate, or the optimizer's default."""
         return DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
 
     def resolved_weight_decay(self) -> float:
+        """The weight decay, or the optimizer's default."""
         if self.weight_decay is not None:
             return float(self.weight_decay)
         return DEFAULT_WEIGHT_DECAY.get(self.optimizer, 0.0)
 
     def resolved_switch_rate(self, total_steps: int) -> float:
+        """DualAdam's switch rate, or the default for a run of ``total_steps`` steps."""
         if self.switch_rate is not None:
             return float(self.switch_rate)
         return SWITCH_FRACTION / max(1, total_steps)
 
     def validate(self) -> TrainConfig:
+        """The config with the optimizer and loss checked and normalised."""
         opt = self.optimizer.lower()
         if opt not in OPTIMIZERS:
             raise LandscapeError(
@@ -192,6 +196,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 @dataclass(frozen=True)
 class EpochMetrics:
+    """Metrics after one epoch: losses, accuracies, learning rate, DualAdam's alpha and time."""
+
     epoch: int
     step: int
     train_loss: float
@@ -220,12 +226,15 @@ class Callbacks:
     """Hooks through which the command layer shows progress; the library itself never prints."""
 
     def on_start(self, config: TrainConfig, *, epochs: int, steps_per_epoch: int, first_epoch: int):
+        """Called once before the first epoch."""
         pass
 
     def on_batch(self, epoch: int, batch: int, loss: float) -> None:
+        """Called after each batch with its loss."""
         pass
 
     def on_epoch(self, metrics: EpochMetrics) -> None:
+        """Called after each epoch with its metrics."""
         pass
 
 
@@ -236,10 +245,13 @@ def evaluate(
     device: torch.device,
     loss: str = "ce",
 ) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` in eval mode over ``loader`` (accuracy NaN for
+    """Mean loss and accuracy of ``model`` in eval mode over ``loader``.
+
+    Mean loss and accuracy of ``model`` in eval mode over ``loader`` (accuracy NaN for
     floating-point, i.e. regression, targets): :func:`~landscape_cli.evaluation.metric_sums`,
     the sums behind :func:`~landscape_cli.evaluation.loss_and_accuracy`, on the loader's
-    batches moved to ``device``."""
+    batches moved to ``device``.
+    """
 
     def batches() -> Iterator[Batch]:
         for x, y in loader:
@@ -320,8 +332,11 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def check_output(path: Path, config: TrainConfig, *, overwrite: bool = False) -> None:
-    """Before training: ``path`` must be creatable and writable, and an existing file there a
-    landscape checkpoint of the same run (model, dataset, optimizer, seed) unless ``overwrite``."""
+    """Check the checkpoint path before training.
+
+    ``path`` must be creatable and writable, and an existing file there a landscape checkpoint of
+    the same run (model, dataset, optimizer, seed) unless ``overwrite``.
+    """
     import tempfile
 
     from landscape_cli.results import check_output_file
@@ -361,8 +376,11 @@ def check_output(path: Path, config: TrainConfig, *, overwrite: bool = False) ->
 
 
 def _save_or_fallback(path: Path, state: Mapping[str, Any]) -> None:
-    """Save ``state`` to ``path``; if that fails after training, save it to a fresh file
-    (beside ``path``, else in the working or temporary folder) and name it in the error."""
+    """Save ``state`` to ``path``.
+
+    If that fails after training, save it to a fresh file (beside ``path``, else in the working or
+    temporary folder) and name it in the error.
+    """
     import tempfile
 
     try:
@@ -387,8 +405,10 @@ def _save_or_fallback(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def _model_kwargs(config, train_data) -> dict[str, Any]:
-    """The model's constructor arguments: the dataset's shape and class count, which
-    ``--model-option`` may override (a head wider than the classes is allowed, a narrower one not).
+    """The model's constructor arguments.
+
+    The dataset's shape and class count, which ``--model-option`` may override (a head wider than
+    the classes is allowed, a narrower one not).
     """
     kwargs = {
         "input_shape": tuple(train_data.input_shape),
@@ -444,8 +464,10 @@ class _Run:
 
 
 def _new_run(config: TrainConfig, dev: torch.device) -> tuple[_Run, Any]:
-    """The datasets, and the model (initialised from the seed) and optimizer of a fresh run;
-    returns the run and the test set."""
+    """The datasets, and the model (initialised from the seed) and optimizer of a fresh run.
+
+    Returns the run and the test set.
+    """
     from landscape_cli.data import load_dataset
     from landscape_cli.models import build_model
 
@@ -507,8 +529,11 @@ def _restore(run: _Run, ckpt: Mapping[str, Any], resume: str | os.PathLike[str])
 
 
 def _train_epoch(run: _Run, epoch: int, cb: Callbacks) -> tuple[float, float, float]:
-    """One pass over the training set, shuffled and augmented from ``(seed, epoch)``; returns
-    the epoch's mean training loss, its accuracy (NaN for regression) and the last step's lr."""
+    """One pass over the training set, shuffled and augmented from ``(seed, epoch)``.
+
+    Returns the epoch's mean training loss, its accuracy (NaN for regression) and the last step's
+    lr.
+    """
     config, dev = run.config, run.device
     gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
     torch.manual_seed(epoch_seed(config.seed, epoch))  # augmentation, dropout
@@ -580,8 +605,11 @@ def _epoch(run: _Run, epoch: int, cb: Callbacks, test_loader) -> EpochMetrics:
 
 
 def _save_epoch(run: _Run, epoch: int, out_path: Path, save_every: int) -> Path | None:
-    """After epoch ``epoch`` (1-based): the checkpoint to ``out_path`` at the end and every
-    ``save_every``-th epoch, then also as a snapshot beside it (returned)."""
+    """Save the checkpoint after epoch ``epoch`` (1-based) when it is due.
+
+    The checkpoint to ``out_path`` at the end and every ``save_every``-th epoch, then also as a
+    snapshot beside it (returned).
+    """
     snapshot = bool(save_every) and epoch % save_every == 0
     if not (epoch == run.config.epochs or snapshot):
         return None

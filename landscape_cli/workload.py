@@ -44,6 +44,7 @@ class Workload:
 
     @property
     def model(self) -> torch.nn.Module:
+        """The loaded model."""
         return self.loaded.model
 
 
@@ -62,12 +63,15 @@ def load_workload(
     text_columns: tuple[str, ...] = ("text",),
     label_column: str = "label",
 ) -> Workload:
-    """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset (chosen by
+    """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset.
+
+    Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset (chosen by
     :func:`~landscape_cli.evaluation.select_indices` with ``seed``).
 
     A Hugging Face folder (``model="hf:..."``, or a folder holding a ``config.json``) loads
     through :func:`load_hf_workload`; ``text_columns``/``label_column`` name the columns of its
-    ``text:FILE`` data."""
+    ``text:FILE`` data.
+    """
     if batch_size < 1:
         raise LandscapeError(f"--batch-size must be >= 1, got {batch_size}")
     if samples is not None and samples < 0:

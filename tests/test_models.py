@@ -17,7 +17,6 @@ from landscape_cli.models import (
     MODEL_NAMES,
     build_model,
     count_parameters,
-    describe_model,
     model_options,
 )
 
@@ -80,11 +79,11 @@ def test_initialization_is_deterministic_given_the_seed(name: str) -> None:
 
 def test_small_model_parameter_counts() -> None:
     # mlp on digits: 64·64+64 + 64·64+64 + 64·10+10 = 4160 + 4160 + 650 = 8,970
-    assert describe_model(build_model("mlp", input_shape=(1, 8, 8), num_classes=10)) == 8_970
+    assert count_parameters(build_model("mlp", input_shape=(1, 8, 8), num_classes=10)) == 8_970
     # cnn on digits: convs 1·16·9 + 16·32·9 + 32·64·9 = 23,184 (no bias: BN follows),
     # BN 2·(16+32+64) = 224, linear 64·10+10 = 650: 24,058; RGB adds 2·16·9 = 288: 24,346
-    assert describe_model(build_model("cnn", input_shape=(1, 8, 8), num_classes=10)) == 24_058
-    assert describe_model(build_model("cnn", input_shape=(3, 32, 32), num_classes=10)) == 24_346
+    assert count_parameters(build_model("cnn", input_shape=(1, 8, 8), num_classes=10)) == 24_058
+    assert count_parameters(build_model("cnn", input_shape=(3, 32, 32), num_classes=10)) == 24_346
 
 
 def test_resnet18_cifar_parameter_count_and_stem() -> None:

@@ -41,9 +41,11 @@ def fail(message: str, code: int = 2) -> None:
 
 
 class LandscapeOption(TyperOption):
-    """An option as ``--help`` shows it: a flag takes no value, so it shows no type (Typer would
-    show ``<bool>``), and a repeatable option shows the type of one value (``<str>``, not
-    ``<list[str]>``)."""
+    """An option as ``--help`` shows it.
+
+    A flag takes no value, so it shows no type (Typer would show ``<bool>``), and a repeatable
+    option shows the type of one value (``<str>``, not ``<list[str]>``).
+    """
 
     def display_type_rich(self, ctx: Any) -> str | None:
         if self.is_flag and not self.count:
@@ -55,8 +57,11 @@ class LandscapeOption(TyperOption):
 
 
 class LandscapeArgument(TyperArgument):
-    """An argument as the usage line shows it, in Click's plain style: ``CHECKPOINT``,
-    ``CHECKPOINTS...``, ``[NAME]`` (Typer writes ``{checkpoint}``), or its metavar as given."""
+    """An argument as the usage line shows it, in Click's plain style.
+
+    ``CHECKPOINT``, ``CHECKPOINTS...``, ``[NAME]`` (Typer writes ``{checkpoint}``), or its metavar
+    as given.
+    """
 
     def _usage_display_name(self) -> str:
         if self.metavar is not None:
@@ -74,8 +79,11 @@ class LandscapeArgument(TyperArgument):
 
 
 def _adopt(params: list[Any]) -> list[Any]:
-    """Give Typer's parameters the display above, and order the options by panel (``PANELS``),
-    so that every command shows its panels in the same order."""
+    """Give Typer's parameters the display above and order the options by panel.
+
+    Give Typer's parameters the display above, and order the options by panel (``PANELS``),
+    so that every command shows its panels in the same order.
+    """
     for param in params:
         if type(param) is TyperOption:
             param.__class__ = LandscapeOption

@@ -196,8 +196,11 @@ def progress_bar(*columns: Any):
 
 
 def stop(progress: Any, exc_type: Any = None) -> None:
-    """Stop a rich Progress; after an error (not an interrupt) erase it, so that the error's
-    one line is all that the failed command printed."""
+    """Stop a rich Progress.
+
+    After an error (not an interrupt) erase it, so that the error's one line is all that the failed
+    command printed.
+    """
     if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
         from landscape_cli.errors import Interrupted
 
@@ -219,8 +222,10 @@ def clock_text(seconds: float) -> str:
 
 
 class Progress:
-    """Progress of a command, in phases: rich bars when stderr is a terminal, plain lines
-    otherwise (SLURM, nohup, CI logs, where a bar would only appear at the end).
+    """Progress of a command, in phases.
+
+    Rich bars when stderr is a terminal, plain lines otherwise (SLURM, nohup, CI logs, where a bar
+    would only appear at the end).
 
     ``phase(name, total, unit)`` starts a phase (the previous one ends there), ``advance(k,
     detail=...)`` counts work in it and ``detail(text)`` changes the text shown beside it. Use it
@@ -305,9 +310,11 @@ class RichProgress(Progress):
 
 
 class PlainProgress(Progress):
-    """Plain progress lines on a stream that is not a terminal: one when each phase ends, and
-    while one runs at most one every ``interval`` seconds (the first as soon as work starts),
-    each with the phase, done/total, the phase's elapsed time and an estimate of the time left::
+    """Plain progress lines on a stream that is not a terminal.
+
+    One when each phase ends, and while one runs at most one every ``interval`` seconds (the first
+    as soon as work starts), each with the phase, done/total, the phase's elapsed time and an
+    estimate of the time left::
 
         [hessian] density (SLQ): 120/400 HVPs (at most), 00:31 elapsed, ~01:12 left
         [hessian] density (SLQ): 400/400 HVPs (at most), 01:43 elapsed, done

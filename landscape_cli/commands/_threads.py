@@ -20,8 +20,11 @@ _state: dict[str, Any] = {"share": None, "threads": None, "checked": 0.0}
 
 
 def start(environ: dict[str, str] | None = None, folder=None) -> dict[str, str]:
-    """Join the CPU share unless the user fixed the thread count; set ``OMP_NUM_THREADS`` to this
-    process's share (before torch is imported, so torch starts with it). Returns what was set."""
+    """Join the CPU share unless the user fixed the thread count.
+
+    Set ``OMP_NUM_THREADS`` to this process's share (before torch is imported, so torch starts with
+    it). Returns what was set.
+    """
     from landscape_cli.cpu_share import CpuShare, usable_cpus
 
     env = os.environ if environ is None else environ

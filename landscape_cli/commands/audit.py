@@ -191,8 +191,10 @@ def audit(
 def _check_options(
     checkpoints, rank_by, loss, top_k, tol, max_steps, epsilon, rho, tau, report, measures, *, out
 ) -> None:
-    """The options' own checks, before anything is loaded (one error line for the first bad);
-    the report's folder is checked writable before any work."""
+    """The options' own checks, before anything is loaded (one error line for the first bad).
+
+    The report's folder is checked writable before any work.
+    """
     from landscape_cli.results import check_output_file
 
     if out is not None:  # --out is the results file in the other commands: never the report here
@@ -224,8 +226,11 @@ def _check_options(
 
 
 def _table(payload: dict[str, Any], match_loss: bool) -> None:
-    """The ranked table of :func:`landscape_cli.audit_report.summary`, its legend and the
-    measures' disagreements."""
+    """Print the ranked table, its legend and the measures' disagreements.
+
+    The ranked table of :func:`landscape_cli.audit_report.summary`, its legend and the
+    measures' disagreements.
+    """
     from rich.console import Console
     from rich.table import Table
 

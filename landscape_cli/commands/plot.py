@@ -20,8 +20,11 @@ _HESSIAN_FIGURES = ("fig5", "layers")
 
 
 def _labels(files: list[Path], given: list[str] | None) -> list[str]:
-    """``--labels`` (repeatable; each value may hold several, comma-separated) or the files'
-    own ``label`` attributes, falling back to their names."""
+    """The curve labels: ``--labels``, else the files' ``label`` attributes or names.
+
+    ``--labels`` (repeatable; each value may hold several, comma-separated) or the files'
+    own ``label`` attributes, falling back to their names.
+    """
     from landscape_cli.results import read_root
 
     if given:
@@ -42,8 +45,11 @@ def _labels(files: list[Path], given: list[str] | None) -> list[str]:
 
 
 def _read_scan(file: Path, name: str | None, dim: int) -> ScanResult:
-    """``--name``'s scan, or the file's only scan, or, when the file holds several, its only
-    ``dim``-D scan (a file with one 1-D and one 2-D scan needs no --name)."""
+    """The scan to draw from ``file``.
+
+    ``--name``'s scan, or the file's only scan, or, when the file holds several, its only
+    ``dim``-D scan (a file with one 1-D and one 2-D scan needs no --name).
+    """
     from landscape_cli.results import read_scan, scan_names
 
     if name is not None:
@@ -61,8 +67,11 @@ def _read_scan(file: Path, name: str | None, dim: int) -> ScanResult:
 
 
 def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | None:
-    """One colour range for side-by-side panels: the finite (positive, with --log) extremes of
-    all the scans; None leaves each panel to its own (and its own errors)."""
+    """One colour range for side-by-side panels.
+
+    The finite (positive, with --log) extremes of all the scans; None leaves each panel to its own
+    (and its own errors).
+    """
     import numpy as np
 
     if len(scans) < 2:
@@ -75,9 +84,12 @@ def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | 
 
 
 def output_paths(figures: list[str], out: Path | None) -> list[Path]:
-    """Where each figure goes: ``--out`` for one figure; for several, ``--out``'s name with
-    ``-<figure>`` before its extension (out.pdf: out-fig5.pdf, out-fig6.pdf); without ``--out``,
-    ``<figure>.png`` in the current folder."""
+    """Where each figure goes.
+
+    ``--out`` for one figure; for several, ``--out``'s name with ``-<figure>`` before its extension
+    (out.pdf: out-fig5.pdf, out-fig6.pdf); without ``--out``, ``<figure>.png`` in the current
+    folder.
+    """
     if out is None:
         return [Path(f"{figure}.png") for figure in figures]
     if len(figures) == 1:
@@ -279,7 +291,8 @@ def plot(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Draw figures: fig2 (optimizer trajectories), fig5 (Hessian spectra), fig6 (1-D loss
-    curves), layers (per-layer λmax and trace), or a 2-D scan as contour, surface or heatmap."""
+    curves), layers (per-layer λmax and trace), or a 2-D scan as contour, surface or heatmap.
+    """  # noqa: D205 (the --help text, unchanged)
     files = list(files or [])
     figures = list(figure)
     options = {

@@ -123,8 +123,10 @@ def _image_folder_for_split(path: Path, split: str, spec: str) -> Path:
 
 
 class _SameSize:
-    """A transform that refuses an image whose size differs from the first one seen: batches
-    of mixed sizes cannot be stacked, and landscape never resizes."""
+    """A transform that refuses an image whose size differs from the first one seen.
+
+    Batches of mixed sizes cannot be stacked, and landscape never resizes.
+    """
 
     def __init__(self, spec: str) -> None:
         self.spec, self.size = spec, None

@@ -156,6 +156,14 @@ class CifarDataset(Dataset):
 
     Attributes ``data``, ``targets`` (list of ints) and ``classes`` (names, when the meta file
     has them) mirror torchvision's CIFAR datasets.
+
+    Args:
+        data: the images, uint8 (N, 3, 32, 32).
+        targets: their classes.
+        mean: per-channel mean subtracted after scaling to [0, 1].
+        std: per-channel standard deviation divided by.
+        augment: random crop and horizontal flip (module docstring) on each item.
+        classes: the class names, when known.
     """
 
     def __init__(
@@ -183,9 +191,11 @@ class CifarDataset(Dataset):
             )
 
     def __len__(self) -> int:
+        """The number of images."""
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Image ``index`` (augmented when augmentation is on) and its class."""
         image = self.data[index]
         if self.augmentation is not None:
             image = self.augmentation(image)

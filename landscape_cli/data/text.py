@@ -109,9 +109,11 @@ class TextDataset(torch.utils.data.Dataset):
     targets: torch.Tensor
 
     def __len__(self) -> int:
+        """The number of examples."""
         return len(self.features)
 
     def __getitem__(self, i: int) -> tuple[dict[str, list[int]], torch.Tensor]:
+        """Example ``i``: its tokenized features and its target."""
         return self.features[i], self.targets[i]
 
 

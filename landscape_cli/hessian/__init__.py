@@ -105,6 +105,16 @@ def analyze(
     ``density_tol`` needs, at most ``density_probes`` in all). Results land in ``out`` (keys top,
     trace, density, per_layer) as each estimator finishes, so a caller interrupted half-way still
     holds what was computed. ``on_phase(name, max_hvps)`` is called before each phase starts.
+
+    Args:
+        op: The Hessian operator of the model, loss and samples.
+        settings: What to estimate and how hard; each estimator draws from its own random
+            stream derived from ``settings.seed`` (:func:`stream`).
+        out: The dict the results land in (a new one when None).
+        on_phase: Called as ``on_phase(name, max_hvps)`` before each phase starts.
+
+    Returns:
+        ``out``, with the results computed (keys ``top``, ``trace``, ``density``, ``per_layer``).
     """
     s = settings
     if out is None:
@@ -145,8 +155,10 @@ def analyze(
 
 
 def _top_phase(op: HessianOperator, s: HessianSettings, out: dict, phase):
-    """Run top-k Lanczos when the top-k or a deflated trace needs it: stores ``out["top"]`` and
-    returns the Krylov basis (``None`` when not run)."""
+    """Run top-k Lanczos when the top-k or a deflated trace needs it.
+
+    Stores ``out["top"]`` and returns the Krylov basis (``None`` when not run).
+    """
     basis = None
     need_basis = s.trace_probes > 0 and s.trace_method in ("auto", "deflated")
     if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):
@@ -183,7 +195,18 @@ def make_report(
     loss: str,
     seconds: float,
 ) -> HessianReport:
-    """Bundle ``analyze``'s results with the facts of the run (for the results file)."""
+    """Bundle ``analyze``'s results with the facts of the run (for the results file).
+
+    Args:
+        op: The operator the results were computed on (device, dtype, products, parameters).
+        results: What :func:`analyze` returned.
+        settings: The settings it ran with.
+        samples: The number of samples the loss was taken over.
+        batch_size: Their batch size.
+        split: The dataset split they came from.
+        loss: The loss's name.
+        seconds: The wall time of the analysis.
+    """
     return HessianReport(
         top=results.get("top"),
         trace=results.get("trace"),

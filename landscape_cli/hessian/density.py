@@ -174,8 +174,10 @@ def extend_krylov(
 
 
 def _continue(op: SymmetricOperator, rec: LanczosRecurrence, length: int, m: int) -> int:
-    """Run the recurrence from step ``length`` to ``m`` (or an invariant subspace); returns the
-    products spent."""
+    """Run the recurrence from step ``length`` to ``m`` (or an invariant subspace).
+
+    Returns the products spent.
+    """
     spent = 0
     for j in range(length, m):
         rec.absorb(op.matvec(rec.V[:, 0])[:, None])
@@ -190,8 +192,11 @@ def _continue(op: SymmetricOperator, rec: LanczosRecurrence, length: int, m: int
 
 
 def _quadrature(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss nodes and weights of the tridiagonal (alpha, beta), padded to ``m`` with
-    zero-weight copies of the last node."""
+    """Gauss nodes and weights of the tridiagonal (alpha, beta), padded to ``m``.
+
+    Gauss nodes and weights of the tridiagonal (alpha, beta), padded to ``m`` with
+    zero-weight copies of the last node.
+    """
     L = len(alpha)
     theta, S = np.linalg.eigh(tridiagonal(alpha, beta))
     nodes, weights = np.full(m, theta[-1]), np.zeros(m)
@@ -273,9 +278,11 @@ def _cdfs(nodes: np.ndarray, weights: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def probe_error(nodes: np.ndarray, weights: np.ndarray) -> float:
-    r"""The estimated W1 error of the mean of the probes' measures, relative to the spectral
-    range: :math:`\hat\varepsilon_P/(\theta_{max}-\theta_{min})` of the module docstring
-    (``inf`` with fewer than two probes)."""
+    r"""The estimated W1 error of the mean of the probes' measures, relative to the spectral range.
+
+    :math:`\hat\varepsilon_P/(\theta_{max}-\theta_{min})` of the module docstring (``inf`` with
+    fewer than two probes).
+    """
     P = nodes.shape[0]
     if P < 2:
         return math.inf
@@ -324,8 +331,11 @@ def smooth_density(
 
 
 def _adaptive_nodes(op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget):
-    """The quadrature nodes and weights of :func:`slq_density`'s probes, in batches until the W1
-    error estimate meets ``tol`` (or ``cap`` probes); returns ``(nodes, weights, error, hvps)``."""
+    """The quadrature nodes and weights of :func:`slq_density`'s probes.
+
+    The quadrature nodes and weights of :func:`slq_density`'s probes, in batches until the W1
+    error estimate meets ``tol`` (or ``cap`` probes); returns ``(nodes, weights, error, hvps)``.
+    """
     rows_n: list[np.ndarray] = []
     rows_w: list[np.ndarray] = []
     hvps = 0

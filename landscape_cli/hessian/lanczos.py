@@ -83,8 +83,11 @@ __all__ = [
 
 
 def tridiagonal(alpha, beta) -> np.ndarray:
-    """The symmetric tridiagonal :math:`T_m` with diagonal ``alpha`` (length m) and
-    off-diagonal ``beta[:m - 1]``, as a dense float64 array."""
+    """The symmetric tridiagonal :math:`T_m` as a dense float64 array.
+
+    The symmetric tridiagonal :math:`T_m` with diagonal ``alpha`` (length m) and
+    off-diagonal ``beta[:m - 1]``, as a dense float64 array.
+    """
     alpha = np.asarray(alpha, dtype=np.float64)
     m = len(alpha)
     t = np.diag(alpha)
@@ -111,6 +114,7 @@ class KrylovBasis:
 
     @property
     def T(self) -> np.ndarray:
+        """The tridiagonal matrix of the run as a dense array."""
         return tridiagonal(self.alpha, self.beta)
 
 
@@ -145,8 +149,11 @@ def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
 
 
 def orthogonality(Q: Tensor, chunk: int = 1 << 18) -> float:
-    """Loss of orthogonality ``max |Q Qᵀ − I|`` of the rows of ``Q``, accumulated in float64
-    over column chunks (so a float32 basis is never copied whole to float64)."""
+    """Loss of orthogonality ``max |Q Qᵀ − I|`` of the rows of ``Q``.
+
+    Loss of orthogonality ``max |Q Qᵀ − I|`` of the rows of ``Q``, accumulated in float64
+    over column chunks (so a float32 basis is never copied whole to float64).
+    """
     m = Q.shape[0]
     G = torch.zeros(m, m, dtype=torch.float64, device=Q.device)
     for start in range(0, Q.shape[1], chunk):
@@ -253,8 +260,11 @@ class LanczosRecurrence:
     def resume(
         cls, basis: KrylovBasis, rows: int, *, capacity: int, reorthogonalize: bool, **kw
     ) -> LanczosRecurrence:
-        """The recurrence of a finished single-column run, continued after its first ``rows``
-        rows from ``basis.q_next`` (the basis in float64; the run must not have restarted)."""
+        """The recurrence of a finished single-column run, continued from ``basis.q_next``.
+
+        The recurrence of a finished single-column run, continued after its first ``rows``
+        rows from ``basis.q_next`` (the basis in float64; the run must not have restarted).
+        """
         assert basis.q_next is not None
         v = basis.q_next.to(dtype=torch.float64)
         rec = cls(v[:, None], capacity=1, reorthogonalize=False, **kw)
@@ -340,8 +350,11 @@ class LanczosRecurrence:
         self._rows[p] = self.Q[p][row]
 
     def krylov_basis(self, ritz: np.ndarray, n: int) -> KrylovBasis:
-        """Column 0's relation ``H Q = Q T + β q_next e_mᵀ`` (``q_next`` None when β = 0 or
-        the space is all of R^n)."""
+        """Column 0's Lanczos relation ``H Q = Q T + β q_next e_mᵀ``.
+
+        Column 0's relation ``H Q = Q T + β q_next e_mᵀ`` (``q_next`` None when β = 0 or
+        the space is all of R^n).
+        """
         m = len(self.alpha[0])
         b = float(self.last_beta[0])
         q_next = None
@@ -418,8 +431,10 @@ def lanczos_run(
 
 
 def _iterate(op: SymmetricOperator, rec: LanczosRecurrence, k: int, tol: float, max_steps: int):
-    """Lanczos steps until the top ``k`` Ritz pairs meet ``tol`` or ``max_steps``; returns
-    ``(steps, Ritz values, tridiagonal eigenvectors, residual estimates)``."""
+    """Lanczos steps until the top ``k`` Ritz pairs meet ``tol`` or ``max_steps``.
+
+    Returns ``(steps, Ritz values, tridiagonal eigenvectors, residual estimates)``.
+    """
     for _ in range(max_steps):
         rec.absorb(op.matvec(rec.V[:, 0])[:, None])
         m = rec.steps

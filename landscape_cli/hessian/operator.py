@@ -69,6 +69,7 @@ class HessianOperator:
         dtype: the model's compute dtype (``torch.float32`` or ``torch.float64``).
         cache_graphs: keep each batch's first-order graph between products; ``None`` decides
             by measuring the first batch's graph against ``memory_budget`` bytes.
+        memory_budget: bytes the cached graphs of all batches may take (for ``cache_graphs``).
         check: run the determinism check.
     """
 

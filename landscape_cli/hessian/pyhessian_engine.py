@@ -56,12 +56,12 @@ TOL = 1e-3
 
 @dataclass(frozen=True)
 class PyHessianResult:
-    """What PyHessian computed, with what it cost.
+    r"""What PyHessian computed, with what it cost.
 
     ``eigenvalues`` in the order found; ``iterations[i]`` power-iteration steps (HVPs) spent on
     eigenvalue ``i`` and ``stopped[i]`` whether its tolerance rule stopped it before
     ``MAX_ITER``; ``eigenvectors`` (k, n) float32 in the operator's parameter order (None when
-    no eigenvalues were asked for); ``trace_samples`` the per-probe :math:`z^\\top Hz` (None when
+    no eigenvalues were asked for); ``trace_samples`` the per-probe :math:`z^\top Hz` (None when
     no trace was asked for) and ``trace_stopped`` whether its rule stopped it before
     ``MAX_ITER`` probes; ``hvp_count`` all products PyHessian made.
     """
@@ -84,8 +84,11 @@ def _stops(values: Sequence[float], tol: float) -> bool:
 
 
 def _trace_stops(samples: Sequence[float], tol: float) -> bool:
-    """Whether PyHessian's trace rule stopped on the last of ``samples`` (its running mean
-    against the previous one, divided by the previous one plus 1e-6, as it does)."""
+    """Whether PyHessian's trace rule stopped on the last of ``samples``.
+
+    Whether PyHessian's trace rule stopped on the last of ``samples`` (its running mean
+    against the previous one, divided by the previous one plus 1e-6, as it does).
+    """
     if not samples:
         return False
     prev = float(np.mean(samples[:-1])) if len(samples) > 1 else 0.0
@@ -106,7 +109,9 @@ def pyhessian_estimates(
     on_hvp: Callable[[int], None] | None = None,
     on_eigen: Callable[[PyHessianResult], None] | None = None,
 ) -> PyHessianResult:
-    """Run PyHessian's ``eigenvalues(top_n=top_k)`` (when ``top_k`` > 0) and ``trace()`` (when
+    """Run PyHessian's top eigenvalues and trace on a copy of ``model``.
+
+    Run PyHessian's ``eigenvalues(top_n=top_k)`` (when ``top_k`` > 0) and ``trace()`` (when
     ``trace``) on a copy of ``model`` in eval mode, seeded with ``torch.manual_seed(seed)``.
 
     ``skip`` names parameters that receive no gradient (the operator's ``skipped``): they are
@@ -155,8 +160,11 @@ def pyhessian_estimates(
 
 
 def _frozen_copy(model: nn.Module, device: torch.device, skip: Sequence[str]):
-    """A float32 copy of ``model`` on ``device`` with the ``skip`` parameters frozen and no
-    gradients; returns it and its trainable parameters."""
+    """A float32 copy of ``model`` on ``device`` for PyHessian, with its trainable parameters.
+
+    A float32 copy of ``model`` on ``device`` with the ``skip`` parameters frozen and no
+    gradients; returns it and its trainable parameters.
+    """
     net = copy.deepcopy(model).to(device=device, dtype=torch.float32)
     for name, p in net.named_parameters():
         if name in set(skip):
@@ -167,9 +175,11 @@ def _frozen_copy(model: nn.Module, device: torch.device, skip: Sequence[str]):
 
 
 class _Counter:
-    """PyHessian's products, counted (and reported to ``on_hvp``); inside ``eigenvalues()``
-    (while ``recording``) each step's Rayleigh quotient is recorded for the eigenvalue being
-    computed (``which``: how many eigenvectors it orthogonalises to)."""
+    """PyHessian's products, counted (and reported to ``on_hvp``).
+
+    Inside ``eigenvalues()`` (while ``recording``) each step's Rayleigh quotient is recorded for the
+    eigenvalue being computed (``which``: how many eigenvectors it orthogonalises to).
+    """
 
     def __init__(self, ph, top_k: int, on_hvp: Callable[[int], None] | None) -> None:
         self.ph = ph
@@ -212,8 +222,10 @@ class _Counter:
 
 
 def _estimate(comp, counter: _Counter, top_k: int, trace: bool, phase, on_eigen):
-    """PyHessian's top-k eigenpairs and trace samples on ``comp``; returns ``(values, vectors,
-    samples)`` (empty/``None`` for what was not asked)."""
+    """PyHessian's top-k eigenpairs and trace samples on ``comp``.
+
+    Returns ``(values, vectors, samples)`` (empty/``None`` for what was not asked).
+    """
     values: tuple[float, ...] = ()
     vectors = samples = None
     if top_k > 0:
@@ -285,10 +297,12 @@ def top_result(op, result: PyHessianResult, *, keep_vectors: bool) -> LanczosRes
 
 
 def trace_result(result: PyHessianResult) -> TraceResult:
-    r"""PyHessian's trace samples as a :class:`TraceResult`: the mean of its per-probe
-    :math:`z^\top Hz` (the number it returns), with the standard error and Student-t 95 %
-    interval of those samples; ``converged`` says whether its own running-mean rule stopped it
-    before ``MAX_ITER`` probes."""
+    r"""PyHessian's trace samples as a :class:`TraceResult`.
+
+    The mean of its per-probe :math:`z^\top Hz` (the number it returns), with the standard error and
+    Student-t 95 % interval of those samples; ``converged`` says whether its own running-mean rule
+    stopped it before ``MAX_ITER`` probes.
+    """
     samples = np.asarray(result.trace_samples, dtype=np.float64)
     summary = summarize(
         samples,
@@ -310,10 +324,12 @@ def analyze_pyhessian(
     out: dict | None = None,
     on_phase: Callable[[str, int], None] | None = None,
 ) -> dict:
-    """``landscape hessian --engine pyhessian``: the top-k and the trace by PyHessian on
-    ``op``'s model, loss and batches (:func:`pyhessian_estimates`, seeded with
-    ``settings.seed``); the density and the per-layer estimates, which PyHessian cannot give
-    on torch 2, by landscape's estimators (:func:`landscape_cli.hessian.analyze`).
+    """Analyze the Hessian for ``landscape hessian --engine pyhessian``.
+
+    The top-k and the trace by PyHessian on ``op``'s model, loss and batches
+    (:func:`pyhessian_estimates`, seeded with ``settings.seed``); the density and the per-layer
+    estimates, which PyHessian cannot give on torch 2, by landscape's estimators
+    (:func:`landscape_cli.hessian.analyze`).
 
     Results land in ``out`` as in :func:`~landscape_cli.hessian.analyze` (keys top, trace,
     density, per_layer), plus ``pyhessian_hvp_count``: PyHessian's products, which ``op`` does

@@ -56,7 +56,15 @@ from landscape_cli.hessian.types import TraceResult
 def summarize(
     samples: np.ndarray, *, method: str, hvp_count: int, rtol: float, note: str = ""
 ) -> TraceResult:
-    """Mean, standard error and Student-t 95 % interval of per-probe trace samples."""
+    r"""Mean, standard error and Student-t 95 % interval of per-probe trace samples.
+
+    Args:
+        samples: The per-probe samples (for Hutchinson, :math:`z^\top Hz` per probe).
+        method: The estimator's name, stored with the result.
+        hvp_count: The Hessian-vector products the samples cost.
+        rtol: The relative standard error asked for; ``converged`` says whether it was met.
+        note: A remark stored with the result (e.g. why a method was chosen).
+    """
     from scipy import stats
 
     samples = np.asarray(samples, dtype=np.float64)
@@ -127,8 +135,11 @@ def hutchinson_trace(
 def _projected_probes(
     op, basis: np.ndarray | Tensor, *, probes, rtol, min_probes, block, gen, exact: float, extra
 ):
-    """Shared loop of the deflated estimators: samples exact + z⊥ᵀHz⊥ and, where ``extra``
-    is given, the plain Hutchinson sample of the same probe."""
+    """Shared loop of the deflated estimators.
+
+    Samples exact + z⊥ᵀHz⊥ and, where ``extra`` is given, the plain Hutchinson sample of the same
+    probe.
+    """
     Q = basis
     deflated: list[float] = []
     plain: list[float] = []
@@ -162,9 +173,10 @@ def deflated_trace(
     block: int = 8,
     adaptive: bool = True,
 ) -> TraceResult:
-    """Krylov-deflated Hutchinson on ``basis``; with ``adaptive``, plain Hutchinson on the same
-    probes instead when that has the smaller sample variance (see module docstring). Costs one
-    HVP per probe.
+    """Krylov-deflated Hutchinson on ``basis``.
+
+    With ``adaptive``, plain Hutchinson on the same probes instead when that has the smaller sample
+    variance (see module docstring). Costs one HVP per probe.
 
     Args:
         op: The symmetric operator.
@@ -219,8 +231,10 @@ def hutchpp_trace(
     probes: int = 99,
     block: int = 8,
 ) -> TraceResult:
-    """Hutch++ (Meyer et al. 2021) with a budget of ``probes`` HVPs (a third each: sketch,
-    exact part, residual; module docstring).
+    """Hutch++ (Meyer et al. 2021) trace estimate with a budget of ``probes`` HVPs.
+
+    A third of the budget each goes to the sketch, the exact part and the residual (module
+    docstring).
 
     Args:
         op: The symmetric operator.

@@ -50,8 +50,11 @@ class TraceResult:
 
 @dataclass(frozen=True)
 class DensityResult:
-    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019), with the
-    probes used and the estimated Wasserstein-1 error they reached (``density.py``)."""
+    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
+
+    Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019), with the
+    probes used and the estimated Wasserstein-1 error they reached (``density.py``).
+    """
 
     grid: np.ndarray  # (g,) float64
     density: np.ndarray  # (g,) float64, integrates to 1 over the grid (trapezoid rule)

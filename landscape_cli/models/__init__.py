@@ -1,4 +1,4 @@
-"""Model architectures by name, for ``landscape train`` and the commands that load checkpoints.
+r"""Model architectures by name, for ``landscape train`` and the commands that load checkpoints.
 
 :func:`build_model` takes a spec and the data's shape:
 
@@ -34,7 +34,7 @@
 factories take vectors). Every registry model accepts any reasonable ``H, W`` (8×8 digits, 32×32
 CIFAR) through adaptive pooling; ``vit_small`` needs ``H`` and ``W`` divisible by ``patch_size``.
 Initialization is deterministic given :func:`torch.manual_seed`. Errors are one-line
-:class:`~landscape_cli.errors.LandscapeError`\\ s.
+:class:`~landscape_cli.errors.LandscapeError`\ s.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ __all__ = [
     "MODEL_NAMES",
     "build_model",
     "count_parameters",
-    "describe_model",
     "model_options",
 ]
 
@@ -296,8 +295,3 @@ def build_model(
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     """The number of scalar parameters of ``model`` (each shared tensor counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def describe_model(model: nn.Module) -> int:
-    """The parameter count of ``model``: the one number commands report about an architecture."""
-    return count_parameters(model)

@@ -1,4 +1,6 @@
-"""ResNet-18 and ResNet-50 in the CIFAR form (He et al., "Deep Residual Learning for Image
+"""ResNet-18 and ResNet-50 in the CIFAR form (He et al. 2016).
+
+ResNet-18 and ResNet-50 in the CIFAR form (He et al., "Deep Residual Learning for Image
 Recognition", CVPR 2016).
 
 The ImageNet stem (7×7 stride-2 convolution and 3×3 max-pool) is replaced by one 3×3 stride-1
@@ -30,7 +32,13 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
-    """Two 3×3 convolutions with BatchNorm and an identity (or projection) shortcut."""
+    """Two 3×3 convolutions with BatchNorm and an identity (or projection) shortcut.
+
+    Args:
+        in_planes: input channels.
+        planes: output channels.
+        stride: stride of the first convolution (and of the projection shortcut).
+    """
 
     expansion = 1
 
@@ -43,13 +51,20 @@ class BasicBlock(nn.Module):
         self.shortcut = _shortcut(in_planes, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block: two 3×3 convolutions plus the shortcut."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
-    """1×1 reduce → 3×3 (carrying the stride) → 1×1 expand (×4), with BatchNorm, plus shortcut."""
+    """1×1 reduce → 3×3 (carrying the stride) → 1×1 expand (×4), with BatchNorm, plus shortcut.
+
+    Args:
+        in_planes: input channels.
+        planes: channels of the 3×3 convolution; the output has ``4·planes``.
+        stride: stride of the 3×3 convolution (and of the projection shortcut).
+    """
 
     expansion = 4
 
@@ -65,6 +80,7 @@ class Bottleneck(nn.Module):
         self.shortcut = _shortcut(in_planes, out_planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the bottleneck block: 1×1, 3×3, 1×1 convolutions plus the shortcut."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -72,7 +88,15 @@ class Bottleneck(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet with the CIFAR stem: 3×3 stride-1 convolution, BatchNorm, ReLU, no max-pool."""
+    """ResNet with the CIFAR stem: 3×3 stride-1 convolution, BatchNorm, ReLU, no max-pool.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        num_blocks: blocks in each of the four stages.
+        input_shape: ``(channels, height, width)`` of one input.
+        num_classes: the number of logits.
+        width: channels of the stem and first stage (doubled per stage).
+    """
 
     def __init__(
         self,
@@ -106,6 +130,7 @@ class CifarResNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.fc(torch.flatten(self.avgpool(out), 1))

@@ -38,7 +38,6 @@ PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 #: The ``--per-layer`` groups: a parameter whose name holds ``<layer|layers|h|block|blocks>.N.``
 #: belongs to that transformer block; the others to their first module below the base model.
 _BLOCK = re.compile(r"^(.*?\b(?:layer|layers|h|block|blocks)\.\d+)\.")
-TASKS = ("text", "image")
 #: Files that hold a tokenizer's vocabulary (one of them must be in a text model's folder).
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -58,6 +57,7 @@ def is_hf_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def is_hf_spec(model: str | None) -> bool:
+    """Whether ``model`` is a ``hf:`` spec (a Hugging Face folder)."""
     return isinstance(model, str) and model.strip().lower().startswith("hf:")
 
 
@@ -73,6 +73,10 @@ class HFClassifier(nn.Module):
 
     ``forward(inputs)`` calls the model with ``**inputs`` when ``inputs`` is a dict (token ids,
     attention mask, token type ids), else with ``pixel_values=inputs``, and returns ``.logits``.
+
+    Args:
+        net: the transformers sequence or image classification model.
+        task: ``"text"`` or ``"image"``.
     """
 
     def __init__(self, net: nn.Module, task: str) -> None:
@@ -81,14 +85,17 @@ class HFClassifier(nn.Module):
         self.task = task
 
     def forward(self, inputs: Any) -> torch.Tensor:
+        """Logits of a batch: a dict of tokenizer outputs, or pixel values."""
         if isinstance(inputs, dict):
             return self.net(**inputs).logits
         return self.net(pixel_values=inputs).logits
 
     def parameter_group(self, name: str) -> str:
-        """The ``--per-layer`` group of parameter ``name``: its transformer block
-        (``net.bert.encoder.layer.0``), else its first module under the base model
-        (``net.bert.embeddings``, ``net.classifier``)."""
+        """The ``--per-layer`` group of parameter ``name``.
+
+        Its transformer block (``net.bert.encoder.layer.0``), else its first module under the base
+        model (``net.bert.embeddings``, ``net.classifier``).
+        """
         m = _BLOCK.match(name)
         if m:
             return m.group(1)
@@ -111,6 +118,7 @@ class HFFolder:
 
     @property
     def num_labels(self) -> int:
+        """The number of classes the model's config declares."""
         return int(self.config.num_labels)
 
     def label_names(self) -> dict[str, int]:
@@ -174,8 +182,10 @@ def _architecture(config: dict[str, Any], folder: Path) -> tuple[str, str]:
 
 
 def _has_safe_weights(folder: Path, trust: bool) -> bool:
-    """Whether ``folder`` holds safetensors weights; refuses a folder with no weights, or with
-    only pickled ones unless ``trust``."""
+    """Whether ``folder`` holds safetensors weights.
+
+    Refuses a folder with no weights, or with only pickled ones unless ``trust``.
+    """
     safe = any((folder / n).is_file() for n in SAFE_WEIGHTS) or any(folder.glob("*.safetensors"))
     pickled = any((folder / n).is_file() for n in PICKLED_WEIGHTS)
     if not safe and not pickled:
@@ -244,8 +254,11 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
 
 
 def load_tokenizer(folder: Path):
-    """The folder's own tokenizer (refused with one line when it has none: transformers would
-    otherwise make up an empty one from the config's model type)."""
+    """The folder's own tokenizer.
+
+    The folder's own tokenizer (refused with one line when it has none: transformers would
+    otherwise make up an empty one from the config's model type).
+    """
     if not any((folder / n).is_file() for n in TOKENIZER_FILES):
         raise LandscapeError(
             f"{folder} has no tokenizer for text data (none of {', '.join(TOKENIZER_FILES[:3])}, "
@@ -275,8 +288,11 @@ def load_tokenizer(folder: Path):
 
 
 def folder_of(model: str | None, checkpoint: Path) -> Path:
-    """The folder a ``hf:`` spec names (``hf:`` alone: the checkpoint), which must be the
-    checkpoint folder itself."""
+    """The folder a ``hf:`` spec names.
+
+    The folder a ``hf:`` spec names (``hf:`` alone: the checkpoint), which must be the
+    checkpoint folder itself.
+    """
     text = (model or "hf:").strip()[3:].strip()
     folder = Path(text) if text else checkpoint
     if folder.resolve() != checkpoint.resolve():

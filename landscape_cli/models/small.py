@@ -13,6 +13,11 @@ class MLP(nn.Module):
     """Flatten → (Linear → ReLU) per hidden width → Linear to the class logits.
 
     Works for any input shape: the input is flattened to ``prod(input_shape)`` features.
+
+    Args:
+        input_shape: the shape of one input.
+        num_classes: the number of logits.
+        hidden: the hidden layers' widths.
     """
 
     def __init__(
@@ -28,6 +33,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs of a batch."""
         return self.net(x)
 
 
@@ -46,6 +52,11 @@ class SmallCNN(nn.Module):
     linear``, with 3×3 convolutions (padding 1, no bias: BatchNorm follows). With the default
     ``width=16`` and 10 classes it has 24,058 parameters for 1-channel input and 24,346 for
     3-channel input. Adaptive pooling makes it accept any input of at least 2×2 pixels.
+
+    Args:
+        input_shape: ``(channels, height, width)`` of one input.
+        num_classes: the number of logits.
+        width: ``w``, the first convolution's channels.
     """
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 16) -> None:
@@ -65,4 +76,5 @@ class SmallCNN(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
         return self.classifier(self.features(x))

@@ -1,4 +1,6 @@
-"""VGG-16 with BatchNorm in the CIFAR form (Simonyan & Zisserman, "Very Deep Convolutional
+"""VGG-16 with BatchNorm in the CIFAR form (Simonyan & Zisserman 2015).
+
+VGG-16 with BatchNorm in the CIFAR form (Simonyan & Zisserman, "Very Deep Convolutional
 Networks for Large-Scale Image Recognition", ICLR 2015; configuration D, with BatchNorm after
 every convolution as in Ioffe & Szegedy 2015).
 
@@ -26,7 +28,14 @@ VGG16_CONFIG: tuple[int | str, ...] = (
 
 
 class VGG(nn.Module):
-    """VGG with BatchNorm; ``width`` scales all channel counts by ``width / 64``."""
+    """VGG with BatchNorm; ``width`` scales all channel counts by ``width / 64``.
+
+    Args:
+        config: output channels per convolution (at width 64), ``"M"`` for a max-pool.
+        input_shape: ``(channels, height, width)`` of one input.
+        num_classes: the number of logits.
+        width: the channel scale (64: the standard VGG).
+    """
 
     def __init__(
         self,
@@ -64,6 +73,7 @@ class VGG(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 

@@ -1,4 +1,6 @@
-"""Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image
+"""Vision Transformer (Dosovitskiy et al. 2021), Small configuration by default.
+
+Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image
 Recognition at Scale", ICLR 2021), Small configuration by default: width 384, depth 12, 6 heads,
 MLP ratio 4 (as in Touvron et al. 2021, DeiT-S).
 
@@ -23,7 +25,12 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with an explicit softmax (double-backward friendly)."""
+    """Multi-head self-attention with an explicit softmax (double-backward friendly).
+
+    Args:
+        dim: the token width.
+        heads: the number of heads (``dim`` must be divisible by it).
+    """
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -34,6 +41,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Multi-head self-attention over the tokens of ``x``."""
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
@@ -43,7 +51,13 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer encoder block."""
+    """Pre-norm transformer encoder block.
+
+    Args:
+        dim: the token width.
+        heads: the attention heads.
+        mlp_ratio: the MLP's hidden width over ``dim``.
+    """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -54,12 +68,23 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the pre-norm block: attention and MLP, each with a residual."""
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
 class VisionTransformer(nn.Module):
-    """ViT classifier over non-overlapping square patches; see the module docstring."""
+    """ViT classifier over non-overlapping square patches; see the module docstring.
+
+    Args:
+        input_shape: ``(channels, height, width)`` of one input.
+        num_classes: the number of logits.
+        patch_size: the side of a square patch.
+        dim: the token width.
+        depth: the number of blocks.
+        heads: the attention heads per block.
+        mlp_ratio: the MLP's hidden width over ``dim``.
+    """
 
     def __init__(
         self,
@@ -92,6 +117,7 @@ class VisionTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (batch, patches, dim)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1) + self.pos_embed

@@ -1,5 +1,7 @@
-"""Figures: Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves),
-per-layer λmax and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
+"""The figures: each draws results it is given and computes nothing.
+
+Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves), per-layer λmax
+and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
 
 Plotting functions take result objects (the :class:`~landscape_cli.results.HessianResult` and
 :class:`~landscape_cli.results.ScanResult` that :mod:`landscape_cli.results` reads back, through
@@ -22,13 +24,9 @@ from landscape_cli.plotting.style import (
     save_figure,
 )
 
-#: The figures ``landscape plot --figure`` knows.
-FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap")
-
 __all__ = [
     "DENSITY_AXES",
     "DENSITY_FLOOR",
-    "FIGURES",
     "IMAGE_FORMATS",
     "SAVE_RC",
     "auto_log",

@@ -100,8 +100,11 @@ def axis_label_1d(scans: list[ScanResult]) -> str:
 
 
 def value_label(what: str, scans: list[ScanResult], log: bool = False) -> str:
-    """``what`` (loss, accuracy), "log scale" when so, and what the scans were measured on when
-    they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)")."""
+    """The colour bar's or axis's label for ``what``.
+
+    ``what`` (loss, accuracy), "log scale" when so, and what the scans were measured on when
+    they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)").
+    """
     from landscape_cli.plotting.style import shared_measure
 
     common, _ = shared_measure([s.get("attrs") for s in scans])

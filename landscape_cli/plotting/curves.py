@@ -1,5 +1,8 @@
-"""Fig. 6 of the DualAdam paper: 1-D loss curves L(θ* + ζ·d) of several checkpoints overlaid
-(for interpolations: L((1−α)·θa + α·θb), each curve labelled "a → b")."""
+"""Fig. 6 of the DualAdam paper.
+
+1-D loss curves L(θ* + ζ·d) of several checkpoints overlaid (for interpolations: L((1−α)·θa + α·θb),
+each curve labelled "a → b").
+"""
 
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ if TYPE_CHECKING:
 
 
 def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, n: int, label: str) -> None:
-    """One curve in the ``i``-th run's colour, line style and marker (every few points); NaN or
-    ±inf (not computed yet, or no finite loss) leaves gaps, and an incomplete curve marks every
-    point, so isolated points stay visible."""
+    """One curve in the ``i``-th run's colour, line style and marker (every few points).
+
+    NaN or ±inf (not computed yet, or no finite loss) leaves gaps, and an incomplete curve marks
+    every point, so isolated points stay visible.
+    """
     partial = not np.isfinite(values).all()
     style = line_style(i, n, points=len(x))
     if partial:
@@ -110,8 +115,10 @@ def fig6(
 
 
 def _checked_curves(scans, labels, *, accuracy: bool, log: bool) -> tuple[list, list]:
-    """Each scan's checked 1-D data (and accuracies with ``accuracy``); a log axis needs every
-    computed loss > 0."""
+    """Each scan's checked 1-D data (and accuracies with ``accuracy``).
+
+    A log axis needs every computed loss > 0.
+    """
     if len(scans) == 0:
         raise ValueError("fig6 needs at least one scan")
     if len(labels) != len(scans):

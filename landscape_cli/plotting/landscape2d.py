@@ -37,8 +37,11 @@ if TYPE_CHECKING:
 
 
 def auto_log(values: np.ndarray, limits: Limits = None) -> bool:
-    """Whether the default colour scale is logarithmic: every finite loss (or the given limits)
-    positive and spanning more than :data:`AUTO_LOG_DECADES` decades."""
+    """Whether the default colour scale is logarithmic.
+
+    Every finite loss (or the given limits) positive and spanning more than :data:`AUTO_LOG_DECADES`
+    decades.
+    """
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -62,8 +65,10 @@ def _prepare(
 
 
 def _limits(z: np.ma.MaskedArray, log: bool, limits: Limits = None) -> tuple[float, float]:
-    """The colour range: ``limits`` when given (a None end: the finite values' own), else the
-    finite values' min and max."""
+    """The colour range.
+
+    ``limits`` when given (a None end: the finite values' own), else the finite values' min and max.
+    """
     lo, hi = float(z.min()), float(z.max())
     if limits is not None:
         lo = lo if limits[0] is None else float(limits[0])

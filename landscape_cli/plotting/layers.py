@@ -1,5 +1,7 @@
-"""Per-layer curvature: the λmax and trace of each parameter's diagonal Hessian block, the results
-of ``landscape hessian --per-layer``, as horizontal bar charts.
+"""Per-layer curvature.
+
+The λmax and trace of each parameter's diagonal Hessian block, the results of ``landscape hessian
+--per-layer``, as horizontal bar charts.
 
 Input: the :class:`~landscape_cli.results.HessianResult` that
 :func:`landscape_cli.results.read_hessian` returns, read through its dict view (so a mapping with
@@ -25,8 +27,7 @@ if TYPE_CHECKING:
 
 
 def _layer_names(hessian_results: Sequence[HessianResult]) -> list[str]:
-    """Every layer of every result, in the order they first appear (the models' parameter
-    order)."""
+    """Every layer of every result, in the order they first appear (the models' parameter order)."""
     names: list[str] = []
     seen: set[str] = set()
     for result in hessian_results:
@@ -50,7 +51,9 @@ def layers(
     *,
     log: bool = False,
 ) -> Figure:
-    """Draw per-layer λmax (left) and trace (right, with 95 % CIs: ±1.96 standard errors) as
+    """Draw per-layer λmax and trace as horizontal bars.
+
+    Draw per-layer λmax (left) and trace (right, with 95 % CIs: ±1.96 standard errors) as
     horizontal bars.
 
     Each layer (parameter) is a row, top to bottom in parameter order; each result (file) has one

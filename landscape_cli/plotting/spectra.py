@@ -63,9 +63,12 @@ DENSITY_AXES = ("symlog", "linear")
 
 
 def _measure(result: HessianResult) -> tuple[np.ndarray, np.ndarray]:
-    """The SLQ estimate as one discrete measure: the Ritz values of every probe and their
-    quadrature weights divided by the number of probes (they sum to 1). A density stored without
-    its nodes is read as the measure of its grid points (density times grid spacing)."""
+    """The SLQ estimate as one discrete measure.
+
+    The Ritz values of every probe and their quadrature weights divided by the number of probes
+    (they sum to 1). A density stored without its nodes is read as the measure of its grid points
+    (density times grid spacing).
+    """
     den = result["density"]
     nodes, weights = den.get("nodes"), den.get("weights")
     if nodes is not None and weights is not None and np.size(nodes) > 0:
@@ -81,10 +84,12 @@ def _measure(result: HessianResult) -> tuple[np.ndarray, np.ndarray]:
 
 
 def density_linthresh(hessian_results: Sequence[HessianResult]) -> float:
-    """The linear range ±linthresh of the symmetric-log density axis: a tenth of the smallest of
-    the runs' spectral radii (largest |Ritz value|), rounded down to a power of ten. So the
-    flattest run's spectrum spans at least a decade of the log part, and the bulk near 0 of every
-    run sits in the linear part."""
+    """The linear range ±linthresh of the symmetric-log density axis.
+
+    A tenth of the smallest of the runs' spectral radii (largest |Ritz value|), rounded down to a
+    power of ten. So the flattest run's spectrum spans at least a decade of the log part, and the
+    bulk near 0 of every run sits in the linear part.
+    """
     radii = []
     for r in hessian_results:
         nodes, _ = _measure(r)
@@ -101,7 +106,9 @@ def _density_curves(
     broadening: float,
     grid_points: int = 1500,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
-    r"""Broaden each measure by a Gaussian of one width on the drawn axis and return the
+    r"""Broaden each measure by a Gaussian and return the eigenvalue densities.
+
+    Broaden each measure by a Gaussian of one width on the drawn axis and return the
     eigenvalue densities on each run's own grid, and that width in axis units.
 
     With :math:`u(\lambda)` the axis coordinate (identity, or the symmetric log in decades),
@@ -309,8 +316,11 @@ def _trace_panel(ax, hessian_results, shown, on: str, log: bool) -> None:
 def _density_panel(
     ax, hessian_results, shown, on: str, density_axis: str, broadening: float
 ) -> None:
-    """Panel (c): the densities on a log axis, broadened by one width on the drawn eigenvalue
-    axis (symmetric-log or linear), each run with its own colour, line style and markers."""
+    """Draw panel (c): the densities on a log axis.
+
+    The densities on a log axis, broadened by one width on the drawn eigenvalue axis (symmetric-log
+    or linear), each run with its own colour, line style and markers.
+    """
     n = len(hessian_results)
     measures = [_measure(r) for r in hessian_results]
     if density_axis == "symlog":

@@ -1,5 +1,6 @@
-"""Shared look and output of the figures: colours, line styles, labels, figure creation, saving by
-extension.
+"""Shared look and output of the figures.
+
+Colours, line styles, labels, figure creation, saving by extension.
 
 Figures are created as :class:`matplotlib.figure.Figure` objects, never through pyplot, so nothing
 here touches global state or needs a display. Saving sets the font embedding for that one call only
@@ -63,10 +64,12 @@ def color(i: int) -> str:
 
 
 def line_style(i: int, n: int = 1, points: int | None = None) -> dict:
-    """Keyword arguments for ``ax.plot`` of the ``i``-th of ``n`` curves: its colour, line style
-    and marker. Markers sit every few points (``points``: the curve's length) or, without it,
-    every 0.15 of the axes' diagonal; each curve's markers start at their own offset, so markers
-    of overlapping curves do not hide each other."""
+    """Keyword arguments for ``ax.plot`` of the ``i``-th of ``n`` curves.
+
+    Its colour, line style and marker. Markers sit every few points (``points``: the curve's length)
+    or, without it, every 0.15 of the axes' diagonal; each curve's markers start at their own
+    offset, so markers of overlapping curves do not hide each other.
+    """
     offset = (i % max(n, 1)) / max(n, 1)
     if points is None:
         markevery: object = (0.15 * offset, 0.15)
@@ -114,16 +117,21 @@ def _measured_parts(attrs: dict | None) -> dict[str, str]:
 
 
 def measured_on(attrs: dict | None) -> str:
-    """What a result was measured on, from its group's attributes: e.g. "cross-entropy, 512
-    train samples" (only the parts that are recorded; "" when none is)."""
+    """What a result was measured on, from its group's attributes.
+
+    E.g. "cross-entropy, 512 train samples" (only the parts that are recorded; "" when none is).
+    """
     return ", ".join(_measured_parts(attrs).values())
 
 
 def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
-    """(what all runs share, per-run remainders): the parts of :func:`measured_on` that every run
-    shares go in an axis label; the parts that differ go after each run's legend label (e.g.
-    " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint). The Hessian engine
-    is named only where it is not the default Lanczos for every run."""
+    """Split what the runs were measured on into what they share and per-run remainders.
+
+    Returns ``(what all runs share, per-run remainders)``. The parts of :func:`measured_on` that
+    every run shares go in an axis label; the parts that differ go after each run's legend label
+    (e.g. " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint). The Hessian
+    engine is named only where it is not the default Lanczos for every run.
+    """
     parts = [_measured_parts(a) for a in attrs_list]
     keys = [k for k in ("engine", "loss", "samples") if any(k in p for p in parts)]
     if "engine" in keys and all(p.get("engine", "Lanczos") == "Lanczos" for p in parts):

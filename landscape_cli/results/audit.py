@@ -1,5 +1,8 @@
-"""The ``/audit`` group: one attribute per audit measure (and the run's settings and hashes), and
-in ``/audit/hessian`` the audit's own Hessian measurements when it could not reuse ``/hessian``."""
+"""The ``/audit`` group.
+
+One attribute per audit measure (and the run's settings and hashes), and in ``/audit/hessian`` the
+audit's own Hessian measurements when it could not reuse ``/hessian``.
+"""
 
 from __future__ import annotations
 
@@ -51,10 +54,13 @@ def write_audit(
     attrs: Mapping[str, Any] | None = None,
     drop_foreign: bool = False,
 ) -> Path:
-    """Create (or replace) ``/audit``: one attribute per audit measure (numbers, lists, str),
-    plus ``attrs``; with ``hessian``, the audit's own Hessian measurements go to
-    ``/audit/hessian`` (the layout of ``/hessian``; an existing ``/hessian`` is never touched).
-    An :class:`AuditResult` brings its measures and its ``hessian``."""
+    """Create (or replace) ``/audit``.
+
+    One attribute per audit measure (numbers, lists, str), plus ``attrs``; with ``hessian``, the
+    audit's own Hessian measurements go to ``/audit/hessian`` (the layout of ``/hessian``; an
+    existing ``/hessian`` is never touched). An :class:`AuditResult` brings its measures and its
+    ``hessian``.
+    """
     if isinstance(measures, AuditResult):
         hessian = measures.hessian if hessian is None else hessian
         measures = measures.measures

@@ -1,5 +1,6 @@
-"""The ``/hessian`` group (and ``/audit/hessian``, the same layout): a
-:class:`~landscape_cli.hessian.types.HessianReport` written and read back.
+"""The ``/hessian`` group (and ``/audit/hessian``, the same layout).
+
+A :class:`~landscape_cli.hessian.types.HessianReport` written and read back.
 
 :func:`write_hessian` takes a ``HessianReport`` (or a :class:`HessianResult`, the report with the
 group's other attributes); :func:`read_hessian` returns a :class:`HessianResult` whose ``report``
@@ -52,8 +53,9 @@ _DENSITY_ARRAYS = ("grid", "density", "nodes", "weights")
 
 @dataclass(frozen=True)
 class HessianResult(DictView):
-    """A ``/hessian`` group as stored: the report, the group's other attributes, and whether the
-    run was cut short.
+    """A ``/hessian`` group as stored.
+
+    The report, the group's other attributes, and whether the run was cut short.
 
     ``attrs`` holds the attributes that are not part of the report (``checkpoint_sha256``,
     ``samples_sha256``, ``settings`` as JSON text, ``engine``, ...), as plain values: a mapping
@@ -290,8 +292,11 @@ def has_hessian(path: str | os.PathLike[str]) -> bool:
 
 
 def read_hessian(path: str | os.PathLike[str], group: str = "hessian") -> HessianResult:
-    """Read ``/hessian`` (or another group of the same layout, such as ``audit/hessian``) back
-    as the :class:`HessianResult` that was written."""
+    """Read ``/hessian`` (or a group of the same layout) back as a :class:`HessianResult`.
+
+    Read ``/hessian`` (or another group of the same layout, such as ``audit/hessian``) back
+    as the :class:`HessianResult` that was written.
+    """
     import h5py
 
     with open_read(path) as f:
@@ -341,8 +346,10 @@ def read_group(g: h5py.Group) -> HessianResult:
 def _read_top(
     g: h5py.Group, attrs: dict[str, Any]
 ) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], LanczosResult | None]:
-    """Parameter names and shapes (from the eigenvectors) and the top-k result; the top-k
-    attributes are taken out of ``attrs``."""
+    """Parameter names and shapes (from the eigenvectors) and the top-k result.
+
+    The top-k attributes are taken out of ``attrs``.
+    """
     from landscape_cli.hessian.types import LanczosResult
 
     names: tuple[str, ...] = ()

@@ -1,6 +1,9 @@
-"""The ``/scan/<name>`` groups: loss and accuracy on a grid of points along one or two
-directions, written whole (:func:`write_scan`), filled in point by point (:func:`set_scan_points`)
-and read back as a :class:`ScanResult`."""
+"""The ``/scan/<name>`` groups.
+
+Loss and accuracy on a grid of points along one or two directions, written whole
+(:func:`write_scan`), filled in point by point (:func:`set_scan_points`) and read back as a
+:class:`ScanResult`.
+"""
 
 from __future__ import annotations
 

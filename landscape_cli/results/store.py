@@ -1,5 +1,7 @@
-"""The store under every results group: the locked atomic rewrite, attribute encoding, the root
-(provenance) attributes, and the checks a command runs before computing.
+"""The store under every results group.
+
+The locked atomic rewrite, attribute encoding, the root (provenance) attributes, and the checks a
+command runs before computing.
 
 Writes (:func:`update_file`, and every group's writer on top of it) take an exclusive
 ``fcntl.flock`` on the sidecar ``<file>.lock`` (left in place: removing it would race), copy the
@@ -53,12 +55,15 @@ class DictView(Mapping[str, Any]):
         return self._view()
 
     def __getitem__(self, key: str) -> Any:
+        """The attribute ``key``."""
         return self._view_cache[key]
 
     def __iter__(self) -> Iterator[str]:
+        """Iterate over the attribute names."""
         return iter(self._view_cache)
 
     def __len__(self) -> int:
+        """The number of attributes."""
         return len(self._view_cache)
 
 
@@ -181,16 +186,21 @@ def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
 
 
 class ResultsWriteError(LandscapeError):
-    """Writing a results file failed for a reason outside the file's content (disk full, a
-    folder that vanished, permissions): the caller may save its result elsewhere."""
+    """Writing a results file failed for a reason outside the file's content.
+
+    Writing a results file failed for a reason outside the file's content (disk full, a
+    folder that vanished, permissions): the caller may save its result elsewhere.
+    """
 
 
 def check_folder(
     folder: str | os.PathLike[str], what: str = "output", target: Path | None = None
 ) -> None:
-    """Refuse early a folder that cannot be created or written: the nearest existing ancestor
-    must be a folder this process may write into (or ``folder`` itself, if it exists).
-    ``target`` is the file the message names (default: the folder)."""
+    """Refuse early a folder that cannot be created or written.
+
+    The nearest existing ancestor must be a folder this process may write into (or ``folder``
+    itself, if it exists). ``target`` is the file the message names (default: the folder).
+    """
     p = Path(target) if target is not None else Path(folder)
     probe = Path(folder)
     while not probe.exists():
@@ -207,8 +217,11 @@ def check_folder(
 
 
 def check_output_file(path: str | os.PathLike[str], what: str = "output file") -> None:
-    """Refuse early an output file path that cannot be written (a folder, or in a folder that
-    cannot be created or written)."""
+    """Refuse early an output file path that cannot be written.
+
+    Refuse early an output file path that cannot be written (a folder, or in a folder that
+    cannot be created or written).
+    """
     p = Path(path)
     if p.is_dir():
         raise LandscapeError(f"the {what} {p} is a folder; give a file path")
@@ -222,10 +235,13 @@ def check_target(
     drop_foreign: bool = False,
     way_out: str = "pass --out FILE to keep them apart, or --overwrite to drop them",
 ) -> None:
-    """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse or
+    """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse.
+
+    Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse or
     fail on: a path whose folder cannot be written, an existing file that is not HDF5, an HDF5
     file without this schema, one whose groups cannot all be read (a damaged file), or (given
-    ``checkpoint_sha256``, unless ``drop_foreign``) a results file of another checkpoint."""
+    ``checkpoint_sha256``, unless ``drop_foreign``) a results file of another checkpoint.
+    """
     import h5py
 
     p = Path(path)
@@ -242,8 +258,11 @@ def check_target(
 
 
 def _read_everything(f: h5py.File, path: Path) -> None:
-    """Open every object of ``f`` and read its attributes and data: :func:`update_file` copies
-    them all, so a damaged one must be found before any computing, not after."""
+    """Open every object of ``f`` and read its attributes and data.
+
+    :func:`update_file` copies them all, so a damaged one must be found before any computing, not
+    after.
+    """
     import h5py
 
     def visit(name: str, obj: Any) -> None:
@@ -280,8 +299,11 @@ def _foreign_message(
 
 
 def settings_mismatch(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> list[str]:
-    """The options that differ between a group's stored ``settings`` and ``wanted`` (as
-    ``"key stored vs wanted"``); empty when they agree or the group records none (older files)."""
+    """The options that differ between a group's stored ``settings`` and ``wanted``.
+
+    The options that differ between a group's stored ``settings`` and ``wanted`` (as
+    ``"key stored vs wanted"``); empty when they agree or the group records none (older files).
+    """
     if not stored:
         return []
     out = []
@@ -297,8 +319,10 @@ def settings_mismatch(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any
 
 
 def group_settings(path: str | os.PathLike[str], group: str) -> dict[str, Any] | None:
-    """The ``settings`` (a JSON attribute) of ``group`` in ``path``; ``{}`` for a group that
-    records none, None when the file or the group does not exist."""
+    """The ``settings`` (a JSON attribute) of ``group`` in ``path``.
+
+    ``{}`` for a group that records none, None when the file or the group does not exist.
+    """
     p = Path(path)
     if not p.exists():
         return None
@@ -426,8 +450,11 @@ def _new_temp(target: Path) -> Path:
 def _copy_existing(
     target: Path, out: h5py.File, checkpoint_sha256: str | None, drop_foreign: bool
 ) -> None:
-    """Copy ``target``'s root attributes and objects into ``out``; refuse a file without this
-    schema, or one of another checkpoint (whose content is dropped with ``drop_foreign``)."""
+    """Copy ``target``'s root attributes and objects into ``out``.
+
+    Refuse a file without this schema, or one of another checkpoint (whose content is dropped with
+    ``drop_foreign``).
+    """
     import h5py
 
     try:
@@ -460,7 +487,7 @@ def _set_root(out: h5py.File, root: Mapping[str, Any]) -> None:
 
 
 def _replace(tmp: Path, target: Path, exists: bool) -> None:
-    """fsync the finished ``tmp`` and move it over ``target``, keeping ``target``'s mode."""
+    """Fsync the finished ``tmp`` and move it over ``target``, keeping ``target``'s mode."""
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -517,8 +544,11 @@ def list_groups(path: str | os.PathLike[str]) -> list[str]:
 
 
 def rescue_path(path: str | os.PathLike[str]) -> Path:
-    """A fresh file name beside ``path`` (else in the working or temporary folder) for saving a
-    finished result whose write to ``path`` failed."""
+    """A fresh file name for saving a finished result whose write to ``path`` failed.
+
+    A fresh file name beside ``path`` (else in the working or temporary folder) for saving a
+    finished result whose write to ``path`` failed.
+    """
     import tempfile
 
     p = Path(path)
@@ -537,8 +567,11 @@ def write_or_rescue(
     path: str | os.PathLike[str],
     write: Callable[[Path], Path],
 ) -> Path:
-    """``write(path)``; if that fails for a reason outside the file (:class:`ResultsWriteError`),
-    ``write`` a fresh file beside it and raise one line naming where the result went."""
+    """Run ``write(path)``, falling back to a fresh file.
+
+    If that fails for a reason outside the file (:class:`ResultsWriteError`), ``write`` a fresh file
+    beside it and raise one line naming where the result went.
+    """
     try:
         return write(Path(path))
     except ResultsWriteError as exc:

@@ -1,5 +1,7 @@
-"""Loss-landscape scans: 1-D/2-D filter-normalised random directions, Hessian eigenvector
-directions, and interpolations between checkpoints.
+"""Loss-landscape scans.
+
+1-D/2-D filter-normalised random directions, Hessian eigenvector directions, and interpolations
+between checkpoints.
 
 This package plans scans and computes their points (:func:`~landscape_cli.scan.grid.run_scan`
 hands them to a ``store`` callback); it writes no files. Running a plan into ``/scan/<name>`` of a

@@ -84,6 +84,7 @@ def random_direction(
 
 
 def flat(direction: Direction) -> Tensor:
+    """``direction`` as one flat float64 CPU vector."""
     return torch.cat([d.reshape(-1).double().cpu() for d in direction.values()])
 
 

@@ -82,6 +82,7 @@ class ScanPlan:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The grid's shape: ``(len(x),)`` or ``(len(y), len(x))``."""
         return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
 
 
@@ -89,6 +90,7 @@ BN_CHOICES = ("recompute", "interpolate")
 
 
 def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -103,6 +105,15 @@ class PointEvaluator:
     layer's running mean and variance averaged over the batches, in train mode without
     gradients, as mode-connectivity work does: Garipov et al. 2018, Izmailov et al. 2018) before
     evaluating. The checkpoint's statistics are put back by :meth:`restore`.
+
+    Args:
+        model: the network, whose parameters are moved in place.
+        batches: the scan's samples, in batches.
+        directions: one or two directions (parameter name → tensor).
+        loss_fn: ``(output, target) -> mean loss``.
+        bn_mode: ``"eval"`` or ``"train"`` BatchNorm while evaluating.
+        sharded: under torchrun: each point's samples are split over the ranks.
+        bn: None, ``"interpolate"`` or ``"recompute"`` (above).
     """
 
     def __init__(
@@ -149,6 +160,7 @@ class PointEvaluator:
 
     @torch.no_grad()
     def __call__(self, coords: Sequence[float]) -> tuple[float, float]:
+        """Loss and accuracy at the point ``coords`` along the directions."""
         torch._foreach_copy_(self.targets, self.base)
         for c, d in zip(coords, self.dirs, strict=True):
             if c != 0.0:
@@ -187,6 +199,7 @@ class PointEvaluator:
 
     @torch.no_grad()
     def restore(self) -> None:
+        """Put the original parameters and BatchNorm batch counts back."""
         torch._foreach_copy_(self.targets, self.base)
         for m, count in self.tracked:
             m.num_batches_tracked.copy_(count)

@@ -25,6 +25,7 @@ from landscape_cli.workload import Workload, load_workload
 
 if TYPE_CHECKING:
     from landscape_cli.audit import AuditRow
+    from landscape_cli.results import ScanResult
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,25 @@ def _check(checks: list[tuple[bool, str]]) -> None:
             raise LandscapeError(message)
 
 
+def _hessian_target(
+    checkpoint, work, s, out_path, label, overwrite, *, loss, bn_mode, dtype, engine
+) -> tuple[dict, dict]:
+    """The results file's root attributes and ``/hessian``'s.
+
+    Checks first that the file holds this checkpoint's results and no ``/hessian`` of other
+    options (unless ``overwrite``).
+    """
+    from landscape_cli.results import check_target
+
+    root = provenance(checkpoint, work, label, out_path)
+    check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
+    wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
+    if engine != "lanczos":  # files written before there were engines record none
+        wanted["engine"] = engine
+    check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
+    return root, {**group_attrs(root, work, wanted), "engine": engine}
+
+
 def hessian_job(
     checkpoint: Path,
     settings,
@@ -192,13 +212,10 @@ def hessian_job(
     _check_size(s, n_grad, dev, dtype == "float64")
     loss = work.resolve_loss(loss)
     check_loss_on(work.model, work.batches, loss)
-    root = provenance(checkpoint, work, label, out_path)
-    check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
-    wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
-    if engine != "lanczos":  # files written before there were engines record none
-        wanted["engine"] = engine
-    check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
-    attrs = {**group_attrs(root, work, wanted), "engine": engine}
+    root, attrs = _hessian_target(
+        checkpoint, work, s, out_path, label, overwrite, loss=loss, bn_mode=bn_mode, dtype=dtype,
+        engine=engine,
+    )  # fmt: skip
     t0 = time.perf_counter()
     op = _hessian_operator(
         work, s, loss=loss, bn_mode=bn_mode, dev=dev, dtype=dtype, cache_graphs=cache_graphs
@@ -459,15 +476,13 @@ def scan_job(
     label: str | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
     on_point: Callable[[int, int, float, float], None] | None = None,
-) -> tuple[dict, Path]:
+) -> tuple[ScanResult, Path]:
     """Run ``landscape scan``.
 
     Compute (or resume) a scan into ``/scan/<name>``; returns ``(scan as read back, results path)``.
     ``on_start(name, done, total)`` fires once the options are known to be consistent with any scan
     already in the file.
     """
-    import numpy as np
-
     from landscape_cli import scan_store
     from landscape_cli.devices import resolve_device
     from landscape_cli.evaluation import to_device
@@ -495,7 +510,7 @@ def scan_job(
     _check_base_loss(checkpoint, net, batches, loss, o.bn_mode)
     plan, bn = _scan_plan(kind, o, targets, source, work, net, batches, loss, dev, name, x, y)
     plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
-    total = int(np.prod(plan.shape))
+    total = int(math.prod(plan.shape))
     result = scan_store.execute(
         net,
         batches,

@@ -87,6 +87,21 @@ class HessianSettings:
     seed: int = 0
 
 
+def _density(op: HessianOperator, s: HessianSettings, first, phase) -> DensityResult:
+    """The density's phase: SLQ, its first probe continued from the top-k run when given."""
+    rest = s.density_probes - (first is not None)
+    phase("density (SLQ)", rest * min(s.lanczos_steps, op.n))
+    return slq_density(
+        op,
+        probes=s.density_probes,
+        steps=s.lanczos_steps,
+        generator=stream(s.seed, "density"),
+        sigma_rel=s.density_sigma,
+        tol=s.density_tol,
+        first=first,
+    )
+
+
 def analyze(
     op: HessianOperator,
     settings: HessianSettings,
@@ -132,17 +147,7 @@ def analyze(
         phase("trace", s.trace_probes)
         out["trace"] = _trace(op, s, basis)
     if s.density_probes > 0:
-        rest = s.density_probes - (first is not None)
-        phase("density (SLQ)", rest * min(s.lanczos_steps, op.n))
-        out["density"] = slq_density(
-            op,
-            probes=s.density_probes,
-            steps=s.lanczos_steps,
-            generator=stream(s.seed, "density"),
-            sigma_rel=s.density_sigma,
-            tol=s.density_tol,
-            first=first,
-        )
+        out["density"] = _density(op, s, first, phase)
     if s.per_layer:
         phase("per-layer", s.per_layer_steps * len(op.blocks()) + s.per_layer_probes)
         out["per_layer"], _ = per_layer_curvature(

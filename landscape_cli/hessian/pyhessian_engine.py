@@ -146,10 +146,8 @@ def pyhessian_estimates(
             # that the .grad fields cleared below break.
             warnings.filterwarnings("ignore", message=".*create_graph=True.*")
             torch.manual_seed(seed)
-            if len(data) == 1:
-                comp = pyhessian_cls(net, loss_fn, data=data[0], cuda=cuda)
-            else:
-                comp = pyhessian_cls(net, loss_fn, dataloader=data, cuda=cuda)
+            one = {"data": data[0]} if len(data) == 1 else {"dataloader": data}
+            comp = pyhessian_cls(net, loss_fn, cuda=cuda, **one)
             counter.wrap(comp)
             values, vectors, samples = _estimate(comp, counter, top_k, trace, phase, on_eigen)
     finally:

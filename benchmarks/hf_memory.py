@@ -31,19 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = {
-    "top1": {"top_k": 1, "trace_probes": 0, "density_probes": 0},
-    "top5": {"top_k": 5, "trace_probes": 0, "density_probes": 0},
-    "default": {},
-}
-
-
-def _rss_now() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+# The same cases and resident-memory reading as the ResNet-18 benchmark beside this file.
+from memory import CASES, rss_now
 
 
 def make_folder(d: Path, hidden: int, layers: int, samples: int) -> tuple[Path, Path]:
@@ -112,7 +101,7 @@ def run_case(case: str, size: str, device: str, samples: int) -> dict:
     cuda = dev.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         folder, data = make_folder(Path(tmp), hidden, layers, samples)
-        mem = (lambda: torch.cuda.memory_allocated()) if cuda else _rss_now
+        mem = (lambda: torch.cuda.memory_allocated()) if cuda else rss_now
         start = mem()
         work = load_workload(folder, dataset=f"text:{data}", samples=samples, batch_size=32)
         if cuda:

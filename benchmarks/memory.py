@@ -35,7 +35,7 @@ CASES = {
 }
 
 
-def _rss_now() -> int:
+def rss_now() -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
@@ -66,7 +66,7 @@ def run_case(case: str, device: str, samples: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = _rss_now()
+        before = rss_now()
     t0 = time.perf_counter()
     results = hs.analyze(op, settings)
     seconds = time.perf_counter() - t0

@@ -383,6 +383,31 @@ def _group_by_device_and_dtype(
     return [tuple([lst[i] for i in idx] for lst in tensor_lists) for idx in buckets.values()]
 
 
+def _foreach_moments(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    beta1: float,
+    beta2: float,
+    decay: tuple[float, float, bool],
+) -> None:
+    """Weight decay, then the moments m ← β₁m + (1−β₁)g and v ← β₂v + (1−β₂)g², in place.
+
+    ``decay`` is ``(lr, weight_decay, decoupled)``: decoupled decay shrinks the parameters by
+    ``1 − lr·weight_decay``; coupled decay adds ``weight_decay·θ`` to the gradients (a copy).
+    """
+    lr, weight_decay, decoupled = decay
+    if weight_decay != 0:
+        if decoupled:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+
+
 def _multi_tensor_dual_adam(
     params: list[Tensor],
     grads: list[Tensor],
@@ -414,16 +439,8 @@ def _multi_tensor_dual_adam(
         torch._foreach_add_(d_steps, 1)
         steps = [s.item() for s in d_steps]
 
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                torch._foreach_mul_(d_params, 1 - lr * weight_decay)
-            else:
-                d_grads = torch._foreach_add(d_grads, d_params, alpha=weight_decay)
-
-        torch._foreach_lerp_(d_exp_avgs, d_grads, 1 - beta1)
-        torch._foreach_mul_(d_exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(d_exp_avg_sqs, d_grads, d_grads, 1 - beta2)
-        del d_grads
+        decay = (lr, weight_decay, decoupled_weight_decay)
+        _foreach_moments(d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, beta1, beta2, decay)
 
         step_sizes = [lr / (1 - beta1**s) for s in steps]
         alphas = [switch_alpha(s, switch_rate) for s in steps]

@@ -6,6 +6,7 @@ import ast
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -112,6 +113,14 @@ OutOpt = Annotated[
         "--out",
         help="Results file (default: the checkpoint's path with .h5).",
         rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+LossOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--loss",
+        help="ce or mse (default: the checkpoint's training loss).",
+        rich_help_panel=MODEL_DATA_PANEL,
     ),
 ]
 JsonOpt = Annotated[
@@ -424,36 +433,43 @@ def note(message: str) -> None:
     sys.stderr.flush()
 
 
-def source(
-    model: str | None,
-    model_option: list[str] | None,
-    dataset: str | None,
-    data_root: str | None,
-    split: str,
-    samples: int,
-    batch_size: int,
-    trust_checkpoint: bool,
-    seed: int = 0,
-    text_column: list[str] | None = None,
-    label_column: str = "label",
-):
-    """The shared model/data options as a :class:`landscape_cli.pipeline.Source`."""
-    from landscape_cli.pipeline import Source
+@dataclass(frozen=True)
+class SourceOptions:
+    """The model and data options of the measuring commands (hessian, scan, audit).
 
-    if text_column is not None and not 1 <= len(text_column) <= 2:
-        raise LandscapeError("--text-column is given once, or twice for sentence pairs")
+    A command takes this group as one parameter (see :mod:`landscape_cli.commands._options`); a
+    subclass changes a default for one command.
+    """
 
-    return Source(
-        model=model,
-        model_options=parse_options(model_option, "--model-option"),
-        dataset=dataset,
-        data_root=data_root,
-        split=split,
-        samples=samples,
-        batch_size=batch_size,
-        trust=trust_checkpoint,
-        seed=seed,
-        on_note=note,
-        text_columns=tuple(text_column or ("text",)),
-        label_column=label_column,
-    )
+    model: ModelOpt = None
+    model_option: ModelOptionOpt = None
+    dataset: DatasetOpt = None
+    data_root: DataRootOpt = None
+    split: SplitOpt = "train"
+    samples: SamplesOpt = 1024
+    batch_size: BatchSizeOpt = 128
+    trust_checkpoint: TrustOpt = False
+    seed: SeedOpt = 0
+    text_column: TextColumnOpt = None
+    label_column: LabelColumnOpt = "label"
+
+    def build(self):
+        """The options as a :class:`landscape_cli.pipeline.Source` (notes go to :func:`note`)."""
+        from landscape_cli.pipeline import Source
+
+        if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
+            raise LandscapeError("--text-column is given once, or twice for sentence pairs")
+        return Source(
+            model=self.model,
+            model_options=parse_options(self.model_option, "--model-option"),
+            dataset=self.dataset,
+            data_root=self.data_root,
+            split=self.split,
+            samples=self.samples,
+            batch_size=self.batch_size,
+            trust=self.trust_checkpoint,
+            seed=self.seed,
+            on_note=note,
+            text_columns=tuple(self.text_column or ("text",)),
+            label_column=self.label_column,
+        )

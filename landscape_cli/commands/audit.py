@@ -2,83 +2,85 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from landscape_cli.commands import _common as c
+from landscape_cli.commands._options import grouped
 from landscape_cli.errors import LandscapeError
 
 
-def audit(
-    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints to audit.")],
+@dataclass(frozen=True)
+class Measures:
+    """How hard to measure: the fields of ``AuditSettings`` that the command sets."""
+
     top_k: Annotated[
         int, typer.Option(help="Top eigenvalues per checkpoint.", rich_help_panel=c.ESTIMATE_PANEL)
-    ] = 5,
+    ] = 5
     tol: Annotated[
         float,
         typer.Option(
             help="Lanczos: stop when every residual ‖Hv−λv‖ ≤ tol·|λ| (as in hessian).",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = 1e-4,
+    ] = 1e-4
     max_steps: Annotated[
         int,
         typer.Option(
             help="Most Lanczos steps (HVPs) for the top-k (as in hessian).",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = 100,
+    ] = 100
     trace_probes: Annotated[
         int, typer.Option(help="Most trace probes.", rich_help_panel=c.ESTIMATE_PANEL)
-    ] = 50,
+    ] = 50
     density_probes: Annotated[
         int, typer.Option(help="SLQ probes (0 skips).", rich_help_panel=c.ESTIMATE_PANEL)
-    ] = 5,
+    ] = 5
     lanczos_steps: Annotated[
         int, typer.Option(help="SLQ steps per probe.", rich_help_panel=c.ESTIMATE_PANEL)
-    ] = 40,
+    ] = 40
     epsilon: Annotated[
         float,
         typer.Option(
             help="Radius of the 1-D sharpness (filter-normalised units).",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = 0.05,
+    ] = 0.05
     rho: Annotated[
         float,
         typer.Option(help="Radius of the adaptive sharpness.", rich_help_panel=c.ESTIMATE_PANEL),
-    ] = 0.05,
-    rank_by: Annotated[
-        str,
-        typer.Option(
-            help="lambda_max, trace, sharpness_1d or adaptive_sharpness.",
-            rich_help_panel=c.OUTPUT_PANEL,
-        ),
-    ] = "lambda_max",
-    match_loss: Annotated[
-        bool,
-        typer.Option(
-            "--match-loss",
-            help="Also measure with logits scaled to a common training loss.",
-            rich_help_panel=c.ESTIMATE_PANEL,
-        ),
-    ] = False,
-    loss: Annotated[
-        str | None,
-        typer.Option(
-            help="ce or mse (default: the checkpoints' training loss).",
-            rich_help_panel=c.MODEL_DATA_PANEL,
-        ),
-    ] = None,
+    ] = 0.05
     tau: Annotated[
         float,
         typer.Option(
             help="Negative mass: the share of the spectrum below −τ·λmax.",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = 1e-2,
+    ] = 1e-2
+
+
+@dataclass(frozen=True)
+class AuditSource(c.SourceOptions):
+    """The model and data options; the audit's batches are of 256 samples."""
+
+    batch_size: c.BatchSizeOpt = 256
+
+
+@dataclass(frozen=True)
+class Output:
+    """The ranking, the report and how the results are shown."""
+
+    rank_by: Annotated[
+        str,
+        typer.Option(
+            help="lambda_max, trace, sharpness_1d or adaptive_sharpness.",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
+    ] = "lambda_max"
     report: Annotated[
         Path | None,
         typer.Option(
@@ -86,19 +88,7 @@ def audit(
             help="Also write a markdown report (.md) here, with Fig. 5 beside it.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
-    ] = None,
-    model: c.ModelOpt = None,
-    model_option: c.ModelOptionOpt = None,
-    dataset: c.DatasetOpt = None,
-    data_root: c.DataRootOpt = None,
-    split: c.SplitOpt = "train",
-    samples: c.SamplesOpt = 1024,
-    batch_size: c.BatchSizeOpt = 256,
-    device: c.DeviceOpt = "auto",
-    seed: c.SeedOpt = 0,
-    trust_checkpoint: c.TrustOpt = False,
-    text_column: c.TextColumnOpt = None,
-    label_column: c.LabelColumnOpt = "label",
+    ] = None
     out: Annotated[
         str | None,
         typer.Option(
@@ -107,7 +97,7 @@ def audit(
             help="Not an audit option: the report is --report.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
-    ] = None,
+    ] = None
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -116,8 +106,27 @@ def audit(
             "checkpoint in a results file.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
+    ] = False
+    json_out: c.JsonOpt = False
+
+
+@grouped
+def audit(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints to audit.")],
+    *,
+    measures: Measures,
+    match_loss: Annotated[
+        bool,
+        typer.Option(
+            "--match-loss",
+            help="Also measure with logits scaled to a common training loss.",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
     ] = False,
-    json_out: c.JsonOpt = False,
+    loss: c.LossOpt = None,
+    device: c.DeviceOpt = "auto",
+    source: AuditSource,
+    output: Output,
 ) -> None:
     """Rank checkpoints from flattest to sharpest; each one's numbers go to its results file.
 
@@ -130,92 +139,64 @@ def audit(
     from landscape_cli import audit_report, distributed
     from landscape_cli.pipeline import audit_job
 
-    _check_options(
-        checkpoints, rank_by, loss, top_k, tol, max_steps, epsilon, rho, tau, report, au.MEASURES,
-        out=out,
-    )  # fmt: skip
-    source = c.source(
-        model,
-        model_option,
-        dataset,
-        data_root,
-        split,
-        samples,
-        batch_size,
-        trust_checkpoint,
-        seed,
-        text_column,
-        label_column,
-    )
-    settings = au.AuditSettings(
-        top_k=top_k,
-        tol=tol,
-        max_steps=max_steps,
-        trace_probes=trace_probes,
-        density_probes=density_probes,
-        lanczos_steps=lanczos_steps,
-        epsilon=epsilon,
-        rho=rho,
-        seed=seed,
-        loss=loss or "",
-        tau=tau,
-    )
+    _check_options(checkpoints, measures, output, loss)
+    settings = au.AuditSettings(**asdict(measures), seed=source.seed, loss=loss or "")
     with c.progress("audit") as progress:
         rows, works = audit_job(
             checkpoints,
             settings,
-            source=source,
+            source=source.build(),
             match_loss=match_loss,
             device=device,
-            overwrite=overwrite,
+            overwrite=output.overwrite,
             on_phase=lambda name, most, unit: progress.phase(name, most, unit),
             on_advance=progress.advance,
         )
     payload = audit_report.summary(
         rows,
-        rank_by=rank_by,
+        rank_by=output.rank_by,
         samples=works[0].samples,
-        epsilon=epsilon,
-        rho=rho,
-        tau=tau,
+        epsilon=measures.epsilon,
+        rho=measures.rho,
+        tau=measures.tau,
         match_loss=match_loss,
     )
-    if report is not None and distributed.is_main():
-        payload = audit_report.save_report(report, payload)
-    if json_out:
+    if output.report is not None and distributed.is_main():
+        payload = audit_report.save_report(output.report, payload)
+    if output.json_out:
         c.print_json(payload)
         return
     _table(payload, match_loss)
 
 
-def _check_options(
-    checkpoints, rank_by, loss, top_k, tol, max_steps, epsilon, rho, tau, report, measures, *, out
-) -> None:
+def _check_options(checkpoints: list[Path], m: Measures, output: Output, loss: str | None) -> None:
     """The options' own checks, before anything is loaded (one error line for the first bad).
 
     The report's folder is checked writable before any work.
     """
+    from landscape_cli.audit import MEASURES
     from landscape_cli.results import check_output_file
 
-    if out is not None:  # --out is the results file in the other commands: never the report here
+    rank_by, report = output.rank_by, output.report
+    if output.out is not None:  # --out is the other commands' results file, never the report
         raise LandscapeError(
             "audit has no --out: each checkpoint's numbers go to its own results file "
             "(CKPT.h5); write the markdown report with --report FILE.md"
         )
     checks = [
         (len(checkpoints) >= 1, "give at least one checkpoint"),
-        (rank_by in measures, f"--rank-by must be one of {', '.join(measures)}"),
+        (rank_by in MEASURES, f"--rank-by must be one of {', '.join(MEASURES)}"),
         (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
-        (top_k >= 1, "--top-k must be >= 1"),
-        (tol > 0, "--tol must be > 0"),
-        (max_steps >= 1, "--max-steps must be >= 1"),
+        (m.top_k >= 1, "--top-k must be >= 1"),
+        (m.tol > 0, "--tol must be > 0"),
+        (m.max_steps >= 1, "--max-steps must be >= 1"),
         (
-            top_k <= max_steps,
-            f"--top-k {top_k} needs at least as many Lanczos steps: raise --max-steps "
-            f"(now {max_steps}) or lower --top-k",
+            m.top_k <= m.max_steps,
+            f"--top-k {m.top_k} needs at least as many Lanczos steps: raise --max-steps "
+            f"(now {m.max_steps}) or lower --top-k",
         ),
-        (epsilon > 0 and rho > 0, "--epsilon and --rho must be > 0"),
-        (0 <= tau < 1, "--tau must be in [0, 1)"),
+        (m.epsilon > 0 and m.rho > 0, "--epsilon and --rho must be > 0"),
+        (0 <= m.tau < 1, "--tau must be in [0, 1)"),
         (report is None or report.suffix == ".md", "the report must be a .md file"),
     ]
     for ok, message in checks:

@@ -2,53 +2,57 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from landscape_cli.commands import _common as c
+from landscape_cli.commands._options import grouped
 
 
-def hessian(
-    checkpoint: c.Checkpoint,
+@dataclass(frozen=True)
+class Estimate:
+    """What to estimate and how hard (the fields of ``HessianSettings``)."""
+
     top_k: Annotated[
         int,
         typer.Option(help="How many top eigenvalues (0 skips).", rich_help_panel=c.ESTIMATE_PANEL),
-    ] = 5,
+    ] = 5
     tol: Annotated[
         float,
         typer.Option(
             help="Stop when every residual ‖Hv−λv‖ ≤ tol·|λ|.", rich_help_panel=c.ESTIMATE_PANEL
         ),
-    ] = 1e-4,
+    ] = 1e-4
     max_steps: Annotated[
         int,
         typer.Option(
             help="Most Lanczos steps (HVPs) for the top-k.", rich_help_panel=c.ESTIMATE_PANEL
         ),
-    ] = 100,
+    ] = 100
     trace_probes: Annotated[
         int, typer.Option(help="Most trace probes (0 skips).", rich_help_panel=c.ESTIMATE_PANEL)
-    ] = 100,
+    ] = 100
     trace_rtol: Annotated[
         float,
         typer.Option(
             help="Stop the trace at this relative standard error.", rich_help_panel=c.ESTIMATE_PANEL
         ),
-    ] = 1e-2,
+    ] = 1e-2
     trace_method: Annotated[
         str,
         typer.Option(
             help="auto, hutchinson, hutch++ or deflated.", rich_help_panel=c.ESTIMATE_PANEL
         ),
-    ] = "auto",
+    ] = "auto"
     density_probes: Annotated[
         int,
         typer.Option(
             help="Most SLQ probes (0 skips the density).", rich_help_panel=c.ESTIMATE_PANEL
         ),
-    ] = 10,
+    ] = 10
     density_tol: Annotated[
         float,
         typer.Option(
@@ -56,16 +60,16 @@ def hessian(
             "is at most this fraction of the spectral range (0: use all --density-probes).",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = 1e-3,
+    ] = 1e-3
     lanczos_steps: Annotated[
         int, typer.Option(help="SLQ Lanczos steps per probe.", rich_help_panel=c.ESTIMATE_PANEL)
-    ] = 90,
+    ] = 90
     density_sigma: Annotated[
         float,
         typer.Option(
             help="Gaussian width, relative to the spectral range.", rich_help_panel=c.ESTIMATE_PANEL
         ),
-    ] = 0.005,
+    ] = 0.005
     per_layer: Annotated[
         bool,
         typer.Option(
@@ -73,7 +77,7 @@ def hessian(
             help="λmax and trace of each parameter's block.",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = False,
+    ] = False
     eigenvectors: Annotated[
         bool,
         typer.Option(
@@ -81,31 +85,13 @@ def hessian(
             help="Keep the top-k eigenvectors in the file.",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = False,
-    loss: Annotated[
-        str | None,
-        typer.Option(
-            help="ce or mse (default: the checkpoint's training loss).",
-            rich_help_panel=c.MODEL_DATA_PANEL,
-        ),
-    ] = None,
-    bn_mode: Annotated[
-        str,
-        typer.Option(
-            help="eval (running stats) or train (batch stats).", rich_help_panel=c.MODEL_DATA_PANEL
-        ),
-    ] = ("eval"),
-    dtype: Annotated[
-        str, typer.Option(help="float32 or float64.", rich_help_panel=c.RUN_PANEL)
-    ] = "float32",
-    cache_graphs: Annotated[
-        bool | None,
-        typer.Option(
-            "--cache-graphs/--no-cache-graphs",
-            help="Keep each batch's first-order graph (default: when it fits in 2 GiB).",
-            rich_help_panel=c.RUN_PANEL,
-        ),
-    ] = None,
+    ] = False
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How to measure: the keyword arguments of :func:`~landscape_cli.pipeline.hessian_job`."""
+
     engine: Annotated[
         str,
         typer.Option(
@@ -113,24 +99,37 @@ def hessian(
             "iteration and Hutchinson with its defaults, to reproduce published numbers).",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = "lanczos",
+    ] = "lanczos"
+    loss: c.LossOpt = None
+    bn_mode: Annotated[
+        str,
+        typer.Option(
+            help="eval (running stats) or train (batch stats).", rich_help_panel=c.MODEL_DATA_PANEL
+        ),
+    ] = "eval"
+    dtype: Annotated[str, typer.Option(help="float32 or float64.", rich_help_panel=c.RUN_PANEL)] = (
+        "float32"
+    )
+    cache_graphs: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache-graphs/--no-cache-graphs",
+            help="Keep each batch's first-order graph (default: when it fits in 2 GiB).",
+            rich_help_panel=c.RUN_PANEL,
+        ),
+    ] = None
+    device: c.DeviceOpt = "auto"
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where the results go and how they are shown."""
+
     label: Annotated[
         str | None,
         typer.Option(help="Label in the results and figures.", rich_help_panel=c.OUTPUT_PANEL),
-    ] = None,
-    model: c.ModelOpt = None,
-    model_option: c.ModelOptionOpt = None,
-    dataset: c.DatasetOpt = None,
-    data_root: c.DataRootOpt = None,
-    split: c.SplitOpt = "train",
-    samples: c.SamplesOpt = 1024,
-    batch_size: c.BatchSizeOpt = 128,
-    device: c.DeviceOpt = "auto",
-    seed: c.SeedOpt = 0,
-    trust_checkpoint: c.TrustOpt = False,
-    text_column: c.TextColumnOpt = None,
-    label_column: c.LabelColumnOpt = "label",
-    out: c.OutOpt = None,
+    ] = None
+    out: c.OutOpt = None
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -139,8 +138,17 @@ def hessian(
             "checkpoint in --out.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
-    ] = False,
-    json_out: c.JsonOpt = False,
+    ] = False
+    json_out: c.JsonOpt = False
+
+
+@grouped
+def hessian(
+    checkpoint: c.Checkpoint,
+    estimate: Estimate,
+    measure: Measure,
+    source: c.SourceOptions,
+    output: Output,
 ) -> None:
     """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ).
 
@@ -152,52 +160,20 @@ def hessian(
     from landscape_cli import hessian as hs
     from landscape_cli.pipeline import hessian_job
 
-    settings = hs.HessianSettings(
-        top_k=top_k,
-        tol=tol,
-        max_steps=max_steps,
-        trace_probes=trace_probes,
-        trace_rtol=trace_rtol,
-        trace_method=trace_method,
-        density_probes=density_probes,
-        density_tol=density_tol,
-        lanczos_steps=lanczos_steps,
-        density_sigma=density_sigma,
-        per_layer=per_layer,
-        eigenvectors=eigenvectors,
-        seed=seed,
-    )
-    source = c.source(
-        model,
-        model_option,
-        dataset,
-        data_root,
-        split,
-        samples,
-        batch_size,
-        trust_checkpoint,
-        seed,
-        text_column,
-        label_column,
-    )
+    settings = hs.HessianSettings(**asdict(estimate), seed=source.seed)
     with c.progress("hessian", "HVPs (at most)") as progress:
         report, out_path, work = hessian_job(
             checkpoint,
             settings,
-            source=source,
-            loss=loss,
-            bn_mode=bn_mode,
-            dtype=dtype,
-            cache_graphs=cache_graphs,
-            device=device,
-            out=out,
-            label=label,
-            overwrite=overwrite,
+            source=source.build(),
+            out=output.out,
+            label=output.label,
+            overwrite=output.overwrite,
             on_phase=lambda name, budget: progress.phase(name, budget),
             on_hvp=progress.advance,
-            engine=engine,
+            **asdict(measure),
         )
-    _show(report, work, out_path, json_out, Console(), engine=engine)
+    _show(report, work, out_path, output.json_out, Console(), engine=measure.engine)
 
 
 def _show(report, work, out_path: Path, json_out: bool, console, engine: str = "lanczos") -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from landscape_cli.commands import _common as c
+from landscape_cli.commands._options import grouped
 from landscape_cli.errors import LandscapeError
 
 if TYPE_CHECKING:
@@ -84,20 +86,29 @@ def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | 
 
 
 def output_paths(figures: list[str], out: Path | None) -> list[Path]:
-    """Where each figure goes.
+    """Where each figure goes, each path checked (format, writable folder) before any work.
 
     ``--out`` for one figure; for several, ``--out``'s name with ``-<figure>`` before its extension
     (out.pdf: out-fig5.pdf, out-fig6.pdf); without ``--out``, ``<figure>.png`` in the current
     folder.
     """
+    from landscape_cli.plotting import image_format
+    from landscape_cli.results import check_output_file
+
     if out is None:
-        return [Path(f"{figure}.png") for figure in figures]
-    if len(figures) == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{figure}{out.suffix}") for figure in figures]
+        paths = [Path(f"{figure}.png") for figure in figures]
+    elif len(figures) == 1:
+        paths = [out]
+    else:
+        paths = [out.with_name(f"{out.stem}-{figure}{out.suffix}") for figure in figures]
+    for path in paths:
+        image_format(path)  # refuse a bad extension before any work
+        check_output_file(path, "figure")
+    return paths
 
 
-def _check(figures: list[str], files: list[Path], labels, name, options: dict[str, Any]) -> None:
+def _check(figures: list[str], files: list[Path], labels: list[str] | None) -> None:
+    """One error line for the first unknown, repeated or file-less figure."""
     for figure in figures:
         if figure not in FIGURES:
             raise LandscapeError(f"unknown figure {figure!r}: choose one of {', '.join(FIGURES)}")
@@ -115,39 +126,11 @@ def _check(figures: list[str], files: list[Path], labels, name, options: dict[st
                 f"{figure} needs at least one results file (written by "
                 f"`landscape {'hessian' if figure in _HESSIAN_FIGURES else 'scan'}`)"
             )
-    applies = {
-        "--name": _SCAN_FIGURES,
-        "--log": ("fig5", "fig6", "layers", *_2D_FIGURES),
-        "--accuracy": ("fig6",),
-        "--density-axis": ("fig5",),
-        "--levels": _2D_FIGURES,
-        "--vmin": _2D_FIGURES,
-        "--vmax": _2D_FIGURES,
-    }
-    given = {"--name": name is not None, **{k: v not in (None, False) for k, v in options.items()}}
-    for option, used in given.items():
-        if used and not any(f in applies[option] for f in figures):
-            shown = ", ".join(figures)
-            raise LandscapeError(f"{option} applies to {', '.join(applies[option])}, not {shown}")
-    vmin, vmax = options.get("--vmin"), options.get("--vmax")
-    if vmin is not None and vmax is not None and not vmin < vmax:
-        raise LandscapeError(f"--vmin ({vmin:g}) must be below --vmax ({vmax:g})")
-    levels = options.get("--levels")
-    if levels is not None and levels < 2:
-        raise LandscapeError(f"--levels must be at least 2, got {levels}")
 
 
-def _draw_2d(
-    figure: str,
-    scans: list[ScanResult],
-    labels: list[str],
-    *,
-    log: bool | None,
-    vmin: float | None,
-    vmax: float | None,
-    levels: int | None,
-    size: tuple[float, float] | None,
-):
+def _draw_2d(figure: str, scans: list[ScanResult], labels: list[str], style: Style):
+    """One 2-D figure: a panel per scan, on one shared colour scale."""
+    log, vmin, vmax, levels, size = style.log, style.vmin, style.vmax, style.levels, style.size
     import numpy as np
 
     from landscape_cli import plotting as pl
@@ -172,6 +155,124 @@ def _draw_2d(
     return fig
 
 
+@dataclass(frozen=True)
+class Style:
+    """How to draw: the options that shape the figures, each for the figures it applies to."""
+
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Scan group to draw (default: the file's only scan, or its only scan of the "
+            "figure's dimension).",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
+    ] = None
+    log: Annotated[
+        bool | None,
+        typer.Option(
+            "--log/--no-log",
+            help="Log scale: fig5's bars (a, b), fig6's loss, layers' values, the 2-D figures' "
+            "colours (default for 2-D: log when the loss spans more than two decades).",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
+    ] = None
+    accuracy: Annotated[
+        bool,
+        typer.Option(
+            "--accuracy",
+            help="fig6: add a panel with the accuracy.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
+    ] = False
+    density_axis: Annotated[
+        str | None,
+        typer.Option(
+            "--density-axis",
+            metavar="symlog|linear",
+            help="fig5 (c): symmetric-log eigenvalue axis, linear near 0 (default), or linear.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
+    ] = None
+    levels: Annotated[
+        int | None,
+        typer.Option(
+            "--levels",
+            metavar="N",
+            help="2-D figures: N contour levels (default 30); heatmap, surface: N colour steps.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
+    ] = None
+    vmin: Annotated[
+        float | None,
+        typer.Option(
+            "--vmin",
+            metavar="V",
+            help="2-D figures: lower end of the colour scale.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
+    ] = None
+    vmax: Annotated[
+        float | None,
+        typer.Option(
+            "--vmax",
+            metavar="V",
+            help="2-D figures: upper end of the colour scale.",
+            rich_help_panel=c.FIGURE_PANEL,
+        ),
+    ] = None
+    size: Annotated[
+        tuple[float, float] | None,
+        typer.Option(
+            "--size",
+            metavar="W H",
+            help="Figure size in inches (width height).",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
+    ] = None
+    dpi: Annotated[
+        int,
+        typer.Option(
+            "--dpi",
+            metavar="N",
+            help="Resolution of PNGs (dots per inch).",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
+    ] = 150
+
+    def check(self, figures: list[str]) -> None:
+        """One error line for the first option given to figures it does not apply to, or bad."""
+        applies = {
+            "--name": (self.name is not None, _SCAN_FIGURES),
+            "--log": (self.log is not None, ("fig5", "fig6", "layers", *_2D_FIGURES)),
+            "--accuracy": (self.accuracy, ("fig6",)),
+            "--density-axis": (self.density_axis is not None, ("fig5",)),
+            "--levels": (self.levels is not None, _2D_FIGURES),
+            "--vmin": (self.vmin is not None, _2D_FIGURES),
+            "--vmax": (self.vmax is not None, _2D_FIGURES),
+        }
+        for option, (used, where) in applies.items():
+            if used and not any(f in where for f in figures):
+                shown = ", ".join(figures)
+                raise LandscapeError(f"{option} applies to {', '.join(where)}, not {shown}")
+        vmin, vmax, levels, size = self.vmin, self.vmax, self.levels, self.size
+        if vmin is not None and vmax is not None and not vmin < vmax:
+            raise LandscapeError(f"--vmin ({vmin:g}) must be below --vmax ({vmax:g})")
+        if levels is not None and levels < 2:
+            raise LandscapeError(f"--levels must be at least 2, got {levels}")
+        if self.density_axis not in (None, "symlog", "linear"):
+            raise LandscapeError(
+                f"--density-axis must be symlog or linear, got {self.density_axis!r}"
+            )
+        if self.dpi < 1:
+            raise LandscapeError(f"--dpi must be at least 1, got {self.dpi}")
+        if size is not None and not (size[0] > 0 and size[1] > 0):
+            raise LandscapeError(
+                f"--size needs a positive width and height, got {size[0]} {size[1]}"
+            )
+
+
+@grouped
 def plot(
     files: Annotated[
         list[Path] | None,
@@ -180,6 +281,7 @@ def plot(
             help="Results files (.h5) from `landscape hessian` or `landscape scan`.",
         ),
     ] = None,
+    *,
     figure: Annotated[
         list[str],
         typer.Option(
@@ -199,86 +301,7 @@ def plot(
             rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            "--name",
-            help="Scan group to draw (default: the file's only scan, or its only scan of the "
-            "figure's dimension).",
-            rich_help_panel=c.FIGURE_PANEL,
-        ),
-    ] = None,
-    log: Annotated[
-        bool | None,
-        typer.Option(
-            "--log/--no-log",
-            help="Log scale: fig5's bars (a, b), fig6's loss, layers' values, the 2-D figures' "
-            "colours (default for 2-D: log when the loss spans more than two decades).",
-            rich_help_panel=c.FIGURE_PANEL,
-        ),
-    ] = None,
-    accuracy: Annotated[
-        bool,
-        typer.Option(
-            "--accuracy",
-            help="fig6: add a panel with the accuracy.",
-            rich_help_panel=c.FIGURE_PANEL,
-        ),
-    ] = False,
-    density_axis: Annotated[
-        str | None,
-        typer.Option(
-            "--density-axis",
-            metavar="symlog|linear",
-            help="fig5 (c): symmetric-log eigenvalue axis, linear near 0 (default), or linear.",
-            rich_help_panel=c.FIGURE_PANEL,
-        ),
-    ] = None,
-    levels: Annotated[
-        int | None,
-        typer.Option(
-            "--levels",
-            metavar="N",
-            help="2-D figures: N contour levels (default 30); heatmap, surface: N colour steps.",
-            rich_help_panel=c.FIGURE_PANEL,
-        ),
-    ] = None,
-    vmin: Annotated[
-        float | None,
-        typer.Option(
-            "--vmin",
-            metavar="V",
-            help="2-D figures: lower end of the colour scale.",
-            rich_help_panel=c.FIGURE_PANEL,
-        ),
-    ] = None,
-    vmax: Annotated[
-        float | None,
-        typer.Option(
-            "--vmax",
-            metavar="V",
-            help="2-D figures: upper end of the colour scale.",
-            rich_help_panel=c.FIGURE_PANEL,
-        ),
-    ] = None,
-    size: Annotated[
-        tuple[float, float] | None,
-        typer.Option(
-            "--size",
-            metavar="W H",
-            help="Figure size in inches (width height).",
-            rich_help_panel=c.OUTPUT_PANEL,
-        ),
-    ] = None,
-    dpi: Annotated[
-        int,
-        typer.Option(
-            "--dpi",
-            metavar="N",
-            help="Resolution of PNGs (dots per inch).",
-            rich_help_panel=c.OUTPUT_PANEL,
-        ),
-    ] = 150,
+    style: Style,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -293,51 +316,26 @@ def plot(
     """Draw figures: fig2 (optimizer trajectories), fig5 (Hessian spectra), fig6 (1-D loss
     curves), layers (per-layer λmax and trace), or a 2-D scan as contour, surface or heatmap.
     """  # noqa: D205 (the --help text, unchanged)
-    files = list(files or [])
-    figures = list(figure)
-    options = {
-        "--log": log is not None,
-        "--accuracy": accuracy,
-        "--density-axis": density_axis,
-        "--levels": levels,
-        "--vmin": vmin,
-        "--vmax": vmax,
-    }
-    _check(figures, files, labels, name, options)
-    if density_axis is not None and density_axis not in ("symlog", "linear"):
-        raise LandscapeError(f"--density-axis must be symlog or linear, got {density_axis!r}")
-    if dpi < 1:
-        raise LandscapeError(f"--dpi must be at least 1, got {dpi}")
-    if size is not None and not (size[0] > 0 and size[1] > 0):
-        raise LandscapeError(f"--size needs a positive width and height, got {size[0]} {size[1]}")
+    files, figures = list(files or []), list(figure)
+    _check(figures, files, labels)
+    style.check(figures)
     out_paths = output_paths(figures, out)
 
     # Figures are plain matplotlib Figures saved by format (no pyplot, no GUI backend), so this
     # works headless without touching the user's backend choice.
     from landscape_cli import plotting as pl
-    from landscape_cli.results import check_output_file
 
-    for path in out_paths:
-        pl.image_format(path)  # refuse a bad extension before any work
-        check_output_file(path, "figure")
     shown = _labels(files, labels) if files else []
 
-    drawn = _draw_all(  # every figure is drawn before any is saved: no partial set on error
-        figures,
-        files,
-        shown,
-        name=name,
-        log=log,
-        accuracy=accuracy,
-        density_axis=density_axis,
-        levels=levels,
-        vmin=vmin,
-        vmax=vmax,
-        size=size,
-    )
+    drawn = _draw_all(figures, files, shown, style)  # all drawn before any is saved
     for fig, path in zip(drawn, out_paths, strict=True):
-        pl.save_figure(fig, path, dpi=dpi)
+        pl.save_figure(fig, path, dpi=style.dpi)
 
+    _report(figures, files, shown, out_paths, json_out)
+
+
+def _report(figures, files, shown, out_paths, json_out: bool) -> None:
+    """Print where each figure went: its path, or with ``--json`` one object."""
     if json_out:
         common = {"files": [str(f) for f in files], "labels": shown}
         if len(figures) == 1:
@@ -350,11 +348,11 @@ def plot(
             typer.echo(str(path))
 
 
-def _draw_all(
-    figures, files, shown, *, name, log, accuracy, density_axis, levels, vmin, vmax, size
-):
+def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: Style) -> list:
     """Draw each asked figure from the files (each file read once), in order."""
     from landscape_cli import plotting as pl
+
+    name, log, size = style.name, style.log, style.size
 
     def new_fig():
         return pl.new_figure(*size) if size is not None else None
@@ -377,17 +375,15 @@ def _draw_all(
                     shown,
                     fig=new_fig(),
                     log=bool(log),
-                    density_axis=density_axis or "symlog",
+                    density_axis=style.density_axis or "symlog",
                 )
             else:
                 fig = pl.layers(hessians, shown, fig=new_fig(), log=bool(log))
         elif fig_name == "fig6":
             scans = [_read_scan(file, name, 1) for file in files]
-            fig = pl.fig6(scans, shown, fig=new_fig(), accuracy=accuracy, log=bool(log))
+            fig = pl.fig6(scans, shown, fig=new_fig(), accuracy=style.accuracy, log=bool(log))
         else:
             scans = [_read_scan(file, name, 2) for file in files]
-            fig = _draw_2d(
-                fig_name, scans, shown, log=log, vmin=vmin, vmax=vmax, levels=levels, size=size
-            )
+            fig = _draw_2d(fig_name, scans, shown, style)
         drawn.append(fig)
     return drawn

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from landscape_cli.commands import _common as c
+from landscape_cli.commands._options import grouped
 
 if TYPE_CHECKING:
     from landscape_cli.results import ScanResult
 
 
-def scan(
-    checkpoint: c.Checkpoint,
-    dim: Annotated[int, typer.Option(help="1 or 2 dimensions.", rich_help_panel=c.SCAN_PANEL)] = 1,
+@dataclass(frozen=True)
+class Grid:
+    """The grid, the directions and the scan's name: the fields of ``ScanOptions`` but the seed."""
+
+    dim: Annotated[int, typer.Option(help="1 or 2 dimensions.", rich_help_panel=c.SCAN_PANEL)] = 1
     points: Annotated[
         int, typer.Option(help="Grid points along x (and y).", rich_help_panel=c.SCAN_PANEL)
-    ] = 51,
+    ] = 51
     ypoints: Annotated[
         int | None,
         typer.Option(help="Grid points along y (default --points).", rich_help_panel=c.SCAN_PANEL),
-    ] = (None),
+    ] = None
     range_: Annotated[
         tuple[float, float] | None,
         typer.Option(
@@ -31,16 +35,16 @@ def scan(
             help="x range (default -1 1; interpolation -0.5 1.5).",
             rich_help_panel=c.SCAN_PANEL,
         ),
-    ] = None,
+    ] = None
     yrange: Annotated[
         tuple[float, float] | None,
         typer.Option(
             metavar="LO HI", help="y range (default: the x range).", rich_help_panel=c.SCAN_PANEL
         ),
-    ] = None,
+    ] = None
     direction: Annotated[
         str, typer.Option(help="random or eigenvector.", rich_help_panel=c.SCAN_PANEL)
-    ] = "random",
+    ] = "random"
     to: Annotated[
         list[Path] | None,
         typer.Option(
@@ -48,14 +52,14 @@ def scan(
             help="Interpolate towards this checkpoint (twice for a plane).",
             rich_help_panel=c.SCAN_PANEL,
         ),
-    ] = None,
+    ] = None
     norm: Annotated[
         str, typer.Option(help="filter, layer or none.", rich_help_panel=c.SCAN_PANEL)
-    ] = "filter",
+    ] = "filter"
     ignore: Annotated[
         str,
         typer.Option(help="biasbn (zero 1-D parameters) or none.", rich_help_panel=c.SCAN_PANEL),
-    ] = "biasbn",
+    ] = "biasbn"
     orthogonalize: Annotated[
         bool,
         typer.Option(
@@ -63,13 +67,13 @@ def scan(
             help="Make the 2-D directions orthogonal.",
             rich_help_panel=c.SCAN_PANEL,
         ),
-    ] = False,
+    ] = False
     name: Annotated[
         str | None,
         typer.Option(
             help="Scan name in the file (default {dim}d-{kind}).", rich_help_panel=c.OUTPUT_PANEL
         ),
-    ] = None,
+    ] = None
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -78,14 +82,8 @@ def scan(
             "checkpoint in --out.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
-    ] = False,
-    loss: Annotated[
-        str | None,
-        typer.Option(
-            help="ce or mse (default: the checkpoint's training loss).",
-            rich_help_panel=c.MODEL_DATA_PANEL,
-        ),
-    ] = None,
+    ] = False
+    loss: c.LossOpt = None
     bn: Annotated[
         str | None,
         typer.Option(
@@ -95,79 +93,54 @@ def scan(
             "interpolated too, variances clamped at zero).",
             rich_help_panel=c.MODEL_DATA_PANEL,
         ),
-    ] = None,
+    ] = None
     bn_mode: Annotated[
         str,
         typer.Option(
             help="eval (running stats) or train (batch stats).", rich_help_panel=c.MODEL_DATA_PANEL
         ),
-    ] = ("eval"),
-    label: Annotated[
-        str | None,
-        typer.Option(help="Label in the results and figures.", rich_help_panel=c.OUTPUT_PANEL),
-    ] = None,
+    ] = "eval"
     fold_every: Annotated[
         float,
         typer.Option(
             help="Seconds between folds of computed points into the file.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
-    ] = 30.0,
-    model: c.ModelOpt = None,
-    model_option: c.ModelOptionOpt = None,
-    dataset: c.DatasetOpt = None,
-    data_root: c.DataRootOpt = None,
-    split: c.SplitOpt = "train",
-    samples: c.SamplesOpt = 0,
-    batch_size: c.BatchSizeOpt = 512,
+    ] = 30.0
+
+
+@dataclass(frozen=True)
+class ScanSource(c.SourceOptions):
+    """The model and data options; a scan takes every sample of the split in batches of 512."""
+
+    samples: c.SamplesOpt = 0
+    batch_size: c.BatchSizeOpt = 512
+
+
+@grouped
+def scan(
+    checkpoint: c.Checkpoint,
+    *,
+    grid: Grid,
+    label: Annotated[
+        str | None,
+        typer.Option(help="Label in the results and figures.", rich_help_panel=c.OUTPUT_PANEL),
+    ] = None,
     device: c.DeviceOpt = "auto",
-    seed: c.SeedOpt = 0,
-    trust_checkpoint: c.TrustOpt = False,
-    text_column: c.TextColumnOpt = None,
-    label_column: c.LabelColumnOpt = "label",
+    source: ScanSource,
     out: c.OutOpt = None,
     json_out: c.JsonOpt = False,
 ) -> None:
     """Loss and accuracy on a 1-D or 2-D grid around a checkpoint (resumable)."""
     from landscape_cli.pipeline import ScanOptions, scan_job
 
-    options = ScanOptions(
-        dim=dim,
-        points=points,
-        ypoints=ypoints,
-        xrange=range_,
-        yrange=yrange,
-        direction=direction,
-        to=tuple(to or ()),
-        norm=norm,
-        ignore=ignore,
-        orthogonalize=orthogonalize,
-        name=name,
-        overwrite=overwrite,
-        loss=loss,
-        bn_mode=bn_mode,
-        bn=bn,
-        seed=seed,
-        fold_every=fold_every,
-    )
-    source = c.source(
-        model,
-        model_option,
-        dataset,
-        data_root,
-        split,
-        samples,
-        batch_size,
-        trust_checkpoint,
-        seed,
-        text_column,
-        label_column,
-    )
+    fields = asdict(grid) | {"xrange": grid.range_, "to": tuple(grid.to or ())}
+    del fields["range_"]
     with c.progress("scan", "points") as progress:
         result, out_path = scan_job(
             checkpoint,
-            options,
-            source=source,
+            ScanOptions(**fields, seed=source.seed),
+            source=source.build(),
             device=device,
             out=out,
             label=label,

@@ -2,149 +2,211 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from landscape_cli.commands import _common as c
+from landscape_cli.commands._common import parse_options
+from landscape_cli.commands._options import grouped
 
 OPTIMIZER_HELP = "adam, adamw, sgd, radam, nadam, invadam or dualadam."
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What to train and how: the options that make a ``TrainConfig``."""
+
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Registry name (mlp, cnn, resnet18, resnet50, vgg16, vit_small), "
+            "torchvision:NAME, timm:NAME, or package.module:factory.",
+            rich_help_panel=c.MODEL_DATA_PANEL,
+        ),
+    ] = "cnn"
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="digits (embedded), cifar10, cifar100, imagefolder:PATH, or "
+            "package.module:factory.",
+            rich_help_panel=c.MODEL_DATA_PANEL,
+        ),
+    ] = "digits"
+    data_root: Annotated[
+        str | None,
+        typer.Option(help="Folder holding CIFAR data.", rich_help_panel=c.MODEL_DATA_PANEL),
+    ] = None
+    model_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-option",
+            metavar="KEY=VALUE",
+            help="KEY=VALUE passed to the model (repeatable).",
+            rich_help_panel=c.MODEL_DATA_PANEL,
+        ),
+    ] = None
+    optimizer: Annotated[
+        str, typer.Option(help=OPTIMIZER_HELP, rich_help_panel=c.TRAINING_PANEL)
+    ] = "adam"
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="ce (cross-entropy, integer class targets) or mse (regression, or one-hot "
+            "classes); stored in the checkpoint as the later commands' default.",
+            rich_help_panel=c.TRAINING_PANEL,
+        ),
+    ] = "ce"
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Epochs in all (default 20; with --resume, the stored total).",
+            rich_help_panel=c.TRAINING_PANEL,
+        ),
+    ] = None
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Learning rate (default per optimizer: adam/adamw 1e-3, dualadam 1e-2, ...).",
+            rich_help_panel=c.TRAINING_PANEL,
+        ),
+    ] = None
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight decay (decoupled for adamw/dualadam/invadam; default 0, adamw 1e-2).",
+            rich_help_panel=c.TRAINING_PANEL,
+        ),
+    ] = None
+    switch_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="DualAdam's ξ (default 6 / total steps: α reaches 0 after a sixth of training).",
+            rich_help_panel=c.TRAINING_PANEL,
+        ),
+    ] = None
+    momentum: Annotated[
+        float, typer.Option(help="SGD momentum.", rich_help_panel=c.TRAINING_PANEL)
+    ] = 0.9
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="cosine (per epoch, to lr/1000) or none.", rich_help_panel=c.TRAINING_PANEL
+        ),
+    ] = "cosine"
+    warmup_steps: Annotated[
+        int,
+        typer.Option(
+            help="Linear learning-rate warm-up over N steps.", rich_help_panel=c.TRAINING_PANEL
+        ),
+    ] = 0
+    batch_size: Annotated[
+        int, typer.Option(help="Mini-batch size.", rich_help_panel=c.TRAINING_PANEL)
+    ] = 128
+    augment: Annotated[
+        bool,
+        typer.Option(
+            help="Training augmentation (CIFAR: crop + flip).", rich_help_panel=c.TRAINING_PANEL
+        ),
+    ] = True
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of initialisation, shuffling and augmentation.", rich_help_panel=c.RUN_PANEL
+        ),
+    ] = 0
+
+    def config(self, resume: Path | None):
+        """The :class:`~landscape_cli.training.TrainConfig` (20 epochs, or the stored total)."""
+        from landscape_cli import training
+
+        fields = asdict(self) | {
+            "model_options": parse_options(self.model_option, "--model-option")
+        }
+        del fields["model_option"]
+        if self.epochs is None:
+            fields["epochs"] = 0 if resume else 20
+        return training.TrainConfig(**fields)
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where the checkpoint goes and how the metrics are shown."""
+
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoint path (default checkpoints/<model>-<dataset>-<optimizer>-s<seed>.pt).",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
+    ] = None
+    save_every: Annotated[
+        int,
+        typer.Option(
+            help="Also save every N epochs (and keep -epochN copies).",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
+    ] = 0
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the final metrics as JSON.", rich_help_panel=c.OUTPUT_PANEL
+        ),
+    ] = False
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an --out file that is not a checkpoint of this run.",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
+    ] = False
+
+
+@grouped
 def train(
-    model: str = typer.Option(
-        "cnn",
-        help="Registry name (mlp, cnn, resnet18, resnet50, vgg16, vit_small), "
-        "torchvision:NAME, timm:NAME, or package.module:factory.",
-        rich_help_panel=c.MODEL_DATA_PANEL,
-    ),
-    dataset: str = typer.Option(
-        "digits",
-        help="digits (embedded), cifar10, cifar100, imagefolder:PATH, or package.module:factory.",
-        rich_help_panel=c.MODEL_DATA_PANEL,
-    ),
-    optimizer: str = typer.Option("adam", help=OPTIMIZER_HELP, rich_help_panel=c.TRAINING_PANEL),
-    loss: str = typer.Option(
-        "ce",
-        help="ce (cross-entropy, integer class targets) or mse (regression, or one-hot "
-        "classes); stored in the checkpoint as the later commands' default.",
-        rich_help_panel=c.TRAINING_PANEL,
-    ),
-    epochs: int | None = typer.Option(
-        None,
-        help="Epochs in all (default 20; with --resume, the stored total).",
-        rich_help_panel=c.TRAINING_PANEL,
-    ),
-    lr: float | None = typer.Option(
-        None,
-        help="Learning rate (default per optimizer: adam/adamw 1e-3, dualadam 1e-2, ...).",
-        rich_help_panel=c.TRAINING_PANEL,
-    ),
-    weight_decay: float | None = typer.Option(
-        None,
-        help="Weight decay (decoupled for adamw/dualadam/invadam; default 0, adamw 1e-2).",
-        rich_help_panel=c.TRAINING_PANEL,
-    ),
-    switch_rate: float | None = typer.Option(
-        None,
-        help="DualAdam's ξ (default 6 / total steps: α reaches 0 after a sixth of training).",
-        rich_help_panel=c.TRAINING_PANEL,
-    ),
-    momentum: float = typer.Option(0.9, help="SGD momentum.", rich_help_panel=c.TRAINING_PANEL),
-    scheduler: str = typer.Option(
-        "cosine", help="cosine (per epoch, to lr/1000) or none.", rich_help_panel=c.TRAINING_PANEL
-    ),
-    warmup_steps: int = typer.Option(
-        0, help="Linear learning-rate warm-up over N steps.", rich_help_panel=c.TRAINING_PANEL
-    ),
-    batch_size: int = typer.Option(128, help="Mini-batch size.", rich_help_panel=c.TRAINING_PANEL),
-    seed: int = typer.Option(
-        0, help="Seed of initialisation, shuffling and augmentation.", rich_help_panel=c.RUN_PANEL
-    ),
-    data_root: str | None = typer.Option(
-        None, help="Folder holding CIFAR data.", rich_help_panel=c.MODEL_DATA_PANEL
-    ),
-    augment: bool = typer.Option(
-        True, help="Training augmentation (CIFAR: crop + flip).", rich_help_panel=c.TRAINING_PANEL
-    ),
-    model_option: list[str] | None = typer.Option(
-        None,
-        "--model-option",
-        metavar="KEY=VALUE",
-        help="KEY=VALUE passed to the model (repeatable).",
-        rich_help_panel=c.MODEL_DATA_PANEL,
-    ),
-    device: str = typer.Option(
-        "auto", help="auto, cpu, cuda or cuda:N.", rich_help_panel=c.RUN_PANEL
-    ),
-    out: Path | None = typer.Option(
-        None,
-        help="Checkpoint path (default checkpoints/<model>-<dataset>-<optimizer>-s<seed>.pt).",
-        rich_help_panel=c.OUTPUT_PANEL,
-    ),
-    save_every: int = typer.Option(
-        0,
-        help="Also save every N epochs (and keep -epochN copies).",
-        rich_help_panel=c.OUTPUT_PANEL,
-    ),
-    resume: Path | None = typer.Option(
-        None, help="Continue the run stored in this checkpoint.", rich_help_panel=c.TRAINING_PANEL
-    ),
-    json_out: bool = typer.Option(
-        False, "--json", help="Print the final metrics as JSON.", rich_help_panel=c.OUTPUT_PANEL
-    ),
-    overwrite: bool = typer.Option(
-        False,
-        help="Replace an --out file that is not a checkpoint of this run.",
-        rich_help_panel=c.OUTPUT_PANEL,
-    ),
-    trust_checkpoint: bool = typer.Option(
-        False,
-        "--trust-checkpoint",
-        help="With --resume: allow a stored package.module:factory model or dataset spec "
-        "(it imports and runs that code).",
-        rich_help_panel=c.MODEL_DATA_PANEL,
-    ),
+    *,
+    recipe: Recipe,
+    device: c.DeviceOpt = "auto",
+    output: Output,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run stored in this checkpoint.", rich_help_panel=c.TRAINING_PANEL
+        ),
+    ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--trust-checkpoint",
+            help="With --resume: allow a stored package.module:factory model or dataset spec "
+            "(it imports and runs that code).",
+            rich_help_panel=c.MODEL_DATA_PANEL,
+        ),
+    ] = False,
 ) -> None:
     """Train a model and write a checkpoint that `landscape hessian/scan/audit` read."""
     from rich.console import Console
 
     from landscape_cli import training
 
-    config = training.TrainConfig(
-        model=model,
-        dataset=dataset,
-        optimizer=optimizer,
-        loss=loss,
-        epochs=epochs if epochs is not None else (0 if resume else 20),
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        switch_rate=switch_rate,
-        momentum=momentum,
-        scheduler=scheduler,
-        warmup_steps=warmup_steps,
-        seed=seed,
-        data_root=data_root,
-        augment=augment,
-        model_options=c.parse_options(model_option, "--model-option"),
-    )
-
+    config = recipe.config(resume)
     progress = c.progress("train", "steps")
     with progress:
         result = training.train(
             config,
-            out=out,
+            out=output.out,
             device=device,
-            save_every=save_every,
+            save_every=output.save_every,
             resume=resume,
             callbacks=_show_progress(training, progress),
             trust=trust_checkpoint,
-            overwrite=overwrite,
+            overwrite=output.overwrite,
         )
 
     summary = _summary(result)
-    if json_out:
+    if output.json_out:
         c.print_json(summary)
     else:
         Console().print(_table(result, summary))

@@ -1,0 +1,82 @@
+"""Option groups: a command's dataclass-typed parameters are its options, one flag per field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import pytest
+import typer
+import typer.main
+from typer.testing import CliRunner
+
+from landscape_cli.commands import _common as c
+from landscape_cli.commands._app import app
+from landscape_cli.commands._options import grouped
+
+
+@dataclass(frozen=True)
+class Size:
+    width: Annotated[int, typer.Option(help="Width.")] = 3
+    tall: Annotated[bool, typer.Option("--tall", help="Tall.")] = False
+
+
+@dataclass(frozen=True)
+class Wide(Size):
+    width: Annotated[int, typer.Option(help="Width.")] = 7
+
+
+def _run(command, *args: str):
+    tiny = typer.Typer()
+    tiny.command()(command)
+    tiny.command("other")(lambda: None)  # two commands: typer then expects the command's name
+    return CliRunner().invoke(tiny, [command.__name__, *args])
+
+
+def test_groups_are_rebuilt_from_their_fields_and_plain_options_stay() -> None:
+    seen = {}
+
+    @grouped
+    def draw(name: Annotated[str, typer.Argument()], *, size: Size, color: str = "red") -> None:
+        seen.update(name=name, size=size, color=color)
+
+    result = _run(draw, "x", "--width", "5", "--tall", "--color", "blue")
+    assert result.exit_code == 0, result.output
+    assert seen == {"name": "x", "size": Size(width=5, tall=True), "color": "blue"}
+    assert _run(draw, "y").exit_code == 0
+    assert seen["size"] == Size()
+
+
+def test_a_subclass_changes_a_default_for_one_command() -> None:
+    seen = {}
+
+    @grouped
+    def draw(*, size: Wide) -> None:
+        seen["size"] = size
+
+    assert _run(draw).exit_code == 0
+    assert seen["size"] == Wide(width=7)
+    assert isinstance(seen["size"], Wide)
+
+
+def test_a_name_declared_twice_is_refused() -> None:
+    def draw(*, size: Size, width: int = 1) -> None: ...
+
+    with pytest.raises(TypeError, match="width"):
+        grouped(draw)
+
+
+def _defaults(command: str) -> dict[str, object]:
+    click_command = typer.main.get_command(app).commands[command]
+    return {p.name: p.default for p in click_command.params}
+
+
+def test_the_commands_share_the_source_options_with_their_own_defaults() -> None:
+    fields = {"model", "dataset", "samples", "batch_size", "trust_checkpoint", "text_column"}
+    hessian, scan, audit = (_defaults(name) for name in ("hessian", "scan", "audit"))
+    for defaults in (hessian, scan, audit):
+        assert fields <= defaults.keys()
+    assert (hessian["samples"], hessian["batch_size"]) == (c.SourceOptions.samples, 128)
+    assert (scan["samples"], scan["batch_size"]) == (0, 512)
+    assert (audit["samples"], audit["batch_size"]) == (1024, 256)
+    assert "source" not in hessian and "estimate" not in hessian  # groups never leak as options

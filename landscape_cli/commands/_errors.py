@@ -29,11 +29,11 @@ import shlex
 #: Library parameter -> command-line flag, where the flag is not the mechanical ``--name``.
 FLAGS = {
     "trust": "--trust-checkpoint",
+    "root": "--data-root",
     "model_options": "--model-option",
     "text_columns": "--text-column",
     "targets": "--to",
-    "figures": "--figure",
-    "json_out": "--json",
+    "xrange": "--range",
 }
 
 #: Parameters whose flag has a ``--no-`` form (``name=False`` renders as ``--no-name``).

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import landscape_cli
 from landscape_cli.commands import _common, app
 from landscape_cli.commands._errors import FLAGS, NEGATABLE, cli_message, flag
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.evaluation import check_loss
 from landscape_cli.training import TrainConfig
 
@@ -144,3 +144,25 @@ def test_library_strings_name_no_flags():
             ):
                 offenders.append(f"{path.relative_to(package)}:{node.lineno}: {node.value!r}")
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (Interrupted("kept in `out`"), 130, "error: interrupted: kept in --out\n"),
+        (LandscapeError("pass `trust=True`"), 2, "error: pass --trust-checkpoint\n"),
+    ],
+)
+def test_the_app_renders_errors_and_notes_of_the_library(monkeypatch, error, code, line):
+    """What ``hessian_job`` raises, and the notes it passes to ``Source.on_note``, reach the
+    terminal with flags."""
+    import landscape_cli.pipeline as pipeline
+
+    def job(checkpoint, settings, *, source, **kwargs):
+        source.on_note("`engine='pyhessian'` is PyHessian's")
+        raise error
+
+    monkeypatch.setattr(pipeline, "hessian_job", job)
+    result = runner.invoke(app, ["hessian", "x.pt"])
+    assert result.exit_code == code
+    assert result.stderr == f"note: --engine pyhessian is PyHessian's\n{line}"

@@ -166,3 +166,12 @@ def test_the_app_renders_errors_and_notes_of_the_library(monkeypatch, error, cod
     result = runner.invoke(app, ["hessian", "x.pt"])
     assert result.exit_code == code
     assert result.stderr == f"note: --engine pyhessian is PyHessian's\n{line}"
+
+
+def test_the_renderer_examples_run():
+    import doctest
+
+    from landscape_cli.commands import _errors
+
+    result = doctest.testmod(_errors, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

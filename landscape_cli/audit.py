@@ -692,7 +692,7 @@ def tied(a: dict, b: dict, by: str) -> bool:
 def ranking(rows: Sequence[dict], by: str) -> list[int]:
     """Indices of ``rows`` from flattest to sharpest by measure ``by`` (missing values last)."""
     if by not in MEASURES:
-        raise LandscapeError(f"--rank-by must be one of {', '.join(MEASURES)}")
+        raise LandscapeError(f"`rank_by` must be one of {', '.join(MEASURES)}, got {by!r}")
     return sorted(range(len(rows)), key=lambda i: (rows[i].get(by) is None, rows[i].get(by) or 0))
 
 

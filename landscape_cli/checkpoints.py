@@ -42,7 +42,7 @@ from landscape_cli.errors import LandscapeError
 
 FORMAT = "landscape-checkpoint"
 VERSION = 1
-_TRUST_HINT = "pass --trust-checkpoint only if you trust where the file came from"
+_TRUST_HINT = "pass `trust=True` only if you trust where the file came from"
 
 
 def training_checkpoint(
@@ -328,7 +328,7 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
         raise LandscapeError(
             f"{source} does not fit the model ({type(model).__name__}){removed}: "
             + "; ".join(parts)
-            + "; check --model and --model-option"
+            + "; check `model` and `model_options`"
         )
     model.load_state_dict(state, strict=True)
     return prefix
@@ -457,11 +457,11 @@ def _model_spec(
         return stored_model_spec(ckpt, path, trust=trust)
     if model is None:
         raise LandscapeError(
-            f"{path} carries no model spec; pass --model (a name such as resnet18, "
+            f"{path} carries no model spec; pass `model` (a name such as resnet18, "
             "torchvision:NAME, timm:NAME, or package.module:factory)"
         )
     if input_shape is None or num_classes is None:
-        raise LandscapeError("--model needs the dataset's input shape and number of classes")
+        raise LandscapeError("`model` needs the dataset's input shape and number of classes")
     kwargs = {"input_shape": list(input_shape), "num_classes": int(num_classes)}
     kwargs.update(model_options or {})
     return {"name": model, "kwargs": kwargs}
@@ -505,10 +505,10 @@ def _head_message(path: Path, key: str, width: int, classes: int) -> str:
     head = f"{path}: its classifier head {key} has {width} outputs but the dataset has {classes}"
     if width > classes:
         return (
-            f"{head} classes; pass --model-option num_classes={width} to measure its "
-            f"{width}-way output on these {classes} classes, or the --dataset it was trained on"
+            f"{head} classes; pass `model_options={{'num_classes': {width}}}` to measure its "
+            f"{width}-way output on these {classes} classes, or the `dataset` it was trained on"
         )
     return (
-        f"{head} classes (labels up to {classes - 1}); pass the --dataset it was trained on "
+        f"{head} classes (labels up to {classes - 1}); pass the `dataset` it was trained on "
         f"({width} classes)"
     )

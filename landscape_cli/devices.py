@@ -20,5 +20,5 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError:
         raise LandscapeError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LandscapeError("--device cuda asked for, but no CUDA device is available")
+        raise LandscapeError("`device='cuda'` asked for, but no CUDA device is available")
     return dev

@@ -53,32 +53,32 @@ def check_loss(loss: str, output: Tensor, target: Tensor, what: str = "the targe
         if torch.is_floating_point(target):
             raise LandscapeError(
                 f"cross-entropy needs integer class labels, but {what} are floating-point "
-                "(regression?); pass --loss mse"
+                "(regression?); pass `loss='mse'`"
             )
         if output.ndim < 2 or width < 2:
             raise LandscapeError(
                 f"cross-entropy on a model with {width} output is identically zero; "
-                "pass --loss mse (regression)"
+                "pass `loss='mse'` (regression)"
             )
         if target.ndim != 1 or int(target.min()) < 0 or int(target.max()) >= width:
             raise LandscapeError(
                 f"{what} are not class labels in 0..{width - 1} for a model with {width} "
-                "outputs; pass --loss mse for regression targets"
+                "outputs; pass `loss='mse'` for regression targets"
             )
     elif loss == "mse":
         if torch.is_floating_point(target):
             if target.numel() != output.numel():
                 raise LandscapeError(
-                    f"--loss mse: {what} have {target.numel() // max(len(target), 1)} values per "
+                    f"`loss='mse'`: {what} have {target.numel() // max(len(target), 1)} values per "
                     f"sample but the model has {output.numel() // max(len(output), 1)} outputs"
                 )
         elif int(target.min()) < 0 or int(target.max()) >= width:
             raise LandscapeError(
-                f"--loss mse: {what} are integer labels outside 0..{width - 1} for a model with "
+                f"`loss='mse'`: {what} are integer labels outside 0..{width - 1} for a model with "
                 f"{width} outputs"
             )
     else:
-        raise LandscapeError(f"--loss must be ce or mse, got {loss!r}")
+        raise LandscapeError(f"`loss` must be ce or mse, got {loss!r}")
 
 
 @torch.no_grad()
@@ -115,7 +115,7 @@ def check_not_constant(op) -> None:
         return
     raise LandscapeError(
         "the loss has an exactly zero gradient and zero curvature on every sample: it does not "
-        "depend on the parameters here, which is not a flat minimum (check --loss against the "
+        "depend on the parameters here, which is not a flat minimum (check `loss` against the "
         "targets and the model's outputs)"
     )
 
@@ -265,7 +265,7 @@ BN_MODES = ("eval", "train")
 def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
     """Eval mode (or eval + BatchNorm in train mode); modes and statistics restored after."""
     if bn_mode not in BN_MODES:
-        raise LandscapeError(f"--bn-mode must be eval or train, got {bn_mode!r}")
+        raise LandscapeError(f"`bn_mode` must be eval or train, got {bn_mode!r}")
     modes = {m: m.training for m in model.modules()}
     model.eval()
     swapped: list[tuple[nn.Module, str, Tensor]] = []

@@ -56,7 +56,7 @@ class Source:
     def load(self, checkpoint: Path) -> Workload:
         """Load ``checkpoint`` and its samples as a :class:`Workload` with these settings."""
         if self.split not in ("train", "test"):
-            raise LandscapeError(f"--split must be train or test, got {self.split!r}")
+            raise LandscapeError(f"`split` must be train or test, got {self.split!r}")
         work = load_workload(
             checkpoint,
             model=self.model,
@@ -141,7 +141,7 @@ def check_same_options(
     if diff:
         raise LandscapeError(
             f"/{group} in {out_path} was computed with other options ({'; '.join(diff[:3])}); "
-            f"pass --overwrite to replace it{what}"
+            f"pass `overwrite=True` to replace it{what}"
         )
 
 
@@ -166,7 +166,7 @@ def _hessian_target(
     wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
     if engine != "lanczos":  # files written before there were engines record none
         wanted["engine"] = engine
-    check_same_options(out_path, "hessian", wanted, overwrite, ", or --out FILE to keep both")
+    check_same_options(out_path, "hessian", wanted, overwrite, ", or another `out` to keep both")
     return root, {**group_attrs(root, work, wanted), "engine": engine}
 
 
@@ -294,26 +294,26 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
 
     _check(
         [
-            (s.top_k >= 0, "--top-k must be >= 0"),
-            (s.tol > 0, "--tol must be > 0"),
-            (s.max_steps >= 1, "--max-steps must be >= 1"),
-            (s.trace_probes == 0 or s.trace_probes >= 2, "--trace-probes must be 0 or >= 2"),
-            (s.trace_rtol >= 0, "--trace-rtol must be >= 0"),
+            (s.top_k >= 0, "`top_k` must be >= 0"),
+            (s.tol > 0, "`tol` must be > 0"),
+            (s.max_steps >= 1, "`max_steps` must be >= 1"),
+            (s.trace_probes == 0 or s.trace_probes >= 2, "`trace_probes` must be 0 or >= 2"),
+            (s.trace_rtol >= 0, "`trace_rtol` must be >= 0"),
             (
                 s.trace_method in hs.TRACE_METHODS,
-                f"--trace-method must be one of {hs.TRACE_METHODS}",
+                f"`trace_method` must be one of {hs.TRACE_METHODS}",
             ),
-            (s.density_probes >= 0, "--density-probes must be >= 0"),
-            (s.density_tol >= 0, "--density-tol must be >= 0"),
-            (s.lanczos_steps >= 1, "--lanczos-steps must be >= 1"),
-            (s.density_sigma > 0, "--density-sigma must be > 0"),
-            (loss in (None, "ce", "mse"), "--loss must be ce or mse"),
-            (bn_mode in ("eval", "train"), "--bn-mode must be eval or train"),
-            (dtype in ("float32", "float64"), "--dtype must be float32 or float64"),
+            (s.density_probes >= 0, "`density_probes` must be >= 0"),
+            (s.density_tol >= 0, "`density_tol` must be >= 0"),
+            (s.lanczos_steps >= 1, "`lanczos_steps` must be >= 1"),
+            (s.density_sigma > 0, "`density_sigma` must be > 0"),
+            (loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
+            (bn_mode in ("eval", "train"), "`bn_mode` must be eval or train"),
+            (dtype in ("float32", "float64"), "`dtype` must be float32 or float64"),
             (
                 s.top_k <= s.max_steps,
-                f"--top-k {s.top_k} needs at least as many Lanczos steps: raise --max-steps "
-                f"(now {s.max_steps}) or lower --top-k",
+                f"`top_k={s.top_k}` needs at least as many Lanczos steps: raise `max_steps` "
+                f"(now {s.max_steps}) or lower `top_k`",
             ),
         ]
     )
@@ -344,7 +344,7 @@ def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
     """
     from landscape_cli.hessian import HessianSettings
 
-    _check([(engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")])
+    _check([(engine in ENGINES, f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}")])
     if engine != "pyhessian":
         return
     d = HessianSettings()
@@ -352,29 +352,29 @@ def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
         [
             (
                 bn_mode == "eval",
-                "--engine pyhessian runs in eval mode (PyHessian calls model.eval()); "
-                "--bn-mode train needs --engine lanczos",
+                "`engine='pyhessian'` runs in eval mode (PyHessian calls model.eval()); "
+                "`bn_mode='train'` needs `engine='lanczos'`",
             ),
             (
                 dtype == "float32",
-                "--engine pyhessian computes in float32, as PyHessian does; --dtype float64 "
-                "needs --engine lanczos",
+                "`engine='pyhessian'` computes in float32, as PyHessian does; `dtype='float64'` "
+                "needs `engine='lanczos'`",
             ),
             (
                 (s.tol, s.max_steps) == (d.tol, d.max_steps),
-                "--tol and --max-steps set landscape's Lanczos; --engine pyhessian runs "
+                "`tol` and `max_steps` set landscape's Lanczos; `engine='pyhessian'` runs "
                 "PyHessian's power iteration with its defaults (maxIter=100, tol=1e-3)",
             ),
             (
                 s.trace_probes in (0, d.trace_probes)
                 and (s.trace_rtol, s.trace_method) == (d.trace_rtol, d.trace_method),
-                "--engine pyhessian runs PyHessian's trace() with its defaults (at most 100 "
-                "probes, tol=1e-3): --trace-probes takes 0 (no trace) or 100, and "
-                "--trace-rtol and --trace-method apply to --engine lanczos",
+                "`engine='pyhessian'` runs PyHessian's trace() with its defaults (at most 100 "
+                "probes, tol=1e-3): `trace_probes` takes 0 (no trace) or 100, and "
+                "`trace_rtol` and `trace_method` apply to `engine='lanczos'`",
             ),
             (
                 not distributed.launched(),
-                "--engine pyhessian runs in one process: launch it without torchrun",
+                "`engine='pyhessian'` runs in one process: launch it without torchrun",
             ),
         ]
     )
@@ -389,7 +389,7 @@ def _pyhessian_notes(s) -> list[str]:
             "removed): the density is landscape's stochastic Lanczos quadrature"
         )
     if s.per_layer:
-        notes.append("PyHessian has no per-layer estimates: --per-layer uses landscape's")
+        notes.append("PyHessian has no per-layer estimates: `per_layer=True` uses landscape's")
     return notes
 
 
@@ -397,8 +397,8 @@ def _check_size(s, n: int, dev, products_float64: bool = False) -> None:
     """Options against the model's size and the machine's memory, before any allocation."""
     if s.top_k > n:
         raise LandscapeError(
-            f"--top-k {s.top_k} exceeds the model's {n} parameters (the Hessian has {n} "
-            "eigenvalues); lower --top-k"
+            f"`top_k={s.top_k}` exceeds the model's {n} parameters (the Hessian has {n} "
+            "eigenvalues); lower `top_k`"
         )
     resources.require(resources.hessian_bytes(s, n, products_float64), dev)
 
@@ -559,25 +559,25 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
 
     _check(
         [
-            (o.dim in (1, 2), "--dim must be 1 or 2"),
-            (o.direction in ("random", "eigenvector"), "--direction must be random or eigenvector"),
+            (o.dim in (1, 2), "`dim` must be 1 or 2"),
+            (o.direction in ("random", "eigenvector"), "`direction` must be random or eigenvector"),
             (
                 not (targets and o.direction != "random"),
-                "--to and --direction eigenvector exclude each other",
+                "`to` and `direction='eigenvector'` exclude each other",
             ),
             (
                 not targets or len(targets) == o.dim,
-                f"--dim {o.dim} interpolation needs {o.dim} --to file(s)",
+                f"`dim={o.dim}` interpolation needs {o.dim} `to` file(s)",
             ),
-            (o.loss in (None, "ce", "mse"), "--loss must be ce or mse"),
-            (o.norm in sc.NORMS, f"--norm must be one of {', '.join(sc.NORMS)}"),
-            (o.ignore in sc.IGNORES, "--ignore must be biasbn or none"),
+            (o.loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
+            (o.norm in sc.NORMS, f"`norm` must be one of {', '.join(sc.NORMS)}"),
+            (o.ignore in sc.IGNORES, "`ignore` must be biasbn or none"),
             (
                 isinstance(o.fold_every, (int, float)) and 0 < o.fold_every < float("inf"),
-                f"--fold-every must be a number of seconds > 0, got {o.fold_every}",
+                f"`fold_every` must be a number of seconds > 0, got {o.fold_every}",
             ),
-            (o.bn in (None, "recompute", "interpolate"), "--bn must be recompute or interpolate"),
-            (o.bn is None or bool(targets), "--bn applies to interpolations (--to)"),
+            (o.bn in (None, "recompute", "interpolate"), "`bn` must be recompute or interpolate"),
+            (o.bn is None or bool(targets), "`bn` applies to interpolations (`to`)"),
         ]
     )
 
@@ -771,18 +771,18 @@ def _audit_targets(
         if len(losses) > 1:
             raise LandscapeError(
                 "the checkpoints were trained with different losses "
-                f"({', '.join(sorted(losses))}); pass --loss to audit them alike"
+                f"({', '.join(sorted(losses))}); pass `loss` to audit them alike"
             )
         s = replace(s, loss=losses.pop())
     if match_loss and s.loss != "ce":
-        raise LandscapeError("--match-loss needs --loss ce")
+        raise LandscapeError("`match_loss=True` needs `loss='ce'`")
     for ck, work in zip(checkpoints, works, strict=True):
         check_loss_on(work.model, work.batches, s.loss)
         n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
         if s.top_k > n:
-            raise LandscapeError(f"--top-k {s.top_k} exceeds the {n} parameters of {ck}")
+            raise LandscapeError(f"`top_k={s.top_k}` exceeds the {n} parameters of {ck}")
         resources.require(resources.hessian_bytes(s.hessian(), n), dev)
-    way_out = "move or rename the checkpoint, or pass --overwrite to drop them"
+    way_out = "move or rename the checkpoint, or pass `overwrite=True` to drop them"
     targets = []
     for ck, path, work in zip(checkpoints, paths, works, strict=True):
         root = provenance(ck, work, None, path)

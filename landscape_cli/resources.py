@@ -114,15 +114,15 @@ def hessian_bytes(settings, n: int, products_float64: bool = False) -> dict[str,
         # both held, at most 5/3 of the final max_steps + 1 rows.
         rows = (steps + 1) * 5 // 3 + 1
         basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * _F64
-        needs["Lanczos basis"] = (basis, "--max-steps (or --top-k)")
+        needs["Lanczos basis"] = (basis, "`max_steps` (or `top_k`)")
     if s.trace_probes > 0:
         block = max(s.trace_probes, 8) if s.trace_method == "hutch++" else 8
-        needs["trace probes"] = (4 * block * n * _F64, "--trace-probes")
+        needs["trace probes"] = (4 * block * n * _F64, "`trace_probes`")
     if s.density_probes > 0:
         steps = max(1, min(s.lanczos_steps, n))
         vectors = 6 * s.density_probes * n * _F64
         basis = s.density_probes * steps * n * _F64
-        needs["SLQ probes"] = (vectors + (basis if basis <= 1024**3 else 0), "--density-probes")
+        needs["SLQ probes"] = (vectors + (basis if basis <= 1024**3 else 0), "`density_probes`")
     return needs
 
 
@@ -134,4 +134,4 @@ SCAN_BYTES_PER_POINT = 96
 
 def scan_bytes(points: int) -> dict[str, tuple[int, str]]:
     """The grids of a scan of ``points`` points (see :data:`SCAN_BYTES_PER_POINT`)."""
-    return {"scan grid": (int(points) * SCAN_BYTES_PER_POINT, "--points (or --ypoints)")}
+    return {"scan grid": (int(points) * SCAN_BYTES_PER_POINT, "`points` (or `ypoints`)")}

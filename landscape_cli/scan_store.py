@@ -79,7 +79,7 @@ def scan_lock(results: Path, name: str) -> Iterator[None]:
         except BlockingIOError:
             raise LandscapeError(
                 f"scan {name!r} of {results} is in use by another process; wait for it to "
-                "finish (re-running then resumes it) or pass --name to start another scan"
+                "finish (re-running then resumes it) or pass another `name` to start another scan"
             ) from None
         try:
             yield
@@ -205,7 +205,7 @@ def _prepare(
         if diff:
             raise LandscapeError(
                 f"scan {plan.name!r} in {out} was made with other options "
-                f"({'; '.join(diff[:3])}); pass --name NEW to keep both or --overwrite"
+                f"({'; '.join(diff[:3])}); pass a new `name` to keep both, or `overwrite=True`"
             )
     else:
         journal.unlink(missing_ok=True)

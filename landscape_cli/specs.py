@@ -38,7 +38,6 @@ __all__ = [
 
 #: Spec prefixes that name a built-in loader rather than a module to import, per kind of spec.
 _BUILTIN_PREFIXES = {"model": ("torchvision", "timm"), "dataset": ("imagefolder",)}
-_OPTION = {"model": "--model", "dataset": "--dataset"}
 
 
 def _one_line(text: str) -> str:
@@ -62,7 +61,7 @@ def is_spec(text: str) -> bool:
 def split_spec(spec: str, what: str) -> tuple[str, str]:
     """Split ``module:attr`` into its two parts, checking that both are well formed.
 
-    ``what`` names the option the spec came from (``--model``), for the error message.
+    ``what`` names the parameter the spec came from (``model``), for the error message.
     """
     module_name, sep, attr_path = spec.partition(":")
     module_name, attr_path = module_name.strip(), attr_path.strip()
@@ -71,7 +70,7 @@ def split_spec(spec: str, what: str) -> tuple[str, str]:
     )
     if not sep or ":" in attr_path or not module_name or not attr_path or not parts_ok:
         raise LandscapeError(
-            f"invalid {what} spec {spec!r}: expected module:attribute, "
+            f"invalid `{what}` spec {spec!r}: expected module:attribute, "
             "e.g. mypackage.models:build (module importable from the current folder or sys.path)"
         )
     return module_name, attr_path
@@ -91,7 +90,8 @@ def _cwd_on_path() -> bool:
 def _import_module(module_name: str, spec: str, what: str) -> ModuleType:
     def fail(exc: BaseException) -> LandscapeError:
         return LandscapeError(
-            f"cannot import module {module_name!r} for {what} {spec}: {_describe_exception(exc)}"
+            f"cannot import module {module_name!r} for `{what}={spec!r}`: "
+            f"{_describe_exception(exc)}"
         )
 
     top_level = module_name.split(".")[0]
@@ -118,12 +118,13 @@ def _import_module(module_name: str, spec: str, what: str) -> ModuleType:
 def resolve_spec(spec: str, what: str) -> Callable[..., Any]:
     """Import ``module`` and return the callable ``attr`` named by ``spec`` (``module:attr``).
 
-    ``what`` names the option the spec came from (``--model``, ``--dataset``) and appears in the
-    error messages, for example::
+    ``what`` names the parameter the spec came from (``model``, ``dataset``) and appears in the
+    error messages, in backticks with the spec (:class:`~landscape_cli.errors.LandscapeError`),
+    for example::
 
-        cannot import module 'foo' for --model foo:bar: No module named 'foo'
-        module 'mymodels' has no attribute 'biuld' (--model mymodels:biuld)
-        --model mymodels:WIDTH is not callable (it is an int)
+        cannot import module 'foo' for `model='foo:bar'`: No module named 'foo'
+        module 'mymodels' has no attribute 'biuld' (`model='mymodels:biuld'`)
+        `model='mymodels:WIDTH'` is not callable (it is an int)
     """
     module_name, attr_path = split_spec(spec, what)
     obj: Any = _import_module(module_name, spec, what)
@@ -134,13 +135,13 @@ def resolve_spec(spec: str, what: str) -> Callable[..., Any]:
         except AttributeError:
             kind = "module" if owner == module_name else "object"
             raise LandscapeError(
-                f"{kind} {owner!r} has no attribute {part!r} ({what} {spec})"
+                f"{kind} {owner!r} has no attribute {part!r} (`{what}={spec!r}`)"
             ) from None
         owner = f"{owner}.{part}" if owner != module_name else f"{module_name}:{part}"
     if not callable(obj):
         article = "an" if type(obj).__name__[:1].lower() in "aeiou" else "a"
         raise LandscapeError(
-            f"{what} {spec} is not callable (it is {article} {type(obj).__name__})"
+            f"`{what}={spec!r}` is not callable (it is {article} {type(obj).__name__})"
         )
     return obj
 
@@ -208,7 +209,7 @@ def check_file_spec(
     A spec stored in a file may name only the built-in registries (a name without a colon,
     ``torchvision:NAME`` and ``timm:NAME`` for models, ``imagefolder:PATH`` for datasets). A
     ``module:attr`` spec would import and call code chosen by whoever wrote the file, so it
-    passes only with ``trust`` (``--trust-checkpoint``) or when the user gave the very same spec
+    passes only with ``trust`` or when the user gave the very same spec
     on the command line (one of ``given``). Nothing is imported here. Returns the spec, stripped.
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -221,11 +222,10 @@ def check_file_spec(
         return text
     if trust or text in {g.strip() for g in given if isinstance(g, str)}:
         return text
-    option = _OPTION[kind]
     raise LandscapeError(
         f"{source} names the {kind} factory {_one_line(text)!r}, which would import and run code "
-        f"chosen by whoever wrote the file; pass {option} {_one_line(text)} yourself, or "
-        "--trust-checkpoint if you trust where the file came from"
+        f"chosen by whoever wrote the file; pass `{kind}={_one_line(text)!r}` yourself, or "
+        "`trust=True` if you trust where the file came from"
     )
 
 

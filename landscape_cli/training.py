@@ -110,27 +110,27 @@ class TrainConfig:
                 f"unknown optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}"
             )
         if self.loss not in ("ce", "mse"):
-            raise LandscapeError(f"--loss must be ce or mse, got {self.loss!r}")
+            raise LandscapeError(f"`loss` must be ce or mse, got {self.loss!r}")
         if self.scheduler not in SCHEDULERS:
             raise LandscapeError(f"unknown scheduler {self.scheduler!r}: choose cosine or none")
         checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}"),
+            (self.epochs >= 1, f"`epochs` must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"`batch_size` must be >= 1, got {self.batch_size}"),
+            (self.warmup_steps >= 0, f"`warmup_steps` must be >= 0, got {self.warmup_steps}"),
             (
                 self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
-                f"--lr must be > 0, got {self.lr}",
+                f"`lr` must be > 0, got {self.lr}",
             ),
             (
                 self.weight_decay is None or self.weight_decay >= 0,
-                f"--weight-decay must be >= 0, got {self.weight_decay}",
+                f"`weight_decay` must be >= 0, got {self.weight_decay}",
             ),
             (
                 self.switch_rate is None
                 or (self.switch_rate >= 0 and math.isfinite(self.switch_rate)),
-                f"--switch-rate must be >= 0, got {self.switch_rate}",
+                f"`switch_rate` must be >= 0, got {self.switch_rate}",
             ),
-            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
+            (0 <= self.momentum < 1, f"`momentum` must be in [0, 1), got {self.momentum}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -342,7 +342,7 @@ def check_output(path: Path, config: TrainConfig, *, overwrite: bool = False) ->
     from landscape_cli.results import check_output_file
 
     if path.is_dir():
-        raise LandscapeError(f"--out {path} is a folder; give a file path such as {path}/run.pt")
+        raise LandscapeError(f"`out` {path} is a folder; give a file path such as {path}/run.pt")
     check_output_file(path, "checkpoint")
     if path.exists() and not overwrite:
         try:
@@ -362,8 +362,8 @@ def check_output(path: Path, config: TrainConfig, *, overwrite: bool = False) ->
             )
         if not same:
             raise LandscapeError(
-                f"--out {path} exists and is not a landscape checkpoint of this run; refusing to "
-                "overwrite it (choose another --out, or pass --overwrite)"
+                f"`out` {path} exists and is not a landscape checkpoint of this run; refusing to "
+                "overwrite it (choose another `out`, or pass `overwrite=True`)"
             )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -422,7 +422,7 @@ def _model_kwargs(config, train_data) -> dict[str, Any]:
         or classes < train_data.num_classes
     ):
         raise LandscapeError(
-            f"--model-option num_classes={classes!r}: {config.dataset} has "
+            f"`model_options={{'num_classes': {classes!r}}}`: {config.dataset} has "
             f"{train_data.num_classes} classes, so the head needs at least that many outputs"
         )
     return kwargs
@@ -524,7 +524,7 @@ def _restore(run: _Run, ckpt: Mapping[str, Any], resume: str | os.PathLike[str])
         ) from None
     if run.first_epoch >= run.config.epochs:
         raise LandscapeError(
-            f"{resume} already holds {run.first_epoch} epochs; pass --epochs above that to go on"
+            f"{resume} already holds {run.first_epoch} epochs; pass `epochs` above that to go on"
         )
 
 
@@ -558,7 +558,7 @@ def _train_epoch(run: _Run, epoch: int, cb: Callbacks) -> tuple[float, float, fl
         if not torch.isfinite(loss):
             raise LandscapeError(
                 f"training diverged at epoch {epoch + 1}, step {run.step} (loss {loss.item()}); "
-                "lower --lr"
+                "lower `lr`"
             )
         loss.backward()
         run.optimizer.step()
@@ -646,7 +646,7 @@ def train(
     cb = callbacks or Callbacks()
     dev = resolve_device(device)
     if save_every < 0:
-        raise LandscapeError(f"--save-every must be >= 0, got {save_every}")
+        raise LandscapeError(f"`save_every` must be >= 0, got {save_every}")
     ckpt = None
     if resume is not None:
         ckpt, config = _read_resume(resume, config, trust)

@@ -73,9 +73,9 @@ def load_workload(
     ``text:FILE`` data.
     """
     if batch_size < 1:
-        raise LandscapeError(f"--batch-size must be >= 1, got {batch_size}")
+        raise LandscapeError(f"`batch_size` must be >= 1, got {batch_size}")
     if samples is not None and samples < 0:
-        raise LandscapeError(f"--samples must be >= 0 (0 = all), got {samples}")
+        raise LandscapeError(f"`samples` must be >= 0 (0 = all), got {samples}")
     path = Path(checkpoint)
     from landscape_cli.models.hf import is_hf_folder, is_hf_spec
 
@@ -95,7 +95,7 @@ def load_workload(
         )
     if dataset is not None and dataset.strip().lower().startswith("text:"):
         raise LandscapeError(
-            f"--dataset {dataset} is text data, for Hugging Face model folders (--model hf:)"
+            f"`dataset={dataset!r}` is text data, for Hugging Face model folders (`model='hf:'`)"
         )
     return _file_workload(
         path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed
@@ -163,7 +163,7 @@ def _dataset_of(raw: Any, path: Path, dataset: str | None, data_root: str | None
             root = root if root is not None else stored_root
         else:
             raise LandscapeError(
-                f"{path} does not record its dataset; pass --dataset (digits, cifar10, cifar100, "
+                f"{path} does not record its dataset; pass `dataset` (digits, cifar10, cifar100, "
                 "imagefolder:PATH or package.module:factory)"
             )
     return ds_name, root
@@ -208,7 +208,7 @@ def load_hf_workload(
     folder = folder_of(model, folder)
     if dataset is None:
         raise LandscapeError(
-            f"{folder} does not record its dataset; pass --dataset (text:FILE for a text "
+            f"{folder} does not record its dataset; pass `dataset` (text:FILE for a text "
             "classifier, imagefolder:PATH for an image classifier)"
         )
     is_text = dataset.strip().lower().startswith("text:")
@@ -239,11 +239,11 @@ def _check_task(hf, folder: Path, is_text: bool) -> None:
     """Refuse text data for an image classifier and image data for a text classifier."""
     if hf.task == "text" and not is_text:
         raise LandscapeError(
-            f"{folder} is a text classifier ({hf.architecture}); pass --dataset text:FILE"
+            f"{folder} is a text classifier ({hf.architecture}); pass `dataset='text:FILE'`"
         )
     if hf.task == "image" and is_text:
         raise LandscapeError(
-            f"{folder} is an image classifier ({hf.architecture}); --dataset text: is for text"
+            f"{folder} is an image classifier ({hf.architecture}); `dataset='text:'` is for text"
         )
 
 

@@ -119,9 +119,9 @@ def test_malicious_pickle_never_runs_by_default(tmp_path):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": _cnn().state_dict(), "extra": _Payload(str(marker))}, path)
-    with pytest.raises(LandscapeError, match="--trust-checkpoint"):
+    with pytest.raises(LandscapeError, match="`trust=True`"):
         load_model(path, model="cnn", **DIGITS)
-    with pytest.raises(LandscapeError, match="--trust-checkpoint"):
+    with pytest.raises(LandscapeError, match="`trust=True`"):
         load_model(path)
     assert not marker.exists()
     # The test can fail: trusting the file does run the payload.
@@ -181,7 +181,7 @@ def test_mismatched_shapes_are_named(tmp_path):
 
 def test_state_dict_without_model_spec_needs_model(tmp_path):
     torch.save(_cnn().state_dict(), tmp_path / "cnn.pt")
-    with pytest.raises(LandscapeError, match="pass --model"):
+    with pytest.raises(LandscapeError, match="pass `model`"):
         load_model(tmp_path / "cnn.pt")
 
 

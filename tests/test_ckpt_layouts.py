@@ -223,8 +223,8 @@ def test_head_wider_than_the_dataset_names_the_option(tmp_path):
     msg = str(info.value)
     assert msg == (
         f"{path}: its classifier head fc.weight has 10 outputs but the dataset has 3 classes; "
-        "pass --model-option num_classes=10 to measure its 10-way output on these 3 classes, "
-        "or the --dataset it was trained on"
+        "pass `model_options={'num_classes': 10}` to measure its 10-way output on these 3 "
+        "classes, or the `dataset` it was trained on"
     )
     loaded = load_model(path, **kw, model_options={"num_classes": 10})  # the option fits
     assert loaded.model.fc.out_features == 10
@@ -236,7 +236,7 @@ def test_head_narrower_than_the_dataset_names_the_dataset(tmp_path):
         load_model(path, model="torchvision:resnet18", input_shape=(3, 16, 16), num_classes=3)
     msg = str(info.value)
     assert "has 2 outputs but the dataset has 3 classes" in msg
-    assert "--dataset" in msg and "num_classes=" not in msg and "\n" not in msg
+    assert "`dataset`" in msg and "num_classes" not in msg and "\n" not in msg
 
 
 def test_audit_on_an_image_folder_with_fewer_classes_is_one_line(tmp_path):
@@ -254,7 +254,7 @@ def test_other_shape_mismatches_are_one_line(tmp_path):
     with pytest.raises(LandscapeError) as info:
         load_model(path, model="torchvision:resnet34", input_shape=(3, 16, 16), num_classes=3)
     msg = str(info.value)
-    assert "\n" not in msg and "missing keys" in msg and "check --model" in msg
+    assert "\n" not in msg and "missing keys" in msg and "check `model`" in msg
     assert len(msg) < 400
 
 

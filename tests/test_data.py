@@ -292,11 +292,11 @@ def test_cifar_missing_folder_names_it(tmp_path: Path) -> None:
         load_dataset("cifar10", root=str(tmp_path))
     assert str(info.value) == (
         f"CIFAR-10 not found: expected {tmp_path / 'cifar-10-batches-py'}/ (the python version "
-        "from https://www.cs.toronto.edu/~kriz/cifar.html, extracted); pass --data-root"
+        "from https://www.cs.toronto.edu/~kriz/cifar.html, extracted); pass `root`"
     )
     with pytest.raises(LandscapeError, match=r"cifar-100-python/"):
         load_dataset("cifar100", "test", root=str(tmp_path))
-    with pytest.raises(LandscapeError, match=r"CIFAR-10 needs a data folder: pass --data-root"):
+    with pytest.raises(LandscapeError, match=r"CIFAR-10 needs a data folder: pass `root`"):
         load_dataset("cifar10")
 
 
@@ -447,7 +447,7 @@ def test_user_factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_user_factory_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mod = _write_module(tmp_path, monkeypatch, USER_MODULE)
-    with pytest.raises(LandscapeError, match=rf"--dataset {mod}:not_a_dataset returned int"):
+    with pytest.raises(LandscapeError, match=rf"`dataset='{mod}:not_a_dataset'` returned int"):
         load_dataset(f"{mod}:not_a_dataset")
     with pytest.raises(LandscapeError, match="returned an empty test split"):
         load_dataset(f"{mod}:empty", "test")

@@ -186,7 +186,7 @@ def test_fig5_log_bars_and_refusal():
     assert fig.axes[1].get_ylim()[0] < 0.5 * 25.0
     bad = _hessian(5.0, 1)
     bad["eigenvalues"] = np.array([5.0, -0.1])
-    with pytest.raises(LandscapeError, match="drop --log"):
+    with pytest.raises(LandscapeError, match="drop `log`"):
         pl.fig5([bad], ["bad"], log=True)
     with pytest.raises(LandscapeError, match="density axis"):
         pl.fig5([bad], ["bad"], density_axis="loglog")
@@ -264,7 +264,7 @@ def test_contour_levels_and_one_sided_limits():
     levels = ax.collections[0].levels
     assert len(levels) == 6 and levels[0] == pytest.approx(0.01)
     assert levels[-1] == pytest.approx(0.05) and ax.collections[0].extend == "max"
-    with pytest.raises(LandscapeError, match="--levels"):
+    with pytest.raises(LandscapeError, match="`levels`"):
         pl.contour(_scan2(1.0), levels=1)
     assert pl.heatmap(_scan2(1.0), levels=5).collections[0].cmap.N == 5  # 5 colour steps
     assert pl.surface(_scan2(1.0), levels=7).collections[0].cmap.N == 7
@@ -342,7 +342,7 @@ def test_layers_figure_draws_the_stored_per_layer_values(realfile, tmp_path):
     )
     assert result.stdout == f"{out}\n" and out.stat().st_size > 1000
     no_layers = {**stored, "per_layer": {}}
-    with pytest.raises(LandscapeError, match="--per-layer"):
+    with pytest.raises(LandscapeError, match="`per_layer=True`"):
         pl.layers([no_layers], ["x"])
 
 

@@ -90,9 +90,9 @@ def test_check_loss_against_targets_and_outputs():
     check_loss("ce", logits, labels)
     check_loss("mse", one, values)
     check_loss("mse", logits, labels)  # one-hot classes
-    with pytest.raises(LandscapeError, match=r"floating-point.*--loss mse"):
+    with pytest.raises(LandscapeError, match=r"floating-point.*`loss='mse'`"):
         check_loss("ce", logits, values)
-    with pytest.raises(LandscapeError, match=r"1 output.*--loss mse"):
+    with pytest.raises(LandscapeError, match=r"1 output.*`loss='mse'`"):
         check_loss("ce", one, torch.zeros(4, dtype=torch.long))
     with pytest.raises(LandscapeError, match=r"0\.\.2"):
         check_loss("ce", logits, torch.tensor([0, 3, 1, 0]))

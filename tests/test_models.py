@@ -233,7 +233,7 @@ def test_user_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
     wide = build_model(f"{name}:takes_all", input_shape=(4,), num_classes=2, scale=3)
     assert wide.out_features == 6
-    with pytest.raises(LandscapeError, match=rf"--model {name}:not_a_model returned str"):
+    with pytest.raises(LandscapeError, match=rf"`model='{name}:not_a_model'` returned str"):
         build_model(f"{name}:not_a_model", input_shape=(4,), num_classes=2)
     with pytest.raises(LandscapeError, match=f"module {name!r} has no attribute 'missing'"):
         build_model(f"{name}:missing", input_shape=(4,), num_classes=2)

@@ -111,7 +111,7 @@ def test_fig5_into_given_figure():
 
 @pytest.mark.parametrize(
     ("missing", "option"),
-    [("density", "--density-probes"), ("trace", "--trace-probes"), ("eig", "--top-k")],
+    [("density", "`density_probes`"), ("trace", "`trace_probes`"), ("eig", "`top_k`")],
 )
 def test_fig5_missing_parts_name_the_option(missing, option):
     bad = _hessian(1.0, **{missing: False})

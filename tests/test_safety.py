@@ -85,10 +85,10 @@ def test_memory_guard_names_the_option_and_the_size(monkeypatch):
     settings = HessianSettings(top_k=5, max_steps=1000, trace_probes=0, density_probes=0)
     needs = resources.hessian_bytes(settings, 100_000)
     assert needs["Lanczos basis"][0] >= 1001 * 100_000 * 8
-    with pytest.raises(LandscapeError, match=r"--max-steps.*|lower --max-steps"):
+    with pytest.raises(LandscapeError, match=r"lower `max_steps`"):
         resources.require(needs)
     resources.require(resources.hessian_bytes(HessianSettings(max_steps=10), 1000))
-    with pytest.raises(LandscapeError, match="lower --points"):
+    with pytest.raises(LandscapeError, match="lower `points`"):
         resources.require(resources.scan_bytes(10**6))
 
 
@@ -262,7 +262,7 @@ def test_file_specs_pass_only_builtin_registries_unless_allowed():
         assert check_file_spec(spec, kind, "f.pt") == spec
     for spec, kind in [("os:system", "model"), ("imagefolder:x", "model"),
                        ("torchvision:x", "dataset"), ("pkg.mod:make", "dataset")]:  # fmt: skip
-        with pytest.raises(LandscapeError, match="--trust-checkpoint"):
+        with pytest.raises(LandscapeError, match="`trust=True`"):
             check_file_spec(spec, kind, "f.pt")
         assert check_file_spec(spec, kind, "f.pt", trust=True) == spec
         assert check_file_spec(spec, kind, "f.pt", given=(None, f" {spec} ")) == spec

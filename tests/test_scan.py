@@ -73,7 +73,7 @@ def test_layer_and_none_norms_and_zero_biases():
     assert torch.equal(layer["bias"], torch.zeros(3))  # the (zero) bias itself: no 0/0
     none = normalise(raw, weights, norm="none", ignore="biasbn")
     assert torch.equal(none["weight"], raw["weight"]) and torch.count_nonzero(none["bias"]) == 0
-    with pytest.raises(LandscapeError, match="--norm"):
+    with pytest.raises(LandscapeError, match="`norm`"):
         normalise(raw, weights, norm="unit", ignore="none")
 
 
@@ -222,7 +222,7 @@ def test_resume_computes_only_missing_points_and_options_must_match(tmp_path):
     ref = execute(model, batches, plan, out=tmp_path / "ref.h5", root=ROOT, loss="mse")
     np.testing.assert_array_equal(full["loss"], ref["loss"])
     other = random_plan(model, name="s", x=axis(-1, 1, 11), seed=0)
-    with pytest.raises(LandscapeError, match=r"--name NEW.*--overwrite"):
+    with pytest.raises(LandscapeError, match=r"new `name`.*`overwrite=True`"):
         execute(model, batches, other, out=out, root=ROOT, loss="mse")
     with pytest.raises(LandscapeError, match="seed"):
         execute(

@@ -25,60 +25,60 @@ def _write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) 
 
 
 def test_resolves_stdlib_callables() -> None:
-    assert resolve_spec("math:sqrt", "--model") is math.sqrt
-    assert resolve_spec("os.path:join", "--model") is os.path.join
+    assert resolve_spec("math:sqrt", "model") is math.sqrt
+    assert resolve_spec("os.path:join", "model") is os.path.join
     # the attribute may be dotted, to reach a classmethod or a nested object
-    assert resolve_spec("collections:OrderedDict.fromkeys", "--model")(["a"]) == {"a": None}
+    assert resolve_spec("collections:OrderedDict.fromkeys", "model")(["a"]) == {"a": None}
 
 
 def test_is_spec_and_split_spec() -> None:
     assert is_spec("pkg.mod:fn") and not is_spec("resnet18")
-    assert split_spec(" pkg.mod : fn ", "--model") == ("pkg.mod", "fn")
+    assert split_spec(" pkg.mod : fn ", "model") == ("pkg.mod", "fn")
 
 
 @pytest.mark.parametrize("spec", ["math", "math:", ":sqrt", "a:b:c", "ma th:x", "math:1x", "m.:f"])
 def test_malformed_spec_is_one_clear_line(spec: str) -> None:
     with pytest.raises(LandscapeError) as info:
-        resolve_spec(spec, "--model")
+        resolve_spec(spec, "model")
     message = str(info.value)
-    assert message.startswith(f"invalid --model spec {spec!r}: expected module:attribute")
+    assert message.startswith(f"invalid `model` spec {spec!r}: expected module:attribute")
     assert "\n" not in message
 
 
 def test_missing_module_message() -> None:
     with pytest.raises(LandscapeError) as info:
-        resolve_spec("no_such_module_xq:build", "--model")
+        resolve_spec("no_such_module_xq:build", "model")
     assert str(info.value) == (
-        "cannot import module 'no_such_module_xq' for --model no_such_module_xq:build: "
+        "cannot import module 'no_such_module_xq' for `model='no_such_module_xq:build'`: "
         "No module named 'no_such_module_xq'"
     )
 
 
 def test_missing_submodule_message() -> None:
     with pytest.raises(LandscapeError) as info:
-        resolve_spec("os.no_such_sub:f", "--dataset")
-    assert str(info.value).startswith("cannot import module 'os.no_such_sub' for --dataset")
+        resolve_spec("os.no_such_sub:f", "dataset")
+    assert str(info.value).startswith("cannot import module 'os.no_such_sub' for `dataset=")
 
 
 def test_missing_attribute_message() -> None:
     with pytest.raises(LandscapeError) as info:
-        resolve_spec("math:nope", "--model")
-    assert str(info.value) == "module 'math' has no attribute 'nope' (--model math:nope)"
+        resolve_spec("math:nope", "model")
+    assert str(info.value) == "module 'math' has no attribute 'nope' (`model='math:nope'`)"
 
 
 def test_missing_nested_attribute_message() -> None:
     with pytest.raises(LandscapeError) as info:
-        resolve_spec("collections:OrderedDict.nope", "--model")
+        resolve_spec("collections:OrderedDict.nope", "model")
     assert str(info.value) == (
         "object 'collections:OrderedDict' has no attribute 'nope' "
-        "(--model collections:OrderedDict.nope)"
+        "(`model='collections:OrderedDict.nope'`)"
     )
 
 
 def test_not_callable_message() -> None:
     with pytest.raises(LandscapeError) as info:
-        resolve_spec("math:pi", "--dataset")
-    assert str(info.value) == "--dataset math:pi is not callable (it is a float)"
+        resolve_spec("math:pi", "dataset")
+    assert str(info.value) == "`dataset='math:pi'` is not callable (it is a float)"
 
 
 def test_module_that_fails_on_import_gives_one_line(
@@ -86,9 +86,9 @@ def test_module_that_fails_on_import_gives_one_line(
 ) -> None:
     name = _write_module(tmp_path, monkeypatch, 'raise RuntimeError("boom\\nsecond line")\n')
     with pytest.raises(LandscapeError) as info:
-        resolve_spec(f"{name}:f", "--model")
+        resolve_spec(f"{name}:f", "model")
     assert str(info.value) == (
-        f"cannot import module {name!r} for --model {name}:f: RuntimeError: boom second line"
+        f"cannot import module {name!r} for `model='{name}:f'`: RuntimeError: boom second line"
     )
     assert isinstance(info.value.__cause__, RuntimeError)
 
@@ -96,14 +96,14 @@ def test_module_that_fails_on_import_gives_one_line(
 def test_module_with_syntax_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = _write_module(tmp_path, monkeypatch, "def f(:\n    pass\n")
     with pytest.raises(LandscapeError) as info:
-        resolve_spec(f"{name}:f", "--model")
+        resolve_spec(f"{name}:f", "model")
     assert "SyntaxError" in str(info.value)
     assert "\n" not in str(info.value)
 
 
 def test_user_module_on_sys_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = _write_module(tmp_path, monkeypatch, "def build():\n    return 42\n")
-    assert resolve_spec(f"{name}:build", "--model")() == 42
+    assert resolve_spec(f"{name}:build", "model")() == 42
 
 
 def test_module_in_working_directory_is_found(
@@ -117,7 +117,7 @@ def test_module_in_working_directory_is_found(
     trimmed = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != cwd]
     monkeypatch.setattr(sys, "path", trimmed)
     monkeypatch.delitem(sys.modules, name, raising=False)
-    assert resolve_spec(f"{name}:build", "--model")() == "here"
+    assert resolve_spec(f"{name}:build", "model")() == "here"
     assert cwd in [os.path.abspath(p) for p in sys.path]
 
 

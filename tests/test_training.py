@@ -159,11 +159,11 @@ def test_default_output_name():
     [
         ({"optimizer": "lion"}, "unknown optimizer"),
         ({"scheduler": "step"}, "unknown scheduler"),
-        ({"epochs": -1}, "--epochs"),
-        ({"lr": 0.0}, "--lr"),
-        ({"switch_rate": -1.0}, "--switch-rate"),
-        ({"weight_decay": -1.0}, "--weight-decay"),
-        ({"batch_size": 0}, "--batch-size"),
+        ({"epochs": -1}, "`epochs`"),
+        ({"lr": 0.0}, "`lr`"),
+        ({"switch_rate": -1.0}, "`switch_rate`"),
+        ({"weight_decay": -1.0}, "`weight_decay`"),
+        ({"batch_size": 0}, "`batch_size`"),
     ],
 )
 def test_bad_config_is_a_clear_error(kwargs, match):

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 
 from landscape_cli import __version__
 from landscape_cli.commands._common import HELP_PANEL, PANELS, RUN_PANEL
+from landscape_cli.commands._errors import cli_message
 from landscape_cli.errors import Interrupted, LandscapeError
 
 
@@ -159,9 +160,9 @@ class LandscapeGroup(TyperGroup):
             message = exc.format_message().strip()
             fail(f"{message[:1].lower()}{message[1:]}")
         except Interrupted as exc:
-            fail(f"interrupted: {exc}", code=130)
+            fail(f"interrupted: {cli_message(str(exc))}", code=130)
         except LandscapeError as exc:
-            fail(str(exc))
+            fail(cli_message(str(exc)))
         except (typer.Abort, KeyboardInterrupt):
             fail("interrupted", code=130)
         except Exception as exc:

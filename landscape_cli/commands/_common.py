@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from landscape_cli.commands import _threads
+from landscape_cli.commands._errors import cli_message
 from landscape_cli.errors import LandscapeError
 
 # Help panels: ``--help`` groups every option of every command into one of these (pass one as
@@ -427,8 +428,12 @@ def progress(command: str, unit: str = "") -> Progress:
 
 
 def note(message: str) -> None:
-    """Print ``note: message`` as one plain line on stderr (what the user should know)."""
-    line = " ".join(str(message).split())
+    """Print ``note: message`` as one plain line on stderr (what the user should know).
+
+    Notes from the library name its parameters in backticks; they are shown as flags
+    (:func:`landscape_cli.commands._errors.cli_message`).
+    """
+    line = " ".join(cli_message(str(message)).split())
     sys.stderr.write(f"note: {line}\n")
     sys.stderr.flush()
 

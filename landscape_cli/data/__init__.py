@@ -148,7 +148,7 @@ def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
 
     raw_path = spec.partition(":")[2].strip()
     if not raw_path:
-        raise LandscapeError("imagefolder needs a path: --dataset imagefolder:PATH")
+        raise LandscapeError("imagefolder needs a path: `dataset='imagefolder:PATH'`")
     folder = _image_folder_for_split(Path(raw_path).expanduser(), split, spec)
     steps: list[Any] = [_SameSize(spec)]
     steps += [transforms.RandomHorizontalFlip()] if augment else []
@@ -209,19 +209,19 @@ def _infer_num_classes(dataset: Any) -> int:
 
 
 def _load_user(spec: str, split: str, root: str | None, augment: bool) -> LoadedDataset:
-    factory = resolve_spec(spec, "--dataset")
+    factory = resolve_spec(spec, "dataset")
     dataset = call_factory(factory, split=split, root=root, augment=augment)
     if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
         raise LandscapeError(
-            f"--dataset {spec} returned {type(dataset).__name__}, not a Dataset "
+            f"`dataset={spec!r}` returned {type(dataset).__name__}, not a Dataset "
             "(an object with __len__ and __getitem__ yielding (input, target) pairs)"
         )
     try:
         size = len(dataset)
     except Exception as exc:
-        raise LandscapeError(f"--dataset {spec}: len() of the dataset failed: {exc}") from exc
+        raise LandscapeError(f"`dataset={spec!r}`: len() of the dataset failed: {exc}") from exc
     if size == 0:
-        raise LandscapeError(f"--dataset {spec} returned an empty {split} split")
+        raise LandscapeError(f"`dataset={spec!r}` returned an empty {split} split")
     try:
         sample = dataset[0]
         inputs, _ = sample
@@ -232,7 +232,7 @@ def _load_user(spec: str, split: str, root: str | None, augment: bool) -> Loaded
     except Exception as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise LandscapeError(
-            f"--dataset {spec}: samples must be (input tensor, target) pairs; {detail}"
+            f"`dataset={spec!r}`: samples must be (input tensor, target) pairs; {detail}"
         ) from exc
     classes = getattr(dataset, "classes", ())
     names: tuple[str, ...] = ()

@@ -139,7 +139,7 @@ def _folder(spec: CifarFormat, root: str | None) -> Path:
     source = f"the python version from {CIFAR_URL}, extracted"
     if root is None:
         raise LandscapeError(
-            f"{spec.title} needs a data folder: pass --data-root DIR, where DIR/{spec.folder}/ "
+            f"{spec.title} needs a data folder: pass `root` DIR, where DIR/{spec.folder}/ "
             f"holds {source}"
         )
     base = Path(root).expanduser()
@@ -148,7 +148,7 @@ def _folder(spec: CifarFormat, root: str | None) -> Path:
         return folder
     if base.name == spec.folder and base.is_dir():  # --data-root pointed at the folder itself
         return base
-    raise LandscapeError(f"{spec.title} not found: expected {folder}/ ({source}); pass --data-root")
+    raise LandscapeError(f"{spec.title} not found: expected {folder}/ ({source}); pass `root`")
 
 
 class CifarDataset(Dataset):

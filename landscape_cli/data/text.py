@@ -41,7 +41,7 @@ def text_path(spec: str) -> Path:
     """The path in a ``text:PATH`` spec."""
     text = spec.strip()
     if not text.lower().startswith("text:") or not text[5:].strip():
-        raise LandscapeError(f"--dataset {spec!r}: expected text:FILE")
+        raise LandscapeError(f"`dataset`: expected text:FILE, got {spec!r}")
     return Path(text[5:].strip())
 
 
@@ -53,7 +53,7 @@ def read_table(path: Path, split: str) -> dict[str, list[Any]]:
         return _read_saved(path, split)
     if split != "train":
         raise LandscapeError(
-            f"{path} is a single file (one set of samples); --split {split} applies to a "
+            f"{path} is a single file (one set of samples); `split={split!r}` applies to a "
             "datasets save_to_disk folder with splits"
         )
     kind = READERS.get(path.suffix.lower())
@@ -166,7 +166,7 @@ def load_text(
     """Read ``text:FILE``, tokenise each row once and map its label (see the module docstring)."""
     if not 1 <= len(text_columns) <= 2:
         raise LandscapeError(
-            f"--text-column is given once, or twice for sentence pairs; got {len(text_columns)}"
+            f"`text_columns` holds one column, or two for sentence pairs; got {len(text_columns)}"
         )
     path = text_path(spec)
     table = read_table(path, split)
@@ -174,7 +174,7 @@ def load_text(
         if col not in table:
             raise LandscapeError(
                 f"{path} has no column {col!r} (it has {', '.join(table) or 'none'}); name them "
-                "with --text-column and --label-column"
+                "with `text_columns` and `label_column`"
             )
     n = len(table[label_column])
     if n == 0:

@@ -87,7 +87,7 @@ class HessianOperator:
         check: bool = True,
     ) -> None:
         if bn_mode not in BN_MODES:
-            raise LandscapeError(f"--bn-mode must be eval or train, got {bn_mode!r}")
+            raise LandscapeError(f"`bn_mode` must be eval or train, got {bn_mode!r}")
         if not batches:
             raise LandscapeError("no samples to compute the Hessian on")
         self.device = torch.device(device)

@@ -160,7 +160,7 @@ def _build_registry(
     if needs_image and len(shape) != 3:
         raise LandscapeError(
             f"model {name!r} needs image inputs shaped (C, H, W), but the data has shape {shape}; "
-            "use --model mlp for vector data"
+            "use `model='mlp'` for vector data"
         )
     defaults = _option_defaults(builder)
     unknown = sorted(set(options) - set(defaults))
@@ -279,11 +279,11 @@ def build_model(
             return _build_torchvision(rest.strip(), shape, num_classes, dict(options))
         if prefix.strip().lower() == "timm":
             return _build_timm(rest.strip(), shape, num_classes, dict(options))
-        factory = resolve_spec(spec, "--model")
+        factory = resolve_spec(spec, "model")
         model = call_factory(factory, input_shape=shape, num_classes=num_classes, **options)
         if not isinstance(model, nn.Module):
             raise LandscapeError(
-                f"--model {spec} returned {type(model).__name__}, not a torch.nn.Module"
+                f"`model={spec!r}` returned {type(model).__name__}, not a torch.nn.Module"
             )
         return model
     key = spec.lower().replace("-", "_")

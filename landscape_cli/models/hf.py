@@ -139,7 +139,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if not folder.exists():
         raise LandscapeError(f"model folder not found: {folder}")
     if not folder.is_dir():
-        raise LandscapeError(f"--model hf: needs a model folder, but {folder} is a file")
+        raise LandscapeError(f"`model='hf:'` needs a model folder, but {folder} is a file")
     if not path.is_file():
         raise LandscapeError(
             f"{folder} has no config.json: not a Hugging Face model folder (save one with "
@@ -193,7 +193,7 @@ def _has_safe_weights(folder: Path, trust: bool) -> bool:
     if not safe and not trust:
         raise LandscapeError(
             f"{folder} holds pickled weights (pytorch_model.bin), which can run arbitrary code "
-            "when loaded; pass --trust-checkpoint only if you trust where the folder came from, "
+            "when loaded; pass `trust=True` only if you trust where the folder came from, "
             "or convert them to model.safetensors"
         )
     return safe
@@ -297,7 +297,7 @@ def folder_of(model: str | None, checkpoint: Path) -> Path:
     folder = Path(text) if text else checkpoint
     if folder.resolve() != checkpoint.resolve():
         raise LandscapeError(
-            f"--model {model} names another folder than the checkpoint {checkpoint}; the "
-            "checkpoint argument is the Hugging Face folder itself (--model hf: may be left out)"
+            f"`model={model!r}` names another folder than the checkpoint {checkpoint}; the "
+            "checkpoint argument is the Hugging Face folder itself (`model='hf:'` may be left out)"
         )
     return checkpoint

@@ -54,7 +54,7 @@ def checked(scan: ScanResult, dim: int, key: str = "loss") -> dict[str, Any]:
     if got != dim:
         other = "fig6" if got == 1 else "contour, surface or heatmap"
         raise LandscapeError(
-            f"scan {name!r} is {got}-D but this figure draws {dim}-D scans (use --figure {other})"
+            f"scan {name!r} is {got}-D but this figure draws {dim}-D scans (draw it as {other})"
         )
     x = np.asarray(scan["x"], dtype=np.float64)
     y = None if scan.get("y") is None else np.asarray(scan["y"], dtype=np.float64)
@@ -117,5 +117,5 @@ def positive_or_error(values: np.ndarray, name: str) -> None:
     if finite.size and finite.min() <= 0:
         raise LandscapeError(
             f"scan {name!r} has losses <= 0 (minimum {finite.min():.4g}); "
-            "a log scale needs positive losses: drop --log"
+            "a log scale needs positive losses: drop `log`"
         )

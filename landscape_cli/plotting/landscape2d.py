@@ -104,7 +104,7 @@ def plt_colormap(name: str, n: int):
     import matplotlib
 
     if n < 2:
-        raise LandscapeError(f"--levels must be at least 2, got {n}")
+        raise LandscapeError(f"`levels` must be at least 2, got {n}")
     return matplotlib.colormaps[name].resampled(n)
 
 
@@ -155,7 +155,7 @@ def contour(
     figure's when ``ax`` is None).
     """
     if levels < 2:
-        raise LandscapeError(f"--levels must be at least 2, got {levels}")
+        raise LandscapeError(f"`levels` must be at least 2, got {levels}")
     x, y, z, log = _prepare(scan, log, limits)
     if ax is None:
         ax = _new_axes()

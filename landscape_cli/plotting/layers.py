@@ -114,7 +114,7 @@ def _check_layers(hessian_results: Sequence[HessianResult], labels: Sequence[str
         if not result.get("per_layer"):
             raise LandscapeError(
                 f"the Hessian results of {label!r} have no per-layer values; "
-                "run `landscape hessian --per-layer` on its checkpoint"
+                "run `landscape hessian` with `per_layer=True` on its checkpoint"
             )
 
 
@@ -126,7 +126,7 @@ def _check_positive(lam: np.ndarray, tr: np.ndarray, names, labels) -> None:
             i, j = bad[0]
             raise LandscapeError(
                 f"the per-layer {what} of {names[j]!r} in {labels[i]!r} is "
-                f"{values[i, j]:.4g} <= 0; a log axis needs positive values: drop --log"
+                f"{values[i, j]:.4g} <= 0; a log axis needs positive values: drop `log`"
             )
 
 

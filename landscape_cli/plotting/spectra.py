@@ -31,9 +31,9 @@ def _check(results: Sequence[HessianResult], labels: Sequence[str]) -> None:
     if len(labels) != len(results):
         raise ValueError(f"{len(labels)} labels for {len(results)} Hessian results")
     needs = [
-        ("eigenvalues", "top eigenvalues", "--top-k > 0"),
-        ("trace", "trace", "--trace-probes >= 2"),
-        ("density", "eigenvalue density", "--density-probes > 0"),
+        ("eigenvalues", "top eigenvalues", "`top_k` > 0"),
+        ("trace", "trace", "`trace_probes` >= 2"),
+        ("density", "eigenvalue density", "`density_probes` > 0"),
     ]
     for result, label in zip(results, labels, strict=True):
         for key, what, option in needs:
@@ -168,7 +168,7 @@ def _positive_or_error(values: np.ndarray, what: str, label: str) -> None:
     if finite.size and finite.min() <= 0:
         raise LandscapeError(
             f"the {what} of {label!r} include {finite.min():.4g} <= 0; "
-            "a log axis needs positive values: drop --log"
+            "a log axis needs positive values: drop `log`"
         )
 
 

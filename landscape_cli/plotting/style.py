@@ -173,7 +173,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     import matplotlib
 
     if dpi <= 0:
-        raise LandscapeError(f"--dpi must be > 0, got {dpi}")
+        raise LandscapeError(f"`dpi` must be > 0, got {dpi}")
     fmt = image_format(path)
     target = Path(path)
     try:

@@ -197,7 +197,7 @@ def read_scan(
         if name is None:
             if len(names) > 1:
                 raise LandscapeError(
-                    f"{path} holds several scans ({', '.join(names)}); pass --name"
+                    f"{path} holds several scans ({', '.join(names)}); pass `name`"
                 )
             name = names[0]
         if name not in names:

@@ -148,13 +148,13 @@ def _check_schema(f: h5py.File, path: Path) -> None:
     if schema != SCHEMA:
         raise LandscapeError(
             f"{path} is an HDF5 file but not a landscape results file "
-            f"(schema attribute {schema!r}); choose another --out"
+            f"(schema attribute {schema!r}); choose another `out`"
         )
     version = plain(f.attrs.get("schema_version"))
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise LandscapeError(
             f"{path} has results schema version {version!r}; this landscape reads up to "
-            f"{SCHEMA_VERSION} (upgrade landscape or choose another --out)"
+            f"{SCHEMA_VERSION} (upgrade landscape or choose another `out`)"
         )
 
 
@@ -233,7 +233,7 @@ def check_target(
     checkpoint_sha256: str | None = None,
     *,
     drop_foreign: bool = False,
-    way_out: str = "pass --out FILE to keep them apart, or --overwrite to drop them",
+    way_out: str = "pass another `out` to keep them apart, or `overwrite=True` to drop them",
 ) -> None:
     """Refuse early (before any computing) a ``--out`` that :func:`update_file` would refuse.
 
@@ -276,7 +276,7 @@ def _read_everything(f: h5py.File, path: Path) -> None:
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         raise LandscapeError(
             f"results file {path} is damaged ({_one_line(exc)}); move it away or choose "
-            "another --out"
+            "another `out`"
         ) from exc
 
 
@@ -293,7 +293,7 @@ def _foreign(f: h5py.File, checkpoint_sha256: str | None) -> str | None:
 def _foreign_message(
     path: Path,
     other: str,
-    way_out: str = "pass --out FILE to keep them apart, or --overwrite to drop them",
+    way_out: str = "pass another `out` to keep them apart, or `overwrite=True` to drop them",
 ) -> str:
     return f"{path} holds the results of {other}, a different checkpoint; {way_out}"
 

@@ -121,7 +121,7 @@ def interpolation_plan(
     """θ(a, b) = θ₀ + a(θ₁ − θ₀) (+ b(θ₂ − θ₀)), over parameters and floating-point buffers."""
     dim = 1 if y is None else 2
     if len(targets) != dim:
-        raise LandscapeError(f"a {dim}-D interpolation needs {dim} --to checkpoint(s)")
+        raise LandscapeError(f"a {dim}-D interpolation needs {dim} `targets`, got {len(targets)}")
     dirs = tuple(difference(t, model) for t in targets)
     meta = {
         "dim": dim,

@@ -44,9 +44,9 @@ def normalise(
 ) -> Direction:
     """Scale ``direction`` per filter/layer to ``weights`` (see module docstring)."""
     if norm not in NORMS:
-        raise LandscapeError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        raise LandscapeError(f"`norm` must be one of {', '.join(NORMS)}, got {norm!r}")
     if ignore not in IGNORES:
-        raise LandscapeError(f"--ignore must be biasbn or none, got {ignore!r}")
+        raise LandscapeError(f"`ignore` must be biasbn or none, got {ignore!r}")
     out: Direction = {}
     for name, d in direction.items():
         w = weights[name].detach()

@@ -60,7 +60,7 @@ def axis(lo: float, hi: float, n: int) -> np.ndarray:
     One point is the checkpoint itself (0) when the range holds it, else the range's middle.
     """
     if n < 1:
-        raise LandscapeError(f"--points must be >= 1, got {n}")
+        raise LandscapeError(f"`points` must be >= 1, got {n}")
     if not (math.isfinite(lo) and math.isfinite(hi)) or (n > 1 and not lo < hi):
         raise LandscapeError(f"a range needs two finite numbers, low < high; got {lo} {hi}")
     if n == 1:
@@ -128,7 +128,7 @@ class PointEvaluator:
         bn: str | None = None,
     ) -> None:
         if bn is not None and bn not in BN_CHOICES:
-            raise LandscapeError(f"--bn must be recompute or interpolate, got {bn!r}")
+            raise LandscapeError(f"`bn` must be recompute or interpolate, got {bn!r}")
         self.bn = bn
         self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.tracked = [

@@ -213,12 +213,24 @@ def _build_torchvision(
             f"torchvision:{name} needs 3-channel images shaped (3, H, W), but the data has shape "
             f"{shape}"
         )
+    return _built(
+        f"torchvision:{name}",
+        num_classes,
+        options,
+        lambda: torchvision.models.get_model(
+            name, weights=None, num_classes=num_classes, **options
+        ),
+    )
+
+
+def _built(spec: str, num_classes: int, options: dict[str, Any], make) -> nn.Module:
+    """``make()``, any failure of the library's constructor one error line naming ``spec``."""
     try:
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+        return make()
     except Exception as exc:
         detail = " ".join(str(exc).split())
         raise LandscapeError(
-            f"cannot build torchvision:{name} with num_classes={num_classes} and options "
+            f"cannot build {spec} with num_classes={num_classes} and options "
             f"{options}: {type(exc).__name__}: {detail}"
         ) from exc
 
@@ -250,14 +262,12 @@ def _build_timm(
             f"timm:{name} needs images shaped (C, H, W), but the data has shape {shape}"
         )
     options.setdefault("in_chans", shape[0])
-    try:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, **options)
-    except Exception as exc:
-        detail = " ".join(str(exc).split())
-        raise LandscapeError(
-            f"cannot build timm:{name} with num_classes={num_classes} and options "
-            f"{options}: {type(exc).__name__}: {detail}"
-        ) from exc
+    return _built(
+        f"timm:{name}",
+        num_classes,
+        options,
+        lambda: timm.create_model(name, pretrained=False, num_classes=num_classes, **options),
+    )
 
 
 def build_model(

@@ -23,6 +23,26 @@ DEVICES = [
     *([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else []),
 ]
 
+# -- checkpoints ---------------------------------------------------------------------------------
+
+#: What ``build_model`` needs for the digits data (8 × 8 grey images, 10 classes).
+DIGITS = {"input_shape": (1, 8, 8), "num_classes": 10}
+
+
+def digits_cnn(seed: int = 0) -> nn.Module:
+    """The registry's ``cnn`` for digits, initialised from ``seed``, in eval mode."""
+    from landscape_cli.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model("cnn", **DIGITS).eval()
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold the same state-dict keys with bitwise-equal tensors."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 # -- tiny problems -------------------------------------------------------------------------------
 
 

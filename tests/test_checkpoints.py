@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases import DIGITS, digits_cnn, same_weights
 
 from landscape_cli.checkpoints import (
     FORMAT,
@@ -17,19 +18,6 @@ from landscape_cli.checkpoints import (
     save_checkpoint,
 )
 from landscape_cli.errors import LandscapeError
-from landscape_cli.models import build_model
-
-DIGITS = {"input_shape": (1, 8, 8), "num_classes": 10}
-
-
-def _cnn(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_model("cnn", **DIGITS).eval()
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _landscape_ckpt(model: torch.nn.Module) -> dict:
@@ -45,7 +33,7 @@ def _landscape_ckpt(model: torch.nn.Module) -> dict:
 
 
 def test_landscape_checkpoint_round_trip(tmp_path):
-    model = _cnn()
+    model = digits_cnn()
     path = save_checkpoint(tmp_path / "sub" / "m.pt", _landscape_ckpt(model))
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temporary files left behind
     raw = torch.load(path, weights_only=True)
@@ -53,7 +41,7 @@ def test_landscape_checkpoint_round_trip(tmp_path):
     loaded = load_model(path)
     assert loaded.kind == "landscape" and loaded.model_spec["name"] == "cnn"
     assert loaded.dataset_spec == {"name": "digits", "root": None}
-    assert _same_weights(model, loaded.model)
+    assert same_weights(model, loaded.model)
     x = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(model(x), loaded.model.eval()(x), rtol=0, atol=0)
 
@@ -71,22 +59,22 @@ def test_torchvision_resnet18_plain_state_dict(tmp_path):
         num_classes=10,
     )
     assert loaded.kind == "state_dict" and loaded.dataset_spec is None
-    assert _same_weights(net, loaded.model)
+    assert same_weights(net, loaded.model)
 
 
 def test_ddp_prefixed_dict_under_state_dict_key(tmp_path):
-    model = _cnn(2)
+    model = digits_cnn(2)
     wrapped = {f"module.{k}": v for k, v in model.state_dict().items()}
     torch.save({"state_dict": wrapped, "epoch": 7}, tmp_path / "ddp.pt")
     loaded = load_model(tmp_path / "ddp.pt", model="cnn", **DIGITS)
-    assert _same_weights(model, loaded.model)
+    assert same_weights(model, loaded.model)
 
 
 def test_compiled_prefix_under_model_key(tmp_path):
-    model = _cnn(3)
+    model = digits_cnn(3)
     sd = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
     torch.save({"model": sd}, tmp_path / "c.pt")
-    assert _same_weights(model, load_model(tmp_path / "c.pt", model="cnn", **DIGITS).model)
+    assert same_weights(model, load_model(tmp_path / "c.pt", model="cnn", **DIGITS).model)
 
 
 def test_prefix_removed_only_when_every_key_has_it():
@@ -97,12 +85,12 @@ def test_prefix_removed_only_when_every_key_has_it():
 def test_safetensors_file(tmp_path):
     from safetensors.torch import save_file
 
-    model = _cnn(4)
+    model = digits_cnn(4)
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors"
     )
     loaded = load_model(tmp_path / "m.safetensors", model="cnn", **DIGITS)
-    assert loaded.kind == "safetensors" and _same_weights(model, loaded.model)
+    assert loaded.kind == "safetensors" and same_weights(model, loaded.model)
 
 
 class _Payload:
@@ -118,7 +106,7 @@ class _Payload:
 def test_malicious_pickle_never_runs_by_default(tmp_path):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": _cnn().state_dict(), "extra": _Payload(str(marker))}, path)
+    torch.save({"state_dict": digits_cnn().state_dict(), "extra": _Payload(str(marker))}, path)
     with pytest.raises(LandscapeError, match="`trust=True`"):
         load_model(path, model="cnn", **DIGITS)
     with pytest.raises(LandscapeError, match="`trust=True`"):
@@ -130,12 +118,12 @@ def test_malicious_pickle_never_runs_by_default(tmp_path):
 
 
 def test_pickled_full_module_needs_trust(tmp_path):
-    model = _cnn(5)
+    model = digits_cnn(5)
     torch.save(model, tmp_path / "full.pt")
     with pytest.raises(LandscapeError, match=r"whole nn\.Module"):
         load_model(tmp_path / "full.pt")
     loaded = load_model(tmp_path / "full.pt", trust=True)
-    assert loaded.kind == "module" and _same_weights(model, loaded.model)
+    assert loaded.kind == "module" and same_weights(model, loaded.model)
 
 
 def test_missing_file(tmp_path):
@@ -163,7 +151,7 @@ def test_bad_safetensors(tmp_path):
 
 
 def test_mismatched_architecture_names_keys(tmp_path):
-    torch.save(_cnn().state_dict(), tmp_path / "cnn.pt")
+    torch.save(digits_cnn().state_dict(), tmp_path / "cnn.pt")
     with pytest.raises(LandscapeError) as info:
         load_model(tmp_path / "cnn.pt", model="mlp", **DIGITS)
     msg = str(info.value)
@@ -171,7 +159,7 @@ def test_mismatched_architecture_names_keys(tmp_path):
 
 
 def test_mismatched_shapes_are_named(tmp_path):
-    torch.save(_cnn().state_dict(), tmp_path / "cnn.pt")
+    torch.save(digits_cnn().state_dict(), tmp_path / "cnn.pt")
     with pytest.raises(
         LandscapeError,
         match=r"shape mismatches, file vs model \(.*\(16, 1, 3, 3\) vs \(8, 1, 3, 3\)",
@@ -180,7 +168,7 @@ def test_mismatched_shapes_are_named(tmp_path):
 
 
 def test_state_dict_without_model_spec_needs_model(tmp_path):
-    torch.save(_cnn().state_dict(), tmp_path / "cnn.pt")
+    torch.save(digits_cnn().state_dict(), tmp_path / "cnn.pt")
     with pytest.raises(LandscapeError, match="pass `model`"):
         load_model(tmp_path / "cnn.pt")
 
@@ -192,7 +180,7 @@ def test_not_weights_at_all(tmp_path):
 
 
 def test_newer_format_version_is_refused(tmp_path):
-    ckpt = _landscape_ckpt(_cnn())
+    ckpt = _landscape_ckpt(digits_cnn())
     ckpt["version"] = 99
     save_checkpoint(tmp_path / "new.pt", ckpt)
     with pytest.raises(LandscapeError, match="version 99"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from cases import one_error_line
+from cases import DIGITS, digits_cnn, one_error_line, same_weights
 from typer.testing import CliRunner
 
 from landscape_cli.checkpoints import (
@@ -25,19 +25,8 @@ from landscape_cli.models import build_model
 from landscape_cli.specs import check_file_spec
 
 runner = CliRunner()
-DIGITS = {"input_shape": (1, 8, 8), "num_classes": 10}
 TINY = ["--samples", "24", "--batch-size", "12", "--top-k", "1", "--max-steps", "6"]
 TINY += ["--trace-probes", "2", "--density-probes", "0"]
-
-
-def _cnn(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_model("cnn", **DIGITS).eval()
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _lightning(state_dict: dict, prefix: str = "model.") -> dict:
@@ -94,10 +83,10 @@ def test_match_keys_refuses_partial_and_wrong_prefixes():
 
 
 def test_lightning_style_file_loads_and_says_which_prefix(tmp_path):
-    model = _cnn(1)
+    model = digits_cnn(1)
     torch.save(_lightning(model.state_dict()), tmp_path / "epoch=4.ckpt")
     loaded = load_model(tmp_path / "epoch=4.ckpt", model="cnn", **DIGITS)
-    assert _same_weights(model, loaded.model)
+    assert same_weights(model, loaded.model)
     assert loaded.prefix == "model." and loaded.kind == "state_dict"
     assert loaded.notes == ("removed the prefix 'model.' from every key of the state dict",)
     x = torch.randn(3, 1, 8, 8)
@@ -106,30 +95,30 @@ def test_lightning_style_file_loads_and_says_which_prefix(tmp_path):
 
 @pytest.mark.parametrize("prefix", ["model.module.", "_orig_mod.module.", "net.backbone."])
 def test_nested_prefix_is_removed_whole(tmp_path, prefix):
-    model = _cnn(2)
+    model = digits_cnn(2)
     torch.save(_lightning(model.state_dict(), prefix), tmp_path / "nested.pt")
     loaded = load_model(tmp_path / "nested.pt", model="cnn", **DIGITS)
-    assert _same_weights(model, loaded.model) and loaded.prefix == prefix
+    assert same_weights(model, loaded.model) and loaded.prefix == prefix
 
 
 def test_safetensors_with_a_prefix(tmp_path):
     from safetensors.torch import save_file
 
-    model = _cnn(3)
+    model = digits_cnn(3)
     save_file({f"net.{k}": v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m")
     (tmp_path / "m").rename(tmp_path / "m.safetensors")
     loaded = load_model(tmp_path / "m.safetensors", model="cnn", **DIGITS)
-    assert _same_weights(model, loaded.model) and loaded.prefix == "net."
+    assert same_weights(model, loaded.model) and loaded.prefix == "net."
 
 
 def test_unprefixed_files_carry_no_note(tmp_path):
-    torch.save(_cnn().state_dict(), tmp_path / "bare.pt")
+    torch.save(digits_cnn().state_dict(), tmp_path / "bare.pt")
     loaded = load_model(tmp_path / "bare.pt", model="cnn", **DIGITS)
     assert loaded.prefix == "" and loaded.notes == ()
 
 
 def test_keys_that_fit_only_in_part_are_one_line(tmp_path):
-    sd = {f"model.{k}": v for k, v in _cnn().state_dict().items()}
+    sd = {f"model.{k}": v for k, v in digits_cnn().state_dict().items()}
     sd["criterion.weight"] = torch.ones(10)  # not every key has the prefix: nothing is guessed
     torch.save({"state_dict": sd}, tmp_path / "mixed.ckpt")
     with pytest.raises(LandscapeError) as info:
@@ -141,7 +130,7 @@ def test_keys_that_fit_only_in_part_are_one_line(tmp_path):
 
 
 def test_a_prefix_that_leaves_other_keys_is_named_in_the_error(tmp_path):
-    sd = {f"model.{k}": v for k, v in _cnn().state_dict().items()}
+    sd = {f"model.{k}": v for k, v in digits_cnn().state_dict().items()}
     dropped = next(iter(sd))
     del sd[dropped]
     torch.save({"state_dict": sd}, tmp_path / "other.ckpt")
@@ -153,7 +142,7 @@ def test_a_prefix_that_leaves_other_keys_is_named_in_the_error(tmp_path):
 
 
 def test_many_mismatches_name_a_few_keys_not_all(tmp_path):
-    sd = {f"model.{k}": v for k, v in _cnn().state_dict().items()}
+    sd = {f"model.{k}": v for k, v in digits_cnn().state_dict().items()}
     torch.save({"state_dict": sd}, tmp_path / "other.ckpt")
     with pytest.raises(LandscapeError) as info:
         load_model(tmp_path / "other.ckpt", model="cnn", model_options={"width": 8}, **DIGITS)
@@ -333,4 +322,4 @@ def test_landscape_checkpoint_of_a_timm_model_round_trips(tmp_path):
     }
     save_checkpoint(tmp_path / "t.pt", ckpt)
     loaded = load_model(tmp_path / "t.pt")  # no --trust-checkpoint needed
-    assert _same_weights(net, loaded.model) and loaded.kind == "landscape"
+    assert same_weights(net, loaded.model) and loaded.kind == "landscape"

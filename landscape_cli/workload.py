@@ -33,14 +33,12 @@ class Workload:
     samples: int
     batch_size: int
     seed: int = 0
-    samples_sha256: str = ""
+    samples_sha256: str = ""  # SHA-256 of the chosen sample indices (little-endian int64)
     loss: str | None = None  # the loss the checkpoint was trained with, where it says
 
     def resolve_loss(self, loss: str | None) -> str:
-        """``--loss`` when given, else the checkpoint's training loss, else cross-entropy."""
-        return (
-            loss or self.loss or "ce"
-        )  # SHA-256 of the chosen sample indices (little-endian int64)
+        """``loss`` when given, else the checkpoint's training loss, else cross-entropy."""
+        return loss or self.loss or "ce"
 
     @property
     def model(self) -> torch.nn.Module:

@@ -130,10 +130,11 @@ def _check(figures: list[str], files: list[Path], labels: list[str] | None) -> N
 
 def _draw_2d(figure: str, scans: list[ScanResult], labels: list[str], style: Style):
     """One 2-D figure: a panel per scan, on one shared colour scale."""
-    log, vmin, vmax, levels, size = style.log, style.vmin, style.vmax, style.levels, style.size
     import numpy as np
 
     from landscape_cli import plotting as pl
+
+    log, vmin, vmax, levels, size = style.log, style.vmin, style.vmax, style.levels, style.size
 
     if log is None:  # one decision for all panels, so they share one scale
         values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])

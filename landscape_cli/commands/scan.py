@@ -27,7 +27,7 @@ class Grid:
         int | None,
         typer.Option(help="Grid points along y (default --points).", rich_help_panel=c.SCAN_PANEL),
     ] = None
-    range_: Annotated[
+    xrange: Annotated[
         tuple[float, float] | None,
         typer.Option(
             "--range",
@@ -134,8 +134,7 @@ def scan(
     """Loss and accuracy on a 1-D or 2-D grid around a checkpoint (resumable)."""
     from landscape_cli.pipeline import ScanOptions, scan_job
 
-    fields = asdict(grid) | {"xrange": grid.range_, "to": tuple(grid.to or ())}
-    del fields["range_"]
+    fields = asdict(grid) | {"to": tuple(grid.to or ())}
     with c.progress("scan", "points") as progress:
         result, out_path = scan_job(
             checkpoint,

@@ -730,6 +730,7 @@ def audit_job(
     """
     from landscape_cli.devices import resolve_device
 
+    _check_audit_settings(checkpoints, settings)
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
     s, targets = _audit_targets(checkpoints, settings, source, match_loss, dev, overwrite)
@@ -749,6 +750,26 @@ def audit_job(
         rows = _match_losses(rows, targets, s, dev, phases, on_advance)
     _write_audits(rows, targets, reports, s, overwrite)
     return rows, [t.work for t in targets]
+
+
+def _check_audit_settings(checkpoints: list[Path], s) -> None:
+    """Refuse an empty audit or inconsistent measure settings before anything is loaded."""
+    _check(
+        [
+            (len(checkpoints) >= 1, "give at least one checkpoint"),
+            (s.loss in ("", "ce", "mse"), "`loss` must be ce or mse"),
+            (s.top_k >= 1, "`top_k` must be >= 1"),
+            (s.tol > 0, "`tol` must be > 0"),
+            (s.max_steps >= 1, "`max_steps` must be >= 1"),
+            (
+                s.top_k <= s.max_steps,
+                f"`top_k={s.top_k}` needs at least as many Lanczos steps: raise `max_steps` "
+                f"(now {s.max_steps}) or lower `top_k`",
+            ),
+            (s.epsilon > 0 and s.rho > 0, "`epsilon` and `rho` must be > 0"),
+            (0 <= s.tau < 1, "`tau` must be in [0, 1)"),
+        ]
+    )
 
 
 def _audit_targets(

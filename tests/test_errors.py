@@ -88,6 +88,27 @@ def test_library_error_names_the_parameter_not_the_flag():
 
 
 @pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"top_k": 0}, "`top_k` must be >= 1"),
+        ({"top_k": 9, "max_steps": 3}, "`top_k=9` needs at least as many Lanczos steps"),
+        ({"tau": 2.0}, "`tau` must be in [0, 1)"),
+        ({"loss": "hinge"}, "`loss` must be ce or mse"),
+    ],
+)
+def test_audit_job_checks_its_settings_before_loading(tmp_path, settings, message):
+    from landscape_cli.audit import AuditSettings
+    from landscape_cli.pipeline import audit_job
+
+    missing = tmp_path / "never-read.pt"  # refused before any file is opened
+    with pytest.raises(LandscapeError) as info:
+        audit_job([missing], AuditSettings(**settings))
+    assert str(info.value).startswith(message) and "--" not in str(info.value)
+    with pytest.raises(LandscapeError, match="give at least one checkpoint"):
+        audit_job([], AuditSettings())
+
+
+@pytest.mark.parametrize(
     ("args", "expected"),
     [
         (["--epochs", "0"], "error: --epochs must be >= 1, got 0\n"),

@@ -352,7 +352,8 @@ def reusable(
     audit's Hessian questions: computed by landscape's own estimators (``engine`` lanczos, or
     none recorded), on the same samples (hash), split, loss and seed, with eval-mode BatchNorm,
     and with enough of each estimate: at least ``top_k`` eigenvalues from a Lanczos run at least
-    as strict (a ``tol`` no looser and a ``max_steps`` no smaller), a
+    as strict (a ``tol`` no looser and a ``max_steps`` no smaller) whose multiplicities were
+    resolved, a
     trace with at least as many probes or a relative standard error within ``trace_rtol``, and
     (when the audit wants a density) one with at least as many probes and Lanczos steps.
     """
@@ -376,6 +377,10 @@ def reusable(
         return False
     eig = stored.get("eigenvalues")
     if eig is None or len(eig) < settings.top_k:
+        return False
+    # a top-k whose multiplicities were not resolved may miss copies (files before block
+    # Lanczos record none): recompute rather than rank on it
+    if settings.top_k > 1 and not attrs.get("multiplicity_resolved", False):
         return False
     tol, max_steps = opts.get("tol"), opts.get("max_steps")
     if tol is None or max_steps is None or tol > settings.tol or max_steps < settings.max_steps:

@@ -14,7 +14,7 @@ onto the math kernel, the one with a double backward.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -198,11 +198,55 @@ def select_indices(dataset: torch.utils.data.Dataset, samples: int | None, seed:
     return chosen
 
 
-def indices_sha256(indices: Tensor) -> str:
-    """SHA-256 of the indices as little-endian int64 (recorded with every result)."""
+def samples_sha256(batches: Sequence[Batch]) -> str:
+    """SHA-256 of the samples themselves: their inputs and targets, in order.
+
+    Recorded with every result, so that a result is reused or resumed only on the very same data
+    (the same indices of another folder of the same size are other samples). Inputs and targets
+    are hashed as two streams of (dtype and per-sample shape, whenever they change; then the
+    bytes), so the batch size does not change the hash; dict inputs (token ids, attention masks)
+    are hashed per sample, key by key, at the positions the attention mask keeps, so padding does
+    not either. Bytes are the machine's (little-endian on every platform torch supports).
+    """
     import hashlib
 
-    return hashlib.sha256(indices.to(torch.int64).numpy().astype("<i8").tobytes()).hexdigest()
+    inputs, targets = _Stream(hashlib.sha256()), _Stream(hashlib.sha256())
+    for b in batches:
+        targets.add(b.targets)
+        if isinstance(b.inputs, dict):
+            _hash_dict(inputs, b.inputs)
+        else:
+            inputs.add(b.inputs)
+    return hashlib.sha256(inputs.h.digest() + targets.h.digest()).hexdigest()
+
+
+class _Stream:
+    """A hash of tensors' bytes, with their dtype and per-sample shape fed when they change."""
+
+    def __init__(self, h) -> None:
+        self.h = h
+        self.header = b""
+
+    def add(self, t: Tensor, tag: str = "") -> None:
+        t = t.detach().cpu().contiguous()
+        header = f"{tag}:{t.dtype}{tuple(t.shape[1:])};".encode()
+        if header != self.header:
+            self.h.update(header)
+            self.header = header
+        self.h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _hash_dict(stream: _Stream, inputs: dict[str, Tensor]) -> None:
+    """Feed dict inputs to ``stream`` sample by sample, without their padding."""
+    mask = inputs.get("attention_mask")
+    n = next(iter(inputs.values())).shape[0]
+    for i in range(n):
+        keep = None if mask is None else mask[i].detach().cpu().bool()
+        for key in sorted(inputs):
+            row = inputs[key][i].detach().cpu()
+            if keep is not None and row.shape[:1] == keep.shape:
+                row = row[keep]
+            stream.add(row.reshape(1, -1), tag=f"{key}{len(row)}")
 
 
 def make_batches(

@@ -276,11 +276,14 @@ def _hessian_saver(
         )
         if results.get("pyhessian_hvp_count"):  # PyHessian's products, which op does not count
             report = replace(report, hvp_count=report.hvp_count + results["pyhessian_hvp_count"])
+        extra = dict(attrs)
+        if "pyhessian_stopped" in results:  # its own stopping rule, beside our `converged`
+            extra["pyhessian_stopped"] = [int(x) for x in results["pyhessian_stopped"]]
         if distributed.is_main():
             write_or_rescue(
                 to or out_path,
                 lambda p: write_hessian(
-                    p, report, root=root, partial=partial, attrs=attrs, drop_foreign=overwrite
+                    p, report, root=root, partial=partial, attrs=extra, drop_foreign=overwrite
                 ),
             )
         return report
@@ -297,6 +300,11 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
             (s.top_k >= 0, "`top_k` must be >= 0"),
             (s.tol > 0, "`tol` must be > 0"),
             (s.max_steps >= 1, "`max_steps` must be >= 1"),
+            (
+                0 <= s.block_size <= max(1, s.max_steps),
+                f"`block_size` must be 0 (automatic) or between 1 and `max_steps` "
+                f"({s.max_steps}), got {s.block_size}",
+            ),
             (s.trace_probes == 0 or s.trace_probes >= 2, "`trace_probes` must be 0 or >= 2"),
             (s.trace_rtol >= 0, "`trace_rtol` must be >= 0"),
             (
@@ -361,9 +369,10 @@ def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
                 "needs `engine='lanczos'`",
             ),
             (
-                (s.tol, s.max_steps) == (d.tol, d.max_steps),
-                "`tol` and `max_steps` set landscape's Lanczos; `engine='pyhessian'` runs "
-                "PyHessian's power iteration with its defaults (maxIter=100, tol=1e-3)",
+                (s.tol, s.max_steps, s.block_size) == (d.tol, d.max_steps, d.block_size),
+                "`tol`, `max_steps` and `block_size` set landscape's Lanczos; "
+                "`engine='pyhessian'` runs PyHessian's power iteration with its defaults "
+                "(maxIter=100, tol=1e-3)",
             ),
             (
                 s.trace_probes in (0, d.trace_probes)
@@ -534,7 +543,12 @@ def _scan_plan(
     """The scan's plan for its ``kind`` of directions, and the BatchNorm handling (or ``None``)."""
     from landscape_cli import scan as sc
 
-    common = {"samples": work.samples, "split": work.split, "samples_sha256": work.samples_sha256}
+    common = {
+        "dataset": work.dataset,
+        "samples": work.samples,
+        "split": work.split,
+        "samples_sha256": work.samples_sha256,
+    }
     if kind == "interpolation":
         return _interpolation_plan(o, targets, source, work, net, dev, name, x, y, common)
     if kind == "eigenvector":

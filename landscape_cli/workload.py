@@ -19,7 +19,7 @@ import torch
 
 from landscape_cli.checkpoints import LoadedModel, load_model
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import Batch, indices_sha256, select_indices
+from landscape_cli.evaluation import Batch, samples_sha256, select_indices
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Workload:
     samples: int
     batch_size: int
     seed: int = 0
-    samples_sha256: str = ""  # SHA-256 of the chosen sample indices (little-endian int64)
+    samples_sha256: str = ""  # SHA-256 of the samples' data (:func:`evaluation.samples_sha256`)
     loss: str | None = None  # the loss the checkpoint was trained with, where it says
 
     def resolve_loss(self, loss: str | None) -> str:
@@ -141,7 +141,7 @@ def _file_workload(
         samples=sum(len(b) for b in batches),
         batch_size=batch_size,
         seed=seed,
-        samples_sha256=indices_sha256(indices),
+        samples_sha256=samples_sha256(batches),
         loss=stored_loss(raw),
     )
 
@@ -228,7 +228,7 @@ def load_hf_workload(
         samples=sum(len(b) for b in batches),
         batch_size=batch_size,
         seed=seed,
-        samples_sha256=indices_sha256(indices),
+        samples_sha256=samples_sha256(batches),
         loss="mse" if hf.num_labels == 1 else "ce",
     )
 

@@ -55,7 +55,8 @@ def test_results_file_has_exactly_the_schema(ckpt, tmp_path):
         )
         d = h["density"]
         assert d["grid"].shape == d["density"].shape
-        assert d["nodes"].shape == (2, 8) and d["weights"].shape == (2, 8)
+        # two probes from the top-k block (b = 2) run: 2 × 8 quadrature nodes each
+        assert d["nodes"].shape == (2, 16) and d["weights"].shape == (2, 16)
         for key in ("sigma", "lanczos_steps", "probes"):
             assert key in d.attrs
         assert np.trapezoid(d["density"][()], d["grid"][()]) == pytest.approx(1.0, abs=1e-9)

@@ -168,7 +168,9 @@ def test_audit_never_reuses_a_pyhessian_result(ckpt, tmp_path):
     lanczos, pyh = read_hessian(tmp_path / "l.h5"), read_hessian(tmp_path / "p.h5")
     assert reusable(lanczos, settings, **kw)
     assert not reusable(pyh, settings, **kw)
-    pyh["attrs"]["engine"] = "lanczos"  # the engine is what refuses it
+    pyh["attrs"]["engine"] = "lanczos"
+    assert not reusable(pyh, settings, **kw)  # nor power iteration's unresolved multiplicities
+    pyh["attrs"]["multiplicity_resolved"] = True  # those two are what refuse it
     assert reusable(pyh, settings, **kw)
 
 

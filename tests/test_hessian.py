@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -194,10 +195,11 @@ def test_lanczos_relation_and_orthonormal_basis(case):
     torch.testing.assert_close(Q @ Q.T, torch.eye(m, dtype=torch.float64), atol=1e-12, rtol=0)
     T = torch.as_tensor(basis.T)
     torch.testing.assert_close(Q @ H @ Q.T, T, atol=1e-10 * H.norm().item(), rtol=0)
-    if basis.q_next is not None:  # H Qᵀ = Qᵀ T + β q_next e_mᵀ
+    if basis.R is not None:  # H Qᵀ = Qᵀ T + Rᵀ E (E: the last block's columns)
         lhs = H @ Q.T
         rhs = Q.T @ T
-        rhs[:, -1] += basis.beta_last * basis.q_next.cpu()
+        b = basis.R.shape[0]
+        rhs[:, -b:] += basis.R.cpu().T
         torch.testing.assert_close(lhs, rhs, atol=1e-10 * H.norm().item(), rtol=0)
 
 
@@ -368,8 +370,8 @@ def _plain_hook(basis):
 
     def hook(Z, C, HZp):
         s = (Z * HZp).sum(0) + (C * (T @ C)).sum(0)
-        if basis.q_next is not None:
-            s = s + basis.beta_last * C[-1] * (basis.q_next @ Z)
+        if basis.R is not None:  # H Qᵀ = Qᵀ T + Rᵀ E: the last block's residual
+            s = s + (C[-basis.R.shape[0] :] * (basis.R @ Z)).sum(0)
         return s
 
     return hook
@@ -535,40 +537,34 @@ def test_adaptive_density_with_tol_zero_uses_every_probe_and_probes_are_a_prefix
     np.testing.assert_array_equal(loose.nodes, full.nodes[:2])
 
 
-def test_density_first_probe_continues_the_top_k_run_exactly(case):
-    """The top-k Lanczos run extended to m steps is SLQ from its start vector: the same
-    tridiagonal matrix as a fresh run of m steps from that vector, m0 products cheaper."""
+@pytest.mark.parametrize("width", [1, 2])
+def test_density_first_probes_continue_the_top_k_run_exactly(case, width):
+    """The top-k (block) Lanczos run extended to m block steps is block SLQ from its start
+    block: the same block tridiagonal matrix as a fresh run of m block steps from that block,
+    m0 block steps cheaper; each start column's quadrature is a probe."""
     from landscape_cli.hessian.density import extend_krylov
 
     op, H = case
-    m = min(12, op.n)
-    _, short = lanczos_run(
-        op,
-        2,
-        tol=1e-3,
-        max_steps=4,
-        generator=torch.Generator().manual_seed(7),
-        explicit_residuals=False,
-    )
-    _, long = lanczos_run(
-        op,
-        m,
-        tol=0.0,
-        max_steps=m,
-        generator=torch.Generator().manual_seed(7),
-        explicit_residuals=False,
-    )
+    m = min(12, op.n // width)
+    kw = dict(generator=torch.Generator().manual_seed(7), explicit_residuals=False)
+    _, short = lanczos_run(op, 2, tol=1e-3, max_steps=4, block_size=width, **kw)
+    kw["generator"] = torch.Generator().manual_seed(7)
+    _, long = lanczos_run(op, 2, tol=0.0, max_steps=m * width, block_size=width, **kw)
+    assert long.Q.shape[0] == m * width
     probe = extend_krylov(op, short, m)
-    assert probe.hvps == m - len(short.alpha)
-    np.testing.assert_allclose(probe.alpha, long.alpha, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(probe.beta, long.beta, rtol=1e-9, atol=1e-12)
+    assert probe.hvps == m * width - short.Q.shape[0]
+    np.testing.assert_allclose(probe.basis.T, long.T, rtol=1e-9, atol=1e-12)
+    theta, S = np.linalg.eigh(long.T)
+    np.testing.assert_allclose(probe.nodes, np.repeat(theta[None], width, 0), atol=1e-10)
+    np.testing.assert_allclose(probe.weights, S[:width] ** 2, atol=1e-10)
+    np.testing.assert_allclose(probe.weights.sum(1), 1.0, rtol=1e-12)
     # Its basis is orthonormal and satisfies the Lanczos relation (it deflates the trace).
     Q = probe.basis.Q
-    np.testing.assert_allclose((Q @ Q.T).numpy(), np.eye(m), atol=1e-10)
+    np.testing.assert_allclose((Q @ Q.T).numpy(), np.eye(m * width), atol=1e-10)
     T = torch.as_tensor(probe.basis.T)
     resid = H @ Q.T - Q.T @ T
-    if probe.basis.q_next is not None:
-        resid[:, -1] -= probe.basis.beta_last * probe.basis.q_next
+    if probe.basis.R is not None:
+        resid[:, -width:] -= probe.basis.R.T
     assert resid.abs().max().item() < 1e-9 * H.abs().max().item()
 
 
@@ -583,5 +579,6 @@ def test_analyze_reuses_the_top_k_run_for_density_and_trace(case):
     assert d.krylov_start and d.probes >= 2 and d.max_probes == 4
     assert op.hvp_count - before == r["top"].hvp_count + t.hvp_count + d.hvp_count
     assert d.hvp_count < d.probes * d.lanczos_steps  # the first probe's start was free
-    assert "25-dim Lanczos space" in t.note  # deflated on the extended basis
+    dim = int(re.search(r"(\d+)-dim Lanczos space", t.note).group(1))
+    assert dim > r["top"].steps  # deflated on the extended basis, not the top-k run's
     assert abs(t.estimate - torch.trace(H).item()) <= 5 * t.stderr + 1e-9

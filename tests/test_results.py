@@ -57,6 +57,9 @@ def _report(scale: float = 1.0, *, full: bool = True, vectors: bool = True) -> H
         hvp_count=12,
         tol=1e-4,
         eigenvectors=rng.standard_normal((3, N)).astype(np.float32) if vectors else None,
+        gaps=np.array([1.0, 1.0, 0.25]) * scale,
+        block_size=2,
+        multiplicity_resolved=True,
     )
     samples = np.array([5.0, 6.0, 7.0, 8.0, 9.0]) * scale
     trace = TraceResult(
@@ -144,6 +147,9 @@ TOP_ATTRS = {
     "lanczos_top_hvp_count",
     "lanczos_basis_dtype",
     "lanczos_orthogonality",
+    "lanczos_block_size",
+    "multiplicity_resolved",
+    "largest_cluster",
     "tol",
 }
 
@@ -180,6 +186,7 @@ def test_schema_exact(tmp_path):
             "hessian/eigenvalues",
             "hessian/residuals",
             "hessian/converged",
+            "hessian/gaps",
             "hessian/eigenvectors",
             *(f"hessian/eigenvectors/{n}" for n in NAMES),
             "hessian/trace",

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     import click
 
 from landscape_cli import __version__
+from landscape_cli.commands import _common
 from landscape_cli.commands._common import HELP_PANEL, PANELS, RUN_PANEL
 from landscape_cli.commands._errors import cli_message
 from landscape_cli.errors import Interrupted, LandscapeError
@@ -135,6 +136,7 @@ class LandscapeGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        _common.reset_notes()  # each command prints each note once
         if _rank():  # under torchrun only rank 0 prints; other ranks report only errors
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
             sys.stderr = _ErrorsOnly(sys.stderr)

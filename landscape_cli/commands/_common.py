@@ -434,8 +434,19 @@ def note(message: str) -> None:
     (:func:`landscape_cli.commands._errors.cli_message`).
     """
     line = " ".join(cli_message(str(message)).split())
+    if line in _NOTED:  # one line per note, however many paths report it
+        return
+    _NOTED.add(line)
     sys.stderr.write(f"note: {line}\n")
     sys.stderr.flush()
+
+
+_NOTED: set[str] = set()
+
+
+def reset_notes() -> None:
+    """Forget the notes printed so far (a new command starts)."""
+    _NOTED.clear()
 
 
 @dataclass(frozen=True)

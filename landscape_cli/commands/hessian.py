@@ -32,6 +32,15 @@ class Estimate:
             help="Most Lanczos steps (HVPs) for the top-k.", rich_help_panel=c.ESTIMATE_PANEL
         ),
     ] = 100
+    block_size: Annotated[
+        int,
+        typer.Option(
+            help="Block Lanczos width to start from (0: automatic, 1 for one eigenvalue, else 2, "
+            "grown while eigenvalues cluster; 1: single-vector Lanczos, which cannot tell "
+            "multiplicities).",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
+    ] = 0
     trace_probes: Annotated[
         int, typer.Option(help="Most trace probes (0 skips).", rich_help_panel=c.ESTIMATE_PANEL)
     ] = 100
@@ -192,9 +201,11 @@ def _as_json(report, work, out_path: Path, engine: str) -> dict:
         "eigenvalues": top.eigenvalues if top else [],
         "residuals": top.residuals if top else [],
         "converged": top.converged if top else [],
+        "gaps": top.gaps if top is not None and top.gaps is not None else [],
+        "multiplicity_resolved": top.multiplicity_resolved if top else None,
+        "largest_cluster": top.largest_cluster if top else None,
         "lambda_min": top.lambda_min if top else None,
-        "lanczos_basis_dtype": top.basis_dtype if top else None,
-        "lanczos_orthogonality": top.orthogonality if top else None,
+        **_krylov_json(top),
         "trace": tr.estimate if tr else None,
         "trace_stderr": tr.stderr if tr else None,
         "trace_ci95": list(tr.ci95) if tr else None,
@@ -218,6 +229,45 @@ def _as_json(report, work, out_path: Path, engine: str) -> dict:
     }
 
 
+def _krylov_json(top) -> dict:
+    """The Krylov run's facts for ``--json`` (none for PyHessian, which keeps no basis)."""
+    if top is None or not top.basis_dtype:
+        return {}
+    return {
+        "block_size": top.block_size,
+        "lanczos_basis_dtype": top.basis_dtype,
+        "lanczos_orthogonality": top.orthogonality,
+    }
+
+
+def _top_rows(table, top) -> None:
+    """One row per eigenvalue (residual, gap to the next Ritz value), then the multiplicities."""
+    gaps = top.gaps if top.gaps is not None else [None] * len(top.eigenvalues)
+    for i, (lam, res, ok, gap) in enumerate(
+        zip(top.eigenvalues, top.residuals, top.converged, gaps, strict=True)
+    ):
+        detail = f"residual {res:.2e}"
+        if gap is not None:
+            detail += f", gap {gap:.2e}"
+        table.add_row(f"λ{i + 1}", f"{lam:.6g}", detail + ("" if ok else " (not converged)"))
+    if not top.basis_dtype:  # PyHessian: power iteration says nothing of multiplicities
+        table.add_row("multiplicities", "not checked", "power iteration finds one copy at most")
+    elif top.multiplicity_resolved:
+        table.add_row(
+            "multiplicities",
+            "resolved",
+            f"no cluster with a reported value below it filled the block of {top.block_size} "
+            f"(largest cluster {top.largest_cluster})",
+        )
+    else:
+        table.add_row(
+            "multiplicities",
+            "NOT resolved",
+            f"a cluster filled the block of {top.block_size}: copies of a repeated eigenvalue "
+            "may be missing; raise --max-steps (or --block-size)",
+        )
+
+
 def _table(report, work, out_path: Path, engine: str):
     """The rich table of one run: each estimate with its uncertainty, then the run's facts."""
     from rich.table import Table
@@ -229,11 +279,7 @@ def _table(report, work, out_path: Path, engine: str):
     table.add_column("value", justify="right")
     table.add_column("detail")
     if top is not None:
-        for i, (lam, res, ok) in enumerate(
-            zip(top.eigenvalues, top.residuals, top.converged, strict=True)
-        ):
-            flag = "" if ok else " (not converged)"
-            table.add_row(f"λ{i + 1}", f"{lam:.6g}", f"residual {res:.2e}{flag}")
+        _top_rows(table, top)
         if top.lambda_min == top.lambda_min:  # NaN with --engine pyhessian: no Krylov space
             table.add_row(
                 "λmin (Krylov)", f"{top.lambda_min:.6g}", f"residual {top.lambda_min_residual:.2e}"
@@ -241,7 +287,8 @@ def _table(report, work, out_path: Path, engine: str):
             table.add_row(
                 "Krylov basis",
                 f"{top.steps} rows",
-                f"{top.basis_dtype}, orthogonality max|QQᵀ − I| {top.orthogonality:.1e}",
+                f"block {top.block_size}, {top.basis_dtype}, orthogonality max|QQᵀ − I| "
+                f"{top.orthogonality:.1e}",
             )
     if tr is not None:
         table.add_row(

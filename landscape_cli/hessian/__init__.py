@@ -73,6 +73,7 @@ class HessianSettings:
     top_k: int = 5
     tol: float = 1e-4
     max_steps: int = 100
+    block_size: int = 0  # block Lanczos width to start from (0: by top_k; 1: single-vector)
     trace_probes: int = 100
     trace_rtol: float = 1e-2
     trace_method: str = "auto"
@@ -89,7 +90,7 @@ class HessianSettings:
 
 def _density(op: HessianOperator, s: HessianSettings, first, phase) -> DensityResult:
     """The density's phase: SLQ, its first probe continued from the top-k run when given."""
-    rest = s.density_probes - (first is not None)
+    rest = s.density_probes - (first.nodes.shape[0] if first is not None else 0)
     phase("density (SLQ)", rest * min(s.lanczos_steps, op.n))
     return slq_density(
         op,
@@ -113,10 +114,11 @@ def analyze(
 
     The trace in ``auto`` mode uses the top-k Lanczos basis (Krylov-deflated Hutchinson, or plain
     Hutchinson on the same probes when its sample variance is smaller); with ``--top-k 0`` it is
-    plain Hutchinson. With a density to compute, the top-k run is first continued to
-    ``lanczos_steps`` steps (:func:`~landscape_cli.hessian.density.extend_krylov`): that is the
-    density's first probe, and its basis (when it fits in memory) deflates the trace instead of
-    the top-k run's; then the trace, then the density's other probes (as many as
+    plain Hutchinson. With a density to compute, the top-k (block) run is first continued to
+    ``lanczos_steps`` block steps (:func:`~landscape_cli.hessian.density.extend_krylov`): the
+    columns of its start block are the density's first probes, and its basis (when it fits in
+    memory) deflates the trace instead of the top-k run's; then the trace, then the density's
+    other probes (as many as
     ``density_tol`` needs, at most ``density_probes`` in all). Results land in ``out`` (keys top,
     trace, density, per_layer) as each estimator finishes, so a caller interrupted half-way still
     holds what was computed. ``on_phase(name, max_hvps)`` is called before each phase starts.
@@ -138,10 +140,12 @@ def analyze(
     phase = on_phase or (lambda name, budget: None)
     basis = _top_phase(op, s, out, phase)
     first = None
-    if s.density_probes > 0 and basis is not None:
-        phase("SLQ probe 1", max(0, min(s.lanczos_steps, op.n) - len(basis.alpha)))
+    if basis is not None and s.density_probes >= basis.sizes[0]:
+        width = basis.sizes[0]
+        label = "density (SLQ), probe 1" if width == 1 else f"density (SLQ), probes 1-{width}"
+        phase(label, max(0, min(s.lanczos_steps * width, op.n) - basis.Q.shape[0]))
         first = extend_krylov(op, basis, s.lanczos_steps)
-        if first.basis is not None:
+        if first is not None and first.basis is not None:
             basis = first.basis
     if s.trace_probes > 0:
         phase("trace", s.trace_probes)
@@ -169,7 +173,12 @@ def _top_phase(op: HessianOperator, s: HessianSettings, out: dict, phase):
     if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):
         phase("top-k Lanczos", min(s.max_steps, op.n))
         top, basis = lanczos_run(
-            op, max(s.top_k, 1), tol=s.tol, max_steps=s.max_steps, generator=stream(s.seed, "top")
+            op,
+            max(s.top_k, 1),
+            tol=s.tol,
+            max_steps=s.max_steps,
+            generator=stream(s.seed, "top"),
+            block_size=s.block_size,
         )
         if s.eigenvectors:
             top = replace(top, eigenvectors=ritz_vectors(basis))

@@ -62,14 +62,16 @@ are added (at least ``min_probes`` = 2, at most ``probes``; the next batch's siz
 below what the plotted density can show. It does not cover the quadrature's own error (the number
 of Lanczos steps, ``steps``), which is the same for any number of probes.
 
-**Reused work.** The top-k Lanczos run of ``landscape hessian`` starts from a random unit vector
-(uniform on the sphere, so :math:`\mathbb{E}[q_1q_1^\top]=I/n` like a normalised Rademacher
-probe), and its first :math:`m_0` fully reorthogonalised steps are exactly those SLQ would take
-from :math:`q_1`. :func:`extend_krylov` continues that run to ``steps`` and the result is the
-first probe, :math:`m_0` products cheaper; its orthonormal basis (when it fits in
-``memory_budget``) also deflates the trace over a ``steps``-dimensional Krylov space instead of
-the top-k run's :math:`m_0` dimensions (:mod:`landscape_cli.hessian.trace`), which cuts the
-trace's variance per probe.
+**Reused work.** The top-k (block) Lanczos run of ``landscape hessian`` starts from a random
+orthonormal block whose columns are each uniform on the sphere (so
+:math:`\mathbb{E}[q_pq_p^\top]=I/n`, like a normalised Rademacher probe), and its first
+:math:`m_0` fully reorthogonalised block steps are exactly those block Lanczos would take from
+it. :func:`extend_krylov` continues that run to ``steps`` block steps, and the block's columns
+are the first probes (block Gauss quadrature), :math:`m_0` block steps cheaper; its orthonormal
+basis (when it fits in ``memory_budget``) also deflates the trace over a ``b·steps``-dimensional
+Krylov space instead of the top-k run's (:mod:`landscape_cli.hessian.trace`), which cuts the
+trace's variance per probe. The columns of one block are orthogonal, not independent: their
+sample spread overstates the error of their mean, so the stopping rule stays on the safe side.
 
 All probes of a batch advance together as the columns of one
 :class:`~landscape_cli.hessian.lanczos.LanczosRecurrence` (one :meth:`matmat` per step, so each
@@ -91,6 +93,7 @@ from scipy.integrate import trapezoid
 
 from landscape_cli.hessian.lanczos import (
     BASIS_BUDGET,
+    BlockLanczos,
     KrylovBasis,
     LanczosRecurrence,
     tridiagonal,
@@ -106,15 +109,16 @@ _BREAKDOWN = 1e-10
 
 @dataclass(frozen=True)
 class KrylovProbe:
-    """The first SLQ probe, taken from the top-k Lanczos run's start vector.
+    """The first SLQ probes, taken from the top-k Lanczos run's start block.
 
-    ``alpha``/``beta`` are the diagonal and off-diagonal of its tridiagonal matrix (length L and
-    L − 1), ``hvps`` the products spent extending the run, ``basis`` the extended orthonormal
-    Krylov basis (None when it was not kept, or the run needed no extension).
+    ``nodes``/``weights`` (b, L): the Gauss quadrature of each of the run's b start vectors
+    (nodes shared, the eigenvalues of the run's T; weights the squared first-block rows of its
+    eigenvectors), ``hvps`` the products spent extending the run, ``basis`` the extended
+    orthonormal Krylov basis (None when it was not kept, or the run needed no extension).
     """
 
-    alpha: np.ndarray
-    beta: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
     hvps: int
     basis: KrylovBasis | None
 
@@ -126,69 +130,67 @@ def extend_krylov(
     *,
     reorthogonalize: bool | None = None,
     memory_budget: int = _BUDGET,
-) -> KrylovProbe:
-    """Continue a finished Lanczos run (``lanczos_run``'s basis) to ``steps`` steps.
+) -> KrylovProbe | None:
+    r"""Continue a finished (block) Lanczos run (``lanczos_run``'s basis) to ``steps`` block steps.
 
-    A run that restarted after an invariant subspace keeps only its first block (the exact
-    spectral measure of the start vector); a run with at least ``steps`` steps is cut to
-    ``steps``, which is what Lanczos from the same start gives. Otherwise the recurrence goes on
-    from ``q_next``.
+    Each column :math:`q_p` of the run's start block is a probe uniform on the sphere
+    (:math:`\mathbb{E}[q_pq_p^\top]=I/n`), and block Gauss quadrature (Golub & Meurant,
+    *Matrices, Moments and Quadrature*, ch. 7) gives its spectral measure from the block run's
+    :math:`T = S\,\mathrm{diag}(\theta)S^\top`: nodes :math:`\theta_i`, weights
+    :math:`S_{pi}^2`, exact for polynomials of degree up to :math:`2j-1` after j block steps, as
+    single-vector Lanczos is after j steps. So a run of b columns continued to ``steps`` block
+    steps yields b probes of the quadrature degree ``steps`` Lanczos steps give, for b × ``steps``
+    products in all, the top-k run's included. A run with at least ``steps`` block steps is cut
+    to ``steps``; one whose block grew (it met a cluster) is not continued (None): its later
+    start vectors were drawn orthogonal to the basis, not uniform on the sphere.
 
     Args:
         op: The operator the run was made on.
         basis: The run's Krylov basis.
-        steps: The Lanczos steps the probe should have in all.
+        steps: The block steps each probe should have in all.
         reorthogonalize: Fully reorthogonalise (and return the extended basis); default: when
-            ``steps × n`` doubles fit in ``memory_budget``, else the three-term recurrence.
+            ``b × steps × n`` doubles fit in ``memory_budget``, else the block three-term
+            recurrence.
         memory_budget: Bytes of basis allowed for the default above.
     """
     n = int(op.n)
-    m = max(1, min(int(steps), n))
-    alpha = np.asarray(basis.alpha, dtype=np.float64)
-    beta = np.asarray(basis.beta, dtype=np.float64)
-    length = len(alpha)
-    restart = np.flatnonzero(beta == 0.0)
-    if len(restart):
-        length = int(restart[0]) + 1
-    if length >= m or len(restart) or basis.q_next is None or basis.beta_last <= 0:
-        L = min(length, m)
-        return KrylovProbe(alpha[:L].copy(), beta[: L - 1].copy(), 0, None)
+    sizes = list(basis.sizes)
+    b = sizes[0]
+    if any(size > b for size in sizes):
+        return None
+    target = min(int(steps) * b, n)
+    edges = np.cumsum(sizes)
+    if edges[-1] >= target or basis.R is None:
+        cut = int(edges[np.searchsorted(edges, min(target, edges[-1]))])
+        return _probe(basis.T[:cut, :cut], b, 0, None)
     if reorthogonalize is None:
-        reorthogonalize = m * n * 8 <= memory_budget
-    rec = LanczosRecurrence.resume(
-        replace(basis, q_next=basis.q_next.to(op.device)),
-        length,
-        capacity=m,
+        reorthogonalize = target * n * 8 <= memory_budget
+    rec = BlockLanczos.resume(
+        replace(basis, R=basis.R.to(op.device), Q=basis.Q.to(op.device)),
+        capacity=target,
         reorthogonalize=reorthogonalize,
         breakdown=_BREAKDOWN,
     )
-    spent = _continue(op, rec, length, m)
-    alphas, betas = rec.alpha[0], rec.beta[0]
-    L = len(alphas)
+    spent = 0
+    while rec.rows < target:
+        rec.advance(max(max(float(np.abs(A).max()) for A in rec.A), np.finfo(float).tiny))
+        if rec.width == 0:  # an invariant subspace: the measure is exact
+            break
+        rec.absorb(op.matmat(rec.V.contiguous()))
+        spent += rec.sizes[-1]
     extended = None
     if reorthogonalize:
-        ritz = np.zeros((L, basis.ritz.shape[1]))
-        ritz[:length] = basis.ritz[:length]
-        extended = rec.krylov_basis(ritz, n)
-    return KrylovProbe(np.array(alphas), np.array(betas[: L - 1]), spent, extended)
+        ritz = np.zeros((rec.rows, basis.ritz.shape[1]))
+        ritz[: basis.ritz.shape[0]] = basis.ritz
+        extended = rec.krylov_basis(ritz)
+    return _probe(rec.T(), b, spent, extended)
 
 
-def _continue(op: SymmetricOperator, rec: LanczosRecurrence, length: int, m: int) -> int:
-    """Run the recurrence from step ``length`` to ``m`` (or an invariant subspace).
-
-    Returns the products spent.
-    """
-    spent = 0
-    for j in range(length, m):
-        rec.absorb(op.matvec(rec.V[:, 0])[:, None])
-        spent += 1
-        if j == m - 1:
-            break
-        rec.advance()
-        if not rec.alive[0]:  # invariant subspace: the measure is exact
-            rec.last_beta[0] = 0.0
-            break
-    return spent
+def _probe(T: np.ndarray, b: int, hvps: int, basis: KrylovBasis | None) -> KrylovProbe:
+    """The b start vectors' quadratures from a block run's ``T``."""
+    theta, S = np.linalg.eigh(T)
+    nodes = np.repeat(theta[None], b, axis=0)
+    return KrylovProbe(nodes, S[:b, :] ** 2, hvps, basis)
 
 
 def _quadrature(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -330,6 +332,17 @@ def smooth_density(
     return grid, dens, sigma
 
 
+def _stack(rows_n: list[np.ndarray], rows_w: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The probes' nodes and weights as two (probes, L) arrays, each row padded to the longest.
+
+    The padding repeats a row's last node with zero weight (as :func:`_quadrature` pads).
+    """
+    width = max(r.shape[1] for r in rows_n)
+    nodes = [np.pad(r, ((0, 0), (0, width - r.shape[1])), mode="edge") for r in rows_n]
+    weights = [np.pad(w, ((0, 0), (0, width - w.shape[1]))) for w in rows_w]
+    return np.concatenate(nodes), np.concatenate(weights)
+
+
 def _adaptive_nodes(op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget):
     """The quadrature nodes and weights of :func:`slq_density`'s probes.
 
@@ -340,11 +353,10 @@ def _adaptive_nodes(op, m, cap, floor, tol, first, generator, reorthogonalize, m
     rows_w: list[np.ndarray] = []
     hvps = 0
     if first is not None:
-        node, weight = _quadrature(first.alpha[:m], first.beta[: m - 1], m)
-        rows_n.append(node[None])
-        rows_w.append(weight[None])
+        rows_n.append(first.nodes)
+        rows_w.append(first.weights)
         hvps += first.hvps
-    batch = (floor if tol > 0 else cap) - len(rows_n)
+    batch = (floor if tol > 0 else cap) - sum(r.shape[0] for r in rows_n)
     while True:
         if batch > 0:
             nodes, weights, spent = slq_nodes(
@@ -358,7 +370,7 @@ def _adaptive_nodes(op, m, cap, floor, tol, first, generator, reorthogonalize, m
             rows_n.append(nodes)
             rows_w.append(weights)
             hvps += spent
-        nodes, weights = np.concatenate(rows_n), np.concatenate(rows_w)
+        nodes, weights = _stack(rows_n, rows_w)
         used = nodes.shape[0]
         error = probe_error(nodes, weights)
         if used >= cap or (tol > 0 and used >= floor and error <= tol):
@@ -386,8 +398,9 @@ def slq_density(
 
     With ``tol > 0``, Rademacher probes are added in batches until the estimated W1 error is at
     most ``tol`` times the spectral range (at least ``min_probes``, at most ``probes`` in all);
-    with ``tol = 0`` all ``probes`` are used. ``first`` (from :func:`extend_krylov`) is the
-    first probe, counted in ``probes``, with its products counted in ``hvp_count``.
+    with ``tol = 0`` all ``probes`` are used. ``first`` (from :func:`extend_krylov`) holds the
+    first probes (one per column of the top-k run's start block), counted in ``probes``, with
+    their products counted in ``hvp_count``.
 
     Args:
         op: The symmetric operator.
@@ -399,7 +412,7 @@ def slq_density(
         reorthogonalize: As in :func:`slq_nodes` (default: by ``memory_budget``).
         tol: W1 error / spectral range to stop adding probes at (0: use all ``probes``).
         min_probes: The fewest probes with ``tol > 0``.
-        first: The first probe, continued from the top-k run (:func:`extend_krylov`).
+        first: The first probes, continued from the top-k run (:func:`extend_krylov`).
         memory_budget: Bytes of basis allowed for reorthogonalisation.
     """
     m = max(1, min(int(steps), int(op.n)))

@@ -68,9 +68,13 @@ from landscape_cli.hessian.types import LanczosResult
 
 __all__ = [
     "BASIS_BUDGET",
+    "MAX_BLOCK",
+    "BlockLanczos",
     "KrylovBasis",
     "LanczosRecurrence",
     "basis_dtype_for",
+    "clusters",
+    "default_block_size",
     "lanczos_run",
     "lanczos_top",
     "lift",
@@ -99,23 +103,44 @@ def tridiagonal(alpha, beta) -> np.ndarray:
 
 @dataclass(frozen=True)
 class KrylovBasis:
-    """The Lanczos relation ``H Q = Q T + beta_last q_next e_mᵀ`` of a finished run.
+    r"""The block Lanczos relation :math:`HQ^\top = Q^\top T + R^\top E^\top` of a finished run.
 
-    ``Q`` has shape (m, n) (rows orthonormal); ``alpha``/``beta`` are T's diagonal and
-    off-diagonal. Trace estimators use it to deflate the top of the spectrum for free.
+    ``Q`` has shape (m, n) (rows orthonormal), ``T = Q H Qᵀ`` is (m, m), block tridiagonal with
+    block widths ``sizes`` (all 1 for single-vector Lanczos: then ``T`` is tridiagonal), and ``R``
+    (b, n) holds the rows of the last block's residual (orthogonal to ``Q``; ``E`` selects the
+    last block's b columns), or is None when it vanished or ``Q`` spans all of R^n. ``ritz``
+    (m, k) holds T's eigenvectors of the reported eigenvalues, in the same order. Trace
+    estimators use the basis to deflate the top of the spectrum for free, and the density
+    continues it (:func:`~landscape_cli.hessian.density.extend_krylov`).
     """
 
     Q: Tensor
-    alpha: np.ndarray
-    beta: np.ndarray
-    beta_last: float
-    q_next: Tensor | None
-    ritz: np.ndarray  # (m, k): T's eigenvectors of the reported eigenvalues, same order
+    T: np.ndarray
+    sizes: tuple[int, ...]
+    R: Tensor | None
+    ritz: np.ndarray
 
     @property
-    def T(self) -> np.ndarray:
-        """The tridiagonal matrix of the run as a dense array."""
-        return tridiagonal(self.alpha, self.beta)
+    def alpha(self) -> np.ndarray:
+        """The diagonal of ``T`` (the α of single-vector Lanczos)."""
+        return np.diag(self.T).copy()
+
+    @property
+    def beta(self) -> np.ndarray:
+        """The first off-diagonal of ``T`` (the β couplings of single-vector Lanczos)."""
+        return np.diag(self.T, -1).copy()
+
+    @property
+    def beta_last(self) -> float:
+        """‖R‖: the coupling to the next vector (single-vector runs), 0 when there is none."""
+        return 0.0 if self.R is None else float(self.R.norm())
+
+    @property
+    def q_next(self) -> Tensor | None:
+        """The next Lanczos vector ``R / ‖R‖`` of a run whose last block has width 1."""
+        if self.R is None or self.R.shape[0] != 1:
+            return None
+        return (self.R[0] / self.R[0].norm()).double()
 
 
 #: Bytes of Lanczos basis (top-k run, its SLQ continuation, SLQ probes) kept in float64; above
@@ -256,32 +281,6 @@ class LanczosRecurrence:
                 Qp[0] = self._rows[p].to(basis_dtype)
                 self._rows[p] = Qp[0]
 
-    @classmethod
-    def resume(
-        cls, basis: KrylovBasis, rows: int, *, capacity: int, reorthogonalize: bool, **kw
-    ) -> LanczosRecurrence:
-        """The recurrence of a finished single-column run, continued from ``basis.q_next``.
-
-        The recurrence of a finished single-column run, continued after its first ``rows``
-        rows from ``basis.q_next`` (the basis in float64; the run must not have restarted).
-        """
-        assert basis.q_next is not None
-        v = basis.q_next.to(dtype=torch.float64)
-        rec = cls(v[:, None], capacity=1, reorthogonalize=False, **kw)
-        rec.capacity = int(capacity)
-        if reorthogonalize:
-            Q = torch.empty(rec.capacity, rec.d, dtype=torch.float64, device=v.device)
-            Q[:rows] = basis.Q[:rows].to(device=v.device, dtype=torch.float64)
-            Q[rows] = v
-            rec.Q = [Q]
-        rec.alpha = [np.asarray(basis.alpha, dtype=np.float64)[:rows].tolist()]
-        rec.beta = [[*np.asarray(basis.beta, dtype=np.float64)[: rows - 1].tolist()]]
-        rec.beta[0].append(float(basis.beta_last))
-        rec.coupling = [float(basis.beta_last)]
-        rec._prev = basis.Q[rows - 1].to(device=v.device, dtype=torch.float64)[None, :]
-        rec.steps = rows
-        return rec
-
     @property
     def V(self) -> Tensor:
         """The current vectors (d, P), float64 (zero for ended columns)."""
@@ -349,25 +348,280 @@ class LanczosRecurrence:
         self.Q[p][row] = v.to(self.Q[p].dtype)
         self._rows[p] = self.Q[p][row]
 
-    def krylov_basis(self, ritz: np.ndarray, n: int) -> KrylovBasis:
-        """Column 0's Lanczos relation ``H Q = Q T + β q_next e_mᵀ``.
 
-        Column 0's relation ``H Q = Q T + β q_next e_mᵀ`` (``q_next`` None when β = 0 or
-        the space is all of R^n).
+def _rows_orthogonalise(R: Tensor, Q: Tensor) -> Tensor:
+    """The rows of ``R`` made orthogonal to the rows of ``Q`` (twice, as :func:`_orthogonalise`)."""
+    return _orthogonalise(R.T, Q).T if Q.shape[0] else R
+
+
+class BlockLanczos:
+    r"""The block Lanczos recurrence from an orthonormal start block, one block step at a time.
+
+    Block Lanczos (Golub & Underwood 1977; Golub & Van Loan, *Matrix Computations*, §10.3.6)
+    runs the recurrence on blocks of b orthonormal vectors :math:`Q_j` (n × b): given
+    :math:`W=HQ_j` (the caller's product of b columns),
+
+    .. math::
+
+        A_j = Q_j^\top W,\quad R_j = W - Q_jA_j - Q_{j-1}B_{j-1}^\top,\quad
+        R_j = Q_{j+1}B_j \ \text{(a rank-revealing QR)},
+
+    so that :math:`HQ = QT + R_mE_m^\top` with :math:`T` block tridiagonal (diagonal blocks
+    :math:`A_j`, sub-diagonal blocks :math:`B_j`). Its Krylov space
+    :math:`\operatorname{span}\{Q_1, HQ_1, H^2Q_1,\dots\}` holds min(b, m) independent directions
+    of every eigenspace of multiplicity m (the projection of a random start block on it has rank
+    min(b, m) almost surely), so an eigenvalue of multiplicity m ≤ b appears as m Ritz values;
+    single-vector Lanczos (b = 1) finds one copy in exact arithmetic, and further copies only
+    through rounding. With ``reorthogonalize``, :math:`R_j` is orthogonalised twice against every
+    stored row (kept in ``basis_dtype``), as in :class:`LanczosRecurrence`.
+
+    **Deflation.** :math:`Q_{j+1}B_j` comes from the QR of :math:`R_j` followed by an SVD of the
+    b × b factor: a direction whose singular value is at most ``breakdown`` · ``scale`` has met an
+    invariant subspace. It is dropped from the block (the block narrows; without a ``generator``
+    a block of width 0 ends the run, its :math:`T` exact), or, with a ``generator``, replaced by a
+    random unit vector orthogonalised against the whole basis, coupled by a zero row of
+    :math:`B_j`. The same injection **grows** the block on request (:meth:`advance`'s ``extra``):
+    a random vector orthogonal to the basis keeps :math:`T` block tridiagonal (for every earlier
+    block :math:`Q_i^\top Hz = (HQ_i)^\top z = 0`), and acts as a further start vector. Converged
+    Ritz vectors stay in the basis, so every later vector is orthogonal to them: they are
+    deflated from the rest of the run. Block widths may therefore differ (``sizes``).
+
+    :meth:`absorb` takes the products of the current block (``V``, shape (n, b), float64) and
+    records :math:`A_j` and the residual; :meth:`advance` forms the next block. Between the two
+    the caller may stop (``residual_norms`` gives the Ritz residuals :math:`\|R_m s_{last}\|`).
+    """
+
+    def __init__(
+        self,
+        start: Tensor,
+        *,
+        capacity: int,
+        reorthogonalize: bool = True,
+        basis_dtype: torch.dtype = torch.float64,
+        breakdown: float = 1e-12,
+        generator: torch.Generator | None = None,
+        grow: bool = True,
+    ) -> None:
+        """Start from the orthonormal columns of ``start`` (n, b), float64.
+
+        Args:
+            start: The start block (orthonormal columns).
+            capacity: The most basis rows the run will store (its products, + the next block).
+            reorthogonalize: Keep the basis and orthogonalise each new block against it.
+            basis_dtype: The precision the basis rows are stored in.
+            breakdown: Relative singular value below which a direction has met an invariant
+                subspace.
+            generator: Replace such directions (and grow the block) with random vectors drawn
+                from it (default: the block narrows).
+            grow: Allocate the basis as the steps need it, not ``capacity`` rows up front.
         """
-        m = len(self.alpha[0])
-        b = float(self.last_beta[0])
-        q_next = None
-        if b > 0 and m < n and self._res is not None:
-            q_next = (self._res[0] / b).double()
+        self.n = int(start.shape[0])
+        self.device = start.device
+        self.capacity = int(capacity)
+        self.breakdown = float(breakdown)
+        self.generator = generator
+        self.A: list[np.ndarray] = []  # diagonal blocks
+        self.B: list[np.ndarray] = []  # B[j] (sizes[j+1], sizes[j]): R_j = Q_{j+1} B[j]
+        self.sizes: list[int] = []  # widths of the absorbed blocks
+        self.rows = 0  # basis rows absorbed
+        self._V = start.to(torch.float64).T.contiguous()  # the current block, as rows (b, n)
+        self._P: Tensor | None = None  # the previous block's rows
+        self._R: Tensor | None = None  # the current block's residual rows, after absorb
+        self.Q: Tensor | None = None
+        if reorthogonalize:
+            b = self._V.shape[0]
+            rows = min(self.capacity, max(_FIRST_ROWS, b)) if grow else self.capacity
+            self.Q = torch.zeros(rows, self.n, dtype=basis_dtype, device=self.device)
+            self._V = self._store(0, self._V)
+
+    @classmethod
+    def resume(
+        cls, basis: KrylovBasis, *, capacity: int, reorthogonalize: bool, breakdown: float
+    ) -> BlockLanczos:
+        """The recurrence of a finished run (its ``basis``), ready to :meth:`advance`."""
+        assert basis.R is not None
+        m, sizes = basis.Q.shape[0], list(basis.sizes)
+        last = basis.Q[m - sizes[-1] :].to(torch.float64)
+        rec = cls(last.T, capacity=1, reorthogonalize=False, breakdown=breakdown)
+        rec.capacity = max(int(capacity), m + sizes[-1])
+        if reorthogonalize:
+            rec.Q = torch.zeros(rec.capacity, rec.n, dtype=torch.float64, device=rec.device)
+            rec.Q[:m] = basis.Q.to(torch.float64)
+        edges = np.concatenate([[0], np.cumsum(sizes)])
+        for j in range(len(sizes)):
+            rec.A.append(basis.T[edges[j] : edges[j + 1], edges[j] : edges[j + 1]].copy())
+            if j + 1 < len(sizes):
+                rec.B.append(basis.T[edges[j + 1] : edges[j + 2], edges[j] : edges[j + 1]].copy())
+        rec.sizes, rec.rows = sizes, m
+        rec._R = basis.R.to(torch.float64)
+        return rec
+
+    @property
+    def V(self) -> Tensor:
+        """The current block (n, b), float64 (width 0 once the run has ended)."""
+        return self._V.T
+
+    @property
+    def width(self) -> int:
+        """The current block's width."""
+        return int(self._V.shape[0])
+
+    def basis(self) -> Tensor:
+        """The basis rows absorbed so far, shape (rows, n)."""
+        assert self.Q is not None
+        return self.Q[: self.rows]
+
+    def T(self) -> np.ndarray:
+        """The block tridiagonal projection ``Q H Qᵀ`` of the blocks absorbed so far."""
+        edges = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        T = np.zeros((self.rows, self.rows))
+        for j, A in enumerate(self.A):
+            T[edges[j] : edges[j + 1], edges[j] : edges[j + 1]] = A
+            if j + 1 < len(self.A):
+                Bj = self.B[j]
+                T[edges[j + 1] : edges[j + 2], edges[j] : edges[j + 1]] = Bj
+                T[edges[j] : edges[j + 1], edges[j + 1] : edges[j + 2]] = Bj.T
+        return T
+
+    def residual_norms(self, S: np.ndarray) -> np.ndarray:
+        """``‖R s_last‖`` for T's eigenvectors ``S`` (columns): the Ritz residual estimates."""
+        assert self._R is not None
+        b = self._R.shape[0]
+        G = (self._R @ self._R.T).cpu().numpy()
+        last = S[-b:, :]
+        return np.sqrt(np.maximum(np.sum(last * (G @ last), axis=0), 0.0))
+
+    def absorb(self, W: Tensor) -> None:
+        """Record one block step from the products ``W = H @ V`` (n, b)."""
+        V = self._V
+        Wr = W.T.to(torch.float64).contiguous()
+        A = (V @ Wr.T).cpu().numpy()
+        A = (A + A.T) / 2
+        R = Wr - torch.as_tensor(A, device=self.device) @ V
+        if self._P is not None and self._P.shape[0]:
+            R = R - torch.as_tensor(self.B[-1], device=self.device) @ self._P
+        self.A.append(A)
+        self.sizes.append(self.width)
+        self.rows += self.width
+        if self.Q is not None:
+            R = _rows_orthogonalise(R, self.Q[: self.rows])
+        self._R = R
+
+    def advance(self, scale: float, extra: int = 0) -> None:
+        """Form the next block from the residual: deflate, replace, and grow by ``extra``."""
+        assert self._R is not None
+        R, b = self._R, self._R.shape[0]
+        tiny = self.breakdown * scale
+        if b == 1:
+            beta = float(R.norm())
+            keep = beta > tiny
+            new = R / beta if keep else R[:0]
+            Bn = np.array([[beta]]) if keep else np.zeros((0, 1))
+        else:
+            Qt, Rt = torch.linalg.qr(R.T)
+            U, s, Vh = torch.linalg.svd(Rt)
+            good = s > tiny
+            new = (Qt @ U[:, good]).T
+            Bn = (torch.diag(s) @ Vh)[good].cpu().numpy()
+        room = min(self.capacity, self.n) - self.rows
+        add = (b - new.shape[0] if self.generator is not None else 0) + int(extra)
+        add = max(0, min(add, room - new.shape[0]))
+        if add:
+            assert self.Q is not None and self.generator is not None
+            new = torch.cat([new, self._random_rows(add, new)])
+            Bn = np.concatenate([Bn, np.zeros((add, b))])
+        new = new[: max(0, room)]
+        self.B.append(Bn[: new.shape[0]])
+        self._P = self._V
+        self._V = self._store(self.rows, new) if self.Q is not None else new.contiguous()
+
+    def _random_rows(self, count: int, new: Tensor) -> Tensor:
+        """``count`` random unit rows orthogonal to the basis and to ``new``."""
+        assert self.Q is not None and self.generator is not None
+        rows: list[Tensor] = []
+        for _ in range(count):
+            w = random_unit(self.n, self.generator, self.device)
+            basis = torch.cat([self.Q[: self.rows], new.to(self.Q.dtype), *(r[None] for r in rows)])
+            w = _orthogonalise(_orthogonalise(w, basis), basis)
+            rows.append(w / w.norm())
+        return torch.stack(rows)
+
+    def _store(self, row: int, block: Tensor) -> Tensor:
+        """Store ``block``'s rows at ``row`` of the basis; returns them as stored (rounded)."""
+        assert self.Q is not None
+        b = block.shape[0]
+        self.Q = _grow(self.Q, row + b, self.capacity)
+        self.Q[row : row + b] = block.to(self.Q.dtype)
+        return self.Q[row : row + b].to(torch.float64)
+
+    def krylov_basis(self, ritz: np.ndarray) -> KrylovBasis:
+        """The relation ``H Qᵀ = Qᵀ T + Rᵀ Eᵀ`` of the blocks absorbed so far."""
+        R = self._R
+        if R is not None and (self.rows >= self.n or float(R.norm()) == 0.0):
+            R = None
         return KrylovBasis(
-            Q=self.basis(0)[:m],
-            alpha=np.array(self.alpha[0]),
-            beta=np.array(self.beta[0][: m - 1]),
-            beta_last=b if q_next is not None else 0.0,
-            q_next=q_next,
+            Q=self.basis(),
+            T=self.T(),
+            sizes=tuple(self.sizes),
+            R=None if R is None else R.clone(),
             ritz=ritz,
         )
+
+
+#: The default block size: 1 for the top eigenvalue alone (its value does not depend on its
+#: multiplicity), else 2, grown while Ritz values cluster (:func:`lanczos_run`).
+def default_block_size(k: int) -> int:
+    """The block size ``lanczos_run`` starts from for the top ``k`` (module docstring)."""
+    return 1 if k <= 1 else 2
+
+
+#: The largest block :func:`lanczos_run` grows to.
+MAX_BLOCK = 64
+#: Ritz values closer than this (relative), or than 10·tol, count as one cluster.
+CLUSTER_RTOL = 1e-3
+
+
+def clusters(theta: np.ndarray, converged: np.ndarray, rtol: float) -> list[tuple[int, int]]:
+    """Runs ``[i, j)`` of consecutive converged values of descending ``theta`` that cluster.
+
+    Neighbours belong to one cluster when ``θᵢ − θᵢ₊₁ ≤ rtol · max(|θᵢ|, |θᵢ₊₁|)``; a value
+    that has not converged ends the run (it is not counted as a copy).
+    """
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(theta):
+        if not converged[i]:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(theta) and converged[j]:
+            scale = max(abs(theta[j - 1]), abs(theta[j]))
+            if theta[j - 1] - theta[j] > rtol * scale:
+                break
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+def _saturated(runs: list[tuple[int, int]], width: int, k: int) -> int:
+    """The size of the largest cluster that may hide copies inside the top ``k`` (else 0).
+
+    A cluster of at least ``width`` copies may have more (the block holds at most ``width``
+    directions of an eigenspace); that changes the top ``k`` only when a reported value lies
+    below the cluster.
+    """
+    sizes = [j - i for i, j in runs if j - i >= width and j < k]
+    return max(sizes, default=0)
+
+
+def _start_block(n: int, b: int, generator: torch.Generator, device) -> Tensor:
+    """``b`` orthonormal random columns; the first is :func:`random_unit`'s vector."""
+    V = torch.stack([random_unit(n, generator, device) for _ in range(b)], 1)
+    if b == 1:
+        return V
+    Q, Rf = torch.linalg.qr(V)
+    return Q * torch.sign(torch.diagonal(Rf))
 
 
 def lanczos_run(
@@ -379,19 +633,39 @@ def lanczos_run(
     max_steps: int = 100,
     basis_dtype: torch.dtype | None = None,
     explicit_residuals: bool = True,
+    block_size: int = 0,
+    max_block: int = MAX_BLOCK,
 ) -> tuple[LanczosResult, KrylovBasis]:
-    """Lanczos on ``op`` for the ``k`` algebraically largest eigenvalues (module docstring).
+    r"""Block Lanczos for the ``k`` largest eigenvalues of ``op``, with their multiplicities.
+
+    Runs :class:`BlockLanczos` from a random orthonormal block until each of the ``k`` largest
+    Ritz values has ``residual ≤ tol·|θ|``. Then it looks for *clusters*: converged Ritz values
+    whose relative gap is at most ``max(10·tol, CLUSTER_RTOL)``. A block of width b holds at most
+    b directions of an eigenspace, so a cluster of b or more values with a reported value below
+    it may hide further copies that belong in the top ``k``: the block then grows (to
+    ``max(2b, c + 1)`` for a cluster of c, at most ``max_block``) by random vectors orthogonal to
+    the basis, and the run goes on for at least as many block steps as it took to converge the
+    first time, so that the new directions can converge too. It ends when no cluster is
+    saturated (``multiplicity_resolved``), or when ``max_steps`` products are spent.
+
+    The result's certificate: ``residuals`` (explicit ‖Hy − θy‖, so each value lies within its
+    residual of an eigenvalue of H), ``gaps`` (θᵢ minus the next lower Ritz value),
+    ``multiplicity_resolved`` (no cluster filled the block), ``largest_cluster`` and
+    ``block_size`` (the final width).
 
     Args:
         op: The symmetric operator (``n``, ``device``, ``matvec``, ``matmat``; ``dtype``).
         k: How many of the largest eigenvalues (at most ``n``).
-        generator: The random stream of the start vector (and of restarts after a breakdown).
+        generator: The random stream of the start block (and of replacements and growth).
         tol: Stop once each of the ``k`` has residual ≤ ``tol``·|θ|.
-        max_steps: The most Lanczos steps (products).
+        max_steps: The most products (basis rows) of the run.
         basis_dtype: The basis precision; default :func:`basis_dtype_for` (float64 unless the
             basis would exceed :data:`BASIS_BUDGET` with float32 products).
         explicit_residuals: Recompute the reported residuals and ``converged`` flags as
             ‖Hy − θy‖ at the end, with k + 1 more products.
+        block_size: The starting block width (0: :func:`default_block_size`; 1: single-vector
+            Lanczos, which never grows).
+        max_block: The widest block to grow to.
 
     Returns:
         The result (without eigenvectors) and the Krylov basis of the run.
@@ -399,59 +673,105 @@ def lanczos_run(
     n = int(op.n)
     k = max(1, min(int(k), n))
     max_steps = max(k, min(int(max_steps), n))
+    b = int(block_size) or default_block_size(k)
+    b = max(1, min(b, max_steps, n))
+    max_block = max(b, min(int(max_block), max_steps, n))
     device = getattr(op, "device", torch.device("cpu"))
     if basis_dtype is None:
         basis_dtype = basis_dtype_for(n, max_steps, getattr(op, "dtype", torch.float64))
-    rec = LanczosRecurrence(
-        random_unit(n, generator, device)[:, None],
-        capacity=max_steps + 1,
+    rec = BlockLanczos(
+        _start_block(n, b, generator, device),
+        capacity=max_steps,
         basis_dtype=basis_dtype,
         generator=generator,
-        grow=True,
     )
-    m, theta, S, res = _iterate(op, rec, k, tol, max_steps)
+    rtol = max(10.0 * tol, CLUSTER_RTOL)
+    growable = block_size != 1 and b < max_block
+    theta, S, res, settled = _iterate(op, rec, k, tol, max_steps, rtol, growable, max_block)
+    m = rec.rows
     order = np.arange(m - 1, m - 1 - min(k, m), -1)
     spent = m
     if explicit_residuals:
-        res = _explicit_residuals(op, rec.basis(0), S, theta, order, res)
+        res = _explicit_residuals(op, rec.basis(), S, theta, order, res)
         spent += len(order) + 1
+    converged = res[order] <= tol * np.abs(theta[order])
+    desc = theta[::-1]
+    runs = clusters(desc, res[::-1] <= tol * np.abs(desc), rtol)
+    top_runs = [(i, j) for i, j in runs if i < len(order)]
     result = LanczosResult(
         eigenvalues=theta[order].copy(),
         residuals=res[order].copy(),
-        converged=res[order] <= tol * np.abs(theta[order]),
+        converged=converged,
         lambda_min=float(theta[0]),
         lambda_min_residual=float(res[0]),
         steps=m,
         hvp_count=spent,
         tol=tol,
         basis_dtype=str(basis_dtype).removeprefix("torch."),
-        orthogonality=orthogonality(rec.basis(0)),
+        orthogonality=orthogonality(rec.basis()),
+        gaps=np.array([desc[i] - desc[i + 1] if i + 1 < m else np.inf for i in range(len(order))]),
+        block_size=max(rec.sizes, default=b),
+        # the whole space (m = n) gives every eigenvalue with every copy
+        multiplicity_resolved=m >= n
+        or (settled and _saturated(runs, max(rec.sizes), len(order)) == 0),
+        largest_cluster=max((min(j, len(order)) - i for i, j in top_runs), default=1),
     )
-    return result, rec.krylov_basis(S[:, order].copy(), n)
+    return result, rec.krylov_basis(S[:, order].copy())
 
 
-def _iterate(op: SymmetricOperator, rec: LanczosRecurrence, k: int, tol: float, max_steps: int):
-    """Lanczos steps until the top ``k`` Ritz pairs meet ``tol`` or ``max_steps``.
+def _iterate(op, rec: BlockLanczos, k, tol, max_steps, rtol, growable: bool, max_block: int):
+    """Block steps until the top ``k`` converge with no saturated cluster, or the budget ends.
 
-    Returns ``(steps, Ritz values, tridiagonal eigenvectors, residual estimates)``.
+    When a cluster fills the block, the block grows and the run goes on for at least as many
+    block steps as that cluster took to first show a converged value (its new directions start
+    from random vectors, as the first ones did). Returns ``(Ritz values ascending, T's
+    eigenvectors, residual estimates, settled)``; ``settled`` is False when the run ended while
+    a grown block was still settling.
     """
-    for _ in range(max_steps):
-        rec.absorb(op.matvec(rec.V[:, 0])[:, None])
-        m = rec.steps
-        theta, S = np.linalg.eigh(tridiagonal(rec.alpha[0], rec.beta[0]))
-        res = np.abs(rec.last_beta[0] * S[-1, :])
-        top = slice(max(0, m - k), m)
-        if (m >= k and bool(np.all(res[top] <= tol * np.abs(theta[top])))) or m == max_steps:
+    seen: list[np.ndarray] = []  # the converged Ritz values of each block step
+    settle = 0
+    steps = 0
+    while True:
+        rec.absorb(op.matmat(rec.V.contiguous()))
+        steps += 1
+        theta, S = np.linalg.eigh(rec.T())
+        res = rec.residual_norms(S)
+        desc, ok = theta[::-1], (res <= tol * np.abs(theta))[::-1]
+        seen.append(desc[ok])
+        m = rec.rows
+        extra = 0
+        if m >= k and bool(np.all(ok[:k])):
+            runs = clusters(desc, ok, rtol)
+            full = _saturated(runs, rec.width, k)
+            if full and growable and rec.width < max_block:
+                extra = min(max_block, max(2 * rec.width, full + 1)) - rec.width
+                i = next(i for i, j in runs if j - i == full and j < k)
+                settle = steps + _first_seen(seen, desc[i], rtol)
+            elif steps >= settle:
+                break
+        # The space's own size may cut the last block (the residual then has no more
+        # directions than are left); the budget ends the run at a whole block.
+        if m >= rec.n or m + min(rec.width + extra, rec.n - m) > max_steps:
             break
-        rec.advance(scale=max(np.abs(theta).max(), np.finfo(float).tiny))
-    return m, theta, S, res
+        rec.advance(max(np.abs(theta).max(), np.finfo(float).tiny), extra=extra)
+        if rec.width == 0:
+            break
+    return theta, S, res, steps >= settle or rec.rows >= rec.n
+
+
+def _first_seen(seen: list[np.ndarray], value: float, rtol: float) -> int:
+    """The first block step (1-based) whose converged Ritz values include ``value``."""
+    for step, values in enumerate(seen, 1):
+        if np.any(np.abs(values - value) <= rtol * abs(value)):
+            return step
+    return len(seen)
 
 
 def _explicit_residuals(op, Q: Tensor, S, theta, order, res) -> np.ndarray:
     """``res`` with the reported pairs' (and λmin's) entries replaced by ‖Hy − θy‖.
 
-    The recurrence's |β s_m| assumes exact products; with float32 HVPs it can sit far below
-    the truth, so the residual itself is recomputed: one more product per pair (and λmin).
+    The recurrence's residual estimate assumes exact products; with float32 HVPs it can sit far
+    below the truth, so the residual itself is recomputed: one more product per pair (and λmin).
     """
     cols = [*order.tolist(), 0]
     coeff = torch.as_tensor(S[:, cols], dtype=torch.float64, device=Q.device)
@@ -479,18 +799,23 @@ def lanczos_top(
     tol: float = 1e-4,
     max_steps: int = 100,
     eigenvectors: bool = False,
+    block_size: int = 0,
 ) -> LanczosResult:
-    """The ``k`` algebraically largest eigenvalues of ``op`` with residuals (module docstring).
+    """The ``k`` algebraically largest eigenvalues of ``op`` with residuals (:func:`lanczos_run`).
 
     Args:
         op: The symmetric operator.
         k: How many eigenvalues.
-        generator: The random stream of the start vector.
+        generator: The random stream of the start block.
         tol: Relative residual to stop at (residual ≤ tol·|λ|).
-        max_steps: The most Lanczos steps.
-        eigenvectors: Also return the unit Ritz vectors (k, n) as float32.
+        max_steps: The most products of the run.
+        eigenvectors: Also return the unit Ritz vectors (k, n) as float32 (within a cluster,
+            an orthonormal basis of its invariant subspace).
+        block_size: The starting block width (0: :func:`default_block_size`).
     """
-    result, basis = lanczos_run(op, k, tol=tol, max_steps=max_steps, generator=generator)
+    result, basis = lanczos_run(
+        op, k, tol=tol, max_steps=max_steps, generator=generator, block_size=block_size
+    )
     if eigenvectors:
         result = replace(result, eigenvectors=ritz_vectors(basis))
     return result

@@ -270,8 +270,10 @@ def top_result(op, result: PyHessianResult, *, keep_vectors: bool) -> LanczosRes
 
     ``residuals[i]`` is :math:`\|Hv_i-\lambda_iv_i\|` for PyHessian's unit eigenvector
     :math:`v_i`, measured by ``op`` (one product per eigenvalue, counted on ``op``), so its
-    value can be judged beside a certified Lanczos one; ``converged[i]`` says whether
-    PyHessian's own rule (relative change below ``TOL``) stopped it before ``MAX_ITER`` steps.
+    value can be judged beside a certified Lanczos one; ``converged[i]`` applies landscape's
+    rule to it (``residual ≤ tol·|λ|`` with PyHessian's ``tol``, ``TOL``), not PyHessian's own
+    (a relative change of the Rayleigh quotient below ``TOL``, which stops at residuals of
+    several percent: :func:`analyze_pyhessian` keeps that one as ``pyhessian_stopped``).
     There is no Krylov space, so ``lambda_min`` is NaN.
     """
     lam = np.asarray(result.eigenvalues, dtype=np.float64)
@@ -280,10 +282,11 @@ def top_result(op, result: PyHessianResult, *, keep_vectors: bool) -> LanczosRes
     hv = op.matmat(vecs.T.contiguous().to(op.device)).cpu()  # (n, k)
     residuals = (hv - vecs.T * torch.as_tensor(lam)).norm(dim=0).numpy()
     steps = int(sum(result.iterations))
+    residuals = np.asarray(residuals, dtype=np.float64)
     return LanczosResult(
         eigenvalues=lam,
-        residuals=np.asarray(residuals, dtype=np.float64),
-        converged=np.asarray(result.stopped, dtype=bool),
+        residuals=residuals,
+        converged=residuals <= TOL * np.abs(lam),
         lambda_min=math.nan,
         lambda_min_residual=math.nan,
         steps=steps,
@@ -291,6 +294,8 @@ def top_result(op, result: PyHessianResult, *, keep_vectors: bool) -> LanczosRes
         tol=TOL,
         eigenvectors=np.asarray(result.eigenvectors, dtype=np.float32) if keep_vectors else None,
         basis_dtype="",  # no Krylov basis: power iteration keeps one vector per eigenvalue
+        block_size=0,
+        multiplicity_resolved=False,
     )
 
 
@@ -331,7 +336,8 @@ def analyze_pyhessian(
 
     Results land in ``out`` as in :func:`~landscape_cli.hessian.analyze` (keys top, trace,
     density, per_layer), plus ``pyhessian_hvp_count``: PyHessian's products, which ``op`` does
-    not count (kept up to date, so an interrupted run reports them too).
+    not count (kept up to date, so an interrupted run reports them too), and
+    ``pyhessian_stopped``: whether PyHessian's own rule stopped each eigenvalue's iteration.
     """
     from landscape_cli.hessian import analyze
 
@@ -349,6 +355,7 @@ def analyze_pyhessian(
 
     def on_eigen(result: PyHessianResult) -> None:
         out["top"] = top_result(op, result, keep_vectors=s.eigenvectors)
+        out["pyhessian_stopped"] = [bool(x) for x in result.stopped]
 
     if s.top_k > 0 or s.trace_probes > 0:
         result = pyhessian_estimates(

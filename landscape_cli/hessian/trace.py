@@ -21,13 +21,15 @@ the first term exact and free, the second estimated with projected probes
 :math:`z_\perp=(I-P)z`: :math:`\mathbb{E}[z_\perp^\top H z_\perp]=\operatorname{tr}((I-P)H(I-P))`.
 When the top of the spectrum dominates :math:`\|H\|_F` (trained networks), the variance falls by
 orders of magnitude. It can also be worse than plain Hutchinson (a nearly diagonal H, whose
-Rademacher variance is near zero). The choice costs nothing to make well: from the Lanczos
-relation :math:`HQ_m = Q_mT_m + \beta_m q_{m+1}e_m^\top`, the plain Hutchinson sample
-:math:`z^\top Hz` of the *same* probe follows from :math:`Hz_\perp` without another product,
+Rademacher variance is near zero). The choice costs nothing to make well: from the (block)
+Lanczos relation :math:`HQ_m = Q_mT_m + R_mE_m^\top` (:math:`R_m` the last block's residual,
+:math:`E_m` its columns; :math:`\beta_m q_{m+1}e_m^\top` for single-vector Lanczos), the plain
+Hutchinson sample :math:`z^\top Hz` of the *same* probe follows from :math:`Hz_\perp` without
+another product,
 
 .. math::
 
-    z^\top H z = z^\top H z_\perp + c^\top T_m c + \beta_m c_m\, q_{m+1}^\top z,
+    z^\top H z = z^\top H z_\perp + c^\top T_m c + c_{\text{last}}^\top R_m^\top z,
     \qquad c = Q_m^\top z,
 
 so every probe yields both samples for one HVP, and :func:`deflated_trace` reports the estimator
@@ -190,13 +192,13 @@ def deflated_trace(
     """
     Q = basis.Q.to(op.device)
     T = torch.as_tensor(basis.T, dtype=torch.float64, device=op.device)
-    exact = float(np.sum(basis.alpha))
-    q_next = basis.q_next.to(op.device) if basis.q_next is not None else None
+    exact = float(np.trace(basis.T))
+    R = basis.R.to(device=op.device, dtype=torch.float64) if basis.R is not None else None
 
     def plain_sample(Z: Tensor, C: Tensor, HZp: Tensor) -> Tensor:
         s = (Z * HZp).sum(0) + (C * (T @ C)).sum(0)
-        if q_next is not None:
-            s = s + basis.beta_last * C[-1] * (q_next @ Z)
+        if R is not None:  # the last block's coordinates times its residual
+            s = s + (C[-R.shape[0] :] * (R @ Z)).sum(0)
         return s
 
     deflated, plain, spent = _projected_probes(

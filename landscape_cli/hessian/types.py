@@ -16,7 +16,12 @@ class LanczosResult:
     Ritz value of the same Krylov space, with its residual. ``basis_dtype`` is the precision the
     Krylov basis was kept in and ``orthogonality`` its measured loss of orthogonality
     ``max |QQᵀ − I|`` (``lanczos.py``, "Basis precision"); ``basis_dtype`` is empty for
-    PyHessian's power iteration, which keeps no basis.
+    PyHessian's power iteration, which keeps no basis. The certificate of "top"
+    (:func:`~landscape_cli.hessian.lanczos.lanczos_run`): ``gaps[i]`` is θᵢ minus the next lower
+    Ritz value of the run, ``block_size`` the block width it ended with, ``largest_cluster`` the
+    most reported values in one cluster of Ritz values, and ``multiplicity_resolved`` whether
+    every cluster with a reported value below it was narrower than the block (so no copy of a
+    repeated eigenvalue can be missing from the list).
     """
 
     eigenvalues: np.ndarray  # (k,) float64
@@ -30,6 +35,10 @@ class LanczosResult:
     eigenvectors: np.ndarray | None = field(default=None, repr=False)  # (k, n) float32 or None
     basis_dtype: str = "float64"
     orthogonality: float = 0.0
+    gaps: np.ndarray | None = None  # (k,) θᵢ minus the next lower Ritz value (None: not known)
+    block_size: int = 1  # the block Lanczos width the run ended with (0: no block run)
+    multiplicity_resolved: bool = False  # no cluster of Ritz values filled the block
+    largest_cluster: int = 1  # the most reported values in one cluster
 
 
 @dataclass(frozen=True)

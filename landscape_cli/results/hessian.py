@@ -47,6 +47,9 @@ _TOP = (
     "tol",
     "lanczos_basis_dtype",
     "lanczos_orthogonality",
+    "lanczos_block_size",
+    "multiplicity_resolved",
+    "largest_cluster",
 )
 _DENSITY_ARRAYS = ("grid", "density", "nodes", "weights")
 
@@ -93,6 +96,7 @@ class HessianResult(DictView):
             "eigenvalues": None if top is None else top.eigenvalues,
             "residuals": None if top is None else top.residuals,
             "converged": None if top is None else top.converged,
+            "gaps": None if top is None else top.gaps,
             "lambda_min": None if top is None else float(top.lambda_min),
             "lambda_min_residual": None if top is None else float(top.lambda_min_residual),
             "trace": None if tr is None else float(tr.estimate),
@@ -131,6 +135,9 @@ def _report_attrs(report: HessianReport) -> dict[str, Any]:
         out["lanczos_top_steps"] = np.int64(top.steps)
         out["lanczos_top_hvp_count"] = np.int64(top.hvp_count)
         out["tol"] = np.float64(top.tol)
+        out["lanczos_block_size"] = np.int64(top.block_size)
+        out["multiplicity_resolved"] = np.bool_(top.multiplicity_resolved)
+        out["largest_cluster"] = np.int64(top.largest_cluster)
         if top.basis_dtype:  # not with --engine pyhessian (no Krylov basis)
             out["lanczos_basis_dtype"] = str(top.basis_dtype)
             out["lanczos_orthogonality"] = np.float64(top.orthogonality)
@@ -221,6 +228,8 @@ def write_group(
         g.create_dataset("eigenvalues", data=np.asarray(top.eigenvalues, dtype=np.float64))
         g.create_dataset("residuals", data=np.asarray(top.residuals, dtype=np.float64))
         g.create_dataset("converged", data=np.asarray(top.converged, dtype=bool))
+        if top.gaps is not None:
+            g.create_dataset("gaps", data=np.asarray(top.gaps, dtype=np.float64))
         if top.eigenvectors is not None:
             blocks = _split_vectors(report, np.asarray(top.eigenvectors))
             eg = g.create_group("eigenvectors", track_order=True)
@@ -380,6 +389,10 @@ def _read_top(
         eigenvectors=vectors,
         basis_dtype=str(top.get("lanczos_basis_dtype", "")),
         orthogonality=float(top.get("lanczos_orthogonality", 0.0)),
+        gaps=g["gaps"][()] if "gaps" in g else None,
+        block_size=int(top.get("lanczos_block_size", 1)),  # files before block Lanczos: 1
+        multiplicity_resolved=bool(top.get("multiplicity_resolved", False)),
+        largest_cluster=int(top.get("largest_cluster", 1)),
     )
     return names, shapes, result
 

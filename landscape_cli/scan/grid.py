@@ -32,6 +32,7 @@ IDENTITY = (
     "norm",
     "ignore",
     "seed",
+    "dataset",
     "samples",
     "samples_sha256",
     "split",

@@ -179,12 +179,14 @@ def test_closed_form_output_hessian_equals_autograd_on_the_loss(loss):
     closed = output_hessian(loss, fn, z, y)(r)
     generic = output_hessian(None, lambda a, b: fn(a, b), z, y)(r)
     torch.testing.assert_close(closed, generic, rtol=1e-12, atol=1e-15)
-    # and on whole operators: a callable loss takes the generic path
+    # and on whole operators: a callable loss takes the generic paths (the output Hessian by
+    # double backward, each sample's loss on its own rows)
     model, x, y, _ = CASES["mlp-ce"]()
     bs = batches(x, y, 6)
-    named = GGNOperator(model, bs, loss=loss, dtype=torch.float64).dense()
-    anon = GGNOperator(model, bs, loss=lambda a, b: fn(a, b), dtype=torch.float64).dense()
-    torch.testing.assert_close(named, anon, rtol=1e-11, atol=1e-14)
+    for cls in (GGNOperator, EmpiricalFisherOperator):
+        named = cls(model, bs, loss=loss, dtype=torch.float64).dense()
+        anon = cls(model, bs, loss=lambda a, b: fn(a, b), dtype=torch.float64).dense()
+        torch.testing.assert_close(named, anon, rtol=1e-11, atol=1e-14)
 
 
 @pytest.mark.parametrize("loss", ["ce", "mse"])

@@ -34,12 +34,13 @@ z_b/\partial\theta`, the loss is :math:`L=\sum_b \frac{n_b}{N} L_b` (:mod:`.oper
   with :math:`\ell_n` sample :math:`n`'s own loss (the loss function on that sample alone: its
   cross-entropy, the mean of its squared errors over its outputs, a sequence's mean token loss),
   so that :math:`\frac1N\sum_n g_n = \nabla L`. :math:`F \succeq 0`. Products without
-  materialising the :math:`g_n`: with :math:`\ell_b\in\mathbb{R}^{n_b}` the batch's per-sample
-  losses and :math:`K_b = \partial \ell_b/\partial\theta` (its rows are the :math:`g_n`),
-  :math:`\sum_{n\in b} g_n g_n^\top v = K_b^\top (K_b v)`: one Jacobian-vector product and one
-  backward, exactly as for :math:`G` with the per-sample losses as outputs and
-  :math:`\frac{1}{n_b}I` as the middle matrix. Per-sample gradients need samples that do not
-  interact, so BatchNorm on batch statistics (``bn_mode="train"``) is refused.
+  materialising the :math:`g_n`: sample :math:`n`'s loss depends on its own outputs
+  :math:`z_n` only, so :math:`g_n = J_n^\top r_n` with :math:`r_n=\partial\ell_n/\partial z_n`,
+  and :math:`F = \sum_b \frac{n_b}{N} J_b^\top R_b J_b` with the block-diagonal
+  :math:`R_b = \frac{1}{n_b}\operatorname{diag}_n(r_n r_n^\top)`: the GGN's products with
+  :math:`R_b` in place of the output Hessian (as curvlinops computes it). Per-sample gradients
+  need samples that do not interact, so BatchNorm on batch statistics (``bn_mode="train"``) is
+  refused.
 
 Both keep, per batch, the outputs' graph and the graph of :math:`u\mapsto J_b^\top u` (built with
 ``create_graph``, linear in :math:`u`) when they fit in memory, like the Hessian's first-order
@@ -127,12 +128,33 @@ def per_sample_losses(loss: str | None, loss_fn: LossFn, z: Tensor, targets: Ten
     return torch.stack([loss_fn(z[i : i + 1], targets[i : i + 1]) for i in range(n)])
 
 
+def output_fisher(
+    loss: str | None, loss_fn: LossFn, z: Tensor, targets: Tensor
+) -> Callable[[Tensor], Tensor]:
+    r"""The empirical Fisher's middle matrix :math:`q\mapsto\frac1B\,r_n (r_n^\top q_n)` per sample.
+
+    :math:`r_n = \partial\ell_n/\partial z_n` is the gradient of sample :math:`n`'s own loss
+    (:func:`per_sample_losses`) with respect to its outputs, computed once here.
+    """
+    with torch.enable_grad():
+        leaf = z.detach().clone().requires_grad_(True)
+        (r,) = torch.autograd.grad(per_sample_losses(loss, loss_fn, leaf, targets).sum(), leaf)
+    batch = z.shape[0]
+    rows = r.reshape(batch, -1)
+
+    def middle(q: Tensor) -> Tensor:
+        dots = (rows * q.reshape(batch, -1)).sum(1, keepdim=True)
+        return (rows * dots).reshape(r.shape) / batch
+
+    return middle
+
+
 @dataclass
 class _Linearised:
     """One batch's graphs for products ``Jᵀ M J v``.
 
-    ``f`` the vector-valued function of the parameters (outputs, or per-sample losses), ``u`` a
-    zero tensor shaped like it, ``jt`` the pieces of ``Jᵀu`` (built with ``create_graph``, so
+    ``f`` the vector-valued function of the parameters (the batch's outputs), ``u`` a zero
+    tensor shaped like it, ``jt`` the pieces of ``Jᵀu`` (built with ``create_graph``, so
     differentiating them with respect to ``u`` gives ``Jv``), ``middle`` the map ``r ↦ M r``.
     """
 
@@ -216,9 +238,8 @@ class EmpiricalFisherOperator(_OuterOperator):
             )
 
     def _function(self, b: Batch) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-        losses = per_sample_losses(self.loss_name, self.loss_fn, self._output(b), b.targets)
-        scale = 1.0 / losses.shape[0]
-        return losses, lambda r: r * scale
+        z = self._output(b)
+        return z, output_fisher(self.loss_name, self.loss_fn, z, b.targets)
 
 
 _OPERATORS: dict[str, type[CurvatureOperator]] = {

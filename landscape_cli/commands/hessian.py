@@ -163,7 +163,8 @@ def hessian(
     from landscape_cli.pipeline import hessian_job
 
     settings = hs.HessianSettings(**asdict(estimate), seed=source.seed)
-    with c.progress("hessian", "HVPs (at most)") as progress:
+    unit = "HVPs (at most)" if measure.curvature == "hessian" else "products (at most)"
+    with c.progress("hessian", unit) as progress:
         report, out_path, work = hessian_job(
             checkpoint,
             settings,

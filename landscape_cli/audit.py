@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from landscape_cli.evaluation import (
     loss_and_accuracy,
     to_device,
 )
+from landscape_cli.params import ParamSelection, requiring_grad, select_parameters
 from landscape_cli.scan.directions import random_direction
 
 
@@ -129,12 +130,14 @@ def sharpness_1d_directions(
     seed: int = 0,
     loss: str = "ce",
     on_advance: Callable[[int], None] | None = None,
+    selection: ParamSelection | None = None,
 ) -> list[float]:
     """Largest loss increase along each of several filter-normalised random directions.
 
-    For each of ``directions`` filter-normalised random ``d``s, the largest loss increase at
-    ``a·d`` for ``0 < |a| ≤ epsilon`` (``2·points`` loss evaluations per direction, each
-    reported to ``on_advance(1)``).
+    For each of ``directions`` filter-normalised random ``d``s (over the parameters of
+    ``selection``, default the trainable ones), the largest loss increase at ``a·d`` for
+    ``0 < |a| ≤ epsilon`` (``2·points`` loss evaluations per direction, each reported to
+    ``on_advance(1)``).
     """
     from landscape_cli.scan.grid import PointEvaluator
 
@@ -143,7 +146,7 @@ def sharpness_1d_directions(
     coords = np.linspace(-epsilon, epsilon, 2 * points + 1)
     out = []
     for _ in range(directions):
-        d = random_direction(model, generator=gen)
+        d = random_direction(model, generator=gen, selection=selection)
         ev = PointEvaluator(model, batches, [d], LOSSES[loss])
         worst = -math.inf
         try:
@@ -185,6 +188,7 @@ def adaptive_sharpness_restarts(
     loss: str = "ce",
     restarts: int = 2,
     on_advance: Callable[[int], None] | None = None,
+    selection: ParamSelection | None = None,
 ) -> list[float]:
     """Adaptive sharpness, the largest over several random restarts, with its spread.
 
@@ -194,7 +198,7 @@ def adaptive_sharpness_restarts(
     return [
         adaptive_sharpness(
             model, batches, rho=rho, steps=steps, seed=seed + 104_729 * r, loss=loss,
-            on_advance=on_advance,
+            on_advance=on_advance, selection=selection,
         )
         for r in range(max(restarts, 1))
     ]  # fmt: skip
@@ -209,15 +213,23 @@ def adaptive_sharpness(
     seed: int = 0,
     loss: str = "ce",
     on_advance: Callable[[int], None] | None = None,
+    selection: ParamSelection | None = None,
 ) -> float:
     """Adaptive ℓ2 worst-case sharpness (see module docstring), by projected gradient ascent.
 
     Starts from a random point on the sphere ‖u‖ = ρ/2 (seeded), takes ``steps`` normalised
     ascent steps of length 2ρ/steps in u-space, projecting onto ‖u‖ ≤ ρ, and returns the largest
     loss increase seen (never negative: u = 0 gives 0). Each of the at most ``steps + 1``
-    gradient evaluations is reported to ``on_advance(1)``.
+    gradient evaluations is reported to ``on_advance(1)``. δ moves the parameters of
+    ``selection`` (default: the trainable ones).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = list(select_parameters(model, selection).tensors)
+    with requiring_grad(params):
+        return _adaptive_ascent(model, batches, params, rho, steps, seed, loss, on_advance)
+
+
+def _adaptive_ascent(model, batches, params, rho, steps, seed, loss, on_advance) -> float:
+    """:func:`adaptive_sharpness`'s ascent on ``params`` (which require grad here)."""
     base = [p.detach().clone() for p in params]
     scale = [b.abs() for b in base]
     fn = LOSSES[loss]
@@ -320,6 +332,14 @@ class AuditSettings:
     seed: int = 0
     loss: str = "ce"
     tau: float = NEGATIVE_TAU
+    curvature: str = "hessian"  # the matrix of λmax, trace and density: hessian, ggn or fisher
+    params: tuple[str, ...] = ()  # shell-style patterns on parameter names (landscape_cli.params)
+    include_frozen: bool = False
+
+    @property
+    def selection(self) -> ParamSelection:
+        """The parameters every measure covers (:mod:`landscape_cli.params`)."""
+        return ParamSelection(tuple(self.params), self.include_frozen)
 
     def hessian(self, density: bool = True):
         """The :class:`~landscape_cli.hessian.HessianSettings` of the audit's Hessian measures."""
@@ -350,7 +370,8 @@ def reusable(
 
     Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
     audit's Hessian questions: computed by landscape's own estimators (``engine`` lanczos, or
-    none recorded), on the same samples (hash), split, loss and seed, with eval-mode BatchNorm,
+    none recorded), of the same curvature matrix and parameters (``curvature``, ``params``,
+    ``include_frozen``), on the same samples (hash), split, loss and seed, with eval-mode BatchNorm,
     and with enough of each estimate: at least ``top_k`` eigenvalues from a Lanczos run at least
     as strict (a ``tol`` no looser and a ``max_steps`` no smaller) whose multiplicities were
     resolved, a
@@ -372,6 +393,9 @@ def reusable(
         and opts.get("seed") == settings.seed
         and opts.get("split") == split
         and (dataset is None or opts.get("dataset") == dataset)
+        and attrs.get("curvature", "hessian") == settings.curvature
+        and opts.get("params", []) == list(settings.params)
+        and bool(opts.get("include_frozen", False)) == settings.include_frozen
     )
     if not same:
         return False
@@ -554,9 +578,11 @@ def _computed_hessian(
     on_advance: Callable[[int], None] | None,
 ) -> tuple[_HessianNumbers, Any, dict]:
     """The Hessian measures computed here; also returns the operator and the analysis."""
-    from landscape_cli.hessian import HessianOperator, analyze
+    from landscape_cli.hessian import analyze, curvature_operator
 
-    op = HessianOperator(net, batches, loss=s.loss, device=device)
+    op = curvature_operator(
+        s.curvature, net, batches, loss=s.loss, device=device, params=s.selection
+    )
     check_not_constant(op)
     op.on_hvp = on_advance
     results = analyze(
@@ -596,11 +622,12 @@ def _sharpness(
         seed=s.seed,
         loss=s.loss,
         on_advance=on_advance,
+        selection=s.selection,
     )
     phase("adaptive sharpness", max(s.restarts, 1) * (s.ascent_steps + 1), "gradients (at most)")
     adaptive = adaptive_sharpness_restarts(
         net, dev_batches, rho=s.rho, steps=s.ascent_steps, seed=s.seed, loss=s.loss,
-        restarts=s.restarts, on_advance=on_advance,
+        restarts=s.restarts, on_advance=on_advance, selection=s.selection,
     )  # fmt: skip
     return one_d, adaptive
 
@@ -628,6 +655,9 @@ def measure(
     """
     net = model if temperature == 1.0 else Tempered(model, temperature)
     s = settings
+    if net is not model:  # the same parameters, now named model.<name>
+        sel = s.selection.under("model.")
+        s = replace(s, params=sel.patterns)
     op, results = None, None
     if stored is None:
         h, op, results = _computed_hessian(net, batches, s, density, device, on_phase, on_advance)

@@ -101,6 +101,7 @@ def summary(
     rho: float,
     tau: float,
     match_loss: bool = False,
+    curvature: str = "hessian",
 ) -> dict[str, Any]:
     """The audit as ``--json`` prints it.
 
@@ -117,6 +118,7 @@ def summary(
         "ties": [is_tied[i] for i in order],
         "disagreements": disagreements(plain, labels),
         "rank_by": rank_by,
+        "curvature": curvature,
         "samples": samples,
         "epsilon": epsilon,
         "rho": rho,

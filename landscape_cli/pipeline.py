@@ -21,6 +21,7 @@ import torch
 from landscape_cli import distributed, resources
 from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.evaluation import check_loss_on, check_not_constant
+from landscape_cli.params import ParamSelection, frozen_note, select_parameters
 from landscape_cli.workload import Workload, load_workload
 
 if TYPE_CHECKING:
@@ -152,8 +153,9 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 
 
 def _hessian_target(
-    checkpoint, work, s, out_path, label, overwrite, *, loss, bn_mode, dtype, engine
-) -> tuple[dict, dict]:
+    checkpoint, work, s, out_path, label, overwrite, *, loss, bn_mode, dtype, engine,
+    curvature="hessian", params=None,
+) -> tuple[dict, dict]:  # fmt: skip
     """The results file's root attributes and ``/hessian``'s.
 
     Checks first that the file holds this checkpoint's results and no ``/hessian`` of other
@@ -166,6 +168,7 @@ def _hessian_target(
     wanted = hessian_settings(s, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
     if engine != "lanczos":  # files written before there were engines record none
         wanted["engine"] = engine
+    wanted.update(measure_settings(curvature, params))
     check_same_options(out_path, "hessian", wanted, overwrite, ", or another `out` to keep both")
     return root, {**group_attrs(root, work, wanted), "engine": engine}
 
@@ -186,40 +189,48 @@ def hessian_job(
     on_phase: Callable[[str, int], None] | None = None,
     on_hvp: Callable[[int], None] | None = None,
     engine: str = "lanczos",
+    curvature: str = "hessian",
+    params: ParamSelection | None = None,
 ):
     """Run ``landscape hessian``.
 
-    Analyze the Hessian and write ``/hessian``; returns ``(report, results path, workload)``. On
-    Ctrl-C, what was computed is written first.
+    Analyze the Hessian (or the ``curvature`` ``ggn`` or ``fisher``) and write ``/hessian``;
+    returns ``(report, results path, workload)``. On Ctrl-C, what was computed is written first.
 
     A file of another checkpoint, or a ``/hessian`` computed with other options, is refused
     before computing unless ``overwrite``. ``engine="pyhessian"`` takes the top-k and the trace
     from PyHessian with its defaults (:mod:`landscape_cli.hessian.pyhessian_engine`); the group
-    records its ``engine`` either way.
+    records its ``engine`` either way. ``params`` chooses the parameters
+    (:mod:`landscape_cli.params`); frozen ones left out are told to ``source.on_note``.
     """
     from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_target
 
     s = settings
+    params = params or ParamSelection()
     _check_hessian_options(s, loss=loss, bn_mode=bn_mode, dtype=dtype)
+    _check_curvature(curvature, bn_mode=bn_mode)
     _check_engine(engine, s, bn_mode=bn_mode, dtype=dtype)
+    _check_engine_measures(engine, curvature, params)
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
     out_path = results_path(checkpoint, out)
     check_target(out_path)
     work = source.load(checkpoint)
-    n_grad = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
-    _check_size(s, n_grad, dev, dtype == "float64")
+    chosen = select_parameters(work.model, params)
+    _check_size(s, chosen.numel, dev, dtype == "float64")
     loss = work.resolve_loss(loss)
     check_loss_on(work.model, work.batches, loss)
     root, attrs = _hessian_target(
         checkpoint, work, s, out_path, label, overwrite, loss=loss, bn_mode=bn_mode, dtype=dtype,
-        engine=engine,
+        engine=engine, curvature=curvature, params=params,
     )  # fmt: skip
     t0 = time.perf_counter()
     op = _hessian_operator(
-        work, s, loss=loss, bn_mode=bn_mode, dev=dev, dtype=dtype, cache_graphs=cache_graphs
-    )
+        work, s, loss=loss, bn_mode=bn_mode, dev=dev, dtype=dtype, cache_graphs=cache_graphs,
+        curvature=curvature, params=params,
+    )  # fmt: skip
+    _note_frozen(source, chosen)
     op.on_hvp = on_hvp
     results: dict = {}
     save = _hessian_saver(op, results, s, work, loss, t0, out_path, root, attrs, overwrite)
@@ -232,11 +243,15 @@ def hessian_job(
     return save(), out_path, work
 
 
-def _hessian_operator(work, s, *, loss: str, bn_mode: str, dev, dtype: str, cache_graphs):
-    """The Hessian operator of the loaded workload, refused if constant or too large."""
-    from landscape_cli import hessian as hs
+def _hessian_operator(
+    work, s, *, loss: str, bn_mode: str, dev, dtype: str, cache_graphs, curvature="hessian",
+    params=None,
+):  # fmt: skip
+    """The curvature operator of the loaded workload, refused if constant or too large."""
+    from landscape_cli.hessian.curvature import curvature_operator
 
-    op = hs.HessianOperator(
+    op = curvature_operator(
+        curvature,
         work.model,
         work.batches,
         loss=loss,
@@ -244,6 +259,7 @@ def _hessian_operator(work, s, *, loss: str, bn_mode: str, dev, dtype: str, cach
         device=dev,
         dtype=getattr(torch, dtype),
         cache_graphs=cache_graphs,
+        params=params,
     )
     check_not_constant(op)
     _check_size(
@@ -389,6 +405,64 @@ def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
     )
 
 
+def _check_curvature(curvature: str, *, bn_mode: str) -> None:
+    """The curvature matrix asked for exists and is defined in this mode."""
+    from landscape_cli.hessian.curvature import CURVATURES
+
+    _check(
+        [
+            (
+                curvature in CURVATURES,
+                f"`curvature` must be one of {', '.join(CURVATURES)}, got {curvature!r}",
+            ),
+            (
+                not (curvature == "fisher" and bn_mode == "train"),
+                "`curvature='fisher'` needs per-sample gradients, which `bn_mode='train'` does "
+                "not give (BatchNorm normalises each sample by its batch's statistics); use "
+                "`bn_mode='eval'`",
+            ),
+        ]
+    )
+
+
+def _check_engine_measures(engine: str, curvature: str, params: ParamSelection) -> None:
+    """PyHessian measures the Hessian of every trainable parameter, nothing else."""
+    if engine != "pyhessian":
+        return
+    _check(
+        [
+            (
+                curvature == "hessian",
+                f"`engine='pyhessian'` computes the Hessian only; `curvature={curvature!r}` "
+                "needs `engine='lanczos'`",
+            ),
+            (
+                params == ParamSelection(),
+                "`engine='pyhessian'` measures every trainable parameter; `params` and "
+                "`include_frozen` need `engine='lanczos'`",
+            ),
+        ]
+    )
+
+
+def measure_settings(curvature: str, params: ParamSelection | None) -> dict[str, Any]:
+    """The curvature and parameter options as a group's settings: only what is not the default.
+
+    ``curvature`` (when not ``hessian``), ``params`` and ``include_frozen``
+    (:meth:`~landscape_cli.params.ParamSelection.settings`), so that groups written before these
+    options existed keep matching the same command.
+    """
+    out: dict[str, Any] = {} if curvature == "hessian" else {"curvature": curvature}
+    return {**out, **(params or ParamSelection()).settings()}
+
+
+def _note_frozen(source: Source, chosen) -> None:
+    """Tell ``source.on_note`` (main process) which frozen parameters are left out."""
+    text = frozen_note(chosen.skipped, chosen.reasons, chosen.skipped_numel)
+    if text and source.on_note is not None and distributed.is_main():
+        source.on_note(text)
+
+
 def _pyhessian_notes(s) -> list[str]:
     """What ``--engine pyhessian`` computes with landscape's estimators instead, one line each."""
     notes = []
@@ -473,6 +547,13 @@ class ScanOptions:
     bn: str | None = None  # interpolations: recompute (default with BatchNorm) or interpolate
     seed: int = 0
     fold_every: float = 30.0
+    params: tuple[str, ...] = ()  # shell-style patterns on parameter names (landscape_cli.params)
+    include_frozen: bool = False
+
+    @property
+    def selection(self) -> ParamSelection:
+        """The parameters the directions move (:mod:`landscape_cli.params`)."""
+        return ParamSelection(tuple(self.params), self.include_frozen)
 
 
 def scan_job(
@@ -514,12 +595,21 @@ def scan_job(
     check_loss_on(work.model, work.batches, loss)
     root = provenance(checkpoint, work, label, out_path)
     check_target(out_path, root["checkpoint_sha256"], drop_foreign=o.overwrite)
+    chosen = select_parameters(work.model, o.selection)
     net = work.model.to(dev)
     batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
     _check_base_loss(checkpoint, net, batches, loss, o.bn_mode)
     plan, bn = _scan_plan(kind, o, targets, source, work, net, batches, loss, dev, name, x, y)
     plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
+    plan.attrs.update(_scan_selection_attrs(o, kind, chosen))
     total = int(math.prod(plan.shape))
+
+    def started(done: int, _total: int) -> None:  # the options passed every check: tell, start
+        if kind != "interpolation" or o.params:  # an interpolation moves everything by default
+            _note_frozen(source, chosen)
+        if on_start is not None:
+            on_start(name, done, total)
+
     result = scan_store.execute(
         net,
         batches,
@@ -531,10 +621,24 @@ def scan_job(
         bn=bn,
         overwrite=o.overwrite,
         fold_every=o.fold_every,
-        on_start=(lambda done, _: on_start(name, done, total)) if on_start else None,
+        on_start=started,
         on_point=on_point,
     )
     return result, out_path
+
+
+def _scan_selection_attrs(o: ScanOptions, kind: str, chosen) -> dict[str, Any]:
+    """What ``/scan/<name>`` records of the parameters its directions move.
+
+    ``skipped_params`` and ``skipped_reasons`` (the parameters that stay put: none for an
+    interpolation without ``params``), and the options ``params``/``include_frozen`` when given
+    (both identify the scan, :data:`landscape_cli.scan.grid.IDENTITY`).
+    """
+    out: dict[str, Any] = ParamSelection(tuple(o.params), o.include_frozen).settings()
+    moved_all = kind == "interpolation" and not o.params
+    out["skipped_params"] = [] if moved_all else list(chosen.skipped)
+    out["skipped_reasons"] = [] if moved_all else list(chosen.reasons)
+    return out
 
 
 def _scan_plan(
@@ -562,6 +666,7 @@ def _scan_plan(
         norm=o.norm,
         ignore=o.ignore,
         orthogonalize=o.orthogonalize,
+        selection=o.selection,
         **common,
     )
     return plan, None
@@ -654,12 +759,14 @@ def _interpolation_plan(
         for other in loaded_targets:
             source.note(other)
         others = [other.model.to(dev) for other in loaded_targets]
+    names = select_parameters(net, o.selection).names if o.params else None
     plan = sc.interpolation_plan(
         net,
         others,
         name=name,
         x=x,
         y=y,
+        names=names,
         to=[str(t) for t in targets],
         targets_sha256=",".join(sha256_file(t) for t in targets),
         **common,
@@ -672,7 +779,7 @@ def _eigenvector_plan(o: ScanOptions, net, batches, loss: str, dev, name, x, y, 
     from landscape_cli import scan as sc
     from landscape_cli.hessian import HessianOperator, lanczos_top
 
-    op = HessianOperator(net, batches, loss=loss, bn_mode=o.bn_mode, device=dev)
+    op = HessianOperator(net, batches, loss=loss, bn_mode=o.bn_mode, device=dev, params=o.selection)
     check_not_constant(op)
     top = lanczos_top(
         op,
@@ -692,8 +799,13 @@ def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]
     """The options an ``/audit`` group was computed with (stored as its ``settings``)."""
     from dataclasses import asdict
 
+    options = asdict(settings)
+    # The curvature and parameter options only when set: audits made before they existed match.
+    for key in ("curvature", "params", "include_frozen"):
+        options.pop(key, None)
+    options.update(measure_settings(settings.curvature, settings.selection))
     return {
-        **asdict(settings),
+        **options,
         "match_loss": match_loss,
         "dataset": work.dataset,
         "split": work.split,
@@ -784,6 +896,7 @@ def _check_audit_settings(checkpoints: list[Path], s) -> None:
             (0 <= s.tau < 1, "`tau` must be in [0, 1)"),
         ]
     )
+    _check_curvature(s.curvature, bn_mode="eval")
 
 
 def _audit_targets(
@@ -811,9 +924,11 @@ def _audit_targets(
         s = replace(s, loss=losses.pop())
     if match_loss and s.loss != "ce":
         raise LandscapeError("`match_loss=True` needs `loss='ce'`")
+    chosen = []
     for ck, work in zip(checkpoints, works, strict=True):
         check_loss_on(work.model, work.batches, s.loss)
-        n = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
+        chosen.append(select_parameters(work.model, s.selection))
+        n = chosen[-1].numel
         if s.top_k > n:
             raise LandscapeError(f"`top_k={s.top_k}` exceeds the {n} parameters of {ck}")
         resources.require(resources.hessian_bytes(s.hessian(), n), dev)
@@ -825,6 +940,10 @@ def _audit_targets(
         want = audit_settings(s, work, match_loss)
         check_same_options(path, "audit", want, overwrite, "")
         targets.append(_Audited(ck, path, work, root, want))
+    for ck, c in zip(checkpoints, chosen, strict=True):
+        text = frozen_note(c.skipped, c.reasons, c.skipped_numel)
+        if text and source.on_note is not None and distributed.is_main():
+            source.on_note(f"{Path(ck).name}: {text}")
     return s, targets
 
 

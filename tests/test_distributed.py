@@ -41,8 +41,10 @@ def ckpt(tmp_path_factory):
     return path
 
 
-def test_hessian_two_processes_equal_one(ckpt, tmp_path):
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "fisher"])
+def test_hessian_two_processes_equal_one(ckpt, tmp_path, curvature):
     args = ["hessian", str(ckpt), "--samples", "300", "--batch-size", "50", "--top-k", "3"]
+    args += ["--curvature", curvature]
     args += ["--trace-probes", "16", "--density-probes", "2", "--lanczos-steps", "12"]
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
     single(*args, "--out", str(one))
@@ -53,6 +55,7 @@ def test_hessian_two_processes_equal_one(ckpt, tmp_path):
     np.testing.assert_allclose(b["trace_samples"], a["trace_samples"], rtol=1e-6)
     np.testing.assert_allclose(b["density"]["nodes"], a["density"]["nodes"], rtol=1e-6, atol=1e-9)
     assert b["attrs"]["samples"] == 300 and b["attrs"]["hvp_count"] == a["attrs"]["hvp_count"]
+    assert a["attrs"]["curvature"] == b["attrs"]["curvature"] == curvature
 
 
 def test_scan_two_processes_equal_one_and_resume_with_one(ckpt, tmp_path):

@@ -166,7 +166,8 @@ def results_files(tmp_path_factory) -> dict[str, Path]:
     _ok(["hessian", str(a), *hess, "--per-layer", "--eigenvectors"])
     _ok(["scan", str(a), *fast, "--points", "3"])
     _ok(["scan", str(a), *fast, "--dim", "2", "--points", "3", "--ypoints", "5", "--orthogonalize"])
-    _ok(["scan", str(a), *fast, "--direction", "eigenvector", "--points", "3"])
+    _ok(["scan", str(a), *fast, "--direction", "eigenvector", "--points", "3",
+         "--params", "*.weight", "--include-frozen"])  # fmt: skip
     _ok(["scan", str(a), *fast, "--to", str(b), "--points", "3"])
     audit = ["--samples", "48", "--batch-size", "48", "--top-k", "1", "--trace-probes", "4"]
     audit += ["--density-probes", "2", "--lanczos-steps", "6", "--match-loss"]

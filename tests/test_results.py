@@ -106,6 +106,7 @@ def _report(scale: float = 1.0, *, full: bool = True, vectors: bool = True) -> H
         seconds=1.25,
         num_params=N,
         skipped_params=("frozen.weight",) if full else (),
+        skipped_reasons=("frozen",) if full else (),
         param_names=NAMES,
         param_shapes=SHAPES,
         loss_value=0.123,
@@ -139,6 +140,9 @@ HESSIAN_ATTRS = {
     "loss_value",
     "grad_norm",
     "skipped_params",
+    "skipped_reasons",
+    "curvature",
+    "param_names",
 }
 TOP_ATTRS = {
     "lambda_min",
@@ -207,6 +211,8 @@ def test_schema_exact(tmp_path):
         assert g.attrs["seconds"].dtype == np.float64
         assert list(g.attrs["skipped_params"]) == ["frozen.weight"]
         assert _is_str_attr(g, "skipped_params")
+        assert list(g.attrs["skipped_reasons"]) == ["frozen"] and _is_str_attr(g, "curvature")
+        assert g.attrs["curvature"] == "hessian" and list(g.attrs["param_names"]) == list(NAMES)
 
         shapes = {
             "eigenvalues": ((3,), np.float64),
@@ -271,6 +277,18 @@ def test_schema_exact(tmp_path):
             assert ev[name].shape == (3, *shape) and ev[name].dtype == np.float32
         flat = np.concatenate([ev[n][()].reshape(3, -1) for n in NAMES], axis=1)
         np.testing.assert_array_equal(flat, report.top.eigenvectors)
+
+
+def test_files_from_before_the_curvature_family_read_as_the_hessian(tmp_path):
+    """No `curvature`, `skipped_reasons` or group `param_names`: the Hessian, every skipped
+    parameter for want of a gradient (all that was skipped then), the eigenvectors' names."""
+    path = write_hessian(tmp_path / "old.h5", _report(), root=ROOT)
+    with h5py.File(path, "r+") as f:
+        for key in ("curvature", "skipped_reasons", "param_names"):
+            del f["hessian"].attrs[key]
+    report = read_hessian(path).report
+    assert report.curvature == "hessian" and report.skipped_reasons == ("no gradient",)
+    assert report.param_names == NAMES and report.skipped_params == ("frozen.weight",)
 
 
 def test_read_hessian_round_trip(tmp_path):

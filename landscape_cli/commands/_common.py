@@ -145,6 +145,48 @@ LabelColumnOpt = Annotated[
     ),
 ]
 
+CurvatureOpt = Annotated[
+    str,
+    typer.Option(
+        "--curvature",
+        help="hessian (the loss's Hessian), ggn (generalized Gauss-Newton: the Hessian of the "
+        "network linearised at the checkpoint, PSD) or fisher (empirical Fisher: the mean outer "
+        "product of per-sample gradients, PSD).",
+        rich_help_panel=ESTIMATE_PANEL,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class ParamOptions:
+    """Which parameters a measurement covers (``landscape_cli.params``): hessian, scan, audit."""
+
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--params",
+            metavar="GLOB",
+            help="Only the parameters whose names (as model.named_parameters() gives them) match "
+            "this shell-style pattern, e.g. 'layer4.*' (repeatable).",
+            rich_help_panel=MODEL_DATA_PANEL,
+        ),
+    ] = None
+    include_frozen: Annotated[
+        bool,
+        typer.Option(
+            "--include-frozen",
+            help="Also measure parameters with requires_grad=False (by default they are left "
+            "out and listed).",
+            rich_help_panel=MODEL_DATA_PANEL,
+        ),
+    ] = False
+
+    def build(self):
+        """The options as a :class:`landscape_cli.params.ParamSelection`."""
+        from landscape_cli.params import ParamSelection
+
+        return ParamSelection(tuple(self.params or ()), self.include_frozen)
+
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; values are Python literals where they parse (3, 0.5, (4, 4), True)."""

@@ -61,6 +61,7 @@ class Measures:
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
     ] = 1e-2
+    curvature: c.CurvatureOpt = "hessian"
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def audit(
     loss: c.LossOpt = None,
     device: c.DeviceOpt = "auto",
     source: AuditSource,
+    selection: c.ParamOptions,
     output: Output,
 ) -> None:
     """Rank checkpoints from flattest to sharpest; each one's numbers go to its results file.
@@ -140,7 +142,13 @@ def audit(
     from landscape_cli.pipeline import audit_job
 
     _check_output(output)
-    settings = au.AuditSettings(**asdict(measures), seed=source.seed, loss=loss or "")
+    settings = au.AuditSettings(
+        **asdict(measures),
+        seed=source.seed,
+        loss=loss or "",
+        params=tuple(selection.params or ()),
+        include_frozen=selection.include_frozen,
+    )
     with c.progress("audit") as progress:
         rows, works = audit_job(
             checkpoints,
@@ -160,6 +168,7 @@ def audit(
         rho=measures.rho,
         tau=measures.tau,
         match_loss=match_loss,
+        curvature=measures.curvature,
     )
     if output.report is not None and distributed.is_main():
         payload = audit_report.save_report(output.report, payload)
@@ -202,10 +211,17 @@ def _table(payload: dict[str, Any], match_loss: bool) -> None:
 
     from landscape_cli.audit import ranks
     from landscape_cli.audit_report import cells, fmt, headers, rank_label
+    from landscape_cli.hessian.curvature import CURVATURE_NAMES
 
     rank_by, tau = payload["rank_by"], payload["tau"]
+    curvature = payload.get("curvature", "hessian")
+    of = (
+        ""
+        if curvature == "hessian"
+        else f" (λmax, trace, neg. mass of the {CURVATURE_NAMES[curvature]})"
+    )
     table = Table(
-        title=f"flatness audit, flattest first by {rank_by} (≈: equal within uncertainty)"
+        title=f"flatness audit{of}, flattest first by {rank_by} (≈: equal within uncertainty)"
     )
     table.add_column("#", justify="right")
     table.add_column("checkpoint")

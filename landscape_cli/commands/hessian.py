@@ -109,6 +109,7 @@ class Measure:
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
     ] = "lanczos"
+    curvature: c.CurvatureOpt = "hessian"
     loss: c.LossOpt = None
     bn_mode: Annotated[
         str,
@@ -157,6 +158,7 @@ def hessian(
     estimate: Estimate,
     measure: Measure,
     source: c.SourceOptions,
+    selection: c.ParamOptions,
     output: Output,
 ) -> None:
     """Top-k Hessian eigenvalues (Lanczos), trace (Hutchinson-type) and density (SLQ).
@@ -170,7 +172,8 @@ def hessian(
     from landscape_cli.pipeline import hessian_job
 
     settings = hs.HessianSettings(**asdict(estimate), seed=source.seed)
-    with c.progress("hessian", "HVPs (at most)") as progress:
+    unit = "HVPs (at most)" if measure.curvature == "hessian" else "products (at most)"
+    with c.progress("hessian", unit) as progress:
         report, out_path, work = hessian_job(
             checkpoint,
             settings,
@@ -180,6 +183,7 @@ def hessian(
             overwrite=output.overwrite,
             on_phase=lambda name, budget: progress.phase(name, budget),
             on_hvp=progress.advance,
+            params=selection.build(),
             **asdict(measure),
         )
     _show(report, work, out_path, output.json_out, Console(), engine=measure.engine)
@@ -198,6 +202,7 @@ def _as_json(report, work, out_path: Path, engine: str) -> dict:
     return {
         "checkpoint": str(work.loaded.path),
         "engine": engine,
+        "curvature": report.curvature,
         "eigenvalues": top.eigenvalues if top else [],
         "residuals": top.residuals if top else [],
         "converged": top.converged if top else [],
@@ -220,7 +225,9 @@ def _as_json(report, work, out_path: Path, engine: str) -> dict:
         "hvp_count": report.hvp_count,
         "samples": report.samples,
         "num_params": report.num_params,
+        "param_names": list(report.param_names),
         "skipped_params": list(report.skipped_params),
+        "skipped_reasons": list(report.skipped_reasons),
         "loss": report.loss_value,
         "bn_mode": report.bn_mode,
         "device": report.device,
@@ -272,9 +279,12 @@ def _table(report, work, out_path: Path, engine: str):
     """The rich table of one run: each estimate with its uncertainty, then the run's facts."""
     from rich.table import Table
 
+    from landscape_cli.hessian.curvature import CURVATURE_NAMES
+
     top, tr, dens = report.top, report.trace, report.density
     by = " by PyHessian" if engine == "pyhessian" else ""
-    table = Table(title=f"Hessian of {work.loaded.path.name} ({report.samples} samples){by}")
+    what = CURVATURE_NAMES.get(report.curvature, report.curvature)
+    table = Table(title=f"{what} of {work.loaded.path.name} ({report.samples} samples){by}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("detail")
@@ -316,8 +326,22 @@ def _table(report, work, out_path: Path, engine: str):
     )
     if report.grad_norm == 0:
         table.add_row("gradient", "0", "exactly zero on these samples (a stationary point)")
-    table.add_row("HVPs", str(report.hvp_count), f"{report.seconds:.1f} s on {report.device}")
+    products = "HVPs" if report.curvature == "hessian" else "products"
+    table.add_row(products, str(report.hvp_count), f"{report.seconds:.1f} s on {report.device}")
+    table.add_row(
+        "parameters", f"{report.num_params:,}", f"in {len(report.param_names)} tensors measured"
+    )
     if report.skipped_params:
-        table.add_row("skipped", str(len(report.skipped_params)), "parameters with no gradient")
+        table.add_row("skipped", str(len(report.skipped_params)), _skipped_detail(report))
     table.add_row("results", str(out_path), "")
     return table
+
+
+def _skipped_detail(report) -> str:
+    """How many parameters were left out for each reason, and the first few names."""
+    from collections import Counter
+
+    counts = Counter(report.skipped_reasons)
+    names = ", ".join(report.skipped_params[:3]) + (", …" if len(report.skipped_params) > 3 else "")
+    why = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+    return f"tensors left out ({why}): {names}"

@@ -128,6 +128,7 @@ def scan(
     ] = None,
     device: c.DeviceOpt = "auto",
     source: ScanSource,
+    selection: c.ParamOptions,
     out: c.OutOpt = None,
     json_out: c.JsonOpt = False,
 ) -> None:
@@ -135,6 +136,7 @@ def scan(
     from landscape_cli.pipeline import ScanOptions, scan_job
 
     fields = asdict(grid) | {"to": tuple(grid.to or ())}
+    fields |= {"params": tuple(selection.params or ()), "include_frozen": selection.include_frozen}
     with c.progress("scan", "points") as progress:
         result, out_path = scan_job(
             checkpoint,
@@ -158,6 +160,8 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
     origin = loss[np.argmin(np.abs(x))] if result.dim == 1 else None
     nan_points = int(np.sum(~np.isfinite(loss)))
     bn = result.attrs.get("bn")
+    skipped = list(result.attrs.get("skipped_params", []))
+    reasons = list(result.attrs.get("skipped_reasons", []))
     if json_out:
         c.print_json(
             {
@@ -171,6 +175,8 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
                 "loss_at_origin": origin,
                 "nan_points": nan_points,
                 "bn": bn,
+                "skipped_params": skipped,
+                "skipped_reasons": reasons,
                 "out": str(out_path),
             }
         )
@@ -186,6 +192,9 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
         table.add_row("loss at 0", f"{origin:.6g}")
     if bn is not None:
         table.add_row("BatchNorm statistics", bn)
+    if skipped:
+        why = ", ".join(f"{reasons.count(r)} {r}" for r in dict.fromkeys(reasons))
+        table.add_row("parameters not moved", f"{len(skipped)} ({why})")
     gaps = " (no loss: drawn as gaps)" if nan_points else ""
     table.add_row("NaN points", f"{nan_points} of {loss.size}{gaps}")
     if nan_points < loss.size:

@@ -19,9 +19,15 @@ from dataclasses import dataclass, replace
 import torch
 
 from landscape_cli.evaluation import Batch, make_batches
+from landscape_cli.hessian.curvature import (
+    CURVATURES,
+    EmpiricalFisherOperator,
+    GGNOperator,
+    curvature_operator,
+)
 from landscape_cli.hessian.density import extend_krylov, slq_density
 from landscape_cli.hessian.lanczos import lanczos_run, lanczos_top, ritz_vectors
-from landscape_cli.hessian.operator import HessianOperator
+from landscape_cli.hessian.operator import CurvatureOperator, HessianOperator
 from landscape_cli.hessian.per_layer import per_layer_curvature
 from landscape_cli.hessian.protocol import BlockOperator, SymmetricOperator
 from landscape_cli.hessian.trace import deflated_trace, hutchinson_trace, hutchpp_trace
@@ -34,9 +40,13 @@ from landscape_cli.hessian.types import (
 )
 
 __all__ = [
+    "CURVATURES",
     "Batch",
     "BlockOperator",
+    "CurvatureOperator",
     "DensityResult",
+    "EmpiricalFisherOperator",
+    "GGNOperator",
     "HessianOperator",
     "HessianReport",
     "HessianSettings",
@@ -45,6 +55,7 @@ __all__ = [
     "SymmetricOperator",
     "TraceResult",
     "analyze",
+    "curvature_operator",
     "deflated_trace",
     "hutchinson_trace",
     "hutchpp_trace",
@@ -242,4 +253,6 @@ def make_report(
         param_shapes=op.shapes,
         loss_value=op.loss_value,
         grad_norm=float(op.gradient.norm()),
+        curvature=getattr(op, "curvature", "hessian"),
+        skipped_reasons=tuple(getattr(op, "skipped_reasons", ())),
     )

@@ -28,10 +28,22 @@ Modes: ``bn_mode="eval"`` (default) or ``"train"`` (BatchNorm on batch statistic
 statistics never changed), as :func:`landscape_cli.evaluation.evaluation_mode` defines them;
 attention runs on the math kernel (fused kernels have no double backward).
 
-Parameters that receive no gradient on any batch are left out of the operator (and listed in
-``skipped``). On construction the operator applies itself twice to the same vector on the first
-batch and refuses to go on if the two products differ (a model that is not deterministic would
-make every estimate meaningless).
+Which parameters: the rule of :mod:`landscape_cli.params` (by default the trainable ones;
+``params`` narrows them by name patterns and ``include_frozen`` adds the frozen ones); of those,
+the ones that receive no gradient on any batch are left out too. Every parameter left out is in
+``skipped``, with its reason in ``skipped_reasons``. The operator differentiates with respect to
+its own leaf tensors (the chosen parameters' values, detached; the model runs on them through
+:func:`torch.func.functional_call`), so frozen parameters can be measured without touching the
+model's ``requires_grad`` flags, and parameters outside the selection build no graph. On
+construction the operator applies itself twice to the same vector on the first batch and
+refuses to go on if the two products differ (a model that is not deterministic would make every
+estimate meaningless).
+
+:class:`CurvatureOperator` is all of this but the product itself: the batches and their weights,
+the sums over torchrun ranks, the dtype, the parameter rule, the gradient, kept graphs, the
+determinism check, the progress hook and the product count. :class:`HessianOperator` adds the
+Hessian's product; the generalized Gauss-Newton matrix and the empirical Fisher
+(:mod:`landscape_cli.hessian.curvature`) add theirs.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,24 +67,38 @@ from landscape_cli.evaluation import (
     evaluation_mode,
     to_device,
 )
+from landscape_cli.params import NO_GRADIENT, ParamSelection, select_parameters
 
 
-class HessianOperator:
-    """Hessian of the mean loss over fixed batches, as a linear operator on float64 vectors.
+class CurvatureOperator:
+    """A curvature matrix of the mean loss over fixed batches, as an operator on float64 vectors.
+
+    Everything but the per-batch product, which a subclass supplies as two methods:
+    ``_batch_graph(batch)`` (what one batch's products need, built once and kept between products
+    when it fits in ``memory_budget``) and ``_batch_products(graph, vectors, retain)`` (that
+    batch's matrix times each vector, float64 flat, freeing the graph after the last vector unless
+    ``retain``). The full product is the sum of the batch products weighted by each batch's share
+    of the samples, summed over torchrun ranks.
 
     Args:
         model: the network; moved to ``device`` in place, converted to ``dtype`` on a copy,
-            otherwise unchanged (modes and BatchNorm statistics are restored).
+            otherwise unchanged (modes, BatchNorm statistics and ``requires_grad`` flags are
+            restored or never touched).
         batches: the ordered sample set, already split into batches.
         loss: ``"ce"``, ``"mse"``, or a callable ``(output, target) -> mean loss``.
         bn_mode: ``"eval"`` or ``"train"`` (see the module docstring).
         device: where to compute; batches are moved there.
         dtype: the model's compute dtype (``torch.float32`` or ``torch.float64``).
-        cache_graphs: keep each batch's first-order graph between products; ``None`` decides
-            by measuring the first batch's graph against ``memory_budget`` bytes.
+        cache_graphs: keep each batch's graph between products; ``None`` decides by measuring
+            the first batch's graph against ``memory_budget`` bytes.
         memory_budget: bytes the cached graphs of all batches may take (for ``cache_graphs``).
         check: run the determinism check.
+        params: which parameters (:class:`~landscape_cli.params.ParamSelection`; default: the
+            trainable ones).
     """
+
+    #: The matrix's name in results files: ``hessian``, ``ggn`` or ``fisher``.
+    curvature = ""
 
     def __init__(
         self,
@@ -85,16 +112,19 @@ class HessianOperator:
         cache_graphs: bool | None = None,
         memory_budget: int = 2 * 1024**3,
         check: bool = True,
+        params: ParamSelection | None = None,
     ) -> None:
         if bn_mode not in BN_MODES:
             raise LandscapeError(f"`bn_mode` must be eval or train, got {bn_mode!r}")
         if not batches:
             raise LandscapeError("no samples to compute the Hessian on")
+        self._check_model(model, bn_mode)
         self.device = torch.device(device)
         self.dtype = dtype
         if any(p.dtype != dtype for p in model.parameters()):
             model = copy.deepcopy(model)  # a dtype change must not reach the caller's model
         self.model = model.to(device=self.device, dtype=dtype)  # moves (in place) to device
+        self.loss_name = loss if isinstance(loss, str) else None
         self.loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
         self.bn_mode = bn_mode
         # Under torchrun each rank keeps its shard of the batches, weighted by the global count;
@@ -106,12 +136,24 @@ class HessianOperator:
         self.batch_hvps = 0  # per-batch products, including the determinism check
         self.on_hvp: Callable[[int], None] | None = None  # progress hook: called with k per matmat
 
-        named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise LandscapeError("the model has no trainable parameters")
+        self.selection = params or ParamSelection()
+        chosen = select_parameters(self.model, self.selection)
+        # The operator's own leaves: the chosen parameters' values (shared storage), and every
+        # other parameter detached, so that only the chosen ones are differentiated.
+        leaves = {k: p.detach().requires_grad_(True) for k, p in chosen.as_dict().items()}
+        self._tensors: dict[str, Tensor] = {
+            k: leaves.get(k, p.detach()) for k, p in self.model.named_parameters()
+        }
+        named = list(leaves.items())
         self.loss_value, grads = self._full_gradient([p for _, p in named])
         used = [i for i, g in enumerate(grads) if g is not None]
-        self.skipped = tuple(named[i][0] for i in range(len(named)) if grads[i] is None)
+        reason = dict(zip(chosen.skipped, chosen.reasons, strict=True))
+        reason.update({named[i][0]: NO_GRADIENT for i in range(len(named)) if grads[i] is None})
+        order = [k for k, _ in self.model.named_parameters() if k in reason]
+        self.skipped = tuple(order)
+        self.skipped_reasons = tuple(reason[k] for k in order)
+        sizes = {k: p.numel() for k, p in self.model.named_parameters()}
+        self.skipped_numel = tuple(sizes[k] for k in order)
         if not used:
             raise LandscapeError("no parameter receives a gradient from the loss")
         self.names = tuple(named[i][0] for i in used)
@@ -121,24 +163,43 @@ class HessianOperator:
         self.n = sum(self.sizes)
         self.gradient = torch.cat([grads[i].reshape(-1).double() for i in used])
 
-        self._cache: list[tuple[Tensor, ...]] | None = None
+        self._cache: list[Any] | None = None
         self.graph_bytes = self._measure_graph_bytes() if self.batches else 0
         if cache_graphs is None:
             cache_graphs = self.graph_bytes * len(self.batches) <= memory_budget
         self.cache_graphs = bool(cache_graphs)
         if self.cache_graphs:
-            self._cache = [self._first_order(b) for b in self.batches]
+            self._cache = [self._batch_graph(b) for b in self.batches]
         if check and self.batches:
             self._check_determinism()
+
+    # -- what a subclass supplies ---------------------------------------------------------------
+
+    def _check_model(self, model: nn.Module, bn_mode: str) -> None:
+        """Refuse a model or mode the curvature is not defined for (all are, by default)."""
+
+    def _batch_graph(self, b: Batch) -> Any:
+        """What one batch's products need (kept between products when ``cache_graphs``)."""
+        raise NotImplementedError
+
+    def _batch_products(self, graph: Any, vecs: list[list[Tensor]], retain: bool) -> list[Tensor]:
+        """One batch's matrix times each of ``vecs`` (per-parameter pieces), float64 flat."""
+        raise NotImplementedError
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _mode(self) -> contextlib.AbstractContextManager[None]:
         return evaluation_mode(self.model, self.bn_mode)
 
-    def _loss(self, b: Batch) -> Tensor:
+    def _output(self, b: Batch) -> Tensor:
+        """The model's output on ``b``, as a function of the operator's leaves."""
+        from torch.func import functional_call
+
         with self._mode():
-            return self.loss_fn(self.model(b.inputs), b.targets)
+            return functional_call(self.model, self._tensors, (b.inputs,))
+
+    def _loss(self, b: Batch) -> Tensor:
+        return self.loss_fn(self._output(b), b.targets)
 
     def _full_gradient(self, params: list[Tensor]) -> tuple[float, list[Tensor | None]]:
         total = 0.0
@@ -169,13 +230,8 @@ class HessianOperator:
             raise LandscapeError(f"the loss is not finite ({total}) on these samples")
         return total, acc
 
-    def _first_order(self, b: Batch) -> tuple[Tensor, ...]:
-        with torch.enable_grad():
-            loss = self._loss(b)
-            return torch.autograd.grad(loss, self.params, create_graph=True)
-
     def _measure_graph_bytes(self) -> int:
-        """Bytes the first batch's first-order graph keeps alive (saved tensors, gradients)."""
+        """Bytes the first batch's kept graph holds alive (saved tensors, gradients)."""
         seen: dict[int, int] = {}
 
         def pack(t: Tensor) -> Tensor:
@@ -187,23 +243,28 @@ class HessianOperator:
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            grads = self._first_order(self.batches[0])
-        del grads
+            graph = self._batch_graph(self.batches[0])
+        del graph
         return sum(seen.values()) + self.n * torch.finfo(self.dtype).bits // 8
+
+    def _products(self, graph: Any, vecs: list[list[Tensor]], retain: bool) -> list[Tensor]:
+        self.batch_hvps += len(vecs)
+        return self._batch_products(graph, vecs, retain)
 
     def _check_determinism(self) -> None:
         gen = torch.Generator().manual_seed(12345)
         v = self._split(torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device))
         b = self.batches[0]
-        first = self._hvp(self._first_order(b), [v], retain=False)[0]
-        second = self._hvp(self._first_order(b), [v], retain=False)[0]
+        first = self._products(self._batch_graph(b), [v], retain=False)[0]
+        second = self._products(self._batch_graph(b), [v], retain=False)[0]
         scale = first.abs().max().item()
         diff = (first - second).abs().max().item()
         tol = 0.0 if self.device.type == "cpu" else 1e-4 * max(scale, 1e-30)
         if diff > tol:
             raise LandscapeError(
-                f"the model is not deterministic: two Hessian-vector products of the same vector "
-                f"differ by {diff:.3g} (max |Hv| {scale:.3g}); estimates would be meaningless"
+                f"the model is not deterministic: two products of the same vector with the "
+                f"{self.curvature or 'curvature'} operator differ by {diff:.3g} (max {scale:.3g}); "
+                "estimates would be meaningless"
             )
 
     def _split(self, v: Tensor) -> list[Tensor]:
@@ -212,39 +273,19 @@ class HessianOperator:
             for c, s in zip(torch.split(v, self.sizes), self.shapes, strict=True)
         ]
 
-    def _hvp(
-        self, grads: tuple[Tensor, ...], vecs: list[list[Tensor]], retain: bool
-    ) -> list[Tensor]:
-        # A gradient with no graph is constant in θ (its rows of H are zero): leave it out.
-        live = [i for i, g in enumerate(grads) if g.requires_grad]
-        out = []
-        for j, v in enumerate(vecs):
-            self.batch_hvps += 1
-            if not live:
-                out.append(torch.zeros(self.n, dtype=torch.float64, device=self.device))
-                continue
-            keep = retain or j < len(vecs) - 1
-            hv = torch.autograd.grad(
-                [grads[i] for i in live],
-                self.params,
-                grad_outputs=[v[i] for i in live],
-                retain_graph=keep,
-                allow_unused=True,
-            )
-            out.append(
-                torch.cat(
-                    [
-                        (h if h is not None else torch.zeros_like(p)).reshape(-1)
-                        for h, p in zip(hv, self.params, strict=True)
-                    ]
-                ).double()
-            )
-        return out
+    def _flat(self, parts: Sequence[Tensor | None]) -> Tensor:
+        """Per-parameter pieces (None for zero) as one float64 vector of length n."""
+        return torch.cat(
+            [
+                (h if h is not None else torch.zeros_like(p)).reshape(-1)
+                for h, p in zip(parts, self.params, strict=True)
+            ]
+        ).double()
 
     # -- the operator -------------------------------------------------------------------------
 
     def matmat(self, vectors: Tensor) -> Tensor:
-        """``H @ vectors`` for a float64 matrix of shape (n, k); each column counts as one HVP."""
+        """``A @ vectors`` for a float64 matrix of shape (n, k); each column is one product."""
         squeeze = vectors.dim() == 1
         mat = vectors.reshape(self.n, -1).to(device=self.device, dtype=torch.float64)
         k = mat.shape[1]
@@ -252,9 +293,9 @@ class HessianOperator:
         split = [self._split(cols[j]) for j in range(k)]
         out = torch.zeros(self.n, k, dtype=torch.float64, device=self.device)
         for i, (b, w) in enumerate(zip(self.batches, self.weights, strict=True)):
-            grads = self._cache[i] if self._cache is not None else self._first_order(b)
-            for j, hv in enumerate(self._hvp(grads, split, retain=self._cache is not None)):
-                out[:, j].add_(hv, alpha=w)
+            graph = self._cache[i] if self._cache is not None else self._batch_graph(b)
+            for j, av in enumerate(self._products(graph, split, retain=self._cache is not None)):
+                out[:, j].add_(av, alpha=w)
         distributed.sum_(out)
         self.hvp_count += k
         if self.on_hvp is not None:
@@ -262,7 +303,7 @@ class HessianOperator:
         return out[:, 0] if squeeze else out
 
     def matvec(self, v: Tensor) -> Tensor:
-        """``H @ v`` for a float64 vector of length n (one HVP)."""
+        """``A @ v`` for a float64 vector of length n (one product)."""
         return self.matmat(v.reshape(-1, 1))[:, 0]
 
     def blocks(self) -> list[tuple[str, int, int]]:
@@ -270,7 +311,8 @@ class HessianOperator:
 
         A model with a ``parameter_group(name) -> str`` method (a Hugging Face folder groups by
         transformer block, :class:`landscape_cli.models.hf.HFClassifier`) gets one block per run
-        of consecutive parameters in the same group, named by the group.
+        of consecutive parameters in the same group, named by the group. Blocks cover the
+        operator's parameters only (with ``params``, the blocks within the subset).
         """
         group = getattr(self.model, "parameter_group", None)
         out: list[tuple[str, int, int]] = []
@@ -285,5 +327,42 @@ class HessianOperator:
         return out
 
     def dense(self) -> Tensor:
-        """The full n×n Hessian by n products (tests and tiny models only)."""
+        """The full n×n matrix by n products (tests and tiny models only)."""
         return self.matmat(torch.eye(self.n, dtype=torch.float64))
+
+
+class HessianOperator(CurvatureOperator):
+    """Hessian of the mean loss over fixed batches, as a linear operator on float64 vectors.
+
+    The arguments are :class:`CurvatureOperator`'s. Each batch's product is a double backward
+    through its first-order graph (the gradient built with ``create_graph``), which is what is
+    kept between products.
+    """
+
+    curvature = "hessian"
+
+    def _batch_graph(self, b: Batch) -> tuple[Tensor, ...]:
+        with torch.enable_grad():
+            loss = self._loss(b)
+            return torch.autograd.grad(loss, self.params, create_graph=True)
+
+    def _batch_products(
+        self, grads: tuple[Tensor, ...], vecs: list[list[Tensor]], retain: bool
+    ) -> list[Tensor]:
+        # A gradient with no graph is constant in θ (its rows of H are zero): leave it out.
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        out = []
+        for j, v in enumerate(vecs):
+            if not live:
+                out.append(torch.zeros(self.n, dtype=torch.float64, device=self.device))
+                continue
+            keep = retain or j < len(vecs) - 1
+            hv = torch.autograd.grad(
+                [grads[i] for i in live],
+                self.params,
+                grad_outputs=[v[i] for i in live],
+                retain_graph=keep,
+                allow_unused=True,
+            )
+            out.append(self._flat(hv))
+        return out

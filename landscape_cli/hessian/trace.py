@@ -54,6 +54,9 @@ from landscape_cli.hessian.protocol import SymmetricOperator
 from landscape_cli.hessian.sampling import rademacher
 from landscape_cli.hessian.types import TraceResult
 
+#: The relative float64 rounding floor of a trace interval's half-width.
+ROUNDING = 1e-12
+
 
 def summarize(
     samples: np.ndarray, *, method: str, hvp_count: int, rtol: float, note: str = ""
@@ -74,6 +77,9 @@ def summarize(
     mean = float(samples.mean())
     stderr = float(samples.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
     half = float(stats.t.ppf(0.975, n - 1)) * stderr if n > 1 else math.inf
+    # Samples that agree exactly (a deflation space that spans R^n leaves nothing random) still
+    # carry the rounding of float64 sums: the interval is never narrower than that.
+    half = max(half, ROUNDING * max(abs(mean), float(np.abs(samples).max(initial=0.0))))
     return TraceResult(
         estimate=mean,
         stderr=stderr,

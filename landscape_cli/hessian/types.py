@@ -93,7 +93,12 @@ class LayerCurvature:
 
 @dataclass(frozen=True)
 class HessianReport:
-    """Everything ``landscape hessian`` measured on one checkpoint."""
+    """Everything ``landscape hessian`` measured on one checkpoint.
+
+    ``curvature`` names the matrix measured (``hessian``, ``ggn`` or ``fisher``);
+    ``param_names`` are the parameters it covers, in order, and ``skipped_params`` the others,
+    each with its reason in ``skipped_reasons`` (``frozen``, ``not selected``, ``no gradient``).
+    """
 
     top: LanczosResult | None
     trace: TraceResult | None
@@ -115,3 +120,5 @@ class HessianReport:
     param_shapes: tuple[tuple[int, ...], ...] = ()
     loss_value: float = float("nan")
     grad_norm: float = float("nan")
+    curvature: str = "hessian"
+    skipped_reasons: tuple[str, ...] = ()

@@ -94,12 +94,16 @@ def hatch(i: int) -> str:
 
 _LOSS_NAMES = {"ce": "cross-entropy", "mse": "MSE"}
 _ENGINES = {"lanczos": "Lanczos", "pyhessian": "PyHessian"}
+_CURVATURES = {"hessian": "Hessian", "ggn": "GGN", "fisher": "empirical Fisher"}
 
 
 def _measured_parts(attrs: dict | None) -> dict[str, str]:
-    """The recorded parts of what a result was measured on: engine, loss, samples and split."""
+    """The recorded parts of what a result was measured on: curvature, engine, loss, samples."""
     attrs = attrs or {}
     parts: dict[str, str] = {}
+    curvature = attrs.get("curvature")
+    if curvature:
+        parts["curvature"] = _CURVATURES.get(str(curvature), str(curvature))
     engine = attrs.get("engine")
     if engine:
         parts["engine"] = _ENGINES.get(str(engine), str(engine))
@@ -129,13 +133,16 @@ def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
 
     Returns ``(what all runs share, per-run remainders)``. The parts of :func:`measured_on` that
     every run shares go in an axis label; the parts that differ go after each run's legend label
-    (e.g. " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint). The Hessian
-    engine is named only where it is not the default Lanczos for every run.
+    (e.g. " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint, " (GGN)" beside
+    " (Hessian)" for two curvature matrices). The Hessian engine is named only where it is not the
+    default Lanczos for every run, the curvature only where it is not the Hessian for every run.
     """
     parts = [_measured_parts(a) for a in attrs_list]
-    keys = [k for k in ("engine", "loss", "samples") if any(k in p for p in parts)]
+    keys = [k for k in ("curvature", "engine", "loss", "samples") if any(k in p for p in parts)]
     if "engine" in keys and all(p.get("engine", "Lanczos") == "Lanczos" for p in parts):
         keys.remove("engine")
+    if "curvature" in keys and all(p.get("curvature", "Hessian") == "Hessian" for p in parts):
+        keys.remove("curvature")
     common = [k for k in keys if len({p.get(k, "") for p in parts}) == 1]
     shared = ", ".join(parts[0][k] for k in common if parts[0].get(k)) if parts else ""
     own = []

@@ -4,8 +4,11 @@ A :class:`~landscape_cli.hessian.types.HessianReport` written and read back.
 
 :func:`write_hessian` takes a ``HessianReport`` (or a :class:`HessianResult`, the report with the
 group's other attributes); :func:`read_hessian` returns a :class:`HessianResult` whose ``report``
-is the report written, up to what the file keeps: ``param_names``/``param_shapes`` are stored only
-with the eigenvectors, and eigenvectors come back as float32.
+is the report written, up to what the file keeps: ``param_shapes`` are stored only with the
+eigenvectors, and eigenvectors come back as float32. Files written before ``curvature``,
+``skipped_reasons`` and the group's ``param_names`` existed read back as the Hessian, each skipped
+parameter with the reason ``no gradient`` (the only one they skipped), and the parameter names of
+the eigenvectors (else none).
 """
 
 from __future__ import annotations
@@ -128,6 +131,10 @@ def _report_attrs(report: HessianReport) -> dict[str, Any]:
     out.update({key: np.float64(getattr(report, key)) for key in _FLOATS})
     out.update({key: str(getattr(report, key)) for key in _STRS})
     out["skipped_params"] = list(report.skipped_params)
+    out["skipped_reasons"] = list(report.skipped_reasons)
+    out["curvature"] = str(report.curvature)
+    if report.param_names:
+        out["param_names"] = list(report.param_names)
     top = report.top
     if top is not None:
         out["lambda_min"] = np.float64(top.lambda_min)
@@ -339,14 +346,19 @@ def read_group(g: h5py.Group) -> HessianResult:
     fields = {key: int(attrs.pop(key, 0)) for key in _INTS}
     fields.update({key: float(attrs.pop(key, np.nan)) for key in _FLOATS})
     fields.update({key: str(attrs.pop(key, "")) for key in _STRS})
+    skipped = tuple(attrs.pop("skipped_params", ()))
+    reasons = attrs.pop("skipped_reasons", None)
+    stored_names = attrs.pop("param_names", None)
     report = HessianReport(
         top=top,
         trace=trace,
         density=density,
         per_layer=per_layer,
-        skipped_params=tuple(attrs.pop("skipped_params", ())),
-        param_names=names,
+        skipped_params=skipped,
+        param_names=tuple(stored_names) if stored_names is not None else names,
         param_shapes=shapes,
+        curvature=str(attrs.pop("curvature", "hessian")),
+        skipped_reasons=tuple(reasons) if reasons is not None else ("no gradient",) * len(skipped),
         **fields,
     )
     return HessianResult(report, attrs, partial)

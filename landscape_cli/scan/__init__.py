@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from landscape_cli.errors import LandscapeError
+from landscape_cli.params import ParamSelection
 from landscape_cli.scan.directions import (
     IGNORES,
     NORMS,
@@ -60,13 +61,19 @@ def random_plan(
     norm: str = "filter",
     ignore: str = "biasbn",
     orthogonalize: bool = False,
+    selection: ParamSelection | None = None,
     **attrs: Any,
 ) -> ScanPlan:
-    """Gaussian directions (one per axis) from ``seed``, normalised per ``norm``/``ignore``."""
+    """Gaussian directions (one per axis) from ``seed``, normalised per ``norm``/``ignore``.
+
+    They move the parameters of ``selection`` (:mod:`landscape_cli.params`; default: the
+    trainable ones).
+    """
     gen = torch.Generator().manual_seed(seed)
-    dirs = [random_direction(model, generator=gen, norm=norm, ignore=ignore)]
+    kw = {"norm": norm, "ignore": ignore, "selection": selection}
+    dirs = [random_direction(model, generator=gen, **kw)]
     if y is not None:
-        dy = random_direction(model, generator=gen, norm=norm, ignore=ignore)
+        dy = random_direction(model, generator=gen, **kw)
         dirs.append(orthogonalise(dirs[0], dy) if orthogonalize else dy)
     meta = {
         "dim": 1 if y is None else 2,
@@ -116,13 +123,17 @@ def interpolation_plan(
     name: str,
     x: np.ndarray,
     y: np.ndarray | None = None,
+    names: tuple[str, ...] | None = None,
     **attrs: Any,
 ) -> ScanPlan:
-    """θ(a, b) = θ₀ + a(θ₁ − θ₀) (+ b(θ₂ − θ₀)), over parameters and floating-point buffers."""
+    """θ(a, b) = θ₀ + a(θ₁ − θ₀) (+ b(θ₂ − θ₀)), over parameters and floating-point buffers.
+
+    With ``names``, only those parameters move (and every floating-point buffer).
+    """
     dim = 1 if y is None else 2
     if len(targets) != dim:
         raise LandscapeError(f"a {dim}-D interpolation needs {dim} `targets`, got {len(targets)}")
-    dirs = tuple(difference(t, model) for t in targets)
+    dirs = tuple(difference(t, model, names) for t in targets)
     meta = {
         "dim": dim,
         "kind": "interpolation",

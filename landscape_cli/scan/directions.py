@@ -17,6 +17,12 @@ gives a zero direction, never a division by zero). ``norm="layer"`` scales each 
 ``norm="none"`` keeps the raw Gaussian. Only parameters are perturbed: BatchNorm running
 statistics are buffers and never move.
 
+Which parameters a direction moves follows :mod:`landscape_cli.params`: by default the trainable
+ones (frozen parameters stay where they are and are listed), ``include_frozen`` adds the frozen
+ones and ``params`` patterns restrict to a subset; a direction holds exactly the parameters it
+moves. Interpolations move every parameter (and floating-point buffer) unless restricted by
+names, so that their end point is the other checkpoint.
+
 Differences from the reference code, on purpose: normalisation is on by default (there it needs
 two flags); directions are stored by parameter name, not position; a 1-D direction is never reused
 for a 2-D scan.
@@ -28,15 +34,16 @@ import torch
 from torch import Tensor, nn
 
 from landscape_cli.errors import LandscapeError
+from landscape_cli.params import ParamSelection, select_parameters
 
 NORMS = ("filter", "layer", "none")
 IGNORES = ("biasbn", "none")
 Direction = dict[str, Tensor]
 
 
-def parameters_of(model: nn.Module) -> dict[str, Tensor]:
-    """The model's trainable parameters by name (what a direction perturbs)."""
-    return {k: p for k, p in model.named_parameters() if p.requires_grad}
+def parameters_of(model: nn.Module, selection: ParamSelection | None = None) -> dict[str, Tensor]:
+    """The parameters a direction perturbs, by name: by default the trainable ones."""
+    return select_parameters(model, selection).as_dict()
 
 
 def normalise(
@@ -73,9 +80,13 @@ def random_direction(
     generator: torch.Generator,
     norm: str = "filter",
     ignore: str = "biasbn",
+    selection: ParamSelection | None = None,
 ) -> Direction:
-    """A Gaussian direction, normalised per ``norm`` (drawn on the CPU, in parameter order)."""
-    weights = parameters_of(model)
+    """A Gaussian direction, normalised per ``norm`` (drawn on the CPU, in parameter order).
+
+    It covers the parameters of ``selection`` (default: the trainable ones).
+    """
+    weights = parameters_of(model, selection)
     raw = {
         k: torch.randn(w.shape, generator=generator, dtype=torch.float64).to(w.dtype).to(w.device)
         for k, w in weights.items()
@@ -103,8 +114,13 @@ def orthogonalise(x: Direction, y: Direction) -> Direction:
     return out
 
 
-def difference(target: nn.Module, base: nn.Module) -> Direction:
-    """``θ_target − θ_base`` for every parameter and floating-point buffer (interpolation)."""
+def difference(
+    target: nn.Module, base: nn.Module, names: tuple[str, ...] | None = None
+) -> Direction:
+    """``θ_target − θ_base`` for every parameter and floating-point buffer (interpolation).
+
+    With ``names``, of those parameters only (the floating-point buffers still all move).
+    """
     a, b = target.state_dict(), base.state_dict()
     if a.keys() != b.keys():
         missing = sorted(set(b) ^ set(a))[:4]
@@ -113,16 +129,17 @@ def difference(target: nn.Module, base: nn.Module) -> Direction:
             "interpolation needs the same architecture"
         )
     out = {}
+    left_out = set() if names is None else {k for k, _ in base.named_parameters()} - set(names)
     for k, v in b.items():
         if a[k].shape != v.shape:
             raise LandscapeError(f"{k} has shape {tuple(a[k].shape)} vs {tuple(v.shape)}")
-        if torch.is_floating_point(v):
+        if torch.is_floating_point(v) and k not in left_out:
             out[k] = (a[k].to(v.device) - v).detach()
     return out
 
 
 def split_flat(vector, model: nn.Module, names: tuple[str, ...]) -> Direction:
-    """A flat vector over ``names`` (in order) as a direction keyed by parameter name."""
+    """A flat vector over ``names`` (in order) as a direction of exactly those parameters."""
     params = dict(model.named_parameters())
     out, start = {}, 0
     vec = torch.as_tensor(vector)
@@ -130,6 +147,4 @@ def split_flat(vector, model: nn.Module, names: tuple[str, ...]) -> Direction:
         p = params[name]
         out[name] = vec[start : start + p.numel()].reshape(p.shape).to(p.dtype).to(p.device)
         start += p.numel()
-    for name, p in parameters_of(model).items():  # parameters without gradient: not perturbed
-        out.setdefault(name, torch.zeros_like(p))
-    return {k: out[k] for k in parameters_of(model)}
+    return out

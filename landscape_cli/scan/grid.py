@@ -42,6 +42,8 @@ IDENTITY = (
     "orthogonalize",
     "checkpoint_sha256",
     "targets_sha256",
+    "params",
+    "include_frozen",
     "xmin",
     "xmax",
     "nx",

@@ -47,6 +47,7 @@ IDENTITY = (
     "ymin",
     "ymax",
     "ny",
+    "float32_precision",
 )
 
 

@@ -7,11 +7,13 @@ from the cache) once for b vectors instead of b times. Their ``block`` argument 
 columns one product carries; ``None`` takes :func:`default_block` of the operator's device.
 
 **The rule** (measured with ``benchmarks/batched_products.py``; benchmarks/RESULTS.md, "Batched
-products"): on the CPU a product of 8 columns costs per column what a single product costs, or
-less (1.0–1.6× cheaper on a CIFAR ResNet-18, most where graphs are rebuilt), and 16 columns
-gain nothing over 8, so :data:`CPU_BLOCK` is 8. On CUDA, where a single product of a small
-batch leaves the GPU mostly idle, :data:`CUDA_BLOCK` is 8 until a GPU run of
-``benchmarks/gpu_check.sh`` measures otherwise.
+products"): on the CPU a product of 8 columns costs per column what a single product costs where
+the first-order graphs are kept (1.0–1.1×, within the noise), and 1.5× less where they are
+rebuilt for every product (each graph then serves 8 vectors); 16 columns gain nothing
+consistent over 8, and 8 is one stopping round of the trace (no product past the stop), so
+:data:`CPU_BLOCK` is 8. On CUDA, where one product of a small batch leaves most of the GPU idle,
+:data:`CUDA_BLOCK` is 8 as well until a GPU run of ``benchmarks/gpu_check.sh`` measures
+otherwise (its "batched products" rows; not yet run).
 
 **Same numbers whatever the block.** The block only groups products: the probes are drawn the
 same way and in the same order (trace probes in rounds of :data:`ROUND`, SLQ probes one column

@@ -50,6 +50,7 @@ import os
 import pickle
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,7 @@ class Sizes:
 
 
 GPU = Sizes(
-    budget_s=450,
+    budget_s=470,
     digits_samples=512,
     resnet_width=64,
     resnet_samples=256,
@@ -514,27 +515,42 @@ _WRAPPER = (
 def run_cli(
     python: str, args: list[str], timeout: float
 ) -> tuple[int, dict | None, str, float, int | None]:
-    """``landscape ARGS --json`` in a fresh process: (exit, JSON, stderr, seconds, peak bytes)."""
+    """``landscape ARGS --json`` in a fresh process: (exit, JSON, stderr, seconds, peak bytes).
+
+    Past ``timeout`` the process gets Ctrl-C (SIGINT, exit 130: ``hessian`` then saves what it
+    finished, marked partial), and is killed if it has not ended 60 s later.
+    """
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     t0 = time.perf_counter()
-    res = subprocess.run(
+    proc = subprocess.Popen(
         [python, "-c", _WRAPPER, *args, "--json"],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env=env,
+        # a background job of a non-interactive shell ignores SIGINT: give the child the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - t0
-    peak = re.search(r"PEAK_CUDA_BYTES (\d+)", res.stderr)
+    peak = re.search(r"PEAK_CUDA_BYTES (\d+)", stderr)
     out = None
-    if res.returncode == 0:
-        out = json.loads(res.stdout.strip().splitlines()[-1])
-    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    if proc.returncode == 0:
+        out = json.loads(stdout.strip().splitlines()[-1])
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
     return (
-        res.returncode,
+        proc.returncode,
         out,
-        errors[0] if errors else res.stderr[-300:],
+        errors[0] if errors else stderr[-300:],
         seconds,
         (int(peak.group(1)) if peak else None),
     )
@@ -585,20 +601,19 @@ def end_to_end(table: Table, python: str, dev, sizes: Sizes, clock: Clock, tmp: 
         *sizes.e2e_options,
     ]
     table.facts["e2e_command"] = "landscape " + " ".join(args)
-    limit = clock.cap(400.0, reserve=170.0, least=60.0)
+    limit = clock.cap(400.0, reserve=110.0, least=60.0)
     what = f"CIFAR ResNet-18 width {sizes.e2e_width} ({n:,} params), {sizes.e2e_samples} samples"
     table.add(
         s, "command", "landscape " + " ".join(a if "/" not in a else Path(a).name for a in args)
     )
-    try:
-        code, out, err, seconds, peak = run_cli(python, args, limit)
-    except subprocess.TimeoutExpired:
-        table.add(s, what, f"timed out after {limit:.0f} s", "", "FAIL (time budget)")
+    code, out, err, seconds, peak = run_cli(python, args, limit)
+    peak_text = f"{peak / 2**30:.2f} GiB peak GPU memory" if peak else "(no GPU)"
+    if code == 130:  # stopped at the time limit: what it finished is in the file, marked partial
+        partial(table, s, what, tmp / "resnet18.h5", seconds, peak_text, limit)
         return
     if code != 0 or out is None:
         table.add(s, what, f"exit {code}: {err}", "", "FAIL")
         return
-    peak_text = f"{peak / 2**30:.2f} GiB peak GPU memory" if peak else "(no GPU)"
     table.add(
         s,
         what,
@@ -616,6 +631,29 @@ def end_to_end(table: Table, python: str, dev, sizes: Sizes, clock: Clock, tmp: 
         "probes",
     )
     table.facts["e2e"] = {"seconds": seconds, "hvp_count": out["hvp_count"], "peak_bytes": peak}
+
+
+def partial(table: Table, s: str, what: str, path: Path, seconds, peak_text, limit) -> None:
+    """The row of a run stopped at its time limit, from the partial ``/hessian`` it saved."""
+    from landscape_cli.results import read_hessian
+
+    if not path.exists():
+        table.add(s, what, f"stopped at {limit:.0f} s before finishing a phase", "", "FAIL")
+        return
+    h = read_hessian(path)
+    attrs = h["attrs"]
+    done = [k for k in ("eigenvalues", "trace", "density") if h.get(k) is not None]
+    table.add(
+        s,
+        what,
+        f"stopped at the {limit:.0f} s limit: {attrs.get('hvp_count')} HVPs in "
+        f"{attrs.get('seconds', float('nan')):.1f} s, {peak_text}",
+        f"partial result: {', '.join(done) or 'nothing'} finished",
+        "info: partial (time budget)",
+    )
+    if h.get("eigenvalues") is not None:
+        eig = ", ".join(f"{v:.5g}" for v in h["eigenvalues"])
+        table.add(s, "top eigenvalues", eig, f"max residual {max(h['residuals']):.1e}")
 
 
 # -- 6. language model ---------------------------------------------------------------------------
@@ -684,10 +722,10 @@ def language_model(table: Table, python: str, dev, sizes: Sizes, clock: Clock, t
         str(tmp / "gpt2.h5"),
     ]
     shape = f"GPT-2 {sizes.lm['n_layer']}x{sizes.lm['n_embd']}, vocab {sizes.lm['vocab_size']}"
-    try:
-        code, out, err, seconds, peak = run_cli(python, args, clock.cap(90.0, reserve=100.0))
-    except subprocess.TimeoutExpired:
-        table.add(s, shape, "timed out", "", "FAIL (time budget)")
+    limit = clock.cap(60.0, reserve=60.0, least=30.0)
+    code, out, err, seconds, peak = run_cli(python, args, limit)
+    if code == 130:
+        table.add(s, f"{shape} top-1", f"stopped at the {limit:.0f} s limit", "", "FAIL (time)")
         return
     if code == 2 and "architecture" in err and "GPT2LMHeadModel" in err:
         table.add(s, f"{shape} top-1", "", err[:100], "skipped: no causal-LM support")
@@ -750,7 +788,7 @@ def main() -> int:
         lambda: batched(table, [digits, resnet], dev, sizes),
     )
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
-        # The default `landscape hessian` gets what the last two sections leave (170 s).
+        # The default `landscape hessian` gets all but 110 s (the last two sections' share).
         guarded(
             table,
             "landscape hessian",

@@ -365,6 +365,7 @@ def reusable(
     samples_sha256: str,
     split: str,
     dataset: str | None = None,
+    allow_tf32: bool = False,
 ) -> bool:
     """Whether a stored ``/hessian`` answers the audit's Hessian questions.
 
@@ -376,7 +377,8 @@ def reusable(
     as strict (a ``tol`` no looser and a ``max_steps`` no smaller) whose multiplicities were
     resolved, a
     trace with at least as many probes or a relative standard error within ``trace_rtol``, and
-    (when the audit wants a density) one with at least as many probes and Lanczos steps.
+    (when the audit wants a density) one with at least as many probes and Lanczos steps. One
+    computed with TF32 (``float32_precision`` "tf32") answers only an audit that allows TF32.
     """
     import json
 
@@ -385,6 +387,8 @@ def reusable(
     if not raw or attrs.get("samples_sha256") != samples_sha256:
         return False
     if attrs.get("engine", "lanczos") != "lanczos":  # PyHessian's numbers are not certified
+        return False
+    if attrs.get("float32_precision") == "tf32" and not allow_tf32:  # approximate products
         return False
     opts = json.loads(raw) if isinstance(raw, str) else dict(raw)
     same = (

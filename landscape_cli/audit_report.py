@@ -174,6 +174,12 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
         lines.append(
             f"| {rank_label(rank, tie)} | `{Path(ck).name}` | " + " | ".join(row_cells) + " |"
         )
+    if payload.get("float32_precision") == "tf32":
+        lines += [
+            "",
+            "Measured with TF32 allowed (`--allow-tf32`): on an NVIDIA GPU each float32 product "
+            "carries ~1e-3 relative error, so the values and their uncertainties are approximate.",
+        ]
     if payload.get("disagreements"):
         lines += ["", "The measures disagree on an order:", ""]
         lines += [f"- {note}" for note in payload["disagreements"]]

@@ -22,6 +22,7 @@ from landscape_cli import distributed, resources
 from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.evaluation import check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, frozen_note, select_parameters
+from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload, load_workload
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 
 def _hessian_target(
     checkpoint, work, s, out_path, label, overwrite, *, loss, bn_mode, dtype, engine,
-    curvature="hessian", params=None,
+    curvature="hessian", params=None, allow_tf32=False,
 ) -> tuple[dict, dict]:  # fmt: skip
     """The results file's root attributes and ``/hessian``'s.
 
@@ -169,10 +170,14 @@ def _hessian_target(
     if engine != "lanczos":  # files written before there were engines record none
         wanted["engine"] = engine
     wanted.update(measure_settings(curvature, params))
+    if allow_tf32:  # files written before TF32 was a choice record none
+        wanted["allow_tf32"] = True
     check_same_options(out_path, "hessian", wanted, overwrite, ", or another `out` to keep both")
-    return root, {**group_attrs(root, work, wanted), "engine": engine}
+    attrs = {**group_attrs(root, work, wanted), "engine": engine}
+    return root, {**attrs, "float32_precision": precision_name(allow_tf32)}
 
 
+@with_precision
 def hessian_job(
     checkpoint: Path,
     settings,
@@ -191,6 +196,7 @@ def hessian_job(
     engine: str = "lanczos",
     curvature: str = "hessian",
     params: ParamSelection | None = None,
+    allow_tf32: bool = False,
 ):
     """Run ``landscape hessian``.
 
@@ -201,7 +207,9 @@ def hessian_job(
     before computing unless ``overwrite``. ``engine="pyhessian"`` takes the top-k and the trace
     from PyHessian with its defaults (:mod:`landscape_cli.hessian.pyhessian_engine`); the group
     records its ``engine`` either way. ``params`` chooses the parameters
-    (:mod:`landscape_cli.params`); frozen ones left out are told to ``source.on_note``.
+    (:mod:`landscape_cli.params`); frozen ones left out are told to ``source.on_note``. It runs
+    in IEEE float32 unless ``allow_tf32`` (:mod:`landscape_cli.precision`), recorded as the
+    group's ``float32_precision``.
     """
     from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_target
@@ -223,7 +231,7 @@ def hessian_job(
     check_loss_on(work.model, work.batches, loss)
     root, attrs = _hessian_target(
         checkpoint, work, s, out_path, label, overwrite, loss=loss, bn_mode=bn_mode, dtype=dtype,
-        engine=engine, curvature=curvature, params=params,
+        engine=engine, curvature=curvature, params=params, allow_tf32=allow_tf32,
     )  # fmt: skip
     t0 = time.perf_counter()
     op = _hessian_operator(
@@ -556,6 +564,7 @@ class ScanOptions:
         return ParamSelection(tuple(self.params), self.include_frozen)
 
 
+@with_precision
 def scan_job(
     checkpoint: Path,
     options: ScanOptions,
@@ -566,12 +575,14 @@ def scan_job(
     label: str | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
     on_point: Callable[[int, int, float, float], None] | None = None,
+    allow_tf32: bool = False,
 ) -> tuple[ScanResult, Path]:
     """Run ``landscape scan``.
 
     Compute (or resume) a scan into ``/scan/<name>``; returns ``(scan as read back, results path)``.
     ``on_start(name, done, total)`` fires once the options are known to be consistent with any scan
-    already in the file.
+    already in the file. It runs in IEEE float32 unless ``allow_tf32``
+    (:mod:`landscape_cli.precision`), recorded as the scan's ``float32_precision``.
     """
     from landscape_cli import scan_store
     from landscape_cli.devices import resolve_device
@@ -602,6 +613,7 @@ def scan_job(
     plan, bn = _scan_plan(kind, o, targets, source, work, net, batches, loss, dev, name, x, y)
     plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
     plan.attrs.update(_scan_selection_attrs(o, kind, chosen))
+    plan.attrs["float32_precision"] = precision_name(allow_tf32)
     total = int(math.prod(plan.shape))
 
     def started(done: int, _total: int) -> None:  # the options passed every check: tell, start
@@ -828,6 +840,7 @@ class _Audited:
     wanted: dict[str, Any]
 
 
+@with_precision
 def audit_job(
     checkpoints: list[Path],
     settings,
@@ -838,6 +851,7 @@ def audit_job(
     overwrite: bool = False,
     on_phase: Callable[[str, int, str], None] | None = None,
     on_advance: Callable[[int], None] | None = None,
+    allow_tf32: bool = False,
 ) -> tuple[list[AuditRow], list[Workload]]:
     """Run ``landscape audit``.
 
@@ -852,14 +866,18 @@ def audit_job(
 
     Progress: ``on_phase(name, most work, unit)`` before each phase of each checkpoint (its
     name says which checkpoint, ``i/N``, and which measure) and ``on_advance(k)`` as work is done;
-    the first phase starts only once every checkpoint and results file passed its checks.
+    the first phase starts only once every checkpoint and results file passed its checks. It runs
+    in IEEE float32 unless ``allow_tf32`` (:mod:`landscape_cli.precision`), recorded as
+    ``/audit``'s ``float32_precision``; an exact audit never reuses a ``/hessian`` made with TF32.
     """
     from landscape_cli.devices import resolve_device
 
     _check_audit_settings(checkpoints, settings)
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
-    s, targets = _audit_targets(checkpoints, settings, source, match_loss, dev, overwrite)
+    s, targets = _audit_targets(
+        checkpoints, settings, source, match_loss, dev, overwrite, allow_tf32=allow_tf32
+    )
 
     def phases(what: str) -> Callable[[str, int, str], None] | None:
         if on_phase is None:
@@ -869,12 +887,12 @@ def audit_job(
     rows, reports = [], []
     for i, t in enumerate(targets, 1):
         where = phases(f"checkpoint {i}/{len(targets)} {t.checkpoint.name}")
-        row, report = _audit_one(t, s, dev, overwrite, where, on_advance)
+        row, report = _audit_one(t, s, dev, overwrite, where, on_advance, allow_tf32=allow_tf32)
         rows.append(row)
         reports.append(report)
     if match_loss:
         rows = _match_losses(rows, targets, s, dev, phases, on_advance)
-    _write_audits(rows, targets, reports, s, overwrite)
+    _write_audits(rows, targets, reports, s, overwrite, precision_name(allow_tf32))
     return rows, [t.work for t in targets]
 
 
@@ -900,7 +918,13 @@ def _check_audit_settings(checkpoints: list[Path], s) -> None:
 
 
 def _audit_targets(
-    checkpoints: list[Path], settings, source: Source, match_loss: bool, dev, overwrite: bool
+    checkpoints: list[Path],
+    settings,
+    source: Source,
+    match_loss: bool,
+    dev,
+    overwrite: bool,
+    allow_tf32: bool = False,
 ) -> tuple[Any, list[_Audited]]:
     """Load and check every checkpoint before any measuring.
 
@@ -938,6 +962,8 @@ def _audit_targets(
         root = provenance(ck, work, None, path)
         check_target(path, root["checkpoint_sha256"], drop_foreign=overwrite, way_out=way_out)
         want = audit_settings(s, work, match_loss)
+        if allow_tf32:  # files written before TF32 was a choice record none
+            want["allow_tf32"] = True
         check_same_options(path, "audit", want, overwrite, "")
         targets.append(_Audited(ck, path, work, root, want))
     for ck, c in zip(checkpoints, chosen, strict=True):
@@ -947,7 +973,7 @@ def _audit_targets(
     return s, targets
 
 
-def _reusable_hessian(t: _Audited, s, overwrite: bool) -> dict | None:
+def _reusable_hessian(t: _Audited, s, overwrite: bool, allow_tf32: bool = False) -> dict | None:
     """The checkpoint's ``/hessian`` read back when the audit may reuse it, else None."""
     from landscape_cli import audit as au
     from landscape_cli.results import list_groups, read_hessian
@@ -959,12 +985,17 @@ def _reusable_hessian(t: _Audited, s, overwrite: bool) -> dict | None:
     h = read_hessian(t.path)
     work = t.work
     ok = au.reusable(
-        h, s, samples_sha256=work.samples_sha256, split=work.split, dataset=work.dataset
+        h,
+        s,
+        samples_sha256=work.samples_sha256,
+        split=work.split,
+        dataset=work.dataset,
+        allow_tf32=allow_tf32,
     )
     return h if ok else None
 
 
-def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance):
+def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance, allow_tf32=False):
     """Measure one checkpoint.
 
     Its :class:`AuditRow`, and the report of the Hessian measures it computed (None when it reused
@@ -974,7 +1005,7 @@ def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance):
     from landscape_cli.hessian import make_report
 
     t0 = time.perf_counter()
-    stored = _reusable_hessian(t, s, overwrite)
+    stored = _reusable_hessian(t, s, overwrite, allow_tf32)
     m = au.measure(
         t.work.model,
         t.work.batches,
@@ -1036,7 +1067,9 @@ def _match_losses(
     return out
 
 
-def _write_audits(rows: list[AuditRow], targets: list[_Audited], reports, s, overwrite) -> None:
+def _write_audits(
+    rows: list[AuditRow], targets: list[_Audited], reports, s, overwrite, precision: str = "ieee"
+) -> None:
     """Write each row to its checkpoint's ``/audit`` (rank 0 only).
 
     A failed write is raised once the other checkpoints' results are written.
@@ -1054,6 +1087,7 @@ def _write_audits(rows: list[AuditRow], targets: list[_Audited], reports, s, ove
             "samples": t.wanted["samples"],
             "epsilon": s.epsilon,
             "rho": s.rho,
+            "float32_precision": precision,
         }
         stored_row = row.stored()
 

@@ -179,11 +179,15 @@ class ScanStore:
             self.journal.unlink(missing_ok=True)
 
 
+#: Identity attributes that scans written before them lack: such a scan resumes with any value.
+_LATER = frozenset({"float32_precision"})
+
+
 def _mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     out = []
     for key in IDENTITY:
         a, b = stored.get(key), wanted.get(key)
-        if a is None and b is None:
+        if (a is None and b is None) or (a is None and key in _LATER):
             continue
         if isinstance(a, float) or isinstance(b, float):
             same = a is not None and b is not None and float(a) == float(b)

@@ -321,7 +321,8 @@ def test_hutchinson_converges_to_the_exact_trace(case):
     )
     assert abs(res.estimate - exact) <= 4 * res.stderr
     assert res.stderr <= 2e-3 * abs(res.estimate) + 1e-12 or res.probes == 4000
-    assert res.samples.shape == (res.probes,) and res.hvp_count == res.probes
+    # Products carry 25 rounds of 8 probes: the rounds after the one it stopped at are spent.
+    assert res.samples.shape == (res.probes,) and res.probes <= res.hvp_count < res.probes + 200
 
 
 def test_hutchinson_confidence_interval_covers_about_95_percent():

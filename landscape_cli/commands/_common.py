@@ -96,6 +96,16 @@ BatchSizeOpt = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN_PANEL)
 ]
+AllowTf32Opt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-tf32",
+        help="Let NVIDIA GPUs compute float32 products in TF32 on their tensor cores: faster, but "
+        "each product then carries ~1e-3 relative error, and so do the certificates. Default: "
+        "IEEE float32.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 SeedOpt = Annotated[
     int, typer.Option("--seed", help="Seed of every random choice.", rich_help_panel=RUN_PANEL)
 ]
@@ -186,6 +196,22 @@ class ParamOptions:
         from landscape_cli.params import ParamSelection
 
         return ParamSelection(tuple(self.params or ()), self.include_frozen)
+
+
+def tf32_note(allow_tf32: bool, device: str | None = None, dtype: str = "float32") -> str | None:
+    """What a table says under ``--allow-tf32`` (None without it): the numbers are approximate.
+
+    ``device`` and ``dtype`` (where the command knows them) say whether TF32 could act at all.
+    """
+    if not allow_tf32:
+        return None
+    if dtype != "float32" or (device is not None and not device.startswith("cuda")):
+        where = "float64 products" if dtype != "float32" else "the CPU, which stays IEEE"
+        return f"TF32 allowed (--allow-tf32), without effect here ({where})"
+    return (
+        "TF32 allowed (--allow-tf32): on an NVIDIA GPU each float32 product carries ~1e-3 "
+        "relative error, so these numbers and their certificates are approximate"
+    )
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:

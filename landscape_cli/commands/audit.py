@@ -126,6 +126,7 @@ def audit(
     ] = False,
     loss: c.LossOpt = None,
     device: c.DeviceOpt = "auto",
+    allow_tf32: c.AllowTf32Opt = False,
     source: AuditSource,
     selection: c.ParamOptions,
     output: Output,
@@ -137,9 +138,12 @@ def audit(
     Hessian measurements go to /audit/hessian. Differences within the measures' uncertainties
     rank as ties (≈), and measures that order two checkpoints differently are reported.
     """
+    from rich.console import Console
+
     from landscape_cli import audit as au
     from landscape_cli import audit_report, distributed
     from landscape_cli.pipeline import audit_job
+    from landscape_cli.precision import precision_name
 
     _check_output(output)
     settings = au.AuditSettings(
@@ -159,6 +163,7 @@ def audit(
             overwrite=output.overwrite,
             on_phase=lambda name, most, unit: progress.phase(name, most, unit),
             on_advance=progress.advance,
+            allow_tf32=allow_tf32,
         )
     payload = audit_report.summary(
         rows,
@@ -170,12 +175,16 @@ def audit(
         match_loss=match_loss,
         curvature=measures.curvature,
     )
+    payload["float32_precision"] = precision_name(allow_tf32)
     if output.report is not None and distributed.is_main():
         payload = audit_report.save_report(output.report, payload)
     if output.json_out:
         c.print_json(payload)
         return
     _table(payload, match_loss)
+    tf32 = c.tf32_note(allow_tf32)
+    if tf32:
+        Console().print(tf32)
 
 
 def _check_output(output: Output) -> None:

@@ -129,6 +129,7 @@ class Measure:
         ),
     ] = None
     device: c.DeviceOpt = "auto"
+    allow_tf32: c.AllowTf32Opt = False
 
 
 @dataclass(frozen=True)
@@ -186,23 +187,32 @@ def hessian(
             params=selection.build(),
             **asdict(measure),
         )
-    _show(report, work, out_path, output.json_out, Console(), engine=measure.engine)
+    _show(
+        report, work, out_path, output.json_out, Console(), engine=measure.engine,
+        allow_tf32=measure.allow_tf32,
+    )  # fmt: skip
 
 
-def _show(report, work, out_path: Path, json_out: bool, console, engine: str = "lanczos") -> None:
+def _show(
+    report, work, out_path: Path, json_out: bool, console, engine: str = "lanczos",
+    allow_tf32: bool = False,
+) -> None:  # fmt: skip
     if json_out:
-        c.print_json(_as_json(report, work, out_path, engine))
+        c.print_json(_as_json(report, work, out_path, engine, allow_tf32))
     else:
-        console.print(_table(report, work, out_path, engine))
+        console.print(_table(report, work, out_path, engine, allow_tf32))
 
 
-def _as_json(report, work, out_path: Path, engine: str) -> dict:
+def _as_json(report, work, out_path: Path, engine: str, allow_tf32: bool = False) -> dict:
     """The ``--json`` object of one run."""
+    from landscape_cli.precision import precision_name
+
     top, tr, dens = report.top, report.trace, report.density
     return {
         "checkpoint": str(work.loaded.path),
         "engine": engine,
         "curvature": report.curvature,
+        "float32_precision": precision_name(allow_tf32),
         "eigenvalues": top.eigenvalues if top else [],
         "residuals": top.residuals if top else [],
         "converged": top.converged if top else [],
@@ -275,7 +285,7 @@ def _top_rows(table, top) -> None:
         )
 
 
-def _table(report, work, out_path: Path, engine: str):
+def _table(report, work, out_path: Path, engine: str, allow_tf32: bool = False):
     """The rich table of one run: each estimate with its uncertainty, then the run's facts."""
     from rich.table import Table
 
@@ -331,6 +341,9 @@ def _table(report, work, out_path: Path, engine: str):
     table.add_row(
         "parameters", f"{report.num_params:,}", f"in {len(report.param_names)} tensors measured"
     )
+    tf32 = c.tf32_note(allow_tf32, report.device, report.dtype)
+    if tf32:
+        table.add_row("TF32", "allowed", tf32)
     if report.skipped_params:
         table.add_row("skipped", str(len(report.skipped_params)), _skipped_detail(report))
     table.add_row("results", str(out_path), "")

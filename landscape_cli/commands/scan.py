@@ -127,6 +127,7 @@ def scan(
         typer.Option(help="Label in the results and figures.", rich_help_panel=c.OUTPUT_PANEL),
     ] = None,
     device: c.DeviceOpt = "auto",
+    allow_tf32: c.AllowTf32Opt = False,
     source: ScanSource,
     selection: c.ParamOptions,
     out: c.OutOpt = None,
@@ -147,6 +148,7 @@ def scan(
             label=label,
             on_start=lambda name, done, total: progress.phase(name, total, done=done),
             on_point=lambda i, j, loss, acc: progress.advance(1, f"loss {loss:.4g}"),
+            allow_tf32=allow_tf32,
         )
     _show(result, out_path, json_out)
 
@@ -177,6 +179,7 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
                 "bn": bn,
                 "skipped_params": skipped,
                 "skipped_reasons": reasons,
+                "float32_precision": result.attrs.get("float32_precision"),
                 "out": str(out_path),
             }
         )
@@ -201,4 +204,7 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
         table.add_row("min loss", f"{np.nanmin(loss):.6g}")
         table.add_row("max loss", f"{np.nanmax(loss):.6g}")
     table.add_row("results", str(out_path))
+    tf32 = c.tf32_note(result.attrs.get("float32_precision") == "tf32")
+    if tf32:
+        table.add_row("TF32", tf32)
     Console().print(table)

@@ -73,13 +73,15 @@ Krylov space instead of the top-k run's (:mod:`landscape_cli.hessian.trace`), wh
 trace's variance per probe. The columns of one block are orthogonal, not independent: their
 sample spread overstates the error of their mean, so the stopping rule stays on the safe side.
 
-All probes of a batch advance together as the columns of one
+The probes of a batch advance together as the columns of one
 :class:`~landscape_cli.hessian.lanczos.LanczosRecurrence` (one :meth:`matmat` per step, so each
-batch's graph is built once per step for all probes). With ``reorthogonalize=True`` each probe's
-basis is kept and every new vector is orthogonalised against it (memory probes × steps × n
-doubles); without, the O(n)-memory three-term recurrence is used, which is fine for the density
-(ghost eigenvalues carry the quadrature weight of the eigenvalue they copy: Greenbaum 1989)
-though not for top-k eigenvalues.
+batch's graph is built once per step for all of them), at most ``block`` at a time
+(:mod:`landscape_cli.hessian.batching`: 8 by default on the CPU and on CUDA); each probe's
+recurrence is its own, so the block changes no node or weight. With ``reorthogonalize=True``
+each probe's basis is kept and every new vector is orthogonalised against it (memory probes ×
+steps × n doubles); without, the O(n)-memory three-term recurrence is used, which is fine for
+the density (ghost eigenvalues carry the quadrature weight of the eigenvalue they copy:
+Greenbaum 1989) though not for top-k eigenvalues.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ import numpy as np
 import torch
 from scipy.integrate import trapezoid
 
+from landscape_cli.hessian.batching import resolve_block
 from landscape_cli.hessian.lanczos import (
     BASIS_BUDGET,
     BlockLanczos,
@@ -215,13 +218,15 @@ def slq_nodes(
     steps: int = 90,
     reorthogonalize: bool | None = None,
     memory_budget: int = _BUDGET,
+    block: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Gauss-quadrature nodes and weights (probes, steps) of SLQ; returns (nodes, weights, hvps).
 
-    All probes advance together as the columns of one :class:`LanczosRecurrence` (one
-    ``matmat`` per step). A probe whose recurrence breaks down early (an invariant subspace,
-    e.g. when ``steps`` reaches ``n``) keeps its exact nodes and pads the rest with zero-weight
-    copies of its last node (its column is still multiplied, as zeros, until all have ended).
+    The probes advance together as the columns of one :class:`LanczosRecurrence` (one
+    ``matmat`` per step), ``block`` at a time. A probe whose recurrence breaks down early (an
+    invariant subspace, e.g. when ``steps`` reaches ``n``) keeps its exact nodes and pads the
+    rest with zero-weight copies of its last node (its column is still multiplied, as zeros,
+    until all of its block have ended).
 
     Args:
         op: The symmetric operator.
@@ -234,31 +239,37 @@ def slq_nodes(
             ``probes × steps × n`` doubles fit in ``memory_budget``, else the three-term
             recurrence (O(n) memory per probe).
         memory_budget: Bytes of basis allowed for the default above.
+        block: The most probes per product (:mod:`~landscape_cli.hessian.batching`; default:
+            the operator's device's rule). Changes no node or weight.
     """
     n = int(op.n)
     m = max(1, min(int(steps), n))
     P = max(1, int(probes))
+    block = resolve_block(op, block)
     if reorthogonalize is None:
         reorthogonalize = P * m * n * 8 <= memory_budget
-    rec = LanczosRecurrence(
-        unit_rademacher(n, P, generator).to(op.device),
-        capacity=m,
-        reorthogonalize=reorthogonalize,
-        breakdown=_BREAKDOWN,
-    )
-    hvps = 0
-    for j in range(m):
-        rec.absorb(op.matmat(rec.V.contiguous()))
-        hvps += P
-        if j == m - 1:
-            break
-        rec.advance()
-        if not rec.alive.any():
-            break
+    start = unit_rademacher(n, P, generator).to(op.device)
     nodes = np.zeros((P, m))
     weights = np.zeros((P, m))
-    for p in range(P):
-        nodes[p], weights[p] = _quadrature(np.array(rec.alpha[p]), np.array(rec.beta[p]), m)
+    hvps = 0
+    for first in range(0, P, block):
+        rec = LanczosRecurrence(
+            start[:, first : first + block],
+            capacity=m,
+            reorthogonalize=reorthogonalize,
+            breakdown=_BREAKDOWN,
+        )
+        for j in range(m):
+            rec.absorb(op.matmat(rec.V.contiguous()))
+            hvps += rec.P
+            if j == m - 1:
+                break
+            rec.advance()
+            if not rec.alive.any():
+                break
+        for c in range(rec.P):
+            p = first + c
+            nodes[p], weights[p] = _quadrature(np.array(rec.alpha[c]), np.array(rec.beta[c]), m)
     return nodes, weights, hvps
 
 
@@ -343,7 +354,9 @@ def _stack(rows_n: list[np.ndarray], rows_w: list[np.ndarray]) -> tuple[np.ndarr
     return np.concatenate(nodes), np.concatenate(weights)
 
 
-def _adaptive_nodes(op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget):
+def _adaptive_nodes(
+    op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget, block=None
+):
     """The quadrature nodes and weights of :func:`slq_density`'s probes.
 
     The quadrature nodes and weights of :func:`slq_density`'s probes, in batches until the W1
@@ -366,6 +379,7 @@ def _adaptive_nodes(op, m, cap, floor, tol, first, generator, reorthogonalize, m
                 generator=generator,
                 reorthogonalize=reorthogonalize,
                 memory_budget=memory_budget,
+                block=block,
             )
             rows_n.append(nodes)
             rows_w.append(weights)
@@ -393,6 +407,7 @@ def slq_density(
     min_probes: int = 2,
     first: KrylovProbe | None = None,
     memory_budget: int = _BUDGET,
+    block: int | None = None,
 ) -> DensityResult:
     """The SLQ eigenvalue density of ``op`` (see module docstring).
 
@@ -414,12 +429,14 @@ def slq_density(
         min_probes: The fewest probes with ``tol > 0``.
         first: The first probes, continued from the top-k run (:func:`extend_krylov`).
         memory_budget: Bytes of basis allowed for reorthogonalisation.
+        block: The most probes per product (:func:`slq_nodes`). Changes no number but the
+            products spent on probes that ended early.
     """
     m = max(1, min(int(steps), int(op.n)))
     cap = max(1, int(probes))
     floor = min(cap, max(1, int(min_probes)))
     nodes, weights, error, hvps = _adaptive_nodes(
-        op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget
+        op, m, cap, floor, tol, first, generator, reorthogonalize, memory_budget, block
     )
     used = nodes.shape[0]
     grid, dens, sigma = smooth_density(nodes, weights, sigma_rel=sigma_rel, grid_points=grid_points)

@@ -38,7 +38,10 @@ whose sample variance is smaller (stating both in ``note``).
 Every estimator stops when the standard error of the mean falls to ``rtol·|mean|`` (after at
 least ``min_probes`` probes) or when ``probes`` are spent, and reports the per-probe samples,
 the standard error and a Student-t 95 % confidence interval. (PyHessian stops on a running-mean
-rule that can stop at a 19 % standard error, or after two samples.)
+rule that can stop at a 19 % standard error, or after two samples.) Probes are drawn, and the
+rule is looked at, in rounds of :data:`~landscape_cli.hessian.batching.ROUND` (8); ``block``
+says how many probes one product carries (:mod:`landscape_cli.hessian.batching`: by default 8,
+one round, on the CPU and on CUDA), and changes no number but ``hvp_count``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscape_cli.hessian.batching import ROUND, apply_in_blocks, resolve_block
 from landscape_cli.hessian.lanczos import KrylovBasis, lift, project
 from landscape_cli.hessian.protocol import SymmetricOperator
 from landscape_cli.hessian.sampling import rademacher
@@ -104,8 +108,37 @@ def _precise(samples: np.ndarray, rtol: float) -> bool:
 
 
 def _blocks(probes: int, block: int) -> list[int]:
-    """Probe counts per round: ``block`` at a time (one graph build per batch) up to ``probes``."""
+    """Probe counts per round: ``block`` at a time up to ``probes``."""
     return [min(block, probes - done) for done in range(0, probes, block)]
+
+
+class _Rounds:
+    """The rounds of probes ``draw(size)`` for ``sizes``, with their products, in order.
+
+    Iterating yields ``(drawn, HV)`` per round, ``drawn`` being what ``draw`` returned (its
+    last item the vectors V, shape (n, size)) and ``HV = op @ V``. A product carries
+    ``block // ROUND`` whole rounds when ``block >= ROUND``, else ``block`` columns of one round
+    (:func:`~landscape_cli.hessian.batching.apply_in_blocks`); rounds are drawn only as their
+    product needs them. ``spent`` counts the products computed, including those of rounds
+    drawn with the round a caller stopped at.
+    """
+
+    def __init__(self, op: SymmetricOperator, sizes: list[int], block: int, draw) -> None:
+        self.op, self.sizes, self.block, self.draw = op, sizes, block, draw
+        self.spent = 0
+
+    def __iter__(self):
+        per = max(1, self.block // ROUND)
+        for first in range(0, len(self.sizes), per):
+            drawn = [self.draw(size) for size in self.sizes[first : first + per]]
+            V = torch.cat([d[-1] for d in drawn], 1) if len(drawn) > 1 else drawn[0][-1]
+            HV = apply_in_blocks(self.op, V, self.block)
+            self.spent += V.shape[1]
+            start = 0
+            for d in drawn:
+                k = d[-1].shape[1]
+                yield d, HV[:, start : start + k]
+                start += k
 
 
 def hutchinson_trace(
@@ -115,12 +148,12 @@ def hutchinson_trace(
     probes: int = 100,
     rtol: float = 1e-2,
     min_probes: int = 10,
-    block: int = 8,
+    block: int | None = None,
 ) -> TraceResult:
     r"""Hutchinson's estimate of :math:`\operatorname{tr}H` from Rademacher probes.
 
-    Each probe :math:`z` gives the sample :math:`z^\top Hz` (module docstring); probes come
-    ``block`` at a time and stop once the standard error is at most ``rtol``·|mean|.
+    Each probe :math:`z` gives the sample :math:`z^\top Hz` (module docstring); probes come in
+    rounds of 8 and stop once the standard error is at most ``rtol``·|mean|.
 
     Args:
         op: The symmetric operator.
@@ -128,16 +161,22 @@ def hutchinson_trace(
         probes: The most probes (HVPs).
         rtol: Relative standard error to stop at (0: use every probe).
         min_probes: The fewest probes before stopping.
-        block: Probes per product batch.
+        block: The most probes per product (:mod:`~landscape_cli.hessian.batching`; default:
+            the operator's device's rule). Changes no number but ``hvp_count``.
     """
+    block = resolve_block(op, block)
     samples: list[float] = []
-    for size in _blocks(probes, block):
-        Z = rademacher(op.n, size, generator).to(op.device)
-        HZ = op.matmat(Z)
+    rounds = _Rounds(
+        op,
+        _blocks(probes, ROUND),
+        block,
+        lambda size: (rademacher(op.n, size, generator).to(op.device),),
+    )
+    for (Z,), HZ in rounds:
         samples += (Z * HZ).sum(0).tolist()
         if len(samples) >= min_probes and _precise(np.array(samples), rtol):
             break
-    return summarize(np.array(samples), method="hutchinson", hvp_count=len(samples), rtol=rtol)
+    return summarize(np.array(samples), method="hutchinson", hvp_count=rounds.spent, rtol=rtol)
 
 
 def _projected_probes(
@@ -146,19 +185,21 @@ def _projected_probes(
     """Shared loop of the deflated estimators.
 
     Samples exact + z⊥ᵀHz⊥ and, where ``extra`` is given, the plain Hutchinson sample of the same
-    probe.
+    probe. Probes are drawn and projected round by round (``ROUND``), ``block`` per product.
     """
     Q = basis
-    deflated: list[float] = []
-    plain: list[float] = []
-    spent = 0
-    for size in _blocks(probes, block):
+
+    def draw(size: int):
         Z = rademacher(op.n, size, gen).to(op.device)
         C = project(Q, Z)  # (m, size)
         Zp = Z - lift(Q, C)
         Zp = Zp - lift(Q, project(Q, Zp))  # reorthogonalise: keeps z⊥ ⟂ Q to rounding
-        HZp = op.matmat(Zp)
-        spent += size
+        return Z, C, Zp
+
+    deflated: list[float] = []
+    plain: list[float] = []
+    rounds = _Rounds(op, _blocks(probes, ROUND), block, draw)
+    for (Z, C, Zp), HZp in rounds:
         deflated += (exact + (Zp * HZp).sum(0)).tolist()
         if extra is not None:
             plain += extra(Z, C, HZp).tolist()
@@ -167,7 +208,7 @@ def _projected_probes(
             pick = plain
         if len(deflated) >= min_probes and _precise(np.array(pick), rtol):
             break
-    return np.array(deflated), np.array(plain), spent
+    return np.array(deflated), np.array(plain), rounds.spent
 
 
 def deflated_trace(
@@ -178,7 +219,7 @@ def deflated_trace(
     probes: int = 100,
     rtol: float = 1e-2,
     min_probes: int = 10,
-    block: int = 8,
+    block: int | None = None,
     adaptive: bool = True,
 ) -> TraceResult:
     """Krylov-deflated Hutchinson on ``basis``.
@@ -193,9 +234,11 @@ def deflated_trace(
         probes: The most probes (HVPs).
         rtol: Relative standard error to stop at (0: use every probe).
         min_probes: The fewest probes before stopping.
-        block: Probes per product batch.
+        block: The most probes per product (:mod:`~landscape_cli.hessian.batching`; default:
+            the operator's device's rule). Changes no number but ``hvp_count``.
         adaptive: Report plain Hutchinson on the same probes when its variance is smaller.
     """
+    block = resolve_block(op, block)
     Q = basis.Q.to(op.device)
     T = torch.as_tensor(basis.T, dtype=torch.float64, device=op.device)
     exact = float(np.trace(basis.T))
@@ -237,7 +280,7 @@ def hutchpp_trace(
     *,
     generator: torch.Generator,
     probes: int = 99,
-    block: int = 8,
+    block: int | None = None,
 ) -> TraceResult:
     """Hutch++ (Meyer et al. 2021) trace estimate with a budget of ``probes`` HVPs.
 
@@ -248,14 +291,17 @@ def hutchpp_trace(
         op: The symmetric operator.
         generator: The random stream of the sketch and the probes.
         probes: The budget of products.
-        block: Probes per product batch for the residual part.
+        block: The most vectors per product (:mod:`~landscape_cli.hessian.batching`; default:
+            the operator's device's rule), for the sketch, its exact part and the residual's
+            probes. Changes no number.
     """
+    block = resolve_block(op, block)
     s = max(1, probes // 3)
     S = rademacher(op.n, s, generator).to(op.device)
-    Y = op.matmat(S)
+    Y = apply_in_blocks(op, S, block)
     Q, _ = torch.linalg.qr(Y)  # (n, s) orthonormal columns
     Qt = Q.T.contiguous()
-    exact = float((Q * op.matmat(Q)).sum())
+    exact = float((Q * apply_in_blocks(op, Q, block)).sum())
     rest = max(2, probes - 2 * s)
     deflated, _, spent = _projected_probes(
         op,

@@ -50,6 +50,7 @@ IDENTITY = (
     "ymin",
     "ymax",
     "ny",
+    "float32_precision",
 )
 
 

@@ -108,14 +108,14 @@ def cases(quick: bool) -> dict[str, torch.Tensor]:
     return out
 
 
-def run(H: torch.Tensor, seeds: int) -> list[tuple[float, float, int]]:
+def run(H: torch.Tensor, seeds: int, tol: float) -> list[tuple[float, float, int]]:
     lam = np.linalg.eigvalsh(H.numpy())
     span = float(lam[-1] - lam[0])
     truth_n, truth_w = lam[None], np.full((1, len(lam)), 1.0 / len(lam))
     op = Dense(H)
     rows = []
     for seed in range(seeds):
-        s = HessianSettings(trace_probes=0, seed=seed)
+        s = HessianSettings(trace_probes=0, seed=seed, density_tol=tol)
         d = analyze(op, s)["density"]
         actual = wasserstein1(d.nodes, d.weights, truth_n, truth_w) / span
         rows.append((actual, float(d.achieved_tol), int(d.probes)))
@@ -126,13 +126,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=40)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tol", type=float, default=HessianSettings().density_tol)
     args = ap.parse_args()
     t0 = time.perf_counter()
+    print(f"--density-tol {args.tol}")
     everything = []
     print(f"{'case':<36} {'n':>5} {'runs':>4} {'bounded':>8} {'probes':>7} "
           f"{'actual/estimate: median':>24} {'95 %':>6} {'max':>6}")  # fmt: skip
     for name, H in cases(args.quick).items():
-        rows = run(H, args.seeds)
+        rows = run(H, args.seeds, args.tol)
         everything += rows
         ratio = np.array([a / e for a, e, _ in rows])
         probes = np.mean([p for *_, p in rows])

@@ -322,7 +322,7 @@ class AuditSettings:
     trace_probes: int = 50
     trace_rtol: float = 0.02
     density_probes: int = 5  # the cap: SLQ stops once within density_tol
-    density_tol: float = 1e-3
+    density_tol: float = 3e-3
     lanczos_steps: int = 40
     epsilon: float = 0.05
     directions: int = 4

@@ -76,7 +76,7 @@ def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     np.testing.assert_array_equal(stored["eigenvalues"], data["eigenvalues"])
     # The density records the probes it used, its cap and the W1 error it reached.
     den = stored["density"]
-    assert den["max_probes"] == 2 and den["probes"] == 2 and den["tol"] == 1e-3
+    assert den["max_probes"] == 2 and den["probes"] == 2 and den["tol"] == 3e-3
     assert den["achieved_tol"] == pytest.approx(data["density_tol_achieved"])
     # Same seed, same numbers; a different --top-k is refused, and with --overwrite replaces
     # /hessian and keeps the scan group.

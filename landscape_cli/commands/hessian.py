@@ -65,11 +65,12 @@ class Estimate:
     density_tol: Annotated[
         float,
         typer.Option(
-            help="Add SLQ probes (at least 2) until the density's estimated Wasserstein-1 error "
-            "is at most this fraction of the spectral range (0: use all --density-probes).",
+            help="Add SLQ probes (at least 2) until a 95 % bound of the density's "
+            "Wasserstein-1 error is at most this fraction of the spectral range (0: use all "
+            "--density-probes).",
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
-    ] = 1e-3
+    ] = 3e-3
     lanczos_steps: Annotated[
         int, typer.Option(help="SLQ Lanczos steps per probe.", rich_help_panel=c.ESTIMATE_PANEL)
     ] = 90

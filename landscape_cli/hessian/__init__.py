@@ -89,7 +89,7 @@ class HessianSettings:
     trace_rtol: float = 1e-2
     trace_method: str = "auto"
     density_probes: int = 10  # the most SLQ probes
-    density_tol: float = 1e-3  # W1 error / spectral range to stop at (0: all density_probes)
+    density_tol: float = 3e-3  # W1 error bound / spectral range to stop at (0: all probes)
     lanczos_steps: int = 90
     density_sigma: float = 0.005
     per_layer: bool = False

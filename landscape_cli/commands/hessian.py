@@ -155,8 +155,6 @@ def hessian(
     With --engine pyhessian the top-k and the trace are PyHessian's (power iteration and
     Hutchinson, its defaults); the density stays landscape's.
     """
-    from rich.console import Console
-
     from landscape_cli import hessian as hs
     from landscape_cli.pipeline import hessian_job
 
@@ -173,7 +171,7 @@ def hessian(
             on_hvp=progress.advance,
             **asdict(measure),
         )
-    _show(report, work, out_path, output.json_out, Console(), engine=measure.engine)
+    _show(report, work, out_path, output.json_out, c.console(), engine=measure.engine)
 
 
 def _show(report, work, out_path: Path, json_out: bool, console, engine: str = "lanczos") -> None:

@@ -338,6 +338,12 @@ class AuditSettings:
         )
 
 
+def _number(value) -> float | None:
+    """``value`` when it is a real number (a stored setting), else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    return value if ok else None
+
+
 def reusable(
     stored: dict,
     settings: AuditSettings,
@@ -377,7 +383,7 @@ def reusable(
     eig = stored.get("eigenvalues")
     if eig is None or len(eig) < settings.top_k:
         return False
-    tol, max_steps = opts.get("tol"), opts.get("max_steps")
+    tol, max_steps = _number(opts.get("tol")), _number(opts.get("max_steps"))
     if tol is None or max_steps is None or tol > settings.tol or max_steps < settings.max_steps:
         return False
     if settings.trace_probes:

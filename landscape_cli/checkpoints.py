@@ -208,6 +208,8 @@ def check_version(ckpt: Mapping[str, Any], path: str | os.PathLike[str]) -> None
 
 
 def _kind_of(value: Any) -> str:
+    if value is None:
+        return "None"
     if torch.is_tensor(value):
         return f"a {'sparse ' if value.layout != torch.strided else ''}tensor"
     if isinstance(value, bool):
@@ -274,10 +276,6 @@ def _need(entry: Mapping[str, Any], key: str, test, expected: str, path: Any, wh
     return value
 
 
-def _numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(_is_real(v) for v in value)
-
-
 #: The per-epoch series a resumed run appends to (``train.history``).
 HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 
@@ -325,10 +323,15 @@ def check_checkpoint(ckpt: Mapping[str, Any], path: Any, *, resume: bool = False
     _need(run, "config", is_map, "a mapping of the training options", path, where)
     history = _need(run, "history", is_map, "a mapping {series: [numbers]}", path, where)
     for key in HISTORY_KEYS:
-        _need(history, key, _numbers, "a list of numbers", path, "the training history's ")
+        is_list = lambda v: isinstance(v, list)  # noqa: E731
+        _need(history, key, is_list, "a list of numbers", path, "the training history's ")
     for key, value in history.items():
-        if not (isinstance(key, str) and _numbers(value)):
+        if not (isinstance(key, str) and isinstance(value, list)):
             raise _bad(path, f"the training history's {key!r}", value, "a list of numbers")
+        bad = [i for i, v in enumerate(value) if not _is_real(v)]
+        if bad:
+            item = f"the training history's {key!r} at [{bad[0]}]"
+            raise _bad(path, item, value[bad[0]], "a number")
 
 
 def _optimizer_reference(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -424,12 +427,11 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: Any, pat
                 f"{sorted(ref_state)}: the optimizer does not match its state"
             )
         for key, value in entry.items():
-            _check_state_value(
-                value, ref_state[key], param, f"{where} {key!r} of parameter {index}"
-            )
+            what = f"{where} {key!r} of parameter {index}"
+            _check_state_value(value, ref_state[key], param, what, key)
 
 
-def _check_state_value(value: Any, ref: Any, param: torch.Tensor, where: str) -> None:
+def _check_state_value(value: Any, ref: Any, param: torch.Tensor, where: str, key: str) -> None:
     """One entry of a parameter's optimizer state against the optimizer's own (``ref``)."""
     shaped = torch.is_tensor(ref) and ref.dim() >= 1  # a buffer shaped like the parameter
     if shaped or (ref is None and torch.is_tensor(value)):
@@ -448,12 +450,16 @@ def _check_state_value(value: Any, ref: Any, param: torch.Tensor, where: str) ->
             raise LandscapeError(f"{where} is {_kind_of(value)}, expected None or a tensor")
         return
     if torch.is_tensor(value):
-        ok = tensor_problem(value) is None and value.numel() == 1
-        ok = ok and bool(torch.isfinite(value).all())
+        ok = tensor_problem(value) is None and value.numel() == 1 and not value.is_complex()
+        number = float(value.reshape(())) if ok else math.nan
     else:
-        ok = _is_real(value) and math.isfinite(value)
-    if not ok:
-        raise LandscapeError(f"{where} is {_kind_of(value)}, expected one finite number")
+        ok = _is_real(value)
+        number = float(value) if ok else math.nan
+    # the optimizers' counters and products (Adam's step, NAdam's mu_product) are >= 0, and a
+    # step count is whole: a step of -1 would divide by a zero bias correction
+    whole = key != "step" or (math.isfinite(number) and number == int(number))
+    if not (ok and math.isfinite(number) and number >= 0 and whole):
+        raise LandscapeError(f"{where} is {_kind_of(value)}, expected one finite number >= 0")
 
 
 def is_landscape_checkpoint(obj: Any) -> bool:

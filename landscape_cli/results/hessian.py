@@ -349,7 +349,7 @@ _GROUP_KINDS = {
 }
 _TOP_KINDS = {
     "lambda_min": t.FLOAT,
-    "lambda_min_residual": t.FLOAT,
+    "lambda_min_residual": t.SPREAD,
     "lanczos_top_steps": t.COUNT,
     "lanczos_top_hvp_count": t.COUNT,
     "tol": t.FLOAT,
@@ -363,23 +363,23 @@ _OTHER_KINDS = {
     "engine": t.STR,
 }
 _TRACE_KINDS = {
-    "stderr": t.FLOAT,
+    "stderr": t.SPREAD,
     "probes": t.COUNT,
     "method": t.STR,
     "ci95_low": t.FLOAT,
     "ci95_high": t.FLOAT,
     "hvp_count": t.COUNT,
     "converged": t.BOOL,
-    "rtol": t.FLOAT,
+    "rtol": t.SPREAD,
     "note": t.STR,
 }
 _DENSITY_KINDS = {
-    "sigma": t.FLOAT,
+    "sigma": t.SPREAD,
     "lanczos_steps": t.COUNT,
     "probes": t.COUNT,
     "hvp_count": t.COUNT,
-    "tol": t.FLOAT,
-    "achieved_tol": t.FLOAT,
+    "tol": t.SPREAD,
+    "achieved_tol": t.SPREAD,
     "max_probes": t.COUNT,
     "krylov_start": t.BOOL,
 }
@@ -394,9 +394,9 @@ _LAYER = (
 _LAYER_KINDS = {
     "numel": t.COUNT,
     "lambda_max": t.FLOAT,
-    "lambda_max_residual": t.FLOAT,
+    "lambda_max_residual": t.SPREAD,
     "trace": t.FLOAT,
-    "trace_stderr": t.FLOAT,
+    "trace_stderr": t.SPREAD,
 }
 
 
@@ -425,6 +425,8 @@ def _read_top(
     eigenvalues = t.array(g, "eigenvalues", finite=True)
     k = len(eigenvalues)
     residuals = t.array(g, "residuals", shape=(k,))
+    if (residuals < 0).any():
+        raise t.fail(g, f"{g.name}/residuals", "holds a negative value", "residuals >= 0")
     converged = t.array(g, "converged", dtype="b", shape=(k,))
     vectors = None
     eg = t.group(g, "eigenvectors", None)

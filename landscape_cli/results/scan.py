@@ -332,13 +332,12 @@ def read_scan_group(g: h5py.Group, name: str, *, directions: bool = False) -> Sc
     dirs = None
     if directions:
         dg = t.group(g, "directions")
-        dirs = {
-            axis: {
-                p: t.array(t.group(dg, axis), p, ndim=range(0, 33), dtype="n")
-                for p in t.group(dg, axis)
-            }
-            for axis in dg
-        }
+        dirs = {}
+        for axis in ("x", "y")[:dim]:
+            ag = t.group(dg, axis)
+            if len(ag) == 0:
+                raise t.fail(g, ag.name, "is empty", "one direction per parameter")
+            dirs[axis] = {p: t.array(ag, p, ndim=range(0, 33), dtype="n") for p in ag}
     return ScanResult(
         name=name, x=x, y=y, loss=loss, accuracy=accuracy, attrs=attrs, directions=dirs
     )

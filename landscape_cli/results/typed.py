@@ -16,10 +16,10 @@ a given rank and dtype) or :func:`scalar` (a 0-d dataset), subgroups with :func:
 object linked under two names, which a results file never holds).
 
 The kinds: :data:`INT`, :data:`COUNT` (an integer >= 0), :data:`FLOAT` (any number, NaN
-included), :data:`FINITE`, :data:`BOOL`, :data:`STR`, :data:`STRS` (a list of strings),
-:data:`JSON` (JSON text of an object, returned as a dict; :data:`JSON_TEXT` returns the checked
-text), :data:`NUMBERS` (a 1-D array of
-numbers) and :data:`PLAIN` (any attribute whose value is plain data, returned as
+included), :data:`FINITE`, :data:`SPREAD` (a number >= 0, NaN or infinity included),
+:data:`BOOL`, :data:`STR`, :data:`STRS` (a list of strings), :data:`JSON` (JSON text of an
+object, returned as a dict; :data:`JSON_TEXT` returns the checked text), :data:`NUMBERS` (a 1-D
+array of numbers) and :data:`PLAIN` (any attribute whose value is plain data, returned as
 :func:`~landscape_cli.results.store.plain` returns it).
 """
 
@@ -49,6 +49,7 @@ __all__ = [
     "MISSING",
     "NUMBERS",
     "PLAIN",
+    "SPREAD",
     "STR",
     "STRS",
     "BadResults",
@@ -160,6 +161,13 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
+def _to_spread(value: Any) -> float:
+    out = _to_float(value)
+    if out < 0:  # NaN and +inf pass: an uncertainty that could not be estimated
+        raise _Bad
+    return out
+
+
 def _to_finite(value: Any) -> float:
     out = _to_float(value)
     if not math.isfinite(out):
@@ -241,6 +249,8 @@ INT = Kind("an integer", _to_int)
 COUNT = Kind("an integer >= 0", _to_count)
 FLOAT = Kind("a number", _to_float)
 FINITE = Kind("a finite number", _to_finite)
+#: A standard error, a residual, a width: a number >= 0 (NaN or infinity when not estimable).
+SPREAD = Kind("a number >= 0 (or NaN)", _to_spread)
 BOOL = Kind("a boolean", _to_bool)
 STR = Kind("a string", _to_str)
 STRS = Kind("a 1-D array of strings", _to_strs)

@@ -532,7 +532,7 @@ MUTATIONS = [
     ("scan-x-nan", h5_fill(f"{S1}/x", NAN), "fig6", ("/x", "NaN")),
     ("scan-dim-string", h5_attr(S1, "dim", "x"), "fig6", ("'dim'", "integer")),
     ("scan-dim-3", h5_attr(S1, "dim", 3), "fig6", ("'dim'", "1 or 2")),
-    ("scan-nx-wrong", h5_attr(S1, "nx", 7), "fig6", ("/x", "shape (7)")),
+    ("scan-nx-wrong", h5_attr(S1, "nx", 7), "fig6", ("/x", "shape (7,)")),
     ("scan-xmin-nan", h5_attr(S1, "xmin", NAN), "fig6", ("'xmin'", "finite")),
     ("scan-to-number", h5_attr(S1, "to", 5), "fig6", ("'to'", "strings")),
     ("scan-eigenvalues-string", h5_attr(S1, "eigenvalues", "x"), "fig6", ("'eigenvalues'",)),

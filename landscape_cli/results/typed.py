@@ -357,7 +357,8 @@ def array(
     rank_text = " or ".join(f"{r}-D" for r in ranks) if len(ranks) <= 3 else f"{min(ranks)}-D+"
     expected = f"a {rank_text} {_DTYPES[dtype]} dataset"
     if shape is not None:
-        expected += " of shape (" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
+        axes = ", ".join("n" if s is None else str(s) for s in shape)
+        expected += f" of shape ({axes}{',' if len(shape) == 1 else ''})"
     if finite:
         expected += " of finite values"
     if key not in g:

@@ -682,20 +682,20 @@ CHECKPOINT_CASES = [
 HUGE = str(10**11)
 OPTION_CASES = [
     *[
-        Case(f"{cmd}-option{'-'.join(extra)}", [*base_args, *extra], (flag,), cpu_only=cpu)
+        Case(f"{cmd}-option{'-'.join(extra)}", [*base_args, *extra], (flag,))
         for cmd, base_args in (
             ("hessian", ["hessian", "ok.pt", *HFAST, "--out", "new.h5"]),
             ("scan", ["scan", "ok.pt", *FAST, "--points", "3", "--out", "new.h5"]),
             ("audit", ["audit", "ok.pt", *FAST]),
             ("train", ["train", "--model", "mlp", "--epochs", "1", "--out", "new.pt"]),
         )
-        for extra, flag, cpu in (
-            (["--seed", str(2**63)], "--seed", False),
-            (["--seed", "-1"], "--seed", False),
-            (["--device", "meta"], "device", False),
-            (["--device", "mps"], "mps", True),
-            (["--device", "banana"], "device", False),
-            (["--device", "cpu:3"], "device", False),
+        for extra, flag in (
+            (["--seed", str(2**63)], "--seed"),
+            (["--seed", "-1"], "--seed"),
+            (["--device", "meta"], "device"),
+            (["--device", "mps"], "mps"),
+            (["--device", "banana"], "device"),
+            (["--device", "cpu:3"], "device"),
         )
     ],
     *[

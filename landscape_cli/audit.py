@@ -358,6 +358,12 @@ class AuditSettings:
         )
 
 
+def _number(value) -> float | None:
+    """``value`` when it is a real number (a stored setting), else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    return value if ok else None
+
+
 def reusable(
     stored: dict,
     settings: AuditSettings,
@@ -410,7 +416,7 @@ def reusable(
     # Lanczos record none): recompute rather than rank on it
     if settings.top_k > 1 and not attrs.get("multiplicity_resolved", False):
         return False
-    tol, max_steps = opts.get("tol"), opts.get("max_steps")
+    tol, max_steps = _number(opts.get("tol")), _number(opts.get("max_steps"))
     if tol is None or max_steps is None or tol > settings.tol or max_steps < settings.max_steps:
         return False
     if settings.trace_probes:

@@ -26,6 +26,7 @@ pickled objects (a pickle can run any code when it is loaded). A file holding a 
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import tempfile
@@ -202,6 +203,265 @@ def check_version(ckpt: Mapping[str, Any], path: str | os.PathLike[str]) -> None
         )
 
 
+# --------------------------------------------------------------------------------------------------
+# typed checks of what a file holds (one place: every entry a command uses is checked here first)
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "None"
+    if torch.is_tensor(value):
+        return f"a {'sparse ' if value.layout != torch.strided else ''}tensor"
+    if isinstance(value, bool):
+        return f"{value} (a boolean)"
+    if isinstance(value, (int, float)):
+        return f"{value!r} (a number)"
+    if isinstance(value, str):
+        return f"{value[:40]!r} (a string)"
+    return f"a {type(value).__name__}"
+
+
+def _bad(path: Any, where: str, value: Any, expected: str) -> LandscapeError:
+    return LandscapeError(f"{path}: {where} is {_kind_of(value)}, expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def tensor_problem(value: Any) -> str | None:
+    """Why ``value`` is not a weight landscape can load (a dense, real, CPU tensor), or None."""
+    if not torch.is_tensor(value):
+        return f"is {_kind_of(value)}, not a tensor"
+    if value.layout != torch.strided or value.is_sparse:
+        return f"is a {str(value.layout).removeprefix('torch.')} tensor, not a dense one"
+    if getattr(value, "is_nested", False):
+        return "is a nested tensor, not a dense one"
+    if value.is_meta or value.device.type != "cpu":
+        return f"is a tensor on the {value.device.type} device, which holds no values"
+    if value.is_quantized:
+        return "is a quantized tensor"
+    if value.is_complex():
+        return f"is a complex tensor ({str(value.dtype).removeprefix('torch.')})"
+    return None
+
+
+def check_weights(weights: Any, source: str) -> dict[str, torch.Tensor]:
+    """``weights`` checked as a state dict: a non-empty mapping from names to loadable tensors."""
+    if not isinstance(weights, Mapping) or not weights:
+        raise LandscapeError(
+            f"{source}: its weights are {_kind_of(weights) if weights else 'empty'}, expected a "
+            "state dict (parameter name -> tensor)"
+        )
+    for key, value in weights.items():
+        if not isinstance(key, str):
+            raise LandscapeError(f"{source}: its state dict has a key {key!r} that is not a name")
+        problem = tensor_problem(value)
+        if problem is not None:
+            raise LandscapeError(f"{source}: the weight {key!r} {problem}")
+    return dict(weights)
+
+
+def _need(entry: Mapping[str, Any], key: str, test, expected: str, path: Any, where: str) -> Any:
+    """``entry[key]`` when present and ``test`` holds for it; one error line naming it otherwise."""
+    if key not in entry:
+        raise LandscapeError(f"{path}: {where}{key!r} is missing, expected {expected}")
+    value = entry[key]
+    if not test(value):
+        raise _bad(path, f"{where}{key!r}", value, expected)
+    return value
+
+
+#: The per-epoch series a resumed run appends to (``train.history``).
+HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+
+
+def check_checkpoint(ckpt: Mapping[str, Any], path: Any, *, resume: bool = False) -> None:
+    """Check the entries of a landscape checkpoint for their types before anything uses them.
+
+    Always: ``version`` (:func:`check_version`), ``model`` (a mapping), ``state_dict`` (a
+    state dict of dense real tensors, :func:`check_weights`), and where present ``dataset`` (a
+    mapping) and ``loss`` (a string). With ``resume`` (what ``train --resume`` continues), also:
+    ``optimizer`` ({``name``: str, ``hparams``: {str: finite number, ``lr`` > 0},
+    ``state_dict``: a mapping}) and ``train`` ({``epoch``, ``step``: integers >= 0, ``seed`` in
+    the seed domain, ``config``: a mapping, ``history``: {str: list of numbers}, with every
+    series a run appends to}). The optimizer state itself is checked against the optimizer
+    that will take it (:func:`check_optimizer_state`).
+    """
+    from landscape_cli import resources
+
+    check_version(ckpt, path)
+    is_map = lambda v: isinstance(v, Mapping)  # noqa: E731
+    _need(ckpt, "model", is_map, "a mapping {name, kwargs}", path, "")
+    state = _need(ckpt, "state_dict", is_map, "a state dict (name -> tensor)", path, "")
+    check_weights(state, str(path))
+    if "dataset" in ckpt and ckpt["dataset"] is not None and not is_map(ckpt["dataset"]):
+        raise _bad(path, "'dataset'", ckpt["dataset"], "a mapping {name, root, ...}")
+    if "loss" in ckpt and ckpt["loss"] is not None and not isinstance(ckpt["loss"], str):
+        raise _bad(path, "'loss'", ckpt["loss"], "a string (ce or mse)")
+    if not resume:
+        return
+    opt = _need(ckpt, "optimizer", is_map, "a mapping {name, hparams, state_dict}", path, "")
+    _need(opt, "name", lambda v: isinstance(v, str), "a string", path, "the optimizer's ")
+    hparams = _need(opt, "hparams", is_map, "a mapping", path, "the optimizer's ")
+    for key, value in hparams.items():
+        if not (isinstance(key, str) and _is_real(value) and math.isfinite(value)):
+            raise _bad(path, f"the optimizer's hyperparameter {key!r}", value, "a finite number")
+    _need(hparams, "lr", lambda v: v > 0, "a number > 0", path, "the optimizer's hyperparameter ")
+    _need(opt, "state_dict", is_map, "a mapping {state, param_groups}", path, "the optimizer's ")
+    run = _need(ckpt, "train", is_map, "a mapping {epoch, step, config, history}", path, "")
+    where = "the training state's "
+    count = lambda v: _is_int(v) and v >= 0  # noqa: E731
+    _need(run, "epoch", count, "an integer >= 0", path, where)
+    _need(run, "step", count, "an integer >= 0", path, where)
+    if "seed" in run and not resources.DOMAINS["seed"].holds(run["seed"]):
+        raise _bad(path, f"{where}'seed'", run["seed"], resources.DOMAINS["seed"].text())
+    _need(run, "config", is_map, "a mapping of the training options", path, where)
+    history = _need(run, "history", is_map, "a mapping {series: [numbers]}", path, where)
+    for key in HISTORY_KEYS:
+        is_list = lambda v: isinstance(v, list)  # noqa: E731
+        _need(history, key, is_list, "a list of numbers", path, "the training history's ")
+    for key, value in history.items():
+        if not (isinstance(key, str) and isinstance(value, list)):
+            raise _bad(path, f"the training history's {key!r}", value, "a list of numbers")
+        bad = [i for i, v in enumerate(value) if not _is_real(v)]
+        if bad:
+            item = f"the training history's {key!r} at [{bad[0]}]"
+            raise _bad(path, item, value[bad[0]], "a number")
+
+
+def _optimizer_reference(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """The first param group and the per-parameter state of ``optimizer``'s class after a step.
+
+    Built on one scalar parameter with the optimizer's own defaults: what this torch's (or
+    DualAdam's) optimizer keeps, key by key, whatever its version.
+    """
+    import inspect
+
+    cls = type(optimizer)
+    names = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in optimizer.defaults.items() if k in names}
+    p = torch.zeros(1, requires_grad=True)
+    shadow = cls([p], **kwargs)
+    p.grad = torch.zeros(1)
+    shadow.step()
+    return dict(shadow.param_groups[0]), dict(shadow.state[p])
+
+
+def _same_kind(value: Any, ref: Any) -> bool:
+    """Whether a param-group value is of the kind the optimizer keeps there (``ref``'s)."""
+    if ref is None or isinstance(ref, bool):
+        return value is None or isinstance(value, bool)
+    if _is_real(ref) or torch.is_tensor(ref):
+        if torch.is_tensor(value):
+            return value.numel() == 1 and not value.is_complex()
+        return _is_real(value) and math.isfinite(value)
+    if isinstance(ref, (tuple, list)):
+        return (
+            isinstance(value, (tuple, list))
+            and len(value) == len(ref)
+            and all(_is_real(v) and math.isfinite(v) for v in value)
+        )
+    return isinstance(value, type(ref))
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: Any, path: Any) -> None:
+    """Refuse an optimizer state that ``optimizer`` cannot continue from, in one line.
+
+    ``state_dict`` must be ``{state: {index: {key: value}}, param_groups: [...]}`` with as many
+    groups and parameters as ``optimizer``; each group must hold every setting the optimizer
+    keeps, of its kind (numbers, tuples of numbers, booleans); each parameter's state must be
+    empty or hold exactly the keys this optimizer keeps (so Adam's moments under SGD, or SGD's
+    momentum under Adam, are refused: the optimizer does not match its state), its buffers
+    shaped like the parameter and finite, its counters single finite numbers.
+    """
+    name = type(optimizer).__name__
+    where = f"{path}: the optimizer state"
+    if not isinstance(state_dict, Mapping):
+        raise _bad(path, "the optimizer state", state_dict, "a mapping {state, param_groups}")
+    state, groups = state_dict.get("state"), state_dict.get("param_groups")
+    if not isinstance(state, Mapping) or not isinstance(groups, list):
+        raise LandscapeError(f"{where} is not {{state: {{...}}, param_groups: [...]}}")
+    if len(groups) != len(optimizer.param_groups):
+        raise LandscapeError(
+            f"{where} has {len(groups)} parameter groups but the run's {name} has "
+            f"{len(optimizer.param_groups)}"
+        )
+    ref_group, ref_state = _optimizer_reference(optimizer)
+    params: dict[Any, torch.Tensor] = {}
+    for i, (group, mine) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+        ids = group.get("params") if isinstance(group, Mapping) else None
+        if not (isinstance(ids, list) and all(_is_int(x) for x in ids)):
+            raise LandscapeError(f"{where}: parameter group {i} does not list its parameters")
+        if len(ids) != len(mine["params"]):
+            raise LandscapeError(
+                f"{where}: parameter group {i} has {len(ids)} parameters but the model has "
+                f"{len(mine['params'])}"
+            )
+        for key, ref in ref_group.items():
+            if key == "params":
+                continue
+            if key not in group or not _same_kind(group[key], ref):
+                shown = _kind_of(group[key]) if key in group else "missing"
+                raise LandscapeError(
+                    f"{where}: parameter group {i} has {key} {shown}, but {name} keeps "
+                    f"{_kind_of(ref)} there"
+                )
+        params.update(zip(ids, mine["params"], strict=True))
+    unknown = [k for k in state if k not in params]
+    if unknown:
+        raise LandscapeError(
+            f"{where} holds the state of parameter {unknown[0]!r}, not in any group"
+        )
+    for index, entry in state.items():
+        param = params[index]
+        if not isinstance(entry, Mapping):
+            raise _bad(path, f"the optimizer state of parameter {index}", entry, "a mapping")
+        if entry and set(entry) != set(ref_state):
+            raise LandscapeError(
+                f"{where} of parameter {index} holds {sorted(map(str, entry))} but {name} keeps "
+                f"{sorted(ref_state)}: the optimizer does not match its state"
+            )
+        for key, value in entry.items():
+            what = f"{where} {key!r} of parameter {index}"
+            _check_state_value(value, ref_state[key], param, what, key)
+
+
+def _check_state_value(value: Any, ref: Any, param: torch.Tensor, where: str, key: str) -> None:
+    """One entry of a parameter's optimizer state against the optimizer's own (``ref``)."""
+    shaped = torch.is_tensor(ref) and ref.dim() >= 1  # a buffer shaped like the parameter
+    if shaped or (ref is None and torch.is_tensor(value)):
+        problem = tensor_problem(value)
+        if problem is None and tuple(value.shape) != tuple(param.shape):
+            problem = f"has shape {tuple(value.shape)}, not the parameter's {tuple(param.shape)}"
+        if problem is None and not value.is_floating_point():
+            problem = f"has dtype {value.dtype}, not a floating-point one"
+        if problem is None and not bool(torch.isfinite(value).all()):
+            problem = "holds NaN or infinite values"
+        if problem is not None:
+            raise LandscapeError(f"{where} {problem}")
+        return
+    if ref is None:
+        if value is not None:
+            raise LandscapeError(f"{where} is {_kind_of(value)}, expected None or a tensor")
+        return
+    if torch.is_tensor(value):
+        ok = tensor_problem(value) is None and value.numel() == 1 and not value.is_complex()
+        number = float(value.reshape(())) if ok else math.nan
+    else:
+        ok = _is_real(value)
+        number = float(value) if ok else math.nan
+    # the optimizers' counters and products (Adam's step, NAdam's mu_product) are >= 0, and a
+    # step count is whole: a step of -1 would divide by a zero bias correction
+    whole = key != "step" or (math.isfinite(number) and number == int(number))
+    if not (ok and math.isfinite(number) and number >= 0 and whole):
+        raise LandscapeError(f"{where} is {_kind_of(value)}, expected one finite number >= 0")
+
+
 def is_landscape_checkpoint(obj: Any) -> bool:
     """Whether ``obj`` is a checkpoint dict written by landscape."""
     return isinstance(obj, Mapping) and obj.get("format") == FORMAT
@@ -271,16 +531,22 @@ def extract_weights(obj: Any, source: str) -> dict[str, torch.Tensor] | nn.Modul
     if isinstance(obj, nn.Module):
         return obj
     if is_landscape_checkpoint(obj):
-        return dict(obj["state_dict"])
+        if not isinstance(obj.get("state_dict"), Mapping):
+            raise LandscapeError(
+                f"{source} is a landscape checkpoint whose 'state_dict' is "
+                f"{_kind_of(obj['state_dict']) if 'state_dict' in obj else 'missing'}, expected "
+                "a state dict (name -> tensor)"
+            )
+        return check_weights(obj["state_dict"], source)
     if _is_state_dict(obj):
-        return dict(obj)
+        return check_weights(obj, source)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model", "net", "module"):
             inner = obj.get(key)
             if isinstance(inner, nn.Module):
                 return inner
             if _is_state_dict(inner):
-                return dict(inner)
+                return check_weights(inner, source)
     raise LandscapeError(
         f"{source} holds no model weights: expected a state dict (name -> tensor), or one under "
         "a 'state_dict' or 'model' key"
@@ -292,11 +558,14 @@ def _some(items: list[str], limit: int = 2) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> str:
+def fit_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, *, load: bool = True
+) -> str:
     """Load ``state_dict`` into ``model`` strictly, after removing its key prefix.
 
     Load ``state_dict`` into ``model`` strictly, after removing the one prefix that
-    :func:`match_keys` finds; returns that prefix (``""`` for none).
+    :func:`match_keys` finds; returns that prefix (``""`` for none). With ``load=False`` only
+    the keys and shapes are compared (``model`` may live on the meta device).
 
     On a mismatch, raises one :class:`LandscapeError` line: how many keys are missing,
     unexpected or of another shape, with the first of each (never a wall of keys).
@@ -330,7 +599,8 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
             + "; ".join(parts)
             + "; check `model` and `model_options`"
         )
-    model.load_state_dict(state, strict=True)
+    if load:
+        model.load_state_dict(state, strict=True)
     return prefix
 
 
@@ -405,7 +675,8 @@ def load_model(
     no ``num_classes`` among ``model_options``) is refused in one line naming
     ``--model-option num_classes=WIDTH``.
     """
-    from landscape_cli.models import build_model
+    from landscape_cli import resources
+    from landscape_cli.models import build_meta, build_model
 
     path = Path(path)
     obj = contents if contents is not None else read_file(path, trust=trust)
@@ -416,7 +687,7 @@ def load_model(
 
     ckpt = obj if is_landscape_checkpoint(obj) else None
     if ckpt is not None:
-        check_version(ckpt, path)
+        check_checkpoint(ckpt, path)
     spec = _model_spec(path, ckpt, model, input_shape, num_classes, model_options, trust)
     kwargs = dict(spec["kwargs"])
     try:
@@ -426,8 +697,14 @@ def load_model(
         raise LandscapeError(
             f"{path}: the model spec lacks a valid input_shape and num_classes"
         ) from None
-    net = build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
     name_head = ckpt is None and "num_classes" not in (model_options or {})
+    # The model's shapes first, on the meta device: weights that do not fit, or a model too
+    # large for memory, are refused before its parameters are allocated.
+    probe = build_meta(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
+    if probe is not None:
+        _fit(probe, weights, path, spec["name"], shape, classes, kwargs, name_head, load=False)
+        resources.require_model(probe)
+    net = build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
     prefix = _fit(net, weights, path, spec["name"], shape, classes, kwargs, name_head)
     kind = (
         "landscape"
@@ -476,25 +753,30 @@ def _fit(
     classes: int,
     kwargs: Mapping[str, Any],
     name_head: bool,
+    *,
+    load: bool = True,
 ) -> str:
     """Load ``weights`` into ``net`` (:func:`fit_state_dict`; returns the prefix removed).
 
     With ``name_head`` (a file without a class count, no ``num_classes`` option), weights built
     for another number of classes are refused by naming their head's width, once the model
-    built with that width is known to take the file.
+    built with that width is known to take the file. With ``load=False`` (``net`` on the meta
+    device) only the check is made, and the wider model is built on the meta device too.
     """
-    from landscape_cli.models import build_model
+    from landscape_cli.models import build_meta, build_model
 
     try:
-        return fit_state_dict(net, weights, str(path))
+        return fit_state_dict(net, weights, str(path), load=load)
     except LandscapeError as exc:
         found = head_width(net, weights, classes) if name_head else None
         if found is None:
             raise
         width, key = found
         try:
-            wide = build_model(name, input_shape=shape, num_classes=width, **kwargs)
-            fit_state_dict(wide, weights, str(path))
+            build = build_model if load else build_meta
+            wide = build(name, input_shape=shape, num_classes=width, **kwargs)
+            if wide is not None:
+                fit_state_dict(wide, weights, str(path), load=load)
         except LandscapeError:
             raise exc from None
         raise LandscapeError(_head_message(path, key, width, classes)) from None

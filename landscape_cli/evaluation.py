@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -93,9 +94,29 @@ def check_loss_on(model: nn.Module, batches: list[Batch], loss: str) -> None:
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     b = to_device(Batch(head(batches[0].inputs, 2), batches[0].targets[:2]), device, dtype)
     with evaluation_mode(model):
-        out = model(b.inputs)
+        out = first_output(model, b.inputs)
     for batch in batches:
         check_loss(loss, _widen(out, len(batch)), batch.targets)
+
+
+def first_output(model: nn.Module, inputs: Any, what: str = "the data") -> Tensor:
+    """``model(inputs)`` for the first samples, before any computing: one line if it fails.
+
+    A model that cannot take the data's inputs (1×1 images through a network that pools them
+    away, another number of channels, vectors into a convolution) fails in its forward pass with
+    an error of its own; here that is one :class:`LandscapeError` line naming the model and the
+    input shape, with the model's reason.
+    """
+    try:
+        return model(inputs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        shape = tuple(inputs.shape[1:]) if isinstance(inputs, Tensor) else None
+        shown = f" of shape {shape}" if shape is not None else ""
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise LandscapeError(
+            f"the model ({type(model).__name__}) cannot take the inputs{shown} of {what}: "
+            f"{type(exc).__name__}: {detail[:300]}"
+        ) from None
 
 
 def check_not_constant(op) -> None:

@@ -57,6 +57,7 @@ class Source:
 
     def load(self, checkpoint: Path) -> Workload:
         """Load ``checkpoint`` and its samples as a :class:`Workload` with these settings."""
+        self.check()
         if self.split not in ("train", "test"):
             raise LandscapeError(f"`split` must be train or test, got {self.split!r}")
         work = load_workload(
@@ -75,6 +76,12 @@ class Source:
         )
         self.note(work.loaded)
         return work
+
+    def check(self) -> None:
+        """The counts and the seed against their domains (:func:`resources.check_options`)."""
+        resources.check_options(
+            {"samples": self.samples, "batch_size": self.batch_size, "seed": self.seed}
+        )
 
 
 def results_path(checkpoint: Path, out: Path | None) -> Path:
@@ -349,6 +356,7 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
             ),
         ]
     )
+    resources.check_fields(s)  # every count, tolerance and the seed in its domain
 
 
 def _run_engine(engine: str, op, s, results: dict, *, source: Source, on_phase) -> None:
@@ -687,6 +695,7 @@ def _scan_plan(
 def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
     """Refuse inconsistent scan options before anything is loaded."""
     from landscape_cli import scan as sc
+    from landscape_cli.results import check_scan_name
 
     _check(
         [
@@ -711,6 +720,9 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
             (o.bn is None or bool(targets), "`bn` applies to interpolations (`to`)"),
         ]
     )
+    resources.check_fields(o)  # the grid's counts and ranges, the seed
+    if o.name is not None:
+        check_scan_name(o.name)
 
 
 def _scan_axes(o: ScanOptions, targets: list[Path]):
@@ -915,6 +927,7 @@ def _check_audit_settings(checkpoints: list[Path], s) -> None:
         ]
     )
     _check_curvature(s.curvature, bn_mode="eval")
+    resources.check_fields(s)  # every count, radius, tolerance and the seed in its domain
 
 
 def _audit_targets(

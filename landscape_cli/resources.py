@@ -8,18 +8,35 @@ instead of letting the allocator fail with a traceback or the machine swap for h
 
 The estimates are upper bounds of the dominant terms (float64 vectors of the n parameters), not
 exact accounting; the model, its graphs and the data are not included.
+
+Before any of that, :func:`check_options` holds every option to its real domain: each count to
+an integer range whose top is far beyond any useful run (so that no loop or list it sizes can
+grow unbounded: ``trace_probes=1e11`` is refused in one line instead of building a list of 10¹⁰
+block sizes), each seed to what every random generator takes (0 to 2⁶³ − 1), each tolerance and
+radius to a finite positive number. :data:`DOMAINS` is that one table, by the library's parameter
+names; :func:`model_bytes` and :func:`image_pixels` guard the model a checkpoint declares (counted
+on the ``meta`` device before it is built) and the canvas of a figure.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from landscape_cli.errors import LandscapeError
 
 __all__ = [
+    "DOMAINS",
+    "Domain",
     "available_bytes",
+    "check_options",
     "hessian_bytes",
     "human",
+    "image_pixels",
+    "model_bytes",
     "require",
     "scan_bytes",
 ]
@@ -117,12 +134,23 @@ def hessian_bytes(settings, n: int, products_float64: bool = False) -> dict[str,
         needs["Lanczos basis"] = (basis, "`max_steps` (or `top_k`)")
     if s.trace_probes > 0:
         block = max(s.trace_probes, 8) if s.trace_method == "hutch++" else 8
-        needs["trace probes"] = (4 * block * n * _F64, "`trace_probes`")
+        # the probe vectors, and each probe's sample kept (a float and its list entry)
+        needs["trace probes"] = (4 * block * n * _F64 + 64 * s.trace_probes, "`trace_probes`")
     if s.density_probes > 0:
         steps = max(1, min(s.lanczos_steps, n))
         vectors = 6 * s.density_probes * n * _F64
         basis = s.density_probes * steps * n * _F64
-        needs["SLQ probes"] = (vectors + (basis if basis <= 1024**3 else 0), "`density_probes`")
+        nodes = 4 * s.density_probes * steps * _F64  # Ritz values and weights, kept and copied
+        needs["SLQ probes"] = (
+            vectors + nodes + (basis if basis <= 1024**3 else 0),
+            "`density_probes`",
+        )
+    if getattr(s, "per_layer", False):
+        # one Lanczos basis per block (at most `per_layer_steps` rows each: <= steps * n in
+        # all) and the shared probes with their products, all at once
+        basis = min(s.per_layer_steps, n) * n * _F64
+        probes = 2 * s.per_layer_probes * n * _F64
+        needs["per-layer blocks"] = (basis + probes, "`per_layer_probes` (or `per_layer_steps`)")
     return needs
 
 
@@ -135,3 +163,182 @@ SCAN_BYTES_PER_POINT = 96
 def scan_bytes(points: int) -> dict[str, tuple[int, str]]:
     """The grids of a scan of ``points`` points (see :data:`SCAN_BYTES_PER_POINT`)."""
     return {"scan grid": (int(points) * SCAN_BYTES_PER_POINT, "`points` (or `ypoints`)")}
+
+
+# --------------------------------------------------------------------------------------------------
+# option domains
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values one option may take: an integer or a finite real number in ``[low, high]``.
+
+    ``low_open``/``high_open`` exclude that end (``tol`` is > 0). A bool is never a number here.
+    """
+
+    integer: bool
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` is in the domain."""
+        if isinstance(value, bool):
+            return False
+        if self.integer:
+            if not isinstance(value, int):
+                return False
+        elif not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def text(self) -> str:
+        """The domain in words, as the error line says it."""
+        if self.integer:
+            return f"an integer from {self.low} to {self.high}"
+        if math.isinf(self.low) and math.isinf(self.high):
+            return "a finite number"
+        if math.isinf(self.high):
+            return f"a finite number {'>' if self.low_open else '>='} {self.low:g}"
+        lo = "(" if self.low_open else "["
+        hi = ")" if self.high_open else "]"
+        return f"a finite number in {lo}{self.low:g}, {self.high:g}{hi}"
+
+
+def _count(low: int, high: int) -> Domain:
+    return Domain(True, low, high)
+
+
+def _real(low: float, high: float = math.inf, *, low_open=False, high_open=False) -> Domain:
+    return Domain(False, low, high, low_open, high_open)
+
+
+#: Largest seed: what every generator takes (torch's take 0 to 2**64 - 1, where a negative seed
+#: would only be another name for one of these) and what the derived streams keep in range.
+MAX_SEED = 2**63 - 1
+
+#: Every option's domain, by the library's parameter name (the same name in every command). The
+#: top of each count is far beyond any useful run: a million Lanczos steps or probes is days of
+#: Hessian-vector products on the smallest model. Options not named here are checked by the job
+#: that takes them (names, choices, relations between options).
+DOMAINS: dict[str, Domain] = {
+    # random streams
+    "seed": _count(0, MAX_SEED),
+    # hessian and audit
+    "top_k": _count(0, 100_000),
+    "max_steps": _count(1, 1_000_000),
+    "block_size": _count(0, 100_000),
+    "trace_probes": _count(0, 1_000_000),
+    "density_probes": _count(0, 100_000),
+    "lanczos_steps": _count(1, 100_000),
+    "per_layer_steps": _count(1, 100_000),
+    "per_layer_probes": _count(1, 100_000),
+    "sample_sets": _count(1, 10_000),
+    "directions": _count(1, 100_000),
+    "ascent_steps": _count(0, 100_000),
+    "restarts": _count(1, 10_000),
+    "tol": _real(0, low_open=True),
+    "trace_rtol": _real(0),
+    "density_tol": _real(0),
+    "density_sigma": _real(0, low_open=True),
+    "epsilon": _real(0, low_open=True),
+    "rho": _real(0, low_open=True),
+    "tau": _real(0, 1, high_open=True),
+    # samples (0: all of the split)
+    "samples": _count(0, 2**48),
+    "batch_size": _count(1, 2**31 - 1),
+    # scan
+    "points": _count(1, 1_000_000),
+    "ypoints": _count(1, 1_000_000),
+    "xrange": _real(-math.inf),
+    "yrange": _real(-math.inf),
+    "fold_every": _real(0, low_open=True),
+    # train
+    "epochs": _count(1, 1_000_000),
+    "warmup_steps": _count(0, 2**62),
+    "save_every": _count(0, 1_000_000),
+    "lr": _real(0, low_open=True),
+    "weight_decay": _real(0),
+    "switch_rate": _real(0),
+    "momentum": _real(0, 1, high_open=True),
+    # figures
+    "levels": _count(2, 10_000),
+    "dpi": _count(1, 10_000),
+    "size": _real(0, 1_000, low_open=True),
+    "vmin": _real(-math.inf),
+    "vmax": _real(-math.inf),
+    # processes
+    "threads": _count(1, 4_096),
+}
+
+
+def check_options(values: Mapping[str, Any]) -> None:
+    """Refuse the first of ``values`` that is outside its :data:`DOMAINS` entry, in one line.
+
+    Names without an entry, and None values (an option left at "default"), are skipped; a tuple
+    or list (a range, a size) must hold values of the domain. The message names the library
+    parameter in backticks (`` `trace_probes` must be an integer from 0 to 1000000, got
+    100000000000 ``), which the command layer shows as its flag.
+    """
+    for name, value in values.items():
+        domain = DOMAINS.get(name)
+        if domain is None or value is None:
+            continue
+        items = list(value) if isinstance(value, (tuple, list)) else [value]
+        if items and all(domain.holds(v) for v in items):
+            continue
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        each = "each value " if isinstance(value, (tuple, list)) else ""
+        raise LandscapeError(f"`{name}` {each}must be {domain.text()}, got {shown}")
+
+
+def check_fields(obj: Any) -> None:
+    """:func:`check_options` of the fields of a dataclass instance (settings, options)."""
+    from dataclasses import fields
+
+    check_options({f.name: getattr(obj, f.name) for f in fields(obj)})
+
+
+# --------------------------------------------------------------------------------------------------
+# models and figures
+
+
+def model_bytes(model: Any, *, training: bool = False) -> int:
+    """Bytes of ``model``'s parameters and buffers (a ``meta``-device model costs nothing to ask).
+
+    With ``training``, also its gradients and two optimizer buffers per parameter (Adam's).
+    """
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return params * (4 if training else 1) + buffers
+
+
+def require_model(model: Any, device: object = "cpu", *, training: bool = False) -> None:
+    """Refuse a model (built on the ``meta`` device) whose weights do not fit ``device``."""
+    what = "model weights, gradients and optimizer state" if training else "model weights"
+    require({what: (model_bytes(model, training=training), "`model_options`")}, device)
+
+
+#: The most pixels along one side of a figure's canvas (Agg's own limit is 2**16).
+MAX_SIDE_PIXELS = 2**16 - 1
+#: The most pixels of a figure's canvas: 400 megapixels, 1.6 GB of RGBA.
+MAX_PIXELS = 400_000_000
+
+
+def image_pixels(width: float, height: float, dpi: float) -> None:
+    """Refuse a ``width`` × ``height`` inch canvas at ``dpi`` that cannot be drawn, in one line.
+
+    Each side must stay within :data:`MAX_SIDE_PIXELS` and the whole within :data:`MAX_PIXELS`
+    and the memory available (4 bytes a pixel, twice: the canvas and its encoded copy).
+    """
+    wide, high = width * dpi, height * dpi
+    if max(wide, high) > MAX_SIDE_PIXELS or wide * high > MAX_PIXELS:
+        raise LandscapeError(
+            f"a {width:g} × {height:g} inch figure at {dpi:g} dpi is {wide:,.0f} × {high:,.0f} "
+            f"pixels; the most is {MAX_SIDE_PIXELS:,} a side and {MAX_PIXELS:,} in all: lower "
+            "`dpi` or `size`"
+        )
+    require({"figure canvas": (int(8 * wide * high), "`dpi` (or `size`)")}, "cpu")

@@ -235,6 +235,19 @@ def _prepare(
     journal.unlink(missing_ok=True)
 
 
+def _check_directions(stored, wanted, out: Path, name: str) -> None:
+    """Refuse stored directions that do not fit the model the scan resumes on (names, shapes)."""
+    for axis, got, want in zip("xy", stored, wanted, strict=False):
+        names = set(got) ^ set(want)
+        shapes = [k for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+        if names or shapes:
+            what = f"parameter {sorted(names)[0]!r}" if names else f"the shape of {shapes[0]!r}"
+            raise LandscapeError(
+                f"scan {name!r} in {out} holds {axis}-directions that do not fit the model "
+                f"({what} differs); pass `overwrite=True` to start it again, or a new `name`"
+            )
+
+
 def execute(
     model: nn.Module,
     batches: Sequence[Batch],
@@ -272,6 +285,7 @@ def execute(
         dirs = tuple(
             {k: torch.from_numpy(v) for k, v in stored["directions"][a].items()} for a in axes
         )
+        _check_directions(dirs, plan.directions, out_path, plan.name)
         plan = ScanPlan(plan.name, plan.x, plan.y, dirs, plan.attrs)
         current = stored["loss"]
         missing = int(np.isnan(current).sum())

@@ -32,7 +32,8 @@ from torch import nn
 
 from landscape_cli.checkpoints import (
     FORMAT,
-    check_version,
+    check_checkpoint,
+    check_optimizer_state,
     fit_state_dict,
     read_file,
     save_checkpoint,
@@ -103,7 +104,12 @@ class TrainConfig:
         return SWITCH_FRACTION / max(1, total_steps)
 
     def validate(self) -> TrainConfig:
-        """The config with the optimizer and loss checked and normalised."""
+        """The config with the optimizer and loss checked and normalised.
+
+        Every count, rate and the seed must be in its domain (:func:`resources.check_options`).
+        """
+        from landscape_cli import resources
+
         opt = self.optimizer.lower()
         if opt not in OPTIMIZERS:
             raise LandscapeError(
@@ -135,6 +141,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise LandscapeError(message)
+        resources.check_fields(self)  # and each in its domain: finite, the seed, the counts
         return replace(self, optimizer=opt)
 
 
@@ -271,10 +278,12 @@ def _check_loss_first(model: nn.Module, dataset: Any, config: TrainConfig, dev) 
     from landscape_cli.evaluation import check_loss
 
     x, y = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=False)))
+    from landscape_cli.evaluation import first_output
+
     was_training = model.training
     model.eval()
     try:
-        out = model(x.to(dev))
+        out = first_output(model, x.to(dev), config.dataset)
     finally:
         model.train(was_training)
     check_loss(config.loss, out, y.to(dev), f"the targets of {config.dataset}")
@@ -463,21 +472,34 @@ class _Run:
         )
 
 
-def _new_run(config: TrainConfig, dev: torch.device) -> tuple[_Run, Any]:
+def _new_run(
+    config: TrainConfig,
+    dev: torch.device,
+    weights: Mapping[str, Any] | None = None,
+    source: str = "the checkpoint",
+) -> tuple[_Run, Any]:
     """The datasets, and the model (initialised from the seed) and optimizer of a fresh run.
 
-    Returns the run and the test set.
+    Returns the run and the test set. The model is first built on the meta device: ``weights``
+    (a resumed run's) that do not fit it, or a model whose training state does not fit in
+    memory, are refused before it is allocated.
     """
+    from landscape_cli import resources
     from landscape_cli.data import load_dataset
-    from landscape_cli.models import build_model
+    from landscape_cli.models import build_meta, build_model
 
     train_data = load_dataset(
         config.dataset, "train", root=config.data_root, augment=config.augment
     )
     test_data = load_dataset(config.dataset, "test", root=config.data_root, augment=False)
     steps_per_epoch = math.ceil(len(train_data.dataset) / config.batch_size)
-    torch.manual_seed(config.seed)
     model_kwargs = _model_kwargs(config, train_data)
+    probe = build_meta(config.model, **model_kwargs)
+    if probe is not None:
+        if weights is not None:
+            fit_state_dict(probe, weights, source, load=False)
+        resources.require_model(probe, dev, training=True)
+    torch.manual_seed(config.seed)
     model = build_model(config.model, **model_kwargs).to(dev)
     optimizer, hparams = build_optimizer(
         config, model.parameters(), steps_per_epoch * config.epochs
@@ -492,21 +514,45 @@ def _read_resume(
     ckpt = read_file(resume)
     if not (isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT):
         raise LandscapeError(f"{resume} is not a landscape training checkpoint; cannot resume")
-    check_version(ckpt, resume)
     for key in ("state_dict", "optimizer", "train"):
-        if not isinstance(ckpt.get(key), Mapping):
+        if key not in ckpt:
             raise LandscapeError(
                 f"{resume} has no {key!r} entry; it cannot be resumed (start a new run)"
             )
+    check_checkpoint(ckpt, resume, resume=True)
     stored = _config_from_checkpoint(
         ckpt, Path(resume), trust=trust, given=(config.model, config.dataset)
     )
+    _check_stored_domains(stored, resume)
+    if ckpt["optimizer"]["name"] != stored.optimizer.lower():
+        raise LandscapeError(
+            f"{resume}: its optimizer state was saved by {ckpt['optimizer']['name']!r} but its "
+            f"training config names {stored.optimizer!r}: the optimizer does not match its state"
+        )
     return ckpt, replace(stored, epochs=config.epochs if config.epochs else stored.epochs)
+
+
+def _check_stored_domains(stored: TrainConfig, path: str | os.PathLike[str]) -> None:
+    """The stored config's counts, rates and seed in their domains, the error naming the file."""
+    from dataclasses import fields
+
+    from landscape_cli.resources import DOMAINS
+
+    for f in fields(stored):
+        value, domain = getattr(stored, f.name), DOMAINS.get(f.name)
+        if domain is not None and value is not None and not domain.holds(value):
+            if f.name == "epochs" and value == 0:
+                continue  # replaced by the command's --epochs (checked as given)
+            raise LandscapeError(
+                f"{path}: its training config has {f.name}={value!r}, expected {domain.text()}; "
+                "it cannot be resumed"
+            )
 
 
 def _restore(run: _Run, ckpt: Mapping[str, Any], resume: str | os.PathLike[str]) -> None:
     """Put the weights, optimizer state, counters and history of ``ckpt`` into ``run``."""
     fit_state_dict(run.model, ckpt["state_dict"], str(resume))
+    check_optimizer_state(run.optimizer, ckpt["optimizer"]["state_dict"], resume)
     try:
         run.optimizer.load_state_dict(ckpt["optimizer"]["state_dict"])
         run.hparams = dict(ckpt["optimizer"]["hparams"])
@@ -645,8 +691,9 @@ def train(
 
     cb = callbacks or Callbacks()
     dev = resolve_device(device)
-    if save_every < 0:
-        raise LandscapeError(f"`save_every` must be >= 0, got {save_every}")
+    from landscape_cli import resources
+
+    resources.check_options({"save_every": save_every})
     ckpt = None
     if resume is not None:
         ckpt, config = _read_resume(resume, config, trust)
@@ -655,7 +702,8 @@ def train(
     out_path = out_path or default_output(config)
     check_output(out_path, config, overwrite=overwrite or (resume is not None and out is None))
 
-    run, test_data = _new_run(config, dev)
+    weights = None if ckpt is None else ckpt["state_dict"]
+    run, test_data = _new_run(config, dev, weights, str(resume))
     if ckpt is not None:
         _restore(run, ckpt, resume)
     test_loader = torch.utils.data.DataLoader(test_data.dataset, batch_size=512, shuffle=False)

@@ -105,7 +105,7 @@ def _file_workload(
 ) -> Workload:
     """:func:`load_workload` for a checkpoint file (not a Hugging Face folder)."""
     from landscape_cli.checkpoints import (
-        check_version,
+        check_checkpoint,
         is_landscape_checkpoint,
         read_file,
         stored_model_spec,
@@ -115,7 +115,7 @@ def _file_workload(
     raw = read_file(path, trust=trust)
     if is_landscape_checkpoint(raw):
         # Specs stored in the file are checked before anything is imported or loaded.
-        check_version(raw, path)
+        check_checkpoint(raw, path)
         if model is None:
             stored_model_spec(raw, path, trust=trust)
     ds_name, root = _dataset_of(raw, path, dataset, data_root, trust)

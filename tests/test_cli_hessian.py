@@ -64,7 +64,7 @@ def test_results_file_has_exactly_the_schema(ckpt, tmp_path):
 
 def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     out = tmp_path / "r.h5"
-    update_file(out, {"checkpoint": str(ckpt)}, lambda f: f.create_group("scan/1d-random"))
+    update_file(out, {"checkpoint": str(ckpt)}, lambda f: f.create_group("notes"))
     result = _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--json", *FAST]))
     data = json.loads(result.stdout)
     assert len(data["eigenvalues"]) == 5 and len(data["residuals"]) == 5
@@ -79,7 +79,7 @@ def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     assert den["max_probes"] == 2 and den["probes"] == 2 and den["tol"] == 3e-3
     assert den["achieved_tol"] == pytest.approx(data["density_tol_achieved"])
     # Same seed, same numbers; a different --top-k is refused, and with --overwrite replaces
-    # /hessian and keeps the scan group.
+    # /hessian and keeps the other group.
     again = json.loads(
         _ok(runner.invoke(app, ["hessian", str(ckpt), "--out", str(out), "--json", *FAST])).stdout
     )
@@ -89,7 +89,7 @@ def test_json_output_and_rerun_replaces_only_hessian(ckpt, tmp_path):
     _ok(runner.invoke(app, [*other, "--overwrite"]))
     with h5py.File(out) as f:
         assert f["hessian/eigenvalues"].shape == (2,)
-        assert "scan/1d-random" in f
+        assert "notes" in f
 
 
 def test_default_out_path_and_skipping_estimators(ckpt):

@@ -277,7 +277,9 @@ def test_cli_allow_tf32_in_json_and_table(ckpt, tmp_path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["float32_precision"] == "tf32"
-    res = runner.invoke(app, ["hessian", str(work), *base, *fast, "--json", "--out", "b.h5"])
+    res = runner.invoke(
+        app, ["hessian", str(work), *base, *fast, "--json", "--out", str(tmp_path / "b.h5")]
+    )
     assert json.loads(res.stdout)["float32_precision"] == "ieee"
     res = runner.invoke(
         app, ["hessian", str(work), *base, *fast, "--allow-tf32", "--out", str(tmp_path / "c.h5")]

@@ -250,8 +250,10 @@ def _root(
 ) -> None:
     """landscape: Hessian spectra, traces and loss-landscape scans of PyTorch checkpoints."""
     if threads is not None:
+        from landscape_cli import resources
         from landscape_cli.commands import _threads
 
+        resources.check_options({"threads": threads})
         _threads.fix(threads)
 
 

@@ -247,6 +247,18 @@ def print_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def console():
+    """The console that prints a command's results (tables, lines) on stdout.
+
+    Without markup or emoji codes: paths, labels and names from users and files (``runs[/]/a.pt``,
+    ``:x:``) print as they are instead of failing or changing; the tables' own styles are
+    objects, not markup.
+    """
+    from rich.console import Console
+
+    return Console(markup=False, emoji=False)
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 

@@ -26,15 +26,16 @@ def demo(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Train Adam, DualAdam and Adam + warm-up on digits; Hessians, scans and Figs. 2, 5, 6."""
-    from rich.console import Console
     from rich.table import Table
 
     from landscape_cli import demo as dm
+    from landscape_cli import resources
     from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_folder
 
     check_folder(out, "demo folder")  # before any work: an existing file, an unwritable place
     resolve_device(device)
+    resources.check_options({"seed": seed})
     with c.progress("demo") as progress:
         summary = dm.run_demo(
             out,
@@ -60,7 +61,7 @@ def demo(
             f"{r['trace']:.4g} ± {1.96 * r['trace_stderr']:.2g}",
             Path(r["results"]).name,
         )
-    console = Console()
+    console = c.console()
     console.print(table)
     for name, path in summary["figures"].items():
         console.print(f"{name}: {path}")

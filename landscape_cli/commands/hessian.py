@@ -168,8 +168,6 @@ def hessian(
     With --engine pyhessian the top-k and the trace are PyHessian's (power iteration and
     Hutchinson, its defaults); the density stays landscape's.
     """
-    from rich.console import Console
-
     from landscape_cli import hessian as hs
     from landscape_cli.pipeline import hessian_job
 
@@ -189,7 +187,7 @@ def hessian(
             **asdict(measure),
         )
     _show(
-        report, work, out_path, output.json_out, Console(), engine=measure.engine,
+        report, work, out_path, output.json_out, c.console(), engine=measure.engine,
         allow_tf32=measure.allow_tf32,
     )  # fmt: skip
 

@@ -151,7 +151,7 @@ def _draw_2d(figure: str, scans: list[ScanResult], labels: list[str], style: Sty
     for i, (scan, label) in enumerate(zip(scans, labels, strict=True)):
         projection = "3d" if figure == "surface" else None
         ax = fig.add_subplot(1, len(scans), i + 1, projection=projection)
-        ax.set_title(f"{label} ({scan.get('name', 'scan')})")
+        ax.set_title(pl.literal(f"{label} ({scan.get('name', 'scan')})"))
         draw(scan, ax, log=log, limits=limits, **extra)
     return fig
 
@@ -256,7 +256,12 @@ class Style:
             if used and not any(f in where for f in figures):
                 shown = ", ".join(figures)
                 raise LandscapeError(f"{option} applies to {', '.join(where)}, not {shown}")
+        from landscape_cli import resources
+
         vmin, vmax, levels, size = self.vmin, self.vmax, self.levels, self.size
+        resources.check_options(
+            {"levels": levels, "dpi": self.dpi, "size": size, "vmin": vmin, "vmax": vmax}
+        )
         if vmin is not None and vmax is not None and not vmin < vmax:
             raise LandscapeError(f"--vmin ({vmin:g}) must be below --vmax ({vmax:g})")
         if levels is not None and levels < 2:
@@ -329,6 +334,8 @@ def plot(
     shown = _labels(files, labels) if files else []
 
     drawn = _draw_all(figures, files, shown, style)  # all drawn before any is saved
+    for fig in drawn:  # and every canvas checked before any is saved
+        pl.check_canvas(fig, dpi=style.dpi)
     for fig, path in zip(drawn, out_paths, strict=True):
         pl.save_figure(fig, path, dpi=style.dpi)
 

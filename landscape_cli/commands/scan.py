@@ -155,7 +155,6 @@ def scan(
 
 def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     loss, x = result.loss, result.x
@@ -207,4 +206,4 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
     tf32 = c.tf32_note(result.attrs.get("float32_precision") == "tf32")
     if tf32:
         table.add_row("TF32", tf32)
-    Console().print(table)
+    c.console().print(table)

@@ -122,6 +122,31 @@ def _image_folder_for_split(path: Path, split: str, spec: str) -> Path:
     )
 
 
+class _ImageLoader:
+    """torchvision's image loader, with an image it cannot read one line naming the file.
+
+    A corrupt or truncated file, a text file named ``.png``, an empty file or a decompression
+    bomb each stop the command with one :class:`LandscapeError` line instead of PIL's traceback
+    (at the first sample drawn from it).
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def __call__(self, path: str) -> Any:
+        from torchvision.datasets.folder import default_loader
+
+        try:
+            return default_loader(path)
+        except LandscapeError:
+            raise
+        except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, its own errors
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            if "cannot identify image file" in detail:
+                detail = "not an image file, or a damaged one"
+            raise LandscapeError(f"{self.spec}: cannot read image {path}: {detail}") from None
+
+
 class _SameSize:
     """A transform that refuses an image whose size differs from the first one seen.
 
@@ -154,7 +179,9 @@ def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
     steps += [transforms.RandomHorizontalFlip()] if augment else []
     steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     try:
-        dataset = datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))
+        dataset = datasets.ImageFolder(
+            str(folder), transform=transforms.Compose(steps), loader=_ImageLoader(spec)
+        )
     except (FileNotFoundError, OSError) as exc:
         detail = " ".join(str(exc).split())
         raise LandscapeError(f"{spec}: cannot read {folder}: {detail}") from exc
@@ -162,6 +189,8 @@ def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
         raise LandscapeError(f"{spec}: no images in {folder}")
     try:
         first = dataset[0][0]
+    except LandscapeError:
+        raise
     except Exception as exc:
         detail = " ".join(str(exc).split())
         raise LandscapeError(

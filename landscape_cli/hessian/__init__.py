@@ -73,8 +73,8 @@ _STREAMS = {"top": 1, "trace": 2, "density": 3, "per_layer": 4}
 
 
 def stream(seed: int, name: str) -> torch.Generator:
-    """The random stream of one estimator, derived from the run's seed."""
-    return torch.Generator().manual_seed(seed * 7919 + _STREAMS[name])
+    """The random stream of one estimator, derived from the run's seed (modulo 2**64)."""
+    return torch.Generator().manual_seed((seed * 7919 + _STREAMS[name]) % 2**64)
 
 
 @dataclass(frozen=True)

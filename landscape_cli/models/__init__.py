@@ -54,6 +54,7 @@ from landscape_cli.specs import call_factory, resolve_spec
 
 __all__ = [
     "MODEL_NAMES",
+    "build_meta",
     "build_model",
     "count_parameters",
     "model_options",
@@ -300,6 +301,35 @@ def build_model(
     if key not in _REGISTRY:
         raise LandscapeError(_unknown_model_message(name))
     return _build_registry(key, shape, num_classes, dict(options))
+
+
+def build_meta(
+    name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any
+) -> nn.Module | None:
+    """:func:`build_model` on the ``meta`` device: the model's shapes without its memory.
+
+    So that a checkpoint declaring ``width=3000`` or ``num_classes=4e7`` is counted (and its
+    weights compared with the model's shapes) before gigabytes are allocated. Only the built-in
+    sources (the registry, ``torchvision:NAME``, ``timm:NAME``) are built twice; a user's
+    ``package.module:factory`` is not (it may do anything), nor is a model whose construction
+    does not work on ``meta`` (a constructor that reads values): both give None, and the caller
+    builds the real model as before. An invalid spec or option raises as :func:`build_model`.
+    """
+    import torch
+
+    spec = name.strip()
+    if ":" in spec and spec.partition(":")[0].strip().lower() not in ("torchvision", "timm"):
+        return None
+    _check_shape(input_shape, num_classes)
+    try:
+        with torch.device("meta"):
+            return build_model(name, input_shape=input_shape, num_classes=num_classes, **options)
+    except LandscapeError as exc:
+        if isinstance(exc.__cause__, (RuntimeError, NotImplementedError)):
+            return None  # a constructor that reads values, which meta tensors do not hold
+        raise
+    except (RuntimeError, NotImplementedError):
+        return None
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

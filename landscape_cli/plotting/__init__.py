@@ -19,7 +19,9 @@ from landscape_cli.plotting.spectra import DENSITY_AXES, DENSITY_FLOOR, density_
 from landscape_cli.plotting.style import (
     IMAGE_FORMATS,
     SAVE_RC,
+    check_canvas,
     image_format,
+    literal,
     new_figure,
     save_figure,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "SAVE_RC",
     "auto_log",
+    "check_canvas",
     "contour",
     "density_linthresh",
     "draw_fig2",
@@ -38,6 +41,7 @@ __all__ = [
     "heatmap",
     "image_format",
     "layers",
+    "literal",
     "new_figure",
     "save_figure",
     "surface",

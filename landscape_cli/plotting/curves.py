@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from landscape_cli.plotting import _scan
-from landscape_cli.plotting.style import line_style, new_figure, shared_measure
+from landscape_cli.plotting.style import line_style, literal, new_figure, shared_measure
 
 __all__ = ["fig6"]
 
@@ -43,7 +43,11 @@ def _curve(ax: Axes, x: np.ndarray, values: np.ndarray, i: int, n: int, label: s
 
 
 def _interpolation_label(scan: ScanResult, label: str) -> str:
-    """``label → target`` for an interpolation (its ``to`` attribute names the end point θb)."""
+    """``label → target`` for an interpolation (its ``to`` attribute names the end point θb).
+
+    Both come from a user or a file: shown literally (:func:`~.style.literal`).
+    """
+    label = literal(label)
     if scan.get("kind") != "interpolation":
         return label
     to = (scan.get("attrs") or {}).get("to")
@@ -51,7 +55,7 @@ def _interpolation_label(scan: ScanResult, label: str) -> str:
         to = to[0] if to else None
     if not to:
         return f"{label} → b"
-    return f"{label} → {PurePath(str(to)).stem}"
+    return f"{label} → {literal(PurePath(str(to)).stem)}"
 
 
 def fig6(

@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from landscape_cli.errors import LandscapeError
 from landscape_cli.plotting import _scan
-from landscape_cli.plotting.style import new_figure
+from landscape_cli.plotting.style import literal, new_figure
 
 __all__ = ["AUTO_LOG_DECADES", "auto_log", "contour", "heatmap", "surface"]
 
@@ -130,7 +130,7 @@ def _new_axes(projection: str | None = None) -> Axes:
 
 def _title(ax: Axes, scan: ScanResult) -> None:
     if not ax.get_title():
-        ax.set_title(f"{_scan.scan_name(scan)}")
+        ax.set_title(literal(_scan.scan_name(scan)))
 
 
 def _bar_label(scan: ScanResult, log: bool, what: str = "loss") -> str:

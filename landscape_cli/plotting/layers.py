@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from landscape_cli.errors import LandscapeError
-from landscape_cli.plotting.style import color, hatch, new_figure, shared_measure
+from landscape_cli.plotting.style import color, hatch, literal, new_figure, shared_measure
 
 __all__ = ["layers"]
 
@@ -75,7 +75,7 @@ def layers(
     if log:
         _check_positive(lam, tr, names, labels)
     common, own = shared_measure([r.get("attrs") for r in hessian_results])
-    shown = [f"{label}{extra}" for label, extra in zip(labels, own, strict=True)]
+    shown = [f"{literal(label)}{extra}" for label, extra in zip(labels, own, strict=True)]
     if fig is None:
         fig = new_figure(11.0, max(3.0, 1.4 + 0.22 * m * max(1.0, 0.55 * n)))
     ax_lam, ax_tr = fig.subplots(1, 2, sharey=True)
@@ -90,7 +90,7 @@ def layers(
         if log:  # a log axis cannot show a lower end <= 0
             err = np.vstack([np.minimum(err, 0.999 * tr[i]), err])
         ax_tr.barh(offset, tr[i], height, xerr=err, capsize=2, ecolor="black", **style)
-    ax_lam.set_yticks(rows, names, fontsize=8 if m > 12 else None)
+    ax_lam.set_yticks(rows, [literal(nm) for nm in names], fontsize=8 if m > 12 else None)
     ax_lam.invert_yaxis()  # the first parameter on top
     on = f" ({common})" if common else ""
     _value_axis(

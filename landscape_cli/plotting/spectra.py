@@ -14,7 +14,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from landscape_cli.errors import LandscapeError
-from landscape_cli.plotting.style import color, hatch, line_style, new_figure, shared_measure
+from landscape_cli.plotting.style import (
+    color,
+    hatch,
+    line_style,
+    literal,
+    new_figure,
+    shared_measure,
+)
 
 __all__ = ["DENSITY_AXES", "DENSITY_FLOOR", "density_linthresh", "fig5"]
 
@@ -212,7 +219,7 @@ def fig5(
     """
     _check_fig5(hessian_results, labels, log=log, density_axis=density_axis, broadening=broadening)
     common, own = shared_measure([r.get("attrs") for r in hessian_results])
-    shown = [f"{label}{extra}" for label, extra in zip(labels, own, strict=True)]
+    shown = [f"{literal(label)}{extra}" for label, extra in zip(labels, own, strict=True)]
     on = f"\n({common})" if common else ""
     if fig is None:
         fig = new_figure(15.0, 4.6)

@@ -21,10 +21,12 @@ from landscape_cli.errors import LandscapeError
 
 __all__ = [
     "IMAGE_FORMATS",
+    "check_canvas",
     "color",
     "hatch",
     "image_format",
     "line_style",
+    "literal",
     "measured_on",
     "new_figure",
     "save_figure",
@@ -117,7 +119,7 @@ def _measured_parts(attrs: dict | None) -> dict[str, str]:
         parts["samples"] = f"{int(samples)} samples"
     elif split:
         parts["samples"] = f"{split} split"
-    return parts
+    return {key: literal(text) for key, text in parts.items()}  # file strings, shown as such
 
 
 def measured_on(attrs: dict | None) -> str:
@@ -152,6 +154,31 @@ def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
     return shared, own
 
 
+def literal(text: object) -> str:
+    r"""``text`` from a user or a file, made to show as itself in a figure.
+
+    Every label, title, legend entry and tick label that comes from a user or a file goes
+    through here: ``$`` becomes ``\$``, so that matplotlib never reads ``$...$`` as mathtext
+    (which would typeset it, or fail on an unknown command such as ``$\foo$``); a leading
+    ``_`` gets a zero-width space before it, since matplotlib leaves labels starting with ``_``
+    out of legends.
+    """
+    shown = str(text).replace("$", r"\$")
+    return "\u200b" + shown if shown.startswith("_") else shown
+
+
+def check_canvas(fig: Figure, *, dpi: float) -> None:
+    """Refuse a figure whose canvas at ``dpi`` is too large to draw, in one line.
+
+    :func:`landscape_cli.resources.image_pixels`: at most 65,535 pixels a side and 400
+    megapixels, within the memory available.
+    """
+    from landscape_cli.resources import image_pixels
+
+    width, height = fig.get_size_inches()
+    image_pixels(float(width), float(height), dpi)
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A fresh figure with constrained layout, detached from pyplot."""
     return Figure(figsize=(width, height), layout="constrained")
@@ -182,6 +209,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     if dpi <= 0:
         raise LandscapeError(f"`dpi` must be > 0, got {dpi}")
     fmt = image_format(path)
+    check_canvas(fig, dpi=dpi)
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,7 @@ from landscape_cli.results.audit import AuditResult, read_audit, write_audit
 from landscape_cli.results.hessian import HessianResult, has_hessian, read_hessian, write_hessian
 from landscape_cli.results.scan import (
     ScanResult,
+    check_scan_name,
     read_scan,
     scan_attrs,
     scan_names,
@@ -91,6 +92,7 @@ __all__ = [
     "ScanResult",
     "check_folder",
     "check_output_file",
+    "check_scan_name",
     "check_target",
     "group_settings",
     "has_hessian",

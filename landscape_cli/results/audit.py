@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from landscape_cli.errors import LandscapeError
 from landscape_cli.results import store
+from landscape_cli.results import typed as t
 from landscape_cli.results.hessian import HessianResult, read_group, write_group
-from landscape_cli.results.store import DictView, attrs_of, open_read, set_attr
+from landscape_cli.results.store import DictView, open_read, set_attr
 
 if TYPE_CHECKING:
     import h5py
@@ -80,12 +81,26 @@ def write_audit(
 
 def read_audit(path: str | os.PathLike[str]) -> AuditResult:
     """Read ``/audit`` (and ``/audit/hessian`` when present) back as an :class:`AuditResult`."""
-    import h5py
-
     with open_read(path) as f:
-        if "audit" not in f:
+        g = t.group(f, "audit", None)
+        if g is None:
             raise LandscapeError(f"{path} has no audit; run `landscape audit` on its checkpoint")
-        g = f["audit"]
-        hg = g.get("hessian")
-        hessian = read_group(hg) if isinstance(hg, h5py.Group) else None
-        return AuditResult(attrs_of(g), hessian)
+        return read_audit_group(g)
+
+
+#: The kinds of ``/audit``'s settings and hashes (:mod:`.typed`); the measures are plain data.
+AUDIT_KINDS = {
+    "checkpoint_sha256": t.STR,
+    "samples_sha256": t.STR,
+    "settings": t.JSON_TEXT,
+    "samples": t.COUNT,
+    "epsilon": t.FLOAT,
+    "rho": t.FLOAT,
+}
+
+
+def read_audit_group(g: h5py.Group) -> AuditResult:
+    """The :class:`AuditResult` stored in the open group ``g`` (every value checked)."""
+    hg = t.group(g, "hessian", None)
+    hessian = read_group(hg) if hg is not None else None
+    return AuditResult(t.attrs(g, AUDIT_KINDS, others=True), hessian)

@@ -23,7 +23,8 @@ import numpy as np
 
 from landscape_cli.errors import LandscapeError
 from landscape_cli.results import store
-from landscape_cli.results.store import DictView, attrs_of, member_name, open_read, plain, set_attr
+from landscape_cli.results import typed as t
+from landscape_cli.results.store import DictView, member_name, open_read, plain, set_attr
 
 if TYPE_CHECKING:
     import h5py
@@ -298,13 +299,11 @@ def write_hessian(
 
 def has_hessian(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` exists and holds a complete ``/hessian`` (not one marked partial)."""
-    import h5py
-
     if not Path(path).exists():
         return False
     with open_read(path) as f:
-        g = f.get("hessian")
-        return isinstance(g, h5py.Group) and not bool(plain(g.attrs.get("partial", False)))
+        g = t.group(f, "hessian", None)
+        return g is not None and not t.attr(g, "partial", t.BOOL, False)
 
 
 def read_hessian(path: str | os.PathLike[str], group: str = "hessian") -> HessianResult:
@@ -313,39 +312,35 @@ def read_hessian(path: str | os.PathLike[str], group: str = "hessian") -> Hessia
     Read ``/hessian`` (or another group of the same layout, such as ``audit/hessian``) back
     as the :class:`HessianResult` that was written.
     """
-    import h5py
-
     with open_read(path) as f:
-        if group not in f or not isinstance(f[group], h5py.Group):
+        g = t.group(f, group, None)
+        if g is None:
             raise LandscapeError(
                 f"{path} has no Hessian results; run `landscape hessian` on its checkpoint first"
             )
-        return read_group(f[group])
+        return read_group(g)
 
 
 def read_group(g: h5py.Group) -> HessianResult:
-    """The :class:`HessianResult` stored in the open group ``g``."""
+    """The :class:`HessianResult` stored in the open group ``g``.
+
+    Every attribute and dataset is read through :mod:`.typed` (type, shape, finiteness): a
+    value that landscape does not write there is one error line naming it.
+    """
     from landscape_cli.hessian.types import HessianReport, LayerCurvature
 
-    attrs = attrs_of(g)
+    attrs = t.attrs(g, {**_GROUP_KINDS, **_TOP_KINDS, **_OTHER_KINDS}, others=True)
     partial = bool(attrs.pop("partial", False))
     names, shapes, top = _read_top(g, attrs)
     trace = _read_trace(g)
     density = _read_density(g)
     per_layer = tuple(
-        LayerCurvature(
-            name=name,
-            numel=int(a.get("numel", 0)),
-            lambda_max=float(a.get("lambda_max", np.nan)),
-            lambda_max_residual=float(a.get("lambda_max_residual", np.nan)),
-            trace=float(a.get("trace", np.nan)),
-            trace_stderr=float(a.get("trace_stderr", np.nan)),
-        )
-        for name, a in ((n, attrs_of(m)) for n, m in g.get("per_layer", {}).items())
+        LayerCurvature(name=name, **{key: a.get(key, default) for key, default in _LAYER})
+        for name, a in _read_layers(g)
     )
-    fields = {key: int(attrs.pop(key, 0)) for key in _INTS}
-    fields.update({key: float(attrs.pop(key, np.nan)) for key in _FLOATS})
-    fields.update({key: str(attrs.pop(key, "")) for key in _STRS})
+    fields = {key: attrs.pop(key, 0) for key in _INTS}
+    fields.update({key: attrs.pop(key, np.nan) for key in _FLOATS})
+    fields.update({key: attrs.pop(key, "") for key in _STRS})
     skipped = tuple(attrs.pop("skipped_params", ()))
     reasons = attrs.pop("skipped_reasons", None)
     stored_names = attrs.pop("param_names", None)
@@ -364,6 +359,84 @@ def read_group(g: h5py.Group) -> HessianResult:
     return HessianResult(report, attrs, partial)
 
 
+# The kinds of every attribute the readers take (:mod:`.typed`); a new field is one line here.
+_GROUP_KINDS = {
+    **{key: t.COUNT for key in _INTS if key != "seed"},
+    "seed": t.INT,
+    **{key: t.FLOAT for key in _FLOATS},
+    **{key: t.STR for key in _STRS},
+    "skipped_params": t.STRS,
+    "skipped_reasons": t.STRS,
+    "param_names": t.STRS,
+    "curvature": t.STR,
+    "partial": t.BOOL,
+}
+_TOP_KINDS = {
+    "lambda_min": t.FLOAT,
+    "lambda_min_residual": t.SPREAD,
+    "lanczos_top_steps": t.COUNT,
+    "lanczos_top_hvp_count": t.COUNT,
+    "tol": t.FLOAT,
+    "lanczos_basis_dtype": t.STR,
+    "lanczos_orthogonality": t.FLOAT,
+    "lanczos_block_size": t.COUNT,
+    "multiplicity_resolved": t.BOOL,
+    "largest_cluster": t.COUNT,
+}
+_OTHER_KINDS = {
+    "checkpoint_sha256": t.STR,
+    "samples_sha256": t.STR,
+    "settings": t.JSON_TEXT,
+    "engine": t.STR,
+    "float32_precision": t.STR,
+    "pyhessian_stopped": t.NUMBERS,
+}
+_TRACE_KINDS = {
+    "stderr": t.SPREAD,
+    "probes": t.COUNT,
+    "method": t.STR,
+    "ci95_low": t.FLOAT,
+    "ci95_high": t.FLOAT,
+    "hvp_count": t.COUNT,
+    "converged": t.BOOL,
+    "rtol": t.SPREAD,
+    "note": t.STR,
+}
+_DENSITY_KINDS = {
+    "sigma": t.SPREAD,
+    "lanczos_steps": t.COUNT,
+    "probes": t.COUNT,
+    "hvp_count": t.COUNT,
+    "tol": t.SPREAD,
+    "achieved_tol": t.SPREAD,
+    "max_probes": t.COUNT,
+    "krylov_start": t.BOOL,
+}
+#: Per-layer attributes and their defaults (kinds in :data:`_LAYER_KINDS`).
+_LAYER = (
+    ("numel", 0),
+    ("lambda_max", np.nan),
+    ("lambda_max_residual", np.nan),
+    ("trace", np.nan),
+    ("trace_stderr", np.nan),
+)
+_LAYER_KINDS = {
+    "numel": t.COUNT,
+    "lambda_max": t.FLOAT,
+    "lambda_max_residual": t.SPREAD,
+    "trace": t.FLOAT,
+    "trace_stderr": t.SPREAD,
+}
+
+
+def _read_layers(g: h5py.Group) -> list[tuple[str, dict[str, Any]]]:
+    """``(parameter name, attributes)`` of each ``per_layer`` member, in stored order."""
+    pg = t.group(g, "per_layer", None)
+    if pg is None:
+        return []
+    return [(name, t.attrs(t.group(pg, name), _LAYER_KINDS)) for name in pg]
+
+
 def _read_top(
     g: h5py.Group, attrs: dict[str, Any]
 ) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], LanczosResult | None]:
@@ -377,34 +450,39 @@ def _read_top(
     shapes: tuple[tuple[int, ...], ...] = ()
     if "eigenvalues" not in g:
         return names, shapes, None
-    top = {key: attrs.pop(key) for key in _TOP if key in attrs}
+    top = {key: attrs.pop(key) for key in _TOP_KINDS if key in attrs}
+    eigenvalues = t.array(g, "eigenvalues", finite=True)
+    k = len(eigenvalues)
+    residuals = t.array(g, "residuals", shape=(k,))
+    if (residuals < 0).any():
+        raise t.fail(g, f"{g.name}/residuals", "holds a negative value", "residuals >= 0")
+    converged = t.array(g, "converged", dtype="b", shape=(k,))
     vectors = None
-    if "eigenvectors" in g:
-        eg = g["eigenvectors"]
-        order = plain(eg.attrs.get("param_names", np.array([], dtype=object)))
+    eg = t.group(g, "eigenvectors", None)
+    if eg is not None:
+        order = t.attr(eg, "param_names", t.STRS, [])
         order = [n for n in order if n in eg] + [n for n in eg if n not in order]
-        blocks = [eg[name][()] for name in order]
-        k = len(g["eigenvalues"])
+        blocks = [t.array(eg, name, ndim=range(1, 33), shape=(k,)) for name in order]
         names = tuple(order)
         shapes = tuple(tuple(int(s) for s in b.shape[1:]) for b in blocks)
-        flat = [b.reshape(k, -1) for b in blocks]
+        flat = [b.astype(np.float32).reshape(k, -1) for b in blocks]
         vectors = np.concatenate(flat, axis=1) if flat else np.zeros((k, 0), np.float32)
     result = LanczosResult(
-        eigenvalues=g["eigenvalues"][()],
-        residuals=g["residuals"][()],
-        converged=g["converged"][()],
-        lambda_min=float(top.get("lambda_min", np.nan)),
-        lambda_min_residual=float(top.get("lambda_min_residual", np.nan)),
-        steps=int(top.get("lanczos_top_steps", 0)),
-        hvp_count=int(top.get("lanczos_top_hvp_count", 0)),
-        tol=float(top.get("tol", np.nan)),
+        eigenvalues=eigenvalues,
+        residuals=residuals,
+        converged=converged,
+        lambda_min=top.get("lambda_min", np.nan),
+        lambda_min_residual=top.get("lambda_min_residual", np.nan),
+        steps=top.get("lanczos_top_steps", 0),
+        hvp_count=top.get("lanczos_top_hvp_count", 0),
+        tol=top.get("tol", np.nan),
         eigenvectors=vectors,
-        basis_dtype=str(top.get("lanczos_basis_dtype", "")),
-        orthogonality=float(top.get("lanczos_orthogonality", 0.0)),
-        gaps=g["gaps"][()] if "gaps" in g else None,
-        block_size=int(top.get("lanczos_block_size", 1)),  # files before block Lanczos: 1
-        multiplicity_resolved=bool(top.get("multiplicity_resolved", False)),
-        largest_cluster=int(top.get("largest_cluster", 1)),
+        basis_dtype=top.get("lanczos_basis_dtype", ""),
+        orthogonality=top.get("lanczos_orthogonality", 0.0),
+        gaps=t.array(g, "gaps", shape=(k,)) if "gaps" in g else None,
+        block_size=top.get("lanczos_block_size", 1),  # files before block Lanczos: 1
+        multiplicity_resolved=top.get("multiplicity_resolved", False),
+        largest_cluster=top.get("largest_cluster", 1),
     )
     return names, shapes, result
 
@@ -414,38 +492,52 @@ def _read_trace(g: h5py.Group) -> TraceResult | None:
 
     if "trace" not in g:
         return None
-    t = g["trace"]
-    a = attrs_of(t)
-    samples = g["trace_samples"][()] if "trace_samples" in g else np.zeros(0)
+    estimate = t.scalar(g, "trace", finite=True)
+    a = t.attrs(t.dataset(g, "trace"), _TRACE_KINDS)
+    samples = t.array(g, "trace_samples", finite=True, default=np.zeros(0))
     return TraceResult(
-        estimate=float(t[()]),
-        stderr=float(a.get("stderr", np.nan)),
-        ci95=(float(a.get("ci95_low", np.nan)), float(a.get("ci95_high", np.nan))),
+        estimate=estimate,
+        stderr=a.get("stderr", np.nan),
+        ci95=(a.get("ci95_low", np.nan), a.get("ci95_high", np.nan)),
         samples=samples,
-        probes=int(a.get("probes", len(samples))),
-        method=str(a.get("method", "")),
-        hvp_count=int(a.get("hvp_count", 0)),
-        converged=bool(a.get("converged", False)),
-        rtol=float(a.get("rtol", 0.0)),
-        note=str(a.get("note", "")),
+        probes=a.get("probes", len(samples)),
+        method=a.get("method", ""),
+        hvp_count=a.get("hvp_count", 0),
+        converged=a.get("converged", False),
+        rtol=a.get("rtol", 0.0),
+        note=a.get("note", ""),
     )
 
 
 def _read_density(g: h5py.Group) -> DensityResult | None:
     from landscape_cli.hessian.types import DensityResult
 
-    if "density" not in g:
+    dg = t.group(g, "density", None)
+    if dg is None:
         return None
-    dg = g["density"]
-    a = attrs_of(dg)
+    a = t.attrs(dg, _DENSITY_KINDS)
+    grid = t.array(dg, "grid", finite=True)
+    density = t.array(dg, "density", finite=True, shape=(len(grid),))
+    nodes = t.array(dg, "nodes", ndim=2, finite=True)
+    weights = t.array(dg, "weights", ndim=2, finite=True, shape=nodes.shape)
+    if nodes.size == 0 or not (weights >= 0).all() or not (weights > 0).any():
+        raise t.fail(
+            dg,
+            f"{dg.name}/weights",
+            "holds no positive quadrature weight" if nodes.size else "is empty",
+            "Gauss quadrature weights >= 0, some > 0",
+        )
     return DensityResult(
-        **{key: dg[key][()] for key in _DENSITY_ARRAYS},
-        sigma=float(a.get("sigma", np.nan)),
-        lanczos_steps=int(a.get("lanczos_steps", 0)),
-        probes=int(a.get("probes", 0)),
-        hvp_count=int(a.get("hvp_count", 0)),
-        tol=float(a.get("tol", 0.0)),
-        achieved_tol=float(a.get("achieved_tol", np.nan)),
-        max_probes=int(a.get("max_probes", 0)),
-        krylov_start=bool(a.get("krylov_start", False)),
+        grid=grid,
+        density=density,
+        nodes=nodes,
+        weights=weights,
+        sigma=a.get("sigma", np.nan),
+        lanczos_steps=a.get("lanczos_steps", 0),
+        probes=a.get("probes", 0),
+        hvp_count=a.get("hvp_count", 0),
+        tol=a.get("tol", 0.0),
+        achieved_tol=a.get("achieved_tol", np.nan),
+        max_probes=a.get("max_probes", 0),
+        krylov_start=a.get("krylov_start", False),
     )

@@ -17,13 +17,15 @@ import numpy as np
 
 from landscape_cli.errors import LandscapeError
 from landscape_cli.results import store
-from landscape_cli.results.store import DictView, attrs_of, member_name, open_read, set_attr
+from landscape_cli.results import typed as t
+from landscape_cli.results.store import DictView, member_name, open_read, set_attr
 
 if TYPE_CHECKING:
     import h5py
 
 __all__ = [
     "ScanResult",
+    "check_scan_name",
     "read_scan",
     "scan_attrs",
     "scan_names",
@@ -88,8 +90,8 @@ def scan_attrs(path: str | os.PathLike[str], name: str) -> dict[str, Any] | None
     if not p.exists():
         return None
     with open_read(p) as f:
-        key = f"scan/{name}"
-        return attrs_of(f[key]) if key in f else None
+        g = scan_groups(f).get(name)
+        return None if g is None else _scan_attrs(g)
 
 
 def write_scan(
@@ -111,6 +113,7 @@ def write_scan(
     stored under ``directions/<axis>/<parameter name>``. ``loss``/``accuracy`` hold NaN where a
     point is not computed yet; for 2-D scans they are shaped (ny, nx).
     """
+    check_scan_name(name)
 
     def mutate(f: h5py.File) -> None:
         key = f"scan/{name}"
@@ -186,10 +189,12 @@ def read_scan(
     """Read ``/scan/<name>`` back as a :class:`ScanResult`.
 
     ``name`` may be omitted when the file holds exactly one scan. With ``directions``, the
-    result's ``directions`` are read too (else they are None).
+    result's ``directions`` are read too (else they are None). Every value is checked
+    (:mod:`.typed`).
     """
     with open_read(path) as f:
-        names = sorted(f["scan"]) if "scan" in f else []
+        groups = scan_groups(f)
+        names = sorted(groups)
         if not names:
             raise LandscapeError(
                 f"{path} has no scans; run `landscape scan` on its checkpoint first"
@@ -200,27 +205,139 @@ def read_scan(
                     f"{path} holds several scans ({', '.join(names)}); pass `name`"
                 )
             name = names[0]
-        if name not in names:
+        if name not in groups:
             raise LandscapeError(f"{path} has no scan {name!r} (it has: {', '.join(names)})")
-        g = f[f"scan/{name}"]
-        dirs = None
-        if directions:
-            dirs = {
-                axis: {p: g[f"directions/{axis}/{p}"][()] for p in g[f"directions/{axis}"]}
-                for axis in g["directions"]
-            }
-        return ScanResult(
-            name=name,
-            x=g["x"][()],
-            y=g["y"][()] if "y" in g else None,
-            loss=g["loss"][()],
-            accuracy=g["accuracy"][()],
-            attrs=attrs_of(g),
-            directions=dirs,
-        )
+        return read_scan_group(groups[name], name, directions=directions)
 
 
 def scan_names(path: str | os.PathLike[str]) -> list[str]:
     """The names of the scans in ``path``, sorted."""
     with open_read(path) as f:
-        return sorted(f["scan"]) if "scan" in f else []
+        return sorted(scan_groups(f))
+
+
+#: The longest scan name (characters).
+_NAME_LIMIT = 200
+
+
+def check_scan_name(name: str) -> str:
+    """``name`` checked as a scan name (one HDF5 group under ``/scan``); returns it.
+
+    A scan name is 1 to 200 characters, none of them ``/`` or a control character, without
+    leading or trailing spaces, and not ``.`` or ``..``: anything else would make a nested group
+    or a name that reads back differently.
+    """
+    bad = None
+    if not isinstance(name, str) or not name:
+        bad = "is empty"
+    elif "/" in name:
+        bad = "holds '/', which would make nested groups in the results file"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        bad = "holds a control character"
+    elif name != name.strip():
+        bad = "starts or ends with a space"
+    elif name in (".", ".."):
+        bad = "is '.' or '..'"
+    elif len(name) > _NAME_LIMIT:
+        bad = f"is longer than {_NAME_LIMIT} characters"
+    if bad is not None:
+        raise LandscapeError(f"`name` {name!r} {bad}; choose another scan name")
+    return name
+
+
+def scan_groups(f: h5py.File) -> dict[str, h5py.Group]:
+    """Every scan group under ``/scan`` by name.
+
+    A group without attributes whose members are all groups is a folder of scans, not a scan:
+    a scan named ``a/b`` by an earlier landscape (which allowed ``/`` in names) is the group
+    ``/scan/a/b`` and is found here under that name.
+    """
+    import h5py
+
+    out: dict[str, h5py.Group] = {}
+    root = t.group(f, "scan", None)
+    if root is None:
+        return out
+
+    def visit(g: h5py.Group, prefix: str, depth: int) -> None:
+        for member in g:
+            sub = t.group(g, member)
+            name = f"{prefix}{member}"
+            children = list(sub.values())
+            folder = (
+                depth < 8
+                and len(children) > 0
+                and len(sub.attrs) == 0
+                and all(isinstance(c, h5py.Group) for c in children)
+            )
+            if folder:
+                visit(sub, f"{name}/", depth + 1)
+            else:
+                out[name] = sub
+
+    visit(root, "", 0)
+    return out
+
+
+#: The kinds of a scan's attributes (:mod:`.typed`); others are read as plain data.
+SCAN_KINDS = {
+    "dim": t.INT,
+    "kind": t.STR,
+    "norm": t.STR,
+    "ignore": t.STR,
+    "seed": t.INT,
+    "samples": t.COUNT,
+    "samples_sha256": t.STR,
+    "split": t.STR,
+    "loss": t.STR,
+    "bn_mode": t.STR,
+    "bn": t.STR,
+    "orthogonalize": t.BOOL,
+    "checkpoint_sha256": t.STR,
+    "targets_sha256": t.STR,
+    "to": t.STRS,
+    "eigenvalues": t.NUMBERS,
+    "xmin": t.FINITE,
+    "xmax": t.FINITE,
+    "nx": t.COUNT,
+    "ymin": t.FINITE,
+    "ymax": t.FINITE,
+    "ny": t.COUNT,
+}
+
+
+def _scan_attrs(g: h5py.Group) -> dict[str, Any]:
+    out = t.attrs(g, SCAN_KINDS, others=True)
+    if out.get("dim", 1) not in (1, 2):
+        raise t.fail(g, f"attribute 'dim' of {g.name}", f"is {out['dim']}", "1 or 2")
+    return out
+
+
+def read_scan_group(g: h5py.Group, name: str, *, directions: bool = False) -> ScanResult:
+    """The :class:`ScanResult` stored in the open scan group ``g`` (every value checked).
+
+    ``x`` (and ``y``) are finite 1-D coordinates; ``loss`` and ``accuracy`` are float arrays
+    shaped (nx,) or (ny, nx) (NaN where not computed); the directions are numeric arrays.
+    """
+    attrs = _scan_attrs(g)
+    x = t.array(g, "x", finite=True, shape=(attrs.get("nx"),))
+    y = t.array(g, "y", finite=True, shape=(attrs.get("ny"),), default=None)
+    dim = attrs.get("dim", 1 if y is None else 2)
+    if (dim == 2) != (y is not None):
+        found = "is missing" if dim == 2 else "is present"
+        raise t.fail(g, f"{g.name}/y", found, f"a {dim}-D scan")
+    grid = (len(x),) if y is None else (len(y), len(x))
+    loss = t.array(g, "loss", ndim=len(grid), shape=grid)
+    accuracy = t.array(g, "accuracy", ndim=len(grid), shape=grid)
+    dirs = None
+    if directions:
+        dg = t.group(g, "directions")
+        dirs = {}
+        for axis in ("x", "y")[:dim]:
+            ag = t.group(dg, axis)
+            if len(ag) == 0:
+                raise t.fail(g, ag.name, "is empty", "one direction per parameter")
+            dirs[axis] = {p: t.array(ag, p, ndim=range(0, 33), dtype="n") for p in ag}
+    return ScanResult(
+        name=name, x=x, y=y, loss=loss, accuracy=accuracy, attrs=attrs, directions=dirs
+    )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landscape_cli.errors import LandscapeError
+from landscape_cli.results import typed
 
 if TYPE_CHECKING:
     import h5py
@@ -144,16 +145,20 @@ def attrs_of(obj: h5py.HLObject) -> dict[str, Any]:
 
 
 def _check_schema(f: h5py.File, path: Path) -> None:
-    schema = plain(f.attrs.get("schema"))
-    if schema != SCHEMA:
+    from landscape_cli.results import typed as t
+
+    schema = t.attr(f, "schema", t.PLAIN, None)
+    if not (isinstance(schema, str) and schema == SCHEMA):
+        shown = schema if isinstance(schema, (str, int, float, type(None))) else "not a string"
         raise LandscapeError(
             f"{path} is an HDF5 file but not a landscape results file "
-            f"(schema attribute {schema!r}); choose another `out`"
+            f"(schema attribute {shown!r}); choose another `out`"
         )
-    version = plain(f.attrs.get("schema_version"))
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    version = t.attr(f, "schema_version", t.PLAIN, None)
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+        shown = version if isinstance(version, (str, int, float, type(None))) else "not a number"
         raise LandscapeError(
-            f"{path} has results schema version {version!r}; this landscape reads up to "
+            f"{path} has results schema version {shown!r}; this landscape reads up to "
             f"{SCHEMA_VERSION} (upgrade landscape or choose another `out`)"
         )
 
@@ -177,8 +182,9 @@ def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     with f:
         try:
             _check_schema(f, p)
+            typed.walk(f)  # no soft, external or looping links: a reader never leaves the file
             yield f
-        except (OSError, KeyError, RuntimeError) as exc:  # h5py on a damaged file
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:  # h5py, damaged
             raise LandscapeError(
                 f"results file {p} is damaged ({_one_line(exc)}); move it away or choose "
                 "another file"
@@ -252,6 +258,7 @@ def check_target(
         raise LandscapeError(f"{p} exists and is not an HDF5 file; refusing to overwrite it")
     with open_read(p) as f:
         _read_everything(f, p)
+        check_groups(f)
         other = _foreign(f, checkpoint_sha256)
         if other and not drop_foreign:
             raise LandscapeError(_foreign_message(p, other, way_out))
@@ -273,21 +280,43 @@ def _read_everything(f: h5py.File, path: Path) -> None:
     try:
         attrs_of(f)
         f.visititems(visit)
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise LandscapeError(
             f"results file {path} is damaged ({_one_line(exc)}); move it away or choose "
             "another `out`"
         ) from exc
 
 
+def check_groups(f: h5py.File) -> None:
+    """Read every group landscape knows through its typed reader; the first bad value raises.
+
+    The root attributes, ``/hessian``, ``/audit`` (and ``/audit/hessian``) and every scan: run
+    before computing, so that nothing read from the file after computing can fail.
+    """
+    from landscape_cli.results.audit import read_audit_group
+    from landscape_cli.results.hessian import read_group
+    from landscape_cli.results.scan import read_scan_group, scan_groups
+
+    typed.attrs(f, ROOT_KINDS, others=True)
+    hessian = typed.group(f, "hessian", None)
+    if hessian is not None:
+        read_group(hessian)
+    audit = typed.group(f, "audit", None)
+    if audit is not None:
+        read_audit_group(audit)
+    for name, g in scan_groups(f).items():
+        read_scan_group(g, name, directions=True)
+
+
 def _foreign(f: h5py.File, checkpoint_sha256: str | None) -> str | None:
     """The checkpoint file named by ``f``'s root when its SHA-256 is not ``checkpoint_sha256``."""
     if not checkpoint_sha256:
         return None
-    stored = plain(f.attrs.get("checkpoint_sha256"))
+    stored = typed.attr(f, "checkpoint_sha256", typed.STR, "")
     if not stored or stored == checkpoint_sha256:
         return None
-    return str(plain(f.attrs.get("checkpoint", "")) or "another checkpoint") + f" ({stored[:12]})"
+    name = typed.attr(f, "checkpoint", typed.STR, "") or "another checkpoint"
+    return f"{name} ({stored[:12]})"
 
 
 def _foreign_message(
@@ -327,10 +356,10 @@ def group_settings(path: str | os.PathLike[str], group: str) -> dict[str, Any] |
     if not p.exists():
         return None
     with open_read(p) as f:
-        if group not in f:
+        g = typed.group(f, group, None)
+        if g is None:
             return None
-        raw = plain(f[group].attrs.get("settings"))
-        return json.loads(raw) if raw else {}
+        return typed.attr(g, "settings", typed.JSON, {})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -510,10 +539,24 @@ def member_name(name: str) -> str:
 # reading
 
 
+#: The root attributes' kinds (:mod:`.typed`); any other root attribute is read as plain data.
+ROOT_KINDS = {
+    "schema": typed.STR,
+    "schema_version": typed.INT,
+    "tool_version": typed.STR,
+    "checkpoint": typed.STR,
+    "checkpoint_sha256": typed.STR,
+    "label": typed.STR,
+    "model": typed.STR,
+    "dataset": typed.STR,
+    "state_dict_prefix": typed.STR,
+}
+
+
 def read_root(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the root attributes of a results file as plain Python values."""
+    """Return the root attributes of a results file as plain Python values, each checked."""
     with open_read(path) as f:
-        return attrs_of(f)
+        return typed.attrs(f, ROOT_KINDS, others=True)
 
 
 def list_groups(path: str | os.PathLike[str]) -> list[str]:

@@ -655,7 +655,7 @@ def locked(
 ) -> Iterator[None]:
     """Hold an exclusive lock on ``<target>.lock`` (a no-op where ``fcntl`` is missing).
 
-    The lock file is created if missing (never through a symlink) and removed on release while
+    The target's folder is created if missing. The lock file is created if missing (never through a symlink) and removed on release while
     still locked, if this process created it or it is empty (as one that a killed run left is; a
     non-empty file of that name is someone's data and stays). A process that waited on the removed
     file finds on waking that the name no longer leads to the file it locked, and locks the new
@@ -668,6 +668,7 @@ def locked(
         yield
         return
     path = lock_path(Path(target))
+    ensure_parent(path, what)
     flags = os.O_RDWR | _NOFOLLOW | _CLOEXEC
     while True:
         created = False

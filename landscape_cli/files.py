@@ -77,8 +77,9 @@ __all__ = [
 NAME_MAX = 255
 #: Longest path (bytes, with its terminating NUL) where the file system does not say.
 PATH_MAX = 4096
-#: Slack added to every free-space requirement: the file system's blocks and metadata.
-SPACE_SLACK = 64 * 1024
+#: Slack added to every free-space requirement made before the work (beside rounding each size up
+#: to whole 4 KiB blocks): the file system's own metadata.
+SPACE_SLACK = 8 * 1024
 
 _PID_WIDTH = 10  # the widest process id (2**32 - 1)
 _TOKEN = 8  # hex digits of the random part of a name
@@ -332,7 +333,7 @@ def require_space(path: str | os.PathLike[str], size: int, what: str = "output f
     """Refuse (before the work) an output of about ``size`` bytes that its disk has no room for."""
     p = Path(path)
     free = free_bytes(p.parent if str(p.parent) else Path("."))
-    need = int(size) + SPACE_SLACK
+    need = _blocks(size) + SPACE_SLACK
     if free is not None and need > free:
         raise LandscapeError(
             f"not enough free space for the {what} {p}: it needs about {human(need)} and "
@@ -655,12 +656,12 @@ def locked(
 ) -> Iterator[None]:
     """Hold an exclusive lock on ``<target>.lock`` (a no-op where ``fcntl`` is missing).
 
-    The target's folder is created if missing. The lock file is created if missing (never through a symlink) and removed on release while
-    still locked, if this process created it or it is empty (as one that a killed run left is; a
-    non-empty file of that name is someone's data and stays). A process that waited on the removed
-    file finds on waking that the name no longer leads to the file it locked, and locks the new
-    one: at any time at most one process holds the lock on the file the name leads to. With
-    ``wait=False`` a held lock raises ``busy()`` at once.
+    The target's folder is created if missing. The lock file is created if missing (never
+    through a symlink) and removed on release while still locked, if this process created it or
+    it is empty (as one that a killed run left is; a non-empty file of that name is someone's data
+    and stays). A process that waited on the removed file finds on waking that the name no longer
+    leads to the file it locked, and locks the new one: at any time at most one process holds the
+    lock on the file the name leads to. With ``wait=False`` a held lock raises ``busy()`` at once.
     """
     try:
         import fcntl

@@ -5,7 +5,8 @@ place (the command layer installs them for each command), the first SIGINT raise
 ``KeyboardInterrupt`` and the first SIGTERM raises :class:`Terminated`, a ``KeyboardInterrupt``
 too, so every ``except KeyboardInterrupt`` that keeps partial work (a ``hessian`` marked partial,
 a scan's folded points) and every cleanup (temporary files) runs for both. A second signal of
-either kind while that cleanup runs is ignored: the cleanup finishes, and the command exits with
+either kind while that cleanup runs is ignored (the first one sets both to ``SIG_IGN``, so that the
+process's exit cannot be cut short either): the cleanup finishes, and the command exits with
 ``128 +`` the first signal's number (130 for SIGINT, 143 for SIGTERM; :func:`exit_code`).
 
 :func:`deferred` holds a signal back while a finished product is written, and raises it when the
@@ -42,6 +43,10 @@ _state: dict[str, Any] = {"first": None, "pending": None, "depth": 0, "installed
 
 def _raise(signum: int) -> None:
     _state["first"] = signum
+    if _state["installed"]:  # from now on the kernel drops them: the cleanup and the exit finish
+        for sig in _SIGNALS:  # (Python puts its own handlers back to the default at exit)
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, signal.SIG_IGN)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(signum)

@@ -242,7 +242,7 @@ def _results_file_bytes(out_path: Path, new: int) -> int:
         existing = out_path.stat().st_size
     except OSError:
         existing = 0
-    return existing + int(new) + 64 * 1024  # HDF5's own metadata and the attributes
+    return existing + int(new) + 16 * 1024  # HDF5's own metadata and the attributes
 
 
 def _hessian_file_bytes(out_path: Path, s, n: int, tensors: int) -> int:

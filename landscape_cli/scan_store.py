@@ -292,7 +292,12 @@ def _mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
 def _prepare(
     out: Path, root: dict[str, Any], plan: ScanPlan, attrs: dict[str, Any], overwrite: bool
 ) -> None:
-    """On rank 0 only: check the scan group, or create it (dropping its old journal)."""
+    """On rank 0 only: check the scan group, or create it.
+
+    ``overwrite`` drops the replaced scan's journal; a journal found for a scan that is new to the
+    file is folded afterwards if it records this very scan (a killed run whose results file went
+    away), and refused otherwise (:func:`read_journal`).
+    """
     journal = journal_path(out, plan.name)
     existing = scan_attrs(out, plan.name)
     if existing is not None and not overwrite:
@@ -303,7 +308,8 @@ def _prepare(
                 f"({'; '.join(diff[:3])}); pass a new `name` to keep both, or `overwrite=True`"
             )
         return
-    journal.unlink(missing_ok=True)  # this scan's own journal, of the group being replaced
+    if overwrite:
+        journal.unlink(missing_ok=True)  # the journal of the scan being replaced
     grid = np.full(plan.shape, np.nan)
     write_scan(
         out,

@@ -422,7 +422,7 @@ def _other_writer(command: str, folder: Path, same: bool):
                   source=source, overwrite=not same)  # fmt: skip
     else:
         config = TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=2)
-        config = config if same else TrainConfig(**{**config.__dict__, "lr": 0.5})
+        config = config if same else TrainConfig(**{**config.__dict__, "lr": 0.002})
         train(config, out=folder / "run.pt", overwrite=not same)
 
 

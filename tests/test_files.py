@@ -329,3 +329,44 @@ def test_default_checkpoint_paths_differ_for_different_configurations(tmp_path, 
         )
     resumed = runner.invoke(app, ["train", "--resume", "m.pt", "--epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
+
+
+# -- large results files, and signals during a write ---------------------------------------------
+
+
+def test_a_file_too_large_for_memory_is_rewritten_on_disk_with_the_same_rules(
+    tmp_path, monkeypatch
+):
+    from landscape_cli.results import ResultsConflict, expect_absent, list_groups, store
+
+    monkeypatch.setattr(store, "_memory_limit", lambda: 0)  # every existing file counts as large
+    out = tmp_path / "r.h5"
+    update_file(out, {}, lambda f: f.create_dataset("a", data=np.arange(10.0)))
+    update_file(out, {}, lambda f: f.create_group("b"))
+    assert list_groups(out) == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+    before = out.read_bytes()
+    with pytest.raises(ResultsConflict, match="meanwhile"):  # a check under the lock, on disk too
+        update_file(out, {}, lambda f: f.create_group("c"), check=expect_absent("b", "stop"))
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+    monkeypatch.setattr(files, "free_bytes", lambda path: 4096)  # and its space is checked first
+    with pytest.raises(files.WriteError, match="No space left on device"):
+        update_file(out, {}, lambda f: f.create_group("c"))
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+
+
+def test_a_signal_during_the_write_of_a_finished_result_waits_for_it(tmp_path):
+    import signal
+
+    from landscape_cli import interrupts
+
+    restore = interrupts.install()
+    try:
+        with pytest.raises(interrupts.Terminated), interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            files.write_atomic(tmp_path / "done.bin", b"finished")  # not cut short
+        assert (tmp_path / "done.bin").read_bytes() == b"finished"
+        assert interrupts.received() == signal.SIGTERM and interrupts.exit_code() == 143
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal: ignored while the cleanup runs
+        assert interrupts.word() == "terminated"
+    finally:
+        restore()

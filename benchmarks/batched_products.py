@@ -106,16 +106,9 @@ def _vectorised(op, device: torch.device) -> Callable[[torch.Tensor], object] | 
     """b columns through one vectorised second backward per batch (kept graphs), or None."""
     if not op.cache_graphs:
         return None
-    from landscape_cli.evaluation import evaluation_mode
-
     params = op.params
-    with torch.enable_grad(), evaluation_mode(op.model, op.bn_mode):
-        graphs = [
-            torch.autograd.grad(
-                op.loss_fn(op.model(b.inputs), b.targets), params, create_graph=True
-            )
-            for b in op.batches
-        ]
+    with torch.enable_grad():  # through the operator's own parameter leaves (its _loss)
+        graphs = [torch.autograd.grad(op._loss(b), params, create_graph=True) for b in op.batches]
 
     def run(V: torch.Tensor) -> object:
         cols = V.T.to(op.dtype)
@@ -157,9 +150,10 @@ def measure(
         V = {b: torch.randn(op.n, b, generator=gen, dtype=torch.float64).to(device) for b in blocks}
         v = V[blocks[0]][:, 0].contiguous()
 
-        def gradient() -> None:
+        def gradient() -> None:  # through the operator's own parameter leaves
             for b in op.batches:
-                torch.autograd.grad(op.loss_fn(op.model(b.inputs), b.targets), params)
+                with torch.enable_grad():
+                    torch.autograd.grad(op._loss(b), params)
 
         funcs: dict[str, Callable[[], object]] = {
             "gradient": gradient,

@@ -140,6 +140,19 @@ def save_report(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "report": str(path)}
 
 
+def figure_path(report: Path) -> Path:
+    """Where the report's Fig. 5 goes: ``<report stem>-fig5.png`` beside it."""
+    return report.with_name(f"{report.stem}-fig5.png")
+
+
+def check_report(report: Path) -> None:
+    """Refuse, before any measuring, a report (or the figure beside it) that cannot be written."""
+    from landscape_cli import files
+
+    files.check_output(report, "report", size=64 * 1024)
+    files.check_output(figure_path(report), "figure", size=1024 * 1024)
+
+
 def report_figures(report: Path, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     """Fig. 5 of the audited checkpoints beside the report (when their densities were measured)."""
     from landscape_cli import plotting
@@ -149,7 +162,7 @@ def report_figures(report: Path, rows: Sequence[dict[str, Any]]) -> dict[str, st
     if any(h["density"] is None or h["trace"] is None for h in results):
         return {}
     labels = [Path(r["checkpoint"]).stem for r in rows]
-    target = report.with_name(f"{report.stem}-fig5.png")
+    target = figure_path(report)
     plotting.save_figure(plotting.fig5(results, labels), target)
     return {"fig5": str(target)}
 
@@ -187,8 +200,10 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
     for name, figure in payload.get("figures", {}).items():
         lines += ["", f"![{name}: top eigenvalues, traces, densities]({Path(figure).name})"]
     lines += _reading_lines(payload["tau"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    from landscape_cli import files
+
+    text = "\n".join(lines).encode("utf-8")
+    files.save(path, text, what="report", product="the report")
 
 
 def _survival_lines(surv: dict[str, dict[str, Any]] | None) -> list[str]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,33 +101,24 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any])
 
     A run killed mid-write leaves the previous checkpoint intact, never a truncated one. The
     file's mode is that of the file it replaces, else ``0o666`` less the umask (as for any new
-    file, and as results files get), not the temporary file's private ``0o600``.
+    file, and as results files get). :func:`landscape_cli.files.write_atomic` writes it (a full
+    disk raises :class:`~landscape_cli.files.WriteError`, leaving nothing behind).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(checkpoint), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            mode = path.stat().st_mode & 0o7777
-        except OSError:
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from landscape_cli import files
+
+    return files.write_atomic(path, checkpoint_bytes(checkpoint), what="checkpoint")
 
 
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def checkpoint_bytes(checkpoint: Mapping[str, Any]) -> memoryview:
+    """The bytes of ``torch.save(dict(checkpoint))``, made in memory.
+
+    Serialising first means a full disk fails a plain write (a clean error), never inside torch.
+    """
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(dict(checkpoint), buffer)
+    return buffer.getbuffer()
 
 
 def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
@@ -142,6 +132,9 @@ def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
         raise LandscapeError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise LandscapeError(f"checkpoint is a directory, not a file: {path}")
+    from landscape_cli.files import check_input
+
+    check_input(path, "checkpoint")  # a FIFO or a device would block or never end
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from landscape_cli import distributed, resources
+from landscape_cli import distributed, files, interrupts, resources
 from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.evaluation import check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, frozen_note, select_parameters
@@ -234,6 +234,10 @@ def hessian_job(
     work = source.load(checkpoint)
     chosen = select_parameters(work.model, params)
     _check_size(s, chosen.numel, dev, dtype == "float64")
+    tensors = len(chosen.names)
+    files.require_space(
+        out_path, _hessian_file_bytes(out_path, s, chosen.numel, tensors), "results file"
+    )
     loss = work.resolve_loss(loss)
     check_loss_on(work.model, work.batches, loss)
     root, attrs = _hessian_target(
@@ -251,11 +255,33 @@ def hessian_job(
     save = _hessian_saver(op, results, s, work, loss, t0, out_path, root, attrs, overwrite)
     try:
         _run_engine(engine, op, s, results, source=source, on_phase=on_phase)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (landscape_cli.interrupts)
         if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
             raise
         raise Interrupted(_save_partial(out_path, save)) from None
-    return save(), out_path, work
+    with interrupts.deferred():  # a signal now waits until the finished result is written
+        report = save()[0]
+    return report, out_path, work
+
+
+def _results_file_bytes(out_path: Path, new: int) -> int:
+    """The disk space a rewrite of ``out_path`` with ``new`` more bytes of data takes."""
+    try:
+        existing = out_path.stat().st_size
+    except OSError:
+        existing = 0
+    return existing + int(new) + 16 * 1024  # HDF5's own metadata and the attributes
+
+
+def _hessian_file_bytes(out_path: Path, s, n: int, tensors: int) -> int:
+    """About the bytes ``/hessian`` of these settings adds to ``out_path`` (over-estimated)."""
+    new = 24 * s.top_k + 8 * s.trace_probes + 16 * s.density_probes * s.lanczos_steps
+    new += 2 * 8 * 2000  # the density's grid
+    if s.eigenvectors:
+        new += 4 * s.top_k * n + 2048 * tensors
+    if s.per_layer:
+        new += 2048 * tensors
+    return _results_file_bytes(out_path, new)
 
 
 def _hessian_operator(
@@ -286,15 +312,26 @@ def _hessian_operator(
 def _hessian_saver(
     op, results: dict, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
 ):
-    """The saver of an interrupted or finished ``hessian``: ``save(partial=False, to=None)``.
+    """The saver of an interrupted or finished ``hessian``: ``save(partial=False)``.
 
-    The report of ``results`` so far, written on the main process (to ``to`` or the results file,
-    rescued elsewhere if that fails); returns it.
+    Makes the report of ``results`` so far and, on the main process, writes it to the results file
+    (rescued elsewhere if that fails, or if another run wrote ``/hessian`` meanwhile with other
+    options; a partial one never replaces a complete ``/hessian``). Returns the report and the
+    sentence that says where it went.
     """
     from landscape_cli import hessian as hs
-    from landscape_cli.results import write_hessian, write_or_rescue
+    from landscape_cli.results import (
+        all_of,
+        expect_incomplete,
+        expect_settings,
+        write_hessian,
+        write_or_rescue,
+    )
 
-    def save(partial: bool = False, to: Path | None = None):
+    way_out = "pass `overwrite=True` to replace it, or another `out` to keep both"
+    same = None if overwrite else expect_settings("hessian", attrs["settings"], way_out)
+
+    def save(partial: bool = False):
         report = hs.make_report(
             op,
             results,
@@ -310,16 +347,46 @@ def _hessian_saver(
         extra = dict(attrs)
         if "pyhessian_stopped" in results:  # its own stopping rule, beside our `converged`
             extra["pyhessian_stopped"] = [int(x) for x in results["pyhessian_stopped"]]
-        if distributed.is_main():
-            write_or_rescue(
-                to or out_path,
-                lambda p: write_hessian(
-                    p, report, root=root, partial=partial, attrs=extra, drop_foreign=overwrite
-                ),
-            )
-        return report
+        if not distributed.is_main():
+            return report, "the partial result is saved by rank 0"
+        check = all_of(same, expect_incomplete("hessian")) if partial else same
+
+        def write(p: Path) -> Path:
+            return write_hessian(
+                p, report, root=root, partial=partial, attrs=extra, drop_foreign=overwrite,
+                check=check,
+            )  # fmt: skip
+
+        if not partial:
+            write_or_rescue(out_path, write)
+            return report, f"the result was saved to {out_path}"
+        return report, _write_partial(out_path, write)
 
     return save
+
+
+def _write_partial(out_path: Path, write: Callable[[Path], Path]) -> str:
+    """Write a partial result to ``out_path``, else to a fresh file; say where it went.
+
+    A fresh ``<stem>.partial-<random>.h5`` when ``out_path`` holds a complete ``/hessian`` (or one
+    of other options), a ``<stem>.rescued-<random>.h5`` when the write fails (a full disk).
+    """
+    from landscape_cli.results import ResultsConflict, verify_readable
+
+    try:
+        write(out_path)
+        return f"the partial result was saved to {out_path} (marked partial)"
+    except ResultsConflict as exc:  # a complete /hessian (or one of other options) stays
+        lead, label = str(exc), "partial"
+    except files.WriteError as exc:
+        lead, label = str(exc), "rescued"
+    try:
+        saved = files.rescue(
+            out_path, write, what="results file", verify=verify_readable, label=label
+        )
+    except files.WriteError as again:
+        return f"{lead}; {again}: the partial result is lost"
+    return f"{lead}; the partial result was saved to {saved} (marked partial)"
 
 
 def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> None:
@@ -505,23 +572,11 @@ def _check_size(s, n: int, dev, products_float64: bool = False) -> None:
 def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:
     """Keep what an interrupted ``hessian`` computed without ever replacing a complete result.
 
-    Into ``out_path`` when it holds no complete ``/hessian``, else into a fresh file beside it;
-    either way marked ``partial``. Returns the sentence that says where it went.
+    Into ``out_path`` when it holds no complete ``/hessian``, else into a fresh
+    ``<stem>.partial-<random>.h5`` beside it; either way marked ``partial``. Returns the sentence
+    that says where it went. A second signal while it is written waits (``interrupts``).
     """
-    from landscape_cli.results import has_hessian, rescue_path
-
-    if not distributed.is_main():
-        save(partial=True)  # rank 0 writes; the others only take part in the collectives
-        return "the partial result is saved by rank 0"
-    if not has_hessian(out_path):
-        save(partial=True)
-        return f"the partial result was saved to {out_path} (marked partial)"
-    target = rescue_path(out_path.with_name(out_path.stem + ".partial.h5"))
-    save(partial=True, to=target)
-    return (
-        f"the complete /hessian in {out_path} was kept; the partial result was saved to "
-        f"{target} (marked partial)"
-    )
+    return save(partial=True)[1]
 
 
 def hessian_settings(
@@ -607,7 +662,10 @@ def scan_job(
     check_target(out_path)
     x, y = _scan_axes(o, targets)
     name = o.name or f"{o.dim}d-{kind}"
-    resources.require(resources.scan_bytes(len(x) * (1 if y is None else len(y))), "cpu")
+    points = len(x) * (1 if y is None else len(y))
+    resources.require(resources.scan_bytes(points), "cpu")
+    journal = scan_store.journal_names(out_path, name)  # the journal and its lock: names checked
+    files.check_output(out_path, "results file", lock=True, extra_names=journal)
 
     work = source.load(checkpoint)
     loss = work.resolve_loss(o.loss)
@@ -615,6 +673,9 @@ def scan_job(
     root = provenance(checkpoint, work, label, out_path)
     check_target(out_path, root["checkpoint_sha256"], drop_foreign=o.overwrite)
     chosen = select_parameters(work.model, o.selection)
+    files.require_space(
+        out_path, _scan_file_bytes(out_path, o.dim, points, work.model), "results file"
+    )
     net = work.model.to(dev)
     batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
     _check_base_loss(checkpoint, net, batches, loss, o.bn_mode)
@@ -659,6 +720,13 @@ def _scan_selection_attrs(o: ScanOptions, kind: str, chosen) -> dict[str, Any]:
     out["skipped_params"] = [] if moved_all else list(chosen.skipped)
     out["skipped_reasons"] = [] if moved_all else list(chosen.reasons)
     return out
+
+
+def _scan_file_bytes(out_path: Path, dim: int, points: int, model) -> int:
+    """About the bytes a scan adds to ``out_path``: its grids, its directions, its journal."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    directions = dim * sum(t.numel() * 8 + 2048 for t in tensors)  # float64 at most
+    return _results_file_bytes(out_path, 16 * points + directions) + 64 * points  # + journal
 
 
 def _scan_plan(
@@ -904,7 +972,8 @@ def audit_job(
         reports.append(report)
     if match_loss:
         rows = _match_losses(rows, targets, s, dev, phases, on_advance)
-    _write_audits(rows, targets, reports, s, overwrite, precision_name(allow_tf32))
+    with interrupts.deferred():  # a signal now waits until the measures are written
+        _write_audits(rows, targets, reports, s, overwrite, precision_name(allow_tf32))
     return rows, [t.work for t in targets]
 
 
@@ -969,6 +1038,11 @@ def _audit_targets(
         if s.top_k > n:
             raise LandscapeError(f"`top_k={s.top_k}` exceeds the {n} parameters of {ck}")
         resources.require(resources.hessian_bytes(s.hessian(), n), dev)
+        path = results_path(ck, None)
+        tensors = sum(1 for p in work.model.parameters() if p.requires_grad)
+        files.require_space(
+            path, _hessian_file_bytes(path, s.hessian(), n, tensors), "results file"
+        )
     way_out = "move or rename the checkpoint, or pass `overwrite=True` to drop them"
     targets = []
     for ck, path, work in zip(checkpoints, paths, works, strict=True):
@@ -1087,7 +1161,7 @@ def _write_audits(
 
     A failed write is raised once the other checkpoints' results are written.
     """
-    from landscape_cli.results import write_audit, write_or_rescue
+    from landscape_cli.results import expect_settings, write_audit, write_or_rescue
 
     if not distributed.is_main():
         return
@@ -1103,11 +1177,16 @@ def _write_audits(
             "float32_precision": precision,
         }
         stored_row = row.stored()
+        way_out = "pass `overwrite=True` to replace it"
+        check = None if overwrite else expect_settings("audit", t.wanted, way_out)
 
-        def write(p: Path, root=t.root, stored_row=stored_row, report=report, attrs=attrs):
+        def write(
+            p: Path, root=t.root, stored_row=stored_row, report=report, attrs=attrs, check=check
+        ):
             return write_audit(
-                p, root, stored_row, hessian=report, attrs=attrs, drop_foreign=overwrite
-            )
+                p, root, stored_row, hessian=report, attrs=attrs, drop_foreign=overwrite,
+                check=check,
+            )  # fmt: skip
 
         try:
             write_or_rescue(row.results, write)

@@ -30,13 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape_cli import files, interrupts
 from landscape_cli.checkpoints import (
     FORMAT,
     check_checkpoint,
     check_optimizer_state,
+    checkpoint_bytes,
     fit_state_dict,
     read_file,
-    save_checkpoint,
     training_checkpoint,
 )
 from landscape_cli.devices import resolve_device
@@ -145,15 +146,55 @@ class TrainConfig:
         return replace(self, optimizer=opt)
 
 
+#: Fields of a :class:`TrainConfig` that the default checkpoint name does not spell out.
+#: ``epochs`` is left out: a run resumed for more epochs keeps its file.
+_NAMED = ("model", "dataset", "optimizer", "seed", "epochs", "data_root")
+
+
+def config_tag(config: TrainConfig) -> str:
+    """Six hex digits of the settings that differ from the defaults, or ``""`` when none do.
+
+    The settings the default name does not spell out (``lr``, ``warmup_steps``,
+    ``model_options``, ...), so that two different configurations never share a default file.
+    """
+    import hashlib
+    import json
+
+    base = asdict(TrainConfig())
+    changed = {
+        k: v for k, v in asdict(config).items() if k not in _NAMED and _plain(v) != _plain(base[k])
+    }
+    if not changed:
+        return ""
+    text = json.dumps(_plain(changed), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists and keys as str (a config as stored and as given compare)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def default_output(config: TrainConfig) -> Path:
-    """``checkpoints/<model>-<dataset>-<optimizer>-s<seed>.pt`` with specs made filename-safe."""
+    """``checkpoints/<model>-<dataset>-<optimizer>-s<seed>[-<tag>].pt``, specs made filename-safe.
+
+    ``<tag>`` (:func:`config_tag`) is there when any other setting but ``epochs`` differs from its
+    default: Adam at lr 1e-2 with a warm-up never replaces the plain Adam run's file.
+    """
 
     def safe(text: str) -> str:
         keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.split("/")[-1])
         return keep.strip("-.") or "custom"
 
+    tag = config_tag(config)
     return Path("checkpoints") / (
-        f"{safe(config.model)}-{safe(config.dataset)}-{config.optimizer}-s{config.seed}.pt"
+        f"{safe(config.model)}-{safe(config.dataset)}-{config.optimizer}-s{config.seed}"
+        + (f"-{tag}" if tag else "")
+        + ".pt"
     )
 
 
@@ -340,77 +381,133 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def check_output(path: Path, config: TrainConfig, *, overwrite: bool = False) -> None:
-    """Check the checkpoint path before training.
+def same_run(stored: Any, config: TrainConfig, *, any_epochs: bool = False) -> bool:
+    """Whether ``stored`` (a checkpoint's ``train.config``) is the configuration ``config``.
 
-    ``path`` must be creatable and writable, and an existing file there a landscape checkpoint of
-    the same run (model, dataset, optimizer, seed) unless ``overwrite``.
+    Every setting counts but ``data_root`` (where the data lies), and ``epochs`` when
+    ``any_epochs`` (a resumed run goes on for more epochs in the same file).
     """
-    import tempfile
+    if not isinstance(stored, Mapping):
+        return False
+    base = asdict(TrainConfig())
+    for key, value in asdict(config).items():
+        if key == "data_root" or (any_epochs and key == "epochs"):
+            continue
+        if _plain(stored.get(key, base[key])) != _plain(value):
+            return False
+    return True
 
-    from landscape_cli.results import check_output_file
 
+def _holds_same_run(path: Path, config: TrainConfig, any_epochs: bool) -> bool:
+    """Whether the existing file ``path`` is a landscape checkpoint of the run ``config``."""
+    try:
+        obj = read_file(path)
+    except LandscapeError:
+        return False
+    if not (isinstance(obj, Mapping) and obj.get("format") == FORMAT):
+        return False
+    train = obj.get("train")
+    return isinstance(train, Mapping) and same_run(
+        train.get("config"), config, any_epochs=any_epochs
+    )
+
+
+def check_output(
+    path: Path,
+    config: TrainConfig,
+    *,
+    overwrite: bool = False,
+    any_epochs: bool = False,
+    what: str = "checkpoint",
+) -> None:
+    """Check a checkpoint path before training.
+
+    ``path`` must be creatable and writable (:func:`landscape_cli.files.check_output`: a device,
+    FIFO, socket or folder is refused even with ``overwrite``), and an existing file there a
+    landscape checkpoint of the same run (every setting, :func:`same_run`) unless ``overwrite``.
+    """
     if path.is_dir():
         raise LandscapeError(f"`out` {path} is a folder; give a file path such as {path}/run.pt")
-    check_output_file(path, "checkpoint")
-    if path.exists() and not overwrite:
-        try:
-            obj = read_file(path)
-        except LandscapeError:
-            obj = None
-        same = False
-        if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-            stored = (
-                obj.get("train", {}).get("config", {})
-                if isinstance(obj.get("train"), Mapping)
-                else {}
-            )
-            same = isinstance(stored, Mapping) and all(
-                stored.get(k) == getattr(config, k)
-                for k in ("model", "dataset", "optimizer", "seed")
-            )
-        if not same:
-            raise LandscapeError(
-                f"`out` {path} exists and is not a landscape checkpoint of this run; refusing to "
-                "overwrite it (choose another `out`, or pass `overwrite=True`)"
-            )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise LandscapeError(f"cannot write the checkpoint {path}: {reason}") from None
+    files.check_output(path, what)
+    if path.exists() and not overwrite and not _holds_same_run(path, config, any_epochs):
+        raise LandscapeError(
+            f"the {what} {path} exists and is not a landscape checkpoint of this run (same "
+            "settings); refusing to overwrite it (choose another `out`, or pass `overwrite=True`)"
+        )
 
 
-def _save_or_fallback(path: Path, state: Mapping[str, Any]) -> None:
+def snapshot_path(out_path: Path, epoch: int) -> Path:
+    """The ``save_every`` snapshot of ``epoch``: ``<out stem>-epoch<epoch><out suffix>``."""
+    return out_path.with_name(f"{out_path.stem}-epoch{epoch}{out_path.suffix}")
+
+
+def _snapshots(out_path: Path, first_epoch: int, epochs: int, save_every: int) -> list[Path]:
+    """The snapshots a run from ``first_epoch`` to ``epochs`` will write."""
+    if not save_every:
+        return []
+    due = range(first_epoch + 1, epochs + 1)
+    return [snapshot_path(out_path, e) for e in due if e % save_every == 0]
+
+
+def _checkpoint_size(run: _Run) -> int:
+    """About the bytes of the run's checkpoint: weights, buffers, optimizer state, history."""
+    params = sum(p.numel() * p.element_size() for p in run.model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in run.model.buffers())
+    slots = 1 if run.config.optimizer == "sgd" else 2  # momentum; Adam's two moments
+    history = 64 * run.config.epochs * 8
+    return params * (1 + slots) + buffers + history + 64 * 1024
+
+
+def _save_or_fallback(path: Path, state: Mapping[str, Any], what: str = "checkpoint") -> None:
     """Save ``state`` to ``path``.
 
-    If that fails after training, save it to a fresh file (beside ``path``, else in the working or
-    temporary folder) and name it in the error.
+    If that fails after training, save it to a fresh ``<stem>.rescued-<random>.pt``
+    (beside ``path``, else in the working or temporary folder), read it back, and name it in
+    the error (:func:`landscape_cli.files.save`).
     """
-    import tempfile
+    files.save(path, checkpoint_bytes(state), what=what, product="the trained model")
 
+
+def _signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells a file apart from the one this run wrote: device, inode, size, mtime."""
     try:
-        save_checkpoint(path, state)
-        return
-    except OSError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-    for folder in (path.parent, Path.cwd(), Path(tempfile.gettempdir())):
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _Outputs:
+    """The run's checkpoint files, each checked again under its lock right before it is written.
+
+    A file that changed since the checks before training (another process wrote it) is replaced
+    only if it is a checkpoint of this run, or with ``overwrite``; otherwise this run's checkpoint
+    is rescued to a fresh file and the error says where.
+    """
+
+    def __init__(self, config: TrainConfig, paths: list[Path], overwrite: bool) -> None:
+        self.config, self.overwrite = config, overwrite
+        self.known = {p: _signature(p) for p in paths}
+
+    def save(self, path: Path, state: Mapping[str, Any], what: str = "checkpoint") -> None:
+        """Write ``state`` to ``path`` (or rescue it, see the class)."""
         try:
-            fd, rescue = tempfile.mkstemp(
-                prefix=f"{path.stem}.rescued-", suffix=path.suffix or ".pt", dir=folder
-            )
-            os.close(fd)
-            save_checkpoint(rescue, state)
-        except OSError:
-            continue
-        raise LandscapeError(
-            f"cannot write the checkpoint {path} ({reason}); the trained model was saved to "
-            f"{rescue} instead"
-        )
-    raise LandscapeError(f"cannot write the checkpoint {path} ({reason}) nor any rescue copy")
+            with files.locked(path, what=what):
+                now = _signature(path)
+                changed = now is not None and now != self.known.get(path)
+                if changed and not self.overwrite and not _holds_same_run(path, self.config, True):
+                    raise files.WriteError(
+                        f"the {what} {path} was written meanwhile by another run; it was kept "
+                        "(pass another `out` to keep both, or `overwrite=True`)"
+                    )
+                _save_or_fallback(path, state, what)
+                self.known[path] = _signature(path)
+        except files.WriteError as exc:  # the lock, or the file another run wrote
+            try:
+                saved = files.rescue_bytes(path, checkpoint_bytes(state), what=what)
+            except files.WriteError as again:
+                raise LandscapeError(f"{exc}; {again}") from None
+            raise LandscapeError(f"{exc}; the trained model was saved to {saved} instead") from None
 
 
 def _model_kwargs(config, train_data) -> dict[str, Any]:
@@ -650,7 +747,9 @@ def _epoch(run: _Run, epoch: int, cb: Callbacks, test_loader) -> EpochMetrics:
     return metrics
 
 
-def _save_epoch(run: _Run, epoch: int, out_path: Path, save_every: int) -> Path | None:
+def _save_epoch(
+    run: _Run, epoch: int, out_path: Path, save_every: int, outputs: _Outputs
+) -> Path | None:
     """Save the checkpoint after epoch ``epoch`` (1-based) when it is due.
 
     The checkpoint to ``out_path`` at the end and every ``save_every``-th epoch, then also as a
@@ -660,11 +759,12 @@ def _save_epoch(run: _Run, epoch: int, out_path: Path, save_every: int) -> Path 
     if not (epoch == run.config.epochs or snapshot):
         return None
     state = run.checkpoint(epoch)
-    _save_or_fallback(out_path, state)
-    if not snapshot:
-        return None
-    snap = out_path.with_name(f"{out_path.stem}-epoch{epoch}{out_path.suffix}")
-    _save_or_fallback(snap, state)
+    with interrupts.deferred():  # a signal now waits until the checkpoint is written
+        outputs.save(out_path, state)
+        if not snapshot:
+            return None
+        snap = snapshot_path(out_path, epoch)
+        outputs.save(snap, state, "snapshot")
     return snap
 
 
@@ -683,8 +783,9 @@ def train(
 
     Writes the checkpoint to ``out`` at the end and, with ``save_every`` N, also after every N-th
     epoch (to ``out``, which always holds the latest state, and to ``<out stem>-epochN.pt``).
-    ``out`` is checked before training (:func:`check_output`); a write that still fails saves
-    the run to a fresh file named in the error. On ``resume``, the stored config's model and
+    ``out`` and every snapshot the run will write are checked before training
+    (:func:`check_output`, and the disk's free space); a write that still fails saves the run to a
+    fresh file named in the error. On ``resume``, the stored config's model and
     dataset specs must be built-in ones, or ``config``'s own (the command line's), or ``trust``.
     """
     from landscape_cli.models import count_parameters
@@ -700,12 +801,22 @@ def train(
     config = config.validate()
     out_path = Path(out) if out is not None else (Path(resume) if resume is not None else None)
     out_path = out_path or default_output(config)
-    check_output(out_path, config, overwrite=overwrite or (resume is not None and out is None))
+    resuming = resume is not None
+    check_output(
+        out_path, config, overwrite=overwrite or (resuming and out is None), any_epochs=resuming
+    )
 
     weights = None if ckpt is None else ckpt["state_dict"]
     run, test_data = _new_run(config, dev, weights, str(resume))
     if ckpt is not None:
         _restore(run, ckpt, resume)
+    snaps = _snapshots(out_path, run.first_epoch, config.epochs, save_every)
+    for snap in snaps:  # every file the run writes, before it starts
+        check_output(snap, config, overwrite=overwrite, any_epochs=resuming, what="snapshot")
+    size = _checkpoint_size(run)
+    existing = out_path.stat().st_size if out_path.is_file() else 0
+    files.require_space(out_path, size * (1 + len(snaps)) + existing, "checkpoint")
+    outputs = _Outputs(config, [out_path, *snaps], overwrite or (resuming and out is None))
     test_loader = torch.utils.data.DataLoader(test_data.dataset, batch_size=512, shuffle=False)
     _check_loss_first(run.model, run.train_data.dataset, config, dev)
     steps_per_epoch = math.ceil(len(run.train_data.dataset) / config.batch_size)
@@ -717,7 +828,7 @@ def train(
     for epoch in range(run.first_epoch, config.epochs):
         metrics = _epoch(run, epoch, cb, test_loader)
         cb.on_epoch(metrics)
-        snap = _save_epoch(run, epoch + 1, out_path, save_every)
+        snap = _save_epoch(run, epoch + 1, out_path, save_every, outputs)
         if snap is not None:
             snapshots.append(snap)
     assert metrics is not None

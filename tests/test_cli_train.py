@@ -55,7 +55,8 @@ def test_train_num_classes_option_widens_the_head_or_is_refused(tmp_path):
     assert ckpt["model"]["kwargs"]["num_classes"] == 12
     head = [v for k, v in ckpt["state_dict"].items() if k.endswith("weight")][-1]
     assert head.shape[0] == 12  # the last layer has the 12 outputs asked for
-    err = one_error_line(runner.invoke(app, [*base, "--model-option", "num_classes=5"]))
+    narrow = [*base, "--model-option", "num_classes=5", "--overwrite"]  # another run's settings
+    err = one_error_line(runner.invoke(app, narrow))
     assert "num_classes=5" in err and "10 classes" in err
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from landscape_cli.results import read_hessian, read_root, read_scan
+from landscape_cli.scan_store import journal_path, read_journal
 from landscape_cli.training import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -68,14 +69,14 @@ def test_scan_two_processes_equal_one_and_resume_with_one(ckpt, tmp_path):
 
     # Interrupt a 2-process run (SIGKILL to the whole launcher group), finish with 1 process.
     killed = tmp_path / "killed.h5"
-    journal = tmp_path / "killed.h5.2d-random.journal"
+    journal = journal_path(killed, "2d-random")
     cmd = torchrun_cmd(*args, "--out", str(killed))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if journal.exists() and journal.read_text().count("\n") >= 10:
+        if len(read_journal(journal)) >= 10:
             break
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -282,6 +282,7 @@ def test_python_api_examples_run(tmp_path, monkeypatch):
     result = runner_.run(test, out=out.append, clear_globs=True)
     assert result.failed == 0, "".join(out)
     assert (tmp_path / "toy.h5").exists() and (tmp_path / "fig5.png").stat().st_size > 10_000
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith((".lock", ".tmp"))]
 
 
 # -- what the ## Data section says -------------------------------------------------------------

@@ -354,7 +354,7 @@ def test_rewrite_replaces_hessian_and_keeps_other_groups(tmp_path):
     assert r["trace"] == pytest.approx(70.0)
     assert "eigenvectors" not in r
     assert list_groups(path) == ["hessian", "scan/1d-random"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "m.h5.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5"]  # no temp, no lock left
 
 
 def test_report_without_parts(tmp_path):

@@ -182,17 +182,17 @@ def test_a_scan_whose_fold_fails_keeps_every_point_in_its_journal(ckpt, tmp_path
 
 
 def test_train_saves_the_trained_model_beside_a_checkpoint_it_cannot_write(tmp_path, monkeypatch):
-    import landscape_cli.training as tr
+    from landscape_cli import files
 
     out = tmp_path / "run.pt"
-    real = tr.save_checkpoint
+    real = files._write_all
 
-    def disk_full(path, state):
-        if os.fspath(path) == os.fspath(out):
+    def disk_full(fd, data):  # the temporary file of run.pt, and only it, finds the disk full
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path / ".run.pt.")):
             raise OSError(28, "No space left on device")
-        return real(path, state)
+        return real(fd, data)
 
-    monkeypatch.setattr(tr, "save_checkpoint", disk_full)
+    monkeypatch.setattr(files, "_write_all", disk_full)
     args = ["train", "--model", "mlp", "--model-option", "hidden=[4]", "--epochs", "1"]
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 2 and "Traceback" not in result.output

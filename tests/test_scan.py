@@ -30,7 +30,7 @@ from landscape_cli.scan import (
     second_difference,
 )
 from landscape_cli.scan.directions import normalise, orthogonalise, random_direction
-from landscape_cli.scan_store import execute
+from landscape_cli.scan_store import execute, journal_path, read_journal
 from landscape_cli.training import TrainConfig, train
 
 runner = CliRunner()
@@ -260,15 +260,14 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     ref = tmp_path / "ref.h5"
     subprocess.run([*args, "--out", str(ref)], check=True, capture_output=True, env=env)
     out = tmp_path / "killed.h5"
-    journal = tmp_path / "killed.h5.2d-random.journal"
+    journal = journal_path(out, "2d-random")
     total = 13 * 11
 
     def done() -> int:
         stored = 0
         if out.exists():  # the file must stay readable whenever the process dies
             stored = int(np.sum(~np.isnan(read_scan(out, "2d-random")["loss"])))
-        lines = journal.read_text().count("\n") if journal.exists() else 0
-        return stored + lines
+        return stored + len(read_journal(journal))  # its points (the header is not one)
 
     rng = random.Random(0)
     seen = []

@@ -2,7 +2,8 @@
 
 Every failure a user can cause ends as one plain line ``error: ...`` on stderr and exit code 2:
 Typer/Click usage errors, :class:`~landscape_cli.errors.LandscapeError` raised by the library, and
-interrupted runs (exit 130). Anything else is a bug and keeps its traceback.
+interrupted runs (Ctrl-C: exit 130; SIGTERM, handled the same way: exit 143; see
+:mod:`landscape_cli.interrupts`). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ try:  # Typer >= 0.22 ships its own copy of Click
 except ImportError:  # pragma: no cover - older Typer uses Click itself
     import click
 
-from landscape_cli import __version__
+from landscape_cli import __version__, interrupts
 from landscape_cli.commands import _common
 from landscape_cli.commands._common import HELP_PANEL, PANELS, RUN_PANEL
 from landscape_cli.commands._errors import cli_message
@@ -140,6 +141,7 @@ class LandscapeGroup(TyperGroup):
         if _rank():  # under torchrun only rank 0 prints; other ranks report only errors
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
             sys.stderr = _ErrorsOnly(sys.stderr)
+        restore = interrupts.install()  # SIGTERM as Ctrl-C; a second signal waits for the cleanup
         try:
             rv = super().main(
                 args=args,
@@ -162,11 +164,11 @@ class LandscapeGroup(TyperGroup):
             message = exc.format_message().strip()
             fail(f"{message[:1].lower()}{message[1:]}")
         except Interrupted as exc:
-            fail(f"interrupted: {cli_message(str(exc))}", code=130)
+            fail(f"{interrupts.word()}: {cli_message(str(exc))}", code=interrupts.exit_code())
         except LandscapeError as exc:
             fail(cli_message(str(exc)))
         except (typer.Abort, KeyboardInterrupt):
-            fail("interrupted", code=130)
+            fail(interrupts.word(), code=interrupts.exit_code())
         except Exception as exc:
             if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
                 raise  # a bug: keep the traceback
@@ -175,9 +177,10 @@ class LandscapeGroup(TyperGroup):
             fail(f"{type(exc).__name__}: {first} (a worker process failed or exited)", code=1)
         finally:
             _leave_process_group()
+            restore()
         code = rv if isinstance(rv, int) else 0
         if code == 130:  # Typer turns KeyboardInterrupt into Exit(130) before we can see it
-            fail("interrupted", code=130)
+            fail(interrupts.word(), code=interrupts.exit_code())
         if standalone_mode:
             sys.exit(code)
         return code
@@ -278,5 +281,6 @@ def main() -> None:
     """Entry point of the ``landscape`` console script (a fair share of the CPUs, then the app)."""
     from landscape_cli.commands import _threads
 
+    interrupts.install()  # for the whole process, exit included
     _threads.start()
     app()

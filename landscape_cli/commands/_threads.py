@@ -8,6 +8,7 @@ takes them back when it ends (see :mod:`landscape_cli.cpu_share`). A user's own 
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ def start(environ: dict[str, str] | None = None, folder=None) -> dict[str, str]:
     if any(k in env for k in _THREAD_VARS):
         return {}
     share = CpuShare(usable_cpus(), folder)
+    atexit.register(share.close)  # this process's file goes with it
     threads = share.threads()
     _state.update(share=share, threads=threads, checked=time.monotonic())
     env["OMP_NUM_THREADS"] = str(threads)

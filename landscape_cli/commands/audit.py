@@ -193,7 +193,7 @@ def _check_output(output: Output) -> None:
     The measures' settings are the library's to check (:func:`landscape_cli.pipeline.audit_job`).
     """
     from landscape_cli.audit import MEASURES
-    from landscape_cli.results import check_output_file
+    from landscape_cli.audit_report import check_report
 
     rank_by, report = output.rank_by, output.report
     if output.out is not None:  # --out is the other commands' results file, never the report
@@ -205,8 +205,8 @@ def _check_output(output: Output) -> None:
         raise LandscapeError(f"--rank-by must be one of {', '.join(MEASURES)}")
     if report is not None and report.suffix != ".md":
         raise LandscapeError("the report must be a .md file")
-    if report is not None:
-        check_output_file(report, "report")
+    if report is not None:  # and the figure beside it: names, folder, type, space
+        check_report(report)
 
 
 def _table(payload: dict[str, Any], match_loss: bool) -> None:

@@ -138,7 +138,8 @@ class Output:
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Checkpoint path (default checkpoints/<model>-<dataset>-<optimizer>-s<seed>.pt).",
+            help="Checkpoint path (default checkpoints/<model>-<dataset>-<optimizer>-s<seed>.pt, "
+            "with -<tag> of any other setting that is not its default).",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = None

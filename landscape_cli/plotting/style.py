@@ -10,9 +10,7 @@ require, instead of matplotlib's default Type 3; SVG keeps text as ``<text>`` el
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -199,33 +197,25 @@ def image_format(path: str | os.PathLike[str]) -> str:
 def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
     """Save ``fig`` to ``path`` in the format its extension names, atomically.
 
-    The image is written to a temporary file in the same folder and renamed over ``path``, so a
-    crash never leaves a truncated image. Missing parent folders are created. ``dpi`` sets the
-    resolution of PNGs (and of the rasterised parts of vector formats). Fonts follow
-    :data:`SAVE_RC` for this call only.
+    The image is drawn in memory, then written by :func:`landscape_cli.files.save`: to a
+    temporary file in the same folder, renamed over ``path``, so a crash never leaves a truncated
+    image; a write that fails (a full disk) saves it to a fresh ``<stem>.rescued-*`` file and
+    says so. Missing parent folders are created. ``dpi`` sets the resolution of PNGs (and of the
+    rasterised parts of vector formats). Fonts follow :data:`SAVE_RC` for this call only.
     """
+    import io
+
     import matplotlib
+
+    from landscape_cli import files
 
     if dpi <= 0:
         raise LandscapeError(f"`dpi` must be > 0, got {dpi}")
     fmt = image_format(path)
     check_canvas(fig, dpi=dpi)
     target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LandscapeError(f"cannot create folder {target.parent}: {exc}") from exc
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as fh, matplotlib.rc_context(SAVE_RC):
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise LandscapeError(f"cannot write {target}: {exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(SAVE_RC):
+        fig.savefig(buffer, format=fmt, dpi=dpi)
+    files.save(target, buffer.getbuffer(), what="figure", product="the figure")
     return target

@@ -54,13 +54,14 @@ def write_audit(
     hessian: HessianReport | HessianResult | None = None,
     attrs: Mapping[str, Any] | None = None,
     drop_foreign: bool = False,
+    check: store.Check | None = None,
 ) -> Path:
     """Create (or replace) ``/audit``.
 
     One attribute per audit measure (numbers, lists, str), plus ``attrs``; with ``hessian``, the
     audit's own Hessian measurements go to ``/audit/hessian`` (the layout of ``/hessian``; an
     existing ``/hessian`` is never touched). An :class:`AuditResult` brings its measures and its
-    ``hessian``.
+    ``hessian``. ``check`` runs under the file's lock right before the write.
     """
     if isinstance(measures, AuditResult):
         hessian = measures.hessian if hessian is None else hessian
@@ -76,7 +77,7 @@ def write_audit(
         if hessian is not None:
             write_group(f, hessian, "audit/hessian")
 
-    return store.update_file(path, root, mutate, drop_foreign=drop_foreign)
+    return store.update_file(path, root, mutate, drop_foreign=drop_foreign, check=check)
 
 
 def read_audit(path: str | os.PathLike[str]) -> AuditResult:

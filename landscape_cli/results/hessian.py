@@ -273,6 +273,7 @@ def write_hessian(
     partial: bool = False,
     attrs: Mapping[str, Any] | None = None,
     drop_foreign: bool = False,
+    check: store.Check | None = None,
 ) -> Path:
     """Write ``report`` as the ``/hessian`` group of ``path``, replacing any earlier one.
 
@@ -282,7 +283,8 @@ def write_hessian(
     :class:`HessianResult` brings its own ``attrs`` and ``partial`` (``attrs`` wins over them).
     Other groups of an existing file (scans) are kept. See
     :func:`~landscape_cli.results.store.update_file` for the guarantees. ``partial`` marks a
-    result cut short by an interrupt (attribute ``partial=True``).
+    result cut short by an interrupt (attribute ``partial=True``). ``check`` runs under the
+    file's lock right before the write (:func:`~landscape_cli.results.store.expect_settings`).
     """
     if partial:
         result = report if isinstance(report, HessianResult) else HessianResult(report)
@@ -291,7 +293,7 @@ def write_hessian(
     def mutate(f: h5py.File) -> None:
         write_group(f, report, "hessian", attrs)
 
-    return store.update_file(path, root, mutate, drop_foreign=drop_foreign)
+    return store.update_file(path, root, mutate, drop_foreign=drop_foreign, check=check)
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Loss and accuracy on a grid of points along one or two directions, written whole
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,13 @@ import numpy as np
 from landscape_cli.errors import LandscapeError
 from landscape_cli.results import store
 from landscape_cli.results import typed as t
-from landscape_cli.results.store import DictView, member_name, open_read, set_attr
+from landscape_cli.results.store import (
+    DictView,
+    ResultsConflict,
+    member_name,
+    open_read,
+    set_attr,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -106,12 +113,14 @@ def write_scan(
     accuracy: np.ndarray,
     directions: Mapping[str, Mapping[str, np.ndarray]],
     drop_foreign: bool = False,
+    check: store.Check | None = None,
 ) -> Path:
     """Create (or replace) ``/scan/<name>``: coordinates, loss/accuracy grids, directions.
 
     ``directions`` maps an axis (``"x"``, ``"y"``) to ``{parameter name: array}``; each array is
     stored under ``directions/<axis>/<parameter name>``. ``loss``/``accuracy`` hold NaN where a
-    point is not computed yet; for 2-D scans they are shaped (ny, nx).
+    point is not computed yet; for 2-D scans they are shaped (ny, nx). ``check`` runs under the
+    file's lock right before the write.
     """
     check_scan_name(name)
 
@@ -133,7 +142,7 @@ def write_scan(
             for pname, arr in params.items():
                 ag.create_dataset(member_name(pname), data=np.asarray(arr))
 
-    return store.update_file(path, root, mutate, drop_foreign=drop_foreign)
+    return store.update_file(path, root, mutate, drop_foreign=drop_foreign, check=check)
 
 
 def write_scan_result(
@@ -163,14 +172,25 @@ def set_scan_points(
     root: Mapping[str, Any],
     name: str,
     points: list[tuple[int, int, float, float]],
+    *,
+    identity: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Store computed points ``(i, j, loss, accuracy)`` (j is 0 for 1-D scans) atomically."""
+    """Store computed points ``(i, j, loss, accuracy)`` (j is 0 for 1-D scans) atomically.
+
+    With ``identity`` (:func:`scan_identity` of the scan the points were computed for), the group
+    is checked under the file's lock to still be that scan (:class:`~.store.ResultsConflict`).
+    """
 
     def mutate(f: h5py.File) -> None:
         key = f"scan/{name}"
         if key not in f:
-            raise LandscapeError(f"{path} has no scan {name!r} to add points to")
+            raise ResultsConflict(f"{path} has no scan {name!r} to add points to")
         g = f[key]
+        if identity is not None and _group_identity(name, g) != dict(identity):
+            raise ResultsConflict(
+                f"scan {name!r} in {path} was replaced meanwhile by another scan; its points "
+                "were not stored there"
+            )
         loss, acc = g["loss"][()], g["accuracy"][()]
         for i, j, lv, av in points:
             if loss.ndim == 1:
@@ -341,3 +361,55 @@ def read_scan_group(g: h5py.Group, name: str, *, directions: bool = False) -> Sc
     return ScanResult(
         name=name, x=x, y=y, loss=loss, accuracy=accuracy, attrs=attrs, directions=dirs
     )
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    for arr in arrays:
+        if arr is not None:
+            a = np.ascontiguousarray(arr)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def identity(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    shape: tuple[int, ...],
+    directions: Mapping[str, Mapping[str, np.ndarray]],
+) -> dict[str, Any]:
+    """What makes a scan this scan: its name, grid and a hash of its directions (plain values)."""
+    h = hashlib.sha256()
+    for axis in sorted(directions):
+        for param in sorted(directions[axis]):
+            h.update(f"{axis}/{param}".encode())
+            h.update(_digest(directions[axis][param]).encode())
+    return {
+        "name": name,
+        "shape": [int(n) for n in shape],
+        "x": _digest(x),
+        "y": _digest(y) if y is not None else None,
+        "directions": h.hexdigest(),
+    }
+
+
+def scan_identity(scan: ScanResult) -> dict[str, Any]:
+    """:func:`identity` of a scan read back with its directions (``read_scan(directions=True)``)."""
+    return identity(scan.name, scan.x, scan.y, np.shape(scan.loss), scan.directions or {})
+
+
+def _group_identity(name: str, g: Any) -> dict[str, Any]:
+    """:func:`identity` of the open group ``/scan/<name>``."""
+    dirs = {}
+    if "directions" in g:
+        dirs = {
+            axis: {p: g[f"directions/{axis}/{p}"][()] for p in g[f"directions/{axis}"]}
+            for axis in g["directions"]
+        }
+    y = g["y"][()] if "y" in g else None
+    return identity(name, g["x"][()], y, g["loss"].shape, dirs)

@@ -3,13 +3,19 @@
 The locked atomic rewrite, attribute encoding, the root (provenance) attributes, and the checks a
 command runs before computing.
 
-Writes (:func:`update_file`, and every group's writer on top of it) take an exclusive
-``fcntl.flock`` on the sidecar ``<file>.lock`` (left in place: removing it would race), copy the
-existing file's objects and root attributes into a temporary file in the same folder, let the caller
-change that copy, refresh the root attributes, fsync, and ``os.replace`` it over the target. A crash
-leaves either the old or the new file, never a torn one; concurrent writers adding different groups
-never lose each other's groups. An existing file that is not HDF5, or is HDF5 without this schema,
-is refused with :class:`~landscape_cli.errors.LandscapeError` and left untouched.
+Writes (:func:`update_file`, and every group's writer on top of it) hold the results file's lock
+(:func:`landscape_cli.files.locked`: ``<file>.lock``, removed again when released), build the new
+file in memory (the existing file's objects and root attributes copied, the caller's change, the
+root attributes refreshed) and hand it to :func:`landscape_cli.files.write_atomic` (temporary file
+beside it, free space checked, fsync, ``os.replace``). HDF5 never writes to a disk that may fill
+up (that crashes inside the library), except for an existing file too large to copy in memory,
+which is rewritten on disk after a free-space check. A crash leaves either the old or the new
+file, never a torn one; concurrent writers adding different groups never lose each other's
+groups. A ``check`` runs under the lock on what the file holds right before the write (the
+"same options" rule, :func:`expect_settings`), and an existing file that is not HDF5, or is HDF5
+without this schema, is refused (:class:`ResultsConflict`, a
+:class:`~landscape_cli.errors.LandscapeError`) and left untouched. :func:`write_or_rescue`
+saves a finished result elsewhere when its write fails or conflicts.
 
 Attributes: strings are variable-length UTF-8 ``str``, never bytes; lists of strings are 1-D
 string arrays; mappings are JSON text; None is not written (:func:`set_attr`). Read back, they
@@ -21,15 +27,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from landscape_cli import files
 from landscape_cli.errors import LandscapeError
 from landscape_cli.results import typed
 
@@ -191,7 +198,7 @@ def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
             ) from exc
 
 
-class ResultsWriteError(LandscapeError):
+class ResultsWriteError(files.WriteError):
     """Writing a results file failed for a reason outside the file's content.
 
     Writing a results file failed for a reason outside the file's content (disk full, a
@@ -199,39 +206,37 @@ class ResultsWriteError(LandscapeError):
     """
 
 
+class ResultsConflict(LandscapeError):
+    """The results file holds what this write must not replace, as found under its lock.
+
+    A group written meanwhile with other options, a file of another checkpoint, a file that is
+    not a landscape results file: the target is left as it is, and the caller may save its result
+    elsewhere (:func:`write_or_rescue`).
+    """
+
+
 def check_folder(
     folder: str | os.PathLike[str], what: str = "output", target: Path | None = None
 ) -> None:
-    """Refuse early a folder that cannot be created or written.
+    """Refuse early a folder that cannot be created or takes no new file.
 
-    The nearest existing ancestor must be a folder this process may write into (or ``folder``
-    itself, if it exists). ``target`` is the file the message names (default: the folder).
+    ``target`` is the file the message names (default: the folder);
+    see :func:`landscape_cli.files.check_folder`.
     """
-    p = Path(target) if target is not None else Path(folder)
-    probe = Path(folder)
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    probe = probe if str(probe) else Path(".")
-    if probe.exists() and not probe.is_dir():
-        raise LandscapeError(
-            f"cannot write the {what} {p}: {probe} is a file, not a folder; choose another path"
-        )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise LandscapeError(f"cannot write the {what} {p}: folder {probe} is not writable")
+    if target is None:
+        files.check_folder(folder, what)
+    else:
+        files.check_output(target, what)
 
 
 def check_output_file(path: str | os.PathLike[str], what: str = "output file") -> None:
     """Refuse early an output file path that cannot be written.
 
-    Refuse early an output file path that cannot be written (a folder, or in a folder that
-    cannot be created or written).
+    A folder, a device, FIFO or socket, a name too long for the temporary and rescue files named
+    after it, or a folder that cannot be created or takes no new file
+    (:func:`landscape_cli.files.check_output`).
     """
-    p = Path(path)
-    if p.is_dir():
-        raise LandscapeError(f"the {what} {p} is a folder; give a file path")
-    check_folder(p.parent if str(p.parent) else Path("."), what, p)
+    files.check_output(path, what)
 
 
 def check_target(
@@ -251,7 +256,7 @@ def check_target(
     import h5py
 
     p = Path(path)
-    check_output_file(p, "results file")
+    files.check_output(p, "results file", lock=True)
     if not p.exists():
         return
     if not (p.is_file() and h5py.is_hdf5(p)):
@@ -366,37 +371,78 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (a no-op where ``fcntl`` is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+Check = Callable[["h5py.File", Path], None]
+
+
+def expect_settings(
+    group: str, wanted: Mapping[str, Any], way_out: str = "pass `overwrite=True` to replace it"
+) -> Check:
+    """A ``check`` of :func:`update_file`: ``group``, if present, was computed with ``wanted``.
+
+    Run under the lock right before the write, so that a group another run wrote meanwhile with
+    other options is never replaced silently (:class:`ResultsConflict` names the options).
+    """
+
+    def check(f: h5py.File, path: Path) -> None:
+        if group not in f:
+            return
+        raw = plain(f[group].attrs.get("settings"))
         try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            stored = json.loads(raw) if raw else {}
+        except (TypeError, ValueError):
+            stored = {"settings": raw}
+        diff = settings_mismatch(stored, wanted)
+        if diff:
+            raise ResultsConflict(
+                f"/{group} in {path} was written meanwhile by another run with other options "
+                f"({'; '.join(diff[:3])}); {way_out}"
+            )
+
+    return check
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+def expect_absent(group: str, way_out: str) -> Check:
+    """A ``check`` of :func:`update_file`: ``group`` is not in the file (another run made none)."""
+
+    def check(f: h5py.File, path: Path) -> None:
+        if group in f:
+            raise ResultsConflict(
+                f"/{group} in {path} was written meanwhile by another run; {way_out}"
+            )
+
+    return check
+
+
+def expect_incomplete(group: str) -> Check:
+    """A ``check`` of :func:`update_file`: ``group`` is absent or marked ``partial``.
+
+    A partial result never replaces a complete one.
+    """
+
+    def check(f: h5py.File, path: Path) -> None:
+        if group in f and not bool(plain(f[group].attrs.get("partial", False))):
+            raise ResultsConflict(f"the complete /{group} in {path} was kept")
+
+    return check
+
+
+def all_of(*checks: Check | None) -> Check:
+    """One ``check`` that runs each of ``checks`` (None skipped)."""
+
+    def check(f: h5py.File, path: Path) -> None:
+        for one in checks:
+            if one is not None:
+                one(f, path)
+
+    return check
+
+
+def _memory_limit() -> int:
+    """The largest existing file rewritten in memory (a quarter of the memory available)."""
+    from landscape_cli.resources import available_bytes
+
+    free = available_bytes("cpu")
+    return max(256 * 1024**2, free // 4) if free else 1024**3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -409,71 +455,109 @@ def update_file(
     mutate: Callable[[h5py.File], None],
     *,
     drop_foreign: bool = False,
+    check: Check | None = None,
 ) -> Path:
     """Change a results file atomically under its lock, keeping every group ``mutate`` leaves alone.
 
-    Under an exclusive lock on ``<path>.lock``: copy the existing file (if any) into a temporary
-    file beside it, call ``mutate(f)`` on that open, writable copy (it deletes and recreates the
-    groups it owns), set the root attributes (``schema``, ``schema_version``, ``tool_version``,
-    then every non-None item of ``root``), flush, fsync and ``os.replace`` the copy over ``path``.
+    Under the lock of ``path`` (:func:`landscape_cli.files.locked`): copy the existing file (if
+    any) into a new one in memory, call ``check(f, path)`` on that copy (it raises
+    :class:`ResultsConflict` when the file holds what this write must not replace), call
+    ``mutate(f)`` on it (it deletes and recreates the groups it owns), set the root attributes
+    (``schema``, ``schema_version``, ``tool_version``, then every non-None item of ``root``), and
+    write it over ``path`` with :func:`landscape_cli.files.write_atomic`.
 
     A results file describes one checkpoint: when the existing file's root ``checkpoint_sha256``
-    differs from ``root["checkpoint_sha256"]``, ``LandscapeError`` is raised, unless
+    differs from ``root["checkpoint_sha256"]``, :class:`ResultsConflict` is raised, unless
     ``drop_foreign``, in which case none of the existing file's groups are kept.
 
-    If ``mutate`` raises, the original file is left byte-identical and the temporary file is
-    removed. An existing file that is not HDF5 or lacks this schema raises ``LandscapeError`` and
-    is not touched. Missing parent folders are created. Returns ``path`` as a Path.
+    If ``check`` or ``mutate`` raises, the original file is left byte-identical and nothing else is
+    left behind. An existing file that is not HDF5 or lacks this schema raises
+    :class:`ResultsConflict` and is not touched; a write that fails for an outside reason (a full
+    disk) raises :class:`ResultsWriteError`. Missing parent folders are created. Returns ``path``
+    as a Path.
     """
-    import h5py
-
     target = Path(path)
-    folder = target.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ResultsWriteError(f"cannot create folder {folder}: {_one_line(exc)}") from exc
-    with _locked(target):
-        # Every writer holds the lock while its temporary file exists, so any temporary file
-        # found now was left by a writer that was killed: remove it.
-        for stale in folder.glob(f".{target.name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        exists = target.exists()
-        if exists and not (target.is_file() and h5py.is_hdf5(target)):
-            raise LandscapeError(
-                f"{target} exists and is not an HDF5 file; refusing to overwrite it"
-            )
-        tmp = _new_temp(target)
-        try:
-            with h5py.File(tmp, "w") as out:
-                if exists:
-                    _copy_existing(target, out, root.get("checkpoint_sha256"), drop_foreign)
-                mutate(out)
-                _set_root(out, root)
-                out.flush()
-            _replace(tmp, target, exists)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if isinstance(exc, OSError):
-                raise ResultsWriteError(
-                    f"cannot write results file {target}: {_one_line(exc)}"
-                ) from exc
-            raise
-        _fsync_dir(folder)
+        files.ensure_parent(target, "results file")
+        with files.locked(target, what="results file"):
+            exists = target.exists()
+            if exists:
+                _check_replaceable(target)
+            fill = functools.partial(
+                _fill, existing=target if exists else None, root=root, mutate=mutate,
+                drop_foreign=drop_foreign, check=check, path=target,
+            )  # fmt: skip
+            size = target.stat().st_size if exists else 0
+            if size <= _memory_limit():
+                files.write_atomic(target, _image(fill), what="results file")
+            else:  # too large to copy in memory: HDF5 writes on disk, after a space check
+                need = size * 5 // 4 + 16 * 1024**2
+                files.write_atomic(target, _on_disk(fill), what="results file", size=need)
+    except ResultsWriteError:
+        raise
+    except files.WriteError as exc:
+        raise ResultsWriteError(str(exc)) from None
     return target
 
 
-def _new_temp(target: Path) -> Path:
-    """A fresh, empty temporary file beside ``target`` (call with the lock held)."""
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+def _check_replaceable(target: Path) -> None:
+    """An existing ``target`` must be a regular HDF5 file (checked under the lock)."""
+    import h5py
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise ResultsWriteError(f"cannot write results file {target}: {_one_line(exc)}") from exc
-    os.close(fd)
-    return tmp
+        files.check_input(target, "results file")
+    except LandscapeError as exc:
+        raise ResultsConflict(f"{exc}; refusing to replace it") from None
+    if target.is_dir():
+        raise ResultsConflict(f"the results file {target} is a folder; give a file path")
+    if not h5py.is_hdf5(target):
+        raise ResultsConflict(f"{target} exists and is not an HDF5 file; refusing to overwrite it")
+
+
+def _image(fill: Callable[[h5py.File], None]) -> memoryview:
+    """The bytes of the HDF5 file that ``fill`` writes, built in memory."""
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as out:
+        fill(out)
+    return buffer.getbuffer()
+
+
+def _on_disk(fill: Callable[[h5py.File], None]) -> Callable[[Path], None]:
+    """A filler of :func:`landscape_cli.files.write_atomic` that lets HDF5 write ``fill``'s file."""
+    import h5py
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as out:
+            fill(out)
+
+    return write
+
+
+def _fill(
+    out: h5py.File,
+    *,
+    existing: Path | None,
+    root: Mapping[str, Any],
+    mutate: Callable[[h5py.File], None],
+    drop_foreign: bool,
+    check: Check | None,
+    path: Path,
+) -> None:
+    """Write the new file into ``out``: the existing content, ``check``, ``mutate``, the root."""
+    if existing is not None:
+        try:
+            _copy_existing(existing, out, root.get("checkpoint_sha256"), drop_foreign)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise ResultsConflict(
+                f"results file {existing} cannot be read back ({_one_line(exc)})"
+            ) from None
+    if check is not None:
+        check(out, path)
+    mutate(out)
+    _set_root(out, root)
+    out.flush()
 
 
 def _copy_existing(
@@ -489,12 +573,15 @@ def _copy_existing(
     try:
         src = h5py.File(target, "r")
     except OSError as exc:
-        raise LandscapeError(f"cannot open results file {target}: {_one_line(exc)}") from exc
+        raise ResultsConflict(f"cannot open results file {target}: {_one_line(exc)}") from None
     with src:
-        _check_schema(src, target)
+        try:
+            _check_schema(src, target)
+        except LandscapeError as exc:
+            raise ResultsConflict(str(exc)) from None
         other = _foreign(src, checkpoint_sha256)
         if other and not drop_foreign:
-            raise LandscapeError(_foreign_message(target, other))
+            raise ResultsConflict(_foreign_message(target, other))
         if not other:
             for key in src.attrs:
                 dtype = src.attrs.get_id(key).dtype
@@ -513,19 +600,6 @@ def _set_root(out: h5py.File, root: Mapping[str, Any]) -> None:
     for key, value in root.items():
         if key not in ("schema", "schema_version", "tool_version"):
             set_attr(out, key, value)
-
-
-def _replace(tmp: Path, target: Path, exists: bool) -> None:
-    """Fsync the finished ``tmp`` and move it over ``target``, keeping ``target``'s mode."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if exists:  # keep the file's mode (set only now: a read-only copy cannot be written)
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, target.stat().st_mode & 0o7777)
-    os.replace(tmp, target)
 
 
 def member_name(name: str) -> str:
@@ -586,41 +660,47 @@ def list_groups(path: str | os.PathLike[str]) -> list[str]:
     return sorted(names)
 
 
-def rescue_path(path: str | os.PathLike[str]) -> Path:
-    """A fresh file name for saving a finished result whose write to ``path`` failed.
+def rescue_path(path: str | os.PathLike[str], label: str = "rescued") -> Path:
+    """A fresh file name for a result that could not go to ``path`` (nothing is created).
 
-    A fresh file name beside ``path`` (else in the working or temporary folder) for saving a
-    finished result whose write to ``path`` failed.
+    ``<stem>.<label>-<random>.h5`` in the first existing folder among ``path``'s, the working
+    folder and the temporary folder (:func:`landscape_cli.files.rescue_folders`).
     """
-    import tempfile
-
     p = Path(path)
-    for folder in (p.parent, Path.cwd(), Path(tempfile.gettempdir())):
-        try:
-            fd, name = tempfile.mkstemp(prefix=f"{p.stem}.rescued-", suffix=".h5", dir=folder)
-        except OSError:
-            continue
-        os.close(fd)
-        os.unlink(name)
-        return Path(name)
-    raise LandscapeError(f"cannot write results file {p}, nor any rescue copy")
+    places = files.rescue_folders(p)
+    if not places:
+        raise LandscapeError(f"cannot write results file {p}, nor any rescue copy")
+    return places[0] / files.rescue_name(p.with_suffix(".h5"), label)
+
+
+def verify_readable(path: str | os.PathLike[str]) -> None:
+    """Read every object of the results file ``path`` (a rescue copy is checked so)."""
+    p = Path(path)
+    with open_read(p) as f:
+        _read_everything(f, p)
 
 
 def write_or_rescue(
     path: str | os.PathLike[str],
     write: Callable[[Path], Path],
+    *,
+    product: str = "the finished result",
 ) -> Path:
     """Run ``write(path)``, falling back to a fresh file.
 
-    If that fails for a reason outside the file (:class:`ResultsWriteError`), ``write`` a fresh file
-    beside it and raise one line naming where the result went.
+    If that fails for a reason outside the result (:class:`~landscape_cli.files.WriteError`: a
+    full disk) or conflicts with what the file holds now (:class:`ResultsConflict`: another run
+    wrote the group meanwhile with other options), ``write`` a fresh
+    ``<stem>.rescued-<random>.h5`` in the first place that takes it among ``path``'s folder, the
+    working folder and the temporary folder, read it back, and raise one line naming it.
     """
+    target = Path(path)
     try:
-        return write(Path(path))
-    except ResultsWriteError as exc:
-        rescue = rescue_path(path)
-        try:
-            write(rescue)
-        except ResultsWriteError:
-            raise exc from None
-        raise LandscapeError(f"{exc}; the finished result was saved to {rescue} instead") from exc
+        return write(target)
+    except (files.WriteError, ResultsConflict) as exc:
+        first = exc
+    try:
+        saved = files.rescue(target, write, what="results file", verify=verify_readable)
+    except files.WriteError as again:
+        raise LandscapeError(f"{first}; {again}") from first
+    raise LandscapeError(f"{first}; {product} was saved to {saved} instead") from first

@@ -307,6 +307,10 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
             (s.density_tol >= 0, "`density_tol` must be >= 0"),
             (s.lanczos_steps >= 1, "`lanczos_steps` must be >= 1"),
             (s.density_sigma > 0, "`density_sigma` must be > 0"),
+            (
+                s.per_layer_probes >= 2,
+                "`per_layer_probes` must be >= 2 (a standard error needs two probes)",
+            ),
             (loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
             (bn_mode in ("eval", "train"), "`bn_mode` must be eval or train"),
             (dtype in ("float32", "float64"), "`dtype` must be float32 or float64"),

@@ -179,6 +179,27 @@ def print_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+#: The width of stdout's rich output when stdout is not a terminal (a file, a pipe, a SLURM log):
+#: wide enough that no table is cut to fit ("0.0003…"), so a log keeps every number.
+LOG_WIDTH = 10_000
+
+
+def console():
+    """A rich Console on stdout for the commands' tables and lines.
+
+    The terminal's width on a terminal; when stdout is not one, :data:`LOG_WIDTH`, so that
+    tables print at their full width instead of rich's default of 80 columns, which cuts the
+    cells ("0.0003…", "checkp…").
+    """
+    from rich.console import Console
+
+    try:
+        terminal = bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        terminal = False
+    return Console() if terminal else Console(width=LOG_WIDTH)
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 

@@ -197,7 +197,6 @@ def _table(payload: dict[str, Any], match_loss: bool) -> None:
     The ranked table of :func:`landscape_cli.audit_report.summary`, its legend and the
     measures' disagreements.
     """
-    from rich.console import Console
     from rich.table import Table
 
     from landscape_cli.audit import ranks
@@ -220,7 +219,7 @@ def _table(payload: dict[str, Any], match_loss: bool) -> None:
         if match_loss:
             row_cells.append(fmt(rows[i]["matched"].get(rank_by), "{:.4g}"))
         table.add_row(rank_label(rank[i], is_tied[i]), Path(rows[i]["checkpoint"]).name, *row_cells)
-    console = Console()
+    console = c.console()
     console.print(table)
     console.print(
         f"neg. mass: SLQ weight below −τ·λmax, τ = {tau:g}. ±: λmax its Lanczos residual, trace "

@@ -26,7 +26,6 @@ def demo(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Train Adam, DualAdam and Adam + warm-up on digits; Hessians, scans and Figs. 2, 5, 6."""
-    from rich.console import Console
     from rich.table import Table
 
     from landscape_cli import demo as dm
@@ -60,7 +59,7 @@ def demo(
             f"{r['trace']:.4g} ± {1.96 * r['trace_stderr']:.2g}",
             Path(r["results"]).name,
         )
-    console = Console()
+    console = c.console()
     console.print(table)
     for name, path in summary["figures"].items():
         console.print(f"{name}: {path}")

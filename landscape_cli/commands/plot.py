@@ -78,7 +78,7 @@ def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | 
 
     if len(scans) < 2:
         return None
-    values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
+    values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
     values = values[np.isfinite(values) & ((values > 0) if log else True)]
     if values.size == 0 or values.min() == values.max():
         return None
@@ -137,23 +137,41 @@ def _draw_2d(figure: str, scans: list[ScanResult], labels: list[str], style: Sty
     log, vmin, vmax, levels, size = style.log, style.vmin, style.vmax, style.levels, style.size
 
     if log is None:  # one decision for all panels, so they share one scale
-        values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
+        values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
         log = pl.auto_log(values, (vmin, vmax))
     shared = _shared_limits(scans, log)
     limits = None
     if shared is not None or vmin is not None or vmax is not None:
         lo, hi = shared if shared is not None else (None, None)
         limits = (lo if vmin is None else vmin, hi if vmax is None else vmax)
+    # one scale for every panel: one colour bar for all of them
+    shared_bar = len(scans) > 1 and limits is not None and None not in limits
     width = 6.2 * len(scans) + (0.8 if figure == "surface" else 0.0)
     fig = pl.new_figure(*(size or (width, 5.0)))
     draw = {"contour": pl.contour, "surface": pl.surface, "heatmap": pl.heatmap}[figure]
     extra = {"levels": levels} if levels is not None or figure != "contour" else {}
+    axes = []
     for i, (scan, label) in enumerate(zip(scans, labels, strict=True)):
         projection = "3d" if figure == "surface" else None
         ax = fig.add_subplot(1, len(scans), i + 1, projection=projection)
         ax.set_title(f"{label} ({scan.get('name', 'scan')})")
-        draw(scan, ax, log=log, limits=limits, **extra)
+        axes.append(draw(scan, ax, log=log, limits=limits, bar=not shared_bar, **extra))
+    if shared_bar:
+        _shared_colorbar(figure, axes, scans, log)
     return fig
+
+
+def _shared_colorbar(figure: str, axes: list, scans: list[ScanResult], log: bool) -> None:
+    """One colour bar, with round ticks, for side-by-side panels drawn on one scale."""
+    from landscape_cli import plotting as pl
+    from landscape_cli.plotting._scan import value_label
+
+    mappable = axes[0].collections[0]  # the filled contours, the mesh or the surface
+    if figure == "surface":
+        what = "log₁₀ loss" if log else "loss"
+        pl.colorbar(mappable, axes, log=False, label=value_label(what, scans), shrink=0.6)
+    else:
+        pl.colorbar(mappable, axes, log=log, label=value_label("loss", scans, log=log))
 
 
 @dataclass(frozen=True)
@@ -190,8 +208,9 @@ class Style:
         str | None,
         typer.Option(
             "--density-axis",
-            metavar="symlog|linear",
-            help="fig5 (c): symmetric-log eigenvalue axis, linear near 0 (default), or linear.",
+            metavar="asinh|linear",
+            help="fig5 (c): asinh eigenvalue axis, linear near 0 and logarithmic beyond, smooth "
+            "(default), or linear.",
             rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None
@@ -261,9 +280,9 @@ class Style:
             raise LandscapeError(f"--vmin ({vmin:g}) must be below --vmax ({vmax:g})")
         if levels is not None and levels < 2:
             raise LandscapeError(f"--levels must be at least 2, got {levels}")
-        if self.density_axis not in (None, "symlog", "linear"):
+        if self.density_axis not in (None, "asinh", "symlog", "linear"):
             raise LandscapeError(
-                f"--density-axis must be symlog or linear, got {self.density_axis!r}"
+                f"--density-axis must be asinh or linear, got {self.density_axis!r}"
             )
         if self.dpi < 1:
             raise LandscapeError(f"--dpi must be at least 1, got {self.dpi}")
@@ -335,6 +354,30 @@ def plot(
     _report(figures, files, shown, out_paths, json_out)
 
 
+def _read_hessians(files: list[Path]) -> tuple[list[HessianResult], list[bool]]:
+    """Each file's ``/hessian``, else the audit's own Hessian measurements ``/audit/hessian``.
+
+    Returns the results and, per file, whether they came from ``/audit/hessian`` (said in one
+    ``note:`` line and after the file's legend label).
+    """
+    from landscape_cli.results import read_hessian
+
+    results, from_audit = [], []
+    for file in files:
+        try:
+            results.append(read_hessian(file))
+            from_audit.append(False)
+            continue
+        except LandscapeError as missing:
+            try:
+                results.append(read_hessian(file, "audit/hessian"))
+            except LandscapeError:
+                raise missing from None
+        from_audit.append(True)
+        c.note(f"{file} has no /hessian: drawing the audit's Hessian measurements (/audit/hessian)")
+    return results, from_audit
+
+
 def _report(figures, files, shown, out_paths, json_out: bool) -> None:
     """Print where each figure went: its path, or with ``--json`` one object."""
     if json_out:
@@ -367,19 +410,21 @@ def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: St
             fig = pl.draw_fig2(simulate(), fig=new_fig())
         elif fig_name in _HESSIAN_FIGURES:
             if hessians is None:
-                from landscape_cli.results import read_hessian
-
-                hessians = [read_hessian(file) for file in files]
+                hessians, from_audit = _read_hessians(files)
+                hessian_labels = [
+                    f"{label} (/audit/hessian)" if audit else label
+                    for label, audit in zip(shown, from_audit, strict=True)
+                ]
             if fig_name == "fig5":
                 fig = pl.fig5(
                     hessians,
-                    shown,
+                    hessian_labels,
                     fig=new_fig(),
                     log=bool(log),
-                    density_axis=style.density_axis or "symlog",
+                    density_axis=style.density_axis or "asinh",
                 )
             else:
-                fig = pl.layers(hessians, shown, fig=new_fig(), log=bool(log))
+                fig = pl.layers(hessians, hessian_labels, fig=new_fig(), log=bool(log))
         elif fig_name == "fig6":
             scans = [_read_scan(file, name, 1) for file in files]
             fig = pl.fig6(scans, shown, fig=new_fig(), accuracy=style.accuracy, log=bool(log))

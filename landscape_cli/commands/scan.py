@@ -151,7 +151,6 @@ def scan(
 
 def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     loss, x = result.loss, result.x
@@ -192,4 +191,4 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
         table.add_row("min loss", f"{np.nanmin(loss):.6g}")
         table.add_row("max loss", f"{np.nanmax(loss):.6g}")
     table.add_row("results", str(out_path))
-    Console().print(table)
+    c.console().print(table)

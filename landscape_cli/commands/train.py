@@ -187,8 +187,6 @@ def train(
     ] = False,
 ) -> None:
     """Train a model and write a checkpoint that `landscape hessian/scan/audit` read."""
-    from rich.console import Console
-
     from landscape_cli import training
 
     config = recipe.config(resume)
@@ -209,7 +207,7 @@ def train(
     if output.json_out:
         c.print_json(summary)
     else:
-        Console().print(_table(result, summary))
+        c.console().print(_table(result, summary))
 
 
 def _show_progress(training, progress):

@@ -13,7 +13,7 @@ return what they drew on. They never read files or compute. Figures are plain
 
 from landscape_cli.plotting.curves import fig6
 from landscape_cli.plotting.fig2 import draw_fig2
-from landscape_cli.plotting.landscape2d import auto_log, contour, heatmap, surface
+from landscape_cli.plotting.landscape2d import auto_log, colorbar, contour, heatmap, surface
 from landscape_cli.plotting.layers import layers
 from landscape_cli.plotting.spectra import DENSITY_AXES, DENSITY_FLOOR, density_linthresh, fig5
 from landscape_cli.plotting.style import (
@@ -30,6 +30,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "SAVE_RC",
     "auto_log",
+    "colorbar",
     "contour",
     "density_linthresh",
     "draw_fig2",

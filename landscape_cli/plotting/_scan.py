@@ -103,11 +103,13 @@ def value_label(what: str, scans: list[ScanResult], log: bool = False) -> str:
     """The colour bar's or axis's label for ``what``.
 
     ``what`` (loss, accuracy), "log scale" when so, and what the scans were measured on when
-    they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)").
+    they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)"). An accuracy
+    names the samples only: it does not depend on the loss function.
     """
     from landscape_cli.plotting.style import shared_measure
 
-    common, _ = shared_measure([s.get("attrs") for s in scans])
+    without = ("loss",) if what.startswith("accuracy") else ()
+    common, _ = shared_measure([s.get("attrs") for s in scans], without=without)
     parts = [p for p in ("log scale" if log else "", common) if p]
     return f"{what} ({'; '.join(parts)})" if parts else what
 

@@ -124,16 +124,21 @@ def measured_on(attrs: dict | None) -> str:
     return ", ".join(_measured_parts(attrs).values())
 
 
-def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
+def shared_measure(
+    attrs_list: list[dict | None], *, without: tuple[str, ...] = ()
+) -> tuple[str, list[str]]:
     """Split what the runs were measured on into what they share and per-run remainders.
 
     Returns ``(what all runs share, per-run remainders)``. The parts of :func:`measured_on` that
     every run shares go in an axis label; the parts that differ go after each run's legend label
     (e.g. " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint). The Hessian
-    engine is named only where it is not the default Lanczos for every run.
+    engine is named only where it is not the default Lanczos for every run. ``without`` leaves
+    parts out (``("loss",)`` for an accuracy, which no loss function measures).
     """
     parts = [_measured_parts(a) for a in attrs_list]
-    keys = [k for k in ("engine", "loss", "samples") if any(k in p for p in parts)]
+    keys = [
+        k for k in ("engine", "loss", "samples") if k not in without and any(k in p for p in parts)
+    ]
     if "engine" in keys and all(p.get("engine", "Lanczos") == "Lanczos" for p in parts):
         keys.remove("engine")
     common = [k for k in keys if len({p.get(k, "") for p in parts}) == 1]

@@ -242,7 +242,9 @@ _TIMM_REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "chec
 def _build_timm(
     name: str, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]
 ) -> nn.Module:
-    import timm
+    from landscape_cli.extras import require
+
+    timm = require("timm", f"`model='timm:{name}'`")
 
     refused = [k for k in _TIMM_REFUSED if k in options and options[k] not in (None, False)]
     if refused:

@@ -15,9 +15,10 @@ from landscape_cli.errors import LandscapeError
 if TYPE_CHECKING:
     from landscape_cli.results import HessianResult, ScanResult
 
-FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap")
-_SCAN_FIGURES = ("fig6", "contour", "surface", "heatmap")
+FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap", "trajectory")
+_SCAN_FIGURES = ("fig6", "contour", "surface", "heatmap", "trajectory")
 _2D_FIGURES = ("contour", "surface", "heatmap")
+_COLOUR_FIGURES = (*_2D_FIGURES, "trajectory")  # the options of a colour scale apply
 _HESSIAN_FIGURES = ("fig5", "layers")
 
 
@@ -66,6 +67,26 @@ def _read_scan(file: Path, name: str | None, dim: int) -> ScanResult:
     which = f"{dim}-D scans" if fits else "scans"
     shown = ", ".join(s.name for s in (fits or scans))
     raise LandscapeError(f"{file} holds several {which} ({shown}); pass --name")
+
+
+def _read_trajectory_scan(file: Path, name: str | None) -> ScanResult:
+    """``--name``'s scan, else the file's only scan with a trajectory (``scan --direction pca``)."""
+    from landscape_cli.results import read_scan, scan_names
+
+    if name is not None:
+        return read_scan(file, name)
+    scans = [read_scan(file, n) for n in scan_names(file)]
+    fits = [s for s in scans if s.trajectory is not None]
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise LandscapeError(
+            f"{file} has no trajectory scan; run `landscape scan CKPT --direction pca "
+            "--trajectory 'CKPT-epoch*.pt'` on its checkpoint first"
+        )
+    raise LandscapeError(
+        f"{file} holds several trajectory scans ({', '.join(s.name for s in fits)}); pass --name"
+    )
 
 
 def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | None:
@@ -264,12 +285,12 @@ class Style:
         """One error line for the first option given to figures it does not apply to, or bad."""
         applies = {
             "--name": (self.name is not None, _SCAN_FIGURES),
-            "--log": (self.log is not None, ("fig5", "fig6", "layers", *_2D_FIGURES)),
+            "--log": (self.log is not None, ("fig5", "fig6", "layers", *_COLOUR_FIGURES)),
             "--accuracy": (self.accuracy, ("fig6",)),
             "--density-axis": (self.density_axis is not None, ("fig5",)),
-            "--levels": (self.levels is not None, _2D_FIGURES),
-            "--vmin": (self.vmin is not None, _2D_FIGURES),
-            "--vmax": (self.vmax is not None, _2D_FIGURES),
+            "--levels": (self.levels is not None, _COLOUR_FIGURES),
+            "--vmin": (self.vmin is not None, _COLOUR_FIGURES),
+            "--vmax": (self.vmax is not None, _COLOUR_FIGURES),
         }
         for option, (used, where) in applies.items():
             if used and not any(f in where for f in figures):
@@ -307,8 +328,8 @@ def plot(
         typer.Option(
             "--figure",
             metavar="NAME",
-            help="fig2, fig5, fig6, layers, contour, surface or heatmap. Repeat to draw several, "
-            "each to its own file: --out OUT.EXT then gives OUT-NAME.EXT per figure.",
+            help="fig2, fig5, fig6, layers, contour, surface, heatmap or trajectory. Repeat to "
+            "draw several, each to its own file: --out OUT.EXT then gives OUT-NAME.EXT per figure.",
             rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = ...,
@@ -334,8 +355,9 @@ def plot(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Draw figures: fig2 (optimizer trajectories), fig5 (Hessian spectra), fig6 (1-D loss
-    curves), layers (per-layer λmax and trace), or a 2-D scan as contour, surface or heatmap.
-    """  # noqa: D205 (the --help text, unchanged)
+    curves), layers (per-layer λmax and trace), a 2-D scan as contour, surface or heatmap, or
+    trajectory (a training run over its PCA plane, from `scan --direction pca`).
+    """  # noqa: D205 (the --help text)
     files, figures = list(files or []), list(figure)
     _check(figures, files, labels)
     style.check(figures)
@@ -428,6 +450,18 @@ def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: St
         elif fig_name == "fig6":
             scans = [_read_scan(file, name, 1) for file in files]
             fig = pl.fig6(scans, shown, fig=new_fig(), accuracy=style.accuracy, log=bool(log))
+        elif fig_name == "trajectory":
+            scans = [_read_trajectory_scan(file, name) for file in files]
+            fig = pl.trajectories(
+                scans,
+                shown,
+                fig=new_fig(),
+                log=log,
+                limits=None
+                if style.vmin is None and style.vmax is None
+                else (style.vmin, style.vmax),
+                levels=style.levels or 30,
+            )
         else:
             scans = [_read_scan(file, name, 2) for file in files]
             fig = _draw_2d(fig_name, scans, shown, style)

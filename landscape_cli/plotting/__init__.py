@@ -1,7 +1,8 @@
 """The figures: each draws results it is given and computes nothing.
 
 Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves), per-layer λmax
-and trace, and 2-D loss landscapes as contours, a 3-D surface or a heatmap.
+and trace, 2-D loss landscapes as contours, a 3-D surface or a heatmap, and training trajectories
+over their PCA plane (Fig. 7 of the demo).
 
 Plotting functions take result objects (the :class:`~landscape_cli.results.HessianResult` and
 :class:`~landscape_cli.results.ScanResult` that :mod:`landscape_cli.results` reads back, through
@@ -23,11 +24,13 @@ from landscape_cli.plotting.style import (
     new_figure,
     save_figure,
 )
+from landscape_cli.plotting.trajectory import OFF_PLANE, off_plane, trajectories
 
 __all__ = [
     "DENSITY_AXES",
     "DENSITY_FLOOR",
     "IMAGE_FORMATS",
+    "OFF_PLANE",
     "SAVE_RC",
     "auto_log",
     "colorbar",
@@ -40,6 +43,8 @@ __all__ = [
     "image_format",
     "layers",
     "new_figure",
+    "off_plane",
     "save_figure",
     "surface",
+    "trajectories",
 ]

@@ -84,6 +84,14 @@ def axis_labels_2d(scan: ScanResult) -> tuple[str, str]:
         return "α in (1−α−β)·θa + α·θb + β·θc", "β"
     if kind == "eigenvector":
         return "α (top Hessian eigenvector 1)", "β (top Hessian eigenvector 2)"
+    if kind == "pca":  # unit directions: coordinates in parameter-space units
+        shares = (scan.get("attrs") or {}).get("explained_variance")
+        shares = [None, None] if shares is None or len(shares) < 2 else list(shares)
+        return tuple(
+            f"PCA direction {j + 1} of the trajectory"
+            + (f" ({float(v):.1%} of the variance)" if v is not None else "")
+            for j, v in enumerate(shares)
+        )
     what = _direction(scan)
     return f"α ({what} 1)", f"β ({what} 2)"
 

@@ -177,6 +177,24 @@ class _Identity:
         return np.ones_like(np.asarray(lam, dtype=np.float64))
 
 
+def _asinh_ticks(limits: tuple[float, float], linthresh: float) -> list[float]:
+    """0 and ±powers of ten from 10·linthresh outwards within ``limits``, at most 3 a side.
+
+    (A tick at ±linthresh itself sits too close to 0 on the axis for its label to fit; over many
+    decades every second or third power is shown.)
+    """
+    lo, hi = min(limits), max(limits)
+    ticks = [0.0] if lo <= 0.0 <= hi else []
+    first = int(np.floor(np.log10(linthresh))) + 1
+    for sign, end in ((-1.0, -lo), (1.0, hi)):
+        if end < 10.0**first:
+            continue
+        last = int(np.floor(np.log10(end)))
+        step = max(1, int(np.ceil((last - first + 1) / 3)))
+        ticks += [sign * 10.0**k for k in range(last, first - 1, -step)]
+    return sorted(ticks)
+
+
 def _positive_or_error(values: np.ndarray, what: str, label: str) -> None:
     finite = values[np.isfinite(values)]
     if finite.size and finite.min() <= 0:
@@ -353,6 +371,7 @@ def _density_panel(
     ax.set_ylim(floor, peak * 3.0 if peak > 0 else 1.0)
     if density_axis in ("asinh", "symlog"):
         ax.set_xscale("asinh", linear_width=linthresh)
+        ax.set_xticks(_asinh_ticks(ax.get_xlim(), linthresh))
         ax.set_xlabel(f"eigenvalue (asinh axis: linear within ±{linthresh:g}, log beyond)")
         width_text = f"σ = {sigma:.2g} decade"
     else:

@@ -43,9 +43,15 @@ class ScanResult(DictView):
     ``directions`` maps each axis (``"x"``, ``"y"``) to ``{parameter name: array}`` in parameter
     order; it is None when the reader was not asked for it (``read_scan(directions=True)``).
 
+    ``trajectory`` (PCA scans, ``kind == "pca"``) holds the snapshots of the run the plane was
+    fitted to, in training order: ``x``, ``y`` (their coordinates in the plane), ``loss``,
+    ``accuracy`` (each snapshot's own, on the scan's samples), ``label`` (str), ``residual``
+    (distance from the plane), ``distance`` (from the checkpoint) and ``file`` (str); None for
+    other scans.
+
     ``result["key"]`` (:class:`~landscape_cli.results.store.DictView`) gives the dict the reader
-    returned before: ``name``, ``dim``, ``kind``, ``x``, ``y``, ``loss``, ``accuracy``, ``attrs``
-    and, when read, ``directions``.
+    returned before: ``name``, ``dim``, ``kind``, ``x``, ``y``, ``loss``, ``accuracy``, ``attrs``,
+    ``trajectory`` (when there is one) and, when read, ``directions``.
     """
 
     name: str
@@ -55,6 +61,7 @@ class ScanResult(DictView):
     accuracy: np.ndarray
     attrs: Mapping[str, Any] = field(default_factory=dict)
     directions: Mapping[str, Mapping[str, np.ndarray]] | None = field(default=None, repr=False)
+    trajectory: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
@@ -79,6 +86,8 @@ class ScanResult(DictView):
         }
         if self.directions is not None:
             out["directions"] = {axis: dict(p) for axis, p in self.directions.items()}
+        if self.trajectory is not None:
+            out["trajectory"] = dict(self.trajectory)
         return out
 
 
@@ -104,12 +113,14 @@ def write_scan(
     accuracy: np.ndarray,
     directions: Mapping[str, Mapping[str, np.ndarray]],
     drop_foreign: bool = False,
+    trajectory: Mapping[str, Any] | None = None,
 ) -> Path:
     """Create (or replace) ``/scan/<name>``: coordinates, loss/accuracy grids, directions.
 
     ``directions`` maps an axis (``"x"``, ``"y"``) to ``{parameter name: array}``; each array is
     stored under ``directions/<axis>/<parameter name>``. ``loss``/``accuracy`` hold NaN where a
-    point is not computed yet; for 2-D scans they are shaped (ny, nx).
+    point is not computed yet; for 2-D scans they are shaped (ny, nx). ``trajectory`` (PCA scans)
+    is stored as the datasets of ``/scan/<name>/trajectory`` (see :class:`ScanResult`).
     """
 
     def mutate(f: h5py.File) -> None:
@@ -129,8 +140,36 @@ def write_scan(
             ag = dg.create_group(axis, track_order=True)
             for pname, arr in params.items():
                 ag.create_dataset(member_name(pname), data=np.asarray(arr))
+        if trajectory is not None:
+            _write_trajectory(g.create_group("trajectory"), trajectory)
 
     return store.update_file(path, root, mutate, drop_foreign=drop_foreign)
+
+
+#: The datasets of ``/scan/<name>/trajectory``: numbers, then strings.
+TRAJECTORY_NUMBERS = ("x", "y", "loss", "accuracy", "residual", "distance")
+TRAJECTORY_STRINGS = ("label", "file")
+
+
+def _write_trajectory(g: h5py.Group, trajectory: Mapping[str, Any]) -> None:
+    import h5py
+
+    lengths = {len(trajectory[k]) for k in (*TRAJECTORY_NUMBERS, *TRAJECTORY_STRINGS)}
+    if len(lengths) != 1:
+        raise ValueError(f"trajectory datasets of different lengths: {sorted(lengths)}")
+    for key in TRAJECTORY_NUMBERS:
+        g.create_dataset(key, data=np.asarray(trajectory[key], dtype=np.float64))
+    for key in TRAJECTORY_STRINGS:
+        values = [str(v) for v in trajectory[key]]
+        g.create_dataset(key, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+
+
+def _read_trajectory(g: h5py.Group) -> dict[str, Any]:
+    out: dict[str, Any] = {key: g[key][()] for key in TRAJECTORY_NUMBERS if key in g}
+    for key in TRAJECTORY_STRINGS:
+        if key in g:
+            out[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in g[key][()]]
+    return out
 
 
 def write_scan_result(
@@ -152,6 +191,7 @@ def write_scan_result(
         accuracy=scan.accuracy,
         directions=scan.directions or {},
         drop_foreign=drop_foreign,
+        trajectory=scan.trajectory,
     )
 
 
@@ -217,6 +257,7 @@ def read_scan(
             accuracy=g["accuracy"][()],
             attrs=attrs_of(g),
             directions=dirs,
+            trajectory=_read_trajectory(g["trajectory"]) if "trajectory" in g else None,
         )
 
 

@@ -41,6 +41,7 @@ IDENTITY = (
     "orthogonalize",
     "checkpoint_sha256",
     "targets_sha256",
+    "trajectory_sha256",
     "xmin",
     "xmax",
     "nx",
@@ -79,6 +80,8 @@ class ScanPlan:
     y: np.ndarray | None
     directions: tuple[Direction, ...]  # one per axis
     attrs: dict[str, Any] = field(default_factory=dict)
+    # PCA scans: the snapshots' projections, losses and labels (``/scan/<name>/trajectory``)
+    trajectory: dict[str, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:

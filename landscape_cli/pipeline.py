@@ -595,7 +595,7 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
             ),
             (
                 not (targets and o.direction != "random"),
-                "`to` and `direction='eigenvector'` exclude each other",
+                f"`to` and `direction={o.direction!r}` exclude each other",
             ),
             (
                 not targets or len(targets) == o.dim,

@@ -218,6 +218,8 @@ def test_snapshots_of_another_architecture_or_pickled_code_are_refused(run, tmp_
         (["--direction", "pca", "--trajectory", "nothing-*.pt"], "matches no file"),
         (["--direction", "pca", "--trajectory", "missing.pt", "--trajectory", "a.pt"],
          "not found"),
+        (["--direction", "pca", "--trajectory", "x.pt", "--to", "x.pt", "--dim", "2"],
+         "--to and --direction pca exclude each other"),
     ],
 )  # fmt: skip
 def test_bad_trajectory_options_are_one_line(run, tmp_path, extra, message):

@@ -186,31 +186,33 @@ def read_trajectory(
     base = {k: p.detach().to("cpu", torch.float64) for k, p in parameters_of(model).items()}
     n = sum(p.numel() for p in base.values())
     resources.require(
-        {"the snapshots' differences": (8 * n * (len(files) + 3), "fewer `trajectory` files")},
+        # the differences (T rows), θ₀ in float64, the two directions, one snapshot's row
+        {"the snapshots' differences": (8 * n * (len(files) + 4), "fewer `trajectory` files")},
         "cpu",
     )
     keep = np.concatenate(
         [np.full(p.numel(), p.dim() > 1 or ignore == "none", dtype=bool) for p in base.values()]
     )
-    rows, orders = [], []
-    for path in files:
+    D = np.empty((len(files), n))  # one row θᵢ − θ₀ per snapshot, in the order read
+    orders = []
+    for k, path in enumerate(files):
         snapshot, raw = load(path)
         _same_parameters(snapshot, model, path, checkpoint)
         params = parameters_of(snapshot)
-        rows.append(
-            torch.cat(
-                [(params[name].detach().to("cpu", torch.float64) - p).reshape(-1)
-                 for name, p in base.items()]
-            ).numpy()
-        )  # fmt: skip
+        start = 0
+        for name, p in base.items():
+            stop = start + p.numel()
+            D[k, start:stop] = (params[name].detach().to("cpu", torch.float64) - p).reshape(-1)
+            start = stop
         orders.append(_order(raw))
-        del snapshot, params
+        del snapshot, params, raw
     order = _training_order(files, orders)
+    _permute_rows(D, order)
     labels = tuple(
         f"epoch {int(e)}" if e is not None and float(e).is_integer() else files[i].stem
         for i, e in ((i, orders[i][1]) for i in order)
     )
-    pca = trajectory_pca(np.stack([rows[i] for i in order]), keep)
+    pca = trajectory_pca(D, keep)
     nan = np.full(len(files), np.nan)
     return Trajectory(
         files=tuple(files[i] for i in order), labels=labels, loss=nan, accuracy=nan.copy(), pca=pca
@@ -246,6 +248,25 @@ def evaluate_snapshots(
         loss=np.array(losses, dtype=np.float64),
         accuracy=np.array(accs, dtype=np.float64),
     )
+
+
+def _permute_rows(D: np.ndarray, order: list[int]) -> None:
+    """``D[:] = D[order]`` in place, one row of extra memory (by cycles of the permutation)."""
+    done = [False] * len(order)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        first = D[start].copy()
+        i = start
+        while True:
+            done[i] = True
+            j = order[i]
+            if j == start:
+                D[i] = first
+                break
+            D[i] = D[j]
+            i = j
 
 
 def _training_order(files: Sequence[Path], orders: list[tuple[float | None, float | None]]):

@@ -46,7 +46,11 @@ def _ok(result):
 # the PCA itself
 
 
-def test_pca_equals_numpy_svd_of_the_kept_differences():
+@pytest.mark.parametrize("chunk", [1 << 20, 64])  # one block of columns, or several
+def test_pca_equals_numpy_svd_of_the_kept_differences(monkeypatch, chunk):
+    from landscape_cli.scan import directions
+
+    monkeypatch.setattr(directions, "_CHUNK", chunk)
     rng = np.random.default_rng(0)
     T, n = 9, 300
     D = np.cumsum(rng.normal(size=(T, n)) * np.linspace(3, 0.2, n), axis=0)  # a random walk
@@ -82,6 +86,18 @@ def test_pca_of_a_trajectory_in_a_plane_is_exact():
     for i, j in combinations(range(len(D)), 2):
         assert np.linalg.norm(P[i] - P[j]) == pytest.approx(np.linalg.norm(D[i] - D[j]), rel=1e-10)
     assert pca.residual.max() < 1e-10 * pca.distance.max()
+
+
+def test_rows_are_put_in_training_order_in_place():
+    from landscape_cli.trajectory import _permute_rows
+
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        T = int(rng.integers(1, 9))
+        D, order = rng.normal(size=(T, 3)), [int(i) for i in rng.permutation(T)]
+        expected = D[order].copy()
+        _permute_rows(D, order)
+        assert np.array_equal(D, expected)
 
 
 def test_pca_refuses_a_single_direction():

@@ -141,6 +141,10 @@ def split_flat(vector, model: nn.Module, names: tuple[str, ...]) -> Direction:
     return {k: out[k] for k in parameters_of(model)}
 
 
+#: Columns per block in :func:`trajectory_pca` (bounded temporary memory: T × this).
+_CHUNK = 1 << 20
+
+
 @dataclass(frozen=True)
 class TrajectoryPCA:
     """The plane of a training trajectory: its two principal directions and the projections.
@@ -181,7 +185,8 @@ def trajectory_pca(differences: np.ndarray, keep: np.ndarray) -> TrajectoryPCA:
     :math:`\sum_i \|\theta_i - \theta_0 - \mathrm{proj}_i\|^2` among planes through it (Li et
     al.'s code centres them, which fits a plane through their mean instead, not the one drawn).
     Computed through the T × T Gram matrix :math:`MM^\top = U\Sigma^2U^\top` (T snapshots, n
-    parameters: memory of the differences only), :math:`v_j = M^\top u_j/\sigma_j`. Signs: each
+    parameters), :math:`v_j = M^\top u_j/\sigma_j`, a block of columns at a time, so that no
+    more than the differences themselves and two n-vectors are held. Signs: each
     direction points so that the first snapshot's coordinate is ≤ 0, so the path starts on the
     left (bottom) and runs towards the checkpoint.
 
@@ -193,8 +198,12 @@ def trajectory_pca(differences: np.ndarray, keep: np.ndarray) -> TrajectoryPCA:
     keep = np.asarray(keep, dtype=bool)
     if D.ndim != 2 or D.shape[0] < 2:
         raise LandscapeError("a trajectory plane needs at least two snapshots")
-    M = D[:, keep]
-    gram = M @ M.T
+    T, n = D.shape
+    chunks = [slice(c, min(c + _CHUNK, n)) for c in range(0, n, _CHUNK)]
+    gram = np.zeros((T, T))
+    for c in chunks:  # column blocks: no copy of the whole matrix
+        block = D[:, c][:, keep[c]]
+        gram += block @ block.T
     values, U = np.linalg.eigh(gram)
     order = np.argsort(values)[::-1]
     values, U = np.clip(values[order], 0.0, None), U[:, order]
@@ -208,11 +217,11 @@ def trajectory_pca(differences: np.ndarray, keep: np.ndarray) -> TrajectoryPCA:
             f"{'no direction' if total == 0.0 else 'a single direction'} over the parameters "
             "the directions use; a plane needs two (give snapshots from more of the run)"
         )
-    directions = np.zeros((2, D.shape[1]))
-    for j in range(2):
-        v = M.T @ U[:, j] / sigma[j]
-        v /= np.linalg.norm(v)
-        directions[j, keep] = v
+    directions = np.zeros((2, n))
+    for c in chunks:
+        directions[:, c] = (U[:, :2] / sigma[:2]).T @ D[:, c]
+    directions[:, ~keep] = 0.0
+    directions[0] /= np.linalg.norm(directions[0])
     # Gram-Schmidt once more: the two come out orthogonal to rounding, make it exact.
     directions[1] -= (directions[1] @ directions[0]) * directions[0]
     directions[1] /= np.linalg.norm(directions[1])
@@ -222,7 +231,7 @@ def trajectory_pca(differences: np.ndarray, keep: np.ndarray) -> TrajectoryPCA:
         if first > 0:
             directions[j] *= -1.0
             coords[:, j] *= -1.0
-    residual = np.linalg.norm(D - coords @ directions, axis=1)
+    residual = np.array([np.linalg.norm(D[i] - coords[i] @ directions) for i in range(T)])
     return TrajectoryPCA(
         directions=directions,
         explained_variance=values[:2] / total,

@@ -50,7 +50,7 @@ HEAVY = (
 _LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
-def importtime(args: list[str], env: dict[str, str]) -> dict[str, float]:
+def importtime(args: list[str], root: str) -> dict[str, float]:
     """Seconds of imports in all and per heavy package, one run.
 
     A package's share is the cumulative time of its outermost imports (those not made by the
@@ -58,7 +58,8 @@ def importtime(args: list[str], env: dict[str, str]) -> dict[str, float]:
     in both.
     """
     cmd = [sys.executable, "-X", "importtime", "-m", "landscape_cli", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    # `-m` puts the working directory first on sys.path: run in the tree measured
+    done = subprocess.run(cmd, env=_env(root), cwd=root, capture_output=True, text=True, check=True)
     rows = []
     for line in done.stderr.splitlines():
         m = _LINE.match(line)
@@ -77,12 +78,12 @@ def importtime(args: list[str], env: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def first_product(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+def first_product(args: list[str], root: str) -> tuple[float, float]:
     """Seconds from launch to the first progress line on stderr, and to exit."""
     cmd = [sys.executable, "-m", "landscape_cli", *args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, env=_env(root), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     first = None
     assert proc.stderr is not None
@@ -118,13 +119,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--against", metavar="COMMIT", help="also measure this commit's code")
     args = parser.parse_args()
-    trees = {"now": _env(str(Path(__file__).resolve().parents[1]))}
+    trees = {"now": str(Path(__file__).resolve().parents[1])}
     flags = ["--threads", str(args.threads)] if args.threads else []
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as old:
         if args.against:
-            trees = {args.against[:10]: _env(_tree(args.against, old)), **trees}
-        env = trees["now"]
+            trees = {args.against[:10]: _tree(args.against, old), **trees}
+        env = _env(trees["now"])
         ckpt, h5 = f"{tmp}/cnn.pt", f"{tmp}/cnn.h5"
         subprocess.run(
             [sys.executable, "-m", "landscape_cli", "train", "--model", "cnn", "--dataset",
@@ -150,15 +151,15 @@ def main() -> None:
         print(f"{'command':<18}{'code':<12}{'all imports':>12}  "
               + "  ".join(f"{p:>12}" for p in shown))  # fmt: skip
         for name, cmd in commands.items():
-            for code, tree_env in trees.items():
-                t = importtime([*flags, *cmd], tree_env)
+            for code, root in trees.items():
+                t = importtime([*flags, *cmd], root)
                 cells = "  ".join(f"{t[p]:>11.2f}s" if p in t else f"{'-':>12}" for p in shown)
                 print(f"{name:<18}{code:<12}{t['all']:>11.2f}s  {cells}", flush=True)
         firsts: dict[str, list[float]] = {code: [] for code in trees}
         totals: dict[str, list[float]] = {code: [] for code in trees}
         for _ in range(args.repeats):
-            for code, tree_env in trees.items():  # interleaved: both see the same load
-                first, total = first_product([*flags, *hessian], tree_env)
+            for code, root in trees.items():  # interleaved: both see the same load
+                first, total = first_product([*flags, *hessian], root)
                 firsts[code].append(first)
                 totals[code].append(total)
         print(

@@ -7,8 +7,10 @@ On scikit-learn's real 8×8 digits (no download), train the small CNN three ways
 - **Adam + warm-up**: Adam at DualAdam's rate with a linear warm-up over the same 1/ξ steps, the
   matched baseline (with the paper's ξ the InvAdam term is tiny, so DualAdam ≈ this);
 
-then run ``hessian`` (top-5, trace, density) and a 1-D filter-normalised scan on each, and draw
-Fig. 2 (the 2-parameter simulation), Fig. 5 (spectra) and Fig. 6 (1-D loss curves).
+then run ``hessian`` (top-5, trace, density), a 1-D filter-normalised scan and a trajectory scan
+(the plane of the run's two principal directions through its per-epoch snapshots) on each, and
+draw Fig. 2 (the 2-parameter simulation), Fig. 5 (spectra), Fig. 6 (1-D loss curves) and Fig. 7
+(each run's path over the loss in its own plane).
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ class DemoSize:
     scan_samples: int
     fig2_steps: int | None
     fig2_resolution: int
+    trajectory_points: int  # the trajectory plane's grid, each way
+    trajectory_samples: int
 
 
-FULL = DemoSize(20, 512, 5, 100, 10, 60, 41, 0, None, 300)
-QUICK = DemoSize(3, 128, 3, 10, 2, 12, 9, 128, 60, 60)
+FULL = DemoSize(20, 512, 5, 100, 10, 60, 41, 0, None, 300, 17, 512)
+QUICK = DemoSize(3, 128, 3, 10, 2, 12, 9, 128, 60, 60, 5, 128)
 
 
 def runs(epochs: int, seed: int) -> list[tuple[str, TrainConfig]]:
@@ -86,14 +90,15 @@ def run_demo(
     )
     folder = Path(out)
     rows: list[dict[str, Any]] = []
-    hessians, scans = [], []
+    hessians, scans, planes = [], [], []
     for label, config in runs(size.epochs, seed):
-        row, hessian, scan = _one_run(label, config, folder, size, seed, device, progress)
+        row, hessian, scan, plane = _one_run(label, config, folder, size, seed, device, progress)
         hessians.append(hessian)
         scans.append(scan)
+        planes.append(plane)
         rows.append(row)
     labels = [r["label"] for r in rows]
-    figures = _figures(hessians, scans, labels, folder, size, progress)
+    figures = _figures(hessians, scans, planes, labels, folder, size, progress)
     return {"runs": rows, "figures": {k: str(v) for k, v in figures.items()}, "quick": quick}
 
 
@@ -129,9 +134,9 @@ class _Show(Callbacks):
 
 
 def _one_run(label, config, folder: Path, size, seed: int, device: str, progress: _Progress):
-    """Train one configuration, analyze its Hessian, scan it.
+    """Train one configuration (a snapshot each epoch), analyze its Hessian, scan it.
 
-    Returns ``(summary row, Hessian result, scan)``.
+    Returns ``(summary row, Hessian result, 1-D scan, trajectory scan)``.
     """
     from landscape_cli.results import HessianResult
 
@@ -139,7 +144,7 @@ def _one_run(label, config, folder: Path, size, seed: int, device: str, progress
     stem = f"cnn-digits-{config.optimizer}" + ("-warmup" if config.warmup_steps else "")
     ckpt = folder / f"{stem}-s{seed}.pt"
     progress.step(f"train {label}")
-    trained = train(config, out=ckpt, device=device, callbacks=_Show(label, progress))
+    trained = train(config, out=ckpt, device=device, callbacks=_Show(label, progress), save_every=1)
     progress.step(f"hessian {label}")
     settings = HessianSettings(
         top_k=size.top_k,
@@ -167,6 +172,30 @@ def _one_run(label, config, folder: Path, size, seed: int, device: str, progress
         on_start=lambda name, done, total: phase(f"scan {label}", total - done, "points"),
         on_point=lambda i, j, loss, acc: advance(1),
     )
+    progress.step(f"trajectory {label}")
+
+    def on_snapshot(done: int, total: int) -> None:
+        if done == 0:
+            phase(f"trajectory {label}: snapshots", total, "snapshots")
+        else:
+            advance(1)
+
+    plane, _ = scan_job(
+        ckpt,
+        ScanOptions(
+            direction="pca",
+            trajectory=tuple(str(p) for p in trained.snapshots),
+            points=size.trajectory_points,
+            seed=seed,
+            overwrite=True,
+        ),
+        source=Source(samples=size.trajectory_samples, batch_size=512),
+        device=device,
+        label=label,
+        on_start=lambda name, done, total: phase(f"trajectory {label}", total - done, "points"),
+        on_point=lambda i, j, loss, acc: advance(1),
+        on_snapshot=on_snapshot,
+    )
     row = {
         "label": label,
         "optimizer": config.optimizer,
@@ -180,11 +209,12 @@ def _one_run(label, config, folder: Path, size, seed: int, device: str, progress
         "checkpoint": str(ckpt),
         "results": str(results),
     }
-    return row, HessianResult(report), scan  # what was written, without reading it back
+    row["explained_variance"] = [float(v) for v in plane.attrs["explained_variance"]]
+    return row, HessianResult(report), scan, plane  # what was written, without reading it back
 
 
-def _figures(hessians, scans, labels: list[str], folder: Path, size, progress: _Progress):
-    """Draw Fig. 5, Fig. 6 and Fig. 2 into ``folder``; returns ``{name: path}``."""
+def _figures(hessians, scans, planes, labels: list[str], folder: Path, size, progress: _Progress):
+    """Draw Fig. 5, Fig. 6, Fig. 7 and Fig. 2 into ``folder``; returns ``{name: path}``."""
     from landscape_cli import plotting
     from landscape_cli.fig2_simulation import simulate
 
@@ -195,6 +225,11 @@ def _figures(hessians, scans, labels: list[str], folder: Path, size, progress: _
     progress.step("figure 6", 1, "figure")
     figures["fig6"] = plotting.save_figure(plotting.fig6(scans, labels), folder / "fig6.png")
     progress.advance(1)
+    progress.step("figure 7", 1, "figure")
+    figures["fig7"] = plotting.save_figure(
+        plotting.trajectories(planes, labels), folder / "fig7.png"
+    )
+    progress.advance(1)
     progress.step("figure 2", 1, "figure")
     sim = simulate(steps=size.fig2_steps, resolution=size.fig2_resolution)
     figures["fig2"] = plotting.save_figure(plotting.draw_fig2(sim), folder / "fig2.png")
@@ -202,5 +237,5 @@ def _figures(hessians, scans, labels: list[str], folder: Path, size, progress: _
     return figures
 
 
-STEPS_PER_RUN = 3
-EXTRA_STEPS = 3  # the three figures
+STEPS_PER_RUN = 4
+EXTRA_STEPS = 4  # the four figures

@@ -413,6 +413,10 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
             (s.density_tol >= 0, "`density_tol` must be >= 0"),
             (s.lanczos_steps >= 1, "`lanczos_steps` must be >= 1"),
             (s.density_sigma > 0, "`density_sigma` must be > 0"),
+            (
+                s.per_layer_probes >= 2,
+                "`per_layer_probes` must be >= 2 (a standard error needs two probes)",
+            ),
             (loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
             (bn_mode in ("eval", "train"), "`bn_mode` must be eval or train"),
             (dtype in ("float32", "float64"), "`dtype` must be float32 or float64"),
@@ -601,7 +605,7 @@ def hessian_settings(
 class ScanOptions:
     """The options of ``landscape scan`` that shape the grid and the directions."""
 
-    dim: int = 1
+    dim: int | None = None  # 1, or 2 for direction="pca" (the plane of a trajectory)
     points: int = 51
     ypoints: int | None = None
     xrange: tuple[float, float] | None = None
@@ -618,6 +622,7 @@ class ScanOptions:
     bn: str | None = None  # interpolations: recompute (default with BatchNorm) or interpolate
     seed: int = 0
     fold_every: float = 30.0
+    trajectory: tuple[str | Path, ...] = ()  # direction="pca": the snapshots (files or globs)
     params: tuple[str, ...] = ()  # shell-style patterns on parameter names (landscape_cli.params)
     include_frozen: bool = False
 
@@ -639,13 +644,16 @@ def scan_job(
     on_start: Callable[[str, int, int], None] | None = None,
     on_point: Callable[[int, int, float, float], None] | None = None,
     allow_tf32: bool = False,
+    on_snapshot: Callable[[int, int], None] | None = None,
 ) -> tuple[ScanResult, Path]:
     """Run ``landscape scan``.
 
     Compute (or resume) a scan into ``/scan/<name>``; returns ``(scan as read back, results path)``.
     ``on_start(name, done, total)`` fires once the options are known to be consistent with any scan
     already in the file. It runs in IEEE float32 unless ``allow_tf32``
-    (:mod:`landscape_cli.precision`), recorded as the scan's ``float32_precision``.
+    (:mod:`landscape_cli.precision`), recorded as the scan's ``float32_precision``. A trajectory
+    scan (``direction="pca"``) first reads its snapshots, telling ``on_snapshot(done, total)``
+    (:mod:`landscape_cli.trajectory`).
     """
     from landscape_cli import scan_store
     from landscape_cli.devices import resolve_device
@@ -653,9 +661,12 @@ def scan_job(
     from landscape_cli.results import check_target
 
     o = options
+    if o.dim is None:
+        o = replace(o, dim=2 if o.direction == "pca" else 1)
     targets = list(o.to)
     kind = "interpolation" if targets else o.direction
     _check_scan_options(o, targets)
+    snapshots = _snapshot_files(o) if kind == "pca" else []
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
     out_path = results_path(checkpoint, out)
@@ -679,10 +690,19 @@ def scan_job(
     net = work.model.to(dev)
     batches = [to_device(b, dev, next(net.parameters()).dtype) for b in work.batches]
     _check_base_loss(checkpoint, net, batches, loss, o.bn_mode)
-    plan, bn = _scan_plan(kind, o, targets, source, work, net, batches, loss, dev, name, x, y)
-    plan.attrs["checkpoint_sha256"] = root["checkpoint_sha256"]
-    plan.attrs.update(_scan_selection_attrs(o, kind, chosen))
-    plan.attrs["float32_precision"] = precision_name(allow_tf32)
+    fixed = {  # what every plan records beside its directions
+        "checkpoint_sha256": root["checkpoint_sha256"],
+        **_scan_selection_attrs(o, kind, chosen),
+        "float32_precision": precision_name(allow_tf32),
+    }
+    if kind == "pca":  # the plane and its grid come from the snapshots
+        plan, bn = _pca_plan(
+            o, snapshots, source, work, net, batches, loss, dev, name, out_path, fixed,
+            on_snapshot,
+        )  # fmt: skip
+    else:
+        plan, bn = _scan_plan(kind, o, targets, source, work, net, batches, loss, dev, name, x, y)
+    plan.attrs.update(fixed)
     total = int(math.prod(plan.shape))
 
     def started(done: int, _total: int) -> None:  # the options passed every check: tell, start
@@ -768,10 +788,26 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
     _check(
         [
             (o.dim in (1, 2), "`dim` must be 1 or 2"),
-            (o.direction in ("random", "eigenvector"), "`direction` must be random or eigenvector"),
+            (
+                o.direction in ("random", "eigenvector", "pca"),
+                "`direction` must be random, eigenvector or pca",
+            ),
+            (
+                o.direction != "pca" or bool(o.trajectory),
+                "`direction='pca'` needs the run's snapshots: `trajectory` (files or globs)",
+            ),
+            (
+                not o.trajectory or o.direction == "pca",
+                "`trajectory` gives the snapshots of `direction='pca'`",
+            ),
+            (
+                o.direction != "pca" or o.dim == 2,
+                "`direction='pca'` scans the plane of the trajectory's two principal directions: "
+                "`dim` must be 2",
+            ),
             (
                 not (targets and o.direction != "random"),
-                "`to` and `direction='eigenvector'` exclude each other",
+                f"`to` and `direction={o.direction!r}` exclude each other",
             ),
             (
                 not targets or len(targets) == o.dim,
@@ -804,6 +840,83 @@ def _scan_axes(o: ScanOptions, targets: list[Path]):
         ylo, yhi = o.yrange if o.yrange is not None else (lo, hi)
         y = sc.axis(ylo, yhi, o.ypoints if o.ypoints is not None else o.points)
     return x, y
+
+
+def _snapshot_files(o: ScanOptions) -> list[Path]:
+    """The trajectory's snapshot files, and its grid ranges checked, before anything is loaded."""
+    from landscape_cli import scan as sc
+    from landscape_cli.trajectory import snapshot_files
+
+    for rng, n in ((o.xrange, o.points), (o.yrange, o.ypoints or o.points)):
+        if rng is not None:
+            sc.axis(rng[0], rng[1], n)
+    return snapshot_files(o.trajectory)
+
+
+def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, loss, dev, name,
+              out_path: Path, fixed: dict[str, Any], on_snapshot):  # fmt: skip
+    """The plane of the trajectory's two principal directions around the checkpoint.
+
+    Snapshots are read as ``to`` targets are (the checkpoint loader and key matching; code in a
+    file runs only with ``trust``) and checked, and the scan's options checked against any scan
+    of the same name, before anything is shown; then each snapshot is evaluated exactly on the
+    scan's samples (not again when the scan is resumed: its stored trajectory is kept).
+    """
+    from landscape_cli import scan_store
+    from landscape_cli import trajectory as tj
+    from landscape_cli.checkpoints import load_model, read_file
+    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+
+    kwargs = work.loaded.model_spec.get("kwargs", {})
+
+    def load(path: Path, note: bool = True):
+        if work.loaded.kind == "hf":  # snapshots of a fine-tune: folders too
+            from landscape_cli.models.hf import load_hf_folder
+
+            return load_hf_folder(path, trust=source.trust).model, None
+        raw = read_file(path, trust=source.trust)
+        loaded = load_model(
+            path,
+            model=source.model,
+            input_shape=tuple(kwargs["input_shape"]) if "input_shape" in kwargs else None,
+            num_classes=kwargs.get("num_classes"),
+            model_options=source.model_options,
+            trust=source.trust,
+            contents=raw,
+        )
+        if note:
+            source.note(loaded)
+        return loaded.model, raw
+
+    dtype = next(net.parameters()).dtype
+
+    def evaluate(model) -> tuple[float, float]:
+        return loss_and_accuracy(
+            model.to(device=dev, dtype=dtype), batches, LOSSES[loss], o.bn_mode
+        )
+
+    trajectory = tj.read_trajectory(
+        snapshots, checkpoint=work.loaded.path, model=net, load=load, ignore=o.ignore
+    )
+    x, y = tj.default_axes(trajectory, o.points, o.ypoints, o.xrange, o.yrange)
+    common = {
+        "dataset": work.dataset,
+        "samples": work.samples,
+        "split": work.split,
+        "samples_sha256": work.samples_sha256,
+    }
+    plan = tj.trajectory_plan(net, trajectory, name=name, x=x, y=y, ignore=o.ignore, **common)
+    plan.attrs.update(fixed)
+    attrs = {**plan.attrs, "loss": loss, "bn_mode": o.bn_mode}  # as scan_store.execute stores
+    if not scan_store.check_resumable(out_path, name, attrs, o.overwrite):
+        trajectory = tj.evaluate_snapshots(
+            trajectory,
+            load=lambda path: load(path, note=False),
+            evaluate=evaluate,
+            on_snapshot=on_snapshot,
+        )
+        plan = replace(plan, trajectory=trajectory.datasets())
+    return plan, None
 
 
 def _check_base_loss(checkpoint: Path, net, batches, loss: str, bn_mode: str) -> None:

@@ -60,7 +60,15 @@ from landscape_cli.results import (
 )
 from landscape_cli.scan.grid import IDENTITY, Point, PointEvaluator, ScanPlan, run_scan
 
-__all__ = ["Journal", "ScanStore", "execute", "journal_path", "read_journal", "scan_lock"]
+__all__ = [
+    "Journal",
+    "ScanStore",
+    "check_resumable",
+    "execute",
+    "journal_path",
+    "read_journal",
+    "scan_lock",
+]
 
 #: The first line of every journal: this tag, then the scan's identity as JSON.
 HEADER = "# landscape scan journal 1 "
@@ -293,6 +301,23 @@ def _mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return out
 
 
+def check_resumable(out: Path, name: str, attrs: dict[str, Any], overwrite: bool) -> bool:
+    """Whether scan ``name`` of ``out`` exists, made with ``attrs``, to be resumed.
+
+    False when there is none or with ``overwrite``; one made with other options is an error.
+    """
+    existing = scan_attrs(out, name)
+    if existing is None or overwrite:
+        return False
+    diff = _mismatch(existing, attrs)
+    if diff:
+        raise LandscapeError(
+            f"scan {name!r} in {out} was made with other options "
+            f"({'; '.join(diff[:3])}); pass a new `name` to keep both, or `overwrite=True`"
+        )
+    return True
+
+
 def _prepare(
     out: Path, root: dict[str, Any], plan: ScanPlan, attrs: dict[str, Any], overwrite: bool
 ) -> None:
@@ -303,14 +328,7 @@ def _prepare(
     away), and refused otherwise (:func:`read_journal`).
     """
     journal = journal_path(out, plan.name)
-    existing = scan_attrs(out, plan.name)
-    if existing is not None and not overwrite:
-        diff = _mismatch(existing, attrs)
-        if diff:
-            raise LandscapeError(
-                f"scan {plan.name!r} in {out} was made with other options "
-                f"({'; '.join(diff[:3])}); pass a new `name` to keep both, or `overwrite=True`"
-            )
+    if check_resumable(out, plan.name, attrs, overwrite):
         return
     if overwrite:
         journal.unlink(missing_ok=True)  # the journal of the scan being replaced
@@ -329,6 +347,7 @@ def _prepare(
             for a, d in zip(("x", "y"), plan.directions, strict=False)
         },
         drop_foreign=overwrite,
+        trajectory=plan.trajectory,
         check=None if overwrite else expect_absent(f"scan/{plan.name}", "run the command again"),
     )
 

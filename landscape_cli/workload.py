@@ -210,6 +210,7 @@ def load_hf_workload(
             "classifier, imagefolder:PATH for an image classifier)"
         )
     is_text = dataset.strip().lower().startswith("text:")
+    _require_extras(folder, dataset, is_text)
     hf = load_hf_folder(folder, trust=trust)
     _check_task(hf, folder, is_text)
     if hf.task == "text":
@@ -257,6 +258,16 @@ def _batches(data, indices, batch_size: int, collate) -> list[Batch]:
             inputs = torch.stack([torch.as_tensor(x) for x, _ in rows])
         batches.append(Batch(inputs, targets))
     return batches
+
+
+def _require_extras(folder: Path, dataset: str, is_text: bool) -> None:
+    """The packages of ``landscape[hf]`` this run needs, or one line naming the extra."""
+    from landscape_cli.extras import require
+
+    require("transformers", f"the Hugging Face folder {folder}")
+    if is_text:
+        source = Path(dataset.strip()[5:].strip()).expanduser()
+        require("datasets" if source.is_dir() else "pandas", f"`dataset={dataset.strip()!r}`")
 
 
 def _text_data(hf, dataset: str, split: str, text_columns, label_column):

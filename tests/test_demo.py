@@ -37,7 +37,14 @@ def test_demo_quick_writes_everything(tmp_path):
         assert not (scan["loss"] != scan["loss"]).any()  # every point computed
     warm = summary["runs"][2]
     assert warm["hparams"]["lr"] == 1e-2  # the matched baseline runs at DualAdam's rate
-    for name in ("fig2", "fig5", "fig6"):
+    for run in summary["runs"]:  # Fig. 7: each run's trajectory over its own plane
+        plane = read_scan(run["results"], "2d-pca")
+        assert len(plane.trajectory["label"]) == 3  # a snapshot per epoch of --quick
+        assert plane.attrs["explained_variance"].tolist() == pytest.approx(
+            run["explained_variance"]
+        )
+        assert not (plane.loss != plane.loss).any()
+    for name in ("fig2", "fig5", "fig6", "fig7"):
         path = out / f"{name}.png"
         assert summary["figures"][name] == str(path)
         image = mpimg.imread(path)

@@ -144,7 +144,8 @@ def _ok(args: list[str]) -> None:
 @pytest.fixture(scope="module")
 def results_files(tmp_path_factory) -> dict[str, Path]:
     """Results files holding every part the commands write: a Hessian with eigenvectors,
-    density and per-layer blocks; 1-D, 2-D, eigenvector and BatchNorm interpolation scans; audits
+    density and per-layer blocks; 1-D, 2-D, eigenvector, BatchNorm interpolation and trajectory
+    (pca) scans; audits
     with --match-loss (on other samples than /hessian's, so /audit/hessian is written); an
     interrupted (partial) Hessian."""
     import landscape_cli.hessian as hs
@@ -169,6 +170,14 @@ def results_files(tmp_path_factory) -> dict[str, Path]:
     _ok(["scan", str(a), *fast, "--direction", "eigenvector", "--points", "3",
          "--params", "*.weight", "--include-frozen"])  # fmt: skip
     _ok(["scan", str(a), *fast, "--to", str(b), "--points", "3"])
+    c = folder / "c.pt"  # another perturbed copy: with b, the snapshots of a trajectory scan
+    other = {
+        k: v + 0.05 * torch.randn(v.shape, generator=gen) if k.endswith("weight") else v
+        for k, v in raw["state_dict"].items()
+    }
+    save_checkpoint(c, {**raw, "state_dict": other})
+    _ok(["scan", str(a), *fast, "--direction", "pca", "--trajectory", str(b), "--trajectory",
+         str(c), "--points", "3"])  # fmt: skip
     audit = ["--samples", "48", "--batch-size", "48", "--top-k", "1", "--trace-probes", "4"]
     audit += ["--density-probes", "2", "--lanczos-steps", "6", "--match-loss"]
     _ok(["audit", str(a), str(b), *audit])

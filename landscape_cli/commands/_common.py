@@ -247,16 +247,28 @@ def print_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def console():
-    """The console that prints a command's results (tables, lines) on stdout.
+#: The width of stdout's rich output when stdout is not a terminal (a file, a pipe, a SLURM log):
+#: wide enough that no table is cut to fit ("0.0003…"), so a log keeps every number.
+LOG_WIDTH = 10_000
 
-    Without markup or emoji codes: paths, labels and names from users and files (``runs[/]/a.pt``,
-    ``:x:``) print as they are instead of failing or changing; the tables' own styles are
-    objects, not markup.
+
+def console():
+    """A rich Console on stdout for the commands' tables and lines.
+
+    The terminal's width on a terminal; when stdout is not one, :data:`LOG_WIDTH`, so that
+    tables print at their full width instead of rich's default of 80 columns, which cuts the
+    cells ("0.0003…", "checkp…"). Without markup or emoji codes: paths, labels and names from
+    users and files (``runs[/]/a.pt``, ``:x:``) print as they are instead of failing or
+    changing; the tables' own styles are objects, not markup.
     """
     from rich.console import Console
 
-    return Console(markup=False, emoji=False)
+    try:
+        terminal = bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        terminal = False
+    width = None if terminal else LOG_WIDTH
+    return Console(markup=False, emoji=False, width=width)
 
 
 def _escape(text: str) -> str:

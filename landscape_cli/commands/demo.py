@@ -25,7 +25,7 @@ def demo(
     device: c.DeviceOpt = "auto",
     json_out: c.JsonOpt = False,
 ) -> None:
-    """Train Adam, DualAdam and Adam + warm-up on digits; Hessians, scans and Figs. 2, 5, 6."""
+    """Train Adam, DualAdam and Adam + warm-up on digits; Hessians, scans and Figs. 2, 5, 6, 7."""
     from rich.table import Table
 
     from landscape_cli import demo as dm

@@ -88,6 +88,14 @@ class Estimate:
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
     ] = False
+    per_layer_probes: Annotated[
+        int,
+        typer.Option(
+            help="--per-layer: Rademacher probes shared by the blocks' traces (at least 2; "
+            "each block's standard error shrinks as 1/√probes).",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
+    ] = 20
     eigenvectors: Annotated[
         bool,
         typer.Option(
@@ -228,7 +236,13 @@ def _as_json(report, work, out_path: Path, engine: str, allow_tf32: bool = False
         "density_probes": dens.probes if dens else 0,
         "density_tol_achieved": dens.achieved_tol if dens else None,
         "per_layer": {
-            layer.name: {"lambda_max": layer.lambda_max, "trace": layer.trace}
+            layer.name: {
+                "lambda_max": layer.lambda_max,
+                "lambda_max_residual": layer.lambda_max_residual,
+                "trace": layer.trace,
+                "trace_stderr": layer.trace_stderr,
+                "numel": layer.numel,
+            }
             for layer in report.per_layer
         },
         "hvp_count": report.hvp_count,
@@ -328,7 +342,8 @@ def _table(report, work, out_path: Path, engine: str, allow_tf32: bool = False):
         table.add_row(
             f"  {layer.name}",
             f"{layer.lambda_max:.4g}",
-            f"trace {layer.trace:.4g} ± {layer.trace_stderr:.2g}",
+            f"residual {layer.lambda_max_residual:.2e}; trace {layer.trace:.4g} "
+            f"± {layer.trace_stderr:.2g} (standard error)",
         )
     table.add_row(
         "loss", f"{report.loss_value:.6g}", f"{report.split} split, {report.bn_mode}-mode BN"

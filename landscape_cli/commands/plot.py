@@ -15,9 +15,10 @@ from landscape_cli.errors import LandscapeError
 if TYPE_CHECKING:
     from landscape_cli.results import HessianResult, ScanResult
 
-FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap")
-_SCAN_FIGURES = ("fig6", "contour", "surface", "heatmap")
+FIGURES = ("fig2", "fig5", "fig6", "layers", "contour", "surface", "heatmap", "trajectory")
+_SCAN_FIGURES = ("fig6", "contour", "surface", "heatmap", "trajectory")
 _2D_FIGURES = ("contour", "surface", "heatmap")
+_COLOUR_FIGURES = (*_2D_FIGURES, "trajectory")  # the options of a colour scale apply
 _HESSIAN_FIGURES = ("fig5", "layers")
 
 
@@ -68,6 +69,26 @@ def _read_scan(file: Path, name: str | None, dim: int) -> ScanResult:
     raise LandscapeError(f"{file} holds several {which} ({shown}); pass --name")
 
 
+def _read_trajectory_scan(file: Path, name: str | None) -> ScanResult:
+    """``--name``'s scan, else the file's only scan with a trajectory (``scan --direction pca``)."""
+    from landscape_cli.results import read_scan, scan_names
+
+    if name is not None:
+        return read_scan(file, name)
+    scans = [read_scan(file, n) for n in scan_names(file)]
+    fits = [s for s in scans if s.trajectory is not None]
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise LandscapeError(
+            f"{file} has no trajectory scan; run `landscape scan CKPT --direction pca "
+            "--trajectory 'CKPT-epoch*.pt'` on its checkpoint first"
+        )
+    raise LandscapeError(
+        f"{file} holds several trajectory scans ({', '.join(s.name for s in fits)}); pass --name"
+    )
+
+
 def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | None:
     """One colour range for side-by-side panels.
 
@@ -78,7 +99,7 @@ def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | 
 
     if len(scans) < 2:
         return None
-    values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
+    values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
     values = values[np.isfinite(values) & ((values > 0) if log else True)]
     if values.size == 0 or values.min() == values.max():
         return None
@@ -137,23 +158,41 @@ def _draw_2d(figure: str, scans: list[ScanResult], labels: list[str], style: Sty
     log, vmin, vmax, levels, size = style.log, style.vmin, style.vmax, style.levels, style.size
 
     if log is None:  # one decision for all panels, so they share one scale
-        values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
+        values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
         log = pl.auto_log(values, (vmin, vmax))
     shared = _shared_limits(scans, log)
     limits = None
     if shared is not None or vmin is not None or vmax is not None:
         lo, hi = shared if shared is not None else (None, None)
         limits = (lo if vmin is None else vmin, hi if vmax is None else vmax)
+    # one scale for every panel: one colour bar for all of them
+    shared_bar = len(scans) > 1 and limits is not None and None not in limits
     width = 6.2 * len(scans) + (0.8 if figure == "surface" else 0.0)
     fig = pl.new_figure(*(size or (width, 5.0)))
     draw = {"contour": pl.contour, "surface": pl.surface, "heatmap": pl.heatmap}[figure]
     extra = {"levels": levels} if levels is not None or figure != "contour" else {}
+    axes = []
     for i, (scan, label) in enumerate(zip(scans, labels, strict=True)):
         projection = "3d" if figure == "surface" else None
         ax = fig.add_subplot(1, len(scans), i + 1, projection=projection)
         ax.set_title(pl.literal(f"{label} ({scan.get('name', 'scan')})"))
-        draw(scan, ax, log=log, limits=limits, **extra)
+        axes.append(draw(scan, ax, log=log, limits=limits, bar=not shared_bar, **extra))
+    if shared_bar:
+        _shared_colorbar(figure, axes, scans, log)
     return fig
+
+
+def _shared_colorbar(figure: str, axes: list, scans: list[ScanResult], log: bool) -> None:
+    """One colour bar, with round ticks, for side-by-side panels drawn on one scale."""
+    from landscape_cli import plotting as pl
+    from landscape_cli.plotting._scan import value_label
+
+    mappable = axes[0].collections[0]  # the filled contours, the mesh or the surface
+    if figure == "surface":
+        what = "log₁₀ loss" if log else "loss"
+        pl.colorbar(mappable, axes, log=False, label=value_label(what, scans), shrink=0.6)
+    else:
+        pl.colorbar(mappable, axes, log=log, label=value_label("loss", scans, log=log))
 
 
 @dataclass(frozen=True)
@@ -190,8 +229,9 @@ class Style:
         str | None,
         typer.Option(
             "--density-axis",
-            metavar="symlog|linear",
-            help="fig5 (c): symmetric-log eigenvalue axis, linear near 0 (default), or linear.",
+            metavar="asinh|linear",
+            help="fig5 (c): asinh eigenvalue axis, linear near 0 and logarithmic beyond, smooth "
+            "(default), or linear.",
             rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = None
@@ -245,12 +285,12 @@ class Style:
         """One error line for the first option given to figures it does not apply to, or bad."""
         applies = {
             "--name": (self.name is not None, _SCAN_FIGURES),
-            "--log": (self.log is not None, ("fig5", "fig6", "layers", *_2D_FIGURES)),
+            "--log": (self.log is not None, ("fig5", "fig6", "layers", *_COLOUR_FIGURES)),
             "--accuracy": (self.accuracy, ("fig6",)),
             "--density-axis": (self.density_axis is not None, ("fig5",)),
-            "--levels": (self.levels is not None, _2D_FIGURES),
-            "--vmin": (self.vmin is not None, _2D_FIGURES),
-            "--vmax": (self.vmax is not None, _2D_FIGURES),
+            "--levels": (self.levels is not None, _COLOUR_FIGURES),
+            "--vmin": (self.vmin is not None, _COLOUR_FIGURES),
+            "--vmax": (self.vmax is not None, _COLOUR_FIGURES),
         }
         for option, (used, where) in applies.items():
             if used and not any(f in where for f in figures):
@@ -266,9 +306,9 @@ class Style:
             raise LandscapeError(f"--vmin ({vmin:g}) must be below --vmax ({vmax:g})")
         if levels is not None and levels < 2:
             raise LandscapeError(f"--levels must be at least 2, got {levels}")
-        if self.density_axis not in (None, "symlog", "linear"):
+        if self.density_axis not in (None, "asinh", "symlog", "linear"):
             raise LandscapeError(
-                f"--density-axis must be symlog or linear, got {self.density_axis!r}"
+                f"--density-axis must be asinh or linear, got {self.density_axis!r}"
             )
         if self.dpi < 1:
             raise LandscapeError(f"--dpi must be at least 1, got {self.dpi}")
@@ -293,8 +333,8 @@ def plot(
         typer.Option(
             "--figure",
             metavar="NAME",
-            help="fig2, fig5, fig6, layers, contour, surface or heatmap. Repeat to draw several, "
-            "each to its own file: --out OUT.EXT then gives OUT-NAME.EXT per figure.",
+            help="fig2, fig5, fig6, layers, contour, surface, heatmap or trajectory. Repeat to "
+            "draw several, each to its own file: --out OUT.EXT then gives OUT-NAME.EXT per figure.",
             rich_help_panel=c.FIGURE_PANEL,
         ),
     ] = ...,
@@ -320,8 +360,9 @@ def plot(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Draw figures: fig2 (optimizer trajectories), fig5 (Hessian spectra), fig6 (1-D loss
-    curves), layers (per-layer λmax and trace), or a 2-D scan as contour, surface or heatmap.
-    """  # noqa: D205 (the --help text, unchanged)
+    curves), layers (per-layer λmax and trace), a 2-D scan as contour, surface or heatmap, or
+    trajectory (a training run over its PCA plane, from `scan --direction pca`).
+    """  # noqa: D205 (the --help text)
     files, figures = list(files or []), list(figure)
     _check(figures, files, labels)
     style.check(figures)
@@ -340,6 +381,30 @@ def plot(
         pl.save_figure(fig, path, dpi=style.dpi)
 
     _report(figures, files, shown, out_paths, json_out)
+
+
+def _read_hessians(files: list[Path]) -> tuple[list[HessianResult], list[bool]]:
+    """Each file's ``/hessian``, else the audit's own Hessian measurements ``/audit/hessian``.
+
+    Returns the results and, per file, whether they came from ``/audit/hessian`` (said in one
+    ``note:`` line and after the file's legend label).
+    """
+    from landscape_cli.results import read_hessian
+
+    results, from_audit = [], []
+    for file in files:
+        try:
+            results.append(read_hessian(file))
+            from_audit.append(False)
+            continue
+        except LandscapeError as missing:
+            try:
+                results.append(read_hessian(file, "audit/hessian"))
+            except LandscapeError:
+                raise missing from None
+        from_audit.append(True)
+        c.note(f"{file} has no /hessian: drawing the audit's Hessian measurements (/audit/hessian)")
+    return results, from_audit
 
 
 def _report(figures, files, shown, out_paths, json_out: bool) -> None:
@@ -374,22 +439,36 @@ def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: St
             fig = pl.draw_fig2(simulate(), fig=new_fig())
         elif fig_name in _HESSIAN_FIGURES:
             if hessians is None:
-                from landscape_cli.results import read_hessian
-
-                hessians = [read_hessian(file) for file in files]
+                hessians, from_audit = _read_hessians(files)
+                hessian_labels = [
+                    f"{label} (/audit/hessian)" if audit else label
+                    for label, audit in zip(shown, from_audit, strict=True)
+                ]
             if fig_name == "fig5":
                 fig = pl.fig5(
                     hessians,
-                    shown,
+                    hessian_labels,
                     fig=new_fig(),
                     log=bool(log),
-                    density_axis=style.density_axis or "symlog",
+                    density_axis=style.density_axis or "asinh",
                 )
             else:
-                fig = pl.layers(hessians, shown, fig=new_fig(), log=bool(log))
+                fig = pl.layers(hessians, hessian_labels, fig=new_fig(), log=bool(log))
         elif fig_name == "fig6":
             scans = [_read_scan(file, name, 1) for file in files]
             fig = pl.fig6(scans, shown, fig=new_fig(), accuracy=style.accuracy, log=bool(log))
+        elif fig_name == "trajectory":
+            scans = [_read_trajectory_scan(file, name) for file in files]
+            fig = pl.trajectories(
+                scans,
+                shown,
+                fig=new_fig(),
+                log=log,
+                limits=None
+                if style.vmin is None and style.vmax is None
+                else (style.vmin, style.vmax),
+                levels=style.levels or 30,
+            )
         else:
             scans = [_read_scan(file, name, 2) for file in files]
             fig = _draw_2d(fig_name, scans, shown, style)

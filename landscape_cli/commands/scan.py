@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 class Grid:
     """The grid, the directions and the scan's name: the fields of ``ScanOptions`` but the seed."""
 
-    dim: Annotated[int, typer.Option(help="1 or 2 dimensions.", rich_help_panel=c.SCAN_PANEL)] = 1
+    dim: Annotated[
+        int | None,
+        typer.Option(
+            help="1 or 2 dimensions (default 1; --direction pca: 2).", rich_help_panel=c.SCAN_PANEL
+        ),
+    ] = None
     points: Annotated[
         int, typer.Option(help="Grid points along x (and y).", rich_help_panel=c.SCAN_PANEL)
     ] = 51
@@ -43,8 +48,23 @@ class Grid:
         ),
     ] = None
     direction: Annotated[
-        str, typer.Option(help="random or eigenvector.", rich_help_panel=c.SCAN_PANEL)
+        str,
+        typer.Option(
+            help="random, eigenvector, or pca (the plane of a training trajectory's two principal "
+            "directions; needs --trajectory).",
+            rich_help_panel=c.SCAN_PANEL,
+        ),
     ] = "random"
+    trajectory: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trajectory",
+            metavar="PATTERN",
+            help="--direction pca: the run's snapshots, as files or quoted globs (repeatable), "
+            "e.g. 'runs/cnn-epoch*.pt'; ordered by the epoch or step stored in them.",
+            rich_help_panel=c.SCAN_PANEL,
+        ),
+    ] = None
     to: Annotated[
         list[Path] | None,
         typer.Option(
@@ -136,8 +156,15 @@ def scan(
     """Loss and accuracy on a 1-D or 2-D grid around a checkpoint (resumable)."""
     from landscape_cli.pipeline import ScanOptions, scan_job
 
-    fields = asdict(grid) | {"to": tuple(grid.to or ())}
+    fields = asdict(grid) | {"to": tuple(grid.to or ()), "trajectory": tuple(grid.trajectory or ())}
     fields |= {"params": tuple(selection.params or ()), "include_frozen": selection.include_frozen}
+
+    def on_snapshot(done: int, total: int) -> None:
+        if done == 0:
+            progress.phase("trajectory snapshots", total, "snapshots")
+        else:
+            progress.advance(1)
+
     with c.progress("scan", "points") as progress:
         result, out_path = scan_job(
             checkpoint,
@@ -149,6 +176,7 @@ def scan(
             on_start=lambda name, done, total: progress.phase(name, total, done=done),
             on_point=lambda i, j, loss, acc: progress.advance(1, f"loss {loss:.4g}"),
             allow_tf32=allow_tf32,
+            on_snapshot=on_snapshot,
         )
     _show(result, out_path, json_out)
 
@@ -179,6 +207,7 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
                 "skipped_params": skipped,
                 "skipped_reasons": reasons,
                 "float32_precision": result.attrs.get("float32_precision"),
+                **_trajectory_json(result),
                 "out": str(out_path),
             }
         )
@@ -202,8 +231,44 @@ def _show(result: ScanResult, out_path: Path, json_out: bool) -> None:
     if nan_points < loss.size:
         table.add_row("min loss", f"{np.nanmin(loss):.6g}")
         table.add_row("max loss", f"{np.nanmax(loss):.6g}")
+    _trajectory_rows(table, result)
     table.add_row("results", str(out_path))
     tf32 = c.tf32_note(result.attrs.get("float32_precision") == "tf32")
     if tf32:
         table.add_row("TF32", tf32)
     c.console().print(table)
+
+
+def _trajectory_json(result: ScanResult) -> dict:
+    """A trajectory scan's explained variance and snapshots, for ``--json`` (else nothing)."""
+    t = result.trajectory
+    if t is None:
+        return {}
+    keys = ("label", "file", "x", "y", "loss", "accuracy", "residual", "distance")
+    return {
+        "explained_variance": result.attrs.get("explained_variance"),
+        "trajectory": {key: t[key] for key in keys if key in t},
+    }
+
+
+def _trajectory_rows(table, result: ScanResult) -> None:
+    """A trajectory scan's explained variance and how far its snapshots are from the plane."""
+    import numpy as np
+
+    t = result.trajectory
+    if t is None:
+        return
+    ev = np.asarray(result.attrs.get("explained_variance", [np.nan, np.nan]), dtype=np.float64)
+    table.add_row("explained variance", f"{ev[0]:.1%}, {ev[1]:.1%} (PCA directions 1, 2)")
+    table.add_row("snapshots", f"{len(t['x'])}: {t['label'][0]} … {t['label'][-1]}")
+    share = np.asarray(t["residual"]) / np.maximum(np.asarray(t["distance"]), 1e-300)
+    worst = int(np.argmax(share))
+    table.add_row(
+        "farthest from the plane",
+        f"{t['label'][worst]}: residual {share[worst]:.1%} of its distance "
+        f"{t['distance'][worst]:.4g}",
+    )
+    table.add_row(
+        "snapshot losses",
+        f"{t['label'][0]} {t['loss'][0]:.6g} … {t['label'][-1]} {t['loss'][-1]:.6g}",
+    )

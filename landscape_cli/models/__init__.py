@@ -39,8 +39,9 @@ Initialization is deterministic given :func:`torch.manual_seed`. Errors are one-
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from torch import nn
@@ -243,7 +244,9 @@ _TIMM_REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "chec
 def _build_timm(
     name: str, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]
 ) -> nn.Module:
-    import timm
+    from landscape_cli.extras import require
+
+    timm = require("timm", f"`model='timm:{name}'`")
 
     refused = [k for k in _TIMM_REFUSED if k in options and options[k] not in (None, False)]
     if refused:
@@ -303,6 +306,24 @@ def build_model(
     return _build_registry(key, shape, num_classes, dict(options))
 
 
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """``torch.nn.init``'s initialisers as no-ops, for a model whose values are never read.
+
+    On the ``meta`` device their random fills go through torch's reference kernels, whose first
+    use imports ``torch._dynamo`` (about a second before the first product of a run).
+    """
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
 def build_meta(
     name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any
 ) -> nn.Module | None:
@@ -322,7 +343,7 @@ def build_meta(
         return None
     _check_shape(input_shape, num_classes)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _no_init():
             return build_model(name, input_shape=input_shape, num_classes=num_classes, **options)
     except LandscapeError as exc:
         if isinstance(exc.__cause__, (RuntimeError, NotImplementedError)):

@@ -84,6 +84,14 @@ def axis_labels_2d(scan: ScanResult) -> tuple[str, str]:
         return "α in (1−α−β)·θa + α·θb + β·θc", "β"
     if kind == "eigenvector":
         return "α (top Hessian eigenvector 1)", "β (top Hessian eigenvector 2)"
+    if kind == "pca":  # unit directions: coordinates in parameter-space units
+        shares = (scan.get("attrs") or {}).get("explained_variance")
+        shares = [None, None] if shares is None or len(shares) < 2 else list(shares)
+        return tuple(
+            f"PCA direction {j + 1} of the trajectory"
+            + (f" ({float(v):.1%} of the variance)" if v is not None else "")
+            for j, v in enumerate(shares)
+        )
     what = _direction(scan)
     return f"α ({what} 1)", f"β ({what} 2)"
 
@@ -103,11 +111,13 @@ def value_label(what: str, scans: list[ScanResult], log: bool = False) -> str:
     """The colour bar's or axis's label for ``what``.
 
     ``what`` (loss, accuracy), "log scale" when so, and what the scans were measured on when
-    they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)").
+    they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)"). An accuracy
+    names the samples only: it does not depend on the loss function.
     """
     from landscape_cli.plotting.style import shared_measure
 
-    common, _ = shared_measure([s.get("attrs") for s in scans])
+    without = ("loss",) if what.startswith("accuracy") else ()
+    common, _ = shared_measure([s.get("attrs") for s in scans], without=without)
     parts = [p for p in ("log scale" if log else "", common) if p]
     return f"{what} ({'; '.join(parts)})" if parts else what
 

@@ -22,7 +22,15 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.plotting import _scan
 from landscape_cli.plotting.style import literal, new_figure
 
-__all__ = ["AUTO_LOG_DECADES", "auto_log", "contour", "heatmap", "surface"]
+__all__ = [
+    "AUTO_LOG_DECADES",
+    "auto_log",
+    "colorbar",
+    "contour",
+    "heatmap",
+    "round_ticks",
+    "surface",
+]
 
 CMAP = "viridis"
 
@@ -89,14 +97,50 @@ def _norm(z: np.ma.MaskedArray, log: bool, limits: Limits = None) -> Normalize:
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
-    """1-2-5 ticks inside [lo, hi] (the ends themselves when fewer than two fit)."""
+    """Round ticks inside [lo, hi] on a log scale.
+
+    1-2-5 ticks (powers of ten alone over more than three decades; the ends themselves when
+    fewer than two fit).
+    """
+    mantissas = (1.0,) if hi / lo > 1e3 else (1.0, 2.0, 5.0)
     ticks = [
-        m * 10.0**e
+        float(f"{m * 10.0**e:.1g}")
         for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
-        for m in (1.0, 2.0, 5.0)
+        for m in mantissas
         if lo <= m * 10.0**e <= hi
     ]
     return ticks if len(ticks) >= 2 else [lo, hi]
+
+
+def round_ticks(lo: float, hi: float, log: bool) -> list[float]:
+    """Round colour-bar ticks inside [lo, hi].
+
+    On a linear scale, multiples of 1, 2, 2.5 or 5 times a power of ten (matplotlib's
+    :class:`~matplotlib.ticker.MaxNLocator`, at most 6 intervals); on a log scale, 1-2-5 ticks.
+    A colour bar left to itself over a contour's levels shows a subset of the levels, odd
+    numbers such as 0.276 and 1.148.
+    """
+    if log:
+        return _log_ticks(lo, hi)
+    ticks = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    span = hi - lo
+    inside = [float(t) for t in ticks if lo - 1e-9 * span <= t <= hi + 1e-9 * span]
+    return inside if len(inside) >= 2 else [lo, hi]
+
+
+def colorbar(mappable, axes, *, log: bool, label: str, **kwargs):
+    """One colour bar for ``mappable`` beside ``axes`` (one axes or several), with round ticks.
+
+    Several side-by-side panels on one colour scale get one bar for all of them.
+    """
+    fig = (axes[0] if isinstance(axes, (list, tuple)) else axes).figure
+    bar = fig.colorbar(mappable, ax=axes, **kwargs)
+    lo, hi = float(mappable.norm.vmin), float(mappable.norm.vmax)
+    ticks = round_ticks(lo, hi, log)
+    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.minorticks_off()
+    bar.set_label(label)
+    return bar
 
 
 def plt_colormap(name: str, n: int):
@@ -144,6 +188,7 @@ def contour(
     *,
     limits: Limits = None,
     levels: int = 30,
+    bar: bool = True,
 ) -> Axes:
     """Filled contours plus contour lines of a 2-D scan, the origin marked, with a colorbar.
 
@@ -151,8 +196,9 @@ def contour(
     default (None) is a log scale when the loss spans more than two decades (:func:`auto_log`).
     ``limits`` (lo, hi) fixes the colour range, so that several panels share one scale (default:
     this scan's finite minimum and maximum; a None end keeps the data's own). ``levels`` is the
-    number of filled levels (every third is also drawn as a line). Returns the axes (a new
-    figure's when ``ax`` is None).
+    number of filled levels (every third is also drawn as a line). ``bar=False`` leaves the
+    colour bar out (side-by-side panels on one scale share one, :func:`colorbar`). Returns the
+    axes (a new figure's when ``ax`` is None).
     """
     if levels < 2:
         raise LandscapeError(f"`levels` must be at least 2, got {levels}")
@@ -178,12 +224,8 @@ def contour(
     filled = ax.contourf(x, y, z, levels=levels, cmap=CMAP, norm=norm, extend=extend)
     ax.contour(x, y, z, levels=levels[::3], colors="black", linewidths=0.5, alpha=0.7)
     _mark_origin(ax, x, y)
-    bar = ax.figure.colorbar(filled, ax=ax)
-    if log:
-        ticks = _log_ticks(lo, hi)
-        bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
-        bar.minorticks_off()
-    bar.set_label(_bar_label(scan, log))
+    if bar:
+        colorbar(filled, ax, log=log, label=_bar_label(scan, log))
     xlabel, ylabel = _scan.axis_labels_2d(scan)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -200,12 +242,13 @@ def heatmap(
     *,
     limits: Limits = None,
     levels: int | None = None,
+    bar: bool = True,
 ) -> Axes:
     """The loss of a 2-D scan as coloured cells centred on the grid points, with a colorbar.
 
-    x runs horizontally, y vertically (upwards); cells not computed yet stay blank. ``log`` and
-    ``limits`` as for :func:`contour`; ``levels`` (None: a continuous scale) makes the colour
-    scale that many discrete steps.
+    x runs horizontally, y vertically (upwards); cells not computed yet stay blank. ``log``,
+    ``limits`` and ``bar`` as for :func:`contour`; ``levels`` (None: a continuous scale) makes
+    the colour scale that many discrete steps.
     """
     x, y, z, log = _prepare(scan, log, limits)
     if ax is None:
@@ -213,8 +256,8 @@ def heatmap(
     cmap = CMAP if levels is None else plt_colormap(CMAP, levels)
     mesh = ax.pcolormesh(x, y, z, shading="nearest", cmap=cmap, norm=_norm(z, log, limits))
     _mark_origin(ax, x, y)
-    bar = ax.figure.colorbar(mesh, ax=ax)
-    bar.set_label(_bar_label(scan, log))
+    if bar:
+        colorbar(mesh, ax, log=log, label=_bar_label(scan, log))
     xlabel, ylabel = _scan.axis_labels_2d(scan)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -229,13 +272,15 @@ def surface(
     *,
     limits: Limits = None,
     levels: int | None = None,
+    bar: bool = True,
 ) -> Axes:
     """A 3-D surface of a 2-D scan (the axes must be 3-D: ``projection="3d"``).
 
     Points not computed yet are masked out of the surface. ``log`` draws log10 of the loss on the
     z axis (matplotlib's 3-D axes have no log scale; the default as for :func:`contour`).
     ``limits`` (in loss units) fixes the z and colour range, as for :func:`contour`; ``levels``
-    (None: continuous) makes the colours that many discrete steps.
+    (None: continuous) makes the colours that many discrete steps; ``bar`` as for
+    :func:`contour`.
     """
     x, y, z, log = _prepare(scan, log, limits)
     if ax is None:
@@ -263,9 +308,9 @@ def surface(
     ax.set_xlim(x.min(), x.max())
     ax.set_ylim(y.min(), y.max())
     ax.set_zlim(*_limits(z, False, limits))
-    bar = ax.figure.colorbar(surf, ax=ax, shrink=0.6, pad=0.1)
     zlabel = "log₁₀ loss" if log else "loss"
-    bar.set_label(_scan.value_label(zlabel, [scan]))
+    if bar:
+        colorbar(surf, ax, log=False, label=_scan.value_label(zlabel, [scan]), shrink=0.6, pad=0.1)
     xlabel, ylabel = _scan.axis_labels_2d(scan)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -65,8 +65,9 @@ def _trace_interval(result: HessianResult) -> tuple[float, float] | None:
     return None
 
 
-#: The density axes :func:`fig5` draws.
-DENSITY_AXES = ("symlog", "linear")
+#: The density axes :func:`fig5` draws (``"symlog"``, the name of the kinked axis it replaced,
+#: is read as ``"asinh"``).
+DENSITY_AXES = ("asinh", "linear")
 
 
 def _measure(result: HessianResult) -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +92,11 @@ def _measure(result: HessianResult) -> tuple[np.ndarray, np.ndarray]:
 
 
 def density_linthresh(hessian_results: Sequence[HessianResult]) -> float:
-    """The linear range ±linthresh of the symmetric-log density axis.
+    """The linear width ``a`` of the asinh density axis (linear within about ±a).
 
     A tenth of the smallest of the runs' spectral radii (largest |Ritz value|), rounded down to a
-    power of ten. So the flattest run's spectrum spans at least a decade of the log part, and the
-    bulk near 0 of every run sits in the linear part.
+    power of ten. So the flattest run's spectrum spans at least a decade of the logarithmic part,
+    and the bulk near 0 of every run sits in the linear part.
     """
     radii = []
     for r in hessian_results:
@@ -137,29 +138,39 @@ def _density_curves(
             q += np.exp(-0.5 * z**2) @ weights[start : start + 256]
         q /= s * np.sqrt(2.0 * np.pi)
         lam = transform.inverted()(u)
-        dudl = np.gradient(u, lam)
-        curves.append((lam, q * np.abs(dudl)))
+        curves.append((lam, q * np.abs(transform.derivative(lam))))
     return curves, s
 
 
 class _Decades:
-    """matplotlib's symmetric-log transform in decades (1 unit = a decade of the log part)."""
+    r"""The asinh axis in decades: :math:`u(\lambda) = \operatorname{asinh}(\lambda/a)/\ln 10`.
+
+    Linear (slope :math:`1/(a\ln 10)`) for :math:`|\lambda| \ll a`, :math:`\log_{10}` of
+    :math:`2|\lambda|/a` (one unit a decade) for :math:`|\lambda| \gg a`, and smooth in
+    between: every derivative is continuous, so a density drawn per unit eigenvalue,
+    :math:`q(u(\lambda))\,|du/d\lambda|`, has no step where the axis changes character (the
+    symmetric-log axis this replaces switched from linear to log at :math:`\pm a` with a kink,
+    which put artificial steps into the curves there). matplotlib's ``asinh`` scale with
+    ``linear_width=a`` draws the same axis (up to the factor :math:`a\ln 10`).
+    """
 
     def __init__(self, linthresh: float, inverse: bool = False) -> None:
-        from matplotlib.scale import SymmetricalLogTransform
-
         self.linthresh = linthresh
-        self._forward = SymmetricalLogTransform(10, linthresh, 1.0)
         self._inverse = inverse
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         v = np.asarray(values, dtype=np.float64)
         if self._inverse:
-            return self._forward.inverted().transform(v * self.linthresh)
-        return self._forward.transform(v) / self.linthresh
+            return self.linthresh * np.sinh(v * np.log(10.0))
+        return np.arcsinh(v / self.linthresh) / np.log(10.0)
 
     def inverted(self) -> _Decades:
         return _Decades(self.linthresh, not self._inverse)
+
+    def derivative(self, lam: np.ndarray) -> np.ndarray:
+        r""":math:`du/d\lambda` of the forward transform, exactly (no finite differences)."""
+        a = self.linthresh
+        return 1.0 / (a * np.log(10.0) * np.sqrt(1.0 + (np.asarray(lam) / a) ** 2))
 
 
 class _Identity:
@@ -168,6 +179,27 @@ class _Identity:
 
     def inverted(self) -> _Identity:
         return self
+
+    def derivative(self, lam: np.ndarray) -> np.ndarray:
+        return np.ones_like(np.asarray(lam, dtype=np.float64))
+
+
+def _asinh_ticks(limits: tuple[float, float], linthresh: float) -> list[float]:
+    """0 and ±powers of ten from 10·linthresh outwards within ``limits``, at most 3 a side.
+
+    (A tick at ±linthresh itself sits too close to 0 on the axis for its label to fit; over many
+    decades every second or third power is shown.)
+    """
+    lo, hi = min(limits), max(limits)
+    ticks = [0.0] if lo <= 0.0 <= hi else []
+    first = int(np.floor(np.log10(linthresh))) + 1
+    for sign, end in ((-1.0, -lo), (1.0, hi)):
+        if end < 10.0**first:
+            continue
+        last = int(np.floor(np.log10(end)))
+        step = max(1, int(np.ceil((last - first + 1) / 3)))
+        ticks += [sign * 10.0**k for k in range(last, first - 1, -step)]
+    return sorted(ticks)
 
 
 def _positive_or_error(values: np.ndarray, what: str, label: str) -> None:
@@ -185,7 +217,7 @@ def fig5(
     fig: Figure | None = None,
     *,
     log: bool = False,
-    density_axis: str = "symlog",
+    density_axis: str = "asinh",
     broadening: float = 0.02,
 ) -> Figure:
     """Draw Fig. 5: (a) top eigenvalues, (b) traces with 95 % CIs, (c) eigenvalue densities.
@@ -196,11 +228,13 @@ def fig5(
         labels: one legend label per result.
         fig: the figure to draw into (three axes are added); a new one by default.
         log: log y axes for panels (a) and (b) (every eigenvalue and trace must be > 0).
-        density_axis: ``"symlog"`` (default): panel (c)'s eigenvalue axis is symmetric-log,
-            linear within ±:func:`density_linthresh` (stated in the axis label), so spectra of
-            very different scales are all readable; ``"linear"``: one linear axis.
+        density_axis: ``"asinh"`` (default): panel (c)'s eigenvalue axis is matplotlib's
+            ``asinh`` scale, linear within about ±:func:`density_linthresh` and logarithmic
+            beyond (stated in the axis label), smooth everywhere, so spectra of very different
+            scales are all readable and no feature of a curve is an artefact of the axis;
+            ``"linear"``: one linear axis. ``"symlog"`` is read as ``"asinh"``.
         broadening: the Gaussian width the densities are drawn with, as a fraction of the
-            eigenvalue axis's span, 2 % by default (in decades for symlog); the width is stated
+            eigenvalue axis's span, 2 % by default (in decades for asinh); the width is stated
             in the legend's title.
 
     Panel (a) shows grouped bars, one group per eigenvalue rank and one colour (and hatch) per
@@ -240,7 +274,7 @@ def _check_fig5(
 ) -> None:
     """Fig. 5's inputs and options, before anything is drawn."""
     _check(hessian_results, labels)
-    if density_axis not in DENSITY_AXES:
+    if density_axis not in (*DENSITY_AXES, "symlog"):
         raise LandscapeError(
             f"unknown density axis {density_axis!r}: choose {' or '.join(DENSITY_AXES)}"
         )
@@ -325,12 +359,12 @@ def _density_panel(
 ) -> None:
     """Draw panel (c): the densities on a log axis.
 
-    The densities on a log axis, broadened by one width on the drawn eigenvalue axis (symmetric-log
-    or linear), each run with its own colour, line style and markers.
+    The densities on a log axis, broadened by one width on the drawn eigenvalue axis (asinh or
+    linear), each run with its own colour, line style and markers.
     """
     n = len(hessian_results)
     measures = [_measure(r) for r in hessian_results]
-    if density_axis == "symlog":
+    if density_axis in ("asinh", "symlog"):
         linthresh = density_linthresh(hessian_results)
         transform: Any = _Decades(linthresh)
     else:
@@ -342,9 +376,10 @@ def _density_panel(
         ax.plot(grid, np.maximum(density, floor), label=label, linewidth=1.4, **line_style(i, n))
     ax.set_yscale("log")
     ax.set_ylim(floor, peak * 3.0 if peak > 0 else 1.0)
-    if density_axis == "symlog":
-        ax.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
-        ax.set_xlabel(f"eigenvalue (symmetric log axis, linear within ±{linthresh:g})")
+    if density_axis in ("asinh", "symlog"):
+        ax.set_xscale("asinh", linear_width=linthresh)
+        ax.set_xticks(_asinh_ticks(ax.get_xlim(), linthresh))
+        ax.set_xlabel(f"eigenvalue (asinh axis: linear within ±{linthresh:g}, log beyond)")
         width_text = f"σ = {sigma:.2g} decade"
     else:
         ax.set_xlabel("eigenvalue")

@@ -128,7 +128,9 @@ def measured_on(attrs: dict | None) -> str:
     return ", ".join(_measured_parts(attrs).values())
 
 
-def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
+def shared_measure(
+    attrs_list: list[dict | None], *, without: tuple[str, ...] = ()
+) -> tuple[str, list[str]]:
     """Split what the runs were measured on into what they share and per-run remainders.
 
     Returns ``(what all runs share, per-run remainders)``. The parts of :func:`measured_on` that
@@ -136,9 +138,14 @@ def shared_measure(attrs_list: list[dict | None]) -> tuple[str, list[str]]:
     (e.g. " (PyHessian)" beside " (Lanczos)" for two engines on one checkpoint, " (GGN)" beside
     " (Hessian)" for two curvature matrices). The Hessian engine is named only where it is not the
     default Lanczos for every run, the curvature only where it is not the Hessian for every run.
+    ``without`` leaves parts out (``("loss",)`` for an accuracy, which no loss function measures).
     """
     parts = [_measured_parts(a) for a in attrs_list]
-    keys = [k for k in ("curvature", "engine", "loss", "samples") if any(k in p for p in parts)]
+    keys = [
+        k
+        for k in ("curvature", "engine", "loss", "samples")
+        if k not in without and any(k in p for p in parts)
+    ]
     if "engine" in keys and all(p.get("engine", "Lanczos") == "Lanczos" for p in parts):
         keys.remove("engine")
     if "curvature" in keys and all(p.get("curvature", "Hessian") == "Hessian" for p in parts):

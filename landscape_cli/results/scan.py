@@ -52,9 +52,15 @@ class ScanResult(DictView):
     ``directions`` maps each axis (``"x"``, ``"y"``) to ``{parameter name: array}`` in parameter
     order; it is None when the reader was not asked for it (``read_scan(directions=True)``).
 
+    ``trajectory`` (PCA scans, ``kind == "pca"``) holds the snapshots of the run the plane was
+    fitted to, in training order: ``x``, ``y`` (their coordinates in the plane), ``loss``,
+    ``accuracy`` (each snapshot's own, on the scan's samples), ``label`` (str), ``residual``
+    (distance from the plane), ``distance`` (from the checkpoint) and ``file`` (str); None for
+    other scans.
+
     ``result["key"]`` (:class:`~landscape_cli.results.store.DictView`) gives the dict the reader
-    returned before: ``name``, ``dim``, ``kind``, ``x``, ``y``, ``loss``, ``accuracy``, ``attrs``
-    and, when read, ``directions``.
+    returned before: ``name``, ``dim``, ``kind``, ``x``, ``y``, ``loss``, ``accuracy``, ``attrs``,
+    ``trajectory`` (when there is one) and, when read, ``directions``.
     """
 
     name: str
@@ -64,6 +70,7 @@ class ScanResult(DictView):
     accuracy: np.ndarray
     attrs: Mapping[str, Any] = field(default_factory=dict)
     directions: Mapping[str, Mapping[str, np.ndarray]] | None = field(default=None, repr=False)
+    trajectory: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
@@ -88,6 +95,8 @@ class ScanResult(DictView):
         }
         if self.directions is not None:
             out["directions"] = {axis: dict(p) for axis, p in self.directions.items()}
+        if self.trajectory is not None:
+            out["trajectory"] = dict(self.trajectory)
         return out
 
 
@@ -113,14 +122,16 @@ def write_scan(
     accuracy: np.ndarray,
     directions: Mapping[str, Mapping[str, np.ndarray]],
     drop_foreign: bool = False,
+    trajectory: Mapping[str, Any] | None = None,
     check: store.Check | None = None,
 ) -> Path:
     """Create (or replace) ``/scan/<name>``: coordinates, loss/accuracy grids, directions.
 
     ``directions`` maps an axis (``"x"``, ``"y"``) to ``{parameter name: array}``; each array is
     stored under ``directions/<axis>/<parameter name>``. ``loss``/``accuracy`` hold NaN where a
-    point is not computed yet; for 2-D scans they are shaped (ny, nx). ``check`` runs under the
-    file's lock right before the write.
+    point is not computed yet; for 2-D scans they are shaped (ny, nx). ``trajectory`` (PCA scans)
+    is stored as the datasets of ``/scan/<name>/trajectory`` (see :class:`ScanResult`). ``check``
+    runs under the file's lock right before the write.
     """
     check_scan_name(name)
 
@@ -141,8 +152,49 @@ def write_scan(
             ag = dg.create_group(axis, track_order=True)
             for pname, arr in params.items():
                 ag.create_dataset(member_name(pname), data=np.asarray(arr))
+        if trajectory is not None:
+            _write_trajectory(g.create_group("trajectory"), trajectory)
 
     return store.update_file(path, root, mutate, drop_foreign=drop_foreign, check=check)
+
+
+#: The datasets of ``/scan/<name>/trajectory``: numbers, then strings.
+TRAJECTORY_NUMBERS = ("x", "y", "loss", "accuracy", "residual", "distance")
+TRAJECTORY_STRINGS = ("label", "file")
+
+
+def _write_trajectory(g: h5py.Group, trajectory: Mapping[str, Any]) -> None:
+    import h5py
+
+    lengths = {len(trajectory[k]) for k in (*TRAJECTORY_NUMBERS, *TRAJECTORY_STRINGS)}
+    if len(lengths) != 1:
+        raise ValueError(f"trajectory datasets of different lengths: {sorted(lengths)}")
+    for key in TRAJECTORY_NUMBERS:
+        g.create_dataset(key, data=np.asarray(trajectory[key], dtype=np.float64))
+    for key in TRAJECTORY_STRINGS:
+        values = [str(v) for v in trajectory[key]]
+        g.create_dataset(key, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+
+
+def _read_trajectory(g: h5py.Group) -> dict[str, Any]:
+    """The datasets of ``/scan/<name>/trajectory``, checked (:mod:`.typed`)."""
+    import h5py
+
+    x = t.array(g, "x", finite=True)
+    out: dict[str, Any] = {"x": x}
+    for key in TRAJECTORY_NUMBERS[1:]:
+        if key in g:
+            out[key] = t.array(g, key, shape=(len(x),))
+    for key in TRAJECTORY_STRINGS:
+        if key in g:
+            d = t.dataset(g, key)
+            if d.ndim != 1 or d.shape[0] != len(x) or h5py.check_string_dtype(d.dtype) is None:
+                raise t.fail(
+                    g, f"{g.name}/{key}", f"has dtype {d.dtype} and shape {d.shape}",
+                    f"a 1-D array of {len(x)} strings",
+                )  # fmt: skip
+            out[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in d[()]]
+    return out
 
 
 def write_scan_result(
@@ -164,6 +216,7 @@ def write_scan_result(
         accuracy=scan.accuracy,
         directions=scan.directions or {},
         drop_foreign=drop_foreign,
+        trajectory=scan.trajectory,
     )
 
 
@@ -323,6 +376,15 @@ SCAN_KINDS = {
     "ymin": t.FINITE,
     "ymax": t.FINITE,
     "ny": t.COUNT,
+    "dataset": t.STR,
+    "params": t.STRS,
+    "include_frozen": t.BOOL,
+    "skipped_params": t.STRS,
+    "skipped_reasons": t.STRS,
+    "float32_precision": t.STR,
+    "explained_variance": t.NUMBERS,
+    "trajectory": t.STRS,
+    "trajectory_sha256": t.STR,
 }
 
 
@@ -358,9 +420,11 @@ def read_scan_group(g: h5py.Group, name: str, *, directions: bool = False) -> Sc
             if len(ag) == 0:
                 raise t.fail(g, ag.name, "is empty", "one direction per parameter")
             dirs[axis] = {p: t.array(ag, p, ndim=range(0, 33), dtype="n") for p in ag}
+    tg = t.group(g, "trajectory", None)
     return ScanResult(
-        name=name, x=x, y=y, loss=loss, accuracy=accuracy, attrs=attrs, directions=dirs
-    )
+        name=name, x=x, y=y, loss=loss, accuracy=accuracy, attrs=attrs, directions=dirs,
+        trajectory=_read_trajectory(tg) if tg is not None else None,
+    )  # fmt: skip
 
 
 # -- identity ----------------------------------------------------------------------------------

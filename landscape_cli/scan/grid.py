@@ -44,6 +44,7 @@ IDENTITY = (
     "targets_sha256",
     "params",
     "include_frozen",
+    "trajectory_sha256",
     "xmin",
     "xmax",
     "nx",
@@ -83,6 +84,8 @@ class ScanPlan:
     y: np.ndarray | None
     directions: tuple[Direction, ...]  # one per axis
     attrs: dict[str, Any] = field(default_factory=dict)
+    # PCA scans: the snapshots' projections, losses and labels (``/scan/<name>/trajectory``)
+    trajectory: dict[str, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:

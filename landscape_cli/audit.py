@@ -46,6 +46,7 @@ from landscape_cli.evaluation import (
     loss_and_accuracy,
     to_device,
 )
+from landscape_cli.hessian.types import SampleSets
 from landscape_cli.params import ParamSelection, requiring_grad, select_parameters
 from landscape_cli.scan.directions import random_direction
 
@@ -335,6 +336,7 @@ class AuditSettings:
     curvature: str = "hessian"  # the matrix of λmax, trace and density: hessian, ggn or fisher
     params: tuple[str, ...] = ()  # shell-style patterns on parameter names (landscape_cli.params)
     include_frozen: bool = False
+    sample_sets: int = 1  # λmax and trace also on this many disjoint sample sets (spread)
 
     @property
     def selection(self) -> ParamSelection:
@@ -354,6 +356,7 @@ class AuditSettings:
             density_probes=self.density_probes if density else 0,
             density_tol=self.density_tol,
             lanczos_steps=self.lanczos_steps,
+            sample_sets=self.sample_sets,
             seed=self.seed,
         )
 
@@ -372,6 +375,7 @@ def reusable(
     split: str,
     dataset: str | None = None,
     allow_tf32: bool = False,
+    set_hashes: Sequence[str] = (),
 ) -> bool:
     """Whether a stored ``/hessian`` answers the audit's Hessian questions.
 
@@ -435,6 +439,13 @@ def reusable(
         reached = achieved is not None and achieved <= settings.density_tol
         if not (d.get("probes", 0) >= settings.density_probes or reached):
             return False
+    if settings.sample_sets > 1:  # the same further sets (their hashes), at least as many
+        sets = stored.get("sample_sets")
+        hashes = [] if sets is None else list(sets.get("samples_sha256", []))
+        if hashes[1 : settings.sample_sets] != list(set_hashes)[: settings.sample_sets - 1]:
+            return False
+        if len(hashes) < settings.sample_sets:
+            return False
     return True
 
 
@@ -466,6 +477,9 @@ class Measures:
     negative_mass: float | None = None
     spectral_spread: float | None = None
     tau: float | None = None
+    sample_sets: int = 1
+    lambda_max_spread: float | None = None  # over the sample sets (their sample std)
+    trace_spread: float | None = None
 
     def as_dict(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
         """The measures as plain numbers, by name (``keys`` only, when given).
@@ -475,6 +489,9 @@ class Measures:
         if keys is not None:
             return {k: getattr(self, k) for k in keys}
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.sample_sets == 1:
+            for k in ("sample_sets", "lambda_max_spread", "trace_spread"):
+                del out[k]
         if self.negative_mass is None:
             for k in ("negative_mass", "spectral_spread", "tau"):
                 del out[k]
@@ -553,6 +570,16 @@ class _HessianNumbers:
     nodes: tuple[np.ndarray, np.ndarray] | None
     device: torch.device
     dtype: torch.dtype
+    sets: SampleSets | None = None
+
+
+def _set_spreads(sets: SampleSets | None, k: int) -> tuple[float | None, float | None]:
+    """The spreads of λmax and of the trace over the first ``k`` sample sets (None without)."""
+    if sets is None or k < 2 or sets.sets < k:
+        return None, None
+    lam = sets.spread(sets.lambda_max[:k])[1]
+    tr = sets.spread(sets.trace[:k])[1]
+    return (lam if lam == lam else None), (tr if tr == tr else None)
 
 
 def _stored_hessian(
@@ -575,6 +602,7 @@ def _stored_hessian(
         nodes=(d["nodes"], d["weights"]) if d is not None and density else None,
         device=run_device,
         dtype=next(model.parameters()).dtype,
+        sets=getattr(getattr(stored, "report", None), "sample_sets", None),
     )
 
 
@@ -586,22 +614,36 @@ def _computed_hessian(
     device,
     on_phase: Callable[[str, int, str], None] | None,
     on_advance: Callable[[int], None] | None,
+    sets: Sequence[tuple[Sequence[Batch], str]] = (),
+    samples_sha256: str = "",
 ) -> tuple[_HessianNumbers, Any, dict]:
-    """The Hessian measures computed here; also returns the operator and the analysis."""
-    from landscape_cli.hessian import analyze, curvature_operator
+    """The Hessian measures computed here; also returns the operator and the analysis.
 
-    op = curvature_operator(
-        s.curvature, net, batches, loss=s.loss, device=device, params=s.selection
-    )
-    check_not_constant(op)
-    op.on_hvp = on_advance
-    results = analyze(
-        op,
-        s.hessian(density),
-        on_phase=(lambda name, most: on_phase(name, most, "HVPs (at most)"))
+    With ``sets`` (further sample sets: batches and hash), also the top-k and the trace on
+    each (:func:`~landscape_cli.hessian.sample_set_spread`), in ``results["sample_sets"]``.
+    """
+    from landscape_cli.hessian import analyze, curvature_operator, sample_set_spread
+
+    def make(on: Sequence[Batch]):
+        op = curvature_operator(
+            s.curvature, net, on, loss=s.loss, device=device, params=s.selection
+        )
+        check_not_constant(op)
+        op.on_hvp = on_advance
+        return op
+
+    phase = (
+        (lambda name, most: on_phase(name, most, "HVPs (at most)"))
         if on_phase is not None
-        else None,
+        else None
     )
+    op = make(batches)
+    results = analyze(op, s.hessian(density), on_phase=phase)
+    if sets:
+        others = [(sha, lambda b=b: make(b)) for b, sha in sets]
+        results["sample_sets"] = sample_set_spread(
+            results, samples_sha256, others, s.hessian(density), on_phase=phase
+        )
     top, tr, dens = results["top"], results["trace"], results["density"]
     numbers = _HessianNumbers(
         eigenvalues=[float(v) for v in top.eigenvalues] if top else [],
@@ -610,6 +652,7 @@ def _computed_hessian(
         nodes=(dens.nodes, dens.weights) if dens is not None else None,
         device=op.device,
         dtype=op.dtype,
+        sets=results.get("sample_sets"),
     )
     return numbers, op, results
 
@@ -653,12 +696,17 @@ def measure(
     stored: dict | None = None,
     on_phase: Callable[[str, int, str], None] | None = None,
     on_advance: Callable[[int], None] | None = None,
+    sets: Sequence[tuple[Sequence[Batch], str]] = (),
+    samples_sha256: str = "",
 ) -> Measurement:
     """Every audit measure of ``model`` (its logits divided by ``temperature``) on ``batches``.
 
     With ``stored`` (a compatible ``/hessian`` read back, see :func:`reusable`), the Hessian
     measures are taken from it instead of being computed. Returns the :class:`Measures`, with
-    the operator and the results of :func:`landscape_cli.hessian.analyze` when computed.
+    the operator and the results of :func:`landscape_cli.hessian.analyze` when computed. With
+    ``settings.sample_sets`` > 1, λmax and the trace are also measured on ``sets`` (the further
+    sample sets: batches and hash; ``samples_sha256`` is ``batches``'), or read from ``stored``,
+    and their spreads over the sets join their uncertainties.
 
     Progress goes to ``on_phase(name, most work, unit)`` before each phase (the Hessian's, then
     the two sharpness measures) and ``on_advance(k)`` as work is done in it.
@@ -670,7 +718,10 @@ def measure(
         s = replace(s, params=sel.patterns)
     op, results = None, None
     if stored is None:
-        h, op, results = _computed_hessian(net, batches, s, density, device, on_phase, on_advance)
+        h, op, results = _computed_hessian(
+            net, batches, s, density, device, on_phase, on_advance,
+            sets=sets if s.sample_sets > 1 else (), samples_sha256=samples_sha256,
+        )  # fmt: skip
     else:
         h = _stored_hessian(model, net, stored, s, density, device)
     # The operator keeps only this rank's shard under torchrun; losses and sharpness need all.
@@ -679,6 +730,7 @@ def measure(
     one_d, adaptive = _sharpness(net, dev_batches, s, on_phase, on_advance)
     lambda_max = h.eigenvalues[0] if h.eigenvalues else None
     shape = density_shape(*h.nodes, lambda_max, s.tau) if h.nodes is not None else None
+    lam_spread, trace_spread = _set_spreads(h.sets, s.sample_sets)
     measures = Measures(
         temperature=temperature,
         lambda_max=lambda_max,
@@ -694,26 +746,40 @@ def measure(
         sharpness_1d_spread=spread(one_d),
         adaptive_sharpness=max(adaptive),
         adaptive_sharpness_spread=spread(adaptive),
-        hvp_count=op.hvp_count if op is not None else 0,
+        hvp_count=(op.hvp_count if op is not None else 0)
+        + (h.sets.hvp_count if h.sets is not None and stored is None else 0),
         hessian_reused=stored is not None,
         negative_mass=shape.negative_mass if shape is not None else None,
         spectral_spread=shape.spread if shape is not None else None,
         tau=s.tau if shape is not None else None,
+        sample_sets=s.sample_sets if lam_spread is not None or trace_spread is not None else 1,
+        lambda_max_spread=lam_spread,
+        trace_spread=trace_spread,
     )
     return Measurement(measures, op, results)
 
 
 MEASURES = ("lambda_max", "trace", "sharpness_1d", "adaptive_sharpness")
 
+
+def _plus(value: float | None, spread: float | None) -> float | None:
+    """``value`` plus a sample-set ``spread`` when there is one."""
+    if value is None:
+        return spread
+    return value + (spread if spread is not None and math.isfinite(spread) else 0.0)
+
+
 #: The uncertainty of each measure: λmax its Lanczos residual ‖Hv − θv‖ (|λ − θ| ≤ it for a
 #: symmetric H), the trace the half-width of its 95 % CI, each sharpness the spread of its
-#: directions or restarts.
+#: directions or restarts; with ``sample_sets`` > 1, λmax and the trace add their spread over
+#: the sample sets (how far they move with other samples).
 UNCERTAINTY = {
-    "lambda_max": lambda r: r.get("lambda_max_residual"),
-    "trace": lambda r: (
+    "lambda_max": lambda r: _plus(r.get("lambda_max_residual"), r.get("lambda_max_spread")),
+    "trace": lambda r: _plus(
         (r["trace_ci95"][1] - r["trace_ci95"][0]) / 2
         if r.get("trace_ci95")
-        else (1.96 * r["trace_stderr"] if r.get("trace_stderr") is not None else None)
+        else (1.96 * r["trace_stderr"] if r.get("trace_stderr") is not None else None),
+        r.get("trace_spread"),
     ),
     "sharpness_1d": lambda r: r.get("sharpness_1d_spread"),
     "adaptive_sharpness": lambda r: r.get("adaptive_sharpness_spread"),

@@ -192,31 +192,61 @@ def select_indices(dataset: torch.utils.data.Dataset, samples: int | None, seed:
     class labels (regression), a seeded uniform subset. The whole dataset is taken in its own
     order. The same dataset, ``samples`` and ``seed`` always give the same indices.
     """
+    return select_sets(dataset, samples, 1, seed)[0]
+
+
+def select_sets(
+    dataset: torch.utils.data.Dataset, samples: int | None, sets: int = 1, seed: int = 0
+) -> list[Tensor]:
+    """``sets`` disjoint sample sets of ``samples`` each, the first being :func:`select_indices`'.
+
+    Each set is class-stratified as :func:`select_indices` describes: set k takes members
+    ``k·q_c … (k+1)·q_c − 1`` of each class's seeded permutation (``q_c`` that class's places),
+    then its own seeded order. Set 0 is therefore exactly the samples every command measures on,
+    and set k does not depend on how many sets are asked for. Refused (one line) when the split,
+    or one of its classes, is too small for ``sets`` disjoint sets.
+    """
     total = len(dataset)  # type: ignore[arg-type]
+    sets = max(1, int(sets))
     n = total if samples is None or samples <= 0 else min(samples, total)
     if n == 0:
         raise LandscapeError("the dataset is empty")
+    if sets > 1 and (samples is None or samples <= 0 or sets * samples > total):
+        raise LandscapeError(
+            f"`sample_sets={sets}` disjoint sets of `samples={samples}` need "
+            f"{sets * max(int(samples or 0), 1)} samples, more than the split's {total}; lower "
+            "`samples` or `sample_sets`"
+        )
     if n == total:
-        return torch.arange(total)
+        return [torch.arange(total)]
     gen = torch.Generator().manual_seed(seed)
     labels = class_labels(dataset)
     if labels is None:
-        chosen = torch.randperm(total, generator=gen)[:n]
-    else:
-        classes, counts = torch.unique(labels, return_counts=True)
-        exact = counts.double() * n / total
-        quota = exact.floor().long()
-        remainder = exact - quota
-        order = sorted(range(len(classes)), key=lambda i: (-float(remainder[i]), i))
-        for i in order[: n - int(quota.sum())]:
-            quota[i] += 1
-        parts = []
-        for c, q in zip(classes.tolist(), quota.tolist(), strict=True):
-            members = torch.nonzero(labels == c).flatten()
-            parts.append(members[torch.randperm(len(members), generator=gen)[:q]])
-        chosen = torch.cat(parts)
-        chosen = chosen[torch.randperm(len(chosen), generator=gen)]
-    return chosen
+        order = torch.randperm(total, generator=gen)
+        return [order[k * n : (k + 1) * n] for k in range(sets)]
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n / total
+    quota = exact.floor().long()
+    remainder = exact - quota
+    ranked = sorted(range(len(classes)), key=lambda i: (-float(remainder[i]), i))
+    for i in ranked[: n - int(quota.sum())]:
+        quota[i] += 1
+    parts: list[list[Tensor]] = [[] for _ in range(sets)]
+    for c, q in zip(classes.tolist(), quota.tolist(), strict=True):
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        if sets * q > len(members):
+            raise LandscapeError(
+                f"class {c} has {len(members)} samples, too few for `sample_sets={sets}` "
+                f"disjoint sets of {q} of them each; lower `samples` or `sample_sets`"
+            )
+        for k in range(sets):
+            parts[k].append(members[k * q : (k + 1) * q])
+    out = []
+    for k in range(sets):
+        chosen = torch.cat(parts[k])
+        out.append(chosen[torch.randperm(len(chosen), generator=gen)])
+    return out
 
 
 def samples_sha256(batches: Sequence[Batch]) -> str:

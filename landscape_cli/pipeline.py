@@ -55,8 +55,11 @@ class Source:
         for text in getattr(loaded, "notes", ()):
             self.on_note(f"{loaded.path.name}: {text}")
 
-    def load(self, checkpoint: Path) -> Workload:
-        """Load ``checkpoint`` and its samples as a :class:`Workload` with these settings."""
+    def load(self, checkpoint: Path, sample_sets: int = 1) -> Workload:
+        """Load ``checkpoint`` and its samples as a :class:`Workload` with these settings.
+
+        With ``sample_sets`` > 1, also the further disjoint sample sets (``Workload.sets``).
+        """
         self.check()
         if self.split not in ("train", "test"):
             raise LandscapeError(f"`split` must be train or test, got {self.split!r}")
@@ -73,6 +76,7 @@ class Source:
             seed=self.seed,
             text_columns=self.text_columns,
             label_column=self.label_column,
+            sample_sets=sample_sets,
         )
         self.note(work.loaded)
         return work
@@ -231,7 +235,7 @@ def hessian_job(
     dev = distributed.local_device(resolve_device(device))
     out_path = results_path(checkpoint, out)
     check_target(out_path)
-    work = source.load(checkpoint)
+    work = source.load(checkpoint, sample_sets=s.sample_sets)
     chosen = select_parameters(work.model, params)
     _check_size(s, chosen.numel, dev, dtype == "float64")
     tensors = len(chosen.names)
@@ -255,6 +259,14 @@ def hessian_job(
     save = _hessian_saver(op, results, s, work, loss, t0, out_path, root, attrs, overwrite)
     try:
         _run_engine(engine, op, s, results, source=source, on_phase=on_phase)
+        if work.sets:  # the same estimates on the further sample sets
+            results["sample_sets"] = _sample_sets(
+                work, s, results, on_phase, on_hvp,
+                lambda w: _hessian_operator(
+                    w, s, loss=loss, bn_mode=bn_mode, dev=dev, dtype=dtype,
+                    cache_graphs=cache_graphs, curvature=curvature, params=params,
+                ),
+            )  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (landscape_cli.interrupts)
         if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
             raise
@@ -262,6 +274,22 @@ def hessian_job(
     with interrupts.deferred():  # a signal now waits until the finished result is written
         report = save()[0]
     return report, out_path, work
+
+
+def _sample_sets(work: Workload, s, results: dict, on_phase, on_hvp, make_op):
+    """:func:`~landscape_cli.hessian.sample_set_spread` of ``work``'s further sample sets."""
+    from landscape_cli import hessian as hs
+
+    def maker(batches):
+        def make():
+            op = make_op(replace(work, batches=batches, sets=()))
+            op.on_hvp = on_hvp
+            return op
+
+        return make
+
+    others = [(one.samples_sha256, maker(one.batches)) for one in work.sets]
+    return hs.sample_set_spread(results, work.samples_sha256, others, s, on_phase=on_phase)
 
 
 def _results_file_bytes(out_path: Path, new: int) -> int:
@@ -344,6 +372,8 @@ def _hessian_saver(
         )
         if results.get("pyhessian_hvp_count"):  # PyHessian's products, which op does not count
             report = replace(report, hvp_count=report.hvp_count + results["pyhessian_hvp_count"])
+        if report.sample_sets is not None:  # the further sets' products, on their operators
+            report = replace(report, hvp_count=report.hvp_count + report.sample_sets.hvp_count)
         extra = dict(attrs)
         if "pyhessian_stopped" in results:  # its own stopping rule, beside our `converged`
             extra["pyhessian_stopped"] = [int(x) for x in results["pyhessian_stopped"]]
@@ -398,6 +428,7 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
             (s.top_k >= 0, "`top_k` must be >= 0"),
             (s.tol > 0, "`tol` must be > 0"),
             (s.max_steps >= 1, "`max_steps` must be >= 1"),
+            (s.sample_sets >= 1, "`sample_sets` must be >= 1"),
             (
                 0 <= s.block_size <= max(1, s.max_steps),
                 f"`block_size` must be 0 (automatic) or between 1 and `max_steps` "
@@ -472,8 +503,9 @@ def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
                 "needs `engine='lanczos'`",
             ),
             (
-                (s.tol, s.max_steps, s.block_size) == (d.tol, d.max_steps, d.block_size),
-                "`tol`, `max_steps` and `block_size` set landscape's Lanczos; "
+                (s.tol, s.max_steps, s.block_size, s.sample_sets)
+                == (d.tol, d.max_steps, d.block_size, d.sample_sets),
+                "`tol`, `max_steps`, `block_size` and `sample_sets` set landscape's Lanczos; "
                 "`engine='pyhessian'` runs PyHessian's power iteration with its defaults "
                 "(maxIter=100, tol=1e-3)",
             ),
@@ -1132,7 +1164,7 @@ def _audit_targets(
     paths = [results_path(ck, None) for ck in checkpoints]
     for path in paths:
         check_target(path)
-    works = [source.load(ck) for ck in checkpoints]
+    works = [source.load(ck, sample_sets=s.sample_sets) for ck in checkpoints]
     if not s.loss:  # the checkpoints' own training loss
         losses = {work.resolve_loss(None) for work in works}
         if len(losses) > 1:
@@ -1191,6 +1223,7 @@ def _reusable_hessian(t: _Audited, s, overwrite: bool, allow_tf32: bool = False)
         split=work.split,
         dataset=work.dataset,
         allow_tf32=allow_tf32,
+        set_hashes=[one.samples_sha256 for one in work.sets],
     )
     return h if ok else None
 
@@ -1214,6 +1247,8 @@ def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance, allow
         stored=stored,
         on_phase=on_phase,
         on_advance=on_advance,
+        sets=[(one.batches, one.samples_sha256) for one in t.work.sets],
+        samples_sha256=t.work.samples_sha256,
     )
     report = None
     if m.analysis is not None:

@@ -19,7 +19,15 @@ import torch
 
 from landscape_cli.checkpoints import LoadedModel, load_model
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import Batch, samples_sha256, select_indices
+from landscape_cli.evaluation import Batch, samples_sha256, select_sets
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Another sample set of a workload: its batches and the SHA-256 of its samples."""
+
+    batches: list[Batch]
+    samples_sha256: str
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class Workload:
     seed: int = 0
     samples_sha256: str = ""  # SHA-256 of the samples' data (:func:`evaluation.samples_sha256`)
     loss: str | None = None  # the loss the checkpoint was trained with, where it says
+    #: further disjoint sample sets of the same size (``sample_sets`` > 1), with their hashes
+    sets: tuple[SampleSet, ...] = ()
 
     def resolve_loss(self, loss: str | None) -> str:
         """``loss`` when given, else the checkpoint's training loss, else cross-entropy."""
@@ -60,11 +70,14 @@ def load_workload(
     seed: int = 0,
     text_columns: tuple[str, ...] = ("text",),
     label_column: str = "label",
+    sample_sets: int = 1,
 ) -> Workload:
     """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset.
 
     Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset (chosen by
-    :func:`~landscape_cli.evaluation.select_indices` with ``seed``).
+    :func:`~landscape_cli.evaluation.select_indices` with ``seed``); with ``sample_sets`` > 1,
+    also the next ``sample_sets − 1`` disjoint sets of as many (``Workload.sets``,
+    :func:`~landscape_cli.evaluation.select_sets`).
 
     A Hugging Face folder (``model="hf:..."``, or a folder holding a ``config.json``) loads
     through :func:`load_hf_workload`; ``text_columns``/``label_column`` name the columns of its
@@ -90,19 +103,22 @@ def load_workload(
             seed=seed,
             text_columns=text_columns,
             label_column=label_column,
+            sample_sets=sample_sets,
         )
     if dataset is not None and dataset.strip().lower().startswith("text:"):
         raise LandscapeError(
             f"`dataset={dataset!r}` is text data, for Hugging Face model folders (`model='hf:'`)"
         )
     return _file_workload(
-        path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed
-    )
+        path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed,
+        sample_sets,
+    )  # fmt: skip
 
 
 def _file_workload(
-    path: Path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed
-) -> Workload:
+    path: Path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed,
+    sample_sets: int = 1,
+) -> Workload:  # fmt: skip
     """:func:`load_workload` for a checkpoint file (not a Hugging Face folder)."""
     from landscape_cli.checkpoints import (
         check_checkpoint,
@@ -129,11 +145,16 @@ def _file_workload(
         trust=trust,
         contents=raw,
     )
-    indices = select_indices(data.dataset, samples, seed)
-    subset = torch.utils.data.Subset(data.dataset, indices.tolist())
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
-    batches = [Batch(x, torch.as_tensor(y)) for x, y in loader]
+    chosen = select_sets(data.dataset, samples, sample_sets, seed)
+
+    def batched(indices) -> list[Batch]:
+        subset = torch.utils.data.Subset(data.dataset, indices.tolist())
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+        return [Batch(x, torch.as_tensor(y)) for x, y in loader]
+
+    batches = batched(chosen[0])
     return Workload(
+        sets=_other_sets(batched, chosen[1:]),
         loaded=loaded,
         batches=batches,
         dataset=ds_name,
@@ -144,6 +165,15 @@ def _file_workload(
         samples_sha256=samples_sha256(batches),
         loss=stored_loss(raw),
     )
+
+
+def _other_sets(batched, others) -> tuple[SampleSet, ...]:
+    """The further sample sets, each batched as the first one is."""
+    out = []
+    for indices in others:
+        batches = batched(indices)
+        out.append(SampleSet(batches, samples_sha256(batches)))
+    return tuple(out)
 
 
 def _dataset_of(raw: Any, path: Path, dataset: str | None, data_root: str | None, trust: bool):
@@ -191,6 +221,7 @@ def load_hf_workload(
     seed: int = 0,
     text_columns: tuple[str, ...] = ("text",),
     label_column: str = "label",
+    sample_sets: int = 1,
 ) -> Workload:
     """A Hugging Face folder (:mod:`landscape_cli.models.hf`) and its samples.
 
@@ -217,8 +248,8 @@ def load_hf_workload(
         data, collate = _text_data(hf, dataset, split, text_columns, label_column)
     else:
         data, collate = _image_data(hf, dataset, split, data_root), None
-    indices = select_indices(data, samples, seed)
-    batches = _batches(data, indices, batch_size, collate)
+    chosen = select_sets(data, samples, sample_sets, seed)
+    batches = _batches(data, chosen[0], batch_size, collate)
     spec = {"name": f"hf:{folder}", "kwargs": {"architecture": hf.architecture}}
     loaded = LoadedModel(hf.model, spec, None, folder, "hf")
     return Workload(
@@ -231,6 +262,7 @@ def load_hf_workload(
         seed=seed,
         samples_sha256=samples_sha256(batches),
         loss="mse" if hf.num_labels == 1 else "ce",
+        sets=_other_sets(lambda idx: _batches(data, idx, batch_size, collate), chosen[1:]),
     )
 
 

@@ -164,7 +164,7 @@ def results_files(tmp_path_factory) -> dict[str, Path]:
     fast = ["--samples", "64", "--batch-size", "32"]
     hess = [*fast, "--top-k", "2", "--trace-probes", "10", "--density-probes", "2"]
     hess += ["--lanczos-steps", "8"]
-    _ok(["hessian", str(a), *hess, "--per-layer", "--eigenvectors"])
+    _ok(["hessian", str(a), *hess, "--per-layer", "--eigenvectors", "--sample-sets", "2"])
     _ok(["scan", str(a), *fast, "--points", "3"])
     _ok(["scan", str(a), *fast, "--dim", "2", "--points", "3", "--ypoints", "5", "--orthogonalize"])
     _ok(["scan", str(a), *fast, "--direction", "eigenvector", "--points", "3",
@@ -179,7 +179,7 @@ def results_files(tmp_path_factory) -> dict[str, Path]:
     _ok(["scan", str(a), *fast, "--direction", "pca", "--trajectory", str(b), "--trajectory",
          str(c), "--points", "3"])  # fmt: skip
     audit = ["--samples", "48", "--batch-size", "48", "--top-k", "1", "--trace-probes", "4"]
-    audit += ["--density-probes", "2", "--lanczos-steps", "6", "--match-loss"]
+    audit += ["--density-probes", "2", "--lanczos-steps", "6", "--match-loss", "--sample-sets", "2"]
     _ok(["audit", str(a), str(b), *audit])
 
     # a Lightning-style file measured by PyHessian: state_dict_prefix and engine

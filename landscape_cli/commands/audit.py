@@ -62,6 +62,14 @@ class Measures:
         ),
     ] = 1e-2
     curvature: c.CurvatureOpt = "hessian"
+    sample_sets: Annotated[
+        int,
+        typer.Option(
+            help="Also measure λmax and the trace on this many disjoint sample sets of --samples "
+            "each; their spread joins the uncertainties of the ranking and its ties.",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
+    ] = 1
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,15 @@ class Estimate:
             rich_help_panel=c.ESTIMATE_PANEL,
         ),
     ] = False
+    sample_sets: Annotated[
+        int,
+        typer.Option(
+            help="Also measure the top-k and the trace on this many disjoint sample sets of "
+            "--samples each (seeded, class-stratified; the first is the run's own) and report "
+            "their spread.",
+            rich_help_panel=c.ESTIMATE_PANEL,
+        ),
+    ] = 1
 
 
 @dataclass(frozen=True)
@@ -221,6 +230,7 @@ def _as_json(report, work, out_path: Path, engine: str, allow_tf32: bool = False
         "curvature": report.curvature,
         "float32_precision": precision_name(allow_tf32),
         "eigenvalues": top.eigenvalues if top else [],
+        "sample_sets": _sets_json(report.sample_sets),
         "residuals": top.residuals if top else [],
         "converged": top.converged if top else [],
         "gaps": top.gaps if top is not None and top.gaps is not None else [],
@@ -257,6 +267,48 @@ def _as_json(report, work, out_path: Path, engine: str, allow_tf32: bool = False
         "seconds": report.seconds,
         "out": str(out_path),
     }
+
+
+def _sets_json(sets) -> dict | None:
+    """The sample sets' values, hashes, means and spreads for ``--json`` (None without)."""
+    if sets is None:
+        return None
+    lam_mean, lam_std = sets.spread(sets.lambda_max)
+    tr_mean, tr_std = sets.spread(sets.trace)
+    return {
+        "sets": sets.sets,
+        "lambda_max": sets.lambda_max,
+        "eigenvalues": sets.eigenvalues,
+        "trace": sets.trace,
+        "trace_stderr": sets.trace_stderr,
+        "samples_sha256": list(sets.samples_sha256),
+        "lambda_max_mean": lam_mean,
+        "lambda_max_std": lam_std,
+        "trace_mean": tr_mean,
+        "trace_std": tr_std,
+    }
+
+
+def _sets_rows(table, sets) -> None:
+    """λmax and the trace over the sample sets: mean ± spread, and the range."""
+    import numpy as np
+
+    lam_mean, lam_std = sets.spread(sets.lambda_max)
+    if lam_mean == lam_mean:
+        table.add_row(
+            f"λ1 over {sets.sets} sample sets",
+            f"{lam_mean:.6g}",
+            f"± {lam_std:.3g} (spread), from {sets.lambda_max.min():.6g} to "
+            f"{sets.lambda_max.max():.6g}",
+        )
+    tr_mean, tr_std = sets.spread(sets.trace)
+    if tr_mean == tr_mean:
+        table.add_row(
+            f"trace over {sets.sets} sample sets",
+            f"{tr_mean:.6g}",
+            f"± {tr_std:.3g} (spread), each ± {np.nanmax(sets.trace_stderr):.2g} at most "
+            "(its own standard error)",
+        )
 
 
 def _krylov_json(top) -> dict:
@@ -338,6 +390,8 @@ def _table(report, work, out_path: Path, engine: str, allow_tf32: bool = False):
             f"W1 error ≈ {dens.achieved_tol:.2%} of the range ({dens.probes} of at most "
             f"{dens.max_probes} probes)",
         )
+    if report.sample_sets is not None:
+        _sets_rows(table, report.sample_sets)
     for layer in report.per_layer:
         table.add_row(
             f"  {layer.name}",

@@ -13,9 +13,10 @@ density's or the trace's numbers (never what they estimate); the streams themsel
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from landscape_cli.evaluation import Batch, make_batches
@@ -36,6 +37,7 @@ from landscape_cli.hessian.types import (
     HessianReport,
     LanczosResult,
     LayerCurvature,
+    SampleSets,
     TraceResult,
 )
 
@@ -52,6 +54,7 @@ __all__ = [
     "HessianSettings",
     "LanczosResult",
     "LayerCurvature",
+    "SampleSets",
     "SymmetricOperator",
     "TraceResult",
     "analyze",
@@ -64,6 +67,7 @@ __all__ = [
     "make_batches",
     "make_report",
     "per_layer_curvature",
+    "sample_set_spread",
     "slq_density",
     "stream",
 ]
@@ -96,6 +100,7 @@ class HessianSettings:
     per_layer_steps: int = 20
     per_layer_probes: int = 20
     eigenvectors: bool = False
+    sample_sets: int = 1  # top-k and trace on this many disjoint sample sets (1: the run's own)
     seed: int = 0
 
 
@@ -209,6 +214,52 @@ def _trace(op: HessianOperator, s: HessianSettings, basis):
     return hutchinson_trace(op, rtol=s.trace_rtol, **kw)
 
 
+def sample_set_spread(
+    first: dict,
+    first_sha256: str,
+    others: Sequence[tuple[str, Callable[[], SymmetricOperator]]],
+    settings: HessianSettings,
+    *,
+    on_phase: Callable[[str, int], None] | None = None,
+) -> SampleSets:
+    """The top-k and the trace on each further sample set, beside the run's own.
+
+    ``first`` is :func:`analyze`'s results on the run's own samples (set 0, hash
+    ``first_sha256``); ``others`` gives, per further set, its hash and a callable that builds its
+    operator (one at a time, so only one further set's graphs are held). Each further set runs
+    :func:`analyze` with the same ``settings`` and therefore the same random streams, without
+    the density, per-layer blocks or eigenvectors: the differences between the sets are then
+    the samples' (common random numbers), not the probes'. ``on_phase`` gets each set's phases,
+    prefixed ``set i/K``.
+    """
+    each = replace(settings, density_probes=0, per_layer=False, eigenvectors=False, sample_sets=1)
+    K = 1 + len(others)
+    rows = [(first_sha256, first.get("top"), first.get("trace"))]
+    spent = 0
+    for i, (sha, make) in enumerate(others, 2):
+        op = make()
+
+        def phase(name: str, budget: int, i: int = i) -> None:
+            if on_phase is not None:
+                on_phase(f"set {i}/{K}: {name}", budget)
+
+        before = op.hvp_count
+        out = analyze(op, each, on_phase=phase)
+        spent += op.hvp_count - before
+        rows.append((sha, out["top"], out["trace"]))
+        del op
+    k = len(rows[0][1].eigenvalues) if rows[0][1] is not None else 0
+    return SampleSets(
+        samples_sha256=tuple(sha for sha, _, _ in rows),
+        eigenvalues=np.array(
+            [top.eigenvalues[:k] if top is not None else [] for _, top, _ in rows], dtype=float
+        ).reshape(K, k),
+        trace=np.array([tr.estimate if tr else np.nan for _, _, tr in rows], dtype=float),
+        trace_stderr=np.array([tr.stderr if tr else np.nan for _, _, tr in rows], dtype=float),
+        hvp_count=spent,
+    )
+
+
 def make_report(
     op: HessianOperator,
     results: dict,
@@ -253,6 +304,7 @@ def make_report(
         param_shapes=op.shapes,
         loss_value=op.loss_value,
         grad_norm=float(op.gradient.norm()),
+        sample_sets=results.get("sample_sets"),
         curvature=getattr(op, "curvature", "hessian"),
         skipped_reasons=tuple(getattr(op, "skipped_reasons", ())),
     )

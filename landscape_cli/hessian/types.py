@@ -92,6 +92,46 @@ class LayerCurvature:
 
 
 @dataclass(frozen=True)
+class SampleSets:
+    """The top eigenvalues and the trace on K disjoint sample sets of the same size.
+
+    How much would λmax move with other samples? Set 0 is the run's own samples (its values are
+    the run's); sets 1 … K−1 are the next disjoint, seeded, class-stratified sets of as many
+    samples (:func:`~landscape_cli.evaluation.select_sets`), each measured with the same settings
+    and random streams. ``eigenvalues`` is (K, k) (k = 0 without a top-k), ``trace`` and
+    ``trace_stderr`` (K,) (NaN without a trace), ``samples_sha256`` each set's data hash and
+    ``hvp_count`` the products of sets 1 … K−1. The spread over the sets is their sample
+    standard deviation: the scale on which one set's value moves with the samples (each set's
+    own estimator error, its residual or standard error, is part of it).
+    """
+
+    samples_sha256: tuple[str, ...]
+    eigenvalues: np.ndarray
+    trace: np.ndarray
+    trace_stderr: np.ndarray
+    hvp_count: int = 0
+
+    @property
+    def sets(self) -> int:
+        """K, the number of sets."""
+        return len(self.samples_sha256)
+
+    @property
+    def lambda_max(self) -> np.ndarray:
+        """(K,) the largest eigenvalue of each set (NaN without a top-k)."""
+        ev = np.asarray(self.eigenvalues, dtype=np.float64)
+        return ev[:, 0] if ev.ndim == 2 and ev.shape[1] else np.full(self.sets, np.nan)
+
+    @staticmethod
+    def spread(values: np.ndarray) -> tuple[float, float]:
+        """The mean and the sample standard deviation of ``values`` (NaN without two)."""
+        v = np.asarray(values, dtype=np.float64)
+        if len(v) < 2 or not np.isfinite(v).all():
+            return float(np.mean(v)) if len(v) else float("nan"), float("nan")
+        return float(v.mean()), float(v.std(ddof=1))
+
+
+@dataclass(frozen=True)
 class HessianReport:
     """Everything ``landscape hessian`` measured on one checkpoint.
 
@@ -120,5 +160,6 @@ class HessianReport:
     param_shapes: tuple[tuple[int, ...], ...] = ()
     loss_value: float = float("nan")
     grad_norm: float = float("nan")
+    sample_sets: SampleSets | None = None  # the top-k and trace on further sample sets
     curvature: str = "hessian"
     skipped_reasons: tuple[str, ...] = ()

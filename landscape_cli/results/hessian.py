@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         HessianReport,
         LanczosResult,
         LayerCurvature,
+        SampleSets,
         TraceResult,
     )
 
@@ -109,6 +110,7 @@ class HessianResult(DictView):
             "trace_attrs": trace_attrs,
             "trace_samples": None if tr is None else tr.samples,
             "density": None,
+            "sample_sets": None if r.sample_sets is None else _sets_view(r.sample_sets),
             "per_layer": {
                 layer.name: {k: plain(v) for k, v in _layer_attrs(layer).items()}
                 for layer in r.per_layer
@@ -121,6 +123,19 @@ class HessianResult(DictView):
         if top is not None and top.eigenvectors is not None:
             out["eigenvectors"] = dict(_split_vectors(r, np.asarray(top.eigenvectors)))
         return out
+
+
+def _sets_view(sets: SampleSets) -> dict[str, Any]:
+    """``/hessian/sample_sets`` as the dict view shows it: values, hashes, mean and spread."""
+    out = {k: plain(v) for k, v in _sample_set_attrs(sets).items()}
+    out.update(
+        lambda_max=sets.lambda_max,
+        eigenvalues=sets.eigenvalues,
+        trace=sets.trace,
+        trace_stderr=sets.trace_stderr,
+        samples_sha256=list(sets.samples_sha256),
+    )
+    return out
 
 
 # -- attributes, shared by the writer and the dict view ---------------------------------------
@@ -263,6 +278,39 @@ def write_group(
             lg = pg.create_group(member_name(layer.name))
             for key, value in _layer_attrs(layer).items():
                 set_attr(lg, key, value)
+    if report.sample_sets is not None:
+        _write_sample_sets(g.create_group("sample_sets"), report.sample_sets)
+
+
+def _write_sample_sets(g: h5py.Group, sets: SampleSets) -> None:
+    """``/hessian/sample_sets``: each set's values and hash, and their mean and spread."""
+    import h5py
+
+    for key, values in (
+        ("lambda_max", sets.lambda_max),
+        ("eigenvalues", sets.eigenvalues),
+        ("trace", sets.trace),
+        ("trace_stderr", sets.trace_stderr),
+    ):
+        g.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+    g.create_dataset(
+        "samples_sha256", data=list(sets.samples_sha256), dtype=h5py.string_dtype("utf-8")
+    )
+    for key, value in _sample_set_attrs(sets).items():
+        set_attr(g, key, value)
+
+
+def _sample_set_attrs(sets: SampleSets) -> dict[str, Any]:
+    lam_mean, lam_std = sets.spread(sets.lambda_max)
+    tr_mean, tr_std = sets.spread(sets.trace)
+    return {
+        "sets": np.int64(sets.sets),
+        "hvp_count": np.int64(sets.hvp_count),
+        "lambda_max_mean": np.float64(lam_mean),
+        "lambda_max_std": np.float64(lam_std),
+        "trace_mean": np.float64(tr_mean),
+        "trace_std": np.float64(tr_std),
+    }
 
 
 def write_hessian(
@@ -336,6 +384,7 @@ def read_group(g: h5py.Group) -> HessianResult:
     names, shapes, top = _read_top(g, attrs)
     trace = _read_trace(g)
     density = _read_density(g)
+    sets = _read_sample_sets(g)
     per_layer = tuple(
         LayerCurvature(name=name, **{key: a.get(key, default) for key, default in _LAYER})
         for name, a in _read_layers(g)
@@ -356,6 +405,7 @@ def read_group(g: h5py.Group) -> HessianResult:
         param_shapes=shapes,
         curvature=str(attrs.pop("curvature", "hessian")),
         skipped_reasons=tuple(reasons) if reasons is not None else ("no gradient",) * len(skipped),
+        sample_sets=sets,
         **fields,
     )
     return HessianResult(report, attrs, partial)
@@ -413,6 +463,14 @@ _DENSITY_KINDS = {
     "achieved_tol": t.SPREAD,
     "max_probes": t.COUNT,
     "krylov_start": t.BOOL,
+}
+_SETS_KINDS = {
+    "sets": t.COUNT,
+    "hvp_count": t.COUNT,
+    "lambda_max_mean": t.FLOAT,
+    "lambda_max_std": t.FLOAT,
+    "trace_mean": t.FLOAT,
+    "trace_std": t.FLOAT,
 }
 #: Per-layer attributes and their defaults (kinds in :data:`_LAYER_KINDS`).
 _LAYER = (
@@ -508,6 +566,30 @@ def _read_trace(g: h5py.Group) -> TraceResult | None:
         converged=a.get("converged", False),
         rtol=a.get("rtol", 0.0),
         note=a.get("note", ""),
+    )
+
+
+def _read_sample_sets(g: h5py.Group) -> SampleSets | None:
+    """``/hessian/sample_sets`` (:func:`_write_sample_sets`), checked, or None."""
+    import h5py
+
+    from landscape_cli.hessian.types import SampleSets
+
+    sg = t.group(g, "sample_sets", None)
+    if sg is None:
+        return None
+    a = t.attrs(sg, _SETS_KINDS)
+    d = t.dataset(sg, "samples_sha256")
+    if d.ndim != 1 or h5py.check_string_dtype(d.dtype) is None:
+        raise t.fail(sg, f"{sg.name}/samples_sha256", f"has dtype {d.dtype}", "1-D strings")
+    hashes = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in d[()])
+    K = len(hashes)
+    return SampleSets(
+        samples_sha256=hashes,
+        eigenvalues=t.array(sg, "eigenvalues", ndim=2, shape=(K, None)),
+        trace=t.array(sg, "trace", shape=(K,)),
+        trace_stderr=t.array(sg, "trace_stderr", shape=(K,)),
+        hvp_count=int(a.get("hvp_count", 0)),
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from cases import DenseOp
 
-from landscape_cli.hessian.lanczos import LanczosRecurrence, tridiagonal
+from landscape_cli.hessian.lanczos import BlockLanczos, advance_together, tridiagonal
 from landscape_cli.hessian.sampling import random_unit, unit_rademacher
 
 
@@ -17,72 +17,79 @@ def _matrix(n: int = 30, seed: int = 0) -> torch.Tensor:
     return (A + A.T) / 2
 
 
-def _run(H: torch.Tensor, start: torch.Tensor, steps: int, **kw) -> LanczosRecurrence:
-    rec = LanczosRecurrence(start, capacity=steps, **kw)
-    for j in range(steps):
-        rec.absorb(H @ rec.V)
-        if j == steps - 1 or not rec.alive.any():
-            break
-        rec.advance()
+class Dense:
+    def __init__(self, H: torch.Tensor) -> None:
+        self.H, self.n, self.device = H, H.shape[0], torch.device("cpu")
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.H @ V
+
+
+def _run(H: torch.Tensor, start: torch.Tensor, steps: int, **kw) -> BlockLanczos:
+    """One single-vector recurrence from ``start`` (n, 1), ``steps`` steps or an end."""
+    rec = BlockLanczos(start, capacity=steps, grow=False, **kw)
+    advance_together(Dense(H), [rec], steps)
     return rec
 
 
 @pytest.mark.parametrize("reorthogonalize", [True, False])
-def test_each_column_satisfies_the_lanczos_relation(reorthogonalize):
+def test_a_single_vector_run_satisfies_the_lanczos_relation(reorthogonalize):
     H, m = _matrix(), 8
-    start = unit_rademacher(H.shape[0], 3, torch.Generator().manual_seed(1))
+    start = unit_rademacher(H.shape[0], 1, torch.Generator().manual_seed(1))
     rec = _run(H, start, m, reorthogonalize=reorthogonalize)
-    for p in range(3):
-        # Rebuild the basis from the recurrence alone: q_{j+1} = (H q_j − α_j q_j − β_{j−1}
-        # q_{j−1}) / β_j, then check H Q = Q T + r e_mᵀ against the dense matrix.
-        T = torch.as_tensor(tridiagonal(rec.alpha[p], rec.beta[p]))
-        Q = torch.zeros(H.shape[0], m, dtype=torch.float64)
-        Q[:, 0] = start[:, p]
-        for j in range(m - 1):
-            r = H @ Q[:, j] - T[j, j] * Q[:, j] - (T[j - 1, j] * Q[:, j - 1] if j else 0)
-            Q[:, j + 1] = r / T[j, j + 1]
-        E = torch.zeros(1, m, dtype=torch.float64)
-        E[0, -1] = 1.0
-        lhs, rhs = H @ Q, Q @ T + rec.residual[:, p : p + 1] @ E
-        torch.testing.assert_close(lhs, rhs, atol=1e-9, rtol=0)
-        torch.testing.assert_close(Q.T @ Q, torch.eye(m, dtype=torch.float64), atol=1e-9, rtol=0)
+    T = torch.as_tensor(rec.T())
+    assert torch.equal(T, torch.as_tensor(tridiagonal(np.diag(T), np.diag(T, -1))))
+    # Rebuild the basis from the recurrence alone: q_{j+1} = (H q_j − α_j q_j − β_{j−1}
+    # q_{j−1}) / β_j, then check H Q = Q T + r e_mᵀ against the dense matrix.
+    Q = torch.zeros(H.shape[0], m, dtype=torch.float64)
+    Q[:, 0] = start[:, 0]
+    for j in range(m - 1):
+        r = H @ Q[:, j] - T[j, j] * Q[:, j] - (T[j - 1, j] * Q[:, j - 1] if j else 0)
+        Q[:, j + 1] = r / T[j, j + 1]
+    E = torch.zeros(1, m, dtype=torch.float64)
+    E[0, -1] = 1.0
+    lhs, rhs = H @ Q, Q @ T + rec._R.T @ E
+    torch.testing.assert_close(lhs, rhs, atol=1e-9, rtol=0)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(m, dtype=torch.float64), atol=1e-9, rtol=0)
 
 
-def test_batched_columns_equal_single_column_runs():
+def test_recurrences_advanced_together_equal_each_alone():
     H = _matrix(seed=2)
     start = unit_rademacher(H.shape[0], 4, torch.Generator().manual_seed(3))
-    batched = _run(H, start, 10)
+    together = [BlockLanczos(start[:, p : p + 1], capacity=10, grow=False) for p in range(4)]
+    assert advance_together(Dense(H), together, 10) == 40  # one product per live column
     for p in range(4):
         alone = _run(H, start[:, p : p + 1].clone(), 10)
-        np.testing.assert_allclose(batched.alpha[p], alone.alpha[0], rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(batched.beta[p], alone.beta[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(together[p].T(), alone.T(), rtol=1e-12, atol=1e-12)
 
 
-def test_breakdown_ends_a_column_or_restarts_it_orthogonally():
+def test_breakdown_ends_a_run_or_restarts_it_orthogonally():
     # Five distinct eigenvalues: every Krylov space is at most 5-dimensional.
     d = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0] * 4, dtype=torch.float64)
     H = torch.diag(d)
     start = random_unit(20, torch.Generator().manual_seed(0), "cpu")[:, None]
     ended = _run(H, start, 12)
-    assert not ended.alive[0] and len(ended.alpha[0]) == 5  # exact: T's spectrum is H's
-    np.testing.assert_allclose(
-        np.linalg.eigvalsh(tridiagonal(ended.alpha[0], ended.beta[0])), [1, 2, 3, 4, 5], atol=1e-10
-    )
+    assert ended.width == 0 and ended.rows == 5  # exact: T's spectrum is H's
+    np.testing.assert_allclose(np.linalg.eigvalsh(ended.T()), [1, 2, 3, 4, 5], atol=1e-10)
+    spent = advance_together(Dense(H), [BlockLanczos(start, capacity=12)], 12)
+    assert spent == 5  # an ended recurrence takes no more products
     restarted = _run(H, start, 12, generator=torch.Generator().manual_seed(1))
-    assert restarted.alive[0] and len(restarted.alpha[0]) == 12
-    assert restarted.beta[0][4] == 0.0  # the coupling after the invariant subspace
-    Q = restarted.basis(0)
+    assert restarted.width == 1 and restarted.rows == 12
+    assert restarted.T()[5, 4] == 0.0  # the coupling after the invariant subspace
+    Q = restarted.basis()
     torch.testing.assert_close(Q @ Q.T, torch.eye(12, dtype=torch.float64), atol=1e-10, rtol=0)
 
 
 def test_float32_basis_rows_are_the_vectors_the_recurrence_uses():
     H = _matrix(seed=4)
     start = random_unit(H.shape[0], torch.Generator().manual_seed(5), "cpu")[:, None]
-    rec = _run(H, start, 6, basis_dtype=torch.float32)
-    Q = rec.basis(0)
-    assert Q.dtype == torch.float32
-    # The recurrence continues from the stored (rounded) row, so V is exactly the last row.
-    assert torch.equal(rec.V[:, 0], Q[-1].double())
+    rec = BlockLanczos(start, capacity=6, basis_dtype=torch.float32, grow=False)
+    for _ in range(5):
+        rec.absorb(H @ rec.V)
+        rec.advance()
+    assert rec.Q.dtype == torch.float32
+    # The recurrence continues from the stored (rounded) row, so V is exactly the stored row.
+    assert torch.equal(rec.V[:, 0], rec.Q[rec.rows].double())
 
 
 def test_continuing_a_run_leaves_its_basis_untouched():

@@ -86,9 +86,10 @@ Krylov space instead of the top-k run's (:mod:`landscape_cli.hessian.trace`), wh
 trace's variance per probe. The columns of one block are orthogonal, not independent: their
 sample spread overstates the error of their mean, so the stopping rule stays on the safe side.
 
-The probes of a batch advance together as the columns of one
-:class:`~landscape_cli.hessian.lanczos.LanczosRecurrence` (one :meth:`matmat` per step, so each
-batch's graph is built once per step for all of them), at most ``block`` at a time
+The probes of a batch advance together, each its own single-vector
+:class:`~landscape_cli.hessian.lanczos.BlockLanczos` recurrence, with one :meth:`matmat` per step
+for all of them (so each batch's graph is built once per step for all of them), at most
+``block`` at a time
 (:mod:`landscape_cli.hessian.batching`: 8 by default on the CPU and on CUDA); each probe's
 recurrence is its own, so the block changes no node or weight. With ``reorthogonalize=True``
 each probe's basis is kept and every new vector is orthogonalised against it (memory probes ×
@@ -110,8 +111,7 @@ from landscape_cli.hessian.lanczos import (
     BASIS_BUDGET,
     BlockLanczos,
     KrylovBasis,
-    LanczosRecurrence,
-    tridiagonal,
+    advance_together,
 )
 from landscape_cli.hessian.protocol import SymmetricOperator
 from landscape_cli.hessian.sampling import unit_rademacher
@@ -213,14 +213,13 @@ def _probe(T: np.ndarray, b: int, hvps: int, basis: KrylovBasis | None) -> Krylo
     return KrylovProbe(nodes, S[:b, :] ** 2, hvps, basis)
 
 
-def _quadrature(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss nodes and weights of the tridiagonal (alpha, beta), padded to ``m``.
+def _quadrature(T: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss nodes and weights of the single-vector run's ``T``, padded to ``m``.
 
-    Gauss nodes and weights of the tridiagonal (alpha, beta), padded to ``m`` with
-    zero-weight copies of the last node.
+    Padded with zero-weight copies of the last node.
     """
-    L = len(alpha)
-    theta, S = np.linalg.eigh(tridiagonal(alpha, beta))
+    theta, S = np.linalg.eigh(T)
+    L = len(theta)
     nodes, weights = np.full(m, theta[-1]), np.zeros(m)
     nodes[:L] = theta
     weights[:L] = S[0, :] ** 2
@@ -239,11 +238,12 @@ def slq_nodes(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Gauss-quadrature nodes and weights (probes, steps) of SLQ; returns (nodes, weights, hvps).
 
-    The probes advance together as the columns of one :class:`LanczosRecurrence` (one
-    ``matmat`` per step), ``block`` at a time. A probe whose recurrence breaks down early (an
-    invariant subspace, e.g. when ``steps`` reaches ``n``) keeps its exact nodes and pads the
-    rest with zero-weight copies of its last node (its column is still multiplied, as zeros,
-    until all of its block have ended).
+    Each probe runs its own single-vector :class:`~landscape_cli.hessian.lanczos.BlockLanczos`
+    recurrence, and the probes of a batch advance together (one ``matmat`` per step,
+    :func:`~landscape_cli.hessian.lanczos.advance_together`), ``block`` at a time. A probe whose
+    recurrence breaks down early (an invariant subspace, e.g. when ``steps`` reaches ``n``)
+    keeps its exact nodes and pads the rest with zero-weight copies of its last node; it takes
+    no more products.
 
     Args:
         op: The symmetric operator.
@@ -270,23 +270,19 @@ def slq_nodes(
     weights = np.zeros((P, m))
     hvps = 0
     for first in range(0, P, block):
-        rec = LanczosRecurrence(
-            start[:, first : first + block],
-            capacity=m,
-            reorthogonalize=reorthogonalize,
-            breakdown=_BREAKDOWN,
-        )
-        for j in range(m):
-            rec.absorb(op.matmat(rec.V.contiguous()))
-            hvps += rec.P
-            if j == m - 1:
-                break
-            rec.advance()
-            if not rec.alive.any():
-                break
-        for c in range(rec.P):
-            p = first + c
-            nodes[p], weights[p] = _quadrature(np.array(rec.alpha[c]), np.array(rec.beta[c]), m)
+        columns = [
+            BlockLanczos(
+                start[:, p : p + 1],
+                capacity=m,
+                reorthogonalize=reorthogonalize,
+                breakdown=_BREAKDOWN,
+                grow=False,
+            )
+            for p in range(first, min(first + block, P))
+        ]
+        hvps += advance_together(op, columns, m)
+        for c, col in enumerate(columns):
+            nodes[first + c], weights[first + c] = _quadrature(col.T(), m)
     return nodes, weights, hvps
 
 

@@ -37,17 +37,20 @@ orthogonality :math:`\max_{ij}|(QQ^\top - I)_{ij}|` (``orthogonality``), and the
 stays the explicit residual ‖Hy − θy‖ of each (renormalised) Ritz vector, which bounds
 :math:`|\lambda-\theta|` whatever the basis's precision.
 
-**One kernel.** :class:`LanczosRecurrence` is the recurrence itself, for several start vectors
-at once (the columns of a block, each its own Krylov space), with or without full
-reorthogonalisation, a basis dtype, and breakdown handling (:math:`\beta_j\le
-\text{breakdown}\cdot\|T\|`: an invariant subspace, where the column either restarts orthogonally
-to its basis or ends, exact). The caller applies the operator, so it decides how products are
-batched and when to stop: :func:`lanczos_run` here (one column, restarts, stops on the Ritz
-residuals), :func:`~landscape_cli.hessian.density.slq_nodes` and
-:func:`~landscape_cli.hessian.density.extend_krylov` (SLQ probes as columns, or a finished run
-continued; without reorthogonalisation the O(n)-memory three-term recurrence) and
+**One kernel.** :class:`BlockLanczos` is the recurrence itself: a block of b start vectors
+(b = 1 is single-vector Lanczos), with or without full reorthogonalisation, a basis dtype,
+breakdown handling (a direction of the residual below ``breakdown``·‖T‖ has met an invariant
+subspace: it is replaced by a random vector orthogonal to the basis, or dropped, exact) and
+growth of the block. The caller applies the operator, so it decides how products are batched and
+when to stop: :func:`lanczos_run` here (one block, grown while eigenvalues cluster, stops on the
+Ritz residuals and the clusters), :func:`~landscape_cli.hessian.density.extend_krylov` (the
+top-k run continued into the density's first probes),
+:func:`~landscape_cli.hessian.density.slq_nodes` (one single-vector recurrence per SLQ probe,
+all advanced by one product per step, :func:`advance_together`; without reorthogonalisation
+the O(n)-memory three-term recurrence) and
 :func:`~landscape_cli.hessian.per_layer.per_layer_curvature` (one recurrence per parameter
-block, all blocks in one product). :func:`tridiagonal` builds every :math:`T_m`.
+block, all blocks in one product). :func:`tridiagonal` builds a single-vector :math:`T_m` from
+its coefficients.
 
 Unlike power iteration (PyHessian), which converges to the eigenvalue of largest *magnitude*
 and needs a deflation round per eigenvalue, Lanczos returns the algebraically largest eigenvalues
@@ -56,6 +59,7 @@ with the correct sign, and all ``k`` from one Krylov space.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -71,7 +75,7 @@ __all__ = [
     "MAX_BLOCK",
     "BlockLanczos",
     "KrylovBasis",
-    "LanczosRecurrence",
+    "advance_together",
     "basis_dtype_for",
     "clusters",
     "default_block_size",
@@ -201,152 +205,26 @@ def _grow(Q: Tensor, rows: int, cap: int) -> Tensor:
     return bigger
 
 
-class LanczosRecurrence:
-    r"""Lanczos recurrences from the columns of a start block, advanced one step at a time.
+def advance_together(op: SymmetricOperator, columns: Sequence[BlockLanczos], steps: int) -> int:
+    """``steps`` steps of independent recurrences, one product per step for all of them.
 
-    Column :math:`p` runs its own recurrence (Golub & Van Loan, Alg. 10.1.1) from the unit
-    vector :math:`q^{(p)}_1`: given :math:`w=Hq_j` (the caller's product),
-
-    .. math::
-
-        \alpha_j = q_j^\top w,\quad
-        r_j = w - \alpha_j q_j - \beta_{j-1} q_{j-1},\quad
-        \beta_j = \|r_j\|,\quad q_{j+1} = r_j/\beta_j,
-
-    with, when ``reorthogonalize``, :math:`r_j \leftarrow (I-Q_jQ_j^\top)r_j` applied twice
-    against the column's basis :math:`Q_j` (rows stored in ``basis_dtype``; the next vector is
-    then the stored, rounded row, so the recurrence and the basis agree). Without it, the
-    three-term recurrence needs O(n) memory per column and loses orthogonality as Ritz values
-    converge (Paige 1976), which the quadrature of SLQ tolerates but top-k eigenvalues do not.
-
-    :meth:`absorb` takes the products :math:`W=HV` of the current vectors ``V`` (shape (d, P),
-    float64) and records :math:`\alpha_j, \beta_j`; :meth:`advance` forms the next vectors.
-    Between the two the caller may stop (then ``residual`` holds :math:`r_j` and ``last_beta``
-    its norm: :math:`HQ_m = Q_mT_m + r_m e_m^\top`). **Breakdown**: when :math:`\beta_j \le`
-    ``breakdown`` · scale (an invariant subspace; scale is the caller's estimate of
-    :math:`\|T\|`, by default the largest :math:`|\alpha|` seen), the column restarts with a
-    random unit vector orthogonalised against its basis if a ``generator`` was given (coupling
-    :math:`\beta_j = 0`, so :math:`T` becomes block diagonal and the eigenvalues found stay
-    exact), else it ends (``alive[p]`` false, its vector zero, its :math:`T` exact).
+    The current blocks of the live recurrences go through one ``matmat``; a recurrence that
+    met an invariant subspace (width 0: exact) takes no more products. Returns the products.
     """
-
-    def __init__(
-        self,
-        start: Tensor,
-        *,
-        capacity: int,
-        reorthogonalize: bool = True,
-        basis_dtype: torch.dtype = torch.float64,
-        breakdown: float = 1e-12,
-        generator: torch.Generator | None = None,
-        grow: bool = False,
-    ) -> None:
-        """Start from the unit columns of ``start`` (d, P), float64.
-
-        Args:
-            start: The start vectors as columns.
-            capacity: The most basis rows a column will hold (its steps, + 1 for the next).
-            reorthogonalize: Keep each column's basis and orthogonalise against it.
-            basis_dtype: The precision the basis rows are stored in.
-            breakdown: Relative size of β below which a column has met an invariant subspace.
-            generator: Restart a broken-down column from a random vector drawn from it
-                (default: the column ends).
-            grow: Allocate the basis as the steps need it (by half, at least 16 rows), not
-                ``capacity`` rows up front: a run that stops early never holds the rest.
-        """
-        self.d, self.P = start.shape
-        self.device = start.device
-        self.capacity = int(capacity)
-        self.breakdown = float(breakdown)
-        self.generator = generator
-        self.alpha: list[list[float]] = [[] for _ in range(self.P)]
-        self.beta: list[list[float]] = [[] for _ in range(self.P)]  # couplings (0.0: restart)
-        self.last_beta = np.zeros(self.P)
-        self.alive = np.ones(self.P, dtype=bool)
-        self.steps = 0  # rows absorbed per column
-        self.coupling = [0.0] * self.P
-        # Vectors are kept as contiguous rows (P, d), so each column's work runs on contiguous
-        # memory; ``V`` and ``residual`` are (d, P) views of them.
-        self._prev: Tensor | None = None
-        self._res: Tensor | None = None
-        self.Q: list[Tensor] | None = None
-        self._rows = start.to(torch.float64).T.clone(memory_format=torch.contiguous_format)
-        if reorthogonalize:
-            rows = min(self.capacity, _FIRST_ROWS) if grow else self.capacity
-            self.Q = [
-                torch.zeros(rows, self.d, dtype=basis_dtype, device=self.device)
-                for _ in range(self.P)
-            ]
-            for p, Qp in enumerate(self.Q):
-                Qp[0] = self._rows[p].to(basis_dtype)
-                self._rows[p] = Qp[0]
-
-    @property
-    def V(self) -> Tensor:
-        """The current vectors (d, P), float64 (zero for ended columns)."""
-        return self._rows.T
-
-    @property
-    def residual(self) -> Tensor | None:
-        """The last step's residuals :math:`r_j` (d, P) (``None`` before the first step)."""
-        return None if self._res is None else self._res.T
-
-    def basis(self, p: int = 0) -> Tensor:
-        """The rows of column ``p``'s basis absorbed so far, shape (steps, d)."""
-        assert self.Q is not None
-        return self.Q[p][: self.steps]
-
-    def absorb(self, W: Tensor) -> None:
-        """Record one step from the products ``W = H @ V`` (d, P) of the live columns."""
-        j = self.steps
-        R = torch.zeros_like(self._rows)
-        Wt = W.T if W.shape[1] == 1 else W.T.contiguous()
-        for p in np.flatnonzero(self.alive).tolist():
-            q = self._rows[p]
-            w = Wt[p]
-            a = float(q @ w)
-            w = w - a * q
-            if self._prev is not None:
-                w = w - self.coupling[p] * self._prev[p]
-            if self.Q is not None:
-                w = _orthogonalise(w, self.Q[p][: j + 1])
-            self.alpha[p].append(a)
-            self.last_beta[p] = float(w.norm())
-            R[p] = w
-        self._res = R
-        self.steps = j + 1
-
-    def advance(self, scale: float | None = None) -> None:
-        """Form the next vector of every live column (restart or end on breakdown)."""
-        m = self.steps
-        assert self._res is not None
-        self._prev = self._rows.clone()
-        for p in np.flatnonzero(self.alive).tolist():
-            b = float(self.last_beta[p])
-            size = scale
-            if size is None:
-                size = max(float(np.max(np.abs(self.alpha[p]))), np.finfo(float).tiny)
-            if b > self.breakdown * size:
-                self.beta[p].append(b)
-                self.coupling[p] = b
-                self._store(p, m, self._res[p] / b)
-            elif self.generator is not None and self.Q is not None:
-                w = random_unit(self.d, self.generator, self.device)
-                w = _orthogonalise(_orthogonalise(w, self.Q[p][:m]), self.Q[p][:m])
-                self.beta[p].append(0.0)
-                self.coupling[p] = 0.0
-                self._store(p, m, w / w.norm())
-            else:
-                self.alive[p] = False
-                self._rows[p] = 0.0
-
-    def _store(self, p: int, row: int, v: Tensor) -> None:
-        if self.Q is None:
-            self._rows[p] = v
-            return
-        self.Q[p] = _grow(self.Q[p], row + 1, self.capacity)
-        self.Q[p][row] = v.to(self.Q[p].dtype)
-        self._rows[p] = self.Q[p][row]
+    spent = 0
+    for j in range(steps):
+        live = [c for c in columns if c.width]
+        if not live:
+            break
+        W = op.matmat(torch.cat([c.V for c in live], 1).contiguous())
+        spent += W.shape[1]
+        at = 0
+        for c in live:
+            c.absorb(W[:, at : at + c.width])
+            at += c.sizes[-1]
+            if j < steps - 1:
+                c.advance()
+    return spent
 
 
 def _rows_orthogonalise(R: Tensor, Q: Tensor) -> Tensor:
@@ -373,7 +251,10 @@ class BlockLanczos:
     min(b, m) almost surely), so an eigenvalue of multiplicity m ≤ b appears as m Ritz values;
     single-vector Lanczos (b = 1) finds one copy in exact arithmetic, and further copies only
     through rounding. With ``reorthogonalize``, :math:`R_j` is orthogonalised twice against every
-    stored row (kept in ``basis_dtype``), as in :class:`LanczosRecurrence`.
+    stored row (kept in ``basis_dtype``; the next block is then the stored, rounded rows, so the
+    recurrence and the basis agree). Without it only the previous block is kept (the three-term
+    block recurrence, O(b·n) memory), which loses orthogonality as Ritz values converge (Paige
+    1976): fine for SLQ's quadrature, not for top-k eigenvalues.
 
     **Deflation.** :math:`Q_{j+1}B_j` comes from the QR of :math:`R_j` followed by an SVD of the
     b × b factor: a direction whose singular value is at most ``breakdown`` · ``scale`` has met an
@@ -507,11 +388,17 @@ class BlockLanczos:
             R = _rows_orthogonalise(R, self.Q[: self.rows])
         self._R = R
 
-    def advance(self, scale: float, extra: int = 0) -> None:
-        """Form the next block from the residual: deflate, replace, and grow by ``extra``."""
+    def advance(self, scale: float | None = None, extra: int = 0) -> None:
+        """Form the next block from the residual: deflate, replace, and grow by ``extra``.
+
+        ``scale`` is the caller's estimate of ‖T‖ for the breakdown test (default: the largest
+        entry of the diagonal blocks seen so far).
+        """
         assert self._R is not None
         R, b = self._R, self._R.shape[0]
-        tiny = self.breakdown * scale
+        if scale is None:
+            scale = max((float(np.abs(A).max()) for A in self.A if A.size), default=0.0)
+        tiny = self.breakdown * max(scale, np.finfo(float).tiny)
         if b == 1:
             beta = float(R.norm())
             keep = beta > tiny

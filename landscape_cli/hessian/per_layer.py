@@ -1,8 +1,8 @@
 r"""Curvature of each parameter's diagonal Hessian block :math:`H_{bb}`.
 
 For every parameter tensor :math:`b` (a slice of θ), λmax of :math:`H_{bb}` by Lanczos with full
-reorthogonalisation (one :class:`~landscape_cli.hessian.lanczos.LanczosRecurrence` per block,
-breakdown ending the block exactly) and its trace by Hutchinson. All blocks advance together:
+reorthogonalisation (one single-vector :class:`~landscape_cli.hessian.lanczos.BlockLanczos` per
+block, breakdown ending the block exactly) and its trace by Hutchinson. All blocks advance together:
 one :meth:`matmat` per Lanczos step carries one vector per block (zero outside its block), so
 each batch's graph is built once per step for all blocks. The trace uses shared Rademacher probes
 :math:`z` over all parameters: :math:`z_b^\top (Hz)_b` is an unbiased sample of
@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from landscape_cli.hessian.lanczos import LanczosRecurrence, tridiagonal
+from landscape_cli.hessian.lanczos import BlockLanczos
 from landscape_cli.hessian.protocol import BlockOperator
 from landscape_cli.hessian.sampling import rademacher, random_unit
 from landscape_cli.hessian.types import LayerCurvature
@@ -42,12 +42,14 @@ def per_layer_curvature(
     blocks = op.blocks()
     length = [min(steps, stop - start) for _, start, stop in blocks]
     chains = [
-        LanczosRecurrence(random_unit(stop - start, generator, op.device)[:, None], capacity=L)
+        BlockLanczos(
+            random_unit(stop - start, generator, op.device)[:, None], capacity=L, grow=False
+        )
         for (_, start, stop), L in zip(blocks, length, strict=True)
     ]
     hvps = 0
     for j in range(max(length)):
-        active = [b for b, c in enumerate(chains) if j < length[b] and c.alive[0]]
+        active = [b for b, c in enumerate(chains) if j < length[b] and c.width]
         if not active:
             break
         V = torch.zeros(op.n, len(active), dtype=torch.float64, device=op.device)
@@ -67,8 +69,8 @@ def per_layer_curvature(
     hvps += probes
     out = []
     for chain, (name, start, stop) in zip(chains, blocks, strict=True):
-        theta, S = np.linalg.eigh(tridiagonal(chain.alpha[0], chain.beta[0]))
-        res = abs(chain.last_beta[0] * S[-1, -1])  # ‖H_bb y − θ y‖ of the top Ritz pair
+        theta, S = np.linalg.eigh(chain.T())
+        res = float(chain.residual_norms(S)[-1])  # ‖H_bb y − θ y‖ of the top Ritz pair
         samples = (Z[start:stop] * HZ[start:stop]).sum(0).cpu().numpy()
         stderr = float(samples.std(ddof=1) / math.sqrt(len(samples))) if probes > 1 else math.inf
         out.append(

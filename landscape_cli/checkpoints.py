@@ -1,6 +1,6 @@
 """Checkpoints: the format ``landscape train`` writes, and loading whatever other tools write.
 
-The landscape format (DESIGN.md) is a ``torch.save`` of a dict that ``torch.load(...,
+The landscape format is a ``torch.save`` of a dict that ``torch.load(...,
 weights_only=True)`` accepts: tensors, numbers, strings, lists and dicts only::
 
     format: "landscape-checkpoint", version: 1

@@ -3,7 +3,7 @@
 Shared by the Hessian operator, the landscape scans and the audits, so that every command sees
 the same loss on the same samples in the same mode.
 
-Modes (DESIGN.md): ``bn_mode="eval"`` evaluates the whole model in eval mode (BatchNorm uses its
+Modes: ``bn_mode="eval"`` evaluates the whole model in eval mode (BatchNorm uses its
 running statistics, dropout is off). ``bn_mode="train"`` keeps the model in eval mode except its
 BatchNorm layers, which use batch statistics; each layer gets throw-away copies of its running
 statistics for the forward pass (an autograd graph may keep them), and the originals are put back

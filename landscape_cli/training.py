@@ -48,7 +48,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "radam", "nadam", "invadam", "dualadam")
 SCHEDULERS = ("cosine", "none")
 
 #: Default learning rates, chosen so that ``--model cnn --dataset digits`` reaches >= 95 % test
-#: accuracy with the defaults alone (measured; see README). Adam/AdamW use the paper's 1e-3,
+#: accuracy with the defaults alone (measured: docs/commands.md). Adam/AdamW use the paper's 1e-3,
 #: DualAdam the authors' CIFAR recipe (1e-2); RAdam needs 3e-3 to get there in 20 epochs.
 #: InvAdam's step is m̂·√v̂, the size of the squared gradient, so it needs a much larger rate to
 #: move at all (10 reaches ~94 % on digits; on its own it may not converge, paper §IV-H).
@@ -62,7 +62,7 @@ DEFAULT_LR = {
     "dualadam": 1e-2,
 }
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2}
-#: DESIGN.md: α reaches 0 after the first sixth of training, as the paper's 8e-5 does on CIFAR
+#: α reaches 0 after the first sixth of training, as the paper's 8e-5 does on CIFAR
 #: (12,500 of 78,200 steps): ξ = 6 / total steps.
 SWITCH_FRACTION = 6.0
 

@@ -1,6 +1,6 @@
 """What ``hessian``, ``scan`` and ``audit`` measure on: a checkpoint's model and a fixed sample set.
 
-DESIGN.md's shared options: ``--model`` (needed for files that carry no model spec, or to
+The options the three commands share: ``--model`` (needed for files that carry no model spec, or to
 override it), ``--dataset``/``--data-root`` (default: the dataset recorded in a landscape
 checkpoint), ``--split`` (train by default), ``--samples N`` (a seeded, class-stratified
 subset of N samples of the split, :func:`landscape_cli.evaluation.select_indices`, the same

@@ -1,9 +1,12 @@
-"""The README against the code: the results-file reference lists exactly the names the commands
-write (both ways), and the Python API examples run as doctests."""
+"""The documentation against the code: the results-file reference (docs/results-file.md) lists
+exactly the names the commands write (both ways), the Python examples of the README and of
+docs/python-api.md run as doctests, every relative link of the README and docs/ resolves, and the
+README stays short."""
 
 from __future__ import annotations
 
 import doctest
+import os
 import re
 from pathlib import Path
 
@@ -18,7 +21,11 @@ from landscape_cli.commands import app
 from landscape_cli.results import read_hessian, read_scan
 from landscape_cli.training import TrainConfig, train
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS_DOC = ROOT / "docs" / "results-file.md"
+PYTHON_API_DOC = ROOT / "docs" / "python-api.md"
+INPUTS_DOC = ROOT / "docs" / "inputs.md"
 runner = CliRunner()
 
 # A name is (kind, path): kind "group", "dataset" or "attribute"; an attribute's path is
@@ -31,11 +38,11 @@ _PLACEHOLDERS = (
 )
 
 
-def readme_section(title: str, text: str | None = None) -> str:
-    """The text of README section ``## title`` (up to the next ``## `` heading)."""
-    text = README.read_text(encoding="utf-8") if text is None else text
+def doc_section(path: Path, title: str) -> str:
+    """The text of section ``## title`` of the markdown file ``path`` (up to the next ``## ``)."""
+    text = path.read_text(encoding="utf-8")
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert match, f"README.md has no section '## {title}'"
+    assert match, f"{path.name} has no section '## {title}'"
     return match.group(1)
 
 
@@ -44,9 +51,9 @@ def _join(base: str, name: str) -> str:
 
 
 def documented_names(section: str) -> set[Name]:
-    """The names the tables of the ``## Results file`` section document.
+    """The names the tables of docs/results-file.md document.
 
-    Each ``### `PATH``` heading starts the table of the object PATH (itself a documented group,
+    Each ``## `PATH``` heading starts the table of the object PATH (itself a documented group,
     except the root ``/``); each row's first cell holds one or more backticked names relative to
     PATH, its second cell the kind: ``attribute``, ``attribute of `MEMBER``` (an attribute of
     PATH/MEMBER), ``dataset`` or ``group``.
@@ -54,7 +61,7 @@ def documented_names(section: str) -> set[Name]:
     names: set[Name] = set()
     base = None
     for line in section.splitlines():
-        heading = re.fullmatch(r"### `([^`]+)`\s*", line)
+        heading = re.fullmatch(r"## `([^`]+)`\s*", line)
         if heading:
             base = heading.group(1)
             if base != "/":
@@ -69,7 +76,7 @@ def documented_names(section: str) -> set[Name]:
                 names.add((kind, _join(base, name)))
                 continue
             owner = re.fullmatch(r"attribute(?: of `([^`]+)`)?", kind)
-            assert owner, f"README results table: unknown kind {kind!r} in row {line!r}"
+            assert owner, f"results-file.md table: unknown kind {kind!r} in row {line!r}"
             path = _join(base, owner.group(1)) if owner.group(1) else base
             names.add(("attribute", f"{path}@{name}"))
     return names
@@ -83,7 +90,7 @@ def _generic(path: str) -> str:
 
 def names_in_file(path: Path) -> set[Name]:
     """Every group, dataset and attribute of a results file, with run-time names replaced by
-    the README's placeholders (``<name>``, ``<param>``; ``/audit/hessian/...`` as
+    the documentation's placeholders (``<name>``, ``<param>``; ``/audit/hessian/...`` as
     ``/hessian/...``)."""
     names: set[Name] = set()
     with h5py.File(path, "r") as f:
@@ -99,7 +106,7 @@ def names_in_file(path: Path) -> set[Name]:
 
 
 def _heading_and_row(name: Name, headings: list[str]) -> str:
-    """Where a missing name goes in the README, and the start of its table row."""
+    """Where a missing name goes in docs/results-file.md, and the start of its table row."""
     kind, path = name
     owner, _, attr = path.partition("@") if kind == "attribute" else (path, "", "")
     owner = owner or "/"
@@ -109,26 +116,24 @@ def _heading_and_row(name: Name, headings: list[str]) -> str:
     rel = (owner if heading == "/" else owner[len(heading) :]).lstrip("/")
     if kind == "attribute":
         where = f"attribute of `{rel}`" if rel else "attribute"
-        return f"under ### `{heading}`: | `{attr}` | {where} | ... |"
+        return f"under ## `{heading}`: | `{attr}` | {where} | ... |"
     if heading == "/" or rel:
-        return f"under ### `{heading}`: | `{rel}` | {kind} | ... |"
-    return f"a ### `{heading}` heading"
+        return f"under ## `{heading}`: | `{rel}` | {kind} | ... |"
+    return f"a ## `{heading}` heading"
 
 
 def drift_report(documented: set[Name], written: set[Name], section: str) -> str:
-    """The failure message: which names the README lacks and which it invents."""
-    headings = re.findall(r"^### `([^`]+)`", section, re.M)
+    """The failure message: which names docs/results-file.md lacks and which it invents."""
+    headings = re.findall(r"^## `([^`]+)`", section, re.M)
     lines = []
     missing, extra = sorted(written - documented), sorted(documented - written)
     if missing:
         lines.append(
-            f"written by the commands but missing from README '## Results file' ({len(missing)}):"
+            f"written by the commands but missing from docs/results-file.md ({len(missing)}):"
         )
         lines += [f"  {k} {p}   -> add {_heading_and_row((k, p), headings)}" for k, p in missing]
     if extra:
-        lines.append(
-            f"documented in README '## Results file' but in no results file ({len(extra)}):"
-        )
+        lines.append(f"documented in docs/results-file.md but in no results file ({len(extra)}):")
         lines += [f"  {k} {p}" for k, p in extra]
     return "\n".join(lines)
 
@@ -206,8 +211,8 @@ def results_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_readme_documents_exactly_the_names_in_results_files(results_files):
-    section = readme_section("Results file")
+def test_results_file_doc_documents_exactly_the_names_in_results_files(results_files):
+    section = RESULTS_DOC.read_text(encoding="utf-8")
     documented = documented_names(section)
     written = set().union(*(names_in_file(p) for p in results_files.values()))
     assert documented == written, drift_report(documented, written, section)
@@ -225,14 +230,14 @@ def test_what_the_reference_says_of_scans_holds(results_files):
 
 def test_the_drift_check_names_what_is_missing_and_what_is_invented():
     section = """
-### `/`
+## `/`
 
 | name | kind | type | meaning |
 |---|---|---|---|
 | `schema` | attribute | str | x \\| y |
 | `scan` | group | | |
 
-### `/hessian`
+## `/hessian`
 
 | name | kind | type | meaning |
 |---|---|---|---|
@@ -251,11 +256,11 @@ def test_the_drift_check_names_what_is_missing_and_what_is_invented():
         ("attribute", "/@state_dict_prefix"),
     }
     message = drift_report(documented, written, section)
-    assert "attribute /hessian@engine   -> add under ### `/hessian`: | `engine` | attribute |" in (
+    assert "attribute /hessian@engine   -> add under ## `/hessian`: | `engine` | attribute |" in (
         message
     )
     assert "| `note` | attribute of `trace` |" in message
-    assert "under ### `/`: | `state_dict_prefix` | attribute |" in message
+    assert "under ## `/`: | `state_dict_prefix` | attribute |" in message
     assert "in no results file (1):\n  attribute /hessian@old_name" in message
 
 
@@ -275,26 +280,33 @@ def python_examples(text: str) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.slow
-def test_python_api_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the examples write toy.h5 and figures
-    readme = README.read_text(encoding="utf-8")
-    section = readme_section("Python API", readme)
-    first_line = readme[: readme.index(section)].count("\n")  # doctest counts from 0
-    text = python_examples(section)
-    assert text.count(">>>") > 20
+def run_examples(path: Path) -> doctest.TestResults:
+    """Run the ``>>>`` examples of the ```python blocks of ``path`` as one doctest session."""
+    text = python_examples(path.read_text(encoding="utf-8"))
     parser = doctest.DocTestParser()
-    test = parser.get_doctest(text, {}, "README.md ## Python API", str(README), first_line)
+    test = parser.get_doctest(text, {}, path.name, str(path), 0)
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     runner_ = doctest.DocTestRunner(optionflags=flags)
     out: list[str] = []
     result = runner_.run(test, out=out.append, clear_globs=True)
     assert result.failed == 0, "".join(out)
+    return result
+
+
+@pytest.mark.slow
+def test_python_api_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples write toy.h5 and figures
+    assert run_examples(PYTHON_API_DOC).attempted > 20
     assert (tmp_path / "toy.h5").exists() and (tmp_path / "fig5.png").stat().st_size > 10_000
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith((".lock", ".tmp"))]
 
 
-# -- what the ## Data section says -------------------------------------------------------------
+def test_readme_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_examples(README).attempted >= 5
+
+
+# -- what docs/inputs.md's ## Data section says ----------------------------------------------
 
 
 def _image(path: Path, mode: str, color, size=(4, 4)) -> None:
@@ -316,7 +328,7 @@ def test_image_folders_are_rgb_normalised_with_imagenet_statistics(tmp_path):
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     assert torch.allclose(gray * std + mean, torch.full((3, 4, 4), 200 / 255), atol=1e-6)
     assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
-    assert f"mean ({', '.join(map(str, IMAGENET_MEAN))})" in readme_section("Data")
+    assert f"mean ({', '.join(map(str, IMAGENET_MEAN))})" in doc_section(INPUTS_DOC, "Data")
 
 
 def test_model_option_num_classes_sets_the_head_width(tmp_path):
@@ -336,3 +348,109 @@ def test_model_option_num_classes_sets_the_head_width(tmp_path):
     stored = read_hessian(tmp_path / "ten.h5")
     assert stored["attrs"]["num_params"] == sum(p.numel() for p in net.parameters())
     assert stored["attrs"]["samples"] == 12
+
+
+# -- links, the README's size, and no pointer to a file users do not have ----------------------
+
+DOC_FILES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+_LINK = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _prose_lines(text: str) -> list[str]:
+    """The lines of a markdown text outside its fenced code blocks (those blanked)."""
+    lines, fence = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fence = not fence
+            lines.append("")
+        else:
+            lines.append("" if fence else line)
+    return lines
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation but ``-`` and ``_`` dropped,
+    spaces as ``-`` (markup such as backticks is punctuation; a link counts as its text)."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip())
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The heading anchors of a markdown file (a repeated heading gets ``-1``, ``-2``, ...)."""
+    seen: dict[str, int] = {}
+    found = set()
+    for line in _prose_lines(path.read_text(encoding="utf-8")):
+        match = re.match(r"#{1,6}\s+(.*?)\s*$", line)
+        if match:
+            slug = github_slug(match.group(1))
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """The relative links of ``path`` whose file, or whose ``#anchor`` in a .md file, is missing."""
+    broken = []
+    for number, line in enumerate(_prose_lines(path.read_text(encoding="utf-8")), 1):
+        for target in _LINK.findall(line):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve() if file else path
+            where = f"{path.name}:{number}: {target}"
+            if not resolved.exists():
+                broken.append(f"{where} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+                broken.append(f"{where} (no heading with that anchor)")
+    return broken
+
+
+def test_github_slugs_of_the_headings_we_link_to():
+    assert github_slug("`landscape plot FILE... --figure NAME`") == (
+        "landscape-plot-file---figure-name"
+    )
+    assert github_slug("Exact float32 on GPUs (TF32)") == "exact-float32-on-gpus-tf32"
+    assert github_slug("`/scan/<name>`") == "scanname"
+    assert github_slug("Testing the paper's claim fairly") == "testing-the-papers-claim-fairly"
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_anchor(tmp_path):
+    (tmp_path / "a.md").write_text("# A\n\n## Two words\n\n## Two words\n", encoding="utf-8")
+    page = tmp_path / "b.md"
+    page.write_text(
+        "[ok](a.md#two-words) [ok](a.md#two-words-1) [ok](#b) [web](https://x.org/y.md#z)\n"
+        "[bad](a.md#three) [bad](c.md) [bad](#nowhere)\n\n# B\n\n```\n[code](skipped.md)\n```\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == [
+        "b.md:2: a.md#three (no heading with that anchor)",
+        "b.md:2: c.md (no such file)",
+        "b.md:2: #nowhere (no heading with that anchor)",
+    ]
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)
+def test_relative_links_resolve(path):
+    assert broken_links(path) == []
+
+
+def test_readme_is_short():
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines < 300, f"README.md has {lines} lines; move details into docs/"
+
+
+def test_no_file_points_to_the_internal_design_file():
+    needle = "DESIGN" + ".md"  # not spelled out, so that this file does not match itself
+    skip_dirs = {".git", ".venv", "__pycache__", ".ruff_cache", ".pytest_cache", "node_modules"}
+    binary = {".pt", ".pth", ".ckpt", ".h5", ".png", ".pdf", ".safetensors", ".pyc", ".journal"}
+    offenders = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip_dirs and not d.endswith(".egg-info")]
+        for name in files:
+            path = Path(folder) / name
+            if path.suffix in binary or name == ".git" or path.stat().st_size > 2_000_000:
+                continue
+            if needle in path.read_text(encoding="utf-8", errors="replace"):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == [], f"these files mention {needle}, which users do not have: {offenders}"

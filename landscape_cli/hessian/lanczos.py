@@ -52,6 +52,24 @@ the O(n)-memory three-term recurrence) and
 block, all blocks in one product). :func:`tridiagonal` builds a single-vector :math:`T_m` from
 its coefficients.
 
+**Repeated eigenvalues.** :func:`lanczos_run` runs :class:`BlockLanczos` from a random
+orthonormal block (b = 1 for k = 1, else 2: :func:`default_block_size`) until each of the ``k``
+largest Ritz values has ``residual ≤ tol·|θ|``. Then it looks for *clusters* (:func:`clusters`):
+converged Ritz values whose relative gap is at most ``max(10·tol, CLUSTER_RTOL)``. A block of
+width b holds at most b directions of an eigenspace, so a cluster of b or more values with a
+reported value below it may hide further copies that belong in the top ``k``: the block then
+grows (to ``max(2b, c + 1)`` for a cluster of c, at most ``max_block``) by random vectors
+orthogonal to the basis, and the run goes on for at least as many block steps as that cluster
+took to first show a converged value, so that the new directions can converge too. It ends when
+no cluster is saturated, or when ``max_steps`` products are spent. The certificate it returns:
+``residuals`` (explicit ‖Hy − θy‖: each value lies within its residual of an eigenvalue of H),
+``gaps`` (θᵢ minus the next lower Ritz value), ``multiplicity_resolved`` (no saturated cluster,
+or the run spanned all of R^n: no copy of a reported eigenvalue is missing from the list),
+``largest_cluster`` and ``block_size`` (the widest block). It does not prove that no larger
+eigenvalue was missed entirely: a random start has a component along every eigenvector with
+probability 1, and Lanczos finds the extreme eigenvalues first, but an eigenvector nearly
+orthogonal to the start converges late.
+
 Unlike power iteration (PyHessian), which converges to the eigenvalue of largest *magnitude*
 and needs a deflation round per eigenvalue, Lanczos returns the algebraically largest eigenvalues
 with the correct sign, and all ``k`` from one Krylov space.
@@ -525,20 +543,8 @@ def lanczos_run(
 ) -> tuple[LanczosResult, KrylovBasis]:
     r"""Block Lanczos for the ``k`` largest eigenvalues of ``op``, with their multiplicities.
 
-    Runs :class:`BlockLanczos` from a random orthonormal block until each of the ``k`` largest
-    Ritz values has ``residual ≤ tol·|θ|``. Then it looks for *clusters*: converged Ritz values
-    whose relative gap is at most ``max(10·tol, CLUSTER_RTOL)``. A block of width b holds at most
-    b directions of an eigenspace, so a cluster of b or more values with a reported value below
-    it may hide further copies that belong in the top ``k``: the block then grows (to
-    ``max(2b, c + 1)`` for a cluster of c, at most ``max_block``) by random vectors orthogonal to
-    the basis, and the run goes on for at least as many block steps as it took to converge the
-    first time, so that the new directions can converge too. It ends when no cluster is
-    saturated (``multiplicity_resolved``), or when ``max_steps`` products are spent.
-
-    The result's certificate: ``residuals`` (explicit ‖Hy − θy‖, so each value lies within its
-    residual of an eigenvalue of H), ``gaps`` (θᵢ minus the next lower Ritz value),
-    ``multiplicity_resolved`` (no cluster filled the block), ``largest_cluster`` and
-    ``block_size`` (the final width).
+    The run, its clusters, the growth of its block and its certificate are described in the
+    module docstring ("Repeated eigenvalues").
 
     Args:
         op: The symmetric operator (``n``, ``device``, ``matvec``, ``matmat``; ``dtype``).
@@ -581,14 +587,10 @@ def lanczos_run(
     if explicit_residuals:
         res = _explicit_residuals(op, rec.basis(), S, theta, order, res)
         spent += len(order) + 1
-    converged = res[order] <= tol * np.abs(theta[order])
-    desc = theta[::-1]
-    runs = clusters(desc, res[::-1] <= tol * np.abs(desc), rtol)
-    top_runs = [(i, j) for i, j in runs if i < len(order)]
     result = LanczosResult(
         eigenvalues=theta[order].copy(),
         residuals=res[order].copy(),
-        converged=converged,
+        converged=res[order] <= tol * np.abs(theta[order]),
         lambda_min=float(theta[0]),
         lambda_min_residual=float(res[0]),
         steps=m,
@@ -596,14 +598,23 @@ def lanczos_run(
         tol=tol,
         basis_dtype=str(basis_dtype).removeprefix("torch."),
         orthogonality=orthogonality(rec.basis()),
-        gaps=np.array([desc[i] - desc[i + 1] if i + 1 < m else np.inf for i in range(len(order))]),
-        block_size=max(rec.sizes, default=b),
-        # the whole space (m = n) gives every eigenvalue with every copy
-        multiplicity_resolved=m >= n
-        or (settled and _saturated(runs, max(rec.sizes), len(order)) == 0),
-        largest_cluster=max((min(j, len(order)) - i for i, j in top_runs), default=1),
+        **_certificate(theta, res, len(order), tol, rtol, rec, settled),
     )
     return result, rec.krylov_basis(S[:, order].copy())
+
+
+def _certificate(theta, res, k: int, tol: float, rtol: float, rec, settled: bool) -> dict:
+    """The top-k's gaps and multiplicity fields (module docstring, "Repeated eigenvalues")."""
+    m, desc = len(theta), theta[::-1]
+    runs = clusters(desc, res[::-1] <= tol * np.abs(desc), rtol)
+    return {
+        "gaps": np.array([desc[i] - desc[i + 1] if i + 1 < m else np.inf for i in range(k)]),
+        "block_size": max(rec.sizes),
+        # the whole space (m = n) gives every eigenvalue with every copy
+        "multiplicity_resolved": m >= rec.n
+        or (settled and _saturated(runs, max(rec.sizes), k) == 0),
+        "largest_cluster": max((min(j, k) - i for i, j in runs if i < k), default=1),
+    }
 
 
 def _iterate(op, rec: BlockLanczos, k, tol, max_steps, rtol, growable: bool, max_block: int):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.evaluation import (
     LOSSES,
     Batch,
@@ -802,8 +802,7 @@ def tied(a: dict, b: dict, by: str) -> bool:
 
 def ranking(rows: Sequence[dict], by: str) -> list[int]:
     """Indices of ``rows`` from flattest to sharpest by measure ``by`` (missing values last)."""
-    if by not in MEASURES:
-        raise LandscapeError(f"`rank_by` must be one of {', '.join(MEASURES)}, got {by!r}")
+    check_choice("rank_by", by, MEASURES, one_of=True)
     return sorted(range(len(rows)), key=lambda i: (rows[i].get(by) is None, rows[i].get(by) or 0))
 
 

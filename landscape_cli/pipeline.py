@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from landscape_cli import distributed, files, interrupts, resources
-from landscape_cli.errors import Interrupted, LandscapeError
-from landscape_cli.evaluation import check_loss_on, check_not_constant
+from landscape_cli.errors import Interrupted, LandscapeError, check_choice
+from landscape_cli.evaluation import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, frozen_note, select_parameters
 from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload, load_workload
@@ -61,8 +61,7 @@ class Source:
         With ``sample_sets`` > 1, also the further disjoint sample sets (``Workload.sets``).
         """
         self.check()
-        if self.split not in ("train", "test"):
-            raise LandscapeError(f"`split` must be train or test, got {self.split!r}")
+        check_choice("split", self.split, ("train", "test"))
         work = load_workload(
             checkpoint,
             model=self.model,
@@ -436,10 +435,11 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
             ),
             (s.trace_probes == 0 or s.trace_probes >= 2, "`trace_probes` must be 0 or >= 2"),
             (s.trace_rtol >= 0, "`trace_rtol` must be >= 0"),
-            (
-                s.trace_method in hs.TRACE_METHODS,
-                f"`trace_method` must be one of {hs.TRACE_METHODS}",
-            ),
+        ]
+    )
+    check_choice("trace_method", s.trace_method, hs.TRACE_METHODS, one_of=True)
+    _check(
+        [
             (s.density_probes >= 0, "`density_probes` must be >= 0"),
             (s.density_tol >= 0, "`density_tol` must be >= 0"),
             (s.lanczos_steps >= 1, "`lanczos_steps` must be >= 1"),
@@ -448,9 +448,14 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
                 s.per_layer_probes >= 2,
                 "`per_layer_probes` must be >= 2 (a standard error needs two probes)",
             ),
-            (loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
-            (bn_mode in ("eval", "train"), "`bn_mode` must be eval or train"),
-            (dtype in ("float32", "float64"), "`dtype` must be float32 or float64"),
+        ]
+    )
+    if loss is not None:
+        check_choice("loss", loss, LOSSES)
+    check_choice("bn_mode", bn_mode, ("eval", "train"))
+    check_choice("dtype", dtype, ("float32", "float64"))
+    _check(
+        [
             (
                 s.top_k <= s.max_steps,
                 f"`top_k={s.top_k}` needs at least as many Lanczos steps: raise `max_steps` "
@@ -486,7 +491,7 @@ def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
     """
     from landscape_cli.hessian import HessianSettings
 
-    _check([(engine in ENGINES, f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}")])
+    check_choice("engine", engine, ENGINES, one_of=True)
     if engine != "pyhessian":
         return
     d = HessianSettings()
@@ -528,12 +533,9 @@ def _check_curvature(curvature: str, *, bn_mode: str) -> None:
     """The curvature matrix asked for exists and is defined in this mode."""
     from landscape_cli.hessian.curvature import CURVATURES
 
+    check_choice("curvature", curvature, CURVATURES, one_of=True)
     _check(
         [
-            (
-                curvature in CURVATURES,
-                f"`curvature` must be one of {', '.join(CURVATURES)}, got {curvature!r}",
-            ),
             (
                 not (curvature == "fisher" and bn_mode == "train"),
                 "`curvature='fisher'` needs per-sample gradients, which `bn_mode='train'` does "
@@ -816,14 +818,12 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
     """Refuse inconsistent scan options before anything is loaded."""
     from landscape_cli import scan as sc
     from landscape_cli.results import check_scan_name
+    from landscape_cli.scan.grid import BN_CHOICES
 
+    check_choice("dim", o.dim, (1, 2))
+    check_choice("direction", o.direction, ("random", "eigenvector", "pca"))
     _check(
         [
-            (o.dim in (1, 2), "`dim` must be 1 or 2"),
-            (
-                o.direction in ("random", "eigenvector", "pca"),
-                "`direction` must be random, eigenvector or pca",
-            ),
             (
                 o.direction != "pca" or bool(o.trajectory),
                 "`direction='pca'` needs the run's snapshots: `trajectory` (files or globs)",
@@ -845,17 +845,23 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
                 not targets or len(targets) == o.dim,
                 f"`dim={o.dim}` interpolation needs {o.dim} `to` file(s)",
             ),
-            (o.loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
-            (o.norm in sc.NORMS, f"`norm` must be one of {', '.join(sc.NORMS)}"),
-            (o.ignore in sc.IGNORES, "`ignore` must be biasbn or none"),
+        ]
+    )
+    if o.loss is not None:
+        check_choice("loss", o.loss, LOSSES)
+    check_choice("norm", o.norm, sc.NORMS, one_of=True)
+    check_choice("ignore", o.ignore, sc.IGNORES)
+    _check(
+        [
             (
                 isinstance(o.fold_every, (int, float)) and 0 < o.fold_every < float("inf"),
                 f"`fold_every` must be a number of seconds > 0, got {o.fold_every}",
             ),
-            (o.bn in (None, "recompute", "interpolate"), "`bn` must be recompute or interpolate"),
-            (o.bn is None or bool(targets), "`bn` applies to interpolations (`to`)"),
         ]
     )
+    if o.bn is not None:
+        check_choice("bn", o.bn, BN_CHOICES)
+    _check([(o.bn is None or bool(targets), "`bn` applies to interpolations (`to`)")])
     resources.check_fields(o)  # the grid's counts and ranges, the seed
     if o.name is not None:
         check_scan_name(o.name)
@@ -1127,7 +1133,12 @@ def _check_audit_settings(checkpoints: list[Path], s) -> None:
     _check(
         [
             (len(checkpoints) >= 1, "give at least one checkpoint"),
-            (s.loss in ("", "ce", "mse"), "`loss` must be ce or mse"),
+        ]
+    )
+    if s.loss != "":  # "": the checkpoints' own training loss
+        check_choice("loss", s.loss, LOSSES)
+    _check(
+        [
             (s.top_k >= 1, "`top_k` must be >= 1"),
             (s.tol > 0, "`tol` must be > 0"),
             (s.max_steps >= 1, "`max_steps` must be >= 1"),

@@ -10,7 +10,7 @@ import typer
 
 from landscape_cli.commands import _common as c
 from landscape_cli.commands._options import grouped
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
 
 
 @dataclass(frozen=True)
@@ -209,8 +209,7 @@ def _check_output(output: Output) -> None:
             "audit has no --out: each checkpoint's numbers go to its own results file "
             "(CKPT.h5); write the markdown report with --report FILE.md"
         )
-    if rank_by not in MEASURES:
-        raise LandscapeError(f"--rank-by must be one of {', '.join(MEASURES)}")
+    check_choice("rank_by", rank_by, MEASURES, one_of=True)
     if report is not None and report.suffix != ".md":
         raise LandscapeError("the report must be a .md file")
     if report is not None:  # and the figure beside it: names, folder, type, space

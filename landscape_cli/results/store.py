@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landscape_cli import files
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 from landscape_cli.results import typed
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
-        raise LandscapeError(f"cannot open results file {p}: {_one_line(exc)}") from exc
+        raise LandscapeError(f"cannot open results file {p}: {one_line(exc)}") from exc
     with f:
         try:
             _check_schema(f, p)
@@ -193,7 +193,7 @@ def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
             yield f
         except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:  # h5py, damaged
             raise LandscapeError(
-                f"results file {p} is damaged ({_one_line(exc)}); move it away or choose "
+                f"results file {p} is damaged ({one_line(exc)}); move it away or choose "
                 "another file"
             ) from exc
 
@@ -287,7 +287,7 @@ def _read_everything(f: h5py.File, path: Path) -> None:
         f.visititems(visit)
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise LandscapeError(
-            f"results file {path} is damaged ({_one_line(exc)}); move it away or choose "
+            f"results file {path} is damaged ({one_line(exc)}); move it away or choose "
             "another `out`"
         ) from exc
 
@@ -365,10 +365,6 @@ def group_settings(path: str | os.PathLike[str], group: str) -> dict[str, Any] |
         if g is None:
             return None
         return typed.attr(g, "settings", typed.JSON, {})
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 Check = Callable[["h5py.File", Path], None]
@@ -551,7 +547,7 @@ def _fill(
             _copy_existing(existing, out, root.get("checkpoint_sha256"), drop_foreign)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise ResultsConflict(
-                f"results file {existing} cannot be read back ({_one_line(exc)})"
+                f"results file {existing} cannot be read back ({one_line(exc)})"
             ) from None
     if check is not None:
         check(out, path)
@@ -573,7 +569,7 @@ def _copy_existing(
     try:
         src = h5py.File(target, "r")
     except OSError as exc:
-        raise ResultsConflict(f"cannot open results file {target}: {_one_line(exc)}") from None
+        raise ResultsConflict(f"cannot open results file {target}: {one_line(exc)}") from None
     with src:
         try:
             _check_schema(src, target)

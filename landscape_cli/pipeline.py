@@ -107,13 +107,14 @@ def provenance(
     Without ``label``, a label already in the results file ``out`` is kept (None is not
     written); a new file gets the checkpoint's stem.
     """
-    from landscape_cli.results import read_root, sha256_file
+    from landscape_cli.checkpoints import sha256
+    from landscape_cli.results import read_root
 
     if label is None and not (out is not None and out.exists() and read_root(out).get("label")):
         label = Path(checkpoint).name if Path(checkpoint).is_dir() else Path(checkpoint).stem
     return {
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha256_file(checkpoint),
+        "checkpoint_sha256": sha256(checkpoint),
         "label": label,
         "model": work.loaded.model_spec["name"],
         "dataset": work.dataset,
@@ -974,8 +975,7 @@ def _interpolation_plan(
 ):
     """The plan towards the ``--to`` checkpoints, and the BatchNorm handling (or ``None``)."""
     from landscape_cli import scan as sc
-    from landscape_cli.checkpoints import load_model
-    from landscape_cli.results import sha256_file
+    from landscape_cli.checkpoints import load_model, sha256
     from landscape_cli.scan.grid import has_batchnorm
 
     bn = None
@@ -1011,7 +1011,7 @@ def _interpolation_plan(
         y=y,
         names=names,
         to=[str(t) for t in targets],
-        targets_sha256=",".join(sha256_file(t) for t in targets),
+        targets_sha256=",".join(sha256(t) for t in targets),
         **common,
     )
     return plan, bn

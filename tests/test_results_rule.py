@@ -10,8 +10,9 @@ import pytest
 from cases import one_error_line
 from typer.testing import CliRunner
 
+from landscape_cli.checkpoints import sha256
 from landscape_cli.commands import app
-from landscape_cli.results import list_groups, read_root, sha256_file
+from landscape_cli.results import list_groups, read_root
 from landscape_cli.training import TrainConfig
 
 runner = CliRunner()
@@ -41,11 +42,11 @@ def test_each_group_records_checkpoint_samples_and_settings(two, tmp_path):
     _ok(runner.invoke(app, args))
     with h5py.File(out) as f:
         h = f["hessian"].attrs
-        assert h["checkpoint_sha256"] == sha256_file(a)
+        assert h["checkpoint_sha256"] == sha256(a)
         assert len(h["samples_sha256"]) == 64
         settings = json.loads(h["settings"])
         assert settings["top_k"] == 1 and settings["loss"] == "ce" and settings["samples"] == 48
-        assert f["scan/1d-random"].attrs["checkpoint_sha256"] == sha256_file(a)
+        assert f["scan/1d-random"].attrs["checkpoint_sha256"] == sha256(a)
         assert len(f["scan/1d-random"].attrs["samples_sha256"]) == 64
 
 
@@ -63,7 +64,7 @@ def test_another_checkpoint_into_the_same_file_is_refused(two, tmp_path):
     # --overwrite drops the other checkpoint's groups
     _ok(runner.invoke(app, [*scan, "--overwrite"]))
     assert list_groups(out) == ["scan/1d-random"]
-    assert read_root(out)["checkpoint_sha256"] == sha256_file(b)
+    assert read_root(out)["checkpoint_sha256"] == sha256(b)
 
 
 def test_audit_refuses_a_file_of_another_checkpoint(two, tmp_path):

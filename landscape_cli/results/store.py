@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import os
@@ -77,24 +76,6 @@ class DictView(Mapping[str, Any]):
 
 # --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Return the hex SHA-256 of a file, read in 1 MiB chunks.
-
-    For a Hugging Face model folder: the SHA-256 of the lines ``<name> <sha256>`` of its weight
-    files (``*.safetensors``, ``*.bin`` and their index files), sorted by name.
-    """
-    if os.path.isdir(path):
-        from landscape_cli.models.hf import weight_files
-
-        lines = [f"{f.name} {sha256_file(f)}\n" for f in weight_files(Path(path))]
-        return hashlib.sha256("".join(lines).encode()).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def set_attr(obj: h5py.HLObject, name: str, value: Any) -> None:

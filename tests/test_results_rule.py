@@ -105,3 +105,29 @@ def test_same_options_rule_for_audit(two, tmp_path):
     err = one_error_line(runner.invoke(app, [*base, "--epsilon", "0.1"]))
     assert "/audit" in err and "epsilon" in err and "--overwrite" in err
     _ok(runner.invoke(app, [*base, "--epsilon", "0.1", "--overwrite"]))
+
+
+def test_one_settings_comparison_for_groups_and_scans():
+    """``settings_mismatch`` is the rule of /hessian, /audit and a scan's identity alike."""
+    from landscape_cli.results import settings_mismatch
+
+    stored = {"tol": 1e-4, "max_steps": 100, "loss": "ce", "params": ["fc.*"], "flag": True}
+    assert settings_mismatch(stored, {**stored, "max_steps": 100.0}) == []  # numbers as floats
+    assert settings_mismatch(stored, {**stored, "flag": 1}) == []  # True == 1, as ever
+    assert settings_mismatch(stored, {**stored, "tol": 1e-3, "loss": "mse", "seed": 0}) == [
+        "loss 'ce' vs 'mse'",
+        "seed None vs 0",
+        "tol 0.0001 vs 0.001",
+    ]  # every key of either, sorted
+    assert settings_mismatch({}, {"tol": 1.0}) == [] and settings_mismatch(None, {"a": 1}) == []
+    # a scan's identity: its keys in their order; one recorded only by later versions matches
+    # either value when the stored scan lacks it
+    keys = ("loss", "float32_precision", "tol")
+    wanted = {**stored, "tol": 2, "float32_precision": "tf32"}
+    assert settings_mismatch(stored, wanted, keys=keys, later={"float32_precision"}) == [
+        "tol 0.0001 vs 2"
+    ]
+    assert settings_mismatch(stored, wanted, keys=keys) == [
+        "float32_precision None vs 'tf32'",
+        "tol 0.0001 vs 2",
+    ]

@@ -29,7 +29,7 @@ import functools
 import io
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -313,24 +313,43 @@ def _foreign_message(
     return f"{path} holds the results of {other}, a different checkpoint; {way_out}"
 
 
-def settings_mismatch(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> list[str]:
-    """The options that differ between a group's stored ``settings`` and ``wanted``.
+def settings_mismatch(
+    stored: Mapping[str, Any] | None,
+    wanted: Mapping[str, Any],
+    *,
+    keys: Sequence[str] | None = None,
+    later: Collection[str] = (),
+) -> list[str]:
+    """The options that differ between ``stored`` and ``wanted``, as ``"key stored vs wanted"``.
 
-    The options that differ between a group's stored ``settings`` and ``wanted`` (as
-    ``"key stored vs wanted"``); empty when they agree or the group records none (older files).
+    The one comparison behind "the same options, or ``overwrite``": a group's ``settings``
+    before computing (``pipeline.check_same_options``) and under the lock before writing
+    (:func:`expect_settings`), and a scan's identity before resuming it
+    (``scan_store.check_resumable``). Numbers compare as floats (``1`` and ``1.0`` agree; a bool
+    is not a number), anything else by ``==``. ``keys`` are the keys compared, in order (default:
+    every key of either, sorted); a key of ``later`` that ``stored`` lacks is not compared (it is
+    recorded only from some version on, and older files match either value). Empty when they
+    agree or ``stored`` records none (older files).
     """
     if not stored:
         return []
     out = []
-    for key in sorted(set(stored) | set(wanted)):
+    for key in sorted(set(stored) | set(wanted)) if keys is None else keys:
         a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-            same = float(a) == float(b)
-        else:
-            same = a == b
-        if not same:
+        if a is None and key in later:
+            continue
+        if not _same_setting(a, b):
             out.append(f"{key} {a!r} vs {b!r}")
     return out
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Whether a stored setting and a wanted one agree (numbers as floats)."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return float(a) == float(b) if number(a) and number(b) else a == b
 
 
 def group_settings(path: str | os.PathLike[str], group: str) -> dict[str, Any] | None:

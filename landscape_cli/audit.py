@@ -46,7 +46,7 @@ from landscape_cli.evaluation import (
     loss_and_accuracy,
     to_device,
 )
-from landscape_cli.hessian.types import SampleSets
+from landscape_cli.hessian.types import Analysis, SampleSets
 from landscape_cli.params import ParamSelection, requiring_grad, select_parameters
 from landscape_cli.scan.directions import random_direction
 
@@ -508,7 +508,7 @@ class Measurement:
 
     measures: Measures
     operator: Any = None
-    analysis: dict[str, Any] | None = None
+    analysis: Analysis | None = None
 
 
 #: What a loss-matched measurement reports (``AuditRow.matched``), in this order.
@@ -616,11 +616,11 @@ def _computed_hessian(
     on_advance: Callable[[int], None] | None,
     sets: Sequence[tuple[Sequence[Batch], str]] = (),
     samples_sha256: str = "",
-) -> tuple[_HessianNumbers, Any, dict]:
+) -> tuple[_HessianNumbers, Any, Analysis]:
     """The Hessian measures computed here; also returns the operator and the analysis.
 
     With ``sets`` (further sample sets: batches and hash), also the top-k and the trace on
-    each (:func:`~landscape_cli.hessian.sample_set_spread`), in ``results["sample_sets"]``.
+    each (:func:`~landscape_cli.hessian.sample_set_spread`), the analysis' ``sample_sets``.
     """
     from landscape_cli.hessian import analyze, curvature_operator, sample_set_spread
 
@@ -641,10 +641,11 @@ def _computed_hessian(
     results = analyze(op, s.hessian(density), on_phase=phase)
     if sets:
         others = [(sha, lambda b=b: make(b)) for b, sha in sets]
-        results["sample_sets"] = sample_set_spread(
+        spread = sample_set_spread(
             results, samples_sha256, others, s.hessian(density), on_phase=phase
         )
-    top, tr, dens = results["top"], results["trace"], results["density"]
+        results = replace(results, sample_sets=spread)
+    top, tr, dens = results.top, results.trace, results.density
     numbers = _HessianNumbers(
         eigenvalues=[float(v) for v in top.eigenvalues] if top else [],
         residual=float(top.residuals[0]) if top else None,
@@ -652,7 +653,7 @@ def _computed_hessian(
         nodes=(dens.nodes, dens.weights) if dens is not None else None,
         device=op.device,
         dtype=op.dtype,
-        sets=results.get("sample_sets"),
+        sets=results.sample_sets,
     )
     return numbers, op, results
 

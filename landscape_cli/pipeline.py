@@ -27,6 +27,7 @@ from landscape_cli.workload import Workload, load_workload
 
 if TYPE_CHECKING:
     from landscape_cli.audit import AuditRow
+    from landscape_cli.hessian import Analysis, Collector, SampleSets
     from landscape_cli.results import ScanResult
 
 
@@ -222,6 +223,7 @@ def hessian_job(
     in IEEE float32 unless ``allow_tf32`` (:mod:`landscape_cli.precision`), recorded as the
     group's ``float32_precision``.
     """
+    from landscape_cli import hessian as hs
     from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_target
 
@@ -255,20 +257,23 @@ def hessian_job(
     )  # fmt: skip
     _note_frozen(source, chosen)
     op.on_hvp = on_hvp
-    results: dict = {}
-    save = _hessian_saver(op, results, s, work, loss, t0, out_path, root, attrs, overwrite)
+    collected = hs.Collector()  # what was computed, also when interrupted
+    save = _hessian_saver(op, collected, s, work, loss, t0, out_path, root, attrs, overwrite)
     try:
-        _run_engine(engine, op, s, results, source=source, on_phase=on_phase)
+        analysis = _run_engine(
+            engine, op, s, source=source, on_phase=on_phase, on_result=collected.record
+        )
         if work.sets:  # the same estimates on the further sample sets
-            results["sample_sets"] = _sample_sets(
-                work, s, results, on_phase, on_hvp,
+            sets = _sample_sets(
+                work, s, analysis, on_phase, on_hvp,
                 lambda w: _hessian_operator(
                     w, s, loss=loss, bn_mode=bn_mode, dev=dev, dtype=dtype,
                     cache_graphs=cache_graphs, curvature=curvature, params=params,
                 ),
             )  # fmt: skip
+            collected.record("sample_sets", sets)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (landscape_cli.interrupts)
-        if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
+        if not collected.freeze().computed:
             raise
         raise Interrupted(_save_partial(out_path, save)) from None
     with interrupts.deferred():  # a signal now waits until the finished result is written
@@ -276,7 +281,7 @@ def hessian_job(
     return report, out_path, work
 
 
-def _sample_sets(work: Workload, s, results: dict, on_phase, on_hvp, make_op):
+def _sample_sets(work: Workload, s, first: Analysis, on_phase, on_hvp, make_op) -> SampleSets:
     """:func:`~landscape_cli.hessian.sample_set_spread` of ``work``'s further sample sets."""
     from landscape_cli import hessian as hs
 
@@ -289,7 +294,7 @@ def _sample_sets(work: Workload, s, results: dict, on_phase, on_hvp, make_op):
         return make
 
     others = [(one.samples_sha256, maker(one.batches)) for one in work.sets]
-    return hs.sample_set_spread(results, work.samples_sha256, others, s, on_phase=on_phase)
+    return hs.sample_set_spread(first, work.samples_sha256, others, s, on_phase=on_phase)
 
 
 def _results_file_bytes(out_path: Path, new: int) -> int:
@@ -338,14 +343,14 @@ def _hessian_operator(
 
 
 def _hessian_saver(
-    op, results: dict, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
+    op, collected: Collector, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
 ):
     """The saver of an interrupted or finished ``hessian``: ``save(partial=False)``.
 
-    Makes the report of ``results`` so far and, on the main process, writes it to the results file
-    (rescued elsewhere if that fails, or if another run wrote ``/hessian`` meanwhile with other
-    options; a partial one never replaces a complete ``/hessian``). Returns the report and the
-    sentence that says where it went.
+    Makes the report of what was ``collected`` so far and, on the main process, writes it to the
+    results file (rescued elsewhere if that fails, or if another run wrote ``/hessian`` meanwhile
+    with other options; a partial one never replaces a complete ``/hessian``). Returns the report
+    and the sentence that says where it went.
     """
     from landscape_cli import hessian as hs
     from landscape_cli.results import (
@@ -360,9 +365,10 @@ def _hessian_saver(
     same = None if overwrite else expect_settings("hessian", attrs["settings"], way_out)
 
     def save(partial: bool = False):
+        analysis = collected.freeze()
         report = hs.make_report(
             op,
-            results,
+            analysis,
             s,
             samples=work.samples,
             batch_size=work.batch_size,
@@ -370,13 +376,13 @@ def _hessian_saver(
             loss=loss,
             seconds=time.perf_counter() - t0,
         )
-        if results.get("pyhessian_hvp_count"):  # PyHessian's products, which op does not count
-            report = replace(report, hvp_count=report.hvp_count + results["pyhessian_hvp_count"])
+        if analysis.pyhessian_hvp_count:  # PyHessian's products, which op does not count
+            report = replace(report, hvp_count=report.hvp_count + analysis.pyhessian_hvp_count)
         if report.sample_sets is not None:  # the further sets' products, on their operators
             report = replace(report, hvp_count=report.hvp_count + report.sample_sets.hvp_count)
         extra = dict(attrs)
-        if "pyhessian_stopped" in results:  # its own stopping rule, beside our `converged`
-            extra["pyhessian_stopped"] = [int(x) for x in results["pyhessian_stopped"]]
+        if analysis.pyhessian_stopped is not None:  # its own rule, beside our `converged`
+            extra["pyhessian_stopped"] = [int(x) for x in analysis.pyhessian_stopped]
         if not distributed.is_main():
             return report, "the partial result is saved by rank 0"
         check = all_of(same, expect_incomplete("hessian")) if partial else same
@@ -467,8 +473,8 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
     resources.check_fields(s)  # every count, tolerance and the seed in its domain
 
 
-def _run_engine(engine: str, op, s, results: dict, *, source: Source, on_phase) -> None:
-    """Fill ``results`` with the chosen engine's estimates (PyHessian notes go to ``source``)."""
+def _run_engine(engine: str, op, s, *, source: Source, on_phase, on_result) -> Analysis:
+    """The chosen engine's estimates, each also to ``on_result`` (PyHessian notes to ``source``)."""
     from landscape_cli import hessian as hs
 
     if engine == "pyhessian":
@@ -477,9 +483,8 @@ def _run_engine(engine: str, op, s, results: dict, *, source: Source, on_phase) 
         for text in _pyhessian_notes(s):
             if source.on_note is not None and distributed.is_main():
                 source.on_note(text)
-        analyze_pyhessian(op, s, out=results, on_phase=on_phase)
-    else:
-        hs.analyze(op, s, out=results, on_phase=on_phase)
+        return analyze_pyhessian(op, s, on_result=on_result, on_phase=on_phase)
+    return hs.analyze(op, s, on_result=on_result, on_phase=on_phase)
 
 
 ENGINES = ("lanczos", "pyhessian")

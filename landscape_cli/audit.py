@@ -770,44 +770,58 @@ def _plus(value: float | None, spread: float | None) -> float | None:
     return value + (spread if spread is not None and math.isfinite(spread) else 0.0)
 
 
+def _trace_halfwidth(m: Measures) -> float | None:
+    """The half-width of the trace's 95 % CI (1.96 standard errors when no CI is recorded)."""
+    if m.trace_ci95:
+        return (m.trace_ci95[1] - m.trace_ci95[0]) / 2
+    return 1.96 * m.trace_stderr if m.trace_stderr is not None else None
+
+
 #: The uncertainty of each measure: λmax its Lanczos residual ‖Hv − θv‖ (|λ − θ| ≤ it for a
 #: symmetric H), the trace the half-width of its 95 % CI, each sharpness the spread of its
 #: directions or restarts; with ``sample_sets`` > 1, λmax and the trace add their spread over
 #: the sample sets (how far they move with other samples).
-UNCERTAINTY = {
-    "lambda_max": lambda r: _plus(r.get("lambda_max_residual"), r.get("lambda_max_spread")),
-    "trace": lambda r: _plus(
-        (r["trace_ci95"][1] - r["trace_ci95"][0]) / 2
-        if r.get("trace_ci95")
-        else (1.96 * r["trace_stderr"] if r.get("trace_stderr") is not None else None),
-        r.get("trace_spread"),
-    ),
-    "sharpness_1d": lambda r: r.get("sharpness_1d_spread"),
-    "adaptive_sharpness": lambda r: r.get("adaptive_sharpness_spread"),
+UNCERTAINTY: dict[str, Callable[[Measures], float | None]] = {
+    "lambda_max": lambda m: _plus(m.lambda_max_residual, m.lambda_max_spread),
+    "trace": lambda m: _plus(_trace_halfwidth(m), m.trace_spread),
+    "sharpness_1d": lambda m: m.sharpness_1d_spread,
+    "adaptive_sharpness": lambda m: m.adaptive_sharpness_spread,
 }
 
+#: The fields :data:`UNCERTAINTY` reads.
+UNCERTAINTY_FIELDS = (
+    "lambda_max_residual",
+    "lambda_max_spread",
+    "trace_ci95",
+    "trace_stderr",
+    "trace_spread",
+    "sharpness_1d_spread",
+    "adaptive_sharpness_spread",
+)
 
-def uncertainty(row: dict, by: str) -> float:
-    """The finite, non-negative uncertainty of measure ``by`` in ``row`` (0 when unknown)."""
-    u = UNCERTAINTY[by](row)
+
+def uncertainty(m: Measures, by: str) -> float:
+    """The finite, non-negative uncertainty of measure ``by`` in ``m`` (0 when unknown)."""
+    u = UNCERTAINTY[by](m)
     return 0.0 if u is None or not math.isfinite(u) else float(abs(u))
 
 
-def tied(a: dict, b: dict, by: str) -> bool:
-    """Whether two rows' ``by`` values lie within their uncertainties of each other."""
-    va, vb = a.get(by), b.get(by)
+def tied(a: Measures, b: Measures, by: str) -> bool:
+    """Whether two checkpoints' ``by`` values lie within their uncertainties of each other."""
+    va, vb = getattr(a, by), getattr(b, by)
     if va is None or vb is None:
         return False
     return abs(va - vb) <= uncertainty(a, by) + uncertainty(b, by)
 
 
-def ranking(rows: Sequence[dict], by: str) -> list[int]:
+def ranking(rows: Sequence[Measures], by: str) -> list[int]:
     """Indices of ``rows`` from flattest to sharpest by measure ``by`` (missing values last)."""
     check_choice("rank_by", by, MEASURES, one_of=True)
-    return sorted(range(len(rows)), key=lambda i: (rows[i].get(by) is None, rows[i].get(by) or 0))
+    values = [getattr(m, by) for m in rows]
+    return sorted(range(len(rows)), key=lambda i: (values[i] is None, values[i] or 0))
 
 
-def ranks(rows: Sequence[dict], by: str) -> tuple[list[int], list[int], list[bool]]:
+def ranks(rows: Sequence[Measures], by: str) -> tuple[list[int], list[int], list[bool]]:
     """The order of :func:`ranking`, each row's rank (1 = flattest) and whether it is tied.
 
     Rows whose values differ by less than their uncertainties (:func:`tied`) share a rank: a
@@ -825,7 +839,7 @@ def ranks(rows: Sequence[dict], by: str) -> tuple[list[int], list[int], list[boo
     return order, rank, is_tied
 
 
-def disagreements(rows: Sequence[dict], labels: Sequence[str]) -> list[str]:
+def disagreements(rows: Sequence[Measures], labels: Sequence[str]) -> list[str]:
     """Pairs of checkpoints that two measures order oppositely beyond their uncertainties.
 
     Pairs of checkpoints that two measures put in opposite orders, each order beyond the
@@ -836,7 +850,7 @@ def disagreements(rows: Sequence[dict], labels: Sequence[str]) -> list[str]:
         for j in range(i + 1, len(rows)):
             says: dict[str, int] = {}
             for by in MEASURES:
-                a, b = rows[i].get(by), rows[j].get(by)
+                a, b = getattr(rows[i], by), getattr(rows[j], by)
                 if a is None or b is None or tied(rows[i], rows[j], by):
                     continue
                 says[by] = -1 if a < b else 1

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from landscape_cli.evaluation import (
 from landscape_cli.hessian.types import Analysis, SampleSets
 from landscape_cli.params import ParamSelection, requiring_grad, select_parameters
 from landscape_cli.scan.directions import random_direction
+
+if TYPE_CHECKING:
+    from landscape_cli.results import HessianResult
 
 
 class Tempered(nn.Module):
@@ -361,94 +364,6 @@ class AuditSettings:
         )
 
 
-def _number(value) -> float | None:
-    """``value`` when it is a real number (a stored setting), else None."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    return value if ok else None
-
-
-def reusable(
-    stored: dict,
-    settings: AuditSettings,
-    *,
-    samples_sha256: str,
-    split: str,
-    dataset: str | None = None,
-    allow_tf32: bool = False,
-    set_hashes: Sequence[str] = (),
-) -> bool:
-    """Whether a stored ``/hessian`` answers the audit's Hessian questions.
-
-    Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
-    audit's Hessian questions: computed by landscape's own estimators (``engine`` lanczos, or
-    none recorded), of the same curvature matrix and parameters (``curvature``, ``params``,
-    ``include_frozen``), on the same samples (hash), split, loss and seed, with eval-mode BatchNorm,
-    and with enough of each estimate: at least ``top_k`` eigenvalues from a Lanczos run at least
-    as strict (a ``tol`` no looser and a ``max_steps`` no smaller) whose multiplicities were
-    resolved, a
-    trace with at least as many probes or a relative standard error within ``trace_rtol``, and
-    (when the audit wants a density) one with at least as many probes and Lanczos steps. One
-    computed with TF32 (``float32_precision`` "tf32") answers only an audit that allows TF32.
-    """
-    import json
-
-    attrs = stored["attrs"]
-    raw = attrs.get("settings")
-    if not raw or attrs.get("samples_sha256") != samples_sha256:
-        return False
-    if attrs.get("engine", "lanczos") != "lanczos":  # PyHessian's numbers are not certified
-        return False
-    if attrs.get("float32_precision") == "tf32" and not allow_tf32:  # approximate products
-        return False
-    opts = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    same = (
-        opts.get("loss") == settings.loss
-        and opts.get("bn_mode") == "eval"
-        and opts.get("seed") == settings.seed
-        and opts.get("split") == split
-        and (dataset is None or opts.get("dataset") == dataset)
-        and attrs.get("curvature", "hessian") == settings.curvature
-        and opts.get("params", []) == list(settings.params)
-        and bool(opts.get("include_frozen", False)) == settings.include_frozen
-    )
-    if not same:
-        return False
-    eig = stored.get("eigenvalues")
-    if eig is None or len(eig) < settings.top_k:
-        return False
-    # a top-k whose multiplicities were not resolved may miss copies (files before block
-    # Lanczos record none): recompute rather than rank on it
-    if settings.top_k > 1 and not attrs.get("multiplicity_resolved", False):
-        return False
-    tol, max_steps = _number(opts.get("tol")), _number(opts.get("max_steps"))
-    if tol is None or max_steps is None or tol > settings.tol or max_steps < settings.max_steps:
-        return False
-    if settings.trace_probes:
-        tr, se = stored.get("trace"), stored.get("trace_stderr")
-        probes = stored.get("trace_attrs", {}).get("probes", 0)
-        if tr is None or se is None:
-            return False
-        if not (probes >= settings.trace_probes or se <= settings.trace_rtol * abs(tr)):
-            return False
-    if settings.density_probes:
-        d = stored.get("density")
-        if d is None or d.get("lanczos_steps", 0) < settings.lanczos_steps:
-            return False
-        # An adaptive density that stopped early is enough when it reached the audit's tolerance.
-        achieved = d.get("achieved_tol")
-        reached = achieved is not None and achieved <= settings.density_tol
-        if not (d.get("probes", 0) >= settings.density_probes or reached):
-            return False
-    if settings.sample_sets > 1:  # the same further sets (their hashes), at least as many
-        sets = stored.get("sample_sets")
-        hashes = [] if sets is None else list(sets.get("samples_sha256", []))
-        if hashes[1 : settings.sample_sets] != list(set_hashes)[: settings.sample_sets - 1]:
-            return False
-        if len(hashes) < settings.sample_sets:
-            return False
-    return True
-
-
 @dataclass(frozen=True)
 class Measures:
     """Every audit measure of one checkpoint (at one temperature), each with its uncertainty.
@@ -583,26 +498,31 @@ def _set_spreads(sets: SampleSets | None, k: int) -> tuple[float | None, float |
 
 
 def _stored_hessian(
-    model: nn.Module, net: nn.Module, stored: dict, s: AuditSettings, density: bool, device
+    model: nn.Module,
+    net: nn.Module,
+    stored: HessianResult,
+    s: AuditSettings,
+    density: bool,
+    device: torch.device | str,
 ) -> _HessianNumbers:
-    """The Hessian measures of a compatible ``/hessian`` read back (see :func:`reusable`)."""
-    ta = stored["trace_attrs"]
+    """The Hessian measures of a ``/hessian`` read back that covers them (its ``covers``)."""
+    report = stored.report
+    top, tr, d = report.top, report.trace, report.density
     trace = (
-        (stored["trace"], stored["trace_stderr"], [ta["ci95_low"], ta["ci95_high"]])
-        if stored["trace"] is not None and s.trace_probes
+        (float(tr.estimate), float(tr.stderr), [float(v) for v in tr.ci95])
+        if tr is not None and s.trace_probes
         else None
     )
-    d = stored["density"]
     run_device = torch.device(device)
     net.to(run_device)
     return _HessianNumbers(
-        eigenvalues=[float(v) for v in stored["eigenvalues"][: s.top_k]],
-        residual=float(stored["residuals"][0]),
+        eigenvalues=[float(v) for v in top.eigenvalues[: s.top_k]],
+        residual=float(top.residuals[0]),
         trace=trace,
-        nodes=(d["nodes"], d["weights"]) if d is not None and density else None,
+        nodes=(d.nodes, d.weights) if d is not None and density else None,
         device=run_device,
         dtype=next(model.parameters()).dtype,
-        sets=getattr(getattr(stored, "report", None), "sample_sets", None),
+        sets=report.sample_sets,
     )
 
 
@@ -694,7 +614,7 @@ def measure(
     device: torch.device | str = "cpu",
     temperature: float = 1.0,
     density: bool = True,
-    stored: dict | None = None,
+    stored: HessianResult | None = None,
     on_phase: Callable[[str, int, str], None] | None = None,
     on_advance: Callable[[int], None] | None = None,
     sets: Sequence[tuple[Sequence[Batch], str]] = (),
@@ -702,12 +622,12 @@ def measure(
 ) -> Measurement:
     """Every audit measure of ``model`` (its logits divided by ``temperature``) on ``batches``.
 
-    With ``stored`` (a compatible ``/hessian`` read back, see :func:`reusable`), the Hessian
-    measures are taken from it instead of being computed. Returns the :class:`Measures`, with
-    the operator and the results of :func:`landscape_cli.hessian.analyze` when computed. With
+    With ``stored`` (a ``/hessian`` read back that covers them, ``HessianResult.covers``), the
+    Hessian measures are taken from it instead of being computed. Returns the :class:`Measures`,
+    with the operator and the results of :func:`landscape_cli.hessian.analyze` when computed. With
     ``settings.sample_sets`` > 1, λmax and the trace are also measured on ``sets`` (the further
-    sample sets: batches and hash; ``samples_sha256`` is ``batches``'), or read from ``stored``,
-    and their spreads over the sets join their uncertainties.
+    sample sets: batches and hash; ``samples_sha256`` is ``batches``'), or read from ``stored``, and
+    their spreads over the sets join their uncertainties.
 
     Progress goes to ``on_phase(name, most work, unit)`` before each phase (the Hessian's, then
     the two sharpness measures) and ``on_advance(k)`` as work is done in it.

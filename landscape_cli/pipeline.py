@@ -26,9 +26,9 @@ from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload, load_workload
 
 if TYPE_CHECKING:
-    from landscape_cli.audit import AuditRow
+    from landscape_cli.audit import AuditRow, AuditSettings
     from landscape_cli.hessian import Analysis, Collector, SampleSets
-    from landscape_cli.results import ScanResult
+    from landscape_cli.results import HessianResult, ScanResult
 
 
 @dataclass(frozen=True)
@@ -1095,9 +1095,9 @@ def audit_job(
     its ``/audit``; returns ``(rows, workloads)``.
 
     Hessian measures come from the checkpoint's ``/hessian`` when it is compatible
-    (:func:`landscape_cli.audit.reusable`); otherwise the audit computes them and stores them in
-    ``/audit/hessian``: an audit never replaces a ``/hessian``. With ``match_loss``, the
-    checkpoint whose loss is the target (temperature 1) keeps its unmatched measures instead of
+    (:meth:`landscape_cli.results.HessianResult.covers`); otherwise the audit computes them and
+    stores them in ``/audit/hessian``: an audit never replaces a ``/hessian``. With ``match_loss``,
+    the checkpoint whose loss is the target (temperature 1) keeps its unmatched measures instead of
     measuring them again. Every results file is checked before anything is computed.
 
     Progress: ``on_phase(name, most work, unit)`` before each phase of each checkpoint (its
@@ -1221,9 +1221,10 @@ def _audit_targets(
     return s, targets
 
 
-def _reusable_hessian(t: _Audited, s, overwrite: bool, allow_tf32: bool = False) -> dict | None:
+def _reusable_hessian(
+    t: _Audited, s: AuditSettings, overwrite: bool, allow_tf32: bool = False
+) -> HessianResult | None:
     """The checkpoint's ``/hessian`` read back when the audit may reuse it, else None."""
-    from landscape_cli import audit as au
     from landscape_cli.results import list_groups, read_hessian
 
     if not t.path.exists() or (overwrite and _foreign_file(t.path, t.root)):
@@ -1232,8 +1233,7 @@ def _reusable_hessian(t: _Audited, s, overwrite: bool, allow_tf32: bool = False)
         return None
     h = read_hessian(t.path)
     work = t.work
-    ok = au.reusable(
-        h,
+    ok = h.covers(
         s,
         samples_sha256=work.samples_sha256,
         split=work.split,

@@ -399,11 +399,11 @@ def execute(
             stored = replace(stored, loss=read_scan(out_path, plan.name).loss)
         axes = ["x", "y"][: plan.attrs["dim"]]
         dirs = tuple(
-            {k: torch.from_numpy(v) for k, v in stored["directions"][a].items()} for a in axes
+            {k: torch.from_numpy(v) for k, v in stored.directions[a].items()} for a in axes
         )
         _check_directions(dirs, plan.directions, out_path, plan.name)
         plan = ScanPlan(plan.name, plan.x, plan.y, dirs, plan.attrs)
-        current = stored["loss"]
+        current = stored.loss
         missing = int(np.isnan(current).sum())
         if on_start is not None and distributed.is_main():
             on_start(current.size - missing, current.size)

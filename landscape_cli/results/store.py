@@ -49,9 +49,10 @@ SCHEMA_VERSION = 1
 class DictView(Mapping[str, Any]):
     """Read-only ``result["key"]`` access to a frozen result, as the readers' dicts had it.
 
-    The typed fields are the interface; this view keeps the keys that the readers returned before
-    they returned dataclasses (documented per class in :meth:`_view`), so scripts that index a
-    result keep working. The view is built once, on first use.
+    A shim for old scripts: the typed fields are the interface, and nothing in the package reads
+    a result through this view (a test runs the commands with it disabled). It keeps the keys that
+    the readers returned before they returned dataclasses (documented per class), so scripts that
+    index a result keep working. The view is built once, on first use.
     """
 
     def _view(self) -> dict[str, Any]:

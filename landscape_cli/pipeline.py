@@ -26,9 +26,23 @@ from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload, load_workload
 
 if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
     from landscape_cli.audit import AuditRow, AuditSettings
-    from landscape_cli.hessian import Analysis, Collector, SampleSets
+    from landscape_cli.evaluation import Batch
+    from landscape_cli.hessian import (
+        Analysis,
+        Collector,
+        CurvatureOperator,
+        HessianReport,
+        HessianSettings,
+        SampleSets,
+    )
+    from landscape_cli.params import SelectedParams
     from landscape_cli.results import HessianResult, ScanResult
+    from landscape_cli.results.store import Check
+    from landscape_cli.scan.grid import ScanPlan
 
 
 @dataclass(frozen=True)
@@ -166,9 +180,10 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 
 
 def _hessian_target(
-    checkpoint, work, s, out_path, label, overwrite, *, loss, bn_mode, dtype, engine,
-    curvature="hessian", params=None, allow_tf32=False,
-) -> tuple[dict, dict]:  # fmt: skip
+    checkpoint: Path, work: Workload, s: HessianSettings, out_path: Path, label: str | None,
+    overwrite: bool, *, loss: str, bn_mode: str, dtype: str, engine: str,
+    curvature: str = "hessian", params: ParamSelection | None = None, allow_tf32: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """The results file's root attributes and ``/hessian``'s.
 
     Checks first that the file holds this checkpoint's results and no ``/hessian`` of other
@@ -192,7 +207,7 @@ def _hessian_target(
 @with_precision
 def hessian_job(
     checkpoint: Path,
-    settings,
+    settings: HessianSettings,
     *,
     source: Source = Source(),
     loss: str | None = None,
@@ -209,7 +224,7 @@ def hessian_job(
     curvature: str = "hessian",
     params: ParamSelection | None = None,
     allow_tf32: bool = False,
-):
+) -> tuple[HessianReport, Path, Workload]:
     """Run ``landscape hessian``.
 
     Analyze the Hessian (or the ``curvature`` ``ggn`` or ``fisher``) and write ``/hessian``;
@@ -281,12 +296,19 @@ def hessian_job(
     return report, out_path, work
 
 
-def _sample_sets(work: Workload, s, first: Analysis, on_phase, on_hvp, make_op) -> SampleSets:
+def _sample_sets(
+    work: Workload,
+    s: HessianSettings,
+    first: Analysis,
+    on_phase: Callable[[str, int], None] | None,
+    on_hvp: Callable[[int], None] | None,
+    make_op: Callable[[Workload], CurvatureOperator],
+) -> SampleSets:
     """:func:`~landscape_cli.hessian.sample_set_spread` of ``work``'s further sample sets."""
     from landscape_cli import hessian as hs
 
-    def maker(batches):
-        def make():
+    def maker(batches: list[Batch]) -> Callable[[], CurvatureOperator]:
+        def make() -> CurvatureOperator:
             op = make_op(replace(work, batches=batches, sets=()))
             op.on_hvp = on_hvp
             return op
@@ -306,7 +328,7 @@ def _results_file_bytes(out_path: Path, new: int) -> int:
     return existing + int(new) + 16 * 1024  # HDF5's own metadata and the attributes
 
 
-def _hessian_file_bytes(out_path: Path, s, n: int, tensors: int) -> int:
+def _hessian_file_bytes(out_path: Path, s: HessianSettings, n: int, tensors: int) -> int:
     """About the bytes ``/hessian`` of these settings adds to ``out_path`` (over-estimated)."""
     new = 24 * s.top_k + 8 * s.trace_probes + 16 * s.density_probes * s.lanczos_steps
     new += 2 * 8 * 2000  # the density's grid
@@ -318,9 +340,10 @@ def _hessian_file_bytes(out_path: Path, s, n: int, tensors: int) -> int:
 
 
 def _hessian_operator(
-    work, s, *, loss: str, bn_mode: str, dev, dtype: str, cache_graphs, curvature="hessian",
-    params=None,
-):  # fmt: skip
+    work: Workload, s: HessianSettings, *, loss: str, bn_mode: str, dev: torch.device,
+    dtype: str, cache_graphs: bool | None, curvature: str = "hessian",
+    params: ParamSelection | None = None,
+) -> CurvatureOperator:  # fmt: skip
     """The curvature operator of the loaded workload, refused if constant or too large."""
     from landscape_cli.hessian.curvature import curvature_operator
 
@@ -343,8 +366,17 @@ def _hessian_operator(
 
 
 def _hessian_saver(
-    op, collected: Collector, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
-):
+    op: CurvatureOperator,
+    collected: Collector,
+    s: HessianSettings,
+    work: Workload,
+    loss: str,
+    t0: float,
+    out_path: Path,
+    root: dict[str, Any],
+    attrs: dict[str, Any],
+    overwrite: bool,
+) -> Callable[..., tuple[HessianReport, str]]:
     """The saver of an interrupted or finished ``hessian``: ``save(partial=False)``.
 
     Makes the report of what was ``collected`` so far and, on the main process, writes it to the
@@ -364,7 +396,7 @@ def _hessian_saver(
     way_out = "pass `overwrite=True` to replace it, or another `out` to keep both"
     same = None if overwrite else expect_settings("hessian", attrs["settings"], way_out)
 
-    def save(partial: bool = False):
+    def save(partial: bool = False) -> tuple[HessianReport, str]:
         analysis = collected.freeze()
         report = hs.make_report(
             op,
@@ -425,7 +457,9 @@ def _write_partial(out_path: Path, write: Callable[[Path], Path]) -> str:
     return f"{lead}; the partial result was saved to {saved} (marked partial)"
 
 
-def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> None:
+def _check_hessian_options(
+    s: HessianSettings, *, loss: str | None, bn_mode: str, dtype: str
+) -> None:
     """Refuse inconsistent ``landscape hessian`` options before anything is loaded."""
     from landscape_cli import hessian as hs
 
@@ -473,7 +507,15 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
     resources.check_fields(s)  # every count, tolerance and the seed in its domain
 
 
-def _run_engine(engine: str, op, s, *, source: Source, on_phase, on_result) -> Analysis:
+def _run_engine(
+    engine: str,
+    op: CurvatureOperator,
+    s: HessianSettings,
+    *,
+    source: Source,
+    on_phase: Callable[[str, int], None] | None,
+    on_result: Callable[[str, Any], None],
+) -> Analysis:
     """The chosen engine's estimates, each also to ``on_result`` (PyHessian notes to ``source``)."""
     from landscape_cli import hessian as hs
 
@@ -490,7 +532,7 @@ def _run_engine(engine: str, op, s, *, source: Source, on_phase, on_result) -> A
 ENGINES = ("lanczos", "pyhessian")
 
 
-def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
+def _check_engine(engine: str, s: HessianSettings, *, bn_mode: str, dtype: str) -> None:
     """PyHessian runs with its own defaults, in eval mode, in float32, in one process.
 
     Options that would change what it computes are refused rather than silently ignored.
@@ -583,14 +625,14 @@ def measure_settings(curvature: str, params: ParamSelection | None) -> dict[str,
     return {**out, **(params or ParamSelection()).settings()}
 
 
-def _note_frozen(source: Source, chosen) -> None:
+def _note_frozen(source: Source, chosen: SelectedParams) -> None:
     """Tell ``source.on_note`` (main process) which frozen parameters are left out."""
     text = frozen_note(chosen.skipped, chosen.reasons, chosen.skipped_numel)
     if text and source.on_note is not None and distributed.is_main():
         source.on_note(text)
 
 
-def _pyhessian_notes(s) -> list[str]:
+def _pyhessian_notes(s: HessianSettings) -> list[str]:
     """What ``--engine pyhessian`` computes with landscape's estimators instead, one line each."""
     notes = []
     if s.density_probes > 0:
@@ -603,7 +645,9 @@ def _pyhessian_notes(s) -> list[str]:
     return notes
 
 
-def _check_size(s, n: int, dev, products_float64: bool = False) -> None:
+def _check_size(
+    s: HessianSettings, n: int, dev: torch.device, products_float64: bool = False
+) -> None:
     """Options against the model's size and the machine's memory, before any allocation."""
     if s.top_k > n:
         raise LandscapeError(
@@ -624,7 +668,7 @@ def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:
 
 
 def hessian_settings(
-    settings, work: Workload, *, loss: str, bn_mode: str, dtype: str
+    settings: HessianSettings, work: Workload, *, loss: str, bn_mode: str, dtype: str
 ) -> dict[str, Any]:
     """The options a ``/hessian`` group was computed with (stored as its ``settings``)."""
     from dataclasses import asdict
@@ -768,7 +812,7 @@ def scan_job(
     return result, out_path
 
 
-def _scan_selection_attrs(o: ScanOptions, kind: str, chosen) -> dict[str, Any]:
+def _scan_selection_attrs(o: ScanOptions, kind: str, chosen: SelectedParams) -> dict[str, Any]:
     """What ``/scan/<name>`` records of the parameters its directions move.
 
     ``skipped_params`` and ``skipped_reasons`` (the parameters that stay put: none for an
@@ -782,7 +826,7 @@ def _scan_selection_attrs(o: ScanOptions, kind: str, chosen) -> dict[str, Any]:
     return out
 
 
-def _scan_file_bytes(out_path: Path, dim: int, points: int, model) -> int:
+def _scan_file_bytes(out_path: Path, dim: int, points: int, model: nn.Module) -> int:
     """About the bytes a scan adds to ``out_path``: its grids, its directions, its journal."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     directions = dim * sum(t.numel() * 8 + 2048 for t in tensors)  # float64 at most
@@ -790,8 +834,10 @@ def _scan_file_bytes(out_path: Path, dim: int, points: int, model) -> int:
 
 
 def _scan_plan(
-    kind: str, o: ScanOptions, targets, source: Source, work, net, batches, loss, dev, name, x, y
-):
+    kind: str, o: ScanOptions, targets: list[Path], source: Source, work: Workload,
+    net: nn.Module, batches: list[Batch], loss: str, dev: torch.device, name: str,
+    x: np.ndarray, y: np.ndarray | None,
+) -> tuple[ScanPlan, str | None]:  # fmt: skip
     """The scan's plan for its ``kind`` of directions, and the BatchNorm handling (or ``None``)."""
     from landscape_cli import scan as sc
 
@@ -897,8 +943,11 @@ def _snapshot_files(o: ScanOptions) -> list[Path]:
     return snapshot_files(o.trajectory)
 
 
-def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, loss, dev, name,
-              out_path: Path, fixed: dict[str, Any], on_snapshot):  # fmt: skip
+def _pca_plan(o: ScanOptions, snapshots: list[Path], source: Source, work: Workload,
+              net: nn.Module, batches: list[Batch], loss: str, dev: torch.device, name: str,
+              out_path: Path, fixed: dict[str, Any],
+              on_snapshot: Callable[[int, int], None] | None,
+              ) -> tuple[ScanPlan, None]:  # fmt: skip
     """The plane of the trajectory's two principal directions around the checkpoint.
 
     Snapshots are read as ``to`` targets are (the checkpoint loader and key matching; code in a
@@ -913,7 +962,7 @@ def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, los
 
     kwargs = work.loaded.model_spec.get("kwargs", {})
 
-    def load(path: Path, note: bool = True):
+    def load(path: Path, note: bool = True) -> tuple[nn.Module, Any]:
         if work.loaded.kind == "hf":  # snapshots of a fine-tune: folders too
             from landscape_cli.models.hf import load_hf_folder
 
@@ -934,7 +983,7 @@ def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, los
 
     dtype = next(net.parameters()).dtype
 
-    def evaluate(model) -> tuple[float, float]:
+    def evaluate(model: nn.Module) -> tuple[float, float]:
         return loss_and_accuracy(
             model.to(device=dev, dtype=dtype), batches, LOSSES[loss], o.bn_mode
         )
@@ -963,7 +1012,9 @@ def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, los
     return plan, None
 
 
-def _check_base_loss(checkpoint: Path, net, batches, loss: str, bn_mode: str) -> None:
+def _check_base_loss(
+    checkpoint: Path, net: nn.Module, batches: list[Batch], loss: str, bn_mode: str
+) -> None:
     """Refuse a checkpoint whose loss at the centre is not finite."""
     from landscape_cli.evaluation import LOSSES, loss_and_accuracy
 
@@ -976,8 +1027,9 @@ def _check_base_loss(checkpoint: Path, net, batches, loss: str, bn_mode: str) ->
 
 
 def _interpolation_plan(
-    o: ScanOptions, targets, source: Source, work, net, dev, name, x, y, common
-):
+    o: ScanOptions, targets: list[Path], source: Source, work: Workload, net: nn.Module,
+    dev: torch.device, name: str, x: np.ndarray, y: np.ndarray | None, common: dict[str, Any],
+) -> tuple[ScanPlan, str | None]:  # fmt: skip
     """The plan towards the ``--to`` checkpoints, and the BatchNorm handling (or ``None``)."""
     from landscape_cli import scan as sc
     from landscape_cli.checkpoints import load_model, sha256
@@ -1022,7 +1074,10 @@ def _interpolation_plan(
     return plan, bn
 
 
-def _eigenvector_plan(o: ScanOptions, net, batches, loss: str, dev, name, x, y, common):
+def _eigenvector_plan(
+    o: ScanOptions, net: nn.Module, batches: list[Batch], loss: str, dev: torch.device,
+    name: str, x: np.ndarray, y: np.ndarray | None, common: dict[str, Any],
+) -> ScanPlan:  # fmt: skip
     """The plan along the top Hessian eigenvectors (seeded Lanczos start vector)."""
     from landscape_cli import scan as sc
     from landscape_cli.hessian import HessianOperator, lanczos_top
@@ -1043,7 +1098,7 @@ def _eigenvector_plan(o: ScanOptions, net, batches, loss: str, dev, name, x, y, 
     )  # fmt: skip
 
 
-def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]:
+def audit_settings(settings: AuditSettings, work: Workload, match_loss: bool) -> dict[str, Any]:
     """The options an ``/audit`` group was computed with (stored as its ``settings``)."""
     from dataclasses import asdict
 
@@ -1079,7 +1134,7 @@ class _Audited:
 @with_precision
 def audit_job(
     checkpoints: list[Path],
-    settings,
+    settings: AuditSettings,
     *,
     source: Source = Source(),
     match_loss: bool = False,
@@ -1133,7 +1188,7 @@ def audit_job(
     return rows, [t.work for t in targets]
 
 
-def _check_audit_settings(checkpoints: list[Path], s) -> None:
+def _check_audit_settings(checkpoints: list[Path], s: AuditSettings) -> None:
     """Refuse an empty audit or inconsistent measure settings before anything is loaded."""
     _check(
         [
@@ -1162,13 +1217,13 @@ def _check_audit_settings(checkpoints: list[Path], s) -> None:
 
 def _audit_targets(
     checkpoints: list[Path],
-    settings,
+    settings: AuditSettings,
     source: Source,
     match_loss: bool,
-    dev,
+    dev: torch.device,
     overwrite: bool,
     allow_tf32: bool = False,
-) -> tuple[Any, list[_Audited]]:
+) -> tuple[AuditSettings, list[_Audited]]:
     """Load and check every checkpoint before any measuring.
 
     Load every checkpoint and check it, its loss, its size and its results file, before any
@@ -1244,7 +1299,15 @@ def _reusable_hessian(
     return h if ok else None
 
 
-def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance, allow_tf32=False):
+def _audit_one(
+    t: _Audited,
+    s: AuditSettings,
+    dev: torch.device,
+    overwrite: bool,
+    on_phase: Callable[[str, int, str], None] | None,
+    on_advance: Callable[[int], None] | None,
+    allow_tf32: bool = False,
+) -> tuple[AuditRow, HessianReport | None]:
     """Measure one checkpoint.
 
     Its :class:`AuditRow`, and the report of the Hessian measures it computed (None when it reused
@@ -1283,7 +1346,12 @@ def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance, allow
 
 
 def _match_losses(
-    rows: list[AuditRow], targets: list[_Audited], s, dev, phases, on_advance
+    rows: list[AuditRow],
+    targets: list[_Audited],
+    s: AuditSettings,
+    dev: torch.device,
+    phases: Callable[[str], Callable[[str, int, str], None] | None],
+    on_advance: Callable[[int], None] | None,
 ) -> list[AuditRow]:
     """Measure the rows again at a common training loss (``--match-loss``).
 
@@ -1319,7 +1387,12 @@ def _match_losses(
 
 
 def _write_audits(
-    rows: list[AuditRow], targets: list[_Audited], reports, s, overwrite, precision: str = "ieee"
+    rows: list[AuditRow],
+    targets: list[_Audited],
+    reports: list[HessianReport | None],
+    s: AuditSettings,
+    overwrite: bool,
+    precision: str = "ieee",
 ) -> None:
     """Write each row to its checkpoint's ``/audit`` (rank 0 only).
 
@@ -1345,8 +1418,13 @@ def _write_audits(
         check = None if overwrite else expect_settings("audit", t.wanted, way_out)
 
         def write(
-            p: Path, root=t.root, stored_row=stored_row, report=report, attrs=attrs, check=check
-        ):
+            p: Path,
+            root: dict[str, Any] = t.root,
+            stored_row: dict[str, Any] = stored_row,
+            report: HessianReport | None = report,
+            attrs: dict[str, Any] = attrs,
+            check: Check | None = check,
+        ) -> Path:
             return write_audit(
                 p, root, stored_row, hessian=report, attrs=attrs, drop_foreign=overwrite,
                 check=check,

@@ -457,7 +457,7 @@ class AuditRow:
     matched: Measures | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as ``audit --json`` prints it (and the ranking functions take it)."""
+        """The row as ``audit --json`` prints it."""
         out = {"checkpoint": self.checkpoint, **self.measures.as_dict()}
         out["hessian_source"] = self.hessian_source
         out["results"] = self.results

@@ -70,8 +70,13 @@ def main() -> None:
     s = HessianSettings()
     runs = {"before": before(op, s)}
     t0 = time.perf_counter()
-    runs["after"] = analyze(op, s)
-    runs["after"]["seconds"] = time.perf_counter() - t0
+    after = analyze(op, s)
+    runs["after"] = {
+        "top": after.top,
+        "trace": after.trace,
+        "density": after.density,
+        "seconds": time.perf_counter() - t0,
+    }
     ref = slq_density(
         op, probes=20, steps=s.lanczos_steps, generator=torch.Generator().manual_seed(7)
     )

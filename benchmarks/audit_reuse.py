@@ -117,8 +117,8 @@ def main() -> None:
                 from landscape_cli.results import read_hessian
 
                 for ck, r in zip(cks, rows, strict=True):
-                    d = read_hessian(ck.with_suffix(".h5"))["density"]
-                    old = au.density_shape(d["nodes"], d["weights"], r.measures.lambda_max, tau=0.0)
+                    d = read_hessian(ck.with_suffix(".h5")).report.density
+                    old = au.density_shape(d.nodes, d.weights, r.measures.lambda_max, tau=0.0)
                     negative.append((ck.stem, r.measures.negative_mass, old.negative_mass))
             return sum(r.measures.hvp_count for r in rows)
 

@@ -96,10 +96,10 @@ def whole(op: HessianOperator, block: int) -> dict:
     t0 = time.perf_counter()
     out = analyze(op, s)
     seconds = time.perf_counter() - t0
-    tr, d = out["trace"], out["density"]
+    tr, d = out.trace, out.density
     return {
         "hvps": op.hvp_count - before,
-        "top": out["top"].hvp_count,
+        "top": out.top.hvp_count,
         "trace": tr.hvp_count,
         "density": d.hvp_count,
         "probes": d.probes,

@@ -116,7 +116,7 @@ def run(H: torch.Tensor, seeds: int, tol: float) -> list[tuple[float, float, int
     rows = []
     for seed in range(seeds):
         s = HessianSettings(trace_probes=0, seed=seed, density_tol=tol)
-        d = analyze(op, s)["density"]
+        d = analyze(op, s).density
         actual = wasserstein1(d.nodes, d.weights, truth_n, truth_w) / span
         rows.append((actual, float(d.achieved_tol), int(d.probes)))
     return rows

@@ -118,7 +118,7 @@ def run_case(case: str, size: str, device: str, samples: int) -> dict:
             peak = torch.cuda.max_memory_allocated()
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    top = results.get("top")
+    top = results.top
     tokens = sum(int(b.inputs["attention_mask"].sum()) for b in work.batches)
     return {
         "case": case,

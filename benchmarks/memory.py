@@ -74,7 +74,7 @@ def run_case(case: str, device: str, samples: int) -> dict:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    top = results.get("top")
+    top = results.top
     return {
         "case": case,
         "n": op.n,

@@ -31,13 +31,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.evaluation import (
     LOSSES,
     Batch,
@@ -46,9 +46,12 @@ from landscape_cli.evaluation import (
     loss_and_accuracy,
     to_device,
 )
-from landscape_cli.hessian.types import SampleSets
+from landscape_cli.hessian.types import Analysis, SampleSets
 from landscape_cli.params import ParamSelection, requiring_grad, select_parameters
 from landscape_cli.scan.directions import random_direction
+
+if TYPE_CHECKING:
+    from landscape_cli.results import HessianResult
 
 
 class Tempered(nn.Module):
@@ -361,94 +364,6 @@ class AuditSettings:
         )
 
 
-def _number(value) -> float | None:
-    """``value`` when it is a real number (a stored setting), else None."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    return value if ok else None
-
-
-def reusable(
-    stored: dict,
-    settings: AuditSettings,
-    *,
-    samples_sha256: str,
-    split: str,
-    dataset: str | None = None,
-    allow_tf32: bool = False,
-    set_hashes: Sequence[str] = (),
-) -> bool:
-    """Whether a stored ``/hessian`` answers the audit's Hessian questions.
-
-    Whether a ``/hessian`` read back (:func:`landscape_cli.results.read_hessian`) answers the
-    audit's Hessian questions: computed by landscape's own estimators (``engine`` lanczos, or
-    none recorded), of the same curvature matrix and parameters (``curvature``, ``params``,
-    ``include_frozen``), on the same samples (hash), split, loss and seed, with eval-mode BatchNorm,
-    and with enough of each estimate: at least ``top_k`` eigenvalues from a Lanczos run at least
-    as strict (a ``tol`` no looser and a ``max_steps`` no smaller) whose multiplicities were
-    resolved, a
-    trace with at least as many probes or a relative standard error within ``trace_rtol``, and
-    (when the audit wants a density) one with at least as many probes and Lanczos steps. One
-    computed with TF32 (``float32_precision`` "tf32") answers only an audit that allows TF32.
-    """
-    import json
-
-    attrs = stored["attrs"]
-    raw = attrs.get("settings")
-    if not raw or attrs.get("samples_sha256") != samples_sha256:
-        return False
-    if attrs.get("engine", "lanczos") != "lanczos":  # PyHessian's numbers are not certified
-        return False
-    if attrs.get("float32_precision") == "tf32" and not allow_tf32:  # approximate products
-        return False
-    opts = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    same = (
-        opts.get("loss") == settings.loss
-        and opts.get("bn_mode") == "eval"
-        and opts.get("seed") == settings.seed
-        and opts.get("split") == split
-        and (dataset is None or opts.get("dataset") == dataset)
-        and attrs.get("curvature", "hessian") == settings.curvature
-        and opts.get("params", []) == list(settings.params)
-        and bool(opts.get("include_frozen", False)) == settings.include_frozen
-    )
-    if not same:
-        return False
-    eig = stored.get("eigenvalues")
-    if eig is None or len(eig) < settings.top_k:
-        return False
-    # a top-k whose multiplicities were not resolved may miss copies (files before block
-    # Lanczos record none): recompute rather than rank on it
-    if settings.top_k > 1 and not attrs.get("multiplicity_resolved", False):
-        return False
-    tol, max_steps = _number(opts.get("tol")), _number(opts.get("max_steps"))
-    if tol is None or max_steps is None or tol > settings.tol or max_steps < settings.max_steps:
-        return False
-    if settings.trace_probes:
-        tr, se = stored.get("trace"), stored.get("trace_stderr")
-        probes = stored.get("trace_attrs", {}).get("probes", 0)
-        if tr is None or se is None:
-            return False
-        if not (probes >= settings.trace_probes or se <= settings.trace_rtol * abs(tr)):
-            return False
-    if settings.density_probes:
-        d = stored.get("density")
-        if d is None or d.get("lanczos_steps", 0) < settings.lanczos_steps:
-            return False
-        # An adaptive density that stopped early is enough when it reached the audit's tolerance.
-        achieved = d.get("achieved_tol")
-        reached = achieved is not None and achieved <= settings.density_tol
-        if not (d.get("probes", 0) >= settings.density_probes or reached):
-            return False
-    if settings.sample_sets > 1:  # the same further sets (their hashes), at least as many
-        sets = stored.get("sample_sets")
-        hashes = [] if sets is None else list(sets.get("samples_sha256", []))
-        if hashes[1 : settings.sample_sets] != list(set_hashes)[: settings.sample_sets - 1]:
-            return False
-        if len(hashes) < settings.sample_sets:
-            return False
-    return True
-
-
 @dataclass(frozen=True)
 class Measures:
     """Every audit measure of one checkpoint (at one temperature), each with its uncertainty.
@@ -508,7 +423,7 @@ class Measurement:
 
     measures: Measures
     operator: Any = None
-    analysis: dict[str, Any] | None = None
+    analysis: Analysis | None = None
 
 
 #: What a loss-matched measurement reports (``AuditRow.matched``), in this order.
@@ -542,7 +457,7 @@ class AuditRow:
     matched: Measures | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as ``audit --json`` prints it (and the ranking functions take it)."""
+        """The row as ``audit --json`` prints it."""
         out = {"checkpoint": self.checkpoint, **self.measures.as_dict()}
         out["hessian_source"] = self.hessian_source
         out["results"] = self.results
@@ -583,26 +498,31 @@ def _set_spreads(sets: SampleSets | None, k: int) -> tuple[float | None, float |
 
 
 def _stored_hessian(
-    model: nn.Module, net: nn.Module, stored: dict, s: AuditSettings, density: bool, device
+    model: nn.Module,
+    net: nn.Module,
+    stored: HessianResult,
+    s: AuditSettings,
+    density: bool,
+    device: torch.device | str,
 ) -> _HessianNumbers:
-    """The Hessian measures of a compatible ``/hessian`` read back (see :func:`reusable`)."""
-    ta = stored["trace_attrs"]
+    """The Hessian measures of a ``/hessian`` read back that covers them (its ``covers``)."""
+    report = stored.report
+    top, tr, d = report.top, report.trace, report.density
     trace = (
-        (stored["trace"], stored["trace_stderr"], [ta["ci95_low"], ta["ci95_high"]])
-        if stored["trace"] is not None and s.trace_probes
+        (float(tr.estimate), float(tr.stderr), [float(v) for v in tr.ci95])
+        if tr is not None and s.trace_probes
         else None
     )
-    d = stored["density"]
     run_device = torch.device(device)
     net.to(run_device)
     return _HessianNumbers(
-        eigenvalues=[float(v) for v in stored["eigenvalues"][: s.top_k]],
-        residual=float(stored["residuals"][0]),
+        eigenvalues=[float(v) for v in top.eigenvalues[: s.top_k]],
+        residual=float(top.residuals[0]),
         trace=trace,
-        nodes=(d["nodes"], d["weights"]) if d is not None and density else None,
+        nodes=(d.nodes, d.weights) if d is not None and density else None,
         device=run_device,
         dtype=next(model.parameters()).dtype,
-        sets=getattr(getattr(stored, "report", None), "sample_sets", None),
+        sets=report.sample_sets,
     )
 
 
@@ -616,11 +536,11 @@ def _computed_hessian(
     on_advance: Callable[[int], None] | None,
     sets: Sequence[tuple[Sequence[Batch], str]] = (),
     samples_sha256: str = "",
-) -> tuple[_HessianNumbers, Any, dict]:
+) -> tuple[_HessianNumbers, Any, Analysis]:
     """The Hessian measures computed here; also returns the operator and the analysis.
 
     With ``sets`` (further sample sets: batches and hash), also the top-k and the trace on
-    each (:func:`~landscape_cli.hessian.sample_set_spread`), in ``results["sample_sets"]``.
+    each (:func:`~landscape_cli.hessian.sample_set_spread`), the analysis' ``sample_sets``.
     """
     from landscape_cli.hessian import analyze, curvature_operator, sample_set_spread
 
@@ -641,10 +561,11 @@ def _computed_hessian(
     results = analyze(op, s.hessian(density), on_phase=phase)
     if sets:
         others = [(sha, lambda b=b: make(b)) for b, sha in sets]
-        results["sample_sets"] = sample_set_spread(
+        spread = sample_set_spread(
             results, samples_sha256, others, s.hessian(density), on_phase=phase
         )
-    top, tr, dens = results["top"], results["trace"], results["density"]
+        results = replace(results, sample_sets=spread)
+    top, tr, dens = results.top, results.trace, results.density
     numbers = _HessianNumbers(
         eigenvalues=[float(v) for v in top.eigenvalues] if top else [],
         residual=float(top.residuals[0]) if top else None,
@@ -652,7 +573,7 @@ def _computed_hessian(
         nodes=(dens.nodes, dens.weights) if dens is not None else None,
         device=op.device,
         dtype=op.dtype,
-        sets=results.get("sample_sets"),
+        sets=results.sample_sets,
     )
     return numbers, op, results
 
@@ -693,7 +614,7 @@ def measure(
     device: torch.device | str = "cpu",
     temperature: float = 1.0,
     density: bool = True,
-    stored: dict | None = None,
+    stored: HessianResult | None = None,
     on_phase: Callable[[str, int, str], None] | None = None,
     on_advance: Callable[[int], None] | None = None,
     sets: Sequence[tuple[Sequence[Batch], str]] = (),
@@ -701,12 +622,12 @@ def measure(
 ) -> Measurement:
     """Every audit measure of ``model`` (its logits divided by ``temperature``) on ``batches``.
 
-    With ``stored`` (a compatible ``/hessian`` read back, see :func:`reusable`), the Hessian
-    measures are taken from it instead of being computed. Returns the :class:`Measures`, with
-    the operator and the results of :func:`landscape_cli.hessian.analyze` when computed. With
+    With ``stored`` (a ``/hessian`` read back that covers them, ``HessianResult.covers``), the
+    Hessian measures are taken from it instead of being computed. Returns the :class:`Measures`,
+    with the operator and the results of :func:`landscape_cli.hessian.analyze` when computed. With
     ``settings.sample_sets`` > 1, λmax and the trace are also measured on ``sets`` (the further
-    sample sets: batches and hash; ``samples_sha256`` is ``batches``'), or read from ``stored``,
-    and their spreads over the sets join their uncertainties.
+    sample sets: batches and hash; ``samples_sha256`` is ``batches``'), or read from ``stored``, and
+    their spreads over the sets join their uncertainties.
 
     Progress goes to ``on_phase(name, most work, unit)`` before each phase (the Hessian's, then
     the two sharpness measures) and ``on_advance(k)`` as work is done in it.
@@ -769,45 +690,58 @@ def _plus(value: float | None, spread: float | None) -> float | None:
     return value + (spread if spread is not None and math.isfinite(spread) else 0.0)
 
 
+def _trace_halfwidth(m: Measures) -> float | None:
+    """The half-width of the trace's 95 % CI (1.96 standard errors when no CI is recorded)."""
+    if m.trace_ci95:
+        return (m.trace_ci95[1] - m.trace_ci95[0]) / 2
+    return 1.96 * m.trace_stderr if m.trace_stderr is not None else None
+
+
 #: The uncertainty of each measure: λmax its Lanczos residual ‖Hv − θv‖ (|λ − θ| ≤ it for a
 #: symmetric H), the trace the half-width of its 95 % CI, each sharpness the spread of its
 #: directions or restarts; with ``sample_sets`` > 1, λmax and the trace add their spread over
 #: the sample sets (how far they move with other samples).
-UNCERTAINTY = {
-    "lambda_max": lambda r: _plus(r.get("lambda_max_residual"), r.get("lambda_max_spread")),
-    "trace": lambda r: _plus(
-        (r["trace_ci95"][1] - r["trace_ci95"][0]) / 2
-        if r.get("trace_ci95")
-        else (1.96 * r["trace_stderr"] if r.get("trace_stderr") is not None else None),
-        r.get("trace_spread"),
-    ),
-    "sharpness_1d": lambda r: r.get("sharpness_1d_spread"),
-    "adaptive_sharpness": lambda r: r.get("adaptive_sharpness_spread"),
+UNCERTAINTY: dict[str, Callable[[Measures], float | None]] = {
+    "lambda_max": lambda m: _plus(m.lambda_max_residual, m.lambda_max_spread),
+    "trace": lambda m: _plus(_trace_halfwidth(m), m.trace_spread),
+    "sharpness_1d": lambda m: m.sharpness_1d_spread,
+    "adaptive_sharpness": lambda m: m.adaptive_sharpness_spread,
 }
 
+#: The fields :data:`UNCERTAINTY` reads.
+UNCERTAINTY_FIELDS = (
+    "lambda_max_residual",
+    "lambda_max_spread",
+    "trace_ci95",
+    "trace_stderr",
+    "trace_spread",
+    "sharpness_1d_spread",
+    "adaptive_sharpness_spread",
+)
 
-def uncertainty(row: dict, by: str) -> float:
-    """The finite, non-negative uncertainty of measure ``by`` in ``row`` (0 when unknown)."""
-    u = UNCERTAINTY[by](row)
+
+def uncertainty(m: Measures, by: str) -> float:
+    """The finite, non-negative uncertainty of measure ``by`` in ``m`` (0 when unknown)."""
+    u = UNCERTAINTY[by](m)
     return 0.0 if u is None or not math.isfinite(u) else float(abs(u))
 
 
-def tied(a: dict, b: dict, by: str) -> bool:
-    """Whether two rows' ``by`` values lie within their uncertainties of each other."""
-    va, vb = a.get(by), b.get(by)
+def tied(a: Measures, b: Measures, by: str) -> bool:
+    """Whether two checkpoints' ``by`` values lie within their uncertainties of each other."""
+    va, vb = getattr(a, by), getattr(b, by)
     if va is None or vb is None:
         return False
     return abs(va - vb) <= uncertainty(a, by) + uncertainty(b, by)
 
 
-def ranking(rows: Sequence[dict], by: str) -> list[int]:
+def ranking(rows: Sequence[Measures], by: str) -> list[int]:
     """Indices of ``rows`` from flattest to sharpest by measure ``by`` (missing values last)."""
-    if by not in MEASURES:
-        raise LandscapeError(f"`rank_by` must be one of {', '.join(MEASURES)}, got {by!r}")
-    return sorted(range(len(rows)), key=lambda i: (rows[i].get(by) is None, rows[i].get(by) or 0))
+    check_choice("rank_by", by, MEASURES, one_of=True)
+    values = [getattr(m, by) for m in rows]
+    return sorted(range(len(rows)), key=lambda i: (values[i] is None, values[i] or 0))
 
 
-def ranks(rows: Sequence[dict], by: str) -> tuple[list[int], list[int], list[bool]]:
+def ranks(rows: Sequence[Measures], by: str) -> tuple[list[int], list[int], list[bool]]:
     """The order of :func:`ranking`, each row's rank (1 = flattest) and whether it is tied.
 
     Rows whose values differ by less than their uncertainties (:func:`tied`) share a rank: a
@@ -825,7 +759,7 @@ def ranks(rows: Sequence[dict], by: str) -> tuple[list[int], list[int], list[boo
     return order, rank, is_tied
 
 
-def disagreements(rows: Sequence[dict], labels: Sequence[str]) -> list[str]:
+def disagreements(rows: Sequence[Measures], labels: Sequence[str]) -> list[str]:
     """Pairs of checkpoints that two measures order oppositely beyond their uncertainties.
 
     Pairs of checkpoints that two measures put in opposite orders, each order beyond the
@@ -836,7 +770,7 @@ def disagreements(rows: Sequence[dict], labels: Sequence[str]) -> list[str]:
         for j in range(i + 1, len(rows)):
             says: dict[str, int] = {}
             for by in MEASURES:
-                a, b = rows[i].get(by), rows[j].get(by)
+                a, b = getattr(rows[i], by), getattr(rows[j], by)
                 if a is None or b is None or tied(rows[i], rows[j], by):
                     continue
                 says[by] = -1 if a < b else 1

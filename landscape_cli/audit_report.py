@@ -8,10 +8,21 @@ uncertainty``) are shared by the command's table and the report's, so both say t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from landscape_cli.audit import MEASURES, AuditRow, disagreements, ranks, tied, uncertainty
+from landscape_cli.audit import (
+    MATCHED_KEYS,
+    MEASURES,
+    UNCERTAINTY_FIELDS,
+    AuditRow,
+    Measures,
+    disagreements,
+    ranks,
+    tied,
+    uncertainty,
+)
 
 #: The table's columns: the measure, its heading and its number format.
 COLUMNS = [
@@ -37,13 +48,13 @@ def fmt(value: Any, spec: str) -> str:
     return "–" if value is None else spec.format(value)
 
 
-def cells(row: dict[str, Any]) -> list[str]:
+def cells(measures: Measures) -> list[str]:
     """A row's table cells, in :data:`COLUMNS` order, each measure with ``± its uncertainty``."""
     out = []
     for key, _, spec in COLUMNS:
-        value = row.get(key)
+        value = getattr(measures, key)
         if value is not None and key in ("lambda_max", "trace", *PLUS_MINUS):
-            out.append(f"{spec.format(value)} ± {uncertainty(row, key):.2g}")
+            out.append(f"{spec.format(value)} ± {uncertainty(measures, key):.2g}")
         else:
             out.append(fmt(value, spec))
     return out
@@ -59,18 +70,28 @@ def rank_label(rank: int, is_tied: bool) -> str:
     return f"≈{rank}" if is_tied else str(rank)
 
 
-def survival(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def as_reported(matched: Measures) -> Measures:
+    """Loss-matched measures as a row reports them: the uncertainties of :data:`MATCHED_KEYS`.
+
+    The others (the trace's CI, the sample-set spreads) are not reported, so the trace's
+    uncertainty there is 1.96 standard errors.
+    """
+    return replace(matched, **{k: None for k in UNCERTAINTY_FIELDS if k not in MATCHED_KEYS})
+
+
+def survival(rows: Sequence[AuditRow]) -> dict[str, dict[str, Any]]:
     """Summarise each measure's spread and its stability under loss matching.
 
     For each measure: the sharpest/flattest ratio raw and loss-matched, and whether the ranking
     of the checkpoints stays the same once the training losses are matched (no pair swaps places
-    beyond the uncertainties).
+    beyond the uncertainties). Every row has its loss-matched measures.
     """
     out = {}
-    matched = [r["matched"] for r in rows]
+    raw = [r.measures for r in rows]
+    matched = [as_reported(r.matched) for r in rows]
     for key in MEASURES:
-        raw_vals = [r.get(key) for r in rows]
-        m_vals = [m.get(key) for m in matched]
+        raw_vals = [getattr(m, key) for m in raw]
+        m_vals = [getattr(m, key) for m in matched]
         if any(v is None for v in raw_vals + m_vals):
             continue
 
@@ -83,7 +104,7 @@ def survival(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "ratio_matched": ratio(m_vals),
             "same_order": not any(
                 (raw_vals[i] - raw_vals[j]) * (m_vals[i] - m_vals[j]) < 0
-                and not tied(rows[i], rows[j], key)
+                and not tied(raw[i], raw[j], key)
                 and not tied(matched[i], matched[j], key)
                 for i in range(len(rows))
                 for j in range(i + 1, len(rows))
@@ -108,15 +129,15 @@ def summary(
     The rows, flattest first by ``rank_by`` with ranks and ties, the measures' disagreements, the
     settings, and with ``match_loss`` what survives it.
     """
-    plain = [r.as_dict() for r in rows]
-    order, rank, is_tied = ranks(plain, rank_by)
+    measures = [r.measures for r in rows]
+    order, rank, is_tied = ranks(measures, rank_by)
     labels = [Path(r.checkpoint).name for r in rows]
     payload: dict[str, Any] = {
-        "checkpoints": plain,
-        "ranking": [plain[i]["checkpoint"] for i in order],
+        "checkpoints": [r.as_dict() for r in rows],
+        "ranking": [rows[i].checkpoint for i in order],
         "ranks": [rank[i] for i in order],
         "ties": [is_tied[i] for i in order],
-        "disagreements": disagreements(plain, labels),
+        "disagreements": disagreements(measures, labels),
         "rank_by": rank_by,
         "curvature": curvature,
         "samples": samples,
@@ -125,18 +146,19 @@ def summary(
         "tau": tau,
     }
     if match_loss:
-        payload["survives_match_loss"] = survival(plain)
+        payload["survives_match_loss"] = survival(rows)
     return payload
 
 
-def save_report(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+def save_report(path: Path, payload: dict[str, Any], rows: Sequence[AuditRow]) -> dict[str, Any]:
     """Write the markdown report of ``payload`` to ``path``.
 
-    Write the markdown report of ``payload`` (:func:`summary`) to ``path``, with Fig. 5 beside
-    it when every row has a density; returns ``payload`` with ``figures`` and ``report`` added.
+    Write the markdown report of ``payload`` (:func:`summary` of ``rows``) to ``path``, with
+    Fig. 5 beside it when every row has a density; returns ``payload`` with ``figures`` and
+    ``report`` added.
     """
-    payload = {**payload, "figures": report_figures(path, payload["checkpoints"])}
-    write_report(path, payload)
+    payload = {**payload, "figures": report_figures(path, rows)}
+    write_report(path, payload, rows)
     return {**payload, "report": str(path)}
 
 
@@ -153,23 +175,25 @@ def check_report(report: Path) -> None:
     files.check_output(figure_path(report), "figure", size=1024 * 1024)
 
 
-def report_figures(report: Path, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+def report_figures(report: Path, rows: Sequence[AuditRow]) -> dict[str, str]:
     """Fig. 5 of the audited checkpoints beside the report (when their densities were measured)."""
     from landscape_cli import plotting
     from landscape_cli.results import read_hessian
 
-    results = [read_hessian(r["results"], r["hessian_source"]) for r in rows]
-    if any(h["density"] is None or h["trace"] is None for h in results):
+    results = [read_hessian(r.results, r.hessian_source) for r in rows]
+    if any(h.report.density is None or h.report.trace is None for h in results):
         return {}
-    labels = [Path(r["checkpoint"]).stem for r in rows]
+    labels = [Path(r.checkpoint).stem for r in rows]
     target = figure_path(report)
     plotting.save_figure(plotting.fig5(results, labels), target)
     return {"fig5": str(target)}
 
 
-def write_report(path: Path, payload: dict[str, Any]) -> None:
-    """A markdown report: the ranked table, the loss-matched comparison, and how to read it."""
-    rows = payload["checkpoints"]
+def write_report(path: Path, payload: dict[str, Any], rows: Sequence[AuditRow]) -> None:
+    """A markdown report: the ranked table, the loss-matched comparison, and how to read it.
+
+    ``payload`` is :func:`summary` of ``rows`` (the table's cells come from their measures).
+    """
     lines = [
         "# Flatness audit",
         "",
@@ -181,7 +205,7 @@ def write_report(path: Path, payload: dict[str, Any]) -> None:
         "| # | checkpoint | " + " | ".join(headers(payload["tau"])) + " |",
         "|---|---|" + "---|" * len(COLUMNS),
     ]
-    index = {r["checkpoint"]: r for r in rows}
+    index = {r.checkpoint: r.measures for r in rows}
     for ck, rank, tie in zip(payload["ranking"], payload["ranks"], payload["ties"], strict=True):
         row_cells = cells(index[ck])
         lines.append(

@@ -121,6 +121,28 @@ def checkpoint_bytes(checkpoint: Mapping[str, Any]) -> memoryview:
     return buffer.getbuffer()
 
 
+def sha256(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 that identifies a checkpoint (a results file's ``checkpoint_sha256``).
+
+    A file's own SHA-256, read in 1 MiB chunks. For a Hugging Face model folder: the SHA-256 of
+    the lines ``<name> <sha256>`` of its weight files (``*.safetensors``, ``*.bin`` and their index
+    files, :func:`landscape_cli.models.hf.weight_files`), sorted by name, so that notes or a
+    tokenizer beside the weights do not change it.
+    """
+    import hashlib
+
+    if os.path.isdir(path):
+        from landscape_cli.models.hf import weight_files
+
+        lines = [f"{f.name} {sha256(f)}\n" for f in weight_files(Path(path))]
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
     """Read a checkpoint file safely; raise :class:`LandscapeError` with one clear line if not.
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 
 __all__ = [
     "NAME_MAX",
@@ -110,7 +110,7 @@ def _reason(exc: BaseException) -> str:
     """An OSError as its plain reason (``No space left on device``), one line."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,15 +19,30 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from landscape_cli import distributed, files, interrupts, resources
-from landscape_cli.errors import Interrupted, LandscapeError
-from landscape_cli.evaluation import check_loss_on, check_not_constant
+from landscape_cli.errors import Interrupted, LandscapeError, check_choice
+from landscape_cli.evaluation import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, frozen_note, select_parameters
 from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload, load_workload
 
 if TYPE_CHECKING:
-    from landscape_cli.audit import AuditRow
-    from landscape_cli.results import ScanResult
+    import numpy as np
+    from torch import nn
+
+    from landscape_cli.audit import AuditRow, AuditSettings
+    from landscape_cli.evaluation import Batch
+    from landscape_cli.hessian import (
+        Analysis,
+        Collector,
+        CurvatureOperator,
+        HessianReport,
+        HessianSettings,
+        SampleSets,
+    )
+    from landscape_cli.params import SelectedParams
+    from landscape_cli.results import HessianResult, ScanResult
+    from landscape_cli.results.store import Check
+    from landscape_cli.scan.grid import ScanPlan
 
 
 @dataclass(frozen=True)
@@ -61,8 +76,7 @@ class Source:
         With ``sample_sets`` > 1, also the further disjoint sample sets (``Workload.sets``).
         """
         self.check()
-        if self.split not in ("train", "test"):
-            raise LandscapeError(f"`split` must be train or test, got {self.split!r}")
+        check_choice("split", self.split, ("train", "test"))
         work = load_workload(
             checkpoint,
             model=self.model,
@@ -108,13 +122,14 @@ def provenance(
     Without ``label``, a label already in the results file ``out`` is kept (None is not
     written); a new file gets the checkpoint's stem.
     """
-    from landscape_cli.results import read_root, sha256_file
+    from landscape_cli.checkpoints import sha256
+    from landscape_cli.results import read_root
 
     if label is None and not (out is not None and out.exists() and read_root(out).get("label")):
         label = Path(checkpoint).name if Path(checkpoint).is_dir() else Path(checkpoint).stem
     return {
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha256_file(checkpoint),
+        "checkpoint_sha256": sha256(checkpoint),
         "label": label,
         "model": work.loaded.model_spec["name"],
         "dataset": work.dataset,
@@ -165,9 +180,10 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 
 
 def _hessian_target(
-    checkpoint, work, s, out_path, label, overwrite, *, loss, bn_mode, dtype, engine,
-    curvature="hessian", params=None, allow_tf32=False,
-) -> tuple[dict, dict]:  # fmt: skip
+    checkpoint: Path, work: Workload, s: HessianSettings, out_path: Path, label: str | None,
+    overwrite: bool, *, loss: str, bn_mode: str, dtype: str, engine: str,
+    curvature: str = "hessian", params: ParamSelection | None = None, allow_tf32: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """The results file's root attributes and ``/hessian``'s.
 
     Checks first that the file holds this checkpoint's results and no ``/hessian`` of other
@@ -191,7 +207,7 @@ def _hessian_target(
 @with_precision
 def hessian_job(
     checkpoint: Path,
-    settings,
+    settings: HessianSettings,
     *,
     source: Source = Source(),
     loss: str | None = None,
@@ -208,7 +224,7 @@ def hessian_job(
     curvature: str = "hessian",
     params: ParamSelection | None = None,
     allow_tf32: bool = False,
-):
+) -> tuple[HessianReport, Path, Workload]:
     """Run ``landscape hessian``.
 
     Analyze the Hessian (or the ``curvature`` ``ggn`` or ``fisher``) and write ``/hessian``;
@@ -222,6 +238,7 @@ def hessian_job(
     in IEEE float32 unless ``allow_tf32`` (:mod:`landscape_cli.precision`), recorded as the
     group's ``float32_precision``.
     """
+    from landscape_cli import hessian as hs
     from landscape_cli.devices import resolve_device
     from landscape_cli.results import check_target
 
@@ -255,20 +272,23 @@ def hessian_job(
     )  # fmt: skip
     _note_frozen(source, chosen)
     op.on_hvp = on_hvp
-    results: dict = {}
-    save = _hessian_saver(op, results, s, work, loss, t0, out_path, root, attrs, overwrite)
+    collected = hs.Collector()  # what was computed, also when interrupted
+    save = _hessian_saver(op, collected, s, work, loss, t0, out_path, root, attrs, overwrite)
     try:
-        _run_engine(engine, op, s, results, source=source, on_phase=on_phase)
+        analysis = _run_engine(
+            engine, op, s, source=source, on_phase=on_phase, on_result=collected.record
+        )
         if work.sets:  # the same estimates on the further sample sets
-            results["sample_sets"] = _sample_sets(
-                work, s, results, on_phase, on_hvp,
+            sets = _sample_sets(
+                work, s, analysis, on_phase, on_hvp,
                 lambda w: _hessian_operator(
                     w, s, loss=loss, bn_mode=bn_mode, dev=dev, dtype=dtype,
                     cache_graphs=cache_graphs, curvature=curvature, params=params,
                 ),
             )  # fmt: skip
+            collected.record("sample_sets", sets)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (landscape_cli.interrupts)
-        if not any(results.get(k) for k in ("top", "trace", "density", "per_layer")):
+        if not collected.freeze().computed:
             raise
         raise Interrupted(_save_partial(out_path, save)) from None
     with interrupts.deferred():  # a signal now waits until the finished result is written
@@ -276,12 +296,19 @@ def hessian_job(
     return report, out_path, work
 
 
-def _sample_sets(work: Workload, s, results: dict, on_phase, on_hvp, make_op):
+def _sample_sets(
+    work: Workload,
+    s: HessianSettings,
+    first: Analysis,
+    on_phase: Callable[[str, int], None] | None,
+    on_hvp: Callable[[int], None] | None,
+    make_op: Callable[[Workload], CurvatureOperator],
+) -> SampleSets:
     """:func:`~landscape_cli.hessian.sample_set_spread` of ``work``'s further sample sets."""
     from landscape_cli import hessian as hs
 
-    def maker(batches):
-        def make():
+    def maker(batches: list[Batch]) -> Callable[[], CurvatureOperator]:
+        def make() -> CurvatureOperator:
             op = make_op(replace(work, batches=batches, sets=()))
             op.on_hvp = on_hvp
             return op
@@ -289,7 +316,7 @@ def _sample_sets(work: Workload, s, results: dict, on_phase, on_hvp, make_op):
         return make
 
     others = [(one.samples_sha256, maker(one.batches)) for one in work.sets]
-    return hs.sample_set_spread(results, work.samples_sha256, others, s, on_phase=on_phase)
+    return hs.sample_set_spread(first, work.samples_sha256, others, s, on_phase=on_phase)
 
 
 def _results_file_bytes(out_path: Path, new: int) -> int:
@@ -301,7 +328,7 @@ def _results_file_bytes(out_path: Path, new: int) -> int:
     return existing + int(new) + 16 * 1024  # HDF5's own metadata and the attributes
 
 
-def _hessian_file_bytes(out_path: Path, s, n: int, tensors: int) -> int:
+def _hessian_file_bytes(out_path: Path, s: HessianSettings, n: int, tensors: int) -> int:
     """About the bytes ``/hessian`` of these settings adds to ``out_path`` (over-estimated)."""
     new = 24 * s.top_k + 8 * s.trace_probes + 16 * s.density_probes * s.lanczos_steps
     new += 2 * 8 * 2000  # the density's grid
@@ -313,9 +340,10 @@ def _hessian_file_bytes(out_path: Path, s, n: int, tensors: int) -> int:
 
 
 def _hessian_operator(
-    work, s, *, loss: str, bn_mode: str, dev, dtype: str, cache_graphs, curvature="hessian",
-    params=None,
-):  # fmt: skip
+    work: Workload, s: HessianSettings, *, loss: str, bn_mode: str, dev: torch.device,
+    dtype: str, cache_graphs: bool | None, curvature: str = "hessian",
+    params: ParamSelection | None = None,
+) -> CurvatureOperator:  # fmt: skip
     """The curvature operator of the loaded workload, refused if constant or too large."""
     from landscape_cli.hessian.curvature import curvature_operator
 
@@ -338,14 +366,23 @@ def _hessian_operator(
 
 
 def _hessian_saver(
-    op, results: dict, s, work, loss: str, t0: float, out_path, root, attrs, overwrite
-):
+    op: CurvatureOperator,
+    collected: Collector,
+    s: HessianSettings,
+    work: Workload,
+    loss: str,
+    t0: float,
+    out_path: Path,
+    root: dict[str, Any],
+    attrs: dict[str, Any],
+    overwrite: bool,
+) -> Callable[..., tuple[HessianReport, str]]:
     """The saver of an interrupted or finished ``hessian``: ``save(partial=False)``.
 
-    Makes the report of ``results`` so far and, on the main process, writes it to the results file
-    (rescued elsewhere if that fails, or if another run wrote ``/hessian`` meanwhile with other
-    options; a partial one never replaces a complete ``/hessian``). Returns the report and the
-    sentence that says where it went.
+    Makes the report of what was ``collected`` so far and, on the main process, writes it to the
+    results file (rescued elsewhere if that fails, or if another run wrote ``/hessian`` meanwhile
+    with other options; a partial one never replaces a complete ``/hessian``). Returns the report
+    and the sentence that says where it went.
     """
     from landscape_cli import hessian as hs
     from landscape_cli.results import (
@@ -359,10 +396,11 @@ def _hessian_saver(
     way_out = "pass `overwrite=True` to replace it, or another `out` to keep both"
     same = None if overwrite else expect_settings("hessian", attrs["settings"], way_out)
 
-    def save(partial: bool = False):
+    def save(partial: bool = False) -> tuple[HessianReport, str]:
+        analysis = collected.freeze()
         report = hs.make_report(
             op,
-            results,
+            analysis,
             s,
             samples=work.samples,
             batch_size=work.batch_size,
@@ -370,13 +408,13 @@ def _hessian_saver(
             loss=loss,
             seconds=time.perf_counter() - t0,
         )
-        if results.get("pyhessian_hvp_count"):  # PyHessian's products, which op does not count
-            report = replace(report, hvp_count=report.hvp_count + results["pyhessian_hvp_count"])
+        if analysis.pyhessian_hvp_count:  # PyHessian's products, which op does not count
+            report = replace(report, hvp_count=report.hvp_count + analysis.pyhessian_hvp_count)
         if report.sample_sets is not None:  # the further sets' products, on their operators
             report = replace(report, hvp_count=report.hvp_count + report.sample_sets.hvp_count)
         extra = dict(attrs)
-        if "pyhessian_stopped" in results:  # its own stopping rule, beside our `converged`
-            extra["pyhessian_stopped"] = [int(x) for x in results["pyhessian_stopped"]]
+        if analysis.pyhessian_stopped is not None:  # its own rule, beside our `converged`
+            extra["pyhessian_stopped"] = [int(x) for x in analysis.pyhessian_stopped]
         if not distributed.is_main():
             return report, "the partial result is saved by rank 0"
         check = all_of(same, expect_incomplete("hessian")) if partial else same
@@ -419,7 +457,9 @@ def _write_partial(out_path: Path, write: Callable[[Path], Path]) -> str:
     return f"{lead}; the partial result was saved to {saved} (marked partial)"
 
 
-def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> None:
+def _check_hessian_options(
+    s: HessianSettings, *, loss: str | None, bn_mode: str, dtype: str
+) -> None:
     """Refuse inconsistent ``landscape hessian`` options before anything is loaded."""
     from landscape_cli import hessian as hs
 
@@ -436,10 +476,11 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
             ),
             (s.trace_probes == 0 or s.trace_probes >= 2, "`trace_probes` must be 0 or >= 2"),
             (s.trace_rtol >= 0, "`trace_rtol` must be >= 0"),
-            (
-                s.trace_method in hs.TRACE_METHODS,
-                f"`trace_method` must be one of {hs.TRACE_METHODS}",
-            ),
+        ]
+    )
+    check_choice("trace_method", s.trace_method, hs.TRACE_METHODS, one_of=True)
+    _check(
+        [
             (s.density_probes >= 0, "`density_probes` must be >= 0"),
             (s.density_tol >= 0, "`density_tol` must be >= 0"),
             (s.lanczos_steps >= 1, "`lanczos_steps` must be >= 1"),
@@ -448,9 +489,14 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
                 s.per_layer_probes >= 2,
                 "`per_layer_probes` must be >= 2 (a standard error needs two probes)",
             ),
-            (loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
-            (bn_mode in ("eval", "train"), "`bn_mode` must be eval or train"),
-            (dtype in ("float32", "float64"), "`dtype` must be float32 or float64"),
+        ]
+    )
+    if loss is not None:
+        check_choice("loss", loss, LOSSES)
+    check_choice("bn_mode", bn_mode, ("eval", "train"))
+    check_choice("dtype", dtype, ("float32", "float64"))
+    _check(
+        [
             (
                 s.top_k <= s.max_steps,
                 f"`top_k={s.top_k}` needs at least as many Lanczos steps: raise `max_steps` "
@@ -461,8 +507,16 @@ def _check_hessian_options(s, *, loss: str | None, bn_mode: str, dtype: str) -> 
     resources.check_fields(s)  # every count, tolerance and the seed in its domain
 
 
-def _run_engine(engine: str, op, s, results: dict, *, source: Source, on_phase) -> None:
-    """Fill ``results`` with the chosen engine's estimates (PyHessian notes go to ``source``)."""
+def _run_engine(
+    engine: str,
+    op: CurvatureOperator,
+    s: HessianSettings,
+    *,
+    source: Source,
+    on_phase: Callable[[str, int], None] | None,
+    on_result: Callable[[str, Any], None],
+) -> Analysis:
+    """The chosen engine's estimates, each also to ``on_result`` (PyHessian notes to ``source``)."""
     from landscape_cli import hessian as hs
 
     if engine == "pyhessian":
@@ -471,22 +525,21 @@ def _run_engine(engine: str, op, s, results: dict, *, source: Source, on_phase) 
         for text in _pyhessian_notes(s):
             if source.on_note is not None and distributed.is_main():
                 source.on_note(text)
-        analyze_pyhessian(op, s, out=results, on_phase=on_phase)
-    else:
-        hs.analyze(op, s, out=results, on_phase=on_phase)
+        return analyze_pyhessian(op, s, on_result=on_result, on_phase=on_phase)
+    return hs.analyze(op, s, on_result=on_result, on_phase=on_phase)
 
 
 ENGINES = ("lanczos", "pyhessian")
 
 
-def _check_engine(engine: str, s, *, bn_mode: str, dtype: str) -> None:
+def _check_engine(engine: str, s: HessianSettings, *, bn_mode: str, dtype: str) -> None:
     """PyHessian runs with its own defaults, in eval mode, in float32, in one process.
 
     Options that would change what it computes are refused rather than silently ignored.
     """
     from landscape_cli.hessian import HessianSettings
 
-    _check([(engine in ENGINES, f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}")])
+    check_choice("engine", engine, ENGINES, one_of=True)
     if engine != "pyhessian":
         return
     d = HessianSettings()
@@ -528,12 +581,9 @@ def _check_curvature(curvature: str, *, bn_mode: str) -> None:
     """The curvature matrix asked for exists and is defined in this mode."""
     from landscape_cli.hessian.curvature import CURVATURES
 
+    check_choice("curvature", curvature, CURVATURES, one_of=True)
     _check(
         [
-            (
-                curvature in CURVATURES,
-                f"`curvature` must be one of {', '.join(CURVATURES)}, got {curvature!r}",
-            ),
             (
                 not (curvature == "fisher" and bn_mode == "train"),
                 "`curvature='fisher'` needs per-sample gradients, which `bn_mode='train'` does "
@@ -575,14 +625,14 @@ def measure_settings(curvature: str, params: ParamSelection | None) -> dict[str,
     return {**out, **(params or ParamSelection()).settings()}
 
 
-def _note_frozen(source: Source, chosen) -> None:
+def _note_frozen(source: Source, chosen: SelectedParams) -> None:
     """Tell ``source.on_note`` (main process) which frozen parameters are left out."""
     text = frozen_note(chosen.skipped, chosen.reasons, chosen.skipped_numel)
     if text and source.on_note is not None and distributed.is_main():
         source.on_note(text)
 
 
-def _pyhessian_notes(s) -> list[str]:
+def _pyhessian_notes(s: HessianSettings) -> list[str]:
     """What ``--engine pyhessian`` computes with landscape's estimators instead, one line each."""
     notes = []
     if s.density_probes > 0:
@@ -595,7 +645,9 @@ def _pyhessian_notes(s) -> list[str]:
     return notes
 
 
-def _check_size(s, n: int, dev, products_float64: bool = False) -> None:
+def _check_size(
+    s: HessianSettings, n: int, dev: torch.device, products_float64: bool = False
+) -> None:
     """Options against the model's size and the machine's memory, before any allocation."""
     if s.top_k > n:
         raise LandscapeError(
@@ -616,7 +668,7 @@ def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:
 
 
 def hessian_settings(
-    settings, work: Workload, *, loss: str, bn_mode: str, dtype: str
+    settings: HessianSettings, work: Workload, *, loss: str, bn_mode: str, dtype: str
 ) -> dict[str, Any]:
     """The options a ``/hessian`` group was computed with (stored as its ``settings``)."""
     from dataclasses import asdict
@@ -760,7 +812,7 @@ def scan_job(
     return result, out_path
 
 
-def _scan_selection_attrs(o: ScanOptions, kind: str, chosen) -> dict[str, Any]:
+def _scan_selection_attrs(o: ScanOptions, kind: str, chosen: SelectedParams) -> dict[str, Any]:
     """What ``/scan/<name>`` records of the parameters its directions move.
 
     ``skipped_params`` and ``skipped_reasons`` (the parameters that stay put: none for an
@@ -774,7 +826,7 @@ def _scan_selection_attrs(o: ScanOptions, kind: str, chosen) -> dict[str, Any]:
     return out
 
 
-def _scan_file_bytes(out_path: Path, dim: int, points: int, model) -> int:
+def _scan_file_bytes(out_path: Path, dim: int, points: int, model: nn.Module) -> int:
     """About the bytes a scan adds to ``out_path``: its grids, its directions, its journal."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     directions = dim * sum(t.numel() * 8 + 2048 for t in tensors)  # float64 at most
@@ -782,8 +834,10 @@ def _scan_file_bytes(out_path: Path, dim: int, points: int, model) -> int:
 
 
 def _scan_plan(
-    kind: str, o: ScanOptions, targets, source: Source, work, net, batches, loss, dev, name, x, y
-):
+    kind: str, o: ScanOptions, targets: list[Path], source: Source, work: Workload,
+    net: nn.Module, batches: list[Batch], loss: str, dev: torch.device, name: str,
+    x: np.ndarray, y: np.ndarray | None,
+) -> tuple[ScanPlan, str | None]:  # fmt: skip
     """The scan's plan for its ``kind`` of directions, and the BatchNorm handling (or ``None``)."""
     from landscape_cli import scan as sc
 
@@ -816,14 +870,12 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
     """Refuse inconsistent scan options before anything is loaded."""
     from landscape_cli import scan as sc
     from landscape_cli.results import check_scan_name
+    from landscape_cli.scan.grid import BN_CHOICES
 
+    check_choice("dim", o.dim, (1, 2))
+    check_choice("direction", o.direction, ("random", "eigenvector", "pca"))
     _check(
         [
-            (o.dim in (1, 2), "`dim` must be 1 or 2"),
-            (
-                o.direction in ("random", "eigenvector", "pca"),
-                "`direction` must be random, eigenvector or pca",
-            ),
             (
                 o.direction != "pca" or bool(o.trajectory),
                 "`direction='pca'` needs the run's snapshots: `trajectory` (files or globs)",
@@ -845,17 +897,23 @@ def _check_scan_options(o: ScanOptions, targets: list[Path]) -> None:
                 not targets or len(targets) == o.dim,
                 f"`dim={o.dim}` interpolation needs {o.dim} `to` file(s)",
             ),
-            (o.loss in (None, "ce", "mse"), "`loss` must be ce or mse"),
-            (o.norm in sc.NORMS, f"`norm` must be one of {', '.join(sc.NORMS)}"),
-            (o.ignore in sc.IGNORES, "`ignore` must be biasbn or none"),
+        ]
+    )
+    if o.loss is not None:
+        check_choice("loss", o.loss, LOSSES)
+    check_choice("norm", o.norm, sc.NORMS, one_of=True)
+    check_choice("ignore", o.ignore, sc.IGNORES)
+    _check(
+        [
             (
                 isinstance(o.fold_every, (int, float)) and 0 < o.fold_every < float("inf"),
                 f"`fold_every` must be a number of seconds > 0, got {o.fold_every}",
             ),
-            (o.bn in (None, "recompute", "interpolate"), "`bn` must be recompute or interpolate"),
-            (o.bn is None or bool(targets), "`bn` applies to interpolations (`to`)"),
         ]
     )
+    if o.bn is not None:
+        check_choice("bn", o.bn, BN_CHOICES)
+    _check([(o.bn is None or bool(targets), "`bn` applies to interpolations (`to`)")])
     resources.check_fields(o)  # the grid's counts and ranges, the seed
     if o.name is not None:
         check_scan_name(o.name)
@@ -885,8 +943,11 @@ def _snapshot_files(o: ScanOptions) -> list[Path]:
     return snapshot_files(o.trajectory)
 
 
-def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, loss, dev, name,
-              out_path: Path, fixed: dict[str, Any], on_snapshot):  # fmt: skip
+def _pca_plan(o: ScanOptions, snapshots: list[Path], source: Source, work: Workload,
+              net: nn.Module, batches: list[Batch], loss: str, dev: torch.device, name: str,
+              out_path: Path, fixed: dict[str, Any],
+              on_snapshot: Callable[[int, int], None] | None,
+              ) -> tuple[ScanPlan, None]:  # fmt: skip
     """The plane of the trajectory's two principal directions around the checkpoint.
 
     Snapshots are read as ``to`` targets are (the checkpoint loader and key matching; code in a
@@ -901,7 +962,7 @@ def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, los
 
     kwargs = work.loaded.model_spec.get("kwargs", {})
 
-    def load(path: Path, note: bool = True):
+    def load(path: Path, note: bool = True) -> tuple[nn.Module, Any]:
         if work.loaded.kind == "hf":  # snapshots of a fine-tune: folders too
             from landscape_cli.models.hf import load_hf_folder
 
@@ -922,7 +983,7 @@ def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, los
 
     dtype = next(net.parameters()).dtype
 
-    def evaluate(model) -> tuple[float, float]:
+    def evaluate(model: nn.Module) -> tuple[float, float]:
         return loss_and_accuracy(
             model.to(device=dev, dtype=dtype), batches, LOSSES[loss], o.bn_mode
         )
@@ -951,7 +1012,9 @@ def _pca_plan(o: ScanOptions, snapshots, source: Source, work, net, batches, los
     return plan, None
 
 
-def _check_base_loss(checkpoint: Path, net, batches, loss: str, bn_mode: str) -> None:
+def _check_base_loss(
+    checkpoint: Path, net: nn.Module, batches: list[Batch], loss: str, bn_mode: str
+) -> None:
     """Refuse a checkpoint whose loss at the centre is not finite."""
     from landscape_cli.evaluation import LOSSES, loss_and_accuracy
 
@@ -964,12 +1027,12 @@ def _check_base_loss(checkpoint: Path, net, batches, loss: str, bn_mode: str) ->
 
 
 def _interpolation_plan(
-    o: ScanOptions, targets, source: Source, work, net, dev, name, x, y, common
-):
+    o: ScanOptions, targets: list[Path], source: Source, work: Workload, net: nn.Module,
+    dev: torch.device, name: str, x: np.ndarray, y: np.ndarray | None, common: dict[str, Any],
+) -> tuple[ScanPlan, str | None]:  # fmt: skip
     """The plan towards the ``--to`` checkpoints, and the BatchNorm handling (or ``None``)."""
     from landscape_cli import scan as sc
-    from landscape_cli.checkpoints import load_model
-    from landscape_cli.results import sha256_file
+    from landscape_cli.checkpoints import load_model, sha256
     from landscape_cli.scan.grid import has_batchnorm
 
     bn = None
@@ -1005,13 +1068,16 @@ def _interpolation_plan(
         y=y,
         names=names,
         to=[str(t) for t in targets],
-        targets_sha256=",".join(sha256_file(t) for t in targets),
+        targets_sha256=",".join(sha256(t) for t in targets),
         **common,
     )
     return plan, bn
 
 
-def _eigenvector_plan(o: ScanOptions, net, batches, loss: str, dev, name, x, y, common):
+def _eigenvector_plan(
+    o: ScanOptions, net: nn.Module, batches: list[Batch], loss: str, dev: torch.device,
+    name: str, x: np.ndarray, y: np.ndarray | None, common: dict[str, Any],
+) -> ScanPlan:  # fmt: skip
     """The plan along the top Hessian eigenvectors (seeded Lanczos start vector)."""
     from landscape_cli import scan as sc
     from landscape_cli.hessian import HessianOperator, lanczos_top
@@ -1032,7 +1098,7 @@ def _eigenvector_plan(o: ScanOptions, net, batches, loss: str, dev, name, x, y, 
     )  # fmt: skip
 
 
-def audit_settings(settings, work: Workload, match_loss: bool) -> dict[str, Any]:
+def audit_settings(settings: AuditSettings, work: Workload, match_loss: bool) -> dict[str, Any]:
     """The options an ``/audit`` group was computed with (stored as its ``settings``)."""
     from dataclasses import asdict
 
@@ -1068,7 +1134,7 @@ class _Audited:
 @with_precision
 def audit_job(
     checkpoints: list[Path],
-    settings,
+    settings: AuditSettings,
     *,
     source: Source = Source(),
     match_loss: bool = False,
@@ -1084,9 +1150,9 @@ def audit_job(
     its ``/audit``; returns ``(rows, workloads)``.
 
     Hessian measures come from the checkpoint's ``/hessian`` when it is compatible
-    (:func:`landscape_cli.audit.reusable`); otherwise the audit computes them and stores them in
-    ``/audit/hessian``: an audit never replaces a ``/hessian``. With ``match_loss``, the
-    checkpoint whose loss is the target (temperature 1) keeps its unmatched measures instead of
+    (:meth:`landscape_cli.results.HessianResult.covers`); otherwise the audit computes them and
+    stores them in ``/audit/hessian``: an audit never replaces a ``/hessian``. With ``match_loss``,
+    the checkpoint whose loss is the target (temperature 1) keeps its unmatched measures instead of
     measuring them again. Every results file is checked before anything is computed.
 
     Progress: ``on_phase(name, most work, unit)`` before each phase of each checkpoint (its
@@ -1122,12 +1188,17 @@ def audit_job(
     return rows, [t.work for t in targets]
 
 
-def _check_audit_settings(checkpoints: list[Path], s) -> None:
+def _check_audit_settings(checkpoints: list[Path], s: AuditSettings) -> None:
     """Refuse an empty audit or inconsistent measure settings before anything is loaded."""
     _check(
         [
             (len(checkpoints) >= 1, "give at least one checkpoint"),
-            (s.loss in ("", "ce", "mse"), "`loss` must be ce or mse"),
+        ]
+    )
+    if s.loss != "":  # "": the checkpoints' own training loss
+        check_choice("loss", s.loss, LOSSES)
+    _check(
+        [
             (s.top_k >= 1, "`top_k` must be >= 1"),
             (s.tol > 0, "`tol` must be > 0"),
             (s.max_steps >= 1, "`max_steps` must be >= 1"),
@@ -1146,13 +1217,13 @@ def _check_audit_settings(checkpoints: list[Path], s) -> None:
 
 def _audit_targets(
     checkpoints: list[Path],
-    settings,
+    settings: AuditSettings,
     source: Source,
     match_loss: bool,
-    dev,
+    dev: torch.device,
     overwrite: bool,
     allow_tf32: bool = False,
-) -> tuple[Any, list[_Audited]]:
+) -> tuple[AuditSettings, list[_Audited]]:
     """Load and check every checkpoint before any measuring.
 
     Load every checkpoint and check it, its loss, its size and its results file, before any
@@ -1205,9 +1276,10 @@ def _audit_targets(
     return s, targets
 
 
-def _reusable_hessian(t: _Audited, s, overwrite: bool, allow_tf32: bool = False) -> dict | None:
+def _reusable_hessian(
+    t: _Audited, s: AuditSettings, overwrite: bool, allow_tf32: bool = False
+) -> HessianResult | None:
     """The checkpoint's ``/hessian`` read back when the audit may reuse it, else None."""
-    from landscape_cli import audit as au
     from landscape_cli.results import list_groups, read_hessian
 
     if not t.path.exists() or (overwrite and _foreign_file(t.path, t.root)):
@@ -1216,8 +1288,7 @@ def _reusable_hessian(t: _Audited, s, overwrite: bool, allow_tf32: bool = False)
         return None
     h = read_hessian(t.path)
     work = t.work
-    ok = au.reusable(
-        h,
+    ok = h.covers(
         s,
         samples_sha256=work.samples_sha256,
         split=work.split,
@@ -1228,7 +1299,15 @@ def _reusable_hessian(t: _Audited, s, overwrite: bool, allow_tf32: bool = False)
     return h if ok else None
 
 
-def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance, allow_tf32=False):
+def _audit_one(
+    t: _Audited,
+    s: AuditSettings,
+    dev: torch.device,
+    overwrite: bool,
+    on_phase: Callable[[str, int, str], None] | None,
+    on_advance: Callable[[int], None] | None,
+    allow_tf32: bool = False,
+) -> tuple[AuditRow, HessianReport | None]:
     """Measure one checkpoint.
 
     Its :class:`AuditRow`, and the report of the Hessian measures it computed (None when it reused
@@ -1267,7 +1346,12 @@ def _audit_one(t: _Audited, s, dev, overwrite: bool, on_phase, on_advance, allow
 
 
 def _match_losses(
-    rows: list[AuditRow], targets: list[_Audited], s, dev, phases, on_advance
+    rows: list[AuditRow],
+    targets: list[_Audited],
+    s: AuditSettings,
+    dev: torch.device,
+    phases: Callable[[str], Callable[[str, int, str], None] | None],
+    on_advance: Callable[[int], None] | None,
 ) -> list[AuditRow]:
     """Measure the rows again at a common training loss (``--match-loss``).
 
@@ -1303,7 +1387,12 @@ def _match_losses(
 
 
 def _write_audits(
-    rows: list[AuditRow], targets: list[_Audited], reports, s, overwrite, precision: str = "ieee"
+    rows: list[AuditRow],
+    targets: list[_Audited],
+    reports: list[HessianReport | None],
+    s: AuditSettings,
+    overwrite: bool,
+    precision: str = "ieee",
 ) -> None:
     """Write each row to its checkpoint's ``/audit`` (rank 0 only).
 
@@ -1329,8 +1418,13 @@ def _write_audits(
         check = None if overwrite else expect_settings("audit", t.wanted, way_out)
 
         def write(
-            p: Path, root=t.root, stored_row=stored_row, report=report, attrs=attrs, check=check
-        ):
+            p: Path,
+            root: dict[str, Any] = t.root,
+            stored_row: dict[str, Any] = stored_row,
+            report: HessianReport | None = report,
+            attrs: dict[str, Any] = attrs,
+            check: Check | None = check,
+        ) -> Path:
             return write_audit(
                 p, root, stored_row, hessian=report, attrs=attrs, drop_foreign=overwrite,
                 check=check,

@@ -55,6 +55,7 @@ from landscape_cli.results import (
     scan_attrs,
     scan_identity,
     set_scan_points,
+    settings_mismatch,
     update_file,
     write_scan,
 )
@@ -286,21 +287,6 @@ def _store_points(
 _LATER = frozenset({"float32_precision"})
 
 
-def _mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    out = []
-    for key in IDENTITY:
-        a, b = stored.get(key), wanted.get(key)
-        if (a is None and b is None) or (a is None and key in _LATER):
-            continue
-        if isinstance(a, float) or isinstance(b, float):
-            same = a is not None and b is not None and float(a) == float(b)
-        else:
-            same = a == b
-        if not same:
-            out.append(f"{key} {a!r} vs {b!r}")
-    return out
-
-
 def check_resumable(out: Path, name: str, attrs: dict[str, Any], overwrite: bool) -> bool:
     """Whether scan ``name`` of ``out`` exists, made with ``attrs``, to be resumed.
 
@@ -309,7 +295,7 @@ def check_resumable(out: Path, name: str, attrs: dict[str, Any], overwrite: bool
     existing = scan_attrs(out, name)
     if existing is None or overwrite:
         return False
-    diff = _mismatch(existing, attrs)
+    diff = settings_mismatch(existing, attrs, keys=IDENTITY, later=_LATER)
     if diff:
         raise LandscapeError(
             f"scan {name!r} in {out} was made with other options "
@@ -413,11 +399,11 @@ def execute(
             stored = replace(stored, loss=read_scan(out_path, plan.name).loss)
         axes = ["x", "y"][: plan.attrs["dim"]]
         dirs = tuple(
-            {k: torch.from_numpy(v) for k, v in stored["directions"][a].items()} for a in axes
+            {k: torch.from_numpy(v) for k, v in stored.directions[a].items()} for a in axes
         )
         _check_directions(dirs, plan.directions, out_path, plan.name)
         plan = ScanPlan(plan.name, plan.x, plan.y, dirs, plan.attrs)
-        current = stored["loss"]
+        current = stored.loss
         missing = int(np.isnan(current).sum())
         if on_start is not None and distributed.is_main():
             on_start(current.size - missing, current.size)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 
 __all__ = [
     "call_factory",
@@ -40,13 +40,8 @@ __all__ = [
 _BUILTIN_PREFIXES = {"model": ("torchvision", "timm"), "dataset": ("imagefolder",)}
 
 
-def _one_line(text: str) -> str:
-    """Collapse whitespace (newlines included) so that an error message stays on one line."""
-    return " ".join(str(text).split())
-
-
 def _describe_exception(exc: BaseException) -> str:
-    message = _one_line(str(exc))
+    message = one_line(str(exc))
     if isinstance(exc, ModuleNotFoundError) and message:
         return message  # "No module named 'foo'" says it all
     name = type(exc).__name__
@@ -223,8 +218,8 @@ def check_file_spec(
     if trust or text in {g.strip() for g in given if isinstance(g, str)}:
         return text
     raise LandscapeError(
-        f"{source} names the {kind} factory {_one_line(text)!r}, which would import and run code "
-        f"chosen by whoever wrote the file; pass `{kind}={_one_line(text)!r}` yourself, or "
+        f"{source} names the {kind} factory {one_line(text)!r}, which would import and run code "
+        f"chosen by whoever wrote the file; pass `{kind}={one_line(text)!r}` yourself, or "
         "`trust=True` if you trust where the file came from"
     )
 

@@ -41,7 +41,7 @@ from landscape_cli.checkpoints import (
     training_checkpoint,
 )
 from landscape_cli.devices import resolve_device
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice, one_line
 from landscape_cli.evaluation import LOSSES, Batch, evaluation_mode, metric_sums
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "radam", "nadam", "invadam", "dualadam")
@@ -116,8 +116,7 @@ class TrainConfig:
             raise LandscapeError(
                 f"unknown optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}"
             )
-        if self.loss not in ("ce", "mse"):
-            raise LandscapeError(f"`loss` must be ce or mse, got {self.loss!r}")
+        check_choice("loss", self.loss, LOSSES)
         if self.scheduler not in SCHEDULERS:
             raise LandscapeError(f"unknown scheduler {self.scheduler!r}: choose cosine or none")
         checks = [
@@ -660,7 +659,7 @@ def _restore(run: _Run, ckpt: Mapping[str, Any], resume: str | os.PathLike[str])
         run.history = {k: list(v) for k, v in ckpt["train"]["history"].items()}
         float(run.hparams["lr"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(exc)
         raise LandscapeError(
             f"{resume}: the optimizer or training state does not fit the run "
             f"({type(exc).__name__}: {reason}); it cannot be resumed"

@@ -320,7 +320,7 @@ def trajectory_plan(
     **attrs: Any,
 ):
     """The scan's plan: the PCA plane through the checkpoint, with the trajectory to store."""
-    from landscape_cli.results import sha256_file
+    from landscape_cli.checkpoints import sha256
     from landscape_cli.scan.directions import parameters_of, split_flat
     from landscape_cli.scan.grid import ScanPlan
 
@@ -335,7 +335,7 @@ def trajectory_plan(
         "ignore": ignore,
         "explained_variance": np.asarray(trajectory.pca.explained_variance, dtype=np.float64),
         "trajectory": [str(f) for f in trajectory.files],
-        "trajectory_sha256": ",".join(sha256_file(f) for f in trajectory.files),
+        "trajectory_sha256": ",".join(sha256(f) for f in trajectory.files),
         "xmin": float(x[0]),
         "xmax": float(x[-1]),
         "nx": len(x),

@@ -151,3 +151,87 @@ def one_error_line(result) -> str:
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     return result.stderr
+
+
+# -- results as the readers return them ----------------------------------------------------------
+
+#: The group attributes a ``/hessian`` takes from its report (the rest stay group attributes).
+_REPORT_ATTRS = ("loss", "samples", "split", "curvature")
+
+
+def hessian_result(
+    eigenvalues=None,
+    trace=None,
+    *,
+    stderr=None,
+    ci95=None,
+    density=None,
+    per_layer=None,
+    attrs=None,
+):
+    """A :class:`~landscape_cli.results.HessianResult` as ``read_hessian`` returns it.
+
+    ``eigenvalues`` (the top-k), ``trace`` with ``stderr`` and ``ci95`` (NaN when not given),
+    ``density`` (a dict of ``grid`` and ``density``, with ``nodes`` and ``weights`` when given),
+    ``per_layer`` ({name: {lambda_max, lambda_max_residual, trace, trace_stderr, numel}}) and
+    ``attrs`` (``loss``, ``samples``, ``split``, ``curvature`` go to the report, by default
+    cross-entropy on 512 training samples; others such as ``engine`` stay group attributes).
+    """
+    import numpy as np
+
+    from landscape_cli.hessian.types import (
+        DensityResult,
+        HessianReport,
+        LanczosResult,
+        LayerCurvature,
+        TraceResult,
+    )
+    from landscape_cli.results import HessianResult
+
+    attrs = dict(attrs or {})
+    facts = {"loss": "ce", "samples": 512, "split": "train"}
+    facts.update({k: attrs.pop(k) for k in _REPORT_ATTRS if k in attrs})
+    top = None
+    if eigenvalues is not None:
+        k = len(eigenvalues)
+        top = LanczosResult(
+            eigenvalues=np.asarray(eigenvalues, dtype=np.float64), residuals=np.zeros(k),
+            converged=np.ones(k, bool), lambda_min=float("nan"),
+            lambda_min_residual=float("nan"), steps=k, hvp_count=k, tol=1e-4,
+        )  # fmt: skip
+    tr = None
+    if trace is not None:
+        nan = float("nan")
+        tr = TraceResult(
+            estimate=float(trace), stderr=nan if stderr is None else float(stderr),
+            ci95=(nan, nan) if ci95 is None else tuple(ci95), samples=np.zeros(0), probes=0,
+            method="hutchinson", hvp_count=0, converged=True, rtol=0.0,
+        )  # fmt: skip
+    den = None
+    if density is not None:
+        nodes = np.asarray(density.get("nodes", np.zeros((0, 0))))
+        weights = np.asarray(density.get("weights", np.zeros_like(nodes)))
+        den = DensityResult(
+            grid=np.asarray(density["grid"]), density=np.asarray(density["density"]),
+            nodes=nodes, weights=weights,
+            sigma=0.005, lanczos_steps=int(np.shape(nodes)[-1]), probes=len(nodes), hvp_count=0,
+        )  # fmt: skip
+    layers = tuple(
+        LayerCurvature(name=name, **{key: layer[key] for key in (
+            "numel", "lambda_max", "lambda_max_residual", "trace", "trace_stderr")})
+        for name, layer in (per_layer or {}).items()
+    )  # fmt: skip
+    report = HessianReport(
+        top=top, trace=tr, density=den, per_layer=layers, batch_size=64, seed=0, device="cpu",
+        dtype="float32", bn_mode="eval", hvp_count=0, seconds=0.0, num_params=0, **facts,
+    )  # fmt: skip
+    return HessianResult(report, attrs)
+
+
+def scan_result(name, x, y, loss, accuracy, *, kind="random", attrs=None, trajectory=None):
+    """A :class:`~landscape_cli.results.ScanResult` as ``read_scan`` returns it (``dim`` from
+    ``y``, ``kind`` in its attributes)."""
+    from landscape_cli.results import ScanResult
+
+    attrs = {"dim": 1 if y is None else 2, "kind": kind, **(attrs or {})}
+    return ScanResult(name, x, y, loss, accuracy, attrs, trajectory=trajectory)

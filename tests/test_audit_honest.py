@@ -37,16 +37,14 @@ def test_negative_mass_is_relative_to_lambda_max():
 
 
 def _row(lam, res, tr, se, s1, s1u, ad, adu):
-    return {
-        "lambda_max": lam,
-        "lambda_max_residual": res,
-        "trace": tr,
-        "trace_stderr": se,
-        "sharpness_1d": s1,
-        "sharpness_1d_spread": s1u,
-        "adaptive_sharpness": ad,
-        "adaptive_sharpness_spread": adu,
-    }
+    from landscape_cli.audit import Measures
+
+    return Measures(
+        temperature=1.0, lambda_max=lam, lambda_max_residual=res, top_eigenvalues=[lam],
+        trace=tr, trace_stderr=se, trace_ci95=None, train_loss=0.1, train_acc=0.9,
+        param_norm=3.0, sharpness_1d=s1, sharpness_1d_spread=s1u, adaptive_sharpness=ad,
+        adaptive_sharpness_spread=adu, hvp_count=0, hessian_reused=False,
+    )  # fmt: skip
 
 
 def test_ranks_tie_within_uncertainty_and_report_disagreement():
@@ -61,7 +59,7 @@ def test_ranks_tie_within_uncertainty_and_report_disagreement():
     order, rank, tied = ranks(rows, "trace")
     assert order == [1, 2, 0] and rank == [3, 1, 1] and tied == [False, True, True]
     # a wider residual makes the λmax gap a tie too
-    loose = [adam, {**dual, "lambda_max_residual": 0.05}, {**warm, "lambda_max_residual": 0.05}]
+    loose = [adam, replace(dual, lambda_max_residual=0.05), replace(warm, lambda_max_residual=0.05)]
     assert ranks(loose, "lambda_max")[1] == [3, 1, 1]
     notes = disagreements(rows, ["adam", "dual", "warm"])
     assert notes == [
@@ -110,9 +108,27 @@ def test_summary_and_report_of_typed_rows(tmp_path):
     surv = payload["survives_match_loss"]
     assert surv["lambda_max"] == {"ratio_raw": 2.0, "ratio_matched": 2.0, "same_order": False}
     assert surv["sharpness_1d"]["same_order"] is True
-    write_report(tmp_path / "r.md", payload)
+    write_report(tmp_path / "r.md", payload, [b, a])
     text = (tmp_path / "r.md").read_text()
     assert text.index("`a.pt`") < text.index("`b.pt`") and "| lambda_max | 2× | 2× | no |" in text
+
+
+def test_survival_reads_the_matched_measures_as_reported():
+    """What survives loss matching is judged on the matched measures the --json row shows
+    (``MATCHED_KEYS``): the matched trace's uncertainty is 1.96 standard errors, not the CI or
+    the sample-set spread it is not reported with."""
+    from landscape_cli.audit import AuditRow
+    from landscape_cli.audit_report import survival
+
+    def matched(trace):  # the trace ± 1.96·0.1 reported, a CI wide enough to tie them
+        return replace(_measures(2.0, 0.2, 0.1), trace=trace, trace_ci95=[trace - 5, trace + 5],
+                       trace_spread=5.0)  # fmt: skip
+
+    a = AuditRow("a.pt", "a.h5", _measures(1.0, 0.2, 0.1), "hessian", matched=matched(30.0))
+    b = AuditRow("b.pt", "b.h5", _measures(3.0, 0.2, 0.1), "hessian", matched=matched(20.0))
+    assert survival([a, b])["trace"]["same_order"] is False  # 10 vs 30 raw, 30 vs 20 matched
+    wide = [replace(r, matched=replace(r.matched, trace_stderr=3.0)) for r in (a, b)]
+    assert survival(wide)["trace"]["same_order"] is True  # now within 1.96·(3 + 3)
 
 
 @pytest.fixture(scope="module")

@@ -193,3 +193,29 @@ def test_unpickling_error_type_is_what_torch_raises(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=r"(?i)unsupported global"):
         torch.load(tmp_path / "p.pt", weights_only=True)
     assert not Path(tmp_path / "m").exists()
+
+
+def test_sha256_of_a_file_and_of_a_model_folder(tmp_path):
+    """A file's hash is its SHA-256 (read in chunks); a folder's hashes its weight files' names
+    and hashes only, in the format results files have recorded from the start."""
+    import hashlib
+
+    import numpy as np
+
+    from landscape_cli.checkpoints import sha256
+
+    path = tmp_path / "blob.bin"
+    data = np.random.default_rng(1).bytes((1 << 20) + 123)  # spans two chunks
+    path.write_bytes(data)
+    assert sha256(path) == sha256(str(path)) == hashlib.sha256(data).hexdigest()
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = {"model.safetensors": b"weights", "pytorch_model.bin": b"more weights"}
+    for name, content in weights.items():
+        (folder / name).write_bytes(content)
+    (folder / "config.json").write_text("{}")  # not a weight file
+    lines = "".join(
+        f"{name} {hashlib.sha256(content).hexdigest()}\n"
+        for name, content in sorted(weights.items())
+    )
+    assert sha256(folder) == hashlib.sha256(lines.encode()).hexdigest()

@@ -117,10 +117,10 @@ def test_top_k_and_trace_within_their_certificates(matrix):
     exact = np.linalg.eigvalsh(M.numpy())[::-1]
     res = analyze(op, HessianSettings(top_k=4, tol=1e-9, max_steps=op.n, trace_probes=30,
                                       trace_rtol=0, density_probes=0, seed=3))  # fmt: skip
-    top = res["top"]
+    top = res.top
     np.testing.assert_allclose(top.eigenvalues, exact[:4], rtol=1e-6, atol=1e-10 * exact[0])
     assert np.all(np.abs(top.eigenvalues - exact[:4]) <= top.residuals + 1e-12)
-    tr = res["trace"]
+    tr = res.trace
     assert tr.ci95[0] <= float(np.trace(M.numpy())) <= tr.ci95[1]
 
 

@@ -157,7 +157,9 @@ def test_a_lanczos_rerun_does_not_silently_replace_a_pyhessian_result(ckpt, tmp_
 
 
 def test_audit_never_reuses_a_pyhessian_result(ckpt, tmp_path):
-    from landscape_cli.audit import AuditSettings, reusable
+    from dataclasses import replace
+
+    from landscape_cli.audit import AuditSettings
 
     args = ["--samples", "48", "--batch-size", "48", "--top-k", "2", "--density-probes", "0"]
     _run(ckpt, tmp_path / "p.h5", "--engine", "pyhessian", *args)
@@ -166,12 +168,12 @@ def test_audit_never_reuses_a_pyhessian_result(ckpt, tmp_path):
     work = load_workload(ckpt, samples=48, batch_size=48, seed=0)
     kw = {"samples_sha256": work.samples_sha256, "split": "train", "dataset": "digits"}
     lanczos, pyh = read_hessian(tmp_path / "l.h5"), read_hessian(tmp_path / "p.h5")
-    assert reusable(lanczos, settings, **kw)
-    assert not reusable(pyh, settings, **kw)
-    pyh["attrs"]["engine"] = "lanczos"
-    assert not reusable(pyh, settings, **kw)  # nor power iteration's unresolved multiplicities
-    pyh["attrs"]["multiplicity_resolved"] = True  # those two are what refuse it
-    assert reusable(pyh, settings, **kw)
+    assert lanczos.covers(settings, **kw)
+    assert pyh.engine == "pyhessian" and not pyh.covers(settings, **kw)
+    pyh = replace(pyh, attrs={**pyh.attrs, "engine": "lanczos"})
+    assert not pyh.covers(settings, **kw)  # nor power iteration's unresolved multiplicities
+    top = replace(pyh.report.top, multiplicity_resolved=True)  # those two are what refuse it
+    assert replace(pyh, report=replace(pyh.report, top=top)).covers(settings, **kw)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import matplotlib
 
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from cases import one_error_line
+from cases import hessian_result, one_error_line, scan_result
 from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
@@ -39,7 +40,7 @@ def _ok(result):
 # synthetic results
 
 
-def _hessian(radius: float, seed: int, *, attrs=None, probes: int = 4, steps: int = 20) -> dict:
+def _hessian(radius: float, seed: int, *, attrs=None, probes: int = 4, steps: int = 20):
     """A Hessian result whose SLQ measure has a bulk near 0 and outliers up to ``radius``."""
     rng = np.random.default_rng(seed)
     bulk = steps - 5
@@ -51,36 +52,31 @@ def _hessian(radius: float, seed: int, *, attrs=None, probes: int = 4, steps: in
     nodes[:, bulk:-1] *= radius
     weights = np.concatenate([np.full((probes, bulk), 0.95 / bulk), np.full((probes, 5), 0.01)], 1)
     grid = np.linspace(nodes.min(), nodes.max(), 50)
-    return {
-        "attrs": attrs if attrs is not None else {},
-        "eigenvalues": np.array([radius, 0.7 * radius, 0.5 * radius]),
-        "trace": 5.0 * radius,
-        "trace_stderr": 0.05 * radius,
-        "trace_attrs": {},
-        "density": {
+    return hessian_result(
+        [radius, 0.7 * radius, 0.5 * radius],
+        5.0 * radius,
+        stderr=0.05 * radius,
+        density={
             "grid": grid,
             "density": np.full_like(grid, 1.0 / (grid[-1] - grid[0])),
             "nodes": nodes,
             "weights": weights,
         },
-        "per_layer": {},
-    }
+        attrs=attrs,
+    )
 
 
-def _scan1(curv: float, attrs=None, n: int = 41) -> dict:
+def _scan1(curv: float, attrs=None, n: int = 41):
     x = np.linspace(-1.0, 1.0, n)
-    return {"name": "1d-random", "dim": 1, "kind": "random", "x": x, "y": None,
-            "loss": 0.1 + curv * x**2, "accuracy": 1.0 - 0.1 * x**2,
-            "attrs": attrs or {}}  # fmt: skip
+    return scan_result("1d-random", x, None, 0.1 + curv * x**2, 1.0 - 0.1 * x**2, attrs=attrs)
 
 
-def _scan2(span_decades: float, attrs=None) -> dict:
+def _scan2(span_decades: float, attrs=None):
     x = np.linspace(-1.0, 1.0, 21)
     y = np.linspace(-1.0, 1.0, 17)
     r2 = x[None, :] ** 2 + y[:, None] ** 2
     loss = 10.0 ** (span_decades * r2 / 2.0 - 2.0)  # from 0.01 up, span_decades decades
-    return {"name": "2d-random", "dim": 2, "kind": "random", "x": x, "y": y, "loss": loss,
-            "accuracy": np.ones_like(loss), "attrs": attrs or {}}  # fmt: skip
+    return scan_result("2d-random", x, y, loss, np.ones_like(loss), attrs=attrs)
 
 
 def _sigma_from_legend(ax) -> float:
@@ -135,7 +131,7 @@ def test_density_asinh_axis_keeps_a_flat_run_readable():
 
     def shown_width(ax, result):
         """Share of the axis width between a run's smallest and largest Ritz value."""
-        nodes = result["density"]["nodes"]
+        nodes = result.report.density.nodes
         pts = ax.transData.transform(np.c_[[nodes.min(), nodes.max()], [1.0, 1.0]])
         return (pts[1, 0] - pts[0, 0]) / np.diff(ax.transAxes.transform([[0, 0], [1, 0]])[:, 0])[0]
 
@@ -144,7 +140,10 @@ def test_density_asinh_axis_keeps_a_flat_run_readable():
     for line, result in zip(lines, results, strict=True):  # each curve covers its spectrum
         x = line.get_xdata()
         assert (
-            x.min() < result["density"]["nodes"].min() < result["density"]["nodes"].max() < x.max()
+            x.min()
+            < result.report.density.nodes.min()
+            < result.report.density.nodes.max()
+            < x.max()
         )
     # the flat runs span a good part of the axis, not a sliver next to 0 as on a linear axis
     assert shown_width(ax, results[1]) > 0.3 and shown_width(ax, results[2]) > 0.3
@@ -158,7 +157,9 @@ def test_density_is_broadened_by_the_stated_gaussian_and_integrates_to_one(axis)
     """One Ritz value drawn alone is a Gaussian of the width the legend states, on the drawn
     axis; every drawn density still integrates to 1 over the eigenvalue."""
     single = _hessian(5.0, 0)
-    single["density"].update(nodes=np.array([[50.0]]), weights=np.array([[1.0]]))
+    one = {"nodes": np.array([[50.0]]), "weights": np.array([[1.0]])}
+    single = replace(single, report=replace(single.report, density=replace(single.report.density,
+                                                                              **one)))  # fmt: skip
     other = _hessian(100.0, 1)
     fig = pl.fig5([single, other], ["one node", "other"], density_axis=axis)
     ax = fig.axes[2]
@@ -186,7 +187,8 @@ def test_fig5_log_bars_and_refusal():
     assert fig.axes[0].get_ylim()[0] < 0.5 * 2.5  # the smallest bar (5 x 0.5) rises visibly
     assert fig.axes[1].get_ylim()[0] < 0.5 * 25.0
     bad = _hessian(5.0, 1)
-    bad["eigenvalues"] = np.array([5.0, -0.1])
+    top = replace(bad.report.top, eigenvalues=np.array([5.0, -0.1]))
+    bad = replace(bad, report=replace(bad.report, top=top))
     with pytest.raises(LandscapeError, match="drop `log`"):
         pl.fig5([bad], ["bad"], log=True)
     with pytest.raises(LandscapeError, match="density axis"):
@@ -342,7 +344,7 @@ def test_layers_figure_draws_the_stored_per_layer_values(realfile, tmp_path):
         runner.invoke(app, ["plot", str(realfile), "--figure", "layers", "--out", str(out)])
     )
     assert result.stdout == f"{out}\n" and out.stat().st_size > 1000
-    no_layers = {**stored, "per_layer": {}}
+    no_layers = replace(stored, report=replace(stored.report, per_layer=()))
     with pytest.raises(LandscapeError, match="`per_layer=True`"):
         pl.layers([no_layers], ["x"])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
 import matplotlib
 
@@ -16,7 +17,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
-from cases import CASES, batches, dense_reference
+from cases import CASES, batches, dense_reference, hessian_result, scan_result
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from typer.testing import CliRunner
@@ -41,7 +42,7 @@ def _ok(result):
 # synthetic results
 
 
-def _hessian(radius: float, seed: int, *, per_layer=None, attrs=None) -> dict:
+def _hessian(radius: float, seed: int, *, per_layer=None, attrs=None):
     """A Hessian result with a bulk near 0 and outliers up to ``radius`` (as fig5 reads it)."""
     rng = np.random.default_rng(seed)
     probes, steps = 4, 30
@@ -54,20 +55,19 @@ def _hessian(radius: float, seed: int, *, per_layer=None, attrs=None) -> dict:
     weights = np.concatenate(
         [np.full((probes, steps - 5), 0.95 / (steps - 5)), np.full((probes, 5), 0.01)], axis=1
     )
-    return {
-        "attrs": attrs or {"loss": "ce", "samples": 512, "split": "train"},
-        "eigenvalues": np.array([radius, 0.7 * radius]),
-        "trace": 5.0 * radius,
-        "trace_stderr": 0.05 * radius,
-        "trace_attrs": {},
-        "density": {
+    return hessian_result(
+        [radius, 0.7 * radius],
+        5.0 * radius,
+        stderr=0.05 * radius,
+        density={
             "grid": np.linspace(-1, radius, 20),
             "density": np.ones(20),
             "nodes": nodes,
             "weights": weights,
         },
-        "per_layer": per_layer or {},
-    }
+        per_layer=per_layer,
+        attrs=attrs or {"loss": "ce", "samples": 512, "split": "train"},
+    )
 
 
 def _texts(fig) -> list[Text]:
@@ -180,13 +180,12 @@ def test_fig5c_density_still_integrates_to_one_on_the_asinh_axis():
 def test_fig6_accuracy_axis_names_the_samples_not_the_loss():
     x = np.linspace(-1, 1, 11)
     attrs = {"loss": "ce", "samples": 256, "split": "test", "norm": "filter"}
-    scan = {"name": "1d-random", "dim": 1, "kind": "random", "x": x, "y": None,
-            "loss": 0.1 + x**2, "accuracy": 1 - 0.1 * x**2, "attrs": attrs}  # fmt: skip
+    scan = scan_result("1d-random", x, None, 0.1 + x**2, 1 - 0.1 * x**2, attrs=attrs)
     fig = pl.fig6([scan, scan], ["a", "b"], accuracy=True)
     loss_label, acc_label = fig.axes[0].get_ylabel(), fig.axes[1].get_ylabel()
     assert loss_label == "loss (cross-entropy, 256 test samples)"
     assert acc_label == "accuracy (256 test samples)"
-    mse = pl.fig6([{**scan, "attrs": {**attrs, "loss": "mse"}}], ["a"], accuracy=True)
+    mse = pl.fig6([replace(scan, attrs={**scan.attrs, "loss": "mse"})], ["a"], accuracy=True)
     assert "MSE" not in mse.axes[1].get_ylabel()
 
 
@@ -256,12 +255,11 @@ def test_layers_log_draws_a_negative_block_estimate_on_an_asinh_axis():
 # 2-D figures: one shared colour bar with round ticks
 
 
-def _scan2(scale: float) -> dict:
+def _scan2(scale: float):
     x = np.linspace(-1.0, 1.0, 15)
     y = np.linspace(-1.0, 1.0, 13)
     loss = 0.2763 + scale * (x[None, :] ** 2 + 0.5 * y[:, None] ** 2) + 0.01 * x[None, :]
-    return {"name": "2d-random", "dim": 2, "kind": "random", "x": x, "y": y, "loss": loss,
-            "accuracy": np.ones_like(loss), "attrs": {"loss": "ce"}}  # fmt: skip
+    return scan_result("2d-random", x, y, loss, np.ones_like(loss), attrs={"loss": "ce"})
 
 
 def _mantissa_in(t: float, allowed) -> bool:

@@ -458,14 +458,50 @@ def test_analyze_is_reproducible_and_streams_are_independent(case):
     op, _H = case
     s = HessianSettings(top_k=3, trace_probes=30, density_probes=3, lanczos_steps=8, seed=4)
     a, b = analyze(op, s), analyze(op, s)
-    assert np.array_equal(a["top"].eigenvalues, b["top"].eigenvalues)
-    assert np.array_equal(a["trace"].samples, b["trace"].samples)
-    assert np.array_equal(a["density"].nodes, b["density"].nodes)
+    assert np.array_equal(a.top.eigenvalues, b.top.eigenvalues)
+    assert np.array_equal(a.trace.samples, b.trace.samples)
+    assert np.array_equal(a.density.nodes, b.density.nodes)
     # Switching the trace off does not change the density's numbers.
     c = analyze(
         op, HessianSettings(top_k=3, trace_probes=0, density_probes=3, lanczos_steps=8, seed=4)
     )
-    assert c["trace"] is None and np.array_equal(c["density"].nodes, a["density"].nodes)
+    assert c.trace is None and np.array_equal(c.density.nodes, a.density.nodes)
+
+
+def test_analyze_reports_each_result_as_it_finishes_and_keeps_them_when_interrupted(case):
+    """``on_result`` gets every estimate once, in the order computed, and a ``Collector`` holds
+    the same ``Analysis`` that ``analyze`` returns; cut short (Ctrl-C as the per-layer phase
+    starts), the collector still holds the others, bit for bit those of a whole run."""
+    from landscape_cli.hessian import Analysis, Collector
+
+    op, _H = case
+    s = HessianSettings(top_k=2, trace_probes=10, density_probes=2, lanczos_steps=6, seed=2,
+                        per_layer=True, per_layer_steps=3, per_layer_probes=2)  # fmt: skip
+    seen, collected = [], Collector()
+
+    def record(name, value):
+        seen.append(name)
+        collected.record(name, value)
+
+    whole = analyze(op, s, on_result=record)
+    assert isinstance(whole, Analysis) and seen == ["top", "trace", "density", "per_layer"]
+    assert collected.freeze() == whole and whole.computed and len(whole.per_layer) > 0
+
+    def interrupt(name, budget):
+        if name == "per-layer":
+            raise KeyboardInterrupt
+
+    cut = Collector()
+    with pytest.raises(KeyboardInterrupt):
+        analyze(op, s, on_result=cut.record, on_phase=interrupt)
+    kept = cut.freeze()
+    assert kept.per_layer == () and kept.computed
+    assert np.array_equal(kept.top.eigenvalues, whole.top.eigenvalues)
+    assert kept.trace.estimate == whole.trace.estimate
+    assert np.array_equal(kept.density.nodes, whole.density.nodes)
+    assert not Collector().freeze().computed
+    with pytest.raises(ValueError, match="not a field"):
+        cut.record("eigenvalues", None)
 
 
 def test_pyhessian_agrees_on_lambda_max():
@@ -576,10 +612,10 @@ def test_analyze_reuses_the_top_k_run_for_density_and_trace(case):
     )
     before = op.hvp_count
     r = analyze(op, s)
-    d, t = r["density"], r["trace"]
+    d, t = r.density, r.trace
     assert d.krylov_start and d.probes >= 2 and d.max_probes == 4
-    assert op.hvp_count - before == r["top"].hvp_count + t.hvp_count + d.hvp_count
+    assert op.hvp_count - before == r.top.hvp_count + t.hvp_count + d.hvp_count
     assert d.hvp_count < d.probes * d.lanczos_steps  # the first probe's start was free
     dim = int(re.search(r"(\d+)-dim Lanczos space", t.note).group(1))
-    assert dim > r["top"].steps  # deflated on the extended basis, not the top-k run's
+    assert dim > r.top.steps  # deflated on the extended basis, not the top-k run's
     assert abs(t.estimate - torch.trace(H).item()) <= 5 * t.stderr + 1e-9

@@ -361,15 +361,15 @@ def test_samples_are_stratified_and_seeded(bert: Path) -> None:
 
 
 def test_folder_hash_covers_the_weights(bert: Path, tmp_path: Path) -> None:
-    from landscape_cli.results import sha256_file
+    from landscape_cli.checkpoints import sha256
 
     copy = tmp_path / "copy"
     shutil.copytree(bert / "ft", copy)
-    assert sha256_file(copy) == sha256_file(bert / "ft")
+    assert sha256(copy) == sha256(bert / "ft")
     (copy / "README.md").write_text("notes")
-    assert sha256_file(copy) == sha256_file(bert / "ft")  # not a weight file
+    assert sha256(copy) == sha256(bert / "ft")  # not a weight file
     make_bert(copy, seed=5)
-    assert sha256_file(copy) != sha256_file(bert / "ft")
+    assert sha256(copy) != sha256(bert / "ft")
 
 
 def _bad_setups():

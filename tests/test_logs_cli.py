@@ -17,7 +17,7 @@ import pytest
 from cases import one_error_line
 from typer.testing import CliRunner
 
-from landscape_cli.audit import AuditSettings, reusable
+from landscape_cli.audit import AuditSettings
 from landscape_cli.commands import _common as c
 from landscape_cli.commands import app
 from landscape_cli.results import group_settings
@@ -316,44 +316,128 @@ def test_audit_reuses_hessian_only_when_its_lanczos_was_as_strict(ckpt, tmp_path
     assert group_settings(tmp_path / "looser-tol.h5", "audit")["tol"] == 1e-4
 
 
-def test_reusable_compares_tol_and_max_steps_of_the_stored_run():
-    stored = {
-        "attrs": {
-            "samples_sha256": "x",
-            "settings": json.dumps(
-                {"loss": "ce", "bn_mode": "eval", "seed": 0, "split": "train", "tol": 1e-4,
-                 "max_steps": 100}
-            ),
-            "multiplicity_resolved": True,
-        },
-        "eigenvalues": [3.0, 2.0],
-    }  # fmt: skip
+def _stored_hessian(settings: dict, *, resolved: bool = True):
+    """A ``/hessian`` read back: two eigenvalues of a run made with ``settings``."""
+    import numpy as np
+
+    from landscape_cli.hessian.types import HessianReport, LanczosResult
+    from landscape_cli.results import HessianResult
+
+    top = LanczosResult(
+        eigenvalues=np.array([3.0, 2.0]), residuals=np.zeros(2), converged=np.ones(2, bool),
+        lambda_min=0.0, lambda_min_residual=0.0, steps=10, hvp_count=10, tol=1e-4,
+        multiplicity_resolved=resolved,
+    )  # fmt: skip
+    report = HessianReport(
+        top=top, trace=None, density=None, per_layer=(), samples=8, batch_size=8, seed=0,
+        device="cpu", dtype="float32", loss="ce", split="train", bn_mode="eval", hvp_count=10,
+        seconds=0.0, num_params=4,
+    )  # fmt: skip
+    return HessianResult(report, {"samples_sha256": "x", "settings": json.dumps(settings)})
+
+
+def test_reuse_compares_tol_and_max_steps_of_the_stored_run():
+    from dataclasses import replace
+
+    lanczos = {"tol": 1e-4, "max_steps": 100}
+    stored = _stored_hessian({"loss": "ce", "bn_mode": "eval", "seed": 0, "split": "train",
+                              **lanczos})  # fmt: skip
     s = AuditSettings(top_k=2, trace_probes=0, density_probes=0, loss="ce")
-    assert reusable(stored, s, samples_sha256="x", split="train")
-    assert not reusable(
-        stored, AuditSettings(**{**s.__dict__, "tol": 1e-5}), samples_sha256="x", split="train"
+    where = {"samples_sha256": "x", "split": "train"}
+    assert stored.covers(s, **where)
+    assert not stored.covers(replace(s, tol=1e-5), **where)
+    assert not stored.covers(replace(s, max_steps=101), **where)
+    assert stored.covers(replace(s, tol=1e-3, max_steps=20), **where)
+    assert not stored.covers(s, samples_sha256="y", split="train")  # other samples
+    unresolved = _stored_hessian(json.loads(stored.attrs["settings"]), resolved=False)
+    assert not unresolved.covers(s, **where)  # copies may be missing
+    assert unresolved.covers(replace(s, top_k=1), **where)  # but its λmax is λmax
+    old = _stored_hessian({"loss": "ce", "bn_mode": "eval", "seed": 0, "split": "train"})
+    assert not old.covers(s, **where)  # unknown Lanczos settings
+
+
+def test_reuse_asks_for_each_estimate_and_the_same_measurement():
+    """Each condition of ``HessianResult.covers`` on its own: a result that covers an audit stops
+    covering it when one estimate falls short or one fact of the measurement differs."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from landscape_cli.hessian.types import DensityResult, SampleSets, TraceResult
+
+    opts = {"loss": "ce", "bn_mode": "eval", "seed": 0, "split": "train", "tol": 1e-4,
+            "max_steps": 100, "dataset": "digits"}  # fmt: skip
+    base = _stored_hessian(opts)
+    trace = TraceResult(
+        estimate=10.0,
+        stderr=0.5,
+        ci95=(9.0, 11.0),
+        samples=np.ones(20),
+        probes=20,
+        method="hutchinson",
+        hvp_count=20,
+        converged=True,
+        rtol=0.01,
     )
-    assert not reusable(
-        stored, AuditSettings(**{**s.__dict__, "max_steps": 101}), samples_sha256="x", split="train"
+    density = DensityResult(
+        grid=np.zeros(3),
+        density=np.zeros(3),
+        nodes=np.ones((3, 8)),
+        weights=np.ones((3, 8)) / 8,
+        sigma=0.01,
+        lanczos_steps=8,
+        probes=3,
+        hvp_count=24,
+        tol=0.0,
+        achieved_tol=0.01,
     )
-    assert reusable(
-        stored,
-        AuditSettings(**{**s.__dict__, "tol": 1e-3, "max_steps": 20}),
-        samples_sha256="x",
-        split="train",
-    )
-    unresolved = {**stored, "attrs": {**stored["attrs"], "multiplicity_resolved": False}}
-    assert not reusable(unresolved, s, samples_sha256="x", split="train")  # copies may be missing
-    assert reusable(unresolved, AuditSettings(**{**s.__dict__, "top_k": 1}), samples_sha256="x",
-                    split="train")  # fmt: skip  # but its λmax is λmax
-    old = {
-        **stored,
-        "attrs": {
-            **stored["attrs"],
-            "settings": json.dumps({"loss": "ce", "bn_mode": "eval", "seed": 0, "split": "train"}),
-        },
-    }
-    assert not reusable(old, s, samples_sha256="x", split="train")  # unknown Lanczos settings
+    sets = SampleSets(samples_sha256=("x", "y", "z"), eigenvalues=np.ones((3, 2)),
+                      trace=np.ones(3), trace_stderr=np.ones(3))  # fmt: skip
+    stored = replace(base, report=replace(base.report, trace=trace, density=density,
+                                          sample_sets=sets))  # fmt: skip
+    s = AuditSettings(top_k=2, trace_probes=20, trace_rtol=0.01, density_probes=3,
+                      lanczos_steps=8, density_tol=0.001, sample_sets=3, loss="ce")  # fmt: skip
+    where = {"samples_sha256": "x", "split": "train", "dataset": "digits", "set_hashes": ["y", "z"]}
+    assert stored.covers(s, **where)
+
+    def report(**kw):
+        return replace(stored, report=replace(stored.report, **kw))
+
+    def attrs(**kw):
+        return replace(stored, attrs={**stored.attrs, **kw})
+
+    def settings(**kw):
+        return attrs(settings=json.dumps({**opts, **kw}))
+
+    short = [
+        (report(top=replace(stored.report.top, eigenvalues=np.array([3.0]))), s),
+        (report(trace=None), s),
+        (report(trace=replace(trace, probes=10)), s),  # fewer probes, stderr 5 % > 1 %
+        (report(density=None), s),
+        (report(density=replace(density, lanczos_steps=6)), s),
+        (report(density=replace(density, probes=2)), s),  # fewer probes, 1 % > 0.1 %
+        (report(sample_sets=None), s),
+        (report(sample_sets=replace(sets, samples_sha256=("x", "y", "w"))), s),
+        (report(curvature="ggn"), s),
+        (attrs(engine="pyhessian"), s),
+        (attrs(float32_precision="tf32"), s),
+        (settings(loss="mse"), s),
+        (settings(seed=1), s),
+        (settings(bn_mode="train"), s),
+        (settings(split="test"), s),
+        (settings(dataset="cifar10"), s),
+        (settings(params=["fc.*"]), s),
+        (settings(include_frozen=True), s),
+        (stored, replace(s, trace_probes=40, trace_rtol=0.04)),  # 0.5/10 = 5 % > 4 %
+        (stored, replace(s, sample_sets=4)),
+    ]
+    for i, (result, wanted) in enumerate(short):
+        assert not result.covers(wanted, **where), i
+    # what is enough instead: a precise trace with fewer probes, a density that reached its tol
+    assert report(trace=replace(trace, probes=10, stderr=0.05)).covers(s, **where)
+    assert report(density=replace(density, probes=2, achieved_tol=5e-4)).covers(s, **where)
+    assert attrs(float32_precision="tf32").covers(s, **where, allow_tf32=True)
+    assert stored.covers(replace(s, sample_sets=2), **{**where, "set_hashes": ["y"]})
 
 
 # ------------------------------------------------------------------------------------------------

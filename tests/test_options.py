@@ -80,3 +80,53 @@ def test_the_commands_share_the_source_options_with_their_own_defaults() -> None
     assert (scan["samples"], scan["batch_size"]) == (0, 512)
     assert (audit["samples"], audit["batch_size"]) == (1024, 256)
     assert "source" not in hessian and "estimate" not in hessian  # groups never leak as options
+
+
+def _shared_defaults(group: type, library: object) -> list[tuple[str, object, object]]:
+    """``(field, the option's default, the library's)`` for each field ``group`` shares with
+    ``library`` (a dataclass, or a function's keyword parameters)."""
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(library):
+        theirs = {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(library)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
+    else:
+        params = inspect.signature(library).parameters.values()
+        theirs = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return [
+        (f.name, f.default, theirs[f.name]) for f in dataclasses.fields(group) if f.name in theirs
+    ]
+
+
+def _group_pairs():
+    from landscape_cli import pipeline
+    from landscape_cli.audit import AuditSettings
+    from landscape_cli.commands import audit, hessian, scan
+    from landscape_cli.hessian import HessianSettings
+
+    return {
+        "hessian.Estimate ~ HessianSettings": (hessian.Estimate, HessianSettings),
+        "hessian.Measure ~ hessian_job": (hessian.Measure, pipeline.hessian_job),
+        "scan.Grid ~ ScanOptions": (scan.Grid, pipeline.ScanOptions),
+        "audit.Measures ~ AuditSettings": (audit.Measures, AuditSettings),
+        "SourceOptions ~ Source": (c.SourceOptions, pipeline.Source),
+    }
+
+
+@pytest.mark.parametrize("pair", list(_group_pairs()))
+def test_option_groups_default_to_what_the_library_defaults_to(pair) -> None:
+    """A command's options and the library settings they fill start from the same defaults,
+    field by field, so that a command run and a library call with the defaults measure alike."""
+    group, library = _group_pairs()[pair]
+    shared = _shared_defaults(group, library)
+    assert len(shared) >= 3, shared  # the pair does share its fields
+
+    def normal(value):  # a repeatable option's "none given" is None, the library's ()
+        return None if value in (None, (), []) else value
+
+    differ = [(name, a, b) for name, a, b in shared if normal(a) != normal(b)]
+    assert differ == []

@@ -7,9 +7,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from dataclasses import replace
+
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from cases import hessian_result, scan_result
 from matplotlib.collections import QuadMesh
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
@@ -31,39 +34,40 @@ def _not_blank(path, min_colour: float = 0.02) -> None:
     assert _colourful_fraction(path) > min_colour, f"{path} has almost no coloured pixels"
 
 
-def _hessian(scale: float, k: int = 4, *, density=True, trace=True, eig=True) -> dict:
+#: What the tests' Hessian results were measured on (as the axis labels say).
+ON = "(cross-entropy, 512 train samples)"
+
+
+def _hessian(scale: float, k: int = 4, *, density=True, trace=True, eig=True):
     grid = np.linspace(-1.0, 4.0 * scale, 400)
     dens = np.exp(-0.5 * (grid / (0.1 * scale)) ** 2) + 1e-3 * np.exp(-((grid - 3 * scale) ** 2))
     dens /= np.trapezoid(dens, grid)
     t = 10.0 * scale
-    return {
-        "attrs": {},
-        "eigenvalues": np.linspace(3.0, 1.0, k) * scale if eig else None,
-        "trace": t if trace else None,
-        "trace_stderr": 0.4 * scale if trace else None,
-        "trace_attrs": {"ci95_low": t - scale, "ci95_high": t + 2 * scale} if trace else {},
-        "density": {"grid": grid, "density": dens} if density else None,
-    }
+    return hessian_result(
+        np.linspace(3.0, 1.0, k) * scale if eig else None,
+        t if trace else None,
+        stderr=0.4 * scale,
+        ci95=(t - scale, t + 2 * scale),
+        density={"grid": grid, "density": dens} if density else None,
+    )
 
 
-def _scan1(curv: float, n: int = 21, nan_from: int | None = None, kind: str = "random") -> dict:
+def _scan1(curv: float, n: int = 21, nan_from: int | None = None, kind: str = "random"):
     x = np.linspace(-1.0, 1.0, n)
     loss = 0.1 + curv * x**2
     acc = 1.0 - 0.3 * curv * x**2
     if nan_from is not None:
         loss[nan_from:] = np.nan
         acc[nan_from:] = np.nan
-    return {"name": "1d-" + kind, "dim": 1, "kind": kind, "x": x, "y": None, "loss": loss,
-            "accuracy": acc, "attrs": {}}  # fmt: skip
+    return scan_result("1d-" + kind, x, None, loss, acc, kind=kind)
 
 
-def _scan2(loss=None, nx: int = 9, ny: int = 6) -> dict:
+def _scan2(loss=None, nx: int = 9, ny: int = 6):
     x = np.linspace(-1.0, 1.0, nx)
     y = np.linspace(-0.5, 0.5, ny)
     if loss is None:
         loss = 0.2 + x[None, :] ** 2 + 2.0 * y[:, None] ** 2
-    return {"name": "2d-random", "dim": 2, "kind": "random", "x": x, "y": y, "loss": loss,
-            "accuracy": np.ones_like(loss), "attrs": {}}  # fmt: skip
+    return scan_result("2d-random", x, y, loss, np.ones_like(loss))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -79,8 +83,9 @@ def test_fig5_panels(tmp_path):
     assert len(ax_eig.patches) == 4 + 3
     assert [t.get_text() for t in ax_eig.get_legend().get_texts()] == ["Adam", "DualAdam"]
     heights = sorted(round(p.get_height(), 9) for p in ax_eig.patches)
-    assert heights == sorted(round(v, 9) for r in results for v in r["eigenvalues"].tolist())
-    assert ax_eig.get_ylabel() == "eigenvalue"
+    eigenvalues = [v for r in results for v in r.report.top.eigenvalues.tolist()]
+    assert heights == sorted(round(v, 9) for v in eigenvalues)
+    assert ax_eig.get_ylabel() == f"eigenvalue\n{ON}"
     # (b) a bar per checkpoint with the stored 95 % CI as error bar
     assert len(ax_tr.patches) == 2
     bars = [c for c in ax_tr.containers if isinstance(c, ErrorbarContainer)]
@@ -88,7 +93,7 @@ def test_fig5_panels(tmp_path):
     segment = bars[0].lines[2][0].get_segments()[0]
     assert segment[:, 1].min() == pytest.approx(9.0) and segment[:, 1].max() == pytest.approx(12.0)
     assert [t.get_text() for t in ax_tr.get_xticklabels()] == ["Adam", "DualAdam"]
-    assert ax_tr.get_ylabel() == "trace"
+    assert ax_tr.get_ylabel() == f"trace\n{ON}"
     # (c) densities on a log axis, clipped at a floor instead of vanishing
     assert ax_den.get_yscale() == "log"
     assert len(ax_den.get_lines()) == 2
@@ -159,9 +164,9 @@ def test_fig6_errors():
     with pytest.raises(LandscapeError, match=r"2-D.*contour"):
         pl.fig6([_scan2()], ["a"])
     with pytest.raises(LandscapeError, match="accuracy"):
-        pl.fig6([{**_scan1(1.0), "accuracy": None}], ["a"], accuracy=True)
+        pl.fig6([replace(_scan1(1.0), accuracy=None)], ["a"], accuracy=True)
     negative = _scan1(1.0)
-    negative["loss"] = negative["loss"] - 1.0
+    negative = replace(negative, loss=negative.loss - 1.0)
     with pytest.raises(LandscapeError, match="log"):
         pl.fig6([negative], ["a"], log=True)
 
@@ -187,7 +192,7 @@ def test_contour_draws_filled_and_lines_with_colorbar_and_origin(tmp_path):
 
 def test_contour_log_and_nan_and_constant(tmp_path):
     scan = _scan2()
-    scan["loss"][3:, 5:] = np.nan  # not computed yet
+    scan.loss[3:, 5:] = np.nan  # not computed yet
     ax = pl.contour(scan, log=True)
     levels = ax.collections[0].levels
     ratios = levels[1:] / levels[:-1]
@@ -249,7 +254,7 @@ def test_heatmap_orientation_x_horizontal_y_up(tmp_path):
 
 def test_heatmap_leaves_nan_blank(tmp_path):
     scan = _scan2()
-    scan["loss"][:, :4] = np.nan
+    scan.loss[:, :4] = np.nan
     ax = pl.heatmap(scan, log=True)
     arr = ax.collections[0].get_array()
     assert np.ma.is_masked(arr) and np.ma.count_masked(arr) == 6 * 4
@@ -258,7 +263,7 @@ def test_heatmap_leaves_nan_blank(tmp_path):
 
 def test_surface_renders_non_blank(tmp_path):
     scan = _scan2(nx=25, ny=21)
-    scan["loss"][15:, 18:] = np.nan
+    scan.loss[15:, 18:] = np.nan
     ax = pl.surface(scan)
     assert ax.name == "3d" and ax.get_zlabel() == "loss"
     assert len(ax.collections) == 1

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -24,7 +22,6 @@ from landscape_cli.results import (
     list_groups,
     read_hessian,
     read_root,
-    sha256_file,
     update_file,
     write_hessian,
 )
@@ -449,11 +446,3 @@ def test_bad_eigenvector_layout_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="add up to"):
         write_hessian(tmp_path / "m.h5", report, root=ROOT)
     assert list(tmp_path.glob("*.h5")) == [] and not list(tmp_path.glob(".*.tmp"))
-
-
-def test_sha256_file(tmp_path):
-    path = tmp_path / "blob.bin"
-    data = np.random.default_rng(1).bytes((1 << 20) + 123)  # spans two chunks
-    path.write_bytes(data)
-    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
-    assert sha256_file(Path(path)) == hashlib.sha256(path.read_bytes()).hexdigest()

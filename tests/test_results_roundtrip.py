@@ -217,3 +217,52 @@ def test_audit_and_hessian_groups_of_one_file_are_independent(tmp_path):
     assert_same(read_hessian(path), HESSIANS["everything"])
     assert_same(read_hessian(path, "audit/hessian"), HESSIANS["partial"])
     assert_same(read_audit(path).hessian, HESSIANS["partial"])
+
+
+def test_the_package_reads_results_by_their_fields_not_the_dict_view(
+    trained_checkpoint, tmp_path, monkeypatch
+):
+    """``result["key"]`` is a shim for old scripts: with the dict view made to fail, a whole
+    session of the commands (hessian, scans, an audit reusing /hessian and one computing its own,
+    its report, and every figure of the results) runs as before."""
+    from typer.testing import CliRunner
+
+    from landscape_cli.commands import app
+    from landscape_cli.results import store
+    from landscape_cli.training import TrainConfig
+
+    def refuse(self):
+        raise AssertionError(f"the package read {type(self).__name__} through its dict view")
+
+    ckpt = trained_checkpoint(TrainConfig(model="mlp", epochs=1), into=tmp_path)
+    other = trained_checkpoint(TrainConfig(model="mlp", epochs=1, seed=1), into=tmp_path,
+                               name="other.pt")  # fmt: skip
+    monkeypatch.setattr(store.DictView, "_view_cache", property(refuse))
+    h5 = ckpt.with_suffix(".h5")
+    fast = ["--samples", "32", "--batch-size", "32"]
+    est = ["--top-k", "2", "--trace-probes", "4", "--density-probes", "2", "--lanczos-steps", "6"]
+    runs = [
+        ["hessian", str(ckpt), *fast, *est, "--per-layer", "--json"],
+        ["scan", str(ckpt), *fast, "--points", "5", "--json"],
+        ["scan", str(ckpt), *fast, "--dim", "2", "--points", "3", "--json"],
+        ["scan", str(ckpt), *fast, "--to", str(other), "--points", "3", "--json"],
+        ["audit", str(ckpt), str(other), *fast, *est, "--match-loss",
+         "--report", str(tmp_path / "audit.md"), "--json"],
+        ["audit", str(ckpt), str(other), *fast, *est, "--match-loss",
+         "--report", str(tmp_path / "audit.md")],
+        *(["plot", str(h5), "--figure", f, "--out", str(tmp_path / f"{f}.png")]
+          for f in ("fig5", "layers", "contour", "surface", "heatmap")),
+        *(["plot", str(h5), "--figure", "fig6", "--name", name, "--out", str(tmp_path / "6.png")]
+          for name in ("1d-random", "1d-interpolation")),
+        ["plot", str(h5), str(other.with_suffix(".h5")), "--figure", "fig5", "--out",
+         str(tmp_path / "two.png")],
+    ]  # fmt: skip
+    runner = CliRunner()
+    out = {}
+    for args in runs:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        out.setdefault(args[0], result.stdout)
+    rows = json.loads(out["audit"])["checkpoints"]  # one reused /hessian, one computed its own
+    assert [r["hessian_source"] for r in rows] == ["hessian", "audit/hessian"]
+    assert (tmp_path / "audit-fig5.png").stat().st_size > 0

@@ -10,8 +10,9 @@ import pytest
 from cases import one_error_line
 from typer.testing import CliRunner
 
+from landscape_cli.checkpoints import sha256
 from landscape_cli.commands import app
-from landscape_cli.results import list_groups, read_root, sha256_file
+from landscape_cli.results import list_groups, read_root
 from landscape_cli.training import TrainConfig
 
 runner = CliRunner()
@@ -41,11 +42,11 @@ def test_each_group_records_checkpoint_samples_and_settings(two, tmp_path):
     _ok(runner.invoke(app, args))
     with h5py.File(out) as f:
         h = f["hessian"].attrs
-        assert h["checkpoint_sha256"] == sha256_file(a)
+        assert h["checkpoint_sha256"] == sha256(a)
         assert len(h["samples_sha256"]) == 64
         settings = json.loads(h["settings"])
         assert settings["top_k"] == 1 and settings["loss"] == "ce" and settings["samples"] == 48
-        assert f["scan/1d-random"].attrs["checkpoint_sha256"] == sha256_file(a)
+        assert f["scan/1d-random"].attrs["checkpoint_sha256"] == sha256(a)
         assert len(f["scan/1d-random"].attrs["samples_sha256"]) == 64
 
 
@@ -63,7 +64,7 @@ def test_another_checkpoint_into_the_same_file_is_refused(two, tmp_path):
     # --overwrite drops the other checkpoint's groups
     _ok(runner.invoke(app, [*scan, "--overwrite"]))
     assert list_groups(out) == ["scan/1d-random"]
-    assert read_root(out)["checkpoint_sha256"] == sha256_file(b)
+    assert read_root(out)["checkpoint_sha256"] == sha256(b)
 
 
 def test_audit_refuses_a_file_of_another_checkpoint(two, tmp_path):
@@ -104,3 +105,29 @@ def test_same_options_rule_for_audit(two, tmp_path):
     err = one_error_line(runner.invoke(app, [*base, "--epsilon", "0.1"]))
     assert "/audit" in err and "epsilon" in err and "--overwrite" in err
     _ok(runner.invoke(app, [*base, "--epsilon", "0.1", "--overwrite"]))
+
+
+def test_one_settings_comparison_for_groups_and_scans():
+    """``settings_mismatch`` is the rule of /hessian, /audit and a scan's identity alike."""
+    from landscape_cli.results import settings_mismatch
+
+    stored = {"tol": 1e-4, "max_steps": 100, "loss": "ce", "params": ["fc.*"], "flag": True}
+    assert settings_mismatch(stored, {**stored, "max_steps": 100.0}) == []  # numbers as floats
+    assert settings_mismatch(stored, {**stored, "flag": 1}) == []  # True == 1, as ever
+    assert settings_mismatch(stored, {**stored, "tol": 1e-3, "loss": "mse", "seed": 0}) == [
+        "loss 'ce' vs 'mse'",
+        "seed None vs 0",
+        "tol 0.0001 vs 0.001",
+    ]  # every key of either, sorted
+    assert settings_mismatch({}, {"tol": 1.0}) == [] and settings_mismatch(None, {"a": 1}) == []
+    # a scan's identity: its keys in their order; one recorded only by later versions matches
+    # either value when the stored scan lacks it
+    keys = ("loss", "float32_precision", "tol")
+    wanted = {**stored, "tol": 2, "float32_precision": "tf32"}
+    assert settings_mismatch(stored, wanted, keys=keys, later={"float32_precision"}) == [
+        "tol 0.0001 vs 2"
+    ]
+    assert settings_mismatch(stored, wanted, keys=keys) == [
+        "float32_precision None vs 'tf32'",
+        "tol 0.0001 vs 2",
+    ]

@@ -93,8 +93,8 @@ def test_each_sets_values_are_its_own_run(mlp, tmp_path):
     assert samples_sha256(batches) == sets["samples_sha256"][2]
     op = HessianOperator(work.model, batches, loss="ce")
     alone = analyze(op, HessianSettings(top_k=2, trace_probes=20, trace_rtol=0, density_probes=0))
-    np.testing.assert_allclose(sets["eigenvalues"][2], alone["top"].eigenvalues, rtol=1e-12)
-    assert sets["trace"][2] == pytest.approx(alone["trace"].estimate, rel=1e-12)
+    np.testing.assert_allclose(sets["eigenvalues"][2], alone.top.eigenvalues, rtol=1e-12)
+    assert sets["trace"][2] == pytest.approx(alone.trace.estimate, rel=1e-12)
     table = runner.invoke(app, ["hessian", str(mlp), *FAST, "--sample-sets", "3", "--out",
                                 str(out)])  # fmt: skip
     assert "λ1 over 3 sample sets" in table.stdout and "(spread)" in table.stdout
@@ -114,16 +114,23 @@ def test_refusals(mlp, tmp_path):
 
 
 def test_the_audit_ties_within_the_sample_spread():
-    from landscape_cli.audit import disagreements, ranks, tied
+    from dataclasses import replace
 
-    a = {"lambda_max": 1.00, "lambda_max_residual": 1e-7, "trace": 10.0, "trace_ci95": [9.9, 10.1],
-         "sharpness_1d": 0.1, "sharpness_1d_spread": 0.0}  # fmt: skip
-    b = {"lambda_max": 1.03, "lambda_max_residual": 1e-7, "trace": 9.5, "trace_ci95": [9.4, 9.6],
-         "sharpness_1d": 0.2, "sharpness_1d_spread": 0.0}  # fmt: skip
+    from landscape_cli.audit import Measures, disagreements, ranks, tied
+
+    def measures(lam, trace, ci95, s1):
+        return Measures(
+            temperature=1.0, lambda_max=lam, lambda_max_residual=1e-7, top_eigenvalues=[lam],
+            trace=trace, trace_stderr=0.05, trace_ci95=ci95, train_loss=0.1, train_acc=0.9,
+            param_norm=3.0, sharpness_1d=s1, sharpness_1d_spread=0.0, adaptive_sharpness=0.1,
+            adaptive_sharpness_spread=0.0, hvp_count=0, hessian_reused=False,
+        )  # fmt: skip
+
+    a = measures(1.00, 10.0, [9.9, 10.1], 0.1)
+    b = measures(1.03, 9.5, [9.4, 9.6], 0.2)
     assert not tied(a, b, "lambda_max")
     assert disagreements([a, b], ["a", "b"])  # λmax says a, the trace says b: beyond their noise
-    spread = {"lambda_max_spread": 0.02, "trace_spread": 0.3, "sample_sets": 4}
-    a2, b2 = {**a, **spread}, {**b, **spread}
+    a2, b2 = (replace(m, lambda_max_spread=0.02, trace_spread=0.3, sample_sets=4) for m in (a, b))
     assert tied(a2, b2, "lambda_max") and tied(a2, b2, "trace")
     assert not disagreements([a2, b2], ["a", "b"])
     assert ranks([a2, b2], "lambda_max")[2] == [True, True]

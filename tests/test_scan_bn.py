@@ -97,20 +97,14 @@ def test_bn_needs_an_interpolation(pair):
 
 
 def test_nan_points_are_counted_and_interpolations_labelled():
+    from cases import scan_result
+
     from landscape_cli.plotting import fig6
 
     x = np.linspace(-0.5, 1.5, 5)
     loss = np.array([np.nan, np.nan, 0.3, 0.2, 0.4])
-    scan = {
-        "name": "1d-interpolation",
-        "dim": 1,
-        "kind": "interpolation",
-        "x": x,
-        "y": None,
-        "loss": loss,
-        "accuracy": np.full(5, 0.5),
-        "attrs": {"to": "runs/b.pt", "bn": "interpolate"},
-    }
+    scan = scan_result("1d-interpolation", x, None, loss, np.full(5, 0.5), kind="interpolation",
+                       attrs={"to": "runs/b.pt", "bn": "interpolate"})  # fmt: skip
     fig = fig6([scan], ["a"])
     ax = fig.axes[0]
     assert "(1−α)·θa + α·θb" in ax.get_title() and "(1−α)·θa + α·θb" in ax.get_xlabel()

@@ -4,6 +4,7 @@ residuals, the trajectory figure, resume and SIGKILL."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -276,7 +277,7 @@ def test_trajectory_figure_draws_the_path_over_each_plane(run, tmp_path):
     assert {"checkpoint", "start", "end"} <= set(legend)
     # a snapshot far off its plane is flagged
     far = {**t, "residual": np.where(np.arange(len(t["x"])) == 1, 10.0, 0.0)}
-    flagged = pl.trajectories([{**dict(scan), "trajectory": far}], ["far"])
+    flagged = pl.trajectories([dataclasses.replace(scan, trajectory=far)], ["far"])
     assert any("off the plane" in x.get_text()
                for x in flagged.axes[0].get_legend().get_texts())  # fmt: skip
     # a scan without a trajectory

@@ -25,7 +25,7 @@ from landscape_cli import __version__, interrupts
 from landscape_cli.commands import _common
 from landscape_cli.commands._common import HELP_PANEL, PANELS, RUN_PANEL
 from landscape_cli.commands._errors import cli_message
-from landscape_cli.errors import Interrupted, LandscapeError
+from landscape_cli.errors import Interrupted, LandscapeError, one_line
 
 
 def _rank() -> int:
@@ -35,7 +35,7 @@ def _rank() -> int:
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` as one plain line on stderr and exit with ``code``."""
-    line = " ".join(str(message).split())  # one line, whatever the message contained
+    line = one_line(str(message))  # one line, whatever the message contained
     if _rank():
         line = f"rank {_rank()}: {line}"
     sys.stderr.write(f"error: {line}\n")

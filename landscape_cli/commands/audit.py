@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from landscape_cli.commands import _common as c
 from landscape_cli.commands._options import grouped
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
+
+if TYPE_CHECKING:
+    from landscape_cli.audit import AuditRow
 
 
 @dataclass(frozen=True)
@@ -185,11 +188,11 @@ def audit(
     )
     payload["float32_precision"] = precision_name(allow_tf32)
     if output.report is not None and distributed.is_main():
-        payload = audit_report.save_report(output.report, payload)
+        payload = audit_report.save_report(output.report, payload, rows)
     if output.json_out:
         c.print_json(payload)
         return
-    _table(payload, match_loss)
+    _table(payload, rows, match_loss)
     tf32 = c.tf32_note(allow_tf32)
     if tf32:
         Console().print(tf32)
@@ -209,19 +212,18 @@ def _check_output(output: Output) -> None:
             "audit has no --out: each checkpoint's numbers go to its own results file "
             "(CKPT.h5); write the markdown report with --report FILE.md"
         )
-    if rank_by not in MEASURES:
-        raise LandscapeError(f"--rank-by must be one of {', '.join(MEASURES)}")
+    check_choice("rank_by", rank_by, MEASURES, one_of=True)
     if report is not None and report.suffix != ".md":
         raise LandscapeError("the report must be a .md file")
     if report is not None:  # and the figure beside it: names, folder, type, space
         check_report(report)
 
 
-def _table(payload: dict[str, Any], match_loss: bool) -> None:
+def _table(payload: dict[str, Any], rows: list[AuditRow], match_loss: bool) -> None:
     """Print the ranked table, its legend and the measures' disagreements.
 
-    The ranked table of :func:`landscape_cli.audit_report.summary`, its legend and the
-    measures' disagreements.
+    The ranked table of :func:`landscape_cli.audit_report.summary` of ``rows``, its legend and
+    the measures' disagreements.
     """
     from rich.table import Table
 
@@ -245,13 +247,12 @@ def _table(payload: dict[str, Any], match_loss: bool) -> None:
         table.add_column(head, justify="right")
     if match_loss:
         table.add_column(f"{rank_by} @ matched loss", justify="right")
-    rows = payload["checkpoints"]
-    order, rank, is_tied = ranks(rows, rank_by)
+    order, rank, is_tied = ranks([r.measures for r in rows], rank_by)
     for i in order:
-        row_cells = cells(rows[i])
+        row_cells = cells(rows[i].measures)
         if match_loss:
-            row_cells.append(fmt(rows[i]["matched"].get(rank_by), "{:.4g}"))
-        table.add_row(rank_label(rank[i], is_tied[i]), Path(rows[i]["checkpoint"]).name, *row_cells)
+            row_cells.append(fmt(getattr(rows[i].matched, rank_by), "{:.4g}"))
+        table.add_row(rank_label(rank[i], is_tied[i]), Path(rows[i].checkpoint).name, *row_cells)
     console = c.console()
     console.print(table)
     console.print(

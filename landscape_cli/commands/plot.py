@@ -99,7 +99,7 @@ def _shared_limits(scans: list[ScanResult], log: bool) -> tuple[float, float] | 
 
     if len(scans) < 2:
         return None
-    values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
+    values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
     values = values[np.isfinite(values) & ((values > 0) if log else True)]
     if values.size == 0 or values.min() == values.max():
         return None
@@ -158,7 +158,7 @@ def _draw_2d(figure: str, scans: list[ScanResult], labels: list[str], style: Sty
     log, vmin, vmax, levels, size = style.log, style.vmin, style.vmax, style.levels, style.size
 
     if log is None:  # one decision for all panels, so they share one scale
-        values = np.concatenate([np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans])
+        values = np.concatenate([np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans])
         log = pl.auto_log(values, (vmin, vmax))
     shared = _shared_limits(scans, log)
     limits = None
@@ -175,7 +175,7 @@ def _draw_2d(figure: str, scans: list[ScanResult], labels: list[str], style: Sty
     for i, (scan, label) in enumerate(zip(scans, labels, strict=True)):
         projection = "3d" if figure == "surface" else None
         ax = fig.add_subplot(1, len(scans), i + 1, projection=projection)
-        ax.set_title(pl.literal(f"{label} ({scan.get('name', 'scan')})"))
+        ax.set_title(pl.literal(f"{label} ({scan.name})"))
         axes.append(draw(scan, ax, log=log, limits=limits, bar=not shared_bar, **extra))
     if shared_bar:
         _shared_colorbar(figure, axes, scans, log)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 from landscape_cli.specs import call_factory, resolve_spec
 
 __all__ = ["DATASET_NAMES", "SPLITS", "LoadedDataset", "load_dataset"]
@@ -141,7 +141,7 @@ class _ImageLoader:
         except LandscapeError:
             raise
         except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, its own errors
-            detail = " ".join(str(exc).split()) or type(exc).__name__
+            detail = one_line(exc)
             if "cannot identify image file" in detail:
                 detail = "not an image file, or a damaged one"
             raise LandscapeError(f"{self.spec}: cannot read image {path}: {detail}") from None
@@ -183,7 +183,7 @@ def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
             str(folder), transform=transforms.Compose(steps), loader=_ImageLoader(spec)
         )
     except (FileNotFoundError, OSError) as exc:
-        detail = " ".join(str(exc).split())
+        detail = one_line(str(exc))
         raise LandscapeError(f"{spec}: cannot read {folder}: {detail}") from exc
     if len(dataset) == 0:  # pragma: no cover - ImageFolder already refuses empty folders
         raise LandscapeError(f"{spec}: no images in {folder}")
@@ -192,7 +192,7 @@ def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
     except LandscapeError:
         raise
     except Exception as exc:
-        detail = " ".join(str(exc).split())
+        detail = one_line(str(exc))
         raise LandscapeError(
             f"{spec}: cannot read image {dataset.samples[0][0]}: {detail}"
         ) from exc
@@ -259,7 +259,7 @@ def _load_user(spec: str, split: str, root: str | None, augment: bool) -> Loaded
     except LandscapeError:
         raise
     except Exception as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
+        detail = one_line(exc)
         raise LandscapeError(
             f"`dataset={spec!r}`: samples must be (input tensor, target) pairs; {detail}"
         ) from exc

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -120,7 +120,7 @@ def _read_pickle(path: Path, title: str) -> dict[str, Any]:
         with path.open("rb") as handle:
             content = _ArrayUnpickler(handle, encoding="bytes").load()
     except Exception as exc:  # truncated, corrupt, or not a pickle at all
-        detail = " ".join(str(exc).split()) or type(exc).__name__
+        detail = one_line(exc)
         raise LandscapeError(
             f"{path} is not a readable {title} python-version file: {detail}"
         ) from exc

@@ -14,7 +14,8 @@ density's or the trace's numbers (never what they estimate); the streams themsel
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from landscape_cli.hessian.per_layer import per_layer_curvature
 from landscape_cli.hessian.protocol import BlockOperator, SymmetricOperator
 from landscape_cli.hessian.trace import deflated_trace, hutchinson_trace, hutchpp_trace
 from landscape_cli.hessian.types import (
+    Analysis,
     DensityResult,
     HessianReport,
     LanczosResult,
@@ -43,8 +45,10 @@ from landscape_cli.hessian.types import (
 
 __all__ = [
     "CURVATURES",
+    "Analysis",
     "Batch",
     "BlockOperator",
+    "Collector",
     "CurvatureOperator",
     "DensityResult",
     "EmpiricalFisherOperator",
@@ -123,10 +127,10 @@ def analyze(
     op: HessianOperator,
     settings: HessianSettings,
     *,
-    out: dict | None = None,
+    on_result: Callable[[str, Any], None] | None = None,
     on_phase: Callable[[str, int], None] | None = None,
-) -> dict:
-    """Run the estimators of ``settings`` on ``op``; returns their results by name.
+) -> Analysis:
+    """Run the estimators of ``settings`` on ``op``; returns their results as an :class:`Analysis`.
 
     The trace in ``auto`` mode uses the top-k Lanczos basis (Krylov-deflated Hutchinson, or plain
     Hutchinson on the same probes when its sample variance is smaller); with ``--top-k 0`` it is
@@ -134,27 +138,28 @@ def analyze(
     ``lanczos_steps`` block steps (:func:`~landscape_cli.hessian.density.extend_krylov`): the
     columns of its start block are the density's first probes, and its basis (when it fits in
     memory) deflates the trace instead of the top-k run's; then the trace, then the density's
-    other probes (as many as
-    ``density_tol`` needs, at most ``density_probes`` in all). Results land in ``out`` (keys top,
-    trace, density, per_layer) as each estimator finishes, so a caller interrupted half-way still
-    holds what was computed. ``on_phase(name, max_hvps)`` is called before each phase starts.
+    other probes (as many as ``density_tol`` needs, at most ``density_probes`` in all).
+    ``on_result(name, value)`` gets each estimator's result as it finishes (``name`` a field of
+    :class:`Analysis`), so that a caller interrupted half-way still holds what was computed
+    (:class:`Collector`). ``on_phase(name, max_hvps)`` is called before each phase starts.
 
     Args:
         op: The Hessian operator of the model, loss and samples.
         settings: What to estimate and how hard; each estimator draws from its own random
             stream derived from ``settings.seed`` (:func:`stream`).
-        out: The dict the results land in (a new one when None).
+        on_result: Called as ``on_result(name, value)`` when an estimator finishes.
         on_phase: Called as ``on_phase(name, max_hvps)`` before each phase starts.
 
     Returns:
-        ``out``, with the results computed (keys ``top``, ``trace``, ``density``, ``per_layer``).
+        The :class:`Analysis`: ``top``, ``trace``, ``density`` (None when not asked for) and
+        ``per_layer`` (empty when not asked for).
     """
     s = settings
-    if out is None:
-        out = {}
-    out.update({"top": None, "trace": None, "density": None, "per_layer": ()})
+    record = on_result or (lambda name, value: None)
     phase = on_phase or (lambda name, budget: None)
-    basis = _top_phase(op, s, out, phase)
+    top, basis = _top_phase(op, s, phase)
+    if top is not None:
+        record("top", top)
     first = None
     if basis is not None and s.density_probes >= basis.sizes[0]:
         width = basis.sizes[0]
@@ -163,43 +168,76 @@ def analyze(
         first = extend_krylov(op, basis, s.lanczos_steps)
         if first is not None and first.basis is not None:
             basis = first.basis
+    trace = density = None
+    per_layer: tuple[LayerCurvature, ...] = ()
     if s.trace_probes > 0:
         phase("trace", s.trace_probes)
-        out["trace"] = _trace(op, s, basis)
+        trace = _trace(op, s, basis)
+        record("trace", trace)
     if s.density_probes > 0:
-        out["density"] = _density(op, s, first, phase)
+        density = _density(op, s, first, phase)
+        record("density", density)
     if s.per_layer:
         phase("per-layer", s.per_layer_steps * len(op.blocks()) + s.per_layer_probes)
-        out["per_layer"], _ = per_layer_curvature(
+        layers, _ = per_layer_curvature(
             op,
             steps=s.per_layer_steps,
             probes=s.per_layer_probes,
             generator=stream(s.seed, "per_layer"),
         )
-    return out
+        per_layer = tuple(layers)
+        record("per_layer", per_layer)
+    return Analysis(top=top, trace=trace, density=density, per_layer=per_layer)
 
 
-def _top_phase(op: HessianOperator, s: HessianSettings, out: dict, phase):
+class Collector:
+    """What an analysis has computed so far, held by its caller.
+
+    Pass :meth:`record` as ``on_result`` of :func:`analyze` (or of the PyHessian engine) and
+    add what the caller computes itself (``sample_sets``); :meth:`freeze` is the
+    :class:`Analysis` of what arrived, also after a Ctrl-C cut the run short.
+    """
+
+    def __init__(self) -> None:
+        self._fields: dict[str, Any] = {}
+
+    def record(self, name: str, value: Any) -> None:
+        """Keep ``value`` as the :class:`Analysis` field ``name``."""
+        if name not in _ANALYSIS_FIELDS:
+            raise ValueError(f"{name!r} is not a field of Analysis")
+        self._fields[name] = value
+
+    def freeze(self) -> Analysis:
+        """The :class:`Analysis` of what was recorded (the other fields at their defaults)."""
+        return Analysis(**self._fields)
+
+
+_ANALYSIS_FIELDS = frozenset(f.name for f in fields(Analysis))
+
+
+def _top_phase(
+    op: HessianOperator, s: HessianSettings, phase: Callable[[str, int], None]
+) -> tuple[LanczosResult | None, Any]:
     """Run top-k Lanczos when the top-k or a deflated trace needs it.
 
-    Stores ``out["top"]`` and returns the Krylov basis (``None`` when not run).
+    Returns the top-k result (``None`` with ``top_k == 0``) and the Krylov basis (``None`` when
+    not run).
     """
-    basis = None
     need_basis = s.trace_probes > 0 and s.trace_method in ("auto", "deflated")
-    if s.top_k > 0 or (need_basis and s.trace_method == "deflated"):
-        phase("top-k Lanczos", min(s.max_steps, op.n))
-        top, basis = lanczos_run(
-            op,
-            max(s.top_k, 1),
-            tol=s.tol,
-            max_steps=s.max_steps,
-            generator=stream(s.seed, "top"),
-            block_size=s.block_size,
-        )
-        if s.eigenvectors:
-            top = replace(top, eigenvectors=ritz_vectors(basis))
-        out["top"] = top if s.top_k > 0 else None
-    return basis
+    if not (s.top_k > 0 or (need_basis and s.trace_method == "deflated")):
+        return None, None
+    phase("top-k Lanczos", min(s.max_steps, op.n))
+    top, basis = lanczos_run(
+        op,
+        max(s.top_k, 1),
+        tol=s.tol,
+        max_steps=s.max_steps,
+        generator=stream(s.seed, "top"),
+        block_size=s.block_size,
+    )
+    if s.eigenvectors:
+        top = replace(top, eigenvectors=ritz_vectors(basis))
+    return (top if s.top_k > 0 else None), basis
 
 
 def _trace(op: HessianOperator, s: HessianSettings, basis):
@@ -215,7 +253,7 @@ def _trace(op: HessianOperator, s: HessianSettings, basis):
 
 
 def sample_set_spread(
-    first: dict,
+    first: Analysis,
     first_sha256: str,
     others: Sequence[tuple[str, Callable[[], SymmetricOperator]]],
     settings: HessianSettings,
@@ -234,7 +272,7 @@ def sample_set_spread(
     """
     each = replace(settings, density_probes=0, per_layer=False, eigenvectors=False, sample_sets=1)
     K = 1 + len(others)
-    rows = [(first_sha256, first.get("top"), first.get("trace"))]
+    rows = [(first_sha256, first.top, first.trace)]
     spent = 0
     for i, (sha, make) in enumerate(others, 2):
         op = make()
@@ -244,9 +282,9 @@ def sample_set_spread(
                 on_phase(f"set {i}/{K}: {name}", budget)
 
         before = op.hvp_count
-        out = analyze(op, each, on_phase=phase)
+        done = analyze(op, each, on_phase=phase)
         spent += op.hvp_count - before
-        rows.append((sha, out["top"], out["trace"]))
+        rows.append((sha, done.top, done.trace))
         del op
     k = len(rows[0][1].eigenvalues) if rows[0][1] is not None else 0
     return SampleSets(
@@ -262,7 +300,7 @@ def sample_set_spread(
 
 def make_report(
     op: HessianOperator,
-    results: dict,
+    results: Analysis,
     settings: HessianSettings,
     *,
     samples: int,
@@ -275,7 +313,7 @@ def make_report(
 
     Args:
         op: The operator the results were computed on (device, dtype, products, parameters).
-        results: What :func:`analyze` returned.
+        results: What :func:`analyze` returned (with ``sample_sets`` when measured).
         settings: The settings it ran with.
         samples: The number of samples the loss was taken over.
         batch_size: Their batch size.
@@ -284,10 +322,10 @@ def make_report(
         seconds: The wall time of the analysis.
     """
     return HessianReport(
-        top=results.get("top"),
-        trace=results.get("trace"),
-        density=results.get("density"),
-        per_layer=tuple(results.get("per_layer", ())),
+        top=results.top,
+        trace=results.trace,
+        density=results.density,
+        per_layer=tuple(results.per_layer),
         samples=samples,
         batch_size=batch_size,
         seed=settings.seed,
@@ -304,7 +342,7 @@ def make_report(
         param_shapes=op.shapes,
         loss_value=op.loss_value,
         grad_norm=float(op.gradient.norm()),
-        sample_sets=results.get("sample_sets"),
+        sample_sets=results.sample_sets,
         curvature=getattr(op, "curvature", "hessian"),
         skipped_reasons=tuple(getattr(op, "skipped_reasons", ())),
     )

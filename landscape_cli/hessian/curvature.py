@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.evaluation import Batch, LossFn
 from landscape_cli.hessian.operator import CurvatureOperator, HessianOperator
 
@@ -254,8 +254,5 @@ def curvature_operator(curvature: str, model: nn.Module, batches, **kwargs) -> C
 
     ``kwargs`` are :class:`~landscape_cli.hessian.operator.CurvatureOperator`'s.
     """
-    if curvature not in _OPERATORS:
-        raise LandscapeError(
-            f"`curvature` must be one of {', '.join(CURVATURES)}, got {curvature!r}"
-        )
+    check_choice("curvature", curvature, CURVATURES, one_of=True)
     return _OPERATORS[curvature](model, batches, **kwargs)

@@ -39,6 +39,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from torch import Tensor, nn
 from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import Batch, LossFn, evaluation_mode
 from landscape_cli.hessian.trace import summarize
-from landscape_cli.hessian.types import LanczosResult, TraceResult
+from landscape_cli.hessian.types import Analysis, LanczosResult, TraceResult
 
 #: PyHessian's defaults for ``eigenvalues()`` and ``trace()``.
 MAX_ITER = 100
@@ -324,9 +325,9 @@ def analyze_pyhessian(
     op,
     settings,
     *,
-    out: dict | None = None,
+    on_result: Callable[[str, Any], None] | None = None,
     on_phase: Callable[[str, int], None] | None = None,
-) -> dict:
+) -> Analysis:
     """Analyze the Hessian for ``landscape hessian --engine pyhessian``.
 
     The top-k and the trace by PyHessian on ``op``'s model, loss and batches
@@ -334,28 +335,35 @@ def analyze_pyhessian(
     estimates, which PyHessian cannot give on torch 2, by landscape's estimators
     (:func:`landscape_cli.hessian.analyze`).
 
-    Results land in ``out`` as in :func:`~landscape_cli.hessian.analyze` (keys top, trace,
-    density, per_layer), plus ``pyhessian_hvp_count``: PyHessian's products, which ``op`` does
-    not count (kept up to date, so an interrupted run reports them too), and
-    ``pyhessian_stopped``: whether PyHessian's own rule stopped each eigenvalue's iteration.
+    Returns an :class:`~landscape_cli.hessian.types.Analysis` as
+    :func:`~landscape_cli.hessian.analyze` does, with ``pyhessian_hvp_count``: PyHessian's
+    products, which ``op`` does not count, and ``pyhessian_stopped``: whether PyHessian's own rule
+    stopped each eigenvalue's iteration. ``on_result(name, value)`` gets each result as it
+    arrives (the product count after every product), so an interrupted run reports them too.
     """
     from landscape_cli.hessian import analyze
 
     s = settings
-    if out is None:
-        out = {}
-    out.update({"top": None, "trace": None, "density": None, "per_layer": ()})
-    out["pyhessian_hvp_count"] = 0
+    record = on_result or (lambda name, value: None)
     progress = op.on_hvp
+    hvps = 0
+    top: LanczosResult | None = None
+    trace: TraceResult | None = None
+    stopped: tuple[bool, ...] | None = None
 
     def on_hvp(k: int) -> None:
-        out["pyhessian_hvp_count"] += k
+        nonlocal hvps
+        hvps += k
+        record("pyhessian_hvp_count", hvps)
         if progress is not None:
             progress(k)
 
     def on_eigen(result: PyHessianResult) -> None:
-        out["top"] = top_result(op, result, keep_vectors=s.eigenvectors)
-        out["pyhessian_stopped"] = [bool(x) for x in result.stopped]
+        nonlocal top, stopped
+        top = top_result(op, result, keep_vectors=s.eigenvectors)
+        stopped = tuple(bool(x) for x in result.stopped)
+        record("top", top)
+        record("pyhessian_stopped", stopped)
 
     if s.top_k > 0 or s.trace_probes > 0:
         result = pyhessian_estimates(
@@ -372,12 +380,16 @@ def analyze_pyhessian(
             on_eigen=on_eigen,
         )
         if result.trace_samples is not None:
-            out["trace"] = trace_result(result)
+            trace = trace_result(result)
+            record("trace", trace)
+    ours = Analysis()
     if s.density_probes > 0 or s.per_layer:
-        ours: dict = {}
-        try:
-            analyze(op, replace(s, top_k=0, trace_probes=0), out=ours, on_phase=on_phase)
-        finally:
-            out["density"] = ours.get("density")
-            out["per_layer"] = ours.get("per_layer", ())
-    return out
+        ours = analyze(op, replace(s, top_k=0, trace_probes=0), on_result=record, on_phase=on_phase)
+    return Analysis(
+        top=top,
+        trace=trace,
+        density=ours.density,
+        per_layer=ours.per_layer,
+        pyhessian_hvp_count=hvps,
+        pyhessian_stopped=stopped,
+    )

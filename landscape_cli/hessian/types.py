@@ -163,3 +163,30 @@ class HessianReport:
     sample_sets: SampleSets | None = None  # the top-k and trace on further sample sets
     curvature: str = "hessian"
     skipped_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What :func:`~landscape_cli.hessian.analyze` computed, by estimator (None: not run).
+
+    ``top`` (Lanczos top-k), ``trace``, ``density`` (SLQ) and ``per_layer`` (one
+    :class:`LayerCurvature` per parameter block); ``sample_sets``, the top-k and the trace on
+    further sample sets (:func:`~landscape_cli.hessian.sample_set_spread`), when the caller
+    added them. With ``landscape hessian --engine pyhessian``
+    (:func:`~landscape_cli.hessian.pyhessian_engine.analyze_pyhessian`) also
+    ``pyhessian_hvp_count``, PyHessian's products (which the operator does not count), and
+    ``pyhessian_stopped``, whether PyHessian's own rule stopped each eigenvalue's iteration.
+    """
+
+    top: LanczosResult | None = None
+    trace: TraceResult | None = None
+    density: DensityResult | None = None
+    per_layer: tuple[LayerCurvature, ...] = ()
+    sample_sets: SampleSets | None = None
+    pyhessian_hvp_count: int = 0
+    pyhessian_stopped: tuple[bool, ...] | None = None
+
+    @property
+    def computed(self) -> bool:
+        """Whether any estimate is here (an interrupted run without one has nothing to keep)."""
+        return any((self.top, self.trace, self.density, self.per_layer))

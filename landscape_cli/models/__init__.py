@@ -46,7 +46,7 @@ from typing import Any
 
 from torch import nn
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 from landscape_cli.models.cifar_resnet import resnet18, resnet50
 from landscape_cli.models.small import MLP, SmallCNN
 from landscape_cli.models.vgg import vgg16
@@ -185,7 +185,7 @@ def _build_registry(
     try:
         return builder(shape, num_classes, **options)
     except (TypeError, ValueError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())
+        detail = one_line(str(exc))
         raise LandscapeError(
             f"cannot build model {name!r} with options {options}: {type(exc).__name__}: {detail}"
         ) from exc
@@ -230,7 +230,7 @@ def _built(spec: str, num_classes: int, options: dict[str, Any], make) -> nn.Mod
     try:
         return make()
     except Exception as exc:
-        detail = " ".join(str(exc).split())
+        detail = one_line(str(exc))
         raise LandscapeError(
             f"cannot build {spec} with num_classes={num_classes} and options "
             f"{options}: {type(exc).__name__}: {detail}"

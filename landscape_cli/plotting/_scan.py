@@ -1,9 +1,9 @@
 """Checks and labels shared by the scan figures (Fig. 6, contour, surface, heatmap).
 
 A scan is the :class:`~landscape_cli.results.ScanResult` :func:`landscape_cli.results.read_scan`
-returns, read through its dict view (so a mapping with the same keys works too): ``name``, ``dim``
-(1 or 2), ``kind`` ("random", "interpolation" or "eigenvector"), ``x`` (nx,), ``y`` (ny,) or None,
-``loss`` (nx,) or (ny, nx) with NaN where not computed yet, ``accuracy`` (same shape) and ``attrs``.
+returns, read by its fields: ``name``, ``dim`` (1 or 2), ``kind`` ("random", "interpolation",
+"eigenvector" or "pca"), ``x`` (nx,), ``y`` (ny,) or None, ``loss`` (nx,) or (ny, nx) with NaN
+where not computed yet, ``accuracy`` (same shape) and ``attrs``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ _NORMS = {
 
 
 def _random_direction(scan: ScanResult) -> str:
-    norm = (scan.get("attrs") or {}).get("norm")
+    norm = scan.attrs.get("norm")
     return _NORMS.get(str(norm), "random direction") if norm else "random direction"
 
 
 def _direction(scan: ScanResult) -> str:
     """What the scan stepped along, in words, from its kind and normalisation attributes."""
-    kind = str(scan.get("kind"))
+    kind = str(scan.kind)
     if kind == "random":
         return _random_direction(scan)
     if kind == "eigenvector":
@@ -40,7 +40,7 @@ def _direction(scan: ScanResult) -> str:
 
 
 def scan_name(scan: ScanResult) -> str:
-    return str(scan.get("name") or "scan")
+    return str(scan.name or "scan")
 
 
 def checked(scan: ScanResult, dim: int, key: str = "loss") -> dict[str, Any]:
@@ -50,17 +50,17 @@ def checked(scan: ScanResult, dim: int, key: str = "loss") -> dict[str, Any]:
     with no computed (finite) value of ``key``.
     """
     name = scan_name(scan)
-    got = int(scan.get("dim") or np.ndim(scan.get("loss")))
+    got = int(scan.dim or np.ndim(scan.loss))
     if got != dim:
         other = "fig6" if got == 1 else "contour, surface or heatmap"
         raise LandscapeError(
             f"scan {name!r} is {got}-D but this figure draws {dim}-D scans (draw it as {other})"
         )
-    x = np.asarray(scan["x"], dtype=np.float64)
-    y = None if scan.get("y") is None else np.asarray(scan["y"], dtype=np.float64)
-    if scan.get(key) is None:
+    x = np.asarray(scan.x, dtype=np.float64)
+    y = None if scan.y is None else np.asarray(scan.y, dtype=np.float64)
+    if getattr(scan, key) is None:
         raise LandscapeError(f"scan {name!r} has no {key} values")
-    values = np.asarray(scan[key], dtype=np.float64)
+    values = np.asarray(getattr(scan, key), dtype=np.float64)
     shape = (len(x),) if dim == 1 else (0 if y is None else len(y), len(x))
     if values.shape != shape:
         raise LandscapeError(
@@ -79,13 +79,13 @@ def checked(scan: ScanResult, dim: int, key: str = "loss") -> dict[str, Any]:
 
 def axis_labels_2d(scan: ScanResult) -> tuple[str, str]:
     """The x and y labels of a 2-D scan: what each axis steps along (from its attributes)."""
-    kind = str(scan.get("kind"))
+    kind = str(scan.kind)
     if kind == "interpolation":
         return "α in (1−α−β)·θa + α·θb + β·θc", "β"
     if kind == "eigenvector":
         return "α (top Hessian eigenvector 1)", "β (top Hessian eigenvector 2)"
     if kind == "pca":  # unit directions: coordinates in parameter-space units
-        shares = (scan.get("attrs") or {}).get("explained_variance")
+        shares = scan.attrs.get("explained_variance")
         shares = [None, None] if shares is None or len(shares) < 2 else list(shares)
         return tuple(
             f"PCA direction {j + 1} of the trajectory"
@@ -98,7 +98,7 @@ def axis_labels_2d(scan: ScanResult) -> tuple[str, str]:
 
 def axis_label_1d(scans: list[ScanResult]) -> str:
     """The x label of overlaid 1-D scans: what they step along, when they all agree."""
-    kinds = {str(s.get("kind")) for s in scans}
+    kinds = {str(s.kind) for s in scans}
     if kinds == {"interpolation"}:
         return "α in (1−α)·θa + α·θb"
     whats = {_direction(s) for s in scans}
@@ -117,7 +117,7 @@ def value_label(what: str, scans: list[ScanResult], log: bool = False) -> str:
     from landscape_cli.plotting.style import shared_measure
 
     without = ("loss",) if what.startswith("accuracy") else ()
-    common, _ = shared_measure([s.get("attrs") for s in scans], without=without)
+    common, _ = shared_measure([dict(s.attrs) for s in scans], without=without)
     parts = [p for p in ("log scale" if log else "", common) if p]
     return f"{what} ({'; '.join(parts)})" if parts else what
 

@@ -48,9 +48,9 @@ def _interpolation_label(scan: ScanResult, label: str) -> str:
     Both come from a user or a file: shown literally (:func:`~.style.literal`).
     """
     label = literal(label)
-    if scan.get("kind") != "interpolation":
+    if scan.kind != "interpolation":
         return label
-    to = (scan.get("attrs") or {}).get("to")
+    to = scan.attrs.get("to")
     if isinstance(to, (list, tuple)):
         to = to[0] if to else None
     if not to:
@@ -68,7 +68,7 @@ def fig6(
     """Draw Fig. 6: the 1-D loss curves of several scans overlaid (and their accuracies).
 
     Args:
-        scans: 1-D scan dicts (see :mod:`landscape_cli.plotting._scan`); NaN marks points not
+        scans: 1-D scans (see :mod:`landscape_cli.plotting._scan`); NaN marks points not
             computed yet: they leave gaps, and an incomplete curve gets markers.
         labels: one legend label per scan.
         fig: the figure to draw into (one or two axes are added); a new one by default.
@@ -89,8 +89,8 @@ def fig6(
         fig = new_figure(11.0 if accuracy else 6.0, 4.4)
     axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
     xlabel = _scan.axis_label_1d(list(scans))
-    interpolation = all(s.get("kind") == "interpolation" for s in scans)
-    _, own = shared_measure([s.get("attrs") for s in scans])
+    interpolation = all(s.kind == "interpolation" for s in scans)
+    _, own = shared_measure([dict(s.attrs) for s in scans])
     labels = [
         _interpolation_label(s, lab) + extra
         for s, lab, extra in zip(scans, labels, own, strict=True)

@@ -4,15 +4,15 @@ The λmax and trace of each parameter's diagonal Hessian block, the results of `
 --per-layer``, as horizontal bar charts.
 
 Input: the :class:`~landscape_cli.results.HessianResult` that
-:func:`landscape_cli.results.read_hessian` returns, read through its dict view (so a mapping with
-the same keys works too); its ``per_layer`` maps each parameter name to the attributes
-``lambda_max``, ``lambda_max_residual``, ``trace``, ``trace_stderr`` and ``numel``.
+:func:`landscape_cli.results.read_hessian` returns, read by its fields: its report's ``per_layer``
+(one :class:`~landscape_cli.hessian.types.LayerCurvature` per parameter block: ``name``,
+``lambda_max``, ``lambda_max_residual``, ``trace``, ``trace_stderr``, ``numel``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -23,6 +23,7 @@ from landscape_cli.plotting.style import color, hatch, literal, new_figure, shar
 __all__ = ["layers"]
 
 if TYPE_CHECKING:
+    from landscape_cli.hessian.types import LayerCurvature
     from landscape_cli.results import HessianResult
 
 
@@ -31,17 +32,17 @@ def _layer_names(hessian_results: Sequence[HessianResult]) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
     for result in hessian_results:
-        for name in result.get("per_layer") or {}:
+        for name in (layer.name for layer in result.report.per_layer):
             if name not in seen:
                 seen.add(name)
                 names.append(name)
     return names
 
 
-def _value(entry: dict[str, Any] | None, key: str) -> float:
-    if entry is None or entry.get(key) is None:
-        return float("nan")
-    return float(entry[key])
+def _value(layer: LayerCurvature | None, key: str) -> float:
+    """``layer``'s ``key`` as a float (NaN for a layer the result does not have)."""
+    value = None if layer is None else getattr(layer, key)
+    return float("nan") if value is None else float(value)
 
 
 #: Longer layer names than this lose the dotted prefix that all of them share (e.g. ``net.bert.``).
@@ -96,11 +97,12 @@ def layers(
     _check_layers(hessian_results, labels)
     names = _layer_names(hessian_results)
     n, m = len(hessian_results), len(names)
+    by_name = [{layer.name: layer for layer in r.report.per_layer} for r in hessian_results]
     lam, tr, se = (
-        np.array([[_value(r["per_layer"].get(nm), key) for nm in names] for r in hessian_results])
+        np.array([[_value(layers.get(nm), key) for nm in names] for layers in by_name])
         for key in ("lambda_max", "trace", "trace_stderr")
     )
-    common, own = shared_measure([r.get("attrs") for r in hessian_results])
+    common, own = shared_measure([r.all_attrs for r in hessian_results])
     shown = [f"{literal(label)}{extra}" for label, extra in zip(labels, own, strict=True)]
     rows_shown, prefix = _shown_names(names)
     fontsize = 8.0 if m > 12 else 10.0
@@ -145,7 +147,7 @@ def _check_layers(hessian_results: Sequence[HessianResult], labels: Sequence[str
     if len(labels) != len(hessian_results):
         raise ValueError(f"{len(labels)} labels for {len(hessian_results)} Hessian results")
     for result, label in zip(hessian_results, labels, strict=True):
-        if not result.get("per_layer"):
+        if not result.report.per_layer:
             raise LandscapeError(
                 f"the Hessian results of {label!r} have no per-layer values; "
                 "run `landscape hessian` with `per_layer=True` on its checkpoint"

@@ -1,8 +1,8 @@
 """Fig. 5 of the DualAdam paper: top eigenvalues, traces and eigenvalue densities side by side.
 
 Input: the :class:`~landscape_cli.results.HessianResult` that
-:func:`landscape_cli.results.read_hessian` returns, one per checkpoint, read through its dict view
-(so a mapping with the same keys works too).
+:func:`landscape_cli.results.read_hessian` returns, one per checkpoint, read by its fields (its
+``report``'s top eigenvalues, trace and density, and the group's attributes).
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ def _check(results: Sequence[HessianResult], labels: Sequence[str]) -> None:
         raise ValueError("fig5 needs at least one Hessian result")
     if len(labels) != len(results):
         raise ValueError(f"{len(labels)} labels for {len(results)} Hessian results")
-    needs = [
-        ("eigenvalues", "top eigenvalues", "`top_k` > 0"),
-        ("trace", "trace", "`trace_probes` >= 2"),
-        ("density", "eigenvalue density", "`density_probes` > 0"),
-    ]
     for result, label in zip(results, labels, strict=True):
-        for key, what, option in needs:
-            value = result.get(key)
-            if value is None or (key == "eigenvalues" and len(value) == 0):
+        r = result.report
+        needs = [
+            (r.top is not None and len(r.top.eigenvalues) > 0, "top eigenvalues", "`top_k` > 0"),
+            (r.trace is not None, "trace", "`trace_probes` >= 2"),
+            (r.density is not None, "eigenvalue density", "`density_probes` > 0"),
+        ]
+        for present, what, option in needs:
+            if not present:
                 raise LandscapeError(
                     f"the Hessian results of {label!r} have no {what}; "
                     f"run `landscape hessian` with {option} on its checkpoint"
@@ -53,13 +53,13 @@ def _check(results: Sequence[HessianResult], labels: Sequence[str]) -> None:
 
 
 def _trace_interval(result: HessianResult) -> tuple[float, float] | None:
-    """The trace's 95 % CI as (below, above) distances, from the stored attributes."""
-    trace = float(result["trace"])
-    attrs = result.get("trace_attrs") or {}
-    low, high = attrs.get("ci95_low"), attrs.get("ci95_high")
+    """The trace's 95 % CI as (below, above) distances (1.96 standard errors without one)."""
+    tr = result.report.trace
+    trace = float(tr.estimate)
+    low, high = tr.ci95
     if low is not None and high is not None and np.isfinite(low) and np.isfinite(high):
         return max(0.0, trace - float(low)), max(0.0, float(high) - trace)
-    stderr = result.get("trace_stderr")
+    stderr = tr.stderr
     if stderr is not None and np.isfinite(stderr):
         return 1.96 * float(stderr), 1.96 * float(stderr)
     return None
@@ -77,15 +77,15 @@ def _measure(result: HessianResult) -> tuple[np.ndarray, np.ndarray]:
     (they sum to 1). A density stored without its nodes is read as the measure of its grid points
     (density times grid spacing).
     """
-    den = result["density"]
-    nodes, weights = den.get("nodes"), den.get("weights")
+    den = result.report.density
+    nodes, weights = den.nodes, den.weights
     if nodes is not None and weights is not None and np.size(nodes) > 0:
         nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
         weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
         keep = np.isfinite(nodes) & np.isfinite(weights) & (weights > 0)
         return nodes[keep], weights[keep] / nodes.shape[0]
-    grid = np.asarray(den["grid"], dtype=np.float64)
-    density = np.asarray(den["density"], dtype=np.float64)
+    grid = np.asarray(den.grid, dtype=np.float64)
+    density = np.asarray(den.density, dtype=np.float64)
     mass = density * np.gradient(grid)
     keep = np.isfinite(mass) & (mass > 0)
     return grid[keep], mass[keep] / mass[keep].sum()
@@ -252,7 +252,7 @@ def fig5(
             ``landscape hessian`` that produces it), or ``log`` with a value <= 0.
     """
     _check_fig5(hessian_results, labels, log=log, density_axis=density_axis, broadening=broadening)
-    common, own = shared_measure([r.get("attrs") for r in hessian_results])
+    common, own = shared_measure([r.all_attrs for r in hessian_results])
     shown = [f"{literal(label)}{extra}" for label, extra in zip(labels, own, strict=True)]
     on = f"\n({common})" if common else ""
     if fig is None:
@@ -282,17 +282,18 @@ def _check_fig5(
         raise LandscapeError(f"the density broadening must be in (0, 1), got {broadening}")
     if log:
         for r, label in zip(hessian_results, labels, strict=True):
-            _positive_or_error(np.asarray(r["eigenvalues"], dtype=np.float64), "eigenvalues", label)
-            _positive_or_error(np.array([float(r["trace"])]), "trace", label)
+            eig = np.asarray(r.report.top.eigenvalues, dtype=np.float64)
+            _positive_or_error(eig, "eigenvalues", label)
+            _positive_or_error(np.array([float(r.report.trace.estimate)]), "trace", label)
 
 
 def _eigenvalue_panel(ax, hessian_results, shown, on: str, log: bool) -> None:
     """Panel (a): the top eigenvalues as bars grouped by rank, one colour and hatch per run."""
     n = len(hessian_results)
-    k = max(len(r["eigenvalues"]) for r in hessian_results)
+    k = max(len(r.report.top.eigenvalues) for r in hessian_results)
     width = 0.8 / n
     for i, (result, label) in enumerate(zip(hessian_results, shown, strict=True)):
-        eig = np.asarray(result["eigenvalues"], dtype=np.float64)
+        eig = np.asarray(result.report.top.eigenvalues, dtype=np.float64)
         ranks = np.arange(len(eig))
         ax.bar(
             ranks - 0.4 + width * (i + 0.5),
@@ -310,7 +311,7 @@ def _eigenvalue_panel(ax, hessian_results, shown, on: str, log: bool) -> None:
     ax.set_title("(a) Top Hessian eigenvalues")
     if log:
         ax.set_yscale("log")
-        lowest = min(float(np.min(r["eigenvalues"])) for r in hessian_results)
+        lowest = min(float(np.min(r.report.top.eigenvalues)) for r in hessian_results)
         ax.set_ylim(bottom=lowest / 3.0)  # every bar visibly rises from the bottom
     else:
         ax.axhline(0.0, color="black", linewidth=0.6)
@@ -321,7 +322,7 @@ def _trace_panel(ax, hessian_results, shown, on: str, log: bool) -> None:
     """Panel (b): one bar per run with the trace's 95 % confidence interval as error bars."""
     n = len(hessian_results)
     xs = np.arange(n)
-    traces = np.array([float(r["trace"]) for r in hessian_results])
+    traces = np.array([float(r.report.trace.estimate) for r in hessian_results])
     intervals = [_trace_interval(r) for r in hessian_results]
     for i in range(n):
         ax.bar(

@@ -1,7 +1,7 @@
 """Training trajectories over the loss in their PCA plane (Li et al. 2018, Figs. 9–10).
 
 Input: the :class:`~landscape_cli.results.ScanResult` of ``landscape scan CKPT --direction pca
---trajectory ...`` (``kind == "pca"``), read through its dict view: the loss on the grid of the
+--trajectory ...`` (``kind == "pca"``), read by its fields: the loss on the grid of the
 plane through the checkpoint spanned by the run's two principal directions, the
 ``explained_variance`` attribute, and ``trajectory``, the snapshots in training order (``x``,
 ``y``, ``loss``, ``label``, ``residual``, ``distance``).
@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
 
 def _checked(scan: ScanResult, label: str) -> dict:
-    t = scan.get("trajectory")
-    if scan.get("kind") != "pca" or not t:
+    t = scan.trajectory
+    if scan.kind != "pca" or not t:
         raise LandscapeError(
             f"the scan {_scan.scan_name(scan)!r} of {label!r} has no trajectory; run `landscape "
             "scan` with `direction='pca'` and `trajectory` on its checkpoint"
@@ -102,8 +102,7 @@ def trajectories(
         raise ValueError(f"{len(labels)} labels for {len(scans)} scans")
     paths = [_checked(s, label) for s, label in zip(scans, labels, strict=True)]
     values = np.concatenate(
-        [np.ravel(np.asarray(s["loss"], dtype=np.float64)) for s in scans]
-        + [p["loss"] for p in paths]
+        [np.ravel(np.asarray(s.loss, dtype=np.float64)) for s in scans] + [p["loss"] for p in paths]
     )
     finite = values[np.isfinite(values)]
     if finite.size == 0:

@@ -5,8 +5,9 @@ locked atomic rewrite, attribute encoding, the root attributes, the checks run b
 one module per group owns its layout: :mod:`.hessian`, :mod:`.scan`, :mod:`.audit`. Writers take
 frozen dataclasses and readers return the same ones (:class:`HessianResult` around a
 :class:`~landscape_cli.hessian.types.HessianReport`, :class:`ScanResult`, :class:`AuditResult`);
-each also answers ``result["key"]`` as the dicts that the readers returned before did
-(:class:`~landscape_cli.results.store.DictView`).
+the package reads them by their fields. For old scripts each also answers ``result["key"]`` as
+the dicts that the readers returned before did (:class:`~landscape_cli.results.store.DictView`, a
+shim nothing in the package uses).
 
 The schema (``schema="landscape-results"``, ``schema_version=1``: every group, dataset and
 attribute the commands write) is documented once, in ``docs/results-file.md``; a test
@@ -47,7 +48,6 @@ from landscape_cli.results.store import (
     read_root,
     rescue_path,
     settings_mismatch,
-    sha256_file,
     update_file,
     verify_readable,
     write_or_rescue,
@@ -82,7 +82,6 @@ __all__ = [
     "scan_names",
     "set_scan_points",
     "settings_mismatch",
-    "sha256_file",
     "update_file",
     "verify_readable",
     "write_audit",

@@ -13,11 +13,12 @@ the eigenvectors (else none).
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -84,6 +85,108 @@ class HessianResult(DictView):
     partial: bool = False
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """The options the group was computed with (its ``settings``; ``{}`` when none)."""
+        raw = self.attrs.get("settings")
+        if not raw:
+            return {}
+        return json.loads(raw) if isinstance(raw, str) else dict(raw)
+
+    @property
+    def engine(self) -> str:
+        """Whose estimators computed it: ``lanczos`` (landscape's, also when none is recorded)."""
+        return str(self.attrs.get("engine", "lanczos"))
+
+    def covers(
+        self,
+        wanted: HessianQuestions,
+        *,
+        samples_sha256: str,
+        split: str,
+        dataset: str | None = None,
+        allow_tf32: bool = False,
+        set_hashes: Sequence[str] = (),
+    ) -> bool:
+        """Whether this result answers ``wanted``'s Hessian questions (the audit's reuse rule).
+
+        It does when computed by landscape's own estimators (:attr:`engine` ``lanczos``), of the
+        same curvature matrix and parameters (``curvature``, ``params``, ``include_frozen``), on
+        the same samples (``samples_sha256``), ``split``, ``dataset`` (when given), loss and seed,
+        with eval-mode BatchNorm, and with enough of each estimate: at least ``top_k``
+        eigenvalues from a Lanczos run at least as strict (a ``tol`` no looser and a
+        ``max_steps`` no smaller) whose multiplicities were resolved (with ``top_k`` > 1), a
+        trace with at least as many probes or a relative standard error within ``trace_rtol``,
+        a density (when ``density_probes``) with at least as many Lanczos steps and probes or
+        one that reached ``density_tol``, and (with ``sample_sets`` > 1) at least as many
+        further sample sets, the same as ``set_hashes``. One computed with TF32
+        (``float32_precision`` "tf32") answers only when ``allow_tf32``.
+        """
+        opts = self.settings
+        if not opts or self.attrs.get("samples_sha256") != samples_sha256:
+            return False
+        if self.engine != "lanczos":  # PyHessian's numbers are not certified
+            return False
+        if self.attrs.get("float32_precision") == "tf32" and not allow_tf32:  # approximate
+            return False
+        same = (
+            opts.get("loss") == wanted.loss
+            and opts.get("bn_mode") == "eval"
+            and opts.get("seed") == wanted.seed
+            and opts.get("split") == split
+            and (dataset is None or opts.get("dataset") == dataset)
+            and self.report.curvature == wanted.curvature
+            and opts.get("params", []) == list(wanted.params)
+            and bool(opts.get("include_frozen", False)) == wanted.include_frozen
+        )
+        return (
+            same
+            and self._covers_top(wanted, opts)
+            and self._covers_trace(wanted)
+            and self._covers_density(wanted)
+            and self._covers_sets(wanted, set_hashes)
+        )
+
+    def _covers_top(self, wanted: HessianQuestions, opts: Mapping[str, Any]) -> bool:
+        top = self.report.top
+        if top is None or len(top.eigenvalues) < wanted.top_k:
+            return False
+        # a top-k whose multiplicities were not resolved may miss copies (files before block
+        # Lanczos record none): recompute rather than rank on it
+        if wanted.top_k > 1 and not top.multiplicity_resolved:
+            return False
+        tol, max_steps = _number(opts.get("tol")), _number(opts.get("max_steps"))
+        return not (
+            tol is None or max_steps is None or tol > wanted.tol or max_steps < wanted.max_steps
+        )
+
+    def _covers_trace(self, wanted: HessianQuestions) -> bool:
+        tr = self.report.trace
+        if not wanted.trace_probes:
+            return True
+        if tr is None:
+            return False
+        estimate, stderr = float(tr.estimate), float(tr.stderr)
+        return tr.probes >= wanted.trace_probes or stderr <= wanted.trace_rtol * abs(estimate)
+
+    def _covers_density(self, wanted: HessianQuestions) -> bool:
+        d = self.report.density
+        if not wanted.density_probes:
+            return True
+        if d is None or d.lanczos_steps < wanted.lanczos_steps:
+            return False
+        # an adaptive density that stopped early is enough when it reached the tolerance
+        return d.probes >= wanted.density_probes or d.achieved_tol <= wanted.density_tol
+
+    def _covers_sets(self, wanted: HessianQuestions, set_hashes: Sequence[str]) -> bool:
+        if wanted.sample_sets <= 1:
+            return True
+        sets = self.report.sample_sets
+        hashes = [] if sets is None else list(sets.samples_sha256)
+        if hashes[1 : wanted.sample_sets] != list(set_hashes)[: wanted.sample_sets - 1]:
+            return False
+        return len(hashes) >= wanted.sample_sets
+
+    @property
     def all_attrs(self) -> dict[str, Any]:
         """Every attribute of the group, as read back (the report's and ``attrs``)."""
         out = dict(self.attrs)
@@ -123,6 +226,31 @@ class HessianResult(DictView):
         if top is not None and top.eigenvectors is not None:
             out["eigenvectors"] = dict(_split_vectors(r, np.asarray(top.eigenvectors)))
         return out
+
+
+class HessianQuestions(Protocol):
+    """What :meth:`HessianResult.covers` asks of a stored result (an ``audit.AuditSettings``)."""
+
+    loss: str
+    seed: int
+    curvature: str
+    params: tuple[str, ...]
+    include_frozen: bool
+    top_k: int
+    tol: float
+    max_steps: int
+    trace_probes: int
+    trace_rtol: float
+    density_probes: int
+    density_tol: float
+    lanczos_steps: int
+    sample_sets: int
+
+
+def _number(value: Any) -> float | None:
+    """``value`` when it is a real number (a stored setting), else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    return value if ok else None
 
 
 def _sets_view(sets: SampleSets) -> dict[str, Any]:

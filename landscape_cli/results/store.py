@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landscape_cli import files
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 from landscape_cli.results import typed
 
 if TYPE_CHECKING:
@@ -50,9 +49,10 @@ SCHEMA_VERSION = 1
 class DictView(Mapping[str, Any]):
     """Read-only ``result["key"]`` access to a frozen result, as the readers' dicts had it.
 
-    The typed fields are the interface; this view keeps the keys that the readers returned before
-    they returned dataclasses (documented per class in :meth:`_view`), so scripts that index a
-    result keep working. The view is built once, on first use.
+    A shim for old scripts: the typed fields are the interface, and nothing in the package reads
+    a result through this view (a test runs the commands with it disabled). It keeps the keys that
+    the readers returned before they returned dataclasses (documented per class), so scripts that
+    index a result keep working. The view is built once, on first use.
     """
 
     def _view(self) -> dict[str, Any]:
@@ -77,24 +77,6 @@ class DictView(Mapping[str, Any]):
 
 # --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Return the hex SHA-256 of a file, read in 1 MiB chunks.
-
-    For a Hugging Face model folder: the SHA-256 of the lines ``<name> <sha256>`` of its weight
-    files (``*.safetensors``, ``*.bin`` and their index files), sorted by name.
-    """
-    if os.path.isdir(path):
-        from landscape_cli.models.hf import weight_files
-
-        lines = [f"{f.name} {sha256_file(f)}\n" for f in weight_files(Path(path))]
-        return hashlib.sha256("".join(lines).encode()).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def set_attr(obj: h5py.HLObject, name: str, value: Any) -> None:
@@ -185,7 +167,7 @@ def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
-        raise LandscapeError(f"cannot open results file {p}: {_one_line(exc)}") from exc
+        raise LandscapeError(f"cannot open results file {p}: {one_line(exc)}") from exc
     with f:
         try:
             _check_schema(f, p)
@@ -193,7 +175,7 @@ def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
             yield f
         except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:  # h5py, damaged
             raise LandscapeError(
-                f"results file {p} is damaged ({_one_line(exc)}); move it away or choose "
+                f"results file {p} is damaged ({one_line(exc)}); move it away or choose "
                 "another file"
             ) from exc
 
@@ -287,7 +269,7 @@ def _read_everything(f: h5py.File, path: Path) -> None:
         f.visititems(visit)
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise LandscapeError(
-            f"results file {path} is damaged ({_one_line(exc)}); move it away or choose "
+            f"results file {path} is damaged ({one_line(exc)}); move it away or choose "
             "another `out`"
         ) from exc
 
@@ -332,24 +314,43 @@ def _foreign_message(
     return f"{path} holds the results of {other}, a different checkpoint; {way_out}"
 
 
-def settings_mismatch(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> list[str]:
-    """The options that differ between a group's stored ``settings`` and ``wanted``.
+def settings_mismatch(
+    stored: Mapping[str, Any] | None,
+    wanted: Mapping[str, Any],
+    *,
+    keys: Sequence[str] | None = None,
+    later: Collection[str] = (),
+) -> list[str]:
+    """The options that differ between ``stored`` and ``wanted``, as ``"key stored vs wanted"``.
 
-    The options that differ between a group's stored ``settings`` and ``wanted`` (as
-    ``"key stored vs wanted"``); empty when they agree or the group records none (older files).
+    The one comparison behind "the same options, or ``overwrite``": a group's ``settings``
+    before computing (``pipeline.check_same_options``) and under the lock before writing
+    (:func:`expect_settings`), and a scan's identity before resuming it
+    (``scan_store.check_resumable``). Numbers compare as floats (``1`` and ``1.0`` agree; a bool
+    is not a number), anything else by ``==``. ``keys`` are the keys compared, in order (default:
+    every key of either, sorted); a key of ``later`` that ``stored`` lacks is not compared (it is
+    recorded only from some version on, and older files match either value). Empty when they
+    agree or ``stored`` records none (older files).
     """
     if not stored:
         return []
     out = []
-    for key in sorted(set(stored) | set(wanted)):
+    for key in sorted(set(stored) | set(wanted)) if keys is None else keys:
         a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-            same = float(a) == float(b)
-        else:
-            same = a == b
-        if not same:
+        if a is None and key in later:
+            continue
+        if not _same_setting(a, b):
             out.append(f"{key} {a!r} vs {b!r}")
     return out
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Whether a stored setting and a wanted one agree (numbers as floats)."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return float(a) == float(b) if number(a) and number(b) else a == b
 
 
 def group_settings(path: str | os.PathLike[str], group: str) -> dict[str, Any] | None:
@@ -365,10 +366,6 @@ def group_settings(path: str | os.PathLike[str], group: str) -> dict[str, Any] |
         if g is None:
             return None
         return typed.attr(g, "settings", typed.JSON, {})
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 Check = Callable[["h5py.File", Path], None]
@@ -551,7 +548,7 @@ def _fill(
             _copy_existing(existing, out, root.get("checkpoint_sha256"), drop_foreign)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise ResultsConflict(
-                f"results file {existing} cannot be read back ({_one_line(exc)})"
+                f"results file {existing} cannot be read back ({one_line(exc)})"
             ) from None
     if check is not None:
         check(out, path)
@@ -573,7 +570,7 @@ def _copy_existing(
     try:
         src = h5py.File(target, "r")
     except OSError as exc:
-        raise ResultsConflict(f"cannot open results file {target}: {_one_line(exc)}") from None
+        raise ResultsConflict(f"cannot open results file {target}: {one_line(exc)}") from None
     with src:
         try:
             _check_schema(src, target)

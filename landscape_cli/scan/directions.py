@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.params import ParamSelection, select_parameters
 
 NORMS = ("filter", "layer", "none")
@@ -56,10 +56,8 @@ def normalise(
     direction: Direction, weights: dict[str, Tensor], *, norm: str, ignore: str
 ) -> Direction:
     """Scale ``direction`` per filter/layer to ``weights`` (see module docstring)."""
-    if norm not in NORMS:
-        raise LandscapeError(f"`norm` must be one of {', '.join(NORMS)}, got {norm!r}")
-    if ignore not in IGNORES:
-        raise LandscapeError(f"`ignore` must be biasbn or none, got {ignore!r}")
+    check_choice("norm", norm, NORMS, one_of=True)
+    check_choice("ignore", ignore, IGNORES)
     out: Direction = {}
     for name, d in direction.items():
         w = weights[name].detach()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.evaluation import Batch, LossFn, loss_and_accuracy
 from landscape_cli.scan.directions import Direction
 
@@ -134,8 +134,8 @@ class PointEvaluator:
         sharded: bool = False,
         bn: str | None = None,
     ) -> None:
-        if bn is not None and bn not in BN_CHOICES:
-            raise LandscapeError(f"`bn` must be recompute or interpolate, got {bn!r}")
+        if bn is not None:
+            check_choice("bn", bn, BN_CHOICES)
         self.bn = bn
         self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.tracked = [

@@ -133,7 +133,8 @@ def hessian_bytes(settings, n: int, products_float64: bool = False) -> dict[str,
         basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * _F64
         needs["Lanczos basis"] = (basis, "`max_steps` (or `top_k`)")
     if s.trace_probes > 0:
-        block = max(s.trace_probes, 8) if s.trace_method == "hutch++" else 8
+        # probes go 8 at a time (fewer when fewer are asked for); Hutch++ sketches at once
+        block = max(s.trace_probes, 8) if s.trace_method == "hutch++" else min(8, s.trace_probes)
         # the probe vectors, and each probe's sample kept (a float and its list entry)
         needs["trace probes"] = (4 * block * n * _F64 + 64 * s.trace_probes, "`trace_probes`")
     if s.density_probes > 0:

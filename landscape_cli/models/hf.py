@@ -11,6 +11,9 @@ eager path runs ``sdpa`` on the math kernel, which has one too, see
 
 Weights: ``model.safetensors`` (or sharded ``*.safetensors`` with their index) load as they are;
 pickled ``pytorch_model.bin`` weights need ``trust`` (``--trust-checkpoint``), as ``.pt`` files do.
+They must fit the model the config builds: a weight the model has and the files lack, one the
+files have and the model lacks, or one of another shape is an error (:func:`_check_loaded`),
+never a randomly initialised tensor.
 
 The model is wrapped in :class:`HFClassifier`, a plain ``nn.Module`` whose ``forward`` takes the
 batch's inputs (a dict of tensors for text, the pixel tensor for images) and returns the logits,
@@ -227,13 +230,16 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
             trust_remote_code=False,
             use_safetensors=bool(safe),
             dtype=torch.float32,
+            # What does not fit is reported, then refused below (never randomly initialised).
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
         )
         try:
-            net = cls.from_pretrained(str(folder), attn_implementation="eager", **kwargs)
+            net, info = cls.from_pretrained(str(folder), attn_implementation="eager", **kwargs)
         except ValueError as exc:
             if "attn_implementation" not in str(exc) and "eager" not in str(exc):
                 raise
-            net = cls.from_pretrained(str(folder), attn_implementation="sdpa", **kwargs)
+            net, info = cls.from_pretrained(str(folder), attn_implementation="sdpa", **kwargs)
     except LandscapeError:
         raise
     except Exception as exc:  # transformers fails in many ways on broken folders
@@ -243,6 +249,7 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    _check_loaded(net, info, folder, arch)
     impl = getattr(net.config, "_attn_implementation", None) or "eager"
     if impl not in ("eager", "sdpa"):
         raise LandscapeError(
@@ -251,6 +258,38 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
         )
     net = net.float().eval()
     return HFFolder(HFClassifier(net, task), net.config, folder, task, arch)
+
+
+def _check_loaded(net: nn.Module, info: dict[str, Any], folder: Path, arch: str) -> None:
+    """Refuse a folder whose weights do not fit the model its config builds.
+
+    ``info`` is transformers' loading report (``output_loading_info``): keys of the model that
+    the weights lack (which transformers would initialise at random), keys of the weights the
+    model lacks, and tensors of another shape. Tied weights (an output layer sharing the input
+    embeddings) and the buffers transformers recreates itself (``position_ids``, rotary
+    frequencies) are not in it. Any of the three is one error line naming the first keys, with
+    the words of :func:`landscape_cli.checkpoints.fit_state_dict` for ``.pt`` files.
+    """
+    from landscape_cli.checkpoints import mismatch_summary
+
+    order = {k: i for i, k in enumerate(net.state_dict())}
+    missing = sorted(info.get("missing_keys") or (), key=lambda k: (order.get(k, len(order)), k))
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    shapes = [
+        f"{k} {tuple(theirs)} vs {tuple(ours)}"
+        for k, theirs, ours in sorted(
+            info.get("mismatched_keys") or (), key=lambda m: (order.get(m[0], len(order)), m[0])
+        )
+    ]
+    errors = [" ".join(str(e).split()) for e in info.get("error_msgs") or ()]
+    if not (missing or unexpected or shapes or errors):
+        return
+    summary = mismatch_summary(missing, unexpected, shapes) or errors[0][:200]
+    raise LandscapeError(
+        f"{folder} does not fit the model its config.json builds ({arch}): {summary}; check "
+        "the config's model_type and architectures against the weights (landscape never "
+        "measures randomly initialised weights)"
+    )
 
 
 def load_tokenizer(folder: Path):

@@ -104,7 +104,11 @@ def orthogonalise(x: Direction, y: Direction) -> Direction:
 
 
 def difference(target: nn.Module, base: nn.Module) -> Direction:
-    """``θ_target − θ_base`` for every parameter and floating-point buffer (interpolation)."""
+    """``θ_target − θ_base`` for every parameter and floating-point buffer (interpolation).
+
+    A tensor that the model holds under several names (an output layer tied to the input
+    embeddings) is one entry, under its first name: moving each name would move it twice.
+    """
     a, b = target.state_dict(), base.state_dict()
     if a.keys() != b.keys():
         missing = sorted(set(b) ^ set(a))[:4]
@@ -112,10 +116,14 @@ def difference(target: nn.Module, base: nn.Module) -> Direction:
             f"the checkpoints have different parameters ({', '.join(missing)}); "
             "interpolation needs the same architecture"
         )
-    out = {}
+    out, seen = {}, set()
     for k, v in b.items():
         if a[k].shape != v.shape:
             raise LandscapeError(f"{k} has shape {tuple(a[k].shape)} vs {tuple(v.shape)}")
+        alias = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.stride()), v.shape)
+        if v.numel() and alias in seen:
+            continue
+        seen.add(alias)
         if torch.is_floating_point(v):
             out[k] = (a[k].to(v.device) - v).detach()
     return out

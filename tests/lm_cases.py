@@ -1,6 +1,6 @@
-"""Tiny causal language model folders built offline: GPT-2 and Llama, random weights, and a
-word-level tokenizer made from a small word list (saved with ``save_pretrained``, exactly as a
-fine-tune's folder is)."""
+"""Tiny causal language model folders built offline: GPT-2, Llama and GPT-NeoX, random
+weights, and a word-level tokenizer made from a small word list (saved with
+``save_pretrained``, exactly as a fine-tune's folder is)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,30 @@ def make_llama(
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model
+
+
+def make_neox(folder: Path, tok=None, *, hidden: int = 8, layers: int = 2, seed: int = 0):
+    """A tiny GPTNeoXForCausalLM (Pythia's architecture: partial rotary, parallel residual)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tok = tok or make_lm_tokenizer()
+    config = GPTNeoXConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=32,
+        rotary_pct=0.5,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(config)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return model

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from lm_cases import LINES, make_gpt2, make_llama, make_lm_tokenizer, write_lines
+from lm_cases import LINES, make_gpt2, make_llama, make_lm_tokenizer, make_neox, write_lines
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
@@ -24,12 +24,13 @@ MAKERS = {"gpt2": make_gpt2, "llama": make_llama}
 @pytest.fixture(scope="module")
 def lms(tmp_path_factory) -> Path:
     """``gpt2`` (tied output layer), ``gpt2b`` (another fine-tune of the same shape), ``llama``,
-    and the text ``t.txt``."""
+    ``neox``, and the text ``t.txt``."""
     d = tmp_path_factory.mktemp("lm")
     tok = make_lm_tokenizer()
     make_gpt2(d / "gpt2", tok)
     make_gpt2(d / "gpt2b", tok, seed=1)
     make_llama(d / "llama")
+    make_neox(d / "neox")
     write_lines(d / "t.txt")
     return d
 
@@ -54,7 +55,7 @@ def _own_losses(net, sequences: list[list[int]]) -> tuple[float, int]:
     return total, count
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "neox"])
 def test_loss_is_the_models_own_mean_over_tokens(lms: Path, name: str) -> None:
     """Sequences of different lengths, padded in batches of 5: the loss is the mean over every
     predicted token, i.e. transformers' own loss of each unpadded sequence weighted by its
@@ -320,9 +321,10 @@ def test_per_layer_blocks(lms: Path, tmp_path: Path) -> None:
     want = {
         "gpt2": ["embeddings", "net.transformer.h.0", "net.transformer.h.1", "head"],
         "llama": ["embeddings", "net.model.layers.0", "net.model.layers.1", "head"],
+        "neox": ["embeddings", "net.gpt_neox.layers.0", "net.gpt_neox.layers.1", "head"],
     }
-    for folder, names in [(lms / "gpt2", want["gpt2"]), (lms / "llama", want["llama"]),
-                          (tmp_path / "untied", want["gpt2"])]:  # fmt: skip
+    cases = [(lms / name, want[name]) for name in want] + [(tmp_path / "untied", want["gpt2"])]
+    for folder, names in cases:
         work = _work(folder, lms / "t.txt", samples=4)
         op = HessianOperator(work.model, work.batches)
         blocks = op.blocks()
@@ -333,7 +335,7 @@ def test_per_layer_blocks(lms: Path, tmp_path: Path) -> None:
         tied = net.get_output_embeddings().weight is net.get_input_embeddings().weight
         assert sizes["embeddings"] >= emb
         head = sizes["head"] - (0 if tied else net.get_output_embeddings().weight.numel())
-        last = ("transformer.ln_f", "model.norm")
+        last = ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm")
         final_norm = [p for k, p in net.named_parameters() if k.startswith(last)]
         assert head == sum(p.numel() for p in final_norm) > 0
 

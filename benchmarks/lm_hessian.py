@@ -22,11 +22,11 @@ Cases:
   measurement, first-order graphs kept when they fit, determinism check; hessian-eigenthings'
   keeps nothing), then two products; ``HVP/grad`` is the mean product's time over the
   gradient's, ``operator`` the resident memory the built operator holds.
-- ``top1``, ``top5``: landscape's :func:`landscape_cli.hessian.analyze` with ``--top-k`` 1 or 5
-  and ``--tol`` (explicit residuals ‖Hv − λv‖ included), then hessian-eigenthings'
-  ``lanczos(k, max_iter=m)`` with ``m`` the Lanczos steps landscape took (the same Krylov
-  dimension); the residuals of its Ritz vectors are computed afterwards, untimed, with its own
-  operator.
+- ``top1``, ``top5``: landscape's :func:`landscape_cli.hessian.analyze` with ``--top-k`` 1 or 5,
+  ``--tol`` and ``--max-steps`` (explicit residuals ‖Hv − λv‖ included), then
+  hessian-eigenthings' ``lanczos(k, max_iter=m)`` with ``m`` the Lanczos steps landscape took (the
+  same Krylov dimension); the residuals of its Ritz vectors are computed afterwards, untimed,
+  with its own operator. landscape's HVPs count its determinism check's two products.
 - ``trace``: landscape's Hutchinson trace (``--top-k 0``, Rademacher probes until the standard
   error is ``--trace-rtol`` of the estimate, at most 100), then hessian-eigenthings' Hutchinson
   with as many probes (the same estimator: the same standard error in expectation).
@@ -149,15 +149,18 @@ def run_landscape(case: str, args, model, batches, before: int) -> dict:
         out["hvps"] = op.hvp_count
         return out
     settings = {
-        "top1": {"top_k": 1, "trace_probes": 0, "density_probes": 0, "tol": args.tol},
-        "top5": {"top_k": 5, "trace_probes": 0, "density_probes": 0, "tol": args.tol},
+        "top1": {"top_k": 1, "trace_probes": 0, "density_probes": 0, "tol": args.tol,
+                 "max_steps": args.max_steps},
+        "top5": {"top_k": 5, "trace_probes": 0, "density_probes": 0, "tol": args.tol,
+                 "max_steps": args.max_steps},
         "trace": {"top_k": 0, "trace_method": "hutchinson", "trace_rtol": args.trace_rtol,
                   "density_probes": 0},
         "density": {"top_k": 0, "trace_probes": 0},
     }[case]  # fmt: skip
     res = hs.analyze(op, hs.HessianSettings(**settings))
     out["seconds"] = time.perf_counter() - t0
-    out["hvps"] = op.hvp_count
+    # the products of the estimators, and the determinism check's two on the first batch
+    out["hvps"] = op.hvp_count + round((op.batch_hvps - op.hvp_count * len(batches)) / len(batches))
     if res.get("top") is not None:
         top = res["top"]
         out.update(
@@ -305,6 +308,7 @@ def main() -> None:
     parser.add_argument("--libs", default="landscape,eigenthings")
     parser.add_argument("--loss", choices=("lean", "plain"), default="lean")
     parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--trace-rtol", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--graph", action="store_true")

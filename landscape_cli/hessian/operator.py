@@ -175,12 +175,18 @@ class HessianOperator:
             return torch.autograd.grad(loss, self.params, create_graph=True)
 
     def _measure_graph_bytes(self) -> int:
-        """Bytes the first batch's first-order graph keeps alive (saved tensors, gradients)."""
+        """Bytes the first batch's first-order graph keeps alive (saved tensors, gradients).
+
+        Saved parameters are not counted: they live anyway.
+        """
         seen: dict[int, int] = {}
+        own = {p.untyped_storage().data_ptr() for p in self.params}
 
         def pack(t: Tensor) -> Tensor:
             try:
                 key = t.untyped_storage().data_ptr()
+                if key in own:
+                    return t
                 seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
             except (RuntimeError, NotImplementedError):
                 seen[id(t)] = t.numel() * t.element_size()
@@ -197,8 +203,15 @@ class HessianOperator:
         b = self.batches[0]
         first = self._hvp(self._first_order(b), [v], retain=False)[0]
         second = self._hvp(self._first_order(b), [v], retain=False)[0]
-        scale = first.abs().max().item()
-        diff = (first - second).abs().max().item()
+        scale = max((h.abs().max().item() for h in first if h is not None), default=0.0)
+        diff = max(
+            (
+                (x if y is None else -y if x is None else x - y).abs().max().item()
+                for x, y in zip(first, second, strict=True)
+                if x is not None or y is not None
+            ),
+            default=0.0,
+        )
         tol = 0.0 if self.device.type == "cpu" else 1e-4 * max(scale, 1e-30)
         if diff > tol:
             raise LandscapeError(
@@ -214,39 +227,43 @@ class HessianOperator:
 
     def _hvp(
         self, grads: tuple[Tensor, ...], vecs: list[list[Tensor]], retain: bool
-    ) -> list[Tensor]:
+    ) -> list[tuple[Tensor | None, ...]]:
+        """Each vector's product, per parameter (None for a parameter whose part is zero)."""
         # A gradient with no graph is constant in θ (its rows of H are zero): leave it out.
         live = [i for i, g in enumerate(grads) if g.requires_grad]
-        out = []
+        out: list[tuple[Tensor | None, ...]] = []
         for j, v in enumerate(vecs):
             self.batch_hvps += 1
             if not live:
-                out.append(torch.zeros(self.n, dtype=torch.float64, device=self.device))
+                out.append((None,) * len(self.params))
                 continue
             keep = retain or j < len(vecs) - 1
-            hv = torch.autograd.grad(
-                [grads[i] for i in live],
-                self.params,
-                grad_outputs=[v[i] for i in live],
-                retain_graph=keep,
-                allow_unused=True,
-            )
             out.append(
-                torch.cat(
-                    [
-                        (h if h is not None else torch.zeros_like(p)).reshape(-1)
-                        for h, p in zip(hv, self.params, strict=True)
-                    ]
-                ).double()
+                torch.autograd.grad(
+                    [grads[i] for i in live],
+                    self.params,
+                    grad_outputs=[v[i] for i in live],
+                    retain_graph=keep,
+                    allow_unused=True,
+                )
             )
         return out
+
+    def _add(self, column: Tensor, parts: tuple[Tensor | None, ...], alpha: float) -> None:
+        """``column += alpha · parts`` (float64), parameter by parameter: no flat copy is made."""
+        start = 0
+        for h, size in zip(parts, self.sizes, strict=True):
+            if h is not None:
+                column[start : start + size].add_(h.reshape(-1), alpha=alpha)
+            start += size
 
     # -- the operator -------------------------------------------------------------------------
 
     def matmat(self, vectors: Tensor) -> Tensor:
         """``H @ vectors`` for a float64 matrix of shape (n, k); each column counts as one HVP."""
         squeeze = vectors.dim() == 1
-        mat = vectors.reshape(self.n, -1).to(device=self.device, dtype=torch.float64)
+        # Columns keep their dtype until each part is cast to the model's (one copy, not two).
+        mat = vectors.reshape(self.n, -1).to(device=self.device)
         k = mat.shape[1]
         cols = mat.T.contiguous()  # contiguous columns: the same kernels whatever k is
         split = [self._split(cols[j]) for j in range(k)]
@@ -254,7 +271,7 @@ class HessianOperator:
         for i, (b, w) in enumerate(zip(self.batches, self.weights, strict=True)):
             grads = self._cache[i] if self._cache is not None else self._first_order(b)
             for j, hv in enumerate(self._hvp(grads, split, retain=self._cache is not None)):
-                out[:, j].add_(hv, alpha=w)
+                self._add(out[:, j], hv, w)
         distributed.sum_(out)
         self.hvp_count += k
         if self.on_hvp is not None:

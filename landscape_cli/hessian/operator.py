@@ -126,10 +126,10 @@ class HessianOperator:
         if cache_graphs is None:
             cache_graphs = self.graph_bytes * len(self.batches) <= memory_budget
         self.cache_graphs = bool(cache_graphs)
+        if check and self.batches:  # first: its two graphs are gone before the kept ones come
+            self._check_determinism()
         if self.cache_graphs:
             self._cache = [self._first_order(b) for b in self.batches]
-        if check and self.batches:
-            self._check_determinism()
 
     # -- plumbing ---------------------------------------------------------------------------
 

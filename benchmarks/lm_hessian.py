@@ -33,6 +33,10 @@ Cases:
 - ``density``: both with their defaults (landscape: SLQ, at most 10 probes of 90 steps, adaptive;
   hessian-eigenthings: 10 runs of 80 steps).
 
+- ``kernel1``, ``kernel5``: the Lanczos of each library alone, on a diagonal operator of the
+  model's size (float32 products that cost nothing), ``--max-steps`` steps, for top-1 or top-5:
+  the memory the eigensolver itself takes beside the model.
+
 ``--loss plain`` measures landscape with torch's ``cross_entropy`` instead of its own token loss
 (:mod:`landscape_cli.token_loss`), for the before/after of the memory fix; ``--graph`` prints
 what one batch's first-order graph keeps (saved tensors by kind) and the peak of one product
@@ -51,7 +55,7 @@ import subprocess
 import sys
 import time
 
-CASES = ("hvp", "top1", "top5", "trace", "density")
+CASES = ("hvp", "top1", "top5", "trace", "density", "kernel1", "kernel5")
 LIBS = ("landscape", "eigenthings")
 
 
@@ -232,10 +236,64 @@ def run_eigenthings(case: str, args, model, batches, before: int, steps: int, pr
     return out
 
 
+class Diagonal:
+    """A diagonal operator of size ``n`` with float32 products (landscape's protocol)."""
+
+    def __init__(self, n: int) -> None:
+        import torch
+
+        self.n = n
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.d = torch.linspace(-1.0, 1.0, n, dtype=torch.float32) ** 3
+        self.hvp_count = 0
+
+    def matmat(self, vectors):
+        self.hvp_count += vectors.reshape(self.n, -1).shape[1]
+        return (vectors.reshape(self.n, -1) * self.d[:, None]).double()
+
+    def matvec(self, v):
+        return self.matmat(v.reshape(-1, 1))[:, 0]
+
+
+def kernel(case: str, args, lib: str, n: int) -> dict:
+    """One library's Lanczos alone on :class:`Diagonal` (memory beside the model)."""
+    import torch
+
+    op = Diagonal(n)
+    k = 1 if case == "kernel1" else 5
+    before = reset_peak()
+    t0 = time.perf_counter()
+    if lib == "landscape":
+        from landscape_cli.hessian import lanczos_top
+
+        gen = torch.Generator().manual_seed(0)
+        res = lanczos_top(op, k, tol=1e-12, max_steps=args.max_steps, generator=gen)
+        steps, hvps = res.steps, op.hvp_count
+    else:
+        from hessian_eigenthings import LambdaOperator, lanczos
+
+        count = {"n": 0}
+
+        def mv(v):
+            count["n"] += 1
+            return v * op.d
+
+        res = lanczos(LambdaOperator(mv, n), k=k, max_iter=args.max_steps, seed=0, which="LA")
+        steps, hvps = res.iterations, count["n"]
+    return {"n": n, "hvps": hvps, "steps": steps, "seconds": time.perf_counter() - t0,
+            "operator": 0, "peak": _status("VmHWM") - before, "before": before}  # fmt: skip
+
+
 def child(args) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    if args.child.startswith("kernel"):
+        n = 124_439_808 if args.layers == 12 and args.width == 768 else build(args)[0]
+        if not isinstance(n, int):
+            n = sum(p.numel() for p in n.parameters())
+        return kernel(args.child, args, args.child_lib, n)
     model, batches = build(args)
     before = reset_peak()
     if args.child_lib == "landscape":
@@ -374,6 +432,8 @@ def _row(lib: str, case: str, r: dict) -> str:
         result = f"λ [{vals}], max residual/|λ| {rel:.1e}"
     elif "trace" in r:
         result = f"trace {r['trace']:.5g} ± {r['stderr']:.3g} (s.e., {r['probes']} probes)"
+    elif case.startswith("kernel"):
+        result = "Lanczos alone on a diagonal operator"
     else:
         result = f"density, {r.get('probes', '?')} probes"
     return (

@@ -198,8 +198,8 @@ class HessianOperator:
         return sum(seen.values()) + self.n * torch.finfo(self.dtype).bits // 8
 
     def _check_determinism(self) -> None:
-        gen = torch.Generator().manual_seed(12345)
-        v = self._split(torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device))
+        gen = torch.Generator().manual_seed(12345)  # drawn in the model's dtype: no float64 copy
+        v = self._split(torch.randn(self.n, generator=gen, dtype=self.dtype).to(self.device))
         b = self.batches[0]
         first = self._hvp(self._first_order(b), [v], retain=False)[0]
         second = self._hvp(self._first_order(b), [v], retain=False)[0]

@@ -15,6 +15,8 @@ Each (library, case) runs in a fresh process. It builds the model and the batche
 the process's peak resident memory (``/proc/self/clear_refs``) and reads the resident memory
 (``before``); ``peak`` is the peak resident memory (``VmHWM``) while the case ran, minus
 ``before``: the memory the case itself took, in bytes per parameter (``B/param``) and GiB.
+``seconds`` is the case's wall time and ``CPU s`` its processor time (all threads): on a machine
+shared with other work the wall time swings with their load, the processor time much less.
 
 Cases:
 
@@ -285,6 +287,14 @@ def kernel(case: str, args, lib: str, n: int) -> dict:
             "operator": 0, "peak": _status("VmHWM") - before, "before": before}  # fmt: skip
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child(args) -> dict:
     import torch
 
@@ -293,13 +303,18 @@ def child(args) -> dict:
         n = 124_439_808 if args.layers == 12 and args.width == 768 else build(args)[0]
         if not isinstance(n, int):
             n = sum(p.numel() for p in n.parameters())
-        return kernel(args.child, args, args.child_lib, n)
+        cpu = cpu_seconds()
+        out = kernel(args.child, args, args.child_lib, n)
+        out["cpu"] = cpu_seconds() - cpu
+        return out
     model, batches = build(args)
     before = reset_peak()
+    cpu = cpu_seconds()
     if args.child_lib == "landscape":
         out = run_landscape(args.child, args, model, batches, before)
     else:
         out = run_eigenthings(args.child, args, model, batches, before, args.steps, args.probes)
+    out["cpu"] = cpu_seconds() - cpu
     out["peak"] = _status("VmHWM") - before
     out["before"] = before
     return out
@@ -393,8 +408,8 @@ def main() -> None:
     print(f"GPT-2 shape: {args.layers} layers, width {args.width}, vocabulary {args.vocab}; "
           f"{args.samples} sequences of {args.seq_len} tokens, batches of {args.batch_size}; "
           f"{threads} threads; landscape loss {args.loss}")  # fmt: skip
-    print(f"{'library':12} {'case':7} {'HVPs':>5} {'steps':>5} {'seconds':>8} {'HVP/grad':>8} "
-          f"{'operator':>9} {'peak GiB':>8} {'B/param':>8}  result")  # fmt: skip
+    print(f"{'library':12} {'case':7} {'HVPs':>5} {'steps':>5} {'seconds':>8} {'CPU s':>7} "
+          f"{'HVP/grad':>8} {'operator':>9} {'peak GiB':>8} {'B/param':>8}  result")  # fmt: skip
     for case in args.cases.split(","):
         steps = probes = 0
         for lib in args.libs.split(","):
@@ -438,7 +453,7 @@ def _row(lib: str, case: str, r: dict) -> str:
         result = f"density, {r.get('probes', '?')} probes"
     return (
         f"{lib:12} {case:7} {r['hvps']:5d} {r.get('steps', 0):5d} {r.get('seconds', 0):8.1f} "
-        f"{ratio:>8} {r['operator'] / 2**30:8.2f}G {r['peak'] / 2**30:8.2f} "
+        f"{r.get('cpu', 0):7.0f} {ratio:>8} {r['operator'] / 2**30:8.2f}G {r['peak'] / 2**30:8.2f} "
         f"{r['peak'] / n:8.1f}  {result}"
     )
 

@@ -573,6 +573,23 @@ def _some(items: list[str], limit: int = 2) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def mismatch_summary(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    """How weights do not fit a model, in one clause: counts and the first keys of each kind.
+
+    ``shapes`` holds ``"key (file shape) vs (model shape)"`` texts. The same words for every
+    kind of weights file (``.pt``/``.safetensors`` files and Hugging Face folders).
+    """
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_some(unexpected)})")
+    if shapes:
+        noun = "shape mismatch" if len(shapes) == 1 else "shape mismatches"
+        parts.append(f"{len(shapes)} {noun}, file vs model ({_some(shapes)})")
+    return "; ".join(parts)
+
+
 def fit_state_dict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, *, load: bool = True
 ) -> str:
@@ -600,18 +617,10 @@ def fit_state_dict(
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
     if not fits or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_some(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_some(unexpected)})")
-        if shapes:
-            noun = "shape mismatch" if len(shapes) == 1 else "shape mismatches"
-            parts.append(f"{len(shapes)} {noun}, file vs model ({_some(shapes)})")
         removed = f" after removing the prefix {prefix!r}" if prefix else ""
         raise LandscapeError(
             f"{source} does not fit the model ({type(model).__name__}){removed}: "
-            + "; ".join(parts)
+            + mismatch_summary(missing, unexpected, shapes)
             + "; check `model` and `model_options`"
         )
     if load:

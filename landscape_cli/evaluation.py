@@ -22,17 +22,27 @@ import torch
 from torch import Tensor, nn
 
 from landscape_cli.errors import LandscapeError
+from landscape_cli.token_loss import IGNORE, TokenTargets, token_cross_entropy
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
-    """Mean cross-entropy of the logits ``output`` against class indices ``target``."""
+def cross_entropy(output: Tensor, target: Tensor | TokenTargets) -> Tensor:
+    """Mean cross-entropy of the logits ``output`` against class indices ``target``.
+
+    For a language model's logits ``(B, T, V)`` and :class:`~landscape_cli.token_loss.TokenTargets`,
+    the next-token cross-entropy of :mod:`landscape_cli.token_loss` (the batch's share of the mean
+    over all predicted tokens).
+    """
+    if isinstance(target, TokenTargets):
+        return token_cross_entropy(output, target)
     return nn.functional.cross_entropy(output, target)
 
 
 def mse(output: Tensor, target: Tensor) -> Tensor:
     """Mean squared error; integer class targets are one-hot encoded first."""
+    if isinstance(target, TokenTargets):
+        raise LandscapeError("`loss='mse'` does not apply to language models; use `loss='ce'`")
     if not torch.is_floating_point(target):
         target = nn.functional.one_hot(target, output.shape[-1]).to(output.dtype)
     return nn.functional.mse_loss(output, target.reshape(output.shape))
@@ -50,6 +60,9 @@ def check_loss(loss: str, output: Tensor, target: Tensor, what: str = "the targe
     output with the targets (integer labels one-hot encoded), so their sizes must agree.
     """
     width = int(output.shape[-1]) if output.ndim >= 2 else 1
+    if isinstance(target, TokenTargets):
+        _check_token_loss(loss, output, target, width)
+        return
     if loss == "ce":
         if torch.is_floating_point(target):
             raise LandscapeError(
@@ -80,6 +93,25 @@ def check_loss(loss: str, output: Tensor, target: Tensor, what: str = "the targe
             )
     else:
         raise LandscapeError(f"`loss` must be ce or mse, got {loss!r}")
+
+
+def _check_token_loss(loss: str, output: Tensor, target: TokenTargets, width: int) -> None:
+    """:func:`check_loss` for next-token targets: cross-entropy over the vocabulary."""
+    if loss != "ce":
+        raise LandscapeError(
+            f"a language model's loss is the next-token cross-entropy; `loss={loss!r}` does not "
+            "apply (pass `loss='ce'` or leave it out)"
+        )
+    if output.ndim != 3:
+        raise LandscapeError(
+            f"next-token targets need logits of shape (sequences, positions, vocabulary); the "
+            f"model gives {tuple(output.shape)}"
+        )
+    labels = target.labels[target.labels >= 0]
+    if labels.numel() and int(labels.max()) >= width:
+        raise LandscapeError(
+            f"token id {int(labels.max())} is outside the model's vocabulary of {width}"
+        )
 
 
 @torch.no_grad()
@@ -155,11 +187,11 @@ class Batch:
     """
 
     inputs: Tensor | dict[str, Tensor]
-    targets: Tensor
+    targets: Tensor | TokenTargets
 
     def __len__(self) -> int:
         """The number of samples."""
-        return int(self.targets.shape[0])
+        return len(self.targets)
 
 
 def class_labels(dataset: torch.utils.data.Dataset) -> Tensor | None:
@@ -348,7 +380,7 @@ def to_device(b: Batch, device: torch.device | str, dtype: torch.dtype) -> Batch
     else:
         x = _move(b.inputs, device, dtype)
     y = b.targets.to(device)
-    if torch.is_floating_point(y):
+    if isinstance(y, Tensor) and torch.is_floating_point(y):
         y = y.to(dtype)
     return Batch(x, y)
 
@@ -396,12 +428,21 @@ def metric_sums(
     for b in batches:
         out = model(b.inputs)
         loss_sum += loss_fn(out, b.targets).item() * len(b)
-        if torch.is_floating_point(b.targets):
+        if isinstance(b.targets, TokenTargets):
+            correct += _token_hits(out, b.targets) * len(b)
+        elif torch.is_floating_point(b.targets):
             classify = False
         else:
             correct += int((out.argmax(-1) == b.targets).sum())
         total += len(b)
     return loss_sum, correct, total, classify
+
+
+def _token_hits(out: Tensor, target: TokenTargets) -> float:
+    """The batch's share of the next-token accuracy, weighted as its loss is."""
+    labels = target.labels.to(out.device)
+    hits = ((out.argmax(-1) == labels) & (labels != IGNORE)).sum(-1)
+    return float((hits.double() * target.weight.to(out.device)).sum())
 
 
 @torch.no_grad()
@@ -416,12 +457,14 @@ def loss_and_accuracy(
     """Mean loss and accuracy over ``batches`` (each batch's mean weighted by its size).
 
     Accuracy is the fraction of argmax predictions equal to integer targets (NaN for
-    floating-point targets, where it has no meaning). With ``sharded`` (under torchrun), each
+    floating-point targets, where it has no meaning); for a language model, the fraction of
+    predicted tokens whose argmax is the next token. With ``sharded`` (under torchrun), each
     rank evaluates its share of ``batches`` and the sums are added over the ranks.
     """
     from landscape_cli import distributed
 
-    classify = not torch.is_floating_point(batches[0].targets)
+    first = batches[0].targets
+    classify = isinstance(first, TokenTargets) or not torch.is_floating_point(first)
     mine = distributed.shard(batches) if sharded else batches
     with evaluation_mode(model, bn_mode):
         loss_sum, correct, total, _ = metric_sums(model, mine, loss_fn)

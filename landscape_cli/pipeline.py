@@ -60,6 +60,8 @@ class Source:
     seed: int = 0  # of the sample selection
     text_columns: tuple[str, ...] = ("text",)  # text:FILE data of Hugging Face folders
     label_column: str = "label"
+    seq_len: int | None = None  # causal language models: tokens per sequence (or block)
+    pack: bool = False  # causal language models: blocks of seq_len tokens, not one per text
     # told what the user should know about how a file was read (a prefix removed from its keys)
     on_note: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
@@ -91,6 +93,8 @@ class Source:
             text_columns=self.text_columns,
             label_column=self.label_column,
             sample_sets=sample_sets,
+            seq_len=self.seq_len,
+            pack=self.pack,
         )
         self.note(work.loaded)
         return work

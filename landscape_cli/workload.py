@@ -71,6 +71,8 @@ def load_workload(
     text_columns: tuple[str, ...] = ("text",),
     label_column: str = "label",
     sample_sets: int = 1,
+    seq_len: int | None = None,
+    pack: bool = False,
 ) -> Workload:
     """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset.
 
@@ -81,7 +83,7 @@ def load_workload(
 
     A Hugging Face folder (``model="hf:..."``, or a folder holding a ``config.json``) loads
     through :func:`load_hf_workload`; ``text_columns``/``label_column`` name the columns of its
-    ``text:FILE`` data.
+    ``text:FILE`` data, and ``seq_len``/``pack`` shape a causal language model's sequences.
     """
     if batch_size < 1:
         raise LandscapeError(f"`batch_size` must be >= 1, got {batch_size}")
@@ -104,7 +106,10 @@ def load_workload(
             text_columns=text_columns,
             label_column=label_column,
             sample_sets=sample_sets,
+            seq_len=seq_len,
+            pack=pack,
         )
+    _check_lm_options(seq_len, pack, "a checkpoint file")
     if dataset is not None and dataset.strip().lower().startswith("text:"):
         raise LandscapeError(
             f"`dataset={dataset!r}` is text data, for Hugging Face model folders (`model='hf:'`)"
@@ -222,6 +227,8 @@ def load_hf_workload(
     text_columns: tuple[str, ...] = ("text",),
     label_column: str = "label",
     sample_sets: int = 1,
+    seq_len: int | None = None,
+    pack: bool = False,
 ) -> Workload:
     """A Hugging Face folder (:mod:`landscape_cli.models.hf`) and its samples.
 
@@ -229,7 +236,8 @@ def load_hf_workload(
     padded token ids and attention masks. Image classifiers take any image dataset
     (``imagefolder:PATH``), whose images must have the config's ``image_size``; the pixels are
     normalised with the folder's ``preprocessor_config.json`` mean and std where it has them,
-    and folder class names map to ids through the config's ``label2id``.
+    and folder class names map to ids through the config's ``label2id``. Causal language models
+    take ``text:FILE`` too (:func:`_lm_workload`).
     """
     from landscape_cli.checkpoints import LoadedModel
     from landscape_cli.models.hf import folder_of, load_hf_folder
@@ -244,6 +252,20 @@ def load_hf_workload(
     _require_extras(folder, dataset, is_text)
     hf = load_hf_folder(folder, trust=trust)
     _check_task(hf, folder, is_text)
+    if hf.task == "causal-lm":
+        return _lm_workload(
+            hf,
+            dataset,
+            split,
+            samples,
+            batch_size,
+            seed,
+            text_columns,
+            seq_len,
+            pack,
+            sample_sets,
+        )
+    _check_lm_options(seq_len, pack, f"{folder} ({hf.architecture}, not a language model)")
     if hf.task == "text":
         data, collate = _text_data(hf, dataset, split, text_columns, label_column)
     else:
@@ -266,8 +288,101 @@ def load_hf_workload(
     )
 
 
+def _check_lm_options(seq_len: int | None, pack: bool, what: str) -> None:
+    """Refuse ``seq_len`` and ``pack`` for a model that is not a causal language model."""
+    if seq_len is not None or pack:
+        name = "`seq_len`" if seq_len is not None else "`pack=True`"
+        raise LandscapeError(
+            f"{name} applies to causal language models (Hugging Face folders); {what} is not one"
+        )
+
+
+#: ``seq_len`` when none is given (at most the model's positions).
+DEFAULT_SEQ_LEN = 128
+
+
+def _lm_workload(
+    hf,
+    dataset: str,
+    split: str,
+    samples,
+    batch_size: int,
+    seed: int,
+    text_columns,
+    seq_len,
+    pack,
+    sample_sets: int = 1,
+) -> Workload:
+    """A causal language model and its token sequences (:mod:`landscape_cli.token_loss`).
+
+    The sequences of :func:`landscape_cli.data.text.load_lm_text`, ``samples`` of them (blocks
+    with ``pack``) chosen by :func:`~landscape_cli.evaluation.select_sets` (seeded, uniform;
+    the first set, the others in ``sets``), in batches of
+    :func:`~landscape_cli.data.text.causal_batches`. ``seq_len`` defaults to
+    :data:`DEFAULT_SEQ_LEN`, or the model's positions when it has fewer; a given one must be in
+    ``2..positions``. The samples' hash covers their token ids.
+    """
+    from landscape_cli.checkpoints import LoadedModel
+    from landscape_cli.data.text import (
+        causal_batches,
+        load_lm_text,
+        sequences_sha256,
+        text_path,
+    )
+    from landscape_cli.models.hf import load_tokenizer
+
+    positions = hf.model.positions()
+    if seq_len is None:
+        seq_len = min(DEFAULT_SEQ_LEN, positions) if positions else DEFAULT_SEQ_LEN
+    elif seq_len < 2:
+        raise LandscapeError(
+            f"`seq_len` must be >= 2 (a token and the next one it predicts), got {seq_len}"
+        )
+    elif positions is not None and seq_len > positions:
+        raise LandscapeError(
+            f"`seq_len={seq_len}` is beyond the {positions} positions of {hf.folder} "
+            f"({hf.architecture}); pass at most `seq_len={positions}`"
+        )
+    if len(text_columns) != 1:
+        raise LandscapeError(
+            f"a language model reads one text column, got {len(text_columns)} `text_columns`"
+        )
+    tok = load_tokenizer(hf.folder)
+    data = load_lm_text(
+        dataset, tok, split=split, text_column=text_columns[0], seq_len=seq_len, pack=pack
+    )
+    sets = select_sets(data, samples, sample_sets, seed)
+    chosen = [data.sequences[i] for i in sets[0].tolist()]
+
+    def batched(indices) -> list:
+        some = [data.sequences[i] for i in indices.tolist()]
+        return causal_batches(some, batch_size, tok.pad_token_id, str(text_path(dataset)))
+
+    batches = batched(sets[0])
+    spec = {"name": f"hf:{hf.folder}", "kwargs": {"architecture": hf.architecture}}
+    return Workload(
+        loaded=LoadedModel(hf.model, spec, None, hf.folder, "hf"),
+        batches=batches,
+        dataset=dataset.strip(),
+        split=split,
+        samples=len(chosen),
+        batch_size=batch_size,
+        seed=seed,
+        samples_sha256=sequences_sha256(chosen),
+        loss="ce",
+        sets=tuple(
+            SampleSet(batched(idx), sequences_sha256([data.sequences[i] for i in idx.tolist()]))
+            for idx in sets[1:]
+        ),
+    )
+
+
 def _check_task(hf, folder: Path, is_text: bool) -> None:
     """Refuse text data for an image classifier and image data for a text classifier."""
+    if hf.task == "causal-lm" and not is_text:
+        raise LandscapeError(
+            f"{folder} is a causal language model ({hf.architecture}); pass `dataset='text:FILE'`"
+        )
     if hf.task == "text" and not is_text:
         raise LandscapeError(
             f"{folder} is a text classifier ({hf.architecture}); pass `dataset='text:FILE'`"

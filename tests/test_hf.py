@@ -416,7 +416,7 @@ def _bad_setups():
 
     return {
         "no_config": (no_config, "config.json"),
-        "unknown_arch": (unknown_arch, "unknown architecture"),
+        "unknown_arch": (unknown_arch, "masked language model"),
         "no_tokenizer": (no_tokenizer, "tokenizer"),
         "unseen_label": (unseen_label, "'neutral'"),
         "pickled_weights": (pickled_weights, "--trust-checkpoint"),

@@ -154,6 +154,24 @@ LabelColumnOpt = Annotated[
         rich_help_panel=MODEL_DATA_PANEL,
     ),
 ]
+SeqLenOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seq-len",
+        help="Language models: tokens per sequence, longer ones truncated (default 128, or "
+        "the model's positions when fewer).",
+        rich_help_panel=MODEL_DATA_PANEL,
+    ),
+]
+PackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--pack",
+        help="Language models: join the texts with EOS and cut blocks of --seq-len tokens "
+        "(--samples counts blocks).",
+        rich_help_panel=MODEL_DATA_PANEL,
+    ),
+]
 
 CurvatureOpt = Annotated[
     str,
@@ -560,6 +578,8 @@ class SourceOptions:
     seed: SeedOpt = 0
     text_column: TextColumnOpt = None
     label_column: LabelColumnOpt = "label"
+    seq_len: SeqLenOpt = None
+    pack: PackOpt = False
 
     def build(self):
         """The options as a :class:`landscape_cli.pipeline.Source` (notes go to :func:`note`)."""
@@ -580,4 +600,6 @@ class SourceOptions:
             on_note=note,
             text_columns=tuple(self.text_column or ("text",)),
             label_column=self.label_column,
+            seq_len=self.seq_len,
+            pack=self.pack,
         )

@@ -1,9 +1,14 @@
-"""Text classification data for Hugging Face folders: ``--dataset text:FILE``.
+"""Text data for Hugging Face folders: ``--dataset text:FILE``.
 
 ``FILE`` is a local CSV (``.csv``, ``.tsv``), JSON Lines (``.jsonl``, ``.json``) or Parquet
-(``.parquet``) file, or a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a
-``DatasetDict`` whose ``train``/``test`` split is taken; ``validation`` serves ``test`` when
-there is no ``test``). A single file is one set of samples: ``--split test`` on it is refused.
+(``.parquet``) file, a plain text file (``.txt``: one text per line, its column is ``text``), or
+a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` whose
+``train``/``test`` split is taken; ``validation`` serves ``test`` when there is no ``test``). A
+single file is one set of samples: ``--split test`` on it is refused.
+
+Causal language models read one text column and no labels: :func:`load_lm_text` (sequences or
+``pack`` blocks) and :func:`causal_batches` (padded batches with next-token targets). The rest of
+this docstring is about classifiers.
 
 Columns: ``text_columns`` (one, or two for sentence pairs; default ``text``) and
 ``label_column`` (default ``label``). Each row is tokenised once with the folder's own tokenizer
@@ -28,6 +33,7 @@ import torch
 from landscape_cli.errors import LandscapeError
 
 READERS = {
+    ".txt": "lines",
     ".csv": "csv",
     ".tsv": "tsv",
     ".jsonl": "jsonl",
@@ -59,9 +65,11 @@ def read_table(path: Path, split: str) -> dict[str, list[Any]]:
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise LandscapeError(
-            f"{path}: unknown text file type {path.suffix!r}; use .csv, .tsv, .jsonl, .json or "
-            ".parquet"
+            f"{path}: unknown text file type {path.suffix!r}; use .txt, .csv, .tsv, .jsonl, "
+            ".json or .parquet"
         )
+    if kind == "lines":
+        return {"text": _read_lines(path)}
     import pandas as pd
 
     try:
@@ -80,6 +88,18 @@ def read_table(path: Path, split: str) -> dict[str, list[Any]]:
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise LandscapeError(f"cannot read {path} as {kind}: {reason}") from None
     return {str(c): frame[c].tolist() for c in frame.columns}
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, without their line ends (one sequence per line)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LandscapeError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise LandscapeError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _read_saved(path: Path, split: str) -> dict[str, list[Any]]:
@@ -204,3 +224,158 @@ def collate(tokenizer, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tens
     if "attention_mask" not in batch:
         raise LandscapeError("the tokenizer gives no attention mask")
     return batch
+
+
+# -- causal language models ------------------------------------------------------------------
+
+
+class TokenSequences(torch.utils.data.Dataset):
+    """Token-id sequences (or ``pack`` blocks) of a language model's text data.
+
+    They have no class labels (``targets`` is a float vector), so
+    :func:`~landscape_cli.evaluation.select_indices` draws a seeded uniform subset of them.
+    """
+
+    def __init__(self, sequences: list[list[int]]) -> None:
+        self.sequences = sequences
+        self.targets = torch.zeros(len(sequences))  # no class labels: uniform selection
+
+    def __len__(self) -> int:
+        """The number of sequences."""
+        return len(self.sequences)
+
+    def __getitem__(self, i: int) -> tuple[list[int], torch.Tensor]:
+        """Sequence ``i`` and its (meaningless) target."""
+        return self.sequences[i], self.targets[i]
+
+
+def load_lm_text(
+    spec: str,
+    tokenizer,
+    *,
+    split: str = "train",
+    text_column: str = "text",
+    seq_len: int,
+    pack: bool = False,
+) -> TokenSequences:
+    """The token sequences of ``text:FILE`` for a causal language model.
+
+    ``FILE`` is a ``.txt`` file (one sequence per line) or any table :func:`read_table` reads,
+    whose ``text_column`` holds the sequences; blank texts are left out. Each text is encoded
+    by ``tokenizer`` as it encodes a text (its own special tokens, nothing added). Without
+    ``pack`` each encoding, truncated to ``seq_len`` tokens, is a sequence. With ``pack`` the
+    encodings are concatenated with the tokenizer's EOS token between consecutive ones and the
+    stream is cut into consecutive blocks of ``seq_len`` tokens; the last, shorter, piece is
+    left out.
+    """
+    path = text_path(spec)
+    table = read_table(path, split)
+    if text_column not in table:
+        raise LandscapeError(
+            f"{path} has no column {text_column!r} (it has {', '.join(table) or 'none'}); name "
+            "it with `text_columns`"
+        )
+    values = table[text_column]
+    bad = next((v for v in values if not isinstance(v, str)), None)
+    if bad is not None:
+        raise LandscapeError(f"column {text_column!r} of {path} holds a non-text value {bad!r}")
+    texts = [v for v in values if v.strip()]
+    if not texts:
+        raise LandscapeError(f"{path} holds no text (every {text_column!r} is empty or blank)")
+    eos = tokenizer.eos_token_id
+    if pack and eos is None:
+        raise LandscapeError(
+            "`pack=True` separates the sequences with the EOS token, but the tokenizer has none"
+        )
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "longer than the maximum" is what packing is for
+    try:
+        if pack:
+            enc = tokenizer(texts)["input_ids"]
+        else:
+            enc = tokenizer(texts, truncation=True, max_length=seq_len)["input_ids"]
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise LandscapeError(f"the tokenizer failed on {path}: {reason}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if not pack:
+        return TokenSequences([list(map(int, ids))[:seq_len] for ids in enc])
+    return TokenSequences(pack_blocks(enc, int(eos), seq_len, str(path)))
+
+
+def pack_blocks(encodings: list[list[int]], eos: int, seq_len: int, source: str) -> list[list[int]]:
+    """``encodings`` joined by ``eos`` and cut into blocks of ``seq_len`` (the tail dropped).
+
+    >>> pack_blocks([[1, 2, 3], [4, 5], [6]], 0, 3, "f")
+    [[1, 2, 3], [0, 4, 5]]
+    """
+    stream: list[int] = []
+    for i, ids in enumerate(encodings):
+        if i:
+            stream.append(eos)
+        stream.extend(int(t) for t in ids)
+    if len(stream) < seq_len:
+        raise LandscapeError(
+            f"{source} holds {len(stream)} tokens, fewer than one block of `seq_len={seq_len}`; "
+            "lower `seq_len` or leave out `pack`"
+        )
+    return [stream[s : s + seq_len] for s in range(0, len(stream) - seq_len + 1, seq_len)]
+
+
+def causal_batches(
+    sequences: list[list[int]], batch_size: int, pad_id: int | None, source: str
+) -> list[Any]:
+    """Batches of token sequences for a causal language model, in order.
+
+    Each batch is padded on the right to its longest sequence with ``pad_id`` (the attention mask
+    marks the real tokens); position ``t`` of a sequence predicts its token ``t + 1``, and its
+    last token and the padding predict none
+    (:data:`~landscape_cli.token_loss.IGNORE`). The weights of
+    :func:`~landscape_cli.token_loss.token_weights` make the batches' losses average to the mean
+    over every predicted token.
+    """
+    from landscape_cli.evaluation import Batch
+    from landscape_cli.token_loss import IGNORE, TokenTargets, token_weights
+
+    parts = []
+    for start in range(0, len(sequences), batch_size):
+        rows = sequences[start : start + batch_size]
+        width = max(len(r) for r in rows)
+        if pad_id is None and any(len(r) != width for r in rows):
+            raise LandscapeError(
+                f"the sequences of {source} differ in length, so a batch must be padded, but the "
+                "tokenizer has no padding token; pass `pack=True` (blocks of `seq_len` tokens) or "
+                "save a tokenizer with a pad token"
+            )
+        ids = torch.full((len(rows), width), pad_id if pad_id is not None else 0)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+            labels[i, : len(r) - 1] = torch.tensor(r[1:], dtype=torch.long)
+        parts.append(({"input_ids": ids, "attention_mask": mask}, labels))
+    weights = token_weights([y for _, y in parts])
+    if not any(bool((y != IGNORE).any()) for _, y in parts):
+        raise LandscapeError(
+            f"no sequence of {source} has two tokens: there is no next token to predict"
+        )
+    return [Batch(x, TokenTargets(y, w)) for (x, y), w in zip(parts, weights, strict=True)]
+
+
+def sequences_sha256(sequences: list[list[int]]) -> str:
+    """SHA-256 of the token ids of ``sequences`` in order (each as its length, then its ids).
+
+    Recorded as the samples' hash of a language model's results, so that other text, another
+    ``seq_len`` or ``pack`` is never taken for the same samples.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for seq in sequences:
+        h.update(len(seq).to_bytes(8, "little"))
+        h.update(torch.tensor(seq, dtype=torch.int64).numpy().astype("<i8").tobytes())
+    return h.hexdigest()

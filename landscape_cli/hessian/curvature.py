@@ -66,7 +66,8 @@ from torch import Tensor, nn
 
 from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.evaluation import Batch, LossFn
-from landscape_cli.hessian.operator import CurvatureOperator, HessianOperator
+from landscape_cli.hessian.operator import CurvatureOperator, HessianOperator, Parts
+from landscape_cli.token_loss import IGNORE, TokenTargets
 
 #: The curvature matrices ``landscape hessian --curvature`` offers.
 CURVATURES = ("hessian", "ggn", "fisher")
@@ -114,10 +115,16 @@ def per_sample_losses(loss: str | None, loss_fn: LossFn, z: Tensor, targets: Ten
     """Each sample's own loss, shape ``(B,)``, from the batch's outputs ``z``.
 
     ``loss="ce"``: cross-entropy per sample; ``loss="mse"``: the mean of each sample's squared
-    errors (integer labels one-hot encoded); otherwise ``loss_fn`` on each sample's rows alone
+    errors (integer labels one-hot encoded); a causal language model's sequences
+    (:class:`~landscape_cli.token_loss.TokenTargets`): each sequence's own mean next-token
+    cross-entropy over its predicted tokens; otherwise ``loss_fn`` on each sample's rows alone
     (``z[i:i+1]``, ``targets[i:i+1]``). Their mean is the batch's mean loss for ce and mse.
     """
     n = z.shape[0]
+    if isinstance(targets, TokenTargets):  # weights 1/(its predicted tokens): its own mean
+        tokens = (targets.labels != IGNORE).sum(1).clamp_min(1).to(torch.float64)
+        own = TokenTargets(targets.labels, 1.0 / tokens)
+        return torch.stack([loss_fn(z[i : i + 1], own[i : i + 1]) for i in range(n)])
     if loss == "ce" and z.ndim == 2 and targets.ndim == 1 and not targets.is_floating_point():
         return nn.functional.cross_entropy(z, targets, reduction="none")
     if loss == "mse":
@@ -184,12 +191,12 @@ class _OuterOperator(CurvatureOperator):
 
     def _batch_products(
         self, g: _Linearised, vecs: list[list[Tensor]], retain: bool
-    ) -> list[Tensor]:
+    ) -> list[Parts]:
         live = [i for i, t in enumerate(g.jt) if t is not None and t.requires_grad]
-        out = []
+        out: list[Parts] = []
         for j, v in enumerate(vecs):
             if not live:  # no parameter moves f: a zero block
-                out.append(torch.zeros(self.n, dtype=torch.float64, device=self.device))
+                out.append((None,) * len(self.params))
                 continue
             keep = retain or j < len(vecs) - 1
             (jv,) = torch.autograd.grad(
@@ -201,7 +208,7 @@ class _OuterOperator(CurvatureOperator):
             parts = torch.autograd.grad(
                 g.f, self.params, grad_outputs=g.middle(jv), retain_graph=keep, allow_unused=True
             )
-            out.append(self._flat(parts))
+            out.append(parts)
         return out
 
 

@@ -69,6 +69,9 @@ from landscape_cli.evaluation import (
 )
 from landscape_cli.params import NO_GRADIENT, ParamSelection, select_parameters
 
+#: One product, per parameter: a piece in the model's dtype, or None where it is zero.
+Parts = Sequence[Tensor | None]
+
 
 class CurvatureOperator:
     """A curvature matrix of the mean loss over fixed batches, as an operator on float64 vectors.
@@ -168,10 +171,10 @@ class CurvatureOperator:
         if cache_graphs is None:
             cache_graphs = self.graph_bytes * len(self.batches) <= memory_budget
         self.cache_graphs = bool(cache_graphs)
+        if check and self.batches:  # first: its two graphs are gone before the kept ones come
+            self._check_determinism()
         if self.cache_graphs:
             self._cache = [self._batch_graph(b) for b in self.batches]
-        if check and self.batches:
-            self._check_determinism()
 
     # -- what a subclass supplies ---------------------------------------------------------------
 
@@ -182,8 +185,13 @@ class CurvatureOperator:
         """What one batch's products need (kept between products when ``cache_graphs``)."""
         raise NotImplementedError
 
-    def _batch_products(self, graph: Any, vecs: list[list[Tensor]], retain: bool) -> list[Tensor]:
-        """One batch's matrix times each of ``vecs`` (per-parameter pieces), float64 flat."""
+    def _batch_products(self, graph: Any, vecs: list[list[Tensor]], retain: bool) -> list[Parts]:
+        """One batch's matrix times each of ``vecs`` (per-parameter pieces), per parameter.
+
+        Each product is a tuple with one piece per parameter (None for a zero piece), in the
+        model's dtype: :meth:`matmat` adds them into its float64 columns piece by piece, so no
+        flat copy of a product is made.
+        """
         raise NotImplementedError
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -231,12 +239,18 @@ class CurvatureOperator:
         return total, acc
 
     def _measure_graph_bytes(self) -> int:
-        """Bytes the first batch's kept graph holds alive (saved tensors, gradients)."""
+        """Bytes the first batch's kept graph holds alive (saved tensors, gradients).
+
+        Saved parameters are not counted: they live anyway.
+        """
         seen: dict[int, int] = {}
+        own = {p.untyped_storage().data_ptr() for p in self.params}
 
         def pack(t: Tensor) -> Tensor:
             try:
                 key = t.untyped_storage().data_ptr()
+                if key in own:
+                    return t
                 seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
             except (RuntimeError, NotImplementedError):
                 seen[id(t)] = t.numel() * t.element_size()
@@ -247,18 +261,25 @@ class CurvatureOperator:
         del graph
         return sum(seen.values()) + self.n * torch.finfo(self.dtype).bits // 8
 
-    def _products(self, graph: Any, vecs: list[list[Tensor]], retain: bool) -> list[Tensor]:
+    def _products(self, graph: Any, vecs: list[list[Tensor]], retain: bool) -> list[Parts]:
         self.batch_hvps += len(vecs)
         return self._batch_products(graph, vecs, retain)
 
     def _check_determinism(self) -> None:
-        gen = torch.Generator().manual_seed(12345)
-        v = self._split(torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device))
+        gen = torch.Generator().manual_seed(12345)  # drawn in the model's dtype: no float64 copy
+        v = self._split(torch.randn(self.n, generator=gen, dtype=self.dtype).to(self.device))
         b = self.batches[0]
         first = self._products(self._batch_graph(b), [v], retain=False)[0]
         second = self._products(self._batch_graph(b), [v], retain=False)[0]
-        scale = first.abs().max().item()
-        diff = (first - second).abs().max().item()
+        scale = max((h.abs().max().item() for h in first if h is not None), default=0.0)
+        diff = max(
+            (
+                (x if y is None else -y if x is None else x - y).abs().max().item()
+                for x, y in zip(first, second, strict=True)
+                if x is not None or y is not None
+            ),
+            default=0.0,
+        )
         tol = 0.0 if self.device.type == "cpu" else 1e-4 * max(scale, 1e-30)
         if diff > tol:
             raise LandscapeError(
@@ -273,21 +294,21 @@ class CurvatureOperator:
             for c, s in zip(torch.split(v, self.sizes), self.shapes, strict=True)
         ]
 
-    def _flat(self, parts: Sequence[Tensor | None]) -> Tensor:
-        """Per-parameter pieces (None for zero) as one float64 vector of length n."""
-        return torch.cat(
-            [
-                (h if h is not None else torch.zeros_like(p)).reshape(-1)
-                for h, p in zip(parts, self.params, strict=True)
-            ]
-        ).double()
+    def _add(self, column: Tensor, parts: Parts, alpha: float) -> None:
+        """``column += alpha · parts`` (float64), parameter by parameter: no flat copy is made."""
+        start = 0
+        for h, size in zip(parts, self.sizes, strict=True):
+            if h is not None:
+                column[start : start + size].add_(h.reshape(-1), alpha=alpha)
+            start += size
 
     # -- the operator -------------------------------------------------------------------------
 
     def matmat(self, vectors: Tensor) -> Tensor:
         """``A @ vectors`` for a float64 matrix of shape (n, k); each column is one product."""
         squeeze = vectors.dim() == 1
-        mat = vectors.reshape(self.n, -1).to(device=self.device, dtype=torch.float64)
+        # Columns keep their dtype until each part is cast to the model's (one copy, not two).
+        mat = vectors.reshape(self.n, -1).to(device=self.device)
         k = mat.shape[1]
         cols = mat.T.contiguous()  # contiguous columns: the same kernels whatever k is
         split = [self._split(cols[j]) for j in range(k)]
@@ -295,7 +316,7 @@ class CurvatureOperator:
         for i, (b, w) in enumerate(zip(self.batches, self.weights, strict=True)):
             graph = self._cache[i] if self._cache is not None else self._batch_graph(b)
             for j, av in enumerate(self._products(graph, split, retain=self._cache is not None)):
-                out[:, j].add_(av, alpha=w)
+                self._add(out[:, j], av, w)
         distributed.sum_(out)
         self.hvp_count += k
         if self.on_hvp is not None:
@@ -348,21 +369,22 @@ class HessianOperator(CurvatureOperator):
 
     def _batch_products(
         self, grads: tuple[Tensor, ...], vecs: list[list[Tensor]], retain: bool
-    ) -> list[Tensor]:
+    ) -> list[Parts]:
         # A gradient with no graph is constant in θ (its rows of H are zero): leave it out.
         live = [i for i, g in enumerate(grads) if g.requires_grad]
-        out = []
+        out: list[Parts] = []
         for j, v in enumerate(vecs):
             if not live:
-                out.append(torch.zeros(self.n, dtype=torch.float64, device=self.device))
+                out.append((None,) * len(self.params))
                 continue
             keep = retain or j < len(vecs) - 1
-            hv = torch.autograd.grad(
-                [grads[i] for i in live],
-                self.params,
-                grad_outputs=[v[i] for i in live],
-                retain_graph=keep,
-                allow_unused=True,
+            out.append(
+                torch.autograd.grad(
+                    [grads[i] for i in live],
+                    self.params,
+                    grad_outputs=[v[i] for i in live],
+                    retain_graph=keep,
+                    allow_unused=True,
+                )
             )
-            out.append(self._flat(hv))
         return out

@@ -1,21 +1,25 @@
 """Local Hugging Face model folders (``config.json`` + weights + tokenizer or image processor).
 
 A folder is loaded with ``transformers`` from the disk only (``local_files_only=True``, the hub
-switched off, never a download) as ``AutoModelForSequenceClassification`` or
-``AutoModelForImageClassification``, chosen by the first entry of the config's
-``architectures`` (which must be one of transformers' own sequence- or image-classification
-classes: code shipped inside the folder, ``auto_map``, is never run). Attention runs on the
-``eager`` implementation, which has a double backward (checked after loading; a model without an
-eager path runs ``sdpa`` on the math kernel, which has one too, see
+switched off, never a download) as ``AutoModelForSequenceClassification``,
+``AutoModelForImageClassification`` or ``AutoModelForCausalLM``, chosen by the first entry of
+the config's ``architectures`` (which must be one of transformers' own sequence- or
+image-classification or causal language model classes: code shipped inside the folder,
+``auto_map``, is never run; masked language models and sequence-to-sequence models are refused).
+Attention runs on the ``eager`` implementation, which has a double backward (checked after
+loading; a model without an eager path runs ``sdpa`` on the math kernel, which has one too, see
 :func:`landscape_cli.evaluation.math_attention`).
 
 Weights: ``model.safetensors`` (or sharded ``*.safetensors`` with their index) load as they are;
 pickled ``pytorch_model.bin`` weights need ``trust`` (``--trust-checkpoint``), as ``.pt`` files do.
+They must fit the model the config builds: a weight the model has and the files lack, one the
+files have and the model lacks, or one of another shape is an error (:func:`_check_loaded`),
+never a randomly initialised tensor.
 
-The model is wrapped in :class:`HFClassifier`, a plain ``nn.Module`` whose ``forward`` takes the
-batch's inputs (a dict of tensors for text, the pixel tensor for images) and returns the logits,
-so that every estimator calls it as it calls any other network. Its parameters are named
-``net.<the transformers name>``.
+The model is wrapped in :class:`HFClassifier` (:class:`HFCausalLM` for language models), a plain
+``nn.Module`` whose ``forward`` takes the batch's inputs (a dict of tensors for text, the pixel
+tensor for images) and returns the logits, so that every estimator calls it as it calls any other
+network. Its parameters are named ``net.<the transformers name>``.
 """
 
 from __future__ import annotations
@@ -106,6 +110,49 @@ class HFClassifier(nn.Module):
         return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
+class HFCausalLM(HFClassifier):
+    """A transformers causal language model as a network from token ids to next-token logits.
+
+    ``forward(inputs)`` calls the model with the batch's ``input_ids`` and ``attention_mask``
+    (no key-value cache) and returns the logits ``(sequences, positions, vocabulary)``.
+    ``--per-layer`` groups: each transformer block (``net.transformer.h.3``,
+    ``net.model.layers.3``, ``net.gpt_neox.layers.3``), ``embeddings`` (every parameter before
+    the first block: token and position embeddings, and an output layer tied to them, which is
+    the same tensor) and ``head`` (every parameter after the last block: the final norm and an
+    untied output layer).
+
+    Args:
+        net: the transformers causal language model.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net, "causal-lm")
+        names = [f"net.{k}" for k, _ in net.named_parameters()]
+        blocks = [i for i, k in enumerate(names) if _BLOCK.match(k)]
+        first = blocks[0] if blocks else len(names)
+        self._outside = {k: ("embeddings" if i < first else "head") for i, k in enumerate(names)}
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        """Logits of a batch of padded token ids (a dict with ``input_ids``, ``attention_mask``)."""
+        return self.net(**inputs, use_cache=False).logits
+
+    def parameter_group(self, name: str) -> str:
+        """The ``--per-layer`` group of parameter ``name`` (the class docstring)."""
+        m = _BLOCK.match(name)
+        if m:
+            return m.group(1)
+        return self._outside.get(name, "head")
+
+    def positions(self) -> int | None:
+        """The most positions the model takes (its config's), None when it names none."""
+        config = self.net.config
+        for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+
 @dataclass(frozen=True)
 class HFFolder:
     """A loaded folder: the wrapped model, its config and its preprocessing facts."""
@@ -113,7 +160,7 @@ class HFFolder:
     model: HFClassifier
     config: Any
     folder: Path
-    task: str  # "text" or "image"
+    task: str  # "text", "image" or "causal-lm"
     architecture: str
 
     @property
@@ -155,20 +202,38 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 
 def _architecture(config: dict[str, Any], folder: Path) -> tuple[str, str]:
-    """The config's architecture and its task, refused unless transformers classifies with it."""
+    """The config's architecture and its task.
+
+    Refused unless transformers classifies with it or models language causally with it.
+    """
     from transformers.models.auto import modeling_auto as auto
 
     known = {
         "text": set(auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values()),
         "image": set(auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.values()),
+        "causal-lm": set(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()),
+    }
+    later = {
+        "a masked language model": set(auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES.values()),
+        "a sequence-to-sequence model": set(
+            auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES.values()
+        ),
     }
     archs = config.get("architectures") or []
     if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
         raise LandscapeError(
             f"{folder}/config.json names no architecture ('architectures'); landscape reads "
-            "*ForSequenceClassification and *ForImageClassification folders"
+            "*ForSequenceClassification, *ForImageClassification and causal language model "
+            "(*ForCausalLM, *LMHeadModel) folders"
         )
     arch = archs[0]
+    for kind, names in later.items():
+        if arch in names:
+            raise LandscapeError(
+                f"{folder}: {arch} is {kind}, which landscape does not measure yet; it reads "
+                "causal language models (*ForCausalLM, *LMHeadModel) and sequence and image "
+                "classifiers"
+            )
     for task, names in known.items():
         if arch in names:
             if config.get("model_type") is None:
@@ -176,8 +241,9 @@ def _architecture(config: dict[str, Any], folder: Path) -> tuple[str, str]:
             return arch, task
     raise LandscapeError(
         f"{folder}: unknown architecture {arch!r}; landscape reads the sequence- and "
-        "image-classification architectures of transformers (e.g. BertForSequenceClassification, "
-        "ViTForImageClassification)"
+        "image-classification and causal language model architectures of transformers (e.g. "
+        "BertForSequenceClassification, ViTForImageClassification, GPT2LMHeadModel, "
+        "LlamaForCausalLM)"
     )
 
 
@@ -209,11 +275,11 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
     import transformers
     from transformers.utils import logging as hf_logging
 
-    cls = (
-        transformers.AutoModelForSequenceClassification
-        if task == "text"
-        else transformers.AutoModelForImageClassification
-    )
+    cls = {
+        "text": transformers.AutoModelForSequenceClassification,
+        "image": transformers.AutoModelForImageClassification,
+        "causal-lm": transformers.AutoModelForCausalLM,
+    }[task]
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the load report and its bars are not the user's business
     hf_logging.disable_progress_bar()
@@ -227,13 +293,16 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
             trust_remote_code=False,
             use_safetensors=bool(safe),
             dtype=torch.float32,
+            # What does not fit is reported, then refused below (never randomly initialised).
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
         )
         try:
-            net = cls.from_pretrained(str(folder), attn_implementation="eager", **kwargs)
+            net, info = cls.from_pretrained(str(folder), attn_implementation="eager", **kwargs)
         except ValueError as exc:
             if "attn_implementation" not in str(exc) and "eager" not in str(exc):
                 raise
-            net = cls.from_pretrained(str(folder), attn_implementation="sdpa", **kwargs)
+            net, info = cls.from_pretrained(str(folder), attn_implementation="sdpa", **kwargs)
     except LandscapeError:
         raise
     except Exception as exc:  # transformers fails in many ways on broken folders
@@ -243,6 +312,7 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    _check_loaded(net, info, folder, arch)
     impl = getattr(net.config, "_attn_implementation", None) or "eager"
     if impl not in ("eager", "sdpa"):
         raise LandscapeError(
@@ -250,7 +320,40 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
             "needs eager (or sdpa on the math kernel)"
         )
     net = net.float().eval()
-    return HFFolder(HFClassifier(net, task), net.config, folder, task, arch)
+    wrapper = HFCausalLM(net) if task == "causal-lm" else HFClassifier(net, task)
+    return HFFolder(wrapper, net.config, folder, task, arch)
+
+
+def _check_loaded(net: nn.Module, info: dict[str, Any], folder: Path, arch: str) -> None:
+    """Refuse a folder whose weights do not fit the model its config builds.
+
+    ``info`` is transformers' loading report (``output_loading_info``): keys of the model that
+    the weights lack (which transformers would initialise at random), keys of the weights the
+    model lacks, and tensors of another shape. Tied weights (an output layer sharing the input
+    embeddings) and the buffers transformers recreates itself (``position_ids``, rotary
+    frequencies) are not in it. Any of the three is one error line naming the first keys, with
+    the words of :func:`landscape_cli.checkpoints.fit_state_dict` for ``.pt`` files.
+    """
+    from landscape_cli.checkpoints import mismatch_summary
+
+    order = {k: i for i, k in enumerate(net.state_dict())}
+    missing = sorted(info.get("missing_keys") or (), key=lambda k: (order.get(k, len(order)), k))
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    shapes = [
+        f"{k} {tuple(theirs)} vs {tuple(ours)}"
+        for k, theirs, ours in sorted(
+            info.get("mismatched_keys") or (), key=lambda m: (order.get(m[0], len(order)), m[0])
+        )
+    ]
+    errors = [" ".join(str(e).split()) for e in info.get("error_msgs") or ()]
+    if not (missing or unexpected or shapes or errors):
+        return
+    summary = mismatch_summary(missing, unexpected, shapes) or errors[0][:200]
+    raise LandscapeError(
+        f"{folder} does not fit the model its config.json builds ({arch}): {summary}; check "
+        "the config's model_type and architectures against the weights (landscape never "
+        "measures randomly initialised weights)"
+    )
 
 
 def load_tokenizer(folder: Path):

@@ -123,7 +123,9 @@ def difference(
 ) -> Direction:
     """``θ_target − θ_base`` for every parameter and floating-point buffer (interpolation).
 
-    With ``names``, of those parameters only (the floating-point buffers still all move).
+    With ``names``, of those parameters only (the floating-point buffers still all move). A
+    tensor that the model holds under several names (an output layer tied to the input
+    embeddings) is one entry, under its first name: moving each name would move it twice.
     """
     a, b = target.state_dict(), base.state_dict()
     if a.keys() != b.keys():
@@ -132,11 +134,15 @@ def difference(
             f"the checkpoints have different parameters ({', '.join(missing)}); "
             "interpolation needs the same architecture"
         )
-    out = {}
+    out, seen = {}, set()
     left_out = set() if names is None else {k for k, _ in base.named_parameters()} - set(names)
     for k, v in b.items():
         if a[k].shape != v.shape:
             raise LandscapeError(f"{k} has shape {tuple(a[k].shape)} vs {tuple(v.shape)}")
+        alias = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.stride()), v.shape)
+        if v.numel() and alias in seen:
+            continue
+        seen.add(alias)
         if torch.is_floating_point(v) and k not in left_out:
             out[k] = (a[k].to(v.device) - v).detach()
     return out

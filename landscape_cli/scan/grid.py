@@ -156,6 +156,9 @@ class PointEvaluator:
         if missing:
             raise LandscapeError(f"directions name unknown tensors: {', '.join(missing[:4])}")
         self.targets: list[Tensor] = [state[k].data for k in names]
+        ptrs = [t.data_ptr() for t in self.targets if t.numel()]
+        if len(set(ptrs)) != len(ptrs):  # a tied tensor named twice would move twice
+            raise LandscapeError("directions name one tensor twice (tied weights)")
         self.base = [t.detach().clone() for t in self.targets]
         self.dirs = [
             [

@@ -1,0 +1,149 @@
+"""Tiny causal language model folders built offline: GPT-2, Llama and GPT-NeoX, random
+weights, and a word-level tokenizer made from a small word list (saved with
+``save_pretrained``, exactly as a fine-tune's folder is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+#: The text the tests measure on: one sequence per line, of different lengths.
+LINES = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "the bird sang a song",
+    "my cat and my dog play",
+    "it was a good day in the park",
+    "the sun is warm",
+    "a song for the bird",
+    "we sat in the sun and the dog ran",
+    "the mat is red",
+    "play a good song",
+    "the dog sat",
+    "a warm day",
+]
+
+
+def make_lm_tokenizer(lines: list[str] = LINES, *, pad: bool = True, bos: bool = False):
+    """A word-level fast tokenizer over the words of ``lines``.
+
+    ``<pad>`` (when ``pad``), ``<unk>``, ``<s>`` and ``</s>`` (EOS) are its special tokens; with
+    ``bos`` every encoding starts with ``<s>`` (as Llama's tokenizers do), else none is added
+    (as GPT-2's).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = (["<pad>"] if pad else []) + ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(lines, trainers.WordLevelTrainer(special_tokens=special))
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+    kwargs = {"pad_token": "<pad>"} if pad else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", **kwargs
+    )
+
+
+def make_gpt2(
+    folder: Path,
+    tok=None,
+    *,
+    hidden: int = 8,
+    layers: int = 2,
+    positions: int = 32,
+    seed: int = 0,
+    tie: bool = True,
+):
+    """A tiny GPT2LMHeadModel (output layer tied to the token embeddings unless ``tie=False``)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = tok or make_lm_tokenizer()
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=positions,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=2,
+        tie_word_embeddings=tie,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model
+
+
+def make_llama(
+    folder: Path,
+    tok=None,
+    *,
+    hidden: int = 8,
+    layers: int = 2,
+    positions: int = 32,
+    seed: int = 0,
+):
+    """A tiny LlamaForCausalLM (grouped-query attention, rotary positions, untied output)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tok or make_lm_tokenizer(bos=True)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=positions,
+        tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    # Random norms (ones at init) so that no block's curvature is special.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model
+
+
+def make_neox(folder: Path, tok=None, *, hidden: int = 8, layers: int = 2, seed: int = 0):
+    """A tiny GPTNeoXForCausalLM (Pythia's architecture: partial rotary, parallel residual)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tok = tok or make_lm_tokenizer()
+    config = GPTNeoXConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=32,
+        rotary_pct=0.5,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(config)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model
+
+
+def write_lines(path: Path, lines: list[str] = LINES) -> Path:
+    """``lines`` as a text file, one per line."""
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path

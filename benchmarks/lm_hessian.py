@@ -24,6 +24,10 @@ Cases:
   measurement, first-order graphs kept when they fit, determinism check; hessian-eigenthings'
   keeps nothing), then two products; ``HVP/grad`` is the mean product's time over the
   gradient's, ``operator`` the resident memory the built operator holds.
+- ``ggn``, ``fisher``: the same with the GGN and the empirical Fisher (landscape's
+  :func:`~landscape_cli.hessian.curvature.curvature_operator`; hessian-eigenthings'
+  ``GGNOperator`` with its ``hf_lm_forward``/``hf_lm_loss_of_output``, and
+  ``EmpiricalFisherOperator`` with each sequence's mean next-token loss, through ``vmap``).
 - ``top1``, ``top5``: landscape's :func:`landscape_cli.hessian.analyze` with ``--top-k`` 1 or 5,
   ``--tol`` and ``--max-steps`` (explicit residuals ‖Hv − λv‖ included), then
   hessian-eigenthings' ``lanczos(k, max_iter=m)`` with ``m`` the Lanczos steps landscape took (the
@@ -39,6 +43,8 @@ Cases:
   model's size (float32 products that cost nothing), ``--max-steps`` steps, for top-1 or top-5:
   the memory the eigensolver itself takes beside the model.
 
+``--no-cache-graphs`` measures landscape as ``landscape hessian --no-cache-graphs`` runs: each
+product rebuilds its batch's first-order graph (less memory, slower products).
 ``--loss plain`` measures landscape with torch's ``cross_entropy`` instead of its own token loss
 (:mod:`landscape_cli.token_loss`), for the before/after of the memory fix; ``--graph`` prints
 what one batch's first-order graph keeps (saved tensors by kind) and the peak of one product
@@ -57,7 +63,8 @@ import subprocess
 import sys
 import time
 
-CASES = ("hvp", "top1", "top5", "trace", "density", "kernel1", "kernel5")
+CASES = ("hvp", "ggn", "fisher", "top1", "top5", "trace", "density", "kernel1", "kernel5")
+PRODUCTS = {"hvp": "hessian", "ggn": "ggn", "fisher": "fisher"}  # one-product cases
 LIBS = ("landscape", "eigenthings")
 
 
@@ -133,19 +140,26 @@ def run_landscape(case: str, args, model, batches, before: int) -> dict:
 
     from landscape_cli import hessian as hs
     from landscape_cli.evaluation import LOSSES, evaluation_mode
+    from landscape_cli.hessian.curvature import curvature_operator
 
     loss_fn = plain_loss if args.loss == "plain" else LOSSES["ce"]
     out: dict = {}
-    if case == "hvp":
+    if case in PRODUCTS:
         with evaluation_mode(model):
             out["grad_s"] = gradient_seconds(model, batches, loss_fn)
     t0 = time.perf_counter()
-    op = hs.HessianOperator(model, batches, loss=loss_fn)
+    op = curvature_operator(
+        PRODUCTS.get(case, "hessian"),
+        model,
+        batches,
+        loss=loss_fn,
+        cache_graphs=False if args.no_cache_graphs else None,
+    )
     out["build_s"] = time.perf_counter() - t0
     out["operator"] = rss() - before
     out["graphs_kept"] = op.cache_graphs
     out["n"] = op.n
-    if case == "hvp":
+    if case in PRODUCTS:
         v = torch.randn(op.n, 2, generator=torch.Generator().manual_seed(1))  # as theirs
         t1 = time.perf_counter()
         for j in range(2):
@@ -167,26 +181,30 @@ def run_landscape(case: str, args, model, batches, before: int) -> dict:
     out["seconds"] = time.perf_counter() - t0
     # the products of the estimators, and the determinism check's two on the first batch
     out["hvps"] = op.hvp_count + round((op.batch_hvps - op.hvp_count * len(batches)) / len(batches))
-    if res.get("top") is not None:
-        top = res["top"]
+    if res.top is not None:
+        top = res.top
         out.update(
             eigenvalues=top.eigenvalues.tolist(),
             residuals=top.residuals.tolist(),
             steps=int(top.steps),
         )
-    if res.get("trace") is not None:
-        tr = res["trace"]
+    if res.trace is not None:
+        tr = res.trace
         out.update(trace=tr.estimate, stderr=tr.stderr, probes=tr.probes)
-    if res.get("density") is not None:
-        out["probes"] = int(res["density"].probes)
+    if res.density is not None:
+        out["probes"] = int(res.density.probes)
     return out
 
 
 def run_eigenthings(case: str, args, model, batches, before: int, steps: int, probes: int):
     import torch
     from hessian_eigenthings import (
+        EmpiricalFisherOperator,
+        GGNOperator,
         HessianOperator,
+        hf_lm_forward,
         hf_lm_loss,
+        hf_lm_loss_of_output,
         lanczos,
         spectral_density,
         trace,
@@ -198,8 +216,21 @@ def run_eigenthings(case: str, args, model, batches, before: int, steps: int, pr
     ]  # no padding: labels are the ids (transformers shifts them)
     out: dict = {}
     count = {"hvps": 0}
+    if case in PRODUCTS:
+        with torch.enable_grad():
+            t0 = time.perf_counter()
+            total = sum(len(x["input_ids"]) for x in loader)
+            for b in loader:
+                loss = net(**b).loss * (len(b["input_ids"]) / total)
+                torch.autograd.grad(loss, [p for p in net.parameters() if p.requires_grad])
+            out["grad_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    op = HessianOperator(net, loader, loss_fn=hf_lm_loss())
+    if case == "ggn":
+        op = GGNOperator(net, loader, hf_lm_forward(), hf_lm_loss_of_output())
+    elif case == "fisher":
+        op = EmpiricalFisherOperator(net, loader, _sequence_loss)
+    else:
+        op = HessianOperator(net, loader, loss_fn=hf_lm_loss())
     inner = op.matvec
 
     def counted(v):
@@ -209,7 +240,7 @@ def run_eigenthings(case: str, args, model, batches, before: int, steps: int, pr
     op.matvec = counted  # type: ignore[method-assign]
     out["n"] = op.size
     out["operator"] = rss() - before
-    if case == "hvp":
+    if case in PRODUCTS:
         v = torch.randn(op.size, 2, generator=torch.Generator().manual_seed(1))
         t1 = time.perf_counter()
         for j in range(2):
@@ -236,6 +267,12 @@ def run_eigenthings(case: str, args, model, batches, before: int, steps: int, pr
     out.setdefault("seconds", time.perf_counter() - t0)
     out.setdefault("hvps", count["hvps"])
     return out
+
+
+def _sequence_loss(model, sample):
+    """One sequence's mean next-token loss (hessian-eigenthings' per-sample loss; ``vmap``)."""
+    ids = sample["input_ids"].unsqueeze(0)
+    return model(input_ids=ids, labels=ids).loss
 
 
 class Diagonal:
@@ -385,6 +422,9 @@ def main() -> None:
     parser.add_argument("--trace-rtol", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--graph", action="store_true")
+    parser.add_argument(
+        "--no-cache-graphs", action="store_true", help="landscape rebuilds each batch's graph"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-lib", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
@@ -407,7 +447,8 @@ def main() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", "?")
     print(f"GPT-2 shape: {args.layers} layers, width {args.width}, vocabulary {args.vocab}; "
           f"{args.samples} sequences of {args.seq_len} tokens, batches of {args.batch_size}; "
-          f"{threads} threads; landscape loss {args.loss}")  # fmt: skip
+          f"{threads} threads; landscape loss {args.loss}"
+          f"{', graphs rebuilt per product' if args.no_cache_graphs else ''}")  # fmt: skip
     print(f"{'library':12} {'case':7} {'HVPs':>5} {'steps':>5} {'seconds':>8} {'CPU s':>7} "
           f"{'HVP/grad':>8} {'operator':>9} {'peak GiB':>8} {'B/param':>8}  result")  # fmt: skip
     for case in args.cases.split(","):
@@ -434,12 +475,13 @@ def main() -> None:
 
 def _row(lib: str, case: str, r: dict) -> str:
     n = r["n"]
-    ratio = f"{r['hvp_s'] / r['grad_s']:.2f}" if "grad_s" in r else ""
+    ratio = f"{r['hvp_s'] / r['grad_s']:.2f}" if "grad_s" in r and "hvp_s" in r else ""
     if "hvp_s" in r:
         result = f"one product {r['hvp_s']:.1f} s"
         if "grad_s" in r:
-            result += f", gradient {r['grad_s']:.1f} s, operator built in {r['build_s']:.1f} s"
-            result += f" (graphs kept: {r['graphs_kept']})"
+            result += f", gradient {r['grad_s']:.1f} s"
+        if "build_s" in r:
+            result += f", operator built in {r['build_s']:.1f} s (graphs kept: {r['graphs_kept']})"
     elif "eigenvalues" in r:
         pairs = zip(r["eigenvalues"], r["residuals"], strict=True)
         rel = max(res / abs(e) if e else float("inf") for e, res in pairs)

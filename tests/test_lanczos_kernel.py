@@ -105,3 +105,50 @@ def test_continuing_a_run_leaves_its_basis_untouched():
         extend_krylov(op, basis, 20, reorthogonalize=False)
         extend_krylov(op, basis, 20, reorthogonalize=True)
         assert torch.equal(basis.R, R) and torch.equal(basis.Q, Q)
+
+
+def _resident() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+
+
+def test_a_cpu_basis_is_reserved_once_and_resident_only_where_rows_are_stored():
+    # 200 rows of 2^20 float32 entries reserved (800 MiB); 4 stored rows are resident (16 MiB)
+    n, capacity = 1 << 20, 200
+    start = unit_rademacher(n, 1, torch.Generator().manual_seed(0))
+    before = _resident()
+    rec = BlockLanczos(start, capacity=capacity, basis_dtype=torch.float32)
+    diag = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
+
+    class Diagonal:
+        device = torch.device("cpu")
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            return V * diag[:, None]
+
+    advance_together(Diagonal(), [rec], 3)
+    assert rec.Q is not None and rec.Q.shape[0] == capacity  # no copy will be made to grow
+    assert rec.rows == 3
+    assert _resident() - before < 200 * 2**20  # far below the 800 MiB reserved
+
+
+def test_a_basis_the_system_refuses_at_once_is_reserved_in_part_then_grown(monkeypatch):
+    from landscape_cli.hessian import lanczos
+
+    real = lanczos._rows
+
+    def at_most_40(count, n, dtype, device):
+        if count > 40:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return real(count, n, dtype, device)
+
+    monkeypatch.setattr(lanczos, "_rows", at_most_40)
+    H = _matrix(60)
+    start = unit_rademacher(60, 1, torch.Generator().manual_seed(2))
+    rec = BlockLanczos(start, capacity=59)
+    assert rec.Q is not None and rec.Q.shape[0] == 29  # 59 refused, then its half granted
+    monkeypatch.setattr(lanczos, "_rows", real)
+    advance_together(Dense(H), [rec], 40)  # grows past the reservation
+    Q = rec.basis()
+    assert Q.shape[0] == rec.rows == 40 and rec.Q.shape[0] > 29
+    torch.testing.assert_close(Q @ Q.T, torch.eye(40, dtype=torch.float64), atol=1e-10, rtol=0)

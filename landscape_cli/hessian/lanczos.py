@@ -213,12 +213,41 @@ def orthogonality(Q: Tensor, chunk: int = 1 << 18) -> float:
 _FIRST_ROWS = 16
 
 
+def _rows(count: int, n: int, dtype: torch.dtype, device) -> Tensor:
+    """Room for ``count`` basis rows; only the rows written take memory on the CPU.
+
+    The rows are left unset (only the stored rows are ever read): on the CPU a large tensor is
+    its own memory mapping, whose pages the system supplies when a row is first written, so
+    the resident memory follows the rows stored, not the room reserved.
+    """
+    return torch.empty(count, n, dtype=dtype, device=device)
+
+
+def _first_rows(b: int, capacity: int, n: int, dtype: torch.dtype, device) -> Tensor:
+    """The basis of a run that may store ``capacity`` rows, first ``b`` of them.
+
+    On the CPU as many of the ``capacity`` rows as the system grants at once are reserved
+    (halving the request until it does): only stored rows become resident, and the basis is
+    copied to grow only past the reservation. On accelerators, whose memory is taken when
+    reserved, room for the first rows only (:func:`_grow` adds more).
+    """
+    first = min(capacity, max(_FIRST_ROWS, b))
+    if torch.device(device).type == "cpu":
+        count = capacity
+        while count > first:
+            try:
+                return _rows(count, n, dtype, device)
+            except RuntimeError:  # more than the system grants at once
+                count //= 2
+    return _rows(first, n, dtype, device)
+
+
 def _grow(Q: Tensor, rows: int, cap: int) -> Tensor:
-    """``Q`` with room for at least ``rows`` rows (the existing ones copied, the rest zero)."""
+    """``Q`` with room for at least ``rows`` rows (the existing ones copied, the rest unset)."""
     if Q.shape[0] >= rows:
         return Q
     size = min(cap, max(rows, Q.shape[0] + max(_FIRST_ROWS, Q.shape[0] // 2)))
-    bigger = torch.zeros(size, Q.shape[1], dtype=Q.dtype, device=Q.device)
+    bigger = _rows(size, Q.shape[1], Q.dtype, Q.device)
     bigger[: Q.shape[0]] = Q
     return bigger
 
@@ -329,8 +358,10 @@ class BlockLanczos:
         self.Q: Tensor | None = None
         if reorthogonalize:
             b = self._V.shape[0]
-            rows = min(self.capacity, max(_FIRST_ROWS, b)) if grow else self.capacity
-            self.Q = torch.zeros(rows, self.n, dtype=basis_dtype, device=self.device)
+            if grow:
+                self.Q = _first_rows(b, self.capacity, self.n, basis_dtype, self.device)
+            else:
+                self.Q = _rows(self.capacity, self.n, basis_dtype, self.device)
             self._V = self._store(0, self._V)
 
     @classmethod

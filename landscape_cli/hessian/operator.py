@@ -164,7 +164,10 @@ class CurvatureOperator:
         self.shapes = tuple(tuple(p.shape) for p in self.params)
         self.sizes = [p.numel() for p in self.params]
         self.n = sum(self.sizes)
-        self.gradient = torch.cat([grads[i].reshape(-1).double() for i in used])
+        # the gradient of the mean loss, summed over batches in float64, kept in the model's
+        # dtype (half the memory of float64 for a float32 model; only its norm is reported)
+        self.gradient = torch.cat([grads[i].reshape(-1).to(self.dtype) for i in used])
+        del grads
 
         self._cache: list[Any] | None = None
         self.graph_bytes = self._measure_graph_bytes() if self.batches else 0

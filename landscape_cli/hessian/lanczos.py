@@ -195,6 +195,13 @@ def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
     return w
 
 
+def _orthogonalise_(w: Tensor, Q: Tensor) -> Tensor:
+    """:func:`_orthogonalise` in place on ``w`` (no second n-sized copy of ``w``)."""
+    for _ in range(2):
+        w.sub_(lift(Q, project(Q, w)))
+    return w
+
+
 def orthogonality(Q: Tensor, chunk: int = 1 << 18) -> float:
     """Loss of orthogonality ``max |Q Qᵀ − I|`` of the rows of ``Q``.
 
@@ -211,6 +218,9 @@ def orthogonality(Q: Tensor, chunk: int = 1 << 18) -> float:
 
 
 _FIRST_ROWS = 16
+
+#: Bytes of Ritz vectors (and their products) that one product of the explicit residuals takes.
+_RESIDUAL_BYTES = 1024**3
 
 
 def _rows(count: int, n: int, dtype: torch.dtype, device) -> Tensor:
@@ -275,8 +285,11 @@ def advance_together(op: SymmetricOperator, columns: Sequence[BlockLanczos], ste
 
 
 def _rows_orthogonalise(R: Tensor, Q: Tensor) -> Tensor:
-    """The rows of ``R`` made orthogonal to the rows of ``Q`` (twice, as :func:`_orthogonalise`)."""
-    return _orthogonalise(R.T, Q).T if Q.shape[0] else R
+    """The rows of ``R`` made orthogonal to the rows of ``Q`` (twice, as :func:`_orthogonalise`).
+
+    ``R`` is updated in place and returned.
+    """
+    return _orthogonalise_(R.T, Q).T if Q.shape[0] else R
 
 
 class BlockLanczos:
@@ -375,7 +388,7 @@ class BlockLanczos:
         rec = cls(last.T, capacity=1, reorthogonalize=False, breakdown=breakdown)
         rec.capacity = max(int(capacity), m + sizes[-1])
         if reorthogonalize:
-            rec.Q = torch.zeros(rec.capacity, rec.n, dtype=torch.float64, device=rec.device)
+            rec.Q = _rows(rec.capacity, rec.n, torch.float64, rec.device)
             rec.Q[:m] = basis.Q.to(torch.float64)
         edges = np.concatenate([[0], np.cumsum(sizes)])
         for j in range(len(sizes)):
@@ -422,14 +435,23 @@ class BlockLanczos:
         return np.sqrt(np.maximum(np.sum(last * (G @ last), axis=0), 0.0))
 
     def absorb(self, W: Tensor) -> None:
-        """Record one block step from the products ``W = H @ V`` (n, b)."""
+        """Record one block step from the products ``W = H @ V`` (n, b).
+
+        ``W`` is consumed: its memory becomes the residual's when it is float64 (the
+        products of one step are not kept, so no copy of n-vectors is made).
+        """
         V = self._V
-        Wr = W.T.to(torch.float64).contiguous()
-        A = (V @ Wr.T).cpu().numpy()
+        R = W.T.to(torch.float64).contiguous()
+        A = (V @ R.T).cpu().numpy()
         A = (A + A.T) / 2
-        R = Wr - torch.as_tensor(A, device=self.device) @ V
+        R.addmm_(torch.as_tensor(A, device=self.device), V, alpha=-1.0)
         if self._P is not None and self._P.shape[0]:
-            R = R - torch.as_tensor(self.B[-1], device=self.device) @ self._P
+            # the previous block as stored (a view of the basis, or the float64 rows): one
+            # scaled subtraction per entry of B, in float64, with no copy of its rows
+            for i, row in enumerate(self.B[-1]):
+                for j, coef in enumerate(row):
+                    if coef != 0.0:
+                        R[i].sub_(self._P[j], alpha=float(coef))
         self.A.append(A)
         self.sizes.append(self.width)
         self.rows += self.width
@@ -468,8 +490,11 @@ class BlockLanczos:
             Bn = np.concatenate([Bn, np.zeros((add, b))])
         new = new[: max(0, room)]
         self.B.append(Bn[: new.shape[0]])
+        width = self.width
         self._P = self._V
         self._V = self._store(self.rows, new) if self.Q is not None else new.contiguous()
+        if self.Q is not None:  # the stored rows, not a float64 copy of them
+            self._P = self.Q[self.rows - width : self.rows]
 
     def _random_rows(self, count: int, new: Tensor) -> Tensor:
         """``count`` random unit rows orthogonal to the basis and to ``new``."""
@@ -704,11 +729,19 @@ def _explicit_residuals(op, Q: Tensor, S, theta, order, res) -> np.ndarray:
     """
     cols = [*order.tolist(), 0]
     coeff = torch.as_tensor(S[:, cols], dtype=torch.float64, device=Q.device)
-    Y = (coeff.T.to(Q.dtype) @ Q).T.double()  # (n, kk + 1) unit Ritz vectors
-    if Q.dtype != torch.float64:  # unit to float64 rounding, so |λ − θ| ≤ ‖Hy − θy‖ holds
-        Y = Y / Y.norm(dim=0)
-    HY = op.matmat(Y)
-    true = (HY - Y * torch.as_tensor(theta[cols], device=Q.device)).norm(dim=0).cpu().numpy()
+    # a few Ritz vectors per product: their products and float64 copies take 3 n-vectors each
+    chunk = max(1, _RESIDUAL_BYTES // max(1, 24 * int(Q.shape[1])))
+    true = np.empty(len(cols))
+    for at in range(0, len(cols), chunk):
+        part = coeff[:, at : at + chunk]
+        Y = (part.T.to(Q.dtype) @ Q).T.double()  # (n, c) unit Ritz vectors
+        if Q.dtype != torch.float64:  # unit to float64 rounding, so |λ − θ| ≤ ‖Hy − θy‖ holds
+            Y.div_(Y.norm(dim=0))
+        HY = op.matmat(Y)
+        for j in range(Y.shape[1]):
+            HY[:, j].sub_(Y[:, j], alpha=float(theta[cols[at + j]]))
+        true[at : at + Y.shape[1]] = HY.norm(dim=0).cpu().numpy()
+        del Y, HY
     res = res.copy()
     res[order], res[0] = true[:-1], true[-1]
     return res

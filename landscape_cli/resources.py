@@ -111,11 +111,14 @@ def require(needs: dict[str, tuple[int, str]], device: object = "cpu") -> None:
     )
 
 
-def hessian_bytes(settings, n: int, products_float64: bool = False) -> dict[str, tuple[int, str]]:
+def hessian_bytes(
+    settings, n: int, products_float64: bool = False, device: object = None
+) -> dict[str, tuple[int, str]]:
     """The option-sized buffers of ``landscape hessian`` on a model of ``n`` parameters.
 
-    The option-sized buffers of ``landscape hessian`` on a model of ``n`` parameters
-    (``products_float64``: the model computes in float64, so the basis stays float64).
+    ``products_float64``: the model computes in float64, so the basis stays float64.
+    ``device``: where the basis lives; on the CPU it is reserved once and only its stored
+    rows take memory, elsewhere (or unknown) it grows by copies.
     """
     import torch
 
@@ -127,9 +130,11 @@ def hessian_bytes(settings, n: int, products_float64: bool = False) -> dict[str,
         steps = min(s.max_steps, n)
         products = torch.float64 if products_float64 else torch.float32
         item = basis_dtype_for(n, s.max_steps, products).itemsize
-        # The basis grows by half its size: while growing, the old rows and the new basis are
-        # both held, at most 5/3 of the final max_steps + 1 rows.
-        rows = (steps + 1) * 5 // 3 + 1
+        # On the CPU the basis is reserved once, resident as rows are stored (max_steps + 1,
+        # and a block's growth); elsewhere it grows by half its size: while growing, the old
+        # rows and the new basis are both held, at most 5/3 of the final max_steps + 1 rows.
+        on_cpu = device is not None and str(device).startswith("cpu")
+        rows = steps + 1 + 8 if on_cpu else (steps + 1) * 5 // 3 + 1
         basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * _F64
         needs["Lanczos basis"] = (basis, "`max_steps` (or `top_k`)")
     if s.trace_probes > 0:

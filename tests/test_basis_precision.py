@@ -104,3 +104,15 @@ def test_memory_guess_follows_the_basis_dtype():
     f64 = hessian_bytes(s, n, products_float64=True)["Lanczos basis"][0]
     rows = 101 * 5 // 3 + 1
     assert f64 - f32 == rows * n * 4  # the rows are half the bytes in float32
+
+
+def test_memory_guess_on_the_cpu_counts_the_rows_stored_not_a_growth_copy():
+    from landscape_cli.hessian import HessianSettings
+
+    s = HessianSettings(top_k=5, max_steps=100)
+    n = 11_173_962
+    cpu = hessian_bytes(s, n, device="cpu")["Lanczos basis"][0]
+    elsewhere = hessian_bytes(s, n, device="cuda:0")["Lanczos basis"][0]
+    vectors = 3 * 6 * n * 8  # the float64 working vectors, the same everywhere
+    assert cpu - vectors == (101 + 8) * n * 4  # every row the run may store, and a grown block
+    assert elsewhere - vectors == (101 * 5 // 3 + 1) * n * 4

@@ -67,9 +67,9 @@ def fresh(checkpoints: list[Path], folder: Path) -> list[Path]:
 
 def main() -> None:
     from landscape_cli import audit as au
-    from landscape_cli.demo import runs
     from landscape_cli.hessian import HessianSettings
-    from landscape_cli.pipeline import Source, audit_job, hessian_job
+    from landscape_cli.jobs import Source, audit_job, hessian_job
+    from landscape_cli.jobs.demo import runs
     from landscape_cli.training import train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,7 +12,7 @@ seconds and its ratio to *today alone* (the first configuration run alone):
             sharing the CPUs);
 - passive:  the same with OMP_WAIT_POLICY=PASSIVE (sleeping threads; measured and rejected);
 - default:  what `landscape` does now: each process takes max(1, cpus // P) spinning threads,
-            P being the landscape processes alive (landscape_cli/cpu_share.py);
+            P being the landscape processes alive (landscape_cli/commands/_cpu_share.py);
 - threads1: `landscape --threads 1`.
 
 Targets (issue 12): a pair each within 1.5× of one alone; one alone no slower than today

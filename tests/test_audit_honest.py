@@ -84,7 +84,7 @@ def test_summary_and_report_of_typed_rows(tmp_path):
     """The --json summary and the markdown report of typed rows: the row as printed and as
     stored, the ranking, and a λmax order that loss matching reverses beyond the residuals."""
     from landscape_cli.audit import AuditRow
-    from landscape_cli.audit_report import summary, write_report
+    from landscape_cli.jobs.audit_report import summary, write_report
 
     a = AuditRow(
         "/x/a.pt", "/x/a.h5", _measures(2.0, 0.2, 0.1, negative_mass=0.01, spectral_spread=1.0,
@@ -118,7 +118,7 @@ def test_survival_reads_the_matched_measures_as_reported():
     (``MATCHED_KEYS``): the matched trace's uncertainty is 1.96 standard errors, not the CI or
     the sample-set spread it is not reported with."""
     from landscape_cli.audit import AuditRow
-    from landscape_cli.audit_report import survival
+    from landscape_cli.jobs.audit_report import survival
 
     def matched(trace):  # the trace ± 1.96·0.1 reported, a CI wide enough to tie them
         return replace(_measures(2.0, 0.2, 0.1), trace=trace, trace_ci95=[trace - 5, trace + 5],

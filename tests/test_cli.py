@@ -62,7 +62,7 @@ def test_processes_share_the_cpus_and_a_dead_ones_place_is_freed(tmp_path):
     """Live processes each hold a lock; the count (and so each one's threads) follows them."""
     import fcntl
 
-    from landscape_cli.cpu_share import CpuShare
+    from landscape_cli.commands._cpu_share import CpuShare
 
     a = CpuShare(4, tmp_path, name="a")
     assert a.peers() == 1 and a.threads() == 4
@@ -90,7 +90,7 @@ def test_thread_share_reaches_torch_and_user_settings_win(tmp_path):
     """Set before torch is imported, the share is torch's thread count; OMP_NUM_THREADS wins."""
     code = (
         "import os, sys; from landscape_cli.commands import _threads;"
-        "from landscape_cli.cpu_share import CpuShare;"
+        "from landscape_cli.commands._cpu_share import CpuShare;"
         f"other = CpuShare(2, {str(tmp_path)!r}, 'x');"
         f"print(_threads.start(folder={str(tmp_path)!r}));"
         "import torch; print(torch.get_num_threads())"

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from landscape_cli.jobs.scan_journal import journal_path, read_journal
 from landscape_cli.results import read_hessian, read_root, read_scan
-from landscape_cli.scan_store import journal_path, read_journal
 from landscape_cli.training import TrainConfig, train
 
 pytestmark = pytest.mark.slow

@@ -98,7 +98,7 @@ def test_library_error_names_the_parameter_not_the_flag():
 )
 def test_audit_job_checks_its_settings_before_loading(tmp_path, settings, message):
     from landscape_cli.audit import AuditSettings
-    from landscape_cli.pipeline import audit_job
+    from landscape_cli.jobs import audit_job
 
     missing = tmp_path / "never-read.pt"  # refused before any file is opened
     with pytest.raises(LandscapeError) as info:
@@ -177,13 +177,13 @@ def test_library_strings_name_no_flags():
 def test_the_app_renders_errors_and_notes_of_the_library(monkeypatch, error, code, line):
     """What ``hessian_job`` raises, and the notes it passes to ``Source.on_note``, reach the
     terminal with flags."""
-    import landscape_cli.pipeline as pipeline
+    from landscape_cli import jobs
 
     def job(checkpoint, settings, *, source, **kwargs):
         source.on_note("`engine='pyhessian'` is PyHessian's")
         raise error
 
-    monkeypatch.setattr(pipeline, "hessian_job", job)
+    monkeypatch.setattr(jobs, "hessian_job", job)
     result = runner.invoke(app, ["hessian", "x.pt"])
     assert result.exit_code == code
     assert result.stderr == f"note: --engine pyhessian is PyHessian's\n{line}"

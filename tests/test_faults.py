@@ -425,7 +425,7 @@ def _other_writer(command: str, folder: Path, same: bool):
     """
     from landscape_cli.audit import AuditSettings
     from landscape_cli.hessian import HessianSettings
-    from landscape_cli.pipeline import ScanOptions, Source, audit_job, hessian_job, scan_job
+    from landscape_cli.jobs import ScanOptions, Source, audit_job, hessian_job, scan_job
     from landscape_cli.training import train
 
     ck, source = folder / "ck.pt", Source(samples=32, batch_size=32)

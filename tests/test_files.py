@@ -249,7 +249,7 @@ def test_the_private_folder_refuses_links_and_other_users_folders(tmp_path):
 
 
 def test_a_journal_belongs_to_exactly_one_scan(ckpt, tmp_path):
-    from landscape_cli.scan_store import HEADER, journal_path
+    from landscape_cli.jobs.scan_journal import HEADER, journal_path
 
     out = tmp_path / "r.h5"
     assert journal_path(out, "x y") != journal_path(out, "x_y")

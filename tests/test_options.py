@@ -103,17 +103,17 @@ def _shared_defaults(group: type, library: object) -> list[tuple[str, object, ob
 
 
 def _group_pairs():
-    from landscape_cli import pipeline
+    from landscape_cli import jobs
     from landscape_cli.audit import AuditSettings
     from landscape_cli.commands import audit, hessian, scan
     from landscape_cli.hessian import HessianSettings
 
     return {
         "hessian.Estimate ~ HessianSettings": (hessian.Estimate, HessianSettings),
-        "hessian.Measure ~ hessian_job": (hessian.Measure, pipeline.hessian_job),
-        "scan.Grid ~ ScanOptions": (scan.Grid, pipeline.ScanOptions),
+        "hessian.Measure ~ hessian_job": (hessian.Measure, jobs.hessian_job),
+        "scan.Grid ~ ScanOptions": (scan.Grid, jobs.ScanOptions),
         "audit.Measures ~ AuditSettings": (audit.Measures, AuditSettings),
-        "SourceOptions ~ Source": (c.SourceOptions, pipeline.Source),
+        "SourceOptions ~ Source": (c.SourceOptions, jobs.Source),
     }
 
 

@@ -17,9 +17,16 @@ from matplotlib.collections import QuadMesh
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from landscape_cli import fig2_simulation as f2
 from landscape_cli import plotting as pl
 from landscape_cli.errors import LandscapeError
+from landscape_cli.jobs.fig2_simulation import (
+    FLAT_CENTER,
+    SHARP_CENTER,
+    Fig2Panel,
+    Fig2Simulation,
+    simulate,
+    simulate_landscape,
+)
 
 
 def _colourful_fraction(path) -> float:
@@ -286,14 +293,14 @@ def test_surface_renders_non_blank(tmp_path):
 
 @pytest.fixture(scope="module")
 def custom_panel():
-    return f2.simulate_landscape("custom", resolution=60)
+    return simulate_landscape("custom", resolution=60)
 
 
 def test_fig2_adam_stays_sharp_invadam_finds_flat(custom_panel):
     panel = custom_panel
     sharp, flat = panel.minima["sharp"], panel.minima["flat"]
-    assert np.linalg.norm(sharp - np.array(f2.SHARP_CENTER)) < 0.05
-    assert np.linalg.norm(flat - np.array(f2.FLAT_CENTER)) > 0.05  # the bowl shifts it a little
+    assert np.linalg.norm(sharp - np.array(SHARP_CENTER)) < 0.05
+    assert np.linalg.norm(flat - np.array(FLAT_CENTER)) > 0.05  # the bowl shifts it a little
     ends = {name: path[-1] for name, path in panel.trajectories.items()}
     assert np.linalg.norm(ends["Adam"] - sharp) < 0.02
     assert np.linalg.norm(ends["InvAdam"] - flat) < 0.05
@@ -307,14 +314,14 @@ def test_fig2_adam_stays_sharp_invadam_finds_flat(custom_panel):
 
 
 def test_fig2_is_deterministic(custom_panel):
-    again = f2.simulate_landscape("custom", steps=custom_panel.steps, resolution=60)
+    again = simulate_landscape("custom", steps=custom_panel.steps, resolution=60)
     for name, path in custom_panel.trajectories.items():
         np.testing.assert_array_equal(path, again.trajectories[name])
     np.testing.assert_array_equal(custom_panel.loss, again.loss)
 
 
 def test_fig2_eggholder_stays_in_domain():
-    panel = f2.simulate_landscape("eggholder", ("adam", "invadam"), steps=300, resolution=40)
+    panel = simulate_landscape("eggholder", ("adam", "invadam"), steps=300, resolution=40)
     for path in panel.trajectories.values():
         assert np.isfinite(path).all() and np.abs(path).max() <= 512.0
     assert panel.loss.shape == (40, 40)
@@ -325,8 +332,8 @@ def test_fig2_eggholder_stays_in_domain():
 
 
 def test_draw_fig2(custom_panel, tmp_path):
-    egg = f2.simulate_landscape("eggholder", steps=50, resolution=40)
-    fig = pl.draw_fig2(f2.Fig2Simulation((custom_panel, egg)))
+    egg = simulate_landscape("eggholder", steps=50, resolution=40)
+    fig = pl.draw_fig2(Fig2Simulation((custom_panel, egg)))
     plots = [ax for ax in fig.axes if ax.get_title()]
     assert len(plots) == 2
     for ax, panel in zip(plots, [custom_panel, egg], strict=True):
@@ -347,7 +354,7 @@ def test_draw_fig2_draws_the_given_trajectories_as_they_are():
     # the plot draws data it is given (no simulation): a hand-made panel comes out unchanged
     x, y = np.linspace(-1.0, 1.0, 5), np.linspace(-2.0, 2.0, 4)
     path = np.array([[0.5, 1.0], [0.25, 0.5], [0.0, 0.0]])
-    panel = f2.Fig2Panel(
+    panel = Fig2Panel(
         landscape="bowl",
         title="a bowl",
         x=x,
@@ -361,7 +368,7 @@ def test_draw_fig2_draws_the_given_trajectories_as_they_are():
         hparams={"Adam": {"lr": 0.1}},
         minima={},
     )
-    (ax,) = [a for a in pl.draw_fig2(f2.Fig2Simulation((panel,))).axes if a.get_title()]
+    (ax,) = [a for a in pl.draw_fig2(Fig2Simulation((panel,))).axes if a.get_title()]
     (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("Adam")]
     np.testing.assert_array_equal(line.get_xydata(), path)
     assert line.get_label() == "Adam (loss 0, λmax 2)"
@@ -370,9 +377,9 @@ def test_draw_fig2_draws_the_given_trajectories_as_they_are():
 
 def test_unknown_landscape_or_optimizer():
     with pytest.raises(ValueError, match="landscape"):
-        f2.simulate_landscape("rosenbrock")
+        simulate_landscape("rosenbrock")
     with pytest.raises(ValueError, match="optimizer"):
-        f2.simulate(optimizers=("sgd",))
+        simulate(optimizers=("sgd",))
 
 
 # ------------------------------------------------------------------------------------------------

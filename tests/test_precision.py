@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from landscape_cli import precision
 from landscape_cli.commands import app
 from landscape_cli.hessian import HessianSettings
-from landscape_cli.pipeline import Source, audit_job, hessian_job, scan_job
+from landscape_cli.jobs import Source, audit_job, hessian_job, scan_job
 from landscape_cli.precision import float32_precision, snapshot
 from landscape_cli.results import read_audit, read_hessian, read_scan
 from landscape_cli.training import TrainConfig
@@ -141,7 +141,7 @@ def _run_hessian(ckpt, out, allow_tf32=False):
 
 
 def _run_scan(ckpt, out, allow_tf32=False):
-    from landscape_cli.pipeline import ScanOptions
+    from landscape_cli.jobs import ScanOptions
 
     opts = ScanOptions(points=3)
     return scan_job(ckpt, opts, source=SOURCE, out=out, allow_tf32=allow_tf32)
@@ -157,7 +157,7 @@ def _run_audit(ckpt, out, allow_tf32=False):
 #: job -> (runner, the library function the job calls while computing, to watch the flags)
 JOBS = {
     "hessian": (_run_hessian, "landscape_cli.hessian", "analyze"),
-    "scan": (_run_scan, "landscape_cli.scan_store", "execute"),
+    "scan": (_run_scan, "landscape_cli.jobs.scan_journal", "execute"),
     "audit": (_run_audit, "landscape_cli.audit", "measure"),
 }
 

@@ -20,8 +20,8 @@ from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
 from landscape_cli.hessian import HessianSettings
 from landscape_cli.hessian import lanczos as lz
+from landscape_cli.jobs.scan_journal import scan_lock
 from landscape_cli.results import update_file
-from landscape_cli.scan_store import scan_lock
 from landscape_cli.training import TrainConfig
 
 runner = CliRunner()
@@ -159,16 +159,16 @@ def test_rewriting_a_read_only_results_file_keeps_its_mode(tmp_path, monkeypatch
 
 
 def test_a_scan_whose_fold_fails_keeps_every_point_in_its_journal(ckpt, tmp_path, monkeypatch):
-    import landscape_cli.scan_store as sc
+    from landscape_cli.jobs import scan_journal
+    from landscape_cli.jobs.scan_journal import journal_path, read_journal
     from landscape_cli.results import ResultsWriteError
-    from landscape_cli.scan_store import journal_path, read_journal
 
     out = tmp_path / "r.h5"
 
     def disk_full(*args, **kwargs):
         raise ResultsWriteError(f"cannot write results file {out}: No space left on device")
 
-    monkeypatch.setattr(sc, "set_scan_points", disk_full)
+    monkeypatch.setattr(scan_journal, "set_scan_points", disk_full)
     args = ["scan", str(ckpt), "--out", str(out), "--points", "5", *FAST]
     result = runner.invoke(app, args)
     journal = journal_path(out, "1d-random")

@@ -21,6 +21,7 @@ from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
 from landscape_cli.evaluation import LOSSES, Batch, loss_and_accuracy
 from landscape_cli.hessian import HessianOperator, lanczos_top
+from landscape_cli.jobs.scan_journal import execute, journal_path, read_journal
 from landscape_cli.results import read_scan
 from landscape_cli.scan import (
     axis,
@@ -30,7 +31,6 @@ from landscape_cli.scan import (
     second_difference,
 )
 from landscape_cli.scan.directions import normalise, orthogonalise, random_direction
-from landscape_cli.scan_store import execute, journal_path, read_journal
 from landscape_cli.training import TrainConfig, train
 
 runner = CliRunner()

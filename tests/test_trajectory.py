@@ -29,11 +29,11 @@ from landscape_cli import plotting as pl
 from landscape_cli.checkpoints import read_file
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
+from landscape_cli.jobs.scan_journal import journal_path
+from landscape_cli.jobs.trajectory import MARGIN
 from landscape_cli.results import read_scan
 from landscape_cli.scan.directions import trajectory_pca
-from landscape_cli.scan_store import journal_path
 from landscape_cli.training import TrainConfig, train
-from landscape_cli.trajectory import MARGIN
 
 runner = CliRunner()
 FAST = ["--samples", "96"]
@@ -91,7 +91,7 @@ def test_pca_of_a_trajectory_in_a_plane_is_exact():
 
 
 def test_rows_are_put_in_training_order_in_place():
-    from landscape_cli.trajectory import _permute_rows
+    from landscape_cli.jobs.trajectory import _permute_rows
 
     rng = np.random.default_rng(2)
     for _ in range(100):

@@ -2,8 +2,8 @@
 
 :func:`start` runs before torch is imported; :func:`rebalance` runs on the progress callbacks of
 long work (rate-limited), so a run gives up threads when another ``landscape`` process starts and
-takes them back when it ends (see :mod:`landscape_cli.cpu_share`). A user's own ``OMP_NUM_THREADS``
-/ ``MKL_NUM_THREADS`` or ``landscape --threads N`` fixes the count instead.
+takes them back when it ends (see :mod:`landscape_cli.commands._cpu_share`). A user's own
+``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` or ``landscape --threads N`` fixes the count instead.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def start(environ: dict[str, str] | None = None, folder=None) -> dict[str, str]:
     Set ``OMP_NUM_THREADS`` to this process's share (before torch is imported, so torch starts with
     it). Returns what was set.
     """
-    from landscape_cli.cpu_share import CpuShare, usable_cpus
+    from landscape_cli.commands._cpu_share import CpuShare, usable_cpus
 
     env = os.environ if environ is None else environ
     if any(k in env for k in _THREAD_VARS):

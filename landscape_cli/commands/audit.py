@@ -152,8 +152,8 @@ def audit(
     from rich.console import Console
 
     from landscape_cli import audit as au
-    from landscape_cli import audit_report, distributed
-    from landscape_cli.pipeline import audit_job
+    from landscape_cli import distributed
+    from landscape_cli.jobs import audit_job, audit_report
     from landscape_cli.precision import precision_name
 
     _check_output(output)
@@ -201,10 +201,10 @@ def audit(
 def _check_output(output: Output) -> None:
     """The report's options, before anything is loaded; the report's folder is checked writable.
 
-    The measures' settings are the library's to check (:func:`landscape_cli.pipeline.audit_job`).
+    The measures' settings are the library's to check (:func:`landscape_cli.jobs.audit_job`).
     """
     from landscape_cli.audit import MEASURES
-    from landscape_cli.audit_report import check_report
+    from landscape_cli.jobs.audit_report import check_report
 
     rank_by, report = output.rank_by, output.report
     if output.out is not None:  # --out is the other commands' results file, never the report
@@ -222,14 +222,14 @@ def _check_output(output: Output) -> None:
 def _table(payload: dict[str, Any], rows: list[AuditRow], match_loss: bool) -> None:
     """Print the ranked table, its legend and the measures' disagreements.
 
-    The ranked table of :func:`landscape_cli.audit_report.summary` of ``rows``, its legend and
+    The ranked table of :func:`landscape_cli.jobs.audit_report.summary` of ``rows``, its legend and
     the measures' disagreements.
     """
     from rich.table import Table
 
     from landscape_cli.audit import ranks
-    from landscape_cli.audit_report import cells, fmt, headers, rank_label
     from landscape_cli.hessian.curvature import CURVATURE_NAMES
+    from landscape_cli.jobs.audit_report import cells, fmt, headers, rank_label
 
     rank_by, tau = payload["rank_by"], payload["tau"]
     curvature = payload.get("curvature", "hessian")

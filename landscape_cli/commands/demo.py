@@ -28,16 +28,16 @@ def demo(
     """Train Adam, DualAdam and Adam + warm-up on digits; Hessians, scans and Figs. 2, 5, 6, 7."""
     from rich.table import Table
 
-    from landscape_cli import demo as dm
     from landscape_cli import resources
     from landscape_cli.devices import resolve_device
+    from landscape_cli.jobs.demo import run_demo
     from landscape_cli.results import check_folder
 
     check_folder(out, "demo folder")  # before any work: an existing file, an unwritable place
     resolve_device(device)
     resources.check_options({"seed": seed})
     with c.progress("demo") as progress:
-        summary = dm.run_demo(
+        summary = run_demo(
             out,
             quick=quick,
             seed=seed,

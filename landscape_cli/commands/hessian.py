@@ -117,7 +117,7 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Measure:
-    """How to measure: the keyword arguments of :func:`~landscape_cli.pipeline.hessian_job`."""
+    """How to measure: the keyword arguments of :func:`~landscape_cli.jobs.hessian_job`."""
 
     engine: Annotated[
         str,
@@ -186,7 +186,7 @@ def hessian(
     Hutchinson, its defaults); the density stays landscape's.
     """
     from landscape_cli import hessian as hs
-    from landscape_cli.pipeline import hessian_job
+    from landscape_cli.jobs import hessian_job
 
     settings = hs.HessianSettings(**asdict(estimate), seed=source.seed)
     unit = "HVPs (at most)" if measure.curvature == "hessian" else "products (at most)"

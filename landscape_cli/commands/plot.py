@@ -434,7 +434,7 @@ def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: St
     hessians: list[HessianResult] | None = None
     for fig_name in figures:
         if fig_name == "fig2":
-            from landscape_cli.fig2_simulation import simulate
+            from landscape_cli.jobs.fig2_simulation import simulate
 
             fig = pl.draw_fig2(simulate(), fig=new_fig())
         elif fig_name in _HESSIAN_FIGURES:

@@ -154,7 +154,7 @@ def scan(
     json_out: c.JsonOpt = False,
 ) -> None:
     """Loss and accuracy on a 1-D or 2-D grid around a checkpoint (resumable)."""
-    from landscape_cli.pipeline import ScanOptions, scan_job
+    from landscape_cli.jobs import ScanOptions, scan_job
 
     fields = asdict(grid) | {"to": tuple(grid.to or ()), "trajectory": tuple(grid.trajectory or ())}
     fields |= {"params": tuple(selection.params or ()), "include_frozen": selection.include_frozen}

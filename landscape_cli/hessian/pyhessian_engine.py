@@ -26,7 +26,7 @@ the same numbers.
 
 PyHessian's ``density()`` calls ``torch.eig``, removed in torch 2, so the density (and the
 per-layer estimates, which PyHessian does not have) are landscape's: see
-``landscape_cli.pipeline.hessian_job``. Counting: every Hessian-vector product PyHessian makes
+``landscape_cli.jobs.hessian_job``. Counting: every Hessian-vector product PyHessian makes
 is counted (by wrapping its product functions while it runs), and the eigenvalue at which each
 power iteration stopped is recorded so its stopping rule can be reported exactly.
 """

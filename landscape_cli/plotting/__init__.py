@@ -6,9 +6,9 @@ over their PCA plane (Fig. 7 of the demo).
 
 Plotting functions take result objects (the :class:`~landscape_cli.results.HessianResult` and
 :class:`~landscape_cli.results.ScanResult` that :mod:`landscape_cli.results` reads back, read by
-their fields, and for Fig. 2 the :class:`~landscape_cli.fig2_simulation.Fig2Simulation` that
-:func:`landscape_cli.fig2_simulation.simulate` returns) and an optional figure or axes, draw, and
-return what they drew on. They never read files or compute. Figures are plain
+their fields, and for Fig. 2 the :class:`~landscape_cli.jobs.fig2_simulation.Fig2Simulation` that
+:func:`landscape_cli.jobs.fig2_simulation.simulate` returns) and an optional figure or axes,
+draw, and return what they drew on. They never read files or compute. Figures are plain
 :class:`matplotlib.figure.Figure` objects (no pyplot state), so everything works headless.
 """
 

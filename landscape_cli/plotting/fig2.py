@@ -1,9 +1,10 @@
 """Fig. 2 of the DualAdam paper.
 
 Adam, InvAdam and DualAdam trajectories on 2-parameter loss landscapes, drawn from a
-:class:`~landscape_cli.fig2_simulation.Fig2Simulation` (the simulation itself, its landscapes and
-optimizers are :mod:`landscape_cli.fig2_simulation`; this module only draws): loss contours, one
-trajectory per optimizer, start points as red stars and end points as black circles.
+:class:`~landscape_cli.jobs.fig2_simulation.Fig2Simulation` (the simulation itself, its
+landscapes and optimizers are :mod:`landscape_cli.jobs.fig2_simulation`; this module only draws):
+loss contours, one trajectory per optimizer, start points as red stars and end points as black
+circles.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from landscape_cli.plotting.style import new_figure
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from landscape_cli.fig2_simulation import Fig2Panel, Fig2Simulation
+    from landscape_cli.jobs.fig2_simulation import Fig2Panel, Fig2Simulation
 
 __all__ = ["draw_fig2"]
 
@@ -28,11 +29,11 @@ _STYLES = {"Adam": "-", "InvAdam": "-", "DualAdam": (0, (4, 3))}
 
 
 def draw_fig2(result: Fig2Simulation, fig: Figure | None = None) -> Figure:
-    """Draw the panels of a :func:`~landscape_cli.fig2_simulation.simulate` result side by side.
+    """Draw the panels of a :func:`~landscape_cli.jobs.fig2_simulation.simulate` result.
 
-    Loss contours, one trajectory per optimizer (legend: its final loss and the sharpness λmax at
-    its end point), the start as a red star and each end point as a black circle. Returns the
-    figure.
+    Side by side: loss contours, one trajectory per optimizer (legend: its final loss and the
+    sharpness λmax at its end point), the start as a red star and each end point as a black
+    circle. Returns the figure.
     """
     panels = result.panels
     if not panels:

@@ -324,13 +324,13 @@ def settings_mismatch(
     """The options that differ between ``stored`` and ``wanted``, as ``"key stored vs wanted"``.
 
     The one comparison behind "the same options, or ``overwrite``": a group's ``settings``
-    before computing (``pipeline.check_same_options``) and under the lock before writing
+    before computing (``jobs.check_same_options``) and under the lock before writing
     (:func:`expect_settings`), and a scan's identity before resuming it
-    (``scan_store.check_resumable``). Numbers compare as floats (``1`` and ``1.0`` agree; a bool
-    is not a number), anything else by ``==``. ``keys`` are the keys compared, in order (default:
-    every key of either, sorted); a key of ``later`` that ``stored`` lacks is not compared (it is
-    recorded only from some version on, and older files match either value). Empty when they
-    agree or ``stored`` records none (older files).
+    (``jobs.scan_journal.check_resumable``). Numbers compare as floats (``1`` and ``1.0`` agree;
+    a bool is not a number), anything else by ``==``. ``keys`` are the keys compared, in order
+    (default: every key of either, sorted); a key of ``later`` that ``stored`` lacks is not
+    compared (it is recorded only from some version on, and older files match either value).
+    Empty when they agree or ``stored`` records none (older files).
     """
     if not stored:
         return []

@@ -5,10 +5,10 @@ between checkpoints.
 
 This package plans scans and computes their points (:func:`~landscape_cli.scan.grid.run_scan`
 hands them to a ``store`` callback); it writes no files. Running a plan into ``/scan/<name>`` of a
-results file, resumably, is :func:`landscape_cli.scan_store.execute`::
+results file, resumably, is :func:`landscape_cli.jobs.scan_journal.execute`::
 
     plan = random_plan(model, name="1d-random", x=axis(-1, 1, 51), seed=0)
-    result = scan_store.execute(model, batches, plan, out="ckpt.h5", root={...})
+    result = scan_journal.execute(model, batches, plan, out="ckpt.h5", root={...})
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ overhead is one pass of ``torch._foreach_copy_``/``_foreach_add_`` over the para
 
 This module computes points and hands them to a ``store`` callback; it writes no files. The
 results file, its crash-safe journal and resuming live behind that callback in the job layer
-(:mod:`landscape_cli.scan_store`).
+(:mod:`landscape_cli.jobs.scan_journal`).
 """
 
 from __future__ import annotations

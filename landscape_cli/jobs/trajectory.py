@@ -105,15 +105,15 @@ class Trajectory:
 
     def datasets(self) -> dict[str, Any]:
         """What ``/scan/<name>/trajectory`` stores."""
-        p = self.pca
+        pca = self.pca
         return {
-            "x": p.x,
-            "y": p.y,
+            "x": pca.x,
+            "y": pca.y,
             "loss": self.loss,
             "accuracy": self.accuracy,
             "label": list(self.labels),
-            "residual": p.residual,
-            "distance": p.distance,
+            "residual": pca.residual,
+            "distance": pca.distance,
             "file": [str(f) for f in self.files],
         }
 
@@ -303,9 +303,9 @@ def default_axes(
         width = hi - lo or 1.0
         return lo - MARGIN * width, hi + MARGIN * width
 
-    p = trajectory.pca
-    lo, hi = xrange if xrange is not None else span(p.x)
-    ylo, yhi = yrange if yrange is not None else span(p.y)
+    pca = trajectory.pca
+    lo, hi = xrange if xrange is not None else span(pca.x)
+    ylo, yhi = yrange if yrange is not None else span(pca.y)
     return axis(lo, hi, points), axis(ylo, yhi, ypoints if ypoints is not None else points)
 
 

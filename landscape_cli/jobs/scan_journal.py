@@ -391,24 +391,13 @@ def execute(
     lock = scan_lock(out_path, plan.name) if distributed.is_main() else contextlib.nullcontext()
     with lock:
         distributed.on_main(lambda: _prepare(out_path, root, plan, attrs, overwrite))
-        # Every rank scans with the stored directions (a resumed scan keeps the ones it started
-        # with) and from the stored grid, so all ranks agree on the points still missing.
-        stored = read_scan(out_path, plan.name, directions=True)
-        identity = scan_identity(stored)
-        if distributed.on_main(lambda: _fold_leftover(out_path, root, plan.name, identity)):
-            stored = replace(stored, loss=read_scan(out_path, plan.name).loss)
-        axes = ["x", "y"][: plan.attrs["dim"]]
-        dirs = tuple(
-            {k: torch.from_numpy(v) for k, v in stored.directions[a].items()} for a in axes
-        )
-        _check_directions(dirs, plan.directions, out_path, plan.name)
-        plan = ScanPlan(plan.name, plan.x, plan.y, dirs, plan.attrs)
-        current = stored.loss
+        # the stored directions and grid, as every rank scans them (see _resume)
+        plan, current, identity = _resume(out_path, root, plan)
         missing = int(np.isnan(current).sum())
         if on_start is not None and distributed.is_main():
             on_start(current.size - missing, current.size)
         if missing == 0 and distributed.is_main():  # nothing left: still record this run's root
-            update_file(out_path, root, lambda f: None)  # attributes (label, argv)
+            update_file(out_path, root, lambda _file: None)  # attributes (label, argv)
         # Under torchrun: deal out whole points when there are enough of them (no communication
         # while a point is computed), else split each point's samples over the ranks.
         by_points = distributed.active() and missing >= distributed.world()
@@ -424,6 +413,25 @@ def execute(
             evaluator.restore()
         distributed.barrier()  # rank 0 has folded every point before anyone reads the result
         return read_scan(out_path, plan.name)
+
+
+def _resume(
+    out_path: Path, root: dict[str, Any], plan: ScanPlan
+) -> tuple[ScanPlan, np.ndarray, dict[str, Any]]:
+    """The scan as stored: ``plan`` with its stored directions, the loss grid, its identity.
+
+    Every rank scans with the stored directions (a resumed scan keeps the ones it started with)
+    and from the stored grid, so all ranks agree on the points still missing. Rank 0 first folds
+    the journal a killed run left.
+    """
+    stored = read_scan(out_path, plan.name, directions=True)
+    identity = scan_identity(stored)
+    if distributed.on_main(lambda: _fold_leftover(out_path, root, plan.name, identity)):
+        stored = replace(stored, loss=read_scan(out_path, plan.name).loss)
+    axes = ["x", "y"][: plan.attrs["dim"]]
+    dirs = tuple({k: torch.from_numpy(v) for k, v in stored.directions[a].items()} for a in axes)
+    _check_directions(dirs, plan.directions, out_path, plan.name)
+    return ScanPlan(plan.name, plan.x, plan.y, dirs, plan.attrs), stored.loss, identity
 
 
 def _run(

@@ -64,11 +64,11 @@ SHARP_CENTER = (-1.0, 0.5)
 FLAT_CENTER = (1.5, -0.5)
 
 
-def custom_loss(p):
+def custom_loss(point):
     """The two-minimum landscape (sharp well near the start, deeper flat well beyond a ridge)."""
     import torch
 
-    x, y = p[..., 0], p[..., 1]
+    x, y = point[..., 0], point[..., 1]
     d_sharp = (x - SHARP_CENTER[0]) ** 2 + (y - SHARP_CENTER[1]) ** 2
     d_flat = (x - FLAT_CENTER[0]) ** 2 + (y - FLAT_CENTER[1]) ** 2
     return 10.0 * (
@@ -78,11 +78,11 @@ def custom_loss(p):
     )
 
 
-def eggholder_loss(p):
+def eggholder_loss(point):
     """The Eggholder function (global minimum −959.64 at (512, 404.23))."""
     import torch
 
-    x, y = p[..., 0], p[..., 1]
+    x, y = point[..., 0], point[..., 1]
     return -(y + 47) * torch.sin(torch.sqrt(torch.abs(x / 2 + y + 47))) - x * torch.sin(
         torch.sqrt(torch.abs(x - (y + 47)))
     )
@@ -176,17 +176,17 @@ def _refine_minimum(loss, guess: tuple[float, float]) -> np.ndarray:
     """The local minimum next to ``guess`` (L-BFGS in float64)."""
     import torch
 
-    p = torch.tensor(guess, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+    point = torch.tensor(guess, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([point], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        value = loss(p)
+        value = loss(point)
         value.backward()
         return value
 
     opt.step(closure)
-    return p.detach().numpy().copy()
+    return point.detach().numpy().copy()
 
 
 def _hessian_max(loss, point: np.ndarray) -> float:
@@ -194,29 +194,29 @@ def _hessian_max(loss, point: np.ndarray) -> float:
     import torch
     from torch.autograd.functional import hessian
 
-    h = hessian(loss, torch.tensor(point, dtype=torch.float64))
-    return float(torch.linalg.eigvalsh(h).max())
+    hess = hessian(loss, torch.tensor(point, dtype=torch.float64))
+    return float(torch.linalg.eigvalsh(hess).max())
 
 
 def _run(spec: Landscape, key: str, steps: int) -> np.ndarray:
     import torch
 
-    p = torch.nn.Parameter(torch.tensor(spec.start, dtype=torch.float64))
-    opt = _make_optimizer(key, [p], spec.lr[key], spec.switch_rate)
+    point = torch.nn.Parameter(torch.tensor(spec.start, dtype=torch.float64))
+    opt = _make_optimizer(key, [point], spec.lr[key], spec.switch_rate)
     if spec.domain is not None:
         xmin, xmax, ymin, ymax = spec.domain
         lo = torch.tensor([xmin, ymin], dtype=torch.float64)
         hi = torch.tensor([xmax, ymax], dtype=torch.float64)
     path = np.empty((steps + 1, 2))
     path[0] = spec.start
-    for t in range(steps):
+    for step in range(steps):
         opt.zero_grad()
-        spec.loss(p).backward()
+        spec.loss(point).backward()
         opt.step()
         if spec.domain is not None:
             with torch.no_grad():
-                p.copy_(torch.maximum(torch.minimum(p, hi), lo))
-        path[t + 1] = p.detach().numpy()
+                point.copy_(torch.maximum(torch.minimum(point, hi), lo))
+        path[step + 1] = point.detach().numpy()
     return path
 
 

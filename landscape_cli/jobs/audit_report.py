@@ -1,6 +1,6 @@
 """What an audit tells: the ranking of its rows, its ``--json`` summary and its markdown report.
 
-The rows are the :class:`~landscape_cli.audit.AuditRow` of :func:`landscape_cli.pipeline.audit_job`;
+The rows are the :class:`~landscape_cli.audit.AuditRow` of :func:`landscape_cli.jobs.audit_job`;
 the ranking, ties and disagreements are :mod:`landscape_cli.audit`'s. The table cells (``value ±
 uncertainty``) are shared by the command's table and the report's, so both say the same.
 """
@@ -244,10 +244,10 @@ def _survival_lines(surv: dict[str, dict[str, Any]] | None) -> list[str]:
         "| measure | sharpest/flattest raw | at matched loss | same order |",
         "|---|---|---|---|",
     ]
-    for key, s in surv.items():
+    for key, stats in surv.items():
         lines.append(
-            f"| {key} | {fmt(s['ratio_raw'], '{:.3g}')}× | "
-            f"{fmt(s['ratio_matched'], '{:.3g}')}× | {'yes' if s['same_order'] else 'no'} |"
+            f"| {key} | {fmt(stats['ratio_raw'], '{:.3g}')}× | "
+            f"{fmt(stats['ratio_matched'], '{:.3g}')}× | {'yes' if stats['same_order'] else 'no'} |"
         )
     return lines
 

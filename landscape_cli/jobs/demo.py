@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from landscape_cli.hessian import HessianSettings
-from landscape_cli.pipeline import ScanOptions, Source, hessian_job, scan_job
+from landscape_cli.jobs.common import Source
+from landscape_cli.jobs.hessian import hessian_job
+from landscape_cli.jobs.scan import ScanOptions, scan_job
 from landscape_cli.training import Callbacks, TrainConfig, train
 
 
@@ -140,62 +142,16 @@ def _one_run(label, config, folder: Path, size, seed: int, device: str, progress
     """
     from landscape_cli.results import HessianResult
 
-    phase, advance = progress.phase, progress.advance
     stem = f"cnn-digits-{config.optimizer}" + ("-warmup" if config.warmup_steps else "")
     ckpt = folder / f"{stem}-s{seed}.pt"
     progress.step(f"train {label}")
     trained = train(config, out=ckpt, device=device, callbacks=_Show(label, progress), save_every=1)
     progress.step(f"hessian {label}")
-    settings = HessianSettings(
-        top_k=size.top_k,
-        trace_probes=size.trace_probes,
-        density_probes=size.density_probes,
-        lanczos_steps=size.lanczos_steps,
-        seed=seed,
-    )
-    report, results, _ = hessian_job(
-        ckpt,
-        settings,
-        source=Source(samples=size.samples),
-        device=device,
-        label=label,
-        on_phase=lambda name, most: phase(f"hessian {label}: {name}", most, "HVPs (at most)"),
-        on_hvp=advance,
-    )
+    report, results = _hessian(ckpt, label, size, seed, device, progress)
     progress.step(f"scan {label}")
-    scan, _ = scan_job(
-        ckpt,
-        ScanOptions(points=size.scan_points, seed=seed, overwrite=True),
-        source=Source(samples=size.scan_samples, batch_size=512),
-        device=device,
-        label=label,
-        on_start=lambda name, done, total: phase(f"scan {label}", total - done, "points"),
-        on_point=lambda i, j, loss, acc: advance(1),
-    )
+    scan = _scan_1d(ckpt, label, size, seed, device, progress)
     progress.step(f"trajectory {label}")
-
-    def on_snapshot(done: int, total: int) -> None:
-        if done == 0:
-            phase(f"trajectory {label}: snapshots", total, "snapshots")
-        else:
-            advance(1)
-
-    plane, _ = scan_job(
-        ckpt,
-        ScanOptions(
-            direction="pca",
-            trajectory=tuple(str(p) for p in trained.snapshots),
-            points=size.trajectory_points,
-            seed=seed,
-            overwrite=True,
-        ),
-        source=Source(samples=size.trajectory_samples, batch_size=512),
-        device=device,
-        label=label,
-        on_start=lambda name, done, total: phase(f"trajectory {label}", total - done, "points"),
-        on_point=lambda i, j, loss, acc: advance(1),
-        on_snapshot=on_snapshot,
-    )
+    plane = _trajectory_scan(ckpt, trained.snapshots, label, size, seed, device, progress)
     row = {
         "label": label,
         "optimizer": config.optimizer,
@@ -213,10 +169,79 @@ def _one_run(label, config, folder: Path, size, seed: int, device: str, progress
     return row, HessianResult(report), scan, plane  # what was written, without reading it back
 
 
+def _hessian(ckpt: Path, label: str, size: DemoSize, seed: int, device: str, progress: _Progress):
+    """The run's top-k, trace and density into its results file; ``(report, results path)``."""
+    settings = HessianSettings(
+        top_k=size.top_k,
+        trace_probes=size.trace_probes,
+        density_probes=size.density_probes,
+        lanczos_steps=size.lanczos_steps,
+        seed=seed,
+    )
+    report, results, _ = hessian_job(
+        ckpt,
+        settings,
+        source=Source(samples=size.samples),
+        device=device,
+        label=label,
+        on_phase=lambda name, most: progress.phase(
+            f"hessian {label}: {name}", most, "HVPs (at most)"
+        ),
+        on_hvp=progress.advance,
+    )
+    return report, results
+
+
+def _scan_1d(ckpt: Path, label: str, size: DemoSize, seed: int, device: str, progress: _Progress):
+    """The run's 1-D filter-normalised random scan (Fig. 6)."""
+    scan, _ = scan_job(
+        ckpt,
+        ScanOptions(points=size.scan_points, seed=seed, overwrite=True),
+        source=Source(samples=size.scan_samples, batch_size=512),
+        device=device,
+        label=label,
+        on_start=lambda name, done, total: progress.phase(f"scan {label}", total - done, "points"),
+        on_point=lambda i, j, loss, acc: progress.advance(1),
+    )
+    return scan
+
+
+def _trajectory_scan(
+    ckpt: Path, snapshots, label: str, size: DemoSize, seed: int, device: str, progress: _Progress
+):
+    """The run's path over the plane of its two principal directions (Fig. 7)."""
+
+    def on_snapshot(done: int, total: int) -> None:
+        if done == 0:
+            progress.phase(f"trajectory {label}: snapshots", total, "snapshots")
+        else:
+            progress.advance(1)
+
+    plane, _ = scan_job(
+        ckpt,
+        ScanOptions(
+            direction="pca",
+            trajectory=tuple(str(p) for p in snapshots),
+            points=size.trajectory_points,
+            seed=seed,
+            overwrite=True,
+        ),
+        source=Source(samples=size.trajectory_samples, batch_size=512),
+        device=device,
+        label=label,
+        on_start=lambda name, done, total: progress.phase(
+            f"trajectory {label}", total - done, "points"
+        ),
+        on_point=lambda i, j, loss, acc: progress.advance(1),
+        on_snapshot=on_snapshot,
+    )
+    return plane
+
+
 def _figures(hessians, scans, planes, labels: list[str], folder: Path, size, progress: _Progress):
     """Draw Fig. 5, Fig. 6, Fig. 7 and Fig. 2 into ``folder``; returns ``{name: path}``."""
     from landscape_cli import plotting
-    from landscape_cli.fig2_simulation import simulate
+    from landscape_cli.jobs.fig2_simulation import simulate
 
     figures = {}
     progress.step("figure 5", 1, "figure")

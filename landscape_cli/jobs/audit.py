@@ -194,7 +194,7 @@ def _audit_targets(
         n = chosen[-1].numel
         if settings.top_k > n:
             raise LandscapeError(f"`top_k={settings.top_k}` exceeds the {n} parameters of {ck}")
-        resources.require(resources.hessian_bytes(settings.hessian(), n), dev)
+        resources.require(resources.hessian_bytes(settings.hessian(), n, device=dev), dev)
         path = results_path(ck, None)
         tensors = sum(1 for p in work.model.parameters() if p.requires_grad)
         files.require_space(

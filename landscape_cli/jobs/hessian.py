@@ -569,7 +569,7 @@ def _check_size(
             f"`top_k={settings.top_k}` exceeds the model's {n} parameters (the Hessian has {n} "
             "eigenvalues); lower `top_k`"
         )
-    resources.require(resources.hessian_bytes(settings, n, products_float64), dev)
+    resources.require(resources.hessian_bytes(settings, n, products_float64, dev), dev)
 
 
 def _save_partial(out_path: Path, save: Callable[..., Any]) -> str:

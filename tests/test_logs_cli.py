@@ -122,10 +122,15 @@ def test_plain_progress_outlives_a_closed_stderr():
     clock, out = FakeClock(), io.StringIO()
     p = c.PlainProgress("scan", "points", stream=out, clock=clock)
     out.close()  # e.g. the reader of a pipe went away: the work goes on without lines
+    finished = []
     with p:
         p.phase("1d-random", 3)
         clock.now += 20.0
         p.advance(3)
+        finished.append("points")  # reached: no write to the closed stream raised
+    assert finished == ["points"]
+    assert p._stream is None  # the first failed write turned the lines off, once
+    assert p._done == 3  # and the count went on without them
 
 
 def test_progress_picks_rich_bars_on_a_terminal_and_plain_lines_otherwise(monkeypatch):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from landscape_cli.evaluation import Batch
+from landscape_cli.batches import Batch
 
 BLOCKS = (4, 8, 16)
 
@@ -55,8 +55,8 @@ class Problem:
 
 def digits_problem(samples: int = 1024, batch_size: int = 128, seed: int = 0) -> Problem:
     """The registry's digits CNN (seeded init) on ``samples`` of the embedded digits."""
+    from landscape_cli.batches import make_batches
     from landscape_cli.data import load_dataset
-    from landscape_cli.evaluation import make_batches
     from landscape_cli.models import build_model
 
     data = load_dataset("digits", "train").dataset

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape_cli.evaluation import Batch
+from landscape_cli.batches import Batch
 from landscape_cli.hessian import HessianOperator, HessianSettings, analyze
 from landscape_cli.hessian.lanczos import lanczos_run
 from landscape_cli.models import build_model

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from landscape_cli.evaluation import LOSSES, evaluation_mode, make_batches
+from landscape_cli.batches import evaluation_mode, make_batches
 from landscape_cli.hessian.curvature import curvature_operator
+from landscape_cli.losses import LOSSES
 
 
 def main() -> None:

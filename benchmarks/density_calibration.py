@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape_cli.evaluation import Batch
+from landscape_cli.batches import Batch
 from landscape_cli.hessian import HessianOperator, HessianSettings, analyze
 from landscape_cli.hessian.density import wasserstein1
 

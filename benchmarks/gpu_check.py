@@ -69,7 +69,8 @@ sys.path.insert(0, str(HERE))
 
 import batched_products as bp  # noqa: E402
 
-from landscape_cli.evaluation import LOSSES, to_device  # noqa: E402
+from landscape_cli.batches import to_device  # noqa: E402
+from landscape_cli.losses import LOSSES  # noqa: E402
 from landscape_cli.precision import float32_precision  # noqa: E402
 
 ISSUE_RTOL = 1e-6

@@ -139,8 +139,9 @@ def run_landscape(case: str, args, model, batches, before: int) -> dict:
     import torch
 
     from landscape_cli import hessian as hs
-    from landscape_cli.evaluation import LOSSES, evaluation_mode
+    from landscape_cli.batches import evaluation_mode
     from landscape_cli.hessian.curvature import curvature_operator
+    from landscape_cli.losses import LOSSES
 
     loss_fn = plain_loss if args.loss == "plain" else LOSSES["ce"]
     out: dict = {}
@@ -361,7 +362,8 @@ def graph_report(args) -> str:
     """What one batch's first-order graph keeps, by kind, and one product's peak (``--loss``)."""
     import torch
 
-    from landscape_cli.evaluation import LOSSES, evaluation_mode
+    from landscape_cli.batches import evaluation_mode
+    from landscape_cli.losses import LOSSES
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     model, batches = build(args)

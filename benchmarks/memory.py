@@ -48,7 +48,7 @@ def run_case(case: str, device: str, samples: int) -> dict:
     import torch
 
     from landscape_cli import hessian as hs
-    from landscape_cli.evaluation import Batch
+    from landscape_cli.batches import Batch
     from landscape_cli.models import build_model
 
     torch.manual_seed(0)

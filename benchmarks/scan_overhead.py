@@ -23,7 +23,8 @@ import time
 
 import torch
 
-from landscape_cli.evaluation import LOSSES, Batch, loss_and_accuracy
+from landscape_cli.batches import Batch
+from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.models import build_model
 from landscape_cli.scan.directions import random_direction
 from landscape_cli.scan.grid import PointEvaluator

@@ -14,7 +14,7 @@ Batches are made with :math:`c_i = N / (n_b\,T_{\text{tok}})` (:func:`token_weig
 :math:`N` sequences hold :math:`T_{\text{tok}}` predicted tokens in all and batch :math:`b` holds
 :math:`n_b` sequences, so that the mean of the batch losses weighted by their sizes, which every
 estimator takes (:class:`~landscape_cli.hessian.HessianOperator`,
-:func:`~landscape_cli.evaluation.loss_and_accuracy`), is the mean cross-entropy over all predicted
+:func:`~landscape_cli.losses.loss_and_accuracy`), is the mean cross-entropy over all predicted
 tokens of all sequences, :math:`\sum_b \frac{n_b}{N} L_b = \frac{1}{T_{\text{tok}}}\sum
 \ell_{it}`: on sequences without padding, what ``model(input_ids, labels=input_ids).loss`` of
 transformers computes over the same tokens.

@@ -3,7 +3,7 @@
 The options the three commands share: ``--model`` (needed for files that carry no model spec, or to
 override it), ``--dataset``/``--data-root`` (default: the dataset recorded in a landscape
 checkpoint), ``--split`` (train by default), ``--samples N`` (a seeded, class-stratified
-subset of N samples of the split, :func:`landscape_cli.evaluation.select_indices`, the same
+subset of N samples of the split, :func:`landscape_cli.batches.select_indices`, the same
 for every command given the same ``--seed``; no augmentation), ``--batch-size``, ``--device``,
 ``--trust-checkpoint``.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from landscape_cli.batches import Batch, samples_sha256, select_sets
 from landscape_cli.checkpoints import LoadedModel, load_model
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import Batch, samples_sha256, select_sets
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Workload:
     samples: int
     batch_size: int
     seed: int = 0
-    samples_sha256: str = ""  # SHA-256 of the samples' data (:func:`evaluation.samples_sha256`)
+    samples_sha256: str = ""  # SHA-256 of the samples' data (:func:`batches.samples_sha256`)
     loss: str | None = None  # the loss the checkpoint was trained with, where it says
     #: further disjoint sample sets of the same size (``sample_sets`` > 1), with their hashes
     sets: tuple[SampleSet, ...] = ()
@@ -77,9 +77,9 @@ def load_workload(
     """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset.
 
     Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset (chosen by
-    :func:`~landscape_cli.evaluation.select_indices` with ``seed``); with ``sample_sets`` > 1,
+    :func:`~landscape_cli.batches.select_indices` with ``seed``); with ``sample_sets`` > 1,
     also the next ``sample_sets − 1`` disjoint sets of as many (``Workload.sets``,
-    :func:`~landscape_cli.evaluation.select_sets`).
+    :func:`~landscape_cli.batches.select_sets`).
 
     A Hugging Face folder (``model="hf:..."``, or a folder holding a ``config.json``) loads
     through :func:`load_hf_workload`; ``text_columns``/``label_column`` name the columns of its
@@ -316,7 +316,7 @@ def _lm_workload(
     """A causal language model and its token sequences (:mod:`landscape_cli.token_loss`).
 
     The sequences of :func:`landscape_cli.data.text.load_lm_text`, ``samples`` of them (blocks
-    with ``pack``) chosen by :func:`~landscape_cli.evaluation.select_sets` (seeded, uniform;
+    with ``pack``) chosen by :func:`~landscape_cli.batches.select_sets` (seeded, uniform;
     the first set, the others in ``sets``), in batches of
     :func:`~landscape_cli.data.text.causal_batches`. ``seq_len`` defaults to
     :data:`DEFAULT_SEQ_LEN`, or the model's positions when it has fewer; a given one must be in
@@ -448,7 +448,7 @@ class _Relabelled(torch.utils.data.Dataset):
         self.data = data
         self.ids = ids
         self.shift = shift
-        from landscape_cli.evaluation import class_labels
+        from landscape_cli.batches import class_labels
 
         labels = class_labels(data)
         self.targets = torch.tensor([ids[int(y)] for y in labels]) if labels is not None else None

@@ -18,11 +18,12 @@ from landscape_cli.audit import (
     sharpness_1d,
     temperature_for_loss,
 )
+from landscape_cli.batches import Batch
 from landscape_cli.checkpoints import save_checkpoint
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES, Batch, loss_and_accuracy
 from landscape_cli.hessian import HessianOperator, lanczos_top
+from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.results import read_audit, read_hessian
 from landscape_cli.training import TrainConfig, train
 

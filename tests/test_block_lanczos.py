@@ -14,11 +14,12 @@ from cases import DenseOp, dense_reference
 from torch import nn
 from typer.testing import CliRunner
 
+from landscape_cli.batches import Batch
 from landscape_cli.commands import app
-from landscape_cli.evaluation import LOSSES, Batch
 from landscape_cli.hessian import HessianOperator
 from landscape_cli.hessian.lanczos import BlockLanczos, clusters, lanczos_run
 from landscape_cli.hessian.sampling import random_unit
+from landscape_cli.losses import LOSSES
 
 runner = CliRunner()
 

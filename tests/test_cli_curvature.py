@@ -58,8 +58,8 @@ def frozen(tmp_path_factory):
     torch.save(model.state_dict(), ckpt)
     opts = ["--model", f"{name}:frozen_mlp", "--dataset", "digits"]
 
+    from landscape_cli.batches import select_indices
     from landscape_cli.data import load_dataset
-    from landscape_cli.evaluation import select_indices
 
     ds = load_dataset("digits", "train").dataset
     chosen = select_indices(ds, 64, seed=0).tolist()  # the samples `--samples 64` measures on
@@ -164,7 +164,7 @@ def test_a_pattern_that_matches_nothing_is_one_line_naming_parameters(frozen, tm
 
 
 def test_scan_with_params_moves_only_those_parameters(frozen, tmp_path):
-    from landscape_cli.evaluation import LOSSES
+    from landscape_cli.losses import LOSSES
 
     ckpt, opts, model, x, y = frozen
     out = tmp_path / "s.h5"

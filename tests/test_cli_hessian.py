@@ -120,9 +120,9 @@ def test_default_out_path_and_skipping_estimators(ckpt):
 def test_top_eigenvalue_matches_a_dense_hessian(ckpt, tmp_path):
     from torch.func import functional_call, hessian
 
+    from landscape_cli.batches import select_indices
     from landscape_cli.checkpoints import load_model
     from landscape_cli.data import load_dataset
-    from landscape_cli.evaluation import select_indices
 
     out = tmp_path / "r.h5"
     args = ["hessian", str(ckpt), "--out", str(out), "--json", "--dtype", "float64"]

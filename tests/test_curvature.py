@@ -12,8 +12,8 @@ from cases import CASES, batches, data, dense_reference
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
+from landscape_cli.batches import Batch
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES, Batch
 from landscape_cli.hessian import HessianSettings, analyze
 from landscape_cli.hessian.curvature import (
     EmpiricalFisherOperator,
@@ -23,6 +23,7 @@ from landscape_cli.hessian.curvature import (
     per_sample_losses,
 )
 from landscape_cli.hessian.operator import HessianOperator
+from landscape_cli.losses import LOSSES
 
 # -- independent dense references ----------------------------------------------------------------
 

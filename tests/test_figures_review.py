@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from landscape_cli import plotting as pl
 from landscape_cli.commands import app
 from landscape_cli.commands.plot import Style, _draw_2d
-from landscape_cli.evaluation import LOSSES
 from landscape_cli.hessian import HessianOperator, per_layer_curvature
+from landscape_cli.losses import LOSSES
 from landscape_cli.results import read_hessian
 from landscape_cli.training import TrainConfig, train
 

@@ -22,7 +22,6 @@ from cases import (
 from torch import nn
 
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES
 from landscape_cli.hessian import (
     Batch,
     HessianOperator,
@@ -38,6 +37,7 @@ from landscape_cli.hessian.density import slq_nodes
 from landscape_cli.hessian.lanczos import lanczos_run
 from landscape_cli.hessian.sampling import rademacher
 from landscape_cli.hessian.trace import _projected_probes, deflated_trace
+from landscape_cli.losses import LOSSES
 
 
 @pytest.fixture(scope="module", params=DEVICES)

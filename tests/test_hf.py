@@ -176,7 +176,7 @@ def test_operator_equals_dense_hessian(tmp_path: Path) -> None:
     on 48 Gaussian vectors and on every column of the first and last blocks (embeddings,
     pooler and classifier), to 1e-6. (n products for the whole dense matrix take too long
     for the suite; a wrong entry anywhere shows in the random products.)"""
-    from landscape_cli.evaluation import evaluation_mode, to_device
+    from landscape_cli.batches import evaluation_mode, to_device
     from landscape_cli.hessian import HessianOperator
 
     make_bert(tmp_path / "ft", hidden=4)
@@ -229,7 +229,7 @@ def test_per_layer_groups_by_transformer_block(bert: Path) -> None:
 def test_cli_hessian_and_scan_point_at_zero(bert: Path, tmp_path: Path) -> None:
     """hessian --per-layer and a random scan on the folder; the scan's point at 0 is the
     model's own loss on the same samples."""
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     folder, data = bert / "ft", bert / "data.csv"
     out = tmp_path / "r.h5"
@@ -267,7 +267,7 @@ def test_cli_hessian_and_scan_point_at_zero(bert: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_scan_to_another_finetune_and_audit(tmp_path: Path) -> None:
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     tok = make_tokenizer([s for s, _ in SENTENCES])
     make_bert(tmp_path / "a", seed=0, tok=tok)

@@ -96,9 +96,9 @@ def _layer_files(*above: str) -> list[Path]:
 
 
 def test_no_lower_layer_imports_the_jobs():
-    # hessian/, scan/, results/, plotting/, models/, data/, audit, training, evaluation, workload
-    # and the rest run under the jobs and never call them; an annotation may name a job's type
-    # (plotting draws the Fig2Simulation of jobs.fig2_simulation) without importing it
+    # hessian/, scan/, results/, plotting/, models/, data/, audit, training, batches, losses,
+    # workload and the rest run under the jobs and never call them; an annotation may name a job's
+    # type (plotting draws the Fig2Simulation of jobs.fig2_simulation) without importing it
     offenders = {
         str(path.relative_to(PACKAGE)): sorted(found)
         for path in _layer_files("jobs", "commands", "__main__.py")

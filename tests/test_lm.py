@@ -61,7 +61,7 @@ def test_loss_is_the_models_own_mean_over_tokens(lms: Path, name: str) -> None:
     predicted token, i.e. transformers' own loss of each unpadded sequence weighted by its
     predicted tokens; on one batch of blocks without padding (``pack``) it is transformers' loss
     of that batch."""
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     work = _work(lms / name, lms / "t.txt")
     net = work.model.net
@@ -85,7 +85,7 @@ def test_loss_is_the_models_own_mean_over_tokens(lms: Path, name: str) -> None:
 
 
 def test_accuracy_is_next_token_accuracy(lms: Path) -> None:
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     work = _work(lms / "llama", lms / "t.txt")
     hits = count = 0
@@ -221,7 +221,7 @@ def test_graph_keeps_one_logits_sized_tensor(lms: Path) -> None:
     """What the first-order graph of a Hessian-vector product keeps: torch's cross-entropy keeps
     three tensors of the logits' size (log-softmax, its gradient, the logits' gradient); the
     lean loss keeps one (the logits' gradient, which the output layer's backward needs anyway)."""
-    from landscape_cli.evaluation import LOSSES
+    from landscape_cli.losses import LOSSES
     from landscape_cli.token_loss import _flat
 
     work = _work(lms / "gpt2", lms / "t.txt")
@@ -349,7 +349,7 @@ def _cli(*args) -> tuple[int, str, str]:
 def test_cli_hessian_scan_and_audit(lms: Path, tmp_path: Path) -> None:
     """hessian --per-layer, a random scan whose centre is the model's loss, and an audit, on a
     GPT-2 folder and a text file."""
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     folder = lms / "gpt2"
     out = tmp_path / "r.h5"
@@ -381,7 +381,7 @@ def test_cli_hessian_scan_and_audit(lms: Path, tmp_path: Path) -> None:
 def test_scan_to_another_finetune_of_a_tied_model(lms: Path, tmp_path: Path) -> None:
     """``--to`` between two fine-tunes whose output layer is tied to the embeddings: the ends
     of the interpolation are the two models' own losses (the tied tensor moves once)."""
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     out = tmp_path / "r.h5"
     data = ["--dataset", f"text:{lms / 't.txt'}", "--samples", "6"]

@@ -13,9 +13,10 @@ import torch
 from cases import one_error_line
 from typer.testing import CliRunner
 
+from landscape_cli.batches import Batch
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import Batch, check_loss, check_not_constant
+from landscape_cli.losses import check_loss, check_not_constant
 
 runner = CliRunner()
 

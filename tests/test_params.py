@@ -12,9 +12,9 @@ from cases import batches, data, dense_reference
 from torch import nn
 
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES
 from landscape_cli.hessian import lanczos_top, per_layer_curvature
 from landscape_cli.hessian.curvature import curvature_operator
+from landscape_cli.losses import LOSSES
 from landscape_cli.params import (
     FROZEN,
     NO_GRADIENT,

@@ -11,9 +11,9 @@ import torch
 from cases import one_error_line
 from typer.testing import CliRunner
 
+from landscape_cli.batches import Batch, samples_sha256, select_indices, select_sets
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import Batch, samples_sha256, select_indices, select_sets
 from landscape_cli.training import TrainConfig
 
 runner = CliRunner()

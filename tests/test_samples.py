@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from landscape_cli.batches import Batch, samples_sha256, select_indices
 from landscape_cli.commands import app
-from landscape_cli.evaluation import Batch, samples_sha256, select_indices
 
 runner = CliRunner()
 

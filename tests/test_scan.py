@@ -17,11 +17,12 @@ from cases import one_error_line
 from torch import nn
 from typer.testing import CliRunner
 
+from landscape_cli.batches import Batch
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES, Batch, loss_and_accuracy
 from landscape_cli.hessian import HessianOperator, lanczos_top
 from landscape_cli.jobs.scan_journal import execute, journal_path, read_journal
+from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.results import read_scan
 from landscape_cli.scan import (
     axis,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from landscape_cli.checkpoints import save_checkpoint
 from landscape_cli.commands import app
-from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.training import TrainConfig, train
 
 runner = CliRunner()

@@ -28,8 +28,9 @@ from landscape_cli.audit.sharpness import (
     sharpness_1d_directions,
     spread,
 )
-from landscape_cli.evaluation import LOSSES, Batch, loss_and_accuracy, to_device
+from landscape_cli.batches import Batch, to_device
 from landscape_cli.hessian.types import Analysis
+from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.params import ParamSelection
 
 if TYPE_CHECKING:

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape_cli.evaluation import Batch, check_not_constant
+from landscape_cli.batches import Batch
 from landscape_cli.hessian.types import Analysis, SampleSets
+from landscape_cli.losses import check_not_constant
 
 if TYPE_CHECKING:
     from landscape_cli.audit.measures import AuditSettings

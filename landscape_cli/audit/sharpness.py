@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from landscape_cli.batches import Batch, evaluation_mode
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES, Batch, evaluation_mode, loss_and_accuracy
+from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.params import ParamSelection, requiring_grad, select_parameters
 from landscape_cli.scan.directions import random_direction
 

@@ -233,7 +233,7 @@ class TokenSequences(torch.utils.data.Dataset):
     """Token-id sequences (or ``pack`` blocks) of a language model's text data.
 
     They have no class labels (``targets`` is a float vector), so
-    :func:`~landscape_cli.evaluation.select_indices` draws a seeded uniform subset of them.
+    :func:`~landscape_cli.batches.select_indices` draws a seeded uniform subset of them.
     """
 
     def __init__(self, sequences: list[list[int]]) -> None:
@@ -337,7 +337,7 @@ def causal_batches(
     :func:`~landscape_cli.token_loss.token_weights` make the batches' losses average to the mean
     over every predicted token.
     """
-    from landscape_cli.evaluation import Batch
+    from landscape_cli.batches import Batch
     from landscape_cli.token_loss import IGNORE, TokenTargets, token_weights
 
     parts = []

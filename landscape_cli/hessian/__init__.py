@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape_cli.evaluation import Batch, make_batches
+from landscape_cli.batches import Batch, make_batches
 from landscape_cli.hessian.curvature import (
     CURVATURES,
     EmpiricalFisherOperator,

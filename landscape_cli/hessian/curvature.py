@@ -64,9 +64,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from landscape_cli.batches import Batch
 from landscape_cli.errors import LandscapeError, check_choice
-from landscape_cli.evaluation import Batch, LossFn
 from landscape_cli.hessian.operator import CurvatureOperator, HessianOperator, Parts
+from landscape_cli.losses import LossFn
 from landscape_cli.token_loss import IGNORE, TokenTargets
 
 #: The curvature matrices ``landscape hessian --curvature`` offers.

@@ -25,7 +25,7 @@ ResNet-18 (width 8) 2.3–2.4 with kept graphs and 3.4–3.5 without, the same p
 PyHessian's.
 
 Modes: ``bn_mode="eval"`` (default) or ``"train"`` (BatchNorm on batch statistics, running
-statistics never changed), as :func:`landscape_cli.evaluation.evaluation_mode` defines them;
+statistics never changed), as :func:`landscape_cli.batches.evaluation_mode` defines them;
 attention runs on the math kernel (fused kernels have no double backward).
 
 Which parameters: the rule of :mod:`landscape_cli.params` (by default the trainable ones;
@@ -58,15 +58,9 @@ import torch
 from torch import Tensor, nn
 
 from landscape_cli import distributed
+from landscape_cli.batches import BN_MODES, Batch, evaluation_mode, to_device
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import (
-    BN_MODES,
-    LOSSES,
-    Batch,
-    LossFn,
-    evaluation_mode,
-    to_device,
-)
+from landscape_cli.losses import LOSSES, LossFn
 from landscape_cli.params import NO_GRADIENT, ParamSelection, select_parameters
 
 #: One product, per parameter: a piece in the model's dtype, or None where it is zero.

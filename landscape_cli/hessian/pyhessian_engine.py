@@ -45,10 +45,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape_cli.batches import Batch, evaluation_mode
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import Batch, LossFn, evaluation_mode
 from landscape_cli.hessian.trace import summarize
 from landscape_cli.hessian.types import Analysis, LanczosResult, TraceResult
+from landscape_cli.losses import LossFn
 
 #: PyHessian's defaults for ``eigenvalues()`` and ``trace()``.
 MAX_ITER = 100

@@ -97,7 +97,7 @@ class SampleSets:
 
     How much would λmax move with other samples? Set 0 is the run's own samples (its values are
     the run's); sets 1 … K−1 are the next disjoint, seeded, class-stratified sets of as many
-    samples (:func:`~landscape_cli.evaluation.select_sets`), each measured with the same settings
+    samples (:func:`~landscape_cli.batches.select_sets`), each measured with the same settings
     and random streams. ``eigenvalues`` is (K, k) (k = 0 without a top-k), ``trace`` and
     ``trace_stderr`` (K,) (NaN without a trace), ``samples_sha256`` each set's data hash and
     ``hvp_count`` the products of sets 1 … K−1. The spread over the sets is their sample

@@ -2,7 +2,7 @@
 
 The layers, from the bottom: the domain packages compute and never touch a results file on their
 own (:mod:`landscape_cli.hessian`, :mod:`landscape_cli.scan`, :mod:`landscape_cli.audit`,
-:mod:`landscape_cli.training`, beside the models, data, evaluation and the results file's
+:mod:`landscape_cli.training`, beside the models, data, batches, losses and the results file's
 readers and writers in :mod:`landscape_cli.results`); this package runs them as jobs; the
 commands (:mod:`landscape_cli.commands`, the only ones to import typer or rich) parse the
 command line, call a job and show its progress and results. Nothing below this package imports

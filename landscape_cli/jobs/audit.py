@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from landscape_cli import distributed, files, interrupts, resources
 from landscape_cli.errors import LandscapeError, check_choice
-from landscape_cli.evaluation import LOSSES, check_loss_on
 from landscape_cli.jobs.common import (
     Source,
     check_all,
@@ -25,6 +24,7 @@ from landscape_cli.jobs.common import (
     results_path,
 )
 from landscape_cli.jobs.hessian import check_curvature, hessian_file_bytes, measure_settings
+from landscape_cli.losses import LOSSES, check_loss_on
 from landscape_cli.params import frozen_note, select_parameters
 from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload

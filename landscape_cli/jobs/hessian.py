@@ -19,7 +19,6 @@ import torch
 
 from landscape_cli import distributed, files, interrupts, resources
 from landscape_cli.errors import Interrupted, LandscapeError, check_choice
-from landscape_cli.evaluation import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.jobs.common import (
     Source,
     check_all,
@@ -30,12 +29,13 @@ from landscape_cli.jobs.common import (
     results_file_bytes,
     results_path,
 )
+from landscape_cli.losses import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, select_parameters
 from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload
 
 if TYPE_CHECKING:
-    from landscape_cli.evaluation import Batch
+    from landscape_cli.batches import Batch
     from landscape_cli.hessian import (
         Analysis,
         Collector,

@@ -18,7 +18,6 @@ import torch
 
 from landscape_cli import distributed, files, resources
 from landscape_cli.errors import LandscapeError, check_choice
-from landscape_cli.evaluation import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.jobs.common import (
     Source,
     check_all,
@@ -27,6 +26,7 @@ from landscape_cli.jobs.common import (
     results_file_bytes,
     results_path,
 )
+from landscape_cli.losses import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, select_parameters
 from landscape_cli.precision import precision_name, with_precision
 from landscape_cli.workload import Workload
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from landscape_cli.evaluation import Batch
+    from landscape_cli.batches import Batch
     from landscape_cli.params import SelectedParams
     from landscape_cli.results import ScanResult
     from landscape_cli.scan.grid import ScanPlan
@@ -177,7 +177,7 @@ def _load_centre(
     The loss on the samples (finite at the centre), the results file (this checkpoint's, unless
     ``overwrite``) and its disk space.
     """
-    from landscape_cli.evaluation import to_device
+    from landscape_cli.batches import to_device
     from landscape_cli.results import check_target
 
     work = source.load(checkpoint)
@@ -370,7 +370,6 @@ def _pca_plan(options: ScanOptions, snapshots: list[Path], source: Source, work:
     of the same name, before anything is shown; then each snapshot is evaluated exactly on the
     scan's samples (not again when the scan is resumed: its stored trajectory is kept).
     """
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
     from landscape_cli.jobs.scan_journal import check_resumable
     from landscape_cli.jobs.trajectory import (
         default_axes,
@@ -378,6 +377,7 @@ def _pca_plan(options: ScanOptions, snapshots: list[Path], source: Source, work:
         read_trajectory,
         trajectory_plan,
     )
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     load = _snapshot_loader(work, source)
     dtype = next(net.parameters()).dtype
@@ -453,7 +453,7 @@ def _check_base_loss(
     checkpoint: Path, net: nn.Module, batches: list[Batch], loss: str, bn_mode: str
 ) -> None:
     """Refuse a checkpoint whose loss at the centre is not finite."""
-    from landscape_cli.evaluation import LOSSES, loss_and_accuracy
+    from landscape_cli.losses import LOSSES, loss_and_accuracy
 
     base_loss, _ = loss_and_accuracy(net, batches, LOSSES[loss], bn_mode)
     if not math.isfinite(base_loss):

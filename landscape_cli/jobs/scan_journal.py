@@ -45,8 +45,9 @@ import torch
 from torch import nn
 
 from landscape_cli import distributed, files
+from landscape_cli.batches import Batch
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES, Batch
+from landscape_cli.losses import LOSSES
 from landscape_cli.results import (
     ResultsConflict,
     ResultsWriteError,

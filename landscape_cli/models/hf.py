@@ -8,7 +8,7 @@ image-classification or causal language model classes: code shipped inside the f
 ``auto_map``, is never run; masked language models and sequence-to-sequence models are refused).
 Attention runs on the ``eager`` implementation, which has a double backward (checked after
 loading; a model without an eager path runs ``sdpa`` on the math kernel, which has one too, see
-:func:`landscape_cli.evaluation.math_attention`).
+:func:`landscape_cli.batches.math_attention`).
 
 Weights: ``model.safetensors`` (or sharded ``*.safetensors`` with their index) load as they are;
 pickled ``pytorch_model.bin`` weights need ``trust`` (``--trust-checkpoint``), as ``.pt`` files do.

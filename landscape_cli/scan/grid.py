@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape_cli.batches import Batch
 from landscape_cli.errors import LandscapeError, check_choice
-from landscape_cli.evaluation import Batch, LossFn, loss_and_accuracy
+from landscape_cli.losses import LossFn, loss_and_accuracy
 from landscape_cli.scan.directions import Direction
 
 #: Attributes that must match for a re-run to resume an existing scan of the same name.
@@ -187,7 +188,7 @@ class PointEvaluator:
 
     @torch.no_grad()
     def _recompute_statistics(self) -> None:
-        from landscape_cli.evaluation import math_attention
+        from landscape_cli.batches import math_attention
 
         momenta = [m.momentum for m in self.norms]
         modes = {m: m.training for m in self.model.modules()}

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from landscape_cli.errors import LandscapeError, check_choice
-from landscape_cli.evaluation import LOSSES
+from landscape_cli.losses import LOSSES
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "radam", "nadam", "invadam", "dualadam")
 SCHEDULERS = ("cosine", "none")

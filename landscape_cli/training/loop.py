@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from landscape_cli import files, interrupts
+from landscape_cli.batches import Batch, evaluation_mode
 from landscape_cli.checkpoints import (
     fit_state_dict,
     training_checkpoint,
 )
 from landscape_cli.devices import resolve_device
 from landscape_cli.errors import LandscapeError
-from landscape_cli.evaluation import LOSSES, Batch, evaluation_mode, metric_sums
+from landscape_cli.losses import LOSSES, metric_sums
 from landscape_cli.training.config import (
     TrainConfig,
     build_optimizer,
@@ -93,8 +94,8 @@ def evaluate(
     """Mean loss and accuracy of ``model`` in eval mode over ``loader``.
 
     Mean loss and accuracy of ``model`` in eval mode over ``loader`` (accuracy NaN for
-    floating-point, i.e. regression, targets): :func:`~landscape_cli.evaluation.metric_sums`,
-    the sums behind :func:`~landscape_cli.evaluation.loss_and_accuracy`, on the loader's
+    floating-point, i.e. regression, targets): :func:`~landscape_cli.losses.metric_sums`,
+    the sums behind :func:`~landscape_cli.losses.loss_and_accuracy`, on the loader's
     batches moved to ``device``.
     """
 
@@ -113,10 +114,10 @@ def evaluate(
 @torch.no_grad()
 def _check_loss_first(model: nn.Module, dataset: Any, config: TrainConfig, dev) -> None:
     """The loss must fit the targets and the model's output: checked before the first step."""
-    from landscape_cli.evaluation import check_loss
+    from landscape_cli.losses import check_loss
 
     x, y = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=False)))
-    from landscape_cli.evaluation import first_output
+    from landscape_cli.losses import first_output
 
     was_training = model.training
     model.eval()

@@ -189,14 +189,10 @@ def lift(Q: Tensor, c: Tensor) -> Tensor:
 
 
 def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
-    """``(I − QᵀQ) w`` applied twice (classical Gram–Schmidt, "twice is enough")."""
-    for _ in range(2):
-        w = w - lift(Q, project(Q, w))
-    return w
+    """``(I − QᵀQ) w`` applied twice (classical Gram–Schmidt, "twice is enough").
 
-
-def _orthogonalise_(w: Tensor, Q: Tensor) -> Tensor:
-    """:func:`_orthogonalise` in place on ``w`` (no second n-sized copy of ``w``)."""
+    ``w`` is updated in place (no second n-sized copy of it) and returned.
+    """
     for _ in range(2):
         w.sub_(lift(Q, project(Q, w)))
     return w
@@ -289,7 +285,7 @@ def _rows_orthogonalise(R: Tensor, Q: Tensor) -> Tensor:
 
     ``R`` is updated in place and returned.
     """
-    return _orthogonalise_(R.T, Q).T if Q.shape[0] else R
+    return _orthogonalise(R.T, Q).T if Q.shape[0] else R
 
 
 class BlockLanczos:

@@ -49,6 +49,28 @@ def make_lm_tokenizer(lines: list[str] = LINES, *, pad: bool = True, bos: bool =
     )
 
 
+def save_tiny(folder: Path, tok, model_class, config, *, seed: int = 0, edit=None):
+    """``model_class(config)`` with seeded random weights (``edit`` may change them), saved
+    with its tokenizer by ``save_pretrained``, exactly as a fine-tune's folder is."""
+    torch.manual_seed(seed)
+    model = model_class(config)
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model
+
+
+def _special_ids(tok) -> dict[str, int]:
+    """The config fields naming the tokenizer's BOS, EOS and pad tokens."""
+    return {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+
+
 def make_gpt2(
     folder: Path,
     tok=None,
@@ -70,15 +92,9 @@ def make_gpt2(
         n_layer=layers,
         n_head=2,
         tie_word_embeddings=tie,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        **_special_ids(tok),
     )
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return model
+    return save_tiny(folder, tok, GPT2LMHeadModel, config, seed=seed)
 
 
 def make_llama(
@@ -103,20 +119,15 @@ def make_llama(
         num_key_value_heads=1,
         max_position_embeddings=positions,
         tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        **_special_ids(tok),
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    # Random norms (ones at init) so that no block's curvature is special.
-    with torch.no_grad():
+
+    def random_norms(model) -> None:  # ones at init: no block's curvature should be special
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return model
+
+    return save_tiny(folder, tok, LlamaForCausalLM, config, seed=seed, edit=random_norms)
 
 
 def make_neox(folder: Path, tok=None, *, hidden: int = 8, layers: int = 2, seed: int = 0):
@@ -132,15 +143,9 @@ def make_neox(folder: Path, tok=None, *, hidden: int = 8, layers: int = 2, seed:
         intermediate_size=2 * hidden,
         max_position_embeddings=32,
         rotary_pct=0.5,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        **_special_ids(tok),
     )
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(config)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return model
+    return save_tiny(folder, tok, GPTNeoXForCausalLM, config, seed=seed)
 
 
 def write_lines(path: Path, lines: list[str] = LINES) -> Path:

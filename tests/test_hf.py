@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from lm_cases import save_tiny
 from typer.testing import CliRunner
 
 from landscape_cli.commands import app
@@ -78,11 +79,7 @@ def make_bert(folder: Path, *, hidden: int = 8, layers: int = 2, seed: int = 0, 
         label2id={"neg": 0, "pos": 1},
         pad_token_id=tok.pad_token_id,
     )
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return model
+    return save_tiny(folder, tok, BertForSequenceClassification, config, seed=seed)
 
 
 def write_csv(path: Path, rows=SENTENCES, header=("text", "label")) -> Path:

@@ -1,5 +1,6 @@
 """Shared test material: tiny models and data, exact dense Hessians, a matrix as an operator,
-the devices to run on, and the check for the CLI's one error line.
+the devices to run on, and for the command line: one ``CliRunner``, the short option lists that
+keep a command fast, and the check for the CLI's one error line.
 
 A new estimator test takes a case from ``CASES`` (a model, inputs, targets and a loss name),
 builds the exact Hessian with ``dense_reference`` and compares; a test of an estimator alone wraps
@@ -12,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, hessian
+from typer.testing import CliRunner
 
 from landscape_cli.hessian import Batch
 
@@ -141,6 +143,17 @@ CASES = {
 }
 
 # -- the command line ----------------------------------------------------------------------------
+
+#: Runs a command in-process (``runner.invoke(app, [...])``); it keeps nothing between calls.
+runner = CliRunner()
+
+#: The options that keep any measuring command fast: 32 samples, one batch.
+FAST = ["--samples", "32", "--batch-size", "32"]
+#: ``FAST`` for ``hessian``: the top eigenvalue only, no trace, no density.
+HFAST = [*FAST, "--top-k", "1", "--trace-probes", "0", "--density-probes", "0"]
+#: ``FAST`` for a ``hessian`` that writes every part of ``/hessian`` (per-layer too).
+FULL = [*FAST, "--top-k", "2", "--trace-probes", "4", "--density-probes", "2",
+        "--lanczos-steps", "5", "--per-layer"]  # fmt: skip
 
 
 def one_error_line(result) -> str:

@@ -1,4 +1,5 @@
-"""Test-wide settings and the shared trained checkpoints."""
+"""Test-wide settings and the shared fixtures: the trained checkpoints (trained once per session
+for each configuration) and each module's own copy of one (``ckpt``)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,19 @@ def trained_checkpoint(tmp_path_factory):
         return copy
 
     return get
+
+
+@pytest.fixture(scope="module")
+def ckpt(request, tmp_path_factory, trained_checkpoint) -> Path:
+    """The module's own copy of a trained checkpoint, ``<model>.pt`` alone in a folder, so that
+    the module's tests may write results beside it.
+
+    It is trained with the module's ``CKPT`` (a ``TrainConfig``); in a module without one, it is
+    the smallest: an MLP with 4 hidden units, one epoch.
+    """
+    from landscape_cli.training import TrainConfig
+
+    config = getattr(request.module, "CKPT", None)
+    if config is None:
+        config = TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=1)
+    return trained_checkpoint(config, into=tmp_path_factory.mktemp("ckpt"))

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from cases import runner
 from torch import nn
-from typer.testing import CliRunner
 
 from landscape_cli.audit import (
     adaptive_sharpness,
@@ -26,8 +26,6 @@ from landscape_cli.hessian import HessianOperator, lanczos_top
 from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.results import read_audit, read_hessian
 from landscape_cli.training import TrainConfig, train
-
-runner = CliRunner()
 
 
 def _mlp_and_data():

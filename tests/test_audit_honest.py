@@ -9,14 +9,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cases import runner
 
 from landscape_cli.audit import density_shape, disagreements, ranks
 from landscape_cli.commands import app
 from landscape_cli.results import read_audit, read_hessian
-from landscape_cli.training import TrainConfig, train
-
-runner = CliRunner()
+from landscape_cli.training import TrainConfig
 
 
 def _ok(result):
@@ -131,11 +129,8 @@ def test_survival_reads_the_matched_measures_as_reported():
     assert survival(wide)["trace"]["same_order"] is True  # now within 1.96·(3 + 3)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("reuse") / "mlp.pt"
-    train(TrainConfig(model="mlp", model_options={"hidden": [10]}, epochs=2), out=path)
-    return path
+#: The checkpoint of the ``ckpt`` fixture (tests/conftest.py).
+CKPT = TrainConfig(model="mlp", model_options={"hidden": [10]}, epochs=2)
 
 
 AUDIT = ["--samples", "64", "--top-k", "2", "--trace-probes", "6"]

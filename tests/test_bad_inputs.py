@@ -19,17 +19,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cases import FAST, FULL, HFAST, runner
 
 from landscape_cli.commands import app
 from landscape_cli.training import TrainConfig
 
-runner = CliRunner()
 MARK = "PWNED"
-FAST = ["--samples", "32", "--batch-size", "32"]
-HFAST = [*FAST, "--top-k", "1", "--trace-probes", "0", "--density-probes", "0"]
-FULL = [*FAST, "--top-k", "2", "--trace-probes", "4", "--density-probes", "2",
-        "--lanczos-steps", "5", "--per-layer"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

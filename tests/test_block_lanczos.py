@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import DenseOp, dense_reference
+from cases import DenseOp, dense_reference, runner
 from torch import nn
-from typer.testing import CliRunner
 
 from landscape_cli.batches import Batch
 from landscape_cli.commands import app
@@ -20,8 +19,6 @@ from landscape_cli.hessian import HessianOperator
 from landscape_cli.hessian.lanczos import BlockLanczos, clusters, lanczos_run
 from landscape_cli.hessian.sampling import random_unit
 from landscape_cli.losses import LOSSES
-
-runner = CliRunner()
 
 
 def _spectrum(top: list[float], n: int = 400, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from cases import DIGITS, digits_cnn, one_error_line, same_weights
-from typer.testing import CliRunner
+from cases import DIGITS, digits_cnn, one_error_line, runner, same_weights
 
 from landscape_cli.checkpoints import (
     FORMAT,
@@ -24,7 +23,6 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.models import build_model
 from landscape_cli.specs import check_file_spec
 
-runner = CliRunner()
 TINY = ["--samples", "24", "--batch-size", "12", "--top-k", "1", "--max-steps", "6"]
 TINY += ["--trace-probes", "2", "--density-probes", "0"]
 

@@ -6,13 +6,10 @@ import os
 import subprocess
 import sys
 
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli import __version__
 from landscape_cli.commands import app
-
-runner = CliRunner()
 
 
 def test_version():

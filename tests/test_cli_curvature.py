@@ -14,14 +14,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
+from cases import one_error_line, runner
 from torch.func import functional_call, hessian
-from typer.testing import CliRunner
 
 from landscape_cli.commands import app
 from landscape_cli.results import read_audit, read_hessian, read_scan
 
-runner = CliRunner()
 FAST = ["--samples", "64", "--batch-size", "32", "--trace-probes", "0", "--density-probes", "0"]
 FROZEN = ("1.weight", "1.bias")
 TRAINABLE = ("3.weight", "3.bias")

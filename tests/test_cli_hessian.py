@@ -8,21 +8,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli.commands import app
 from landscape_cli.results import read_hessian, update_file
 from landscape_cli.training import TrainConfig
 
-runner = CliRunner()
 FAST = ["--samples", "96", "--batch-size", "32", "--density-probes", "2", "--lanczos-steps", "8"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, trained_checkpoint):
-    config = TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=2)
-    return trained_checkpoint(config, into=tmp_path_factory.mktemp("ckpt"), name="mlp.pt")
+#: The checkpoint of the ``ckpt`` fixture (tests/conftest.py).
+CKPT = TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=2)
 
 
 def _ok(result):

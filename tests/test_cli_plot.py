@@ -14,16 +14,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import typer
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli.commands import app as main_app
 from landscape_cli.commands._app import LandscapeGroup
 from landscape_cli.commands.plot import plot
 from landscape_cli.results import read_hessian, read_root, update_file
 from landscape_cli.training import TrainConfig
-
-runner = CliRunner()
 
 
 def _cli() -> typer.Typer:

@@ -6,12 +6,9 @@ import json
 
 import pytest
 import torch
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli.commands import app
-
-runner = CliRunner()
 
 
 def test_train_json_and_checkpoint(tmp_path):

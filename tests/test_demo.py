@@ -6,7 +6,7 @@ import json
 
 import matplotlib.image as mpimg
 import pytest
-from typer.testing import CliRunner
+from cases import runner
 
 from landscape_cli.commands import app
 from landscape_cli.results import read_hessian, read_scan
@@ -15,7 +15,7 @@ from landscape_cli.results import read_hessian, read_scan
 @pytest.mark.slow
 def test_demo_quick_writes_everything(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--json"])
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     # stderr is not a terminal here: plain progress lines, one as each phase of each step ends

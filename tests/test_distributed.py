@@ -13,7 +13,7 @@ import pytest
 
 from landscape_cli.jobs.scan_journal import journal_path, read_journal
 from landscape_cli.results import read_hessian, read_root, read_scan
-from landscape_cli.training import TrainConfig, train
+from landscape_cli.training import TrainConfig
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -35,11 +35,8 @@ def single(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, check=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dist") / "cnn.pt"
-    train(TrainConfig(epochs=2), out=path)
-    return path
+#: The checkpoint of the ``ckpt`` fixture (tests/conftest.py).
+CKPT = TrainConfig(epochs=2)
 
 
 @pytest.mark.parametrize("curvature", ["hessian", "ggn", "fisher"])

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cases import runner
 
 from landscape_cli.checkpoints import save_checkpoint
 from landscape_cli.commands import app
@@ -26,7 +26,6 @@ README = ROOT / "README.md"
 RESULTS_DOC = ROOT / "docs" / "results-file.md"
 PYTHON_API_DOC = ROOT / "docs" / "python-api.md"
 INPUTS_DOC = ROOT / "docs" / "inputs.md"
-runner = CliRunner()
 
 # A name is (kind, path): kind "group", "dataset" or "attribute"; an attribute's path is
 # "<owner>@<name>" ("/@schema" for the root's). Placeholders stand for names chosen at run time.

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 import landscape_cli
 from landscape_cli.commands import _common, app
@@ -18,8 +17,6 @@ from landscape_cli.commands._errors import FLAGS, NEGATABLE, cli_message, flag
 from landscape_cli.errors import Interrupted, LandscapeError
 from landscape_cli.losses import check_loss
 from landscape_cli.training import TrainConfig
-
-runner = CliRunner()
 
 
 @pytest.mark.parametrize(

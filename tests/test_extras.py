@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hf import make_bert, write_csv
+from lm_cases import make_bert, write_csv
 
 from landscape_cli.training import TrainConfig, train
 

@@ -39,16 +39,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cases import FAST, runner
 
 from landscape_cli import files
 from landscape_cli.commands import _common, _threads, app
 from landscape_cli.results import read_hessian, read_scan
 from landscape_cli.training import TrainConfig
 
-runner = CliRunner()
 COMMANDS = ["hessian", "scan", "audit", "train"]
-FAST = ["--samples", "32", "--batch-size", "32"]
 MLP = ["--model", "mlp", "--model-option", "hidden=[4]"]
 #: Units of work (progress advances) each command's run takes: signals land before the last.
 #: Phases of each command's run (the progress display's): another writer comes between two.

@@ -16,10 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from cases import hessian_result, one_error_line, scan_result
+from cases import hessian_result, one_error_line, runner, scan_result
 from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
-from typer.testing import CliRunner
 
 from landscape_cli import plotting as pl
 from landscape_cli.commands import app
@@ -27,8 +26,6 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.plotting.style import color
 from landscape_cli.results import read_hessian, read_scan
 from landscape_cli.training import TrainConfig, train
-
-runner = CliRunner()
 
 
 def _ok(result):

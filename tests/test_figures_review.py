@@ -17,10 +17,9 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
-from cases import CASES, batches, dense_reference, hessian_result, scan_result
+from cases import CASES, batches, dense_reference, hessian_result, runner, scan_result
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
-from typer.testing import CliRunner
 
 from landscape_cli import plotting as pl
 from landscape_cli.commands import app
@@ -29,8 +28,6 @@ from landscape_cli.hessian import HessianOperator, per_layer_curvature
 from landscape_cli.losses import LOSSES
 from landscape_cli.results import read_hessian
 from landscape_cli.training import TrainConfig, train
-
-runner = CliRunner()
 
 
 def _ok(result):

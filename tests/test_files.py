@@ -20,8 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import FAST, HFAST, one_error_line, runner
 
 from landscape_cli import files
 from landscape_cli.commands import app
@@ -29,16 +28,7 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.results import read_scan, update_file
 from landscape_cli.training import TrainConfig, config_tag, default_output
 
-runner = CliRunner()
-FAST = ["--samples", "32", "--batch-size", "32"]
-QUICK = [*FAST, "--top-k", "1", "--trace-probes", "0", "--density-probes", "0"]
 MLP = ["--model", "mlp", "--model-option", "hidden=[4]"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, trained_checkpoint):
-    config = TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=1)
-    return trained_checkpoint(config, into=tmp_path_factory.mktemp("ck"), name="ck.pt")
 
 
 def _nothing_made(folder, before: set[str]) -> None:
@@ -56,14 +46,14 @@ def test_every_output_path_is_refused_before_any_work(ckpt, tmp_path, monkeypatc
     before = {p.name for p in tmp_path.iterdir()}
     long = "a" * 232 + ".h5"  # 235 bytes: valid, but its temporary and rescue names are not
     cases = [
-        (["hessian", "ck.pt", *QUICK, "--out", long], "choose a name of at most"),
+        (["hessian", "ck.pt", *HFAST, "--out", long], "choose a name of at most"),
         (["scan", "ck.pt", "--points", "3", "--samples", "32", "--out", long], "at most"),
         (["train", *MLP, "--epochs", "1", "--out", "b" * 236 + ".pt"], "at most"),
-        (["audit", "ck.pt", *QUICK[:4], "--report", "r" * 247 + ".md"], "at most"),
-        (["audit", "ck.pt", *QUICK[:4], "--report", "rep.md"], "rep-fig5.png is a folder"),
-        (["audit", "ck.pt", *QUICK[:4], "--report", "/proc/r.md"], "does not take new files"),
-        (["hessian", "ck.pt", *QUICK, "--out", "ck.pt/x.h5"], "is a file, not a folder"),
-        (["hessian", "ck.pt", *QUICK, "--out", "fifo.h5", "--overwrite"], "is a FIFO"),
+        (["audit", "ck.pt", *HFAST[:4], "--report", "r" * 247 + ".md"], "at most"),
+        (["audit", "ck.pt", *HFAST[:4], "--report", "rep.md"], "rep-fig5.png is a folder"),
+        (["audit", "ck.pt", *HFAST[:4], "--report", "/proc/r.md"], "does not take new files"),
+        (["hessian", "ck.pt", *HFAST, "--out", "ck.pt/x.h5"], "is a file, not a folder"),
+        (["hessian", "ck.pt", *HFAST, "--out", "fifo.h5", "--overwrite"], "is a FIFO"),
         (["train", *MLP, "--out", "fifo.h5", "--overwrite"], "is a FIFO"),
         (["plot", "--figure", "fig2", "--out", "c" * 250 + ".png"], "at most"),
     ]
@@ -90,7 +80,7 @@ def test_inputs_that_are_fifos_are_refused_not_waited_on(ckpt, tmp_path):
     fifo = tmp_path / "in.pt"
     os.mkfifo(fifo)
     cases = [
-        ["hessian", str(fifo), *QUICK],
+        ["hessian", str(fifo), *HFAST],
         ["train", "--resume", str(fifo)],
         ["scan", str(ckpt), "--to", str(fifo), "--points", "3", "--samples", "32",
          "--out", str(tmp_path / "s.h5")],

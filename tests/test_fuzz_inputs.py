@@ -22,20 +22,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cases import FAST, FULL, HFAST, runner
 
 from landscape_cli.commands import app
 from landscape_cli.results import check_target
 from landscape_cli.training import TrainConfig
 
-runner = CliRunner()
 SEED = 2222
 RESULTS_CASES = 70
 CHECKPOINT_CASES = 50
-FAST = ["--samples", "32", "--batch-size", "32"]
-HFAST = [*FAST, "--top-k", "1", "--trace-probes", "0", "--density-probes", "0"]
-FULL = [*FAST, "--top-k", "2", "--trace-probes", "4", "--density-probes", "2",
-        "--lanczos-steps", "5", "--per-layer"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

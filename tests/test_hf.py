@@ -11,85 +11,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from lm_cases import save_tiny
-from typer.testing import CliRunner
+from cases import runner
+from lm_cases import SENTENCES, make_bert, make_tokenizer, write_csv
 
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
-
-runner = CliRunner()
-
-SENTENCES = [
-    ("the movie was good", "pos"),
-    ("a truly great film", "pos"),
-    ("i loved the acting", "pos"),
-    ("good story and great music", "pos"),
-    ("the plot was bad", "neg"),
-    ("a truly awful film", "neg"),
-    ("i hated the ending", "neg"),
-    ("bad acting and awful music", "neg"),
-    ("great great good", "pos"),
-    ("awful bad plot", "neg"),
-    ("the music was good", "pos"),
-    ("the story was bad", "neg"),
-]
-
-
-def make_tokenizer(texts: list[str]):
-    """A word-level tokenizer trained on ``texts``, as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=special))
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-    )
-
-
-def make_bert(folder: Path, *, hidden: int = 8, layers: int = 2, seed: int = 0, tok=None):
-    """A tiny BertForSequenceClassification (2 labels, neg/pos) saved with save_pretrained."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    tok = tok or make_tokenizer([s for s, _ in SENTENCES])
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=32,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
-        num_labels=2,
-        id2label={0: "neg", 1: "pos"},
-        label2id={"neg": 0, "pos": 1},
-        pad_token_id=tok.pad_token_id,
-    )
-    return save_tiny(folder, tok, BertForSequenceClassification, config, seed=seed)
-
-
-def write_csv(path: Path, rows=SENTENCES, header=("text", "label")) -> Path:
-    import csv
-
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases import runner
+from lm_cases import SENTENCES, make_bert, make_tokenizer, write_csv
 from safetensors.torch import load_file, save_file
-from test_hf import SENTENCES, make_bert, make_tokenizer, write_csv
-from typer.testing import CliRunner
 
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
-
-runner = CliRunner()
 
 
 def _rewrite(folder: Path, edit) -> None:

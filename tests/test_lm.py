@@ -10,14 +10,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cases import runner
 from lm_cases import LINES, make_gpt2, make_llama, make_lm_tokenizer, make_neox, write_lines
-from typer.testing import CliRunner
 
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
 from landscape_cli.token_loss import IGNORE
 
-runner = CliRunner()
 MAKERS = {"gpt2": make_gpt2, "llama": make_llama}
 
 

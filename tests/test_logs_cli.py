@@ -14,16 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli.audit import AuditSettings
 from landscape_cli.commands import _common as c
 from landscape_cli.commands import app
 from landscape_cli.results import group_settings
-from landscape_cli.training import TrainConfig, train
+from landscape_cli.training import TrainConfig
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -144,11 +142,8 @@ def test_progress_picks_rich_bars_on_a_terminal_and_plain_lines_otherwise(monkey
     assert isinstance(c.progress("hessian"), c.PlainProgress)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("logs") / "mlp.pt"
-    train(TrainConfig(model="mlp", model_options={"hidden": [16]}, epochs=1), out=path)
-    return path
+#: The checkpoint of the ``ckpt`` fixture (tests/conftest.py).
+CKPT = TrainConfig(model="mlp", model_options={"hidden": [16]}, epochs=1)
 
 
 def _copy(ckpt: Path, to: Path) -> Path:

@@ -10,15 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli.batches import Batch
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
 from landscape_cli.losses import check_loss, check_not_constant
-
-runner = CliRunner()
 
 REGRESSION = """
 import torch

@@ -8,7 +8,7 @@ from typing import Annotated
 import pytest
 import typer
 import typer.main
-from typer.testing import CliRunner
+from cases import runner
 
 from landscape_cli.commands import _common as c
 from landscape_cli.commands._app import app
@@ -30,7 +30,7 @@ def _run(command, *args: str):
     tiny = typer.Typer()
     tiny.command()(command)
     tiny.command("other")(lambda: None)  # two commands: typer then expects the command's name
-    return CliRunner().invoke(tiny, [command.__name__, *args])
+    return runner.invoke(tiny, [command.__name__, *args])
 
 
 def test_groups_are_rebuilt_from_their_fields_and_plain_options_stay() -> None:

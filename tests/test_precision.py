@@ -9,7 +9,7 @@ import json
 import h5py
 import pytest
 import torch
-from typer.testing import CliRunner
+from cases import runner
 
 from landscape_cli import precision
 from landscape_cli.commands import app
@@ -19,7 +19,6 @@ from landscape_cli.precision import float32_precision, snapshot
 from landscape_cli.results import read_audit, read_hessian, read_scan
 from landscape_cli.training import TrainConfig
 
-runner = CliRunner()
 NEW_API = hasattr(torch._C, "_get_fp32_precision_getter")
 LEAVES = precision._LEAVES
 
@@ -126,10 +125,8 @@ def test_snapshot_sees_a_changed_setting() -> None:
 # -- around the jobs -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, trained_checkpoint):
-    config = TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=1)
-    return trained_checkpoint(config, into=tmp_path_factory.mktemp("ckpt"), name="mlp.pt")
+#: The checkpoint of the ``ckpt`` fixture (tests/conftest.py).
+CKPT = TrainConfig(model="mlp", model_options={"hidden": [12]}, epochs=1)
 
 
 SMALL = HessianSettings(top_k=1, trace_probes=0, density_probes=0, max_steps=10)

@@ -13,6 +13,7 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
+from cases import runner
 from test_results import NAMES, ROOT, SHAPES, _report
 
 from landscape_cli.results import (
@@ -225,8 +226,6 @@ def test_the_package_reads_results_by_their_fields_not_the_dict_view(
     """``result["key"]`` is a shim for old scripts: with the dict view made to fail, a whole
     session of the commands (hessian, scans, an audit reusing /hessian and one computing its own,
     its report, and every figure of the results) runs as before."""
-    from typer.testing import CliRunner
-
     from landscape_cli.commands import app
     from landscape_cli.results import store
     from landscape_cli.training import TrainConfig
@@ -257,7 +256,6 @@ def test_the_package_reads_results_by_their_fields_not_the_dict_view(
         ["plot", str(h5), str(other.with_suffix(".h5")), "--figure", "fig5", "--out",
          str(tmp_path / "two.png")],
     ]  # fmt: skip
-    runner = CliRunner()
     out = {}
     for args in runs:
         result = runner.invoke(app, args)

@@ -7,15 +7,13 @@ from dataclasses import replace
 
 import h5py
 import pytest
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli.checkpoints import sha256
 from landscape_cli.commands import app
 from landscape_cli.results import list_groups, read_root
 from landscape_cli.training import TrainConfig
 
-runner = CliRunner()
 FAST = ["--samples", "48", "--top-k", "1", "--trace-probes", "0", "--density-probes", "0"]
 
 

@@ -11,8 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import FAST, one_error_line, runner
 
 from landscape_cli import resources
 from landscape_cli.checkpoints import save_checkpoint
@@ -22,16 +21,6 @@ from landscape_cli.hessian import HessianSettings
 from landscape_cli.hessian import lanczos as lz
 from landscape_cli.jobs.scan_journal import scan_lock
 from landscape_cli.results import update_file
-from landscape_cli.training import TrainConfig
-
-runner = CliRunner()
-FAST = ["--samples", "32", "--batch-size", "32"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, trained_checkpoint):
-    config = TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=1)
-    return trained_checkpoint(config, into=tmp_path_factory.mktemp("ck"), name="mlp.pt")
 
 
 class _Diag:

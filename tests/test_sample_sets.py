@@ -8,15 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli.batches import Batch, samples_sha256, select_indices, select_sets
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
 from landscape_cli.training import TrainConfig
-
-runner = CliRunner()
 
 
 def _labelled(counts: list[int]) -> torch.utils.data.TensorDataset:

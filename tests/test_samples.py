@@ -7,13 +7,11 @@ from pathlib import Path
 
 import h5py
 import torch
+from cases import runner
 from PIL import Image
-from typer.testing import CliRunner
 
 from landscape_cli.batches import Batch, samples_sha256, select_indices
 from landscape_cli.commands import app
-
-runner = CliRunner()
 
 
 def _class_sorted(n_per_class: list[int]) -> torch.utils.data.TensorDataset:

@@ -13,9 +13,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
+from cases import one_error_line, runner
 from torch import nn
-from typer.testing import CliRunner
 
 from landscape_cli.batches import Batch
 from landscape_cli.commands import app
@@ -34,7 +33,6 @@ from landscape_cli.scan import (
 from landscape_cli.scan.directions import normalise, orthogonalise, random_direction
 from landscape_cli.training import TrainConfig, train
 
-runner = CliRunner()
 ROOT = {"checkpoint": "test", "label": "t", "model": "m", "dataset": "d"}
 
 
@@ -300,11 +298,8 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
 # -- the command -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("scan") / "cnn.pt"
-    train(TrainConfig(epochs=1), out=path)
-    return path
+#: The checkpoint of the ``ckpt`` fixture (tests/conftest.py).
+CKPT = TrainConfig(epochs=1)
 
 
 def test_cli_scan_json_and_default_names(ckpt, tmp_path):

@@ -9,14 +9,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cases import runner
 
 from landscape_cli.checkpoints import save_checkpoint
 from landscape_cli.commands import app
 from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.training import TrainConfig, train
-
-runner = CliRunner()
 
 
 def _ok(result):

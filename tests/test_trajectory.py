@@ -22,8 +22,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
-from cases import one_error_line
-from typer.testing import CliRunner
+from cases import one_error_line, runner
 
 from landscape_cli import plotting as pl
 from landscape_cli.checkpoints import read_file
@@ -35,7 +34,6 @@ from landscape_cli.results import read_scan
 from landscape_cli.scan.directions import trajectory_pca
 from landscape_cli.training import TrainConfig, train
 
-runner = CliRunner()
 FAST = ["--samples", "96"]
 
 

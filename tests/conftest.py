@@ -1,5 +1,7 @@
 """Test-wide settings and the shared fixtures: the trained checkpoints (trained once per session
-for each configuration) and each module's own copy of one (``ckpt``)."""
+for each configuration), each module's own copy of one (``ckpt``), a training run with its
+snapshots (``run``), and the Hessian operators of the tiny models of ``cases.CASES`` with their
+exact Hessians (``case``, on each ``device``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases import CASES, DEVICES, batches, dense_reference
 
 # The models in the tests are tiny: one thread is faster for them, and it keeps the suite from
 # oversubscribing CI's two cores (OpenMP threads spin-wait, which makes small kernels crawl when
@@ -61,3 +64,35 @@ def ckpt(request, tmp_path_factory, trained_checkpoint) -> Path:
     if config is None:
         config = TrainConfig(model="mlp", model_options={"hidden": [4]}, epochs=1)
     return trained_checkpoint(config, into=tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request, device):
+    """(operator on ``device``, exact Hessian on the CPU) for each case of ``CASES``."""
+    from landscape_cli.hessian import HessianOperator
+    from landscape_cli.losses import LOSSES
+
+    model, x, y, loss = CASES[request.param]()
+    H = dense_reference(model, x, y, LOSSES[loss])
+    op = HessianOperator(model, batches(x, y, 6), loss=loss, dtype=torch.float64, device=device)
+    return op, H
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A training run's folder, for trajectory scans: ``mlp.pt`` (an MLP with 8 hidden units,
+    4 epochs) and its snapshots after each epoch, ``snap-10-mlp.pt`` … ``snap-40-mlp.pt``."""
+    from landscape_cli.training import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("trajectory")
+    config = TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=4, seed=0)
+    train(config, out=folder / "mlp.pt", save_every=1)
+    # the file names alone would order epoch10 before epoch2: the stored epoch orders them
+    for epoch in range(1, 5):
+        (folder / f"mlp-epoch{epoch}.pt").rename(folder / f"snap-{10 * epoch}-mlp.pt")
+    return folder

@@ -3,7 +3,8 @@
 Outputs checked before any work (name lengths with every derived name, folders, types, space),
 temporary files of exactly one target, lock files that do not outlive their run, the private CPU
 folder, inputs that are not regular files, scan journals that belong to one scan, the snapshots
-and default paths of ``train``, and rescues that are read back.
+and default paths of ``train``, rescues that are read back, and the modes of new and rewritten
+files.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from cases import FAST, HFAST, one_error_line, runner
 
 from landscape_cli import files
+from landscape_cli.checkpoints import save_checkpoint
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
 from landscape_cli.results import read_scan, update_file
@@ -207,6 +209,62 @@ def test_concurrent_writers_of_one_file_keep_every_group_and_leave_no_lock(tmp_p
     with h5py.File(out, "r") as f:
         assert sorted(f) == sorted(f"{n}{i}" for n in "abc" for i in range(6))
     assert [p.name for p in tmp_path.iterdir()] == ["r.h5"]
+
+
+def test_train_saves_the_trained_model_beside_a_checkpoint_it_cannot_write(tmp_path, monkeypatch):
+    out = tmp_path / "run.pt"
+    real = files._write_all
+
+    def disk_full(fd, data):  # the temporary file of run.pt, and only it, finds the disk full
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path / ".run.pt.")):
+            raise OSError(28, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(files, "_write_all", disk_full)
+    args = ["train", "--model", "mlp", "--model-option", "hidden=[4]", "--epochs", "1"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.splitlines()[-1]
+    rescued = next(tmp_path.glob("run.rescued-*.pt"))
+    assert "No space left" in last and str(rescued) in last and not out.exists()
+    ck = torch.load(rescued, weights_only=True)
+    assert ck["format"] == "landscape-checkpoint" and ck["train"]["epoch"] == 1
+
+
+# -- file modes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_checkpoint_mode_honours_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        path = save_checkpoint(tmp_path / "c.pt", {"x": torch.ones(1)})
+        fresh = update_file(tmp_path / "r.h5", {}, lambda f: None)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~mask
+
+
+def test_rewriting_a_read_only_results_file_keeps_its_mode(tmp_path, monkeypatch):
+    # Writing the copy first and setting the mode last: a read-only mode copied to the
+    # temporary file up front made it unwritable for any user but root.
+    out = tmp_path / "r.h5"
+    update_file(out, {}, lambda f: f.create_group("a"))
+    os.chmod(out, 0o444)
+    calls = []
+    real = os.chmod
+
+    def spy(path, mode, *a, **kw):
+        calls.append((str(path), mode, h5py.is_hdf5(path)))
+        return real(path, mode, *a, **kw)
+
+    monkeypatch.setattr(os, "chmod", spy)
+    update_file(out, {}, lambda f: f.create_group("b"))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o444
+    assert calls and all(is_h5 for _, _, is_h5 in calls)  # mode set on a finished file
+    with h5py.File(out) as f:
+        assert sorted(f) == ["a", "b"]
 
 
 # -- the private CPU-share folder ----------------------------------------------------------------

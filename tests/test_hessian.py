@@ -11,13 +11,10 @@ import pytest
 import torch
 from cases import (
     CASES,
-    DEVICES,
     DenseOp,
-    Quadratic,
     batches,
     data,
     dense_reference,
-    quadratic_loss,
 )
 from torch import nn
 
@@ -38,21 +35,6 @@ from landscape_cli.hessian.lanczos import lanczos_run
 from landscape_cli.hessian.sampling import rademacher
 from landscape_cli.hessian.trace import _projected_probes, deflated_trace
 from landscape_cli.losses import LOSSES
-
-
-@pytest.fixture(scope="module", params=DEVICES)
-def device(request):
-    return request.param
-
-
-@pytest.fixture(scope="module", params=list(CASES))
-def case(request, device):
-    """(operator on ``device``, exact Hessian on the CPU) for each case of ``CASES``."""
-    model, x, y, loss = CASES[request.param]()
-    H = dense_reference(model, x, y, LOSSES[loss])
-    op = HessianOperator(model, batches(x, y, 6), loss=loss, dtype=torch.float64, device=device)
-    return op, H
-
 
 # -- the operator ----------------------------------------------------------------------------
 
@@ -157,81 +139,6 @@ def test_nondeterministic_model_is_refused():
     x, y = data((4,))
     with pytest.raises(LandscapeError, match="not deterministic"):
         HessianOperator(Noisy().double(), [Batch(x, y)], dtype=torch.float64)
-
-
-# -- Lanczos -----------------------------------------------------------------------------------
-
-
-def test_top10_eigenvalues_match_dense(case):
-    op, H = case
-    want = np.sort(np.linalg.eigvalsh(H.numpy()))[::-1][:10]
-    res = lanczos_top(
-        op,
-        10,
-        tol=1e-10,
-        max_steps=op.n,
-        generator=torch.Generator().manual_seed(3),
-        eigenvectors=True,
-    )
-    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-6, atol=1e-9 * abs(want[0]))
-    assert np.all(np.diff(res.eigenvalues) <= 0)  # algebraically descending
-    # Residuals are honest: the reported ‖Hv − λv‖ is the true one.
-    V = torch.as_tensor(res.eigenvectors, dtype=torch.float64)
-    lam = torch.as_tensor(res.eigenvalues)
-    true = (V @ H - lam[:, None] * V).norm(dim=1).numpy()
-    float32_rounding = 1e-6 * abs(want[0])  # the eigenvectors are stored as float32
-    assert np.all(np.abs(true - res.residuals) <= float32_rounding + 1e-9)
-    assert np.all(res.residuals <= 1e-10 * abs(want[0]))
-    assert res.converged.all() and res.hvp_count == res.steps + 11  # + explicit residuals
-
-
-def test_lanczos_relation_and_orthonormal_basis(case):
-    op, H = case
-    _result, basis = lanczos_run(
-        op, 3, tol=0.0, max_steps=min(25, op.n), generator=torch.Generator().manual_seed(1)
-    )
-    Q = basis.Q.cpu()  # on the operator's device; the exact H is on the CPU
-    m = Q.shape[0]
-    torch.testing.assert_close(Q @ Q.T, torch.eye(m, dtype=torch.float64), atol=1e-12, rtol=0)
-    T = torch.as_tensor(basis.T)
-    torch.testing.assert_close(Q @ H @ Q.T, T, atol=1e-10 * H.norm().item(), rtol=0)
-    if basis.R is not None:  # H Qᵀ = Qᵀ T + Rᵀ E (E: the last block's columns)
-        lhs = H @ Q.T
-        rhs = Q.T @ T
-        b = basis.R.shape[0]
-        rhs[:, -b:] += basis.R.cpu().T
-        torch.testing.assert_close(lhs, rhs, atol=1e-10 * H.norm().item(), rtol=0)
-
-
-def test_indefinite_hessian_top_is_algebraic_not_largest_magnitude():
-    eig = [-7.0, 3.0, 2.5, 1.0, 0.5, 0.1, -0.2, -1.0]
-    model = Quadratic(eig)
-    x = torch.zeros(4, 1, dtype=torch.float64)
-    op = HessianOperator(
-        model, [Batch(x, torch.zeros(4))], loss=quadratic_loss(model), dtype=torch.float64
-    )
-    torch.testing.assert_close(op.dense(), model.A, rtol=1e-12, atol=1e-12)
-    res = lanczos_top(op, 3, tol=1e-10, max_steps=8, generator=torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(res.eigenvalues, [3.0, 2.5, 1.0], rtol=1e-9)
-    assert res.lambda_min == pytest.approx(-7.0, rel=1e-9)
-
-
-def test_lanczos_restarts_after_an_invariant_subspace():
-    # H = diag with a start vector inside a 2-dim invariant subspace would stall; with n = 6 and
-    # k = 6 the run must restart to find every eigenvalue.
-    H = torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64))
-    H[0, 1] = H[1, 0] = 0.0
-    res = lanczos_top(
-        DenseOp(H), 6, tol=1e-12, max_steps=6, generator=torch.Generator().manual_seed(0)
-    )
-    np.testing.assert_allclose(res.eigenvalues, [5, 4, 3, 2, 1, 0.5], rtol=1e-10)
-
-
-def test_lanczos_same_seed_same_numbers(case):
-    op, _ = case
-    a = lanczos_top(op, 3, generator=torch.Generator().manual_seed(7))
-    b = lanczos_top(op, 3, generator=torch.Generator().manual_seed(7))
-    assert np.array_equal(a.eigenvalues, b.eigenvalues)
 
 
 # -- stochastic Lanczos quadrature ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Tests for landscape_cli.specs: resolving module:attr specs and calling factories."""
+"""Tests for landscape_cli.specs: resolving module:attr specs, calling factories, and the specs a
+checkpoint file may name (the built-in registries, unless the user allows more)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cases import FAST, runner
 
+from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
 from landscape_cli.specs import call_factory, is_spec, resolve_spec, split_spec
 
@@ -182,3 +185,57 @@ def test_call_factory_lets_landscape_errors_through() -> None:
 
     with pytest.raises(LandscapeError, match=r"^exactly this$"):
         call_factory(refuses, split="train")
+
+
+# -- specs stored in a checkpoint ------------------------------------------------------------------
+
+
+def test_a_stored_factory_spec_runs_when_the_user_allows_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "userfactory10.py").write_text(
+        "from torch import nn\n"
+        "def build(input_shape, num_classes, hidden=4):\n"
+        "    n = 1\n"
+        "    for d in input_shape:\n"
+        "        n *= d\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(n, hidden), nn.ReLU(),\n"
+        "                         nn.Linear(hidden, num_classes))\n"
+    )
+    spec = "userfactory10:build"
+    args = ["train", "--model", spec, "--epochs", "1", "--out", "u.pt", "--json"]
+    assert runner.invoke(app, args).exit_code == 0  # given on the command line: allowed
+    sys.modules.pop("userfactory10", None)
+    hess = ["hessian", "u.pt", *FAST, "--top-k", "1", "--trace-probes", "0"]
+    hess += ["--density-probes", "0"]
+    refused = runner.invoke(app, hess)
+    assert refused.exit_code == 2 and spec in refused.stderr and "userfactory10" not in sys.modules
+    assert runner.invoke(app, [*hess, "--trust-checkpoint"]).exit_code == 0
+    assert runner.invoke(app, [*hess, "--model", spec]).exit_code == 0
+    resume = ["train", "--resume", "u.pt", "--epochs", "2", "--out", "v.pt"]
+    assert runner.invoke(app, resume).exit_code == 2
+    assert runner.invoke(app, [*resume, "--trust-checkpoint"]).exit_code == 0
+    assert runner.invoke(app, [*resume, "--model", spec, "--out", "w.pt"]).exit_code == 0
+
+
+def test_file_specs_pass_only_builtin_registries_unless_allowed():
+    from landscape_cli.specs import check_file_spec, check_plain
+
+    for spec, kind in [("cnn", "model"), ("torchvision:resnet18", "model"),
+                       ("digits", "dataset"), ("imagefolder:/data/x", "dataset")]:  # fmt: skip
+        assert check_file_spec(spec, kind, "f.pt") == spec
+    for spec, kind in [("os:system", "model"), ("imagefolder:x", "model"),
+                       ("torchvision:x", "dataset"), ("pkg.mod:make", "dataset")]:  # fmt: skip
+        with pytest.raises(LandscapeError, match="`trust=True`"):
+            check_file_spec(spec, kind, "f.pt")
+        assert check_file_spec(spec, kind, "f.pt", trust=True) == spec
+        assert check_file_spec(spec, kind, "f.pt", given=(None, f" {spec} ")) == spec
+    for bad in (None, 3, "", ["cnn"]):
+        with pytest.raises(LandscapeError, match="invalid"):
+            check_file_spec(bad, "model", "f.pt")
+    with pytest.raises(LandscapeError, match=r"at a\[1\]\.b"):
+        check_plain({"a": [1, {"b": object()}]}, "kwargs", "f.pt")
+    with pytest.raises(LandscapeError, match="key"):
+        check_plain({1: 2}, "kwargs", "f.pt")

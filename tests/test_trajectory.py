@@ -1,17 +1,11 @@
 """Trajectory scans (issue 24, part 1): `landscape scan CKPT --direction pca --trajectory ...`,
 the PCA of the snapshots' differences from the checkpoint, their stored projections, losses and
-residuals, the trajectory figure, resume and SIGKILL."""
+residuals, and the trajectory figure. (Resume after SIGKILL: e2e/test_scan_processes.py.)"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from itertools import combinations
 from pathlib import Path
 
@@ -28,7 +22,6 @@ from landscape_cli import plotting as pl
 from landscape_cli.checkpoints import read_file
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
-from landscape_cli.jobs.scan_journal import journal_path
 from landscape_cli.jobs.trajectory import MARGIN
 from landscape_cli.results import read_scan
 from landscape_cli.scan.directions import trajectory_pca
@@ -109,18 +102,7 @@ def test_pca_refuses_a_single_direction():
 
 
 # ------------------------------------------------------------------------------------------------
-# a real run: snapshots of a small MLP on the digits
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("trajectory")
-    config = TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=4, seed=0)
-    train(config, out=folder / "mlp.pt", save_every=1)
-    # the file names alone would order epoch10 before epoch2: the stored epoch orders them
-    for epoch in range(1, 5):
-        (folder / f"mlp-epoch{epoch}.pt").rename(folder / f"snap-{10 * epoch}-mlp.pt")
-    return folder
+# a real run: snapshots of a small MLP on the digits (the ``run`` fixture, tests/conftest.py)
 
 
 def _scan(run: Path, out: Path, *extra: str, glob: str = "snap-*-mlp.pt", folder=None):
@@ -284,54 +266,6 @@ def test_trajectory_figure_draws_the_path_over_each_plane(run, tmp_path):
     line = one_error_line(runner.invoke(app, ["plot", str(tmp_path / "r.h5"), "--figure",
                                               "trajectory", "--out", str(png)]))  # fmt: skip
     assert "no trajectory scan" in line
-
-
-# ------------------------------------------------------------------------------------------------
-# resume and SIGKILL, as for every scan
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(run, tmp_path):
-    args = [sys.executable, "-m", "landscape_cli", "scan", str(run / "mlp.pt"), "--direction",
-            "pca", "--trajectory", str(run / "snap-*-mlp.pt"), "--points", "31", "--ypoints",
-            "25", "--samples", "0"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = tmp_path / "ref.h5"
-    subprocess.run([*args, "--out", str(ref)], check=True, capture_output=True, env=env)
-    out = tmp_path / "killed.h5"
-    journal = journal_path(out, "2d-pca")
-    total = 31 * 25
-
-    def done() -> int:
-        stored = 0
-        if out.exists():  # readable whenever the process dies, the trajectory already there
-            scan = read_scan(out, "2d-pca")
-            assert scan.trajectory is not None and len(scan.trajectory["x"]) == 4
-            stored = int(np.sum(~np.isnan(scan.loss)))
-        lines = journal.read_text().count("\n") if journal.exists() else 0
-        return stored + lines
-
-    rng = random.Random(0)
-    seen = []
-    for attempt in range(3):
-        fold = ["--fold-every", "0"] if attempt % 2 else []
-        proc = subprocess.Popen([*args, "--out", str(out), *fold], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=env)  # fmt: skip
-        target = done() + rng.randint(1, 12)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and done() < target and time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.0, 0.05))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        seen.append(done())
-    assert 0 < seen[-1] < total and seen == sorted(seen)
-    subprocess.run([*args, "--out", str(out)], check=True, capture_output=True, env=env)
-    a, b = read_scan(out, "2d-pca"), read_scan(ref, "2d-pca")
-    np.testing.assert_array_equal(a.loss, b.loss)
-    np.testing.assert_array_equal(a.accuracy, b.accuracy)
-    for key in ("x", "y", "loss", "residual"):
-        np.testing.assert_array_equal(a.trajectory[key], b.trajectory[key])
-    assert not list(tmp_path.glob("*.journal"))
 
 
 def test_off_plane_needs_30_degrees_and_a_residual_visible_at_the_paths_scale():

@@ -18,8 +18,6 @@ from landscape_cli.commands import app
 from landscape_cli.results import group_settings
 from landscape_cli.training import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 class FakeClock:
     def __init__(self) -> None:

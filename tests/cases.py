@@ -1,6 +1,7 @@
-"""Shared test material: tiny models and data, exact dense Hessians, a matrix as an operator,
-the devices to run on, and for the command line: one ``CliRunner``, the short option lists that
-keep a command fast, and the check for the CLI's one error line.
+"""Shared test material: tiny models and data, exact dense Hessians (and GGNs and empirical
+Fishers), a matrix as an operator, the devices to run on, a tiny CIFAR-10 in its published format,
+and for the command line: one ``CliRunner``, the short option lists that keep a command fast, and
+the check for the CLI's one error line.
 
 A new estimator test takes a case from ``CASES`` (a model, inputs, targets and a loss name),
 builds the exact Hessian with ``dense_reference`` and compares; a test of an estimator alone wraps
@@ -9,10 +10,14 @@ a matrix in ``DenseOp``.
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, hessian
+from torch.func import functional_call, hessian, jacrev
 from typer.testing import CliRunner
 
 from landscape_cli.hessian import Batch
@@ -116,6 +121,61 @@ def dense_reference(model: nn.Module, x, y, loss_fn) -> torch.Tensor:
         return loss_fn(functional_call(model, (params, buffers), (x,)), y)
 
     return hessian(f)(flat0)
+
+
+# -- the GGN and the empirical Fisher, built independently of the package's operators --------------
+
+
+def _flat_fn(model: nn.Module):
+    """(flat parameters, f(flat, inputs) -> outputs) over every parameter, in model order."""
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+
+    def f(flat, inputs):
+        parts = torch.split(flat, sizes)
+        params = {k: v.reshape(s) for k, v, s in zip(names, parts, shapes, strict=True)}
+        return functional_call(model, params, (inputs,))
+
+    return flat0, f
+
+
+def dense_ggn(model: nn.Module, bs: list[Batch], loss_fn) -> torch.Tensor:
+    """Σ_b (n_b/N) J_bᵀ (∂²L_b/∂z²) J_b: J by jacrev, the output Hessian by torch.func.hessian."""
+    model.eval()
+    flat0, f = _flat_fn(model)
+    total = sum(len(b) for b in bs)
+    G = torch.zeros(len(flat0), len(flat0), dtype=torch.float64)
+    for b in bs:
+        z = f(flat0, b.inputs)
+        J = jacrev(f)(flat0, b.inputs).reshape(z.numel(), -1)
+        Hz = hessian(lambda zz, b=b: loss_fn(zz, b.targets))(z).reshape(z.numel(), z.numel())
+        G += len(b) / total * (J.T @ Hz @ J)
+    return G
+
+
+def _sample(inputs, i: int):
+    if isinstance(inputs, dict):
+        n = int(inputs["attention_mask"][i].sum())  # the sample alone, its padding removed
+        return {k: v[i : i + 1, :n] for k, v in inputs.items()}
+    return inputs[i : i + 1]
+
+
+def dense_fisher(model: nn.Module, bs: list[Batch], loss_fn) -> torch.Tensor:
+    """(1/N) Σ_n g_n g_nᵀ with g_n the gradient of sample n's loss, each sample run alone."""
+    from torch.func import grad
+
+    model.eval()
+    flat0, f = _flat_fn(model)
+    total = sum(len(b) for b in bs)
+    F = torch.zeros(len(flat0), len(flat0), dtype=torch.float64)
+    for b in bs:
+        for i in range(len(b)):
+            x, y = _sample(b.inputs, i), b.targets[i : i + 1]
+            g = grad(lambda flat, x=x, y=y: loss_fn(f(flat, x), y))(flat0)
+            F += torch.outer(g, g) / total
+    return F
 
 
 class DenseOp:
@@ -248,3 +308,45 @@ def scan_result(name, x, y, loss, accuracy, *, kind="random", attrs=None, trajec
 
     attrs = {"dim": 1 if y is None else 2, "kind": kind, **(attrs or {})}
     return ScanResult(name, x, y, loss, accuracy, attrs, trajectory=trajectory)
+
+
+# -- datasets in their published formats -----------------------------------------------------------
+
+#: The CIFAR-10 class names, as its ``batches.meta`` holds them.
+CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer"]
+CIFAR10_NAMES += [b"dog", b"frog", b"horse", b"ship", b"truck"]
+
+
+def dump_py2(path: Path, obj: object) -> None:
+    """Pickle ``obj`` as CIFAR's published files are: protocol 2, the newest a Python 2 pickle can
+    be (bytes keys then read as Python 2 ``str`` keys)."""
+    with path.open("wb") as handle:
+        pickle.dump(obj, handle, protocol=2)
+
+
+def write_cifar10(root: Path, per_batch: int = 3, n_test: int = 4, seed: int = 0) -> dict:
+    """Write a tiny CIFAR-10 in the published layout; return the data and labels per split."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    out: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    files = [(f"data_batch_{i}", "train", per_batch) for i in range(1, 6)]
+    for file, split, n in [*files, ("test_batch", "test", n_test)]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        dump_py2(
+            folder / file,
+            {
+                b"batch_label": f"{file} of 5".encode(),
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+            },
+        )
+        out[split][0].append(data)
+        out[split][1].extend(labels)
+    dump_py2(
+        folder / "batches.meta",
+        {b"num_cases_per_batch": per_batch, b"label_names": CIFAR10_NAMES, b"num_vis": 3072},
+    )
+    return {split: (np.concatenate(d), labels) for split, (d, labels) in out.items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cases import batches, data, dense_reference
+from cases import batches, data, dense_fisher, dense_ggn, dense_reference
 from torch import nn
 
 from landscape_cli.errors import LandscapeError
@@ -95,9 +95,8 @@ def test_a_pattern_that_matches_nothing_names_existing_parameters():
 @pytest.mark.parametrize("curvature", ["hessian", "ggn", "fisher"])
 def test_frozen_parameters_are_listed_and_measured_on_request(problem, curvature):
     model, bs, H = problem
-    from test_curvature import REFERENCES
-
-    full = H if curvature == "hessian" else REFERENCES[curvature](model, bs, LOSSES["ce"])
+    dense = {"ggn": dense_ggn, "fisher": dense_fisher}
+    full = H if curvature == "hessian" else dense[curvature](model, bs, LOSSES["ce"])
     flags = [p.requires_grad for p in model.parameters()]
     op = curvature_operator(curvature, model, bs, dtype=torch.float64)
     assert op.n == 53 and op.names == NAMES[2:]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from cases import one_error_line, runner
+from cases import one_error_line, runner, write_cifar10
 
 from landscape_cli.commands import app
 
@@ -58,8 +58,6 @@ def test_train_num_classes_option_widens_the_head_or_is_refused(tmp_path):
 
 
 def test_train_on_a_cifar10_folder(tmp_path):
-    from test_data import write_cifar10  # writes the real python-pickle format
-
     write_cifar10(tmp_path / "data")
     out = tmp_path / "c.pt"
     args = ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "data")]

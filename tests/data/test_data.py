@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import struct
 import sys
 import textwrap
@@ -14,15 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases import dump_py2, write_cifar10
 from PIL import Image
 
 from landscape_cli.data import DATASET_NAMES, LoadedDataset, load_dataset
 from landscape_cli.data.cifar import CIFAR_FORMATS
 from landscape_cli.data.digits import digits_normalisation, digits_split_indices
 from landscape_cli.errors import LandscapeError
-
-CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer"]
-CIFAR10_NAMES += [b"dog", b"frog", b"horse", b"ship", b"truck"]
 
 
 def _write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> str:
@@ -33,45 +30,11 @@ def _write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) 
     return name
 
 
-def _dump(path: Path, obj: object) -> None:
-    # Protocol 2, the newest a Python 2 pickle (as published) can be; bytes keys as py2 str read.
-    with path.open("wb") as handle:
-        pickle.dump(obj, handle, protocol=2)
-
-
 def _unnormalise(x: torch.Tensor, name: str) -> np.ndarray:
     spec = CIFAR_FORMATS[name]
     mean = torch.tensor(spec.mean).view(3, 1, 1)
     std = torch.tensor(spec.std).view(3, 1, 1)
     return ((x * std + mean) * 255).numpy()
-
-
-def write_cifar10(root: Path, per_batch: int = 3, n_test: int = 4, seed: int = 0) -> dict:
-    """Write a tiny CIFAR-10 in the published layout; return the data and labels per split."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    out: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
-    files = [(f"data_batch_{i}", "train", per_batch) for i in range(1, 6)]
-    for file, split, n in [*files, ("test_batch", "test", n_test)]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=n)]
-        _dump(
-            folder / file,
-            {
-                b"batch_label": f"{file} of 5".encode(),
-                b"labels": labels,
-                b"data": data,
-                b"filenames": [f"img_{i}.png".encode() for i in range(n)],
-            },
-        )
-        out[split][0].append(data)
-        out[split][1].extend(labels)
-    _dump(
-        folder / "batches.meta",
-        {b"num_cases_per_batch": per_batch, b"label_names": CIFAR10_NAMES, b"num_vis": 3072},
-    )
-    return {split: (np.concatenate(d), labels) for split, (d, labels) in out.items()}
 
 
 def _py2_str(b: bytes) -> bytes:
@@ -120,7 +83,7 @@ def write_cifar100(root: Path, n_train: int = 6, n_test: int = 3, seed: int = 1)
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         fine = [int(v) for v in rng.integers(50, 100, size=n)]
         coarse = [v // 5 for v in fine]
-        _dump(
+        dump_py2(
             folder / split,
             {
                 b"filenames": [f"f{i}.png".encode() for i in range(n)],
@@ -131,7 +94,7 @@ def write_cifar100(root: Path, n_train: int = 6, n_test: int = 3, seed: int = 1)
             },
         )
         out[split] = (data, fine)
-    _dump(
+    dump_py2(
         folder / "meta",
         {
             b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
@@ -309,7 +272,7 @@ def test_cifar_missing_or_bad_files(tmp_path: Path) -> None:
     (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(LandscapeError, match="is not a readable CIFAR-10 python-version file"):
         load_dataset("cifar10", "test", root=str(tmp_path))
-    _dump(folder / "test_batch", {b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]})
+    dump_py2(folder / "test_batch", {b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]})
     with pytest.raises(LandscapeError, match=r"must be uint8 of shape \(N, 3072\)"):
         load_dataset("cifar10", "test", root=str(tmp_path))
 
@@ -322,7 +285,7 @@ class _Payload:
 def test_cifar_pickle_cannot_run_code(tmp_path: Path) -> None:
     write_cifar10(tmp_path)
     path = tmp_path / "cifar-10-batches-py" / "test_batch"
-    _dump(path, {b"data": _Payload(), b"labels": []})
+    dump_py2(path, {b"data": _Payload(), b"labels": []})
     with pytest.raises(LandscapeError, match=r"refusing to load posix\.getcwd|refusing to load nt"):
         load_dataset("cifar10", "test", root=str(tmp_path))
 

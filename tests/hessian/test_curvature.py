@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cases import CASES, batches, data, dense_reference
+from cases import CASES, batches, data, dense_fisher, dense_ggn, dense_reference
 from torch import nn
-from torch.func import functional_call, hessian, jacrev
 
 from landscape_cli.batches import Batch
 from landscape_cli.errors import LandscapeError
@@ -24,61 +23,6 @@ from landscape_cli.hessian.curvature import (
 )
 from landscape_cli.hessian.operator import HessianOperator
 from landscape_cli.losses import LOSSES
-
-# -- independent dense references ----------------------------------------------------------------
-
-
-def _flat_fn(model: nn.Module):
-    """(flat parameters, f(flat, inputs) -> outputs) over every parameter, in model order."""
-    names = [k for k, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    flat0 = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
-
-    def f(flat, inputs):
-        parts = torch.split(flat, sizes)
-        params = {k: v.reshape(s) for k, v, s in zip(names, parts, shapes, strict=True)}
-        return functional_call(model, params, (inputs,))
-
-    return flat0, f
-
-
-def dense_ggn(model: nn.Module, bs: list[Batch], loss_fn) -> torch.Tensor:
-    """Σ_b (n_b/N) J_bᵀ (∂²L_b/∂z²) J_b: J by jacrev, the output Hessian by torch.func.hessian."""
-    model.eval()
-    flat0, f = _flat_fn(model)
-    total = sum(len(b) for b in bs)
-    G = torch.zeros(len(flat0), len(flat0), dtype=torch.float64)
-    for b in bs:
-        z = f(flat0, b.inputs)
-        J = jacrev(f)(flat0, b.inputs).reshape(z.numel(), -1)
-        Hz = hessian(lambda zz, b=b: loss_fn(zz, b.targets))(z).reshape(z.numel(), z.numel())
-        G += len(b) / total * (J.T @ Hz @ J)
-    return G
-
-
-def _sample(inputs, i: int):
-    if isinstance(inputs, dict):
-        n = int(inputs["attention_mask"][i].sum())  # the sample alone, its padding removed
-        return {k: v[i : i + 1, :n] for k, v in inputs.items()}
-    return inputs[i : i + 1]
-
-
-def dense_fisher(model: nn.Module, bs: list[Batch], loss_fn) -> torch.Tensor:
-    """(1/N) Σ_n g_n g_nᵀ with g_n the gradient of sample n's loss, each sample run alone."""
-    from torch.func import grad
-
-    model.eval()
-    flat0, f = _flat_fn(model)
-    total = sum(len(b) for b in bs)
-    F = torch.zeros(len(flat0), len(flat0), dtype=torch.float64)
-    for b in bs:
-        for i in range(len(b)):
-            x, y = _sample(b.inputs, i), b.targets[i : i + 1]
-            g = grad(lambda flat, x=x, y=y: loss_fn(f(flat, x), y))(flat0)
-            F += torch.outer(g, g) / total
-    return F
-
 
 REFERENCES = {"ggn": dense_ggn, "fisher": dense_fisher}
 OPERATORS = {"ggn": GGNOperator, "fisher": EmpiricalFisherOperator}

@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 from cases import runner
-from lm_cases import LINES, make_gpt2, make_llama, make_lm_tokenizer, make_neox, write_lines
+from lm_cases import (
+    LINES,
+    make_bert,
+    make_gpt2,
+    make_llama,
+    make_lm_tokenizer,
+    make_neox,
+    write_csv,
+    write_lines,
+)
 
 from landscape_cli.commands import app
 from landscape_cli.errors import LandscapeError
@@ -486,8 +495,6 @@ def test_padding_needs_no_pad_token_when_nothing_is_padded(tmp_path: Path) -> No
 
 
 def test_lm_options_are_refused_elsewhere(tmp_path: Path) -> None:
-    from test_hf import make_bert, write_csv
-
     make_bert(tmp_path / "bert")
     write_csv(tmp_path / "d.csv")
     for kw in ({"seq_len": 16}, {"pack": True}):

@@ -135,7 +135,8 @@ def hessian_bytes(
         # rows and the new basis are both held, at most 5/3 of the final max_steps + 1 rows.
         on_cpu = device is not None and str(device).startswith("cpu")
         rows = steps + 1 + 8 if on_cpu else (steps + 1) * 5 // 3 + 1
-        basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * _F64
+        # the working rows (block, residual, products, Ritz vectors) are in the basis's dtype
+        basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * item
         needs["Lanczos basis"] = (basis, "`max_steps` (or `top_k`)")
     if s.trace_probes > 0:
         # probes go 8 at a time (fewer when fewer are asked for); Hutch++ sketches at once

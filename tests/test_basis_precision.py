@@ -102,7 +102,7 @@ def test_memory_guess_follows_the_basis_dtype():
     n = 11_173_962
     f32 = hessian_bytes(s, n)["Lanczos basis"][0]
     f64 = hessian_bytes(s, n, products_float64=True)["Lanczos basis"][0]
-    rows = 101 * 5 // 3 + 1
+    rows = 101 * 5 // 3 + 1 + 3 * 6  # the rows, and the working rows in the basis's dtype
     assert f64 - f32 == rows * n * 4  # the rows are half the bytes in float32
 
 
@@ -113,6 +113,6 @@ def test_memory_guess_on_the_cpu_counts_the_rows_stored_not_a_growth_copy():
     n = 11_173_962
     cpu = hessian_bytes(s, n, device="cpu")["Lanczos basis"][0]
     elsewhere = hessian_bytes(s, n, device="cuda:0")["Lanczos basis"][0]
-    vectors = 3 * 6 * n * 8  # the float64 working vectors, the same everywhere
+    vectors = 3 * 6 * n * 4  # the working rows (float32 as the basis), the same everywhere
     assert cpu - vectors == (101 + 8) * n * 4  # every row the run may store, and a grown block
     assert elsewhere - vectors == (101 * 5 // 3 + 1) * n * 4

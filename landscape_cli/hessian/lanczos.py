@@ -738,7 +738,7 @@ def _iterate(op, rec: BlockLanczos, k, tol, max_steps, rtol, growable: bool, max
     settle = 0
     steps = 0
     while True:
-        rec.absorb(op.matmat(rec.V.contiguous()))
+        rec.absorb(op.matmat(rec.V))
         steps += 1
         theta, S = np.linalg.eigh(rec.T())
         res = rec.residual_norms(S)

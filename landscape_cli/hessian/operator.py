@@ -315,14 +315,17 @@ class CurvatureOperator:
         split = [self._split(cols[j]) for j in range(k)]
         # float64 columns (the products summed over batches in float64); float32 columns of a
         # float32 model stay float32 (a float32 Lanczos basis: no float64 copy of n-vectors)
-        out = torch.zeros(
-            self.n, k, dtype=torch.promote_types(mat.dtype, self.dtype), device=self.device
+        # Stored as rows (k, n) and returned as their (n, k) view: each column is contiguous,
+        # and a recurrence takes the rows as they are (no transposed copy of n-vectors).
+        rows = torch.zeros(
+            k, self.n, dtype=torch.promote_types(mat.dtype, self.dtype), device=self.device
         )
         for i, (b, w) in enumerate(zip(self.batches, self.weights, strict=True)):
             graph = self._cache[i] if self._cache is not None else self._batch_graph(b)
             for j, av in enumerate(self._products(graph, split, retain=self._cache is not None)):
-                self._add(out[:, j], av, w)
-        distributed.sum_(out)
+                self._add(rows[j], av, w)
+        distributed.sum_(rows)
+        out = rows.T
         self.hvp_count += k
         if self.on_hvp is not None:
             self.on_hvp(k)

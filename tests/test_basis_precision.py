@@ -116,3 +116,9 @@ def test_memory_guess_on_the_cpu_counts_the_rows_stored_not_a_growth_copy():
     vectors = 3 * 6 * n * 4  # the working rows (float32 as the basis), the same everywhere
     assert cpu - vectors == (101 + 8) * n * 4  # every row the run may store, and a grown block
     assert elsewhere - vectors == (101 * 5 // 3 + 1) * n * 4
+    # single-vector runs never grow a block: the rows the run stores, and no more
+    for k, block in ((1, 0), (5, 1)):
+        single = hessian_bytes(
+            HessianSettings(top_k=k, max_steps=100, block_size=block), n, device="cpu"
+        )
+        assert single["Lanczos basis"][0] == (101 + 3 * (k + 1)) * n * 4

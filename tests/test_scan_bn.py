@@ -59,9 +59,9 @@ def _point(a, b, alpha):
 
 
 def _batches(a):
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
-    return load_workload(a, samples=64, batch_size=512).batches
+    return load_workload(a, Source(samples=64, batch_size=512)).batches
 
 
 def test_interpolate_clamps_variances_and_recompute_matches_update_bn(pair, tmp_path):

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from landscape_cli.hessian import HessianSettings
-from landscape_cli.jobs.common import Source
 from landscape_cli.jobs.hessian import hessian_job
 from landscape_cli.jobs.scan import ScanOptions, scan_job
 from landscape_cli.training import Callbacks, TrainConfig, train
+from landscape_cli.workload import Source
 
 
 @dataclass(frozen=True)

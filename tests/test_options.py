@@ -93,7 +93,8 @@ RENAMED = {
 }
 #: What an option left out (None) stands for where the library's default is not "none given".
 UNSET = {"text_column": ("text",)}  # SourceOptions.build: no --text-column reads the column "text"
-#: Defaults that differ on purpose: (command, option) -> why. The test checks that they still do.
+#: Defaults known to differ: (command, option) -> how (aligning them would change what one side
+#: measures). The test checks that they still differ, so that the list stays true.
 DIFFERENT = {
     ("audit", "loss"): "no --loss is each checkpoint's own training loss (AuditSettings(loss='')); "
     "AuditSettings() itself measures cross-entropy",

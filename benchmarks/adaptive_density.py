@@ -31,7 +31,7 @@ from landscape_cli.hessian import HessianOperator, HessianSettings, analyze, str
 from landscape_cli.hessian.density import slq_density, wasserstein1
 from landscape_cli.hessian.lanczos import lanczos_run
 from landscape_cli.hessian.trace import deflated_trace
-from landscape_cli.workload import load_workload
+from landscape_cli.workload import Source, load_workload
 
 
 def before(op, s: HessianSettings) -> dict:
@@ -65,7 +65,7 @@ def main() -> None:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-        work = load_workload(ckpt, samples=args.samples, batch_size=128)
+        work = load_workload(ckpt, Source(samples=args.samples, batch_size=128))
     op = HessianOperator(work.model, work.batches)
     s = HessianSettings()
     runs = {"before": before(op, s)}

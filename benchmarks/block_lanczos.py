@@ -37,7 +37,7 @@ from landscape_cli.batches import Batch
 from landscape_cli.hessian import HessianOperator, HessianSettings, analyze
 from landscape_cli.hessian.lanczos import lanczos_run
 from landscape_cli.models import build_model
-from landscape_cli.workload import load_workload
+from landscape_cli.workload import Source, load_workload
 
 
 def cnn_operator(checkpoint: Path | None, samples: int) -> HessianOperator:
@@ -46,7 +46,7 @@ def cnn_operator(checkpoint: Path | None, samples: int) -> HessianOperator:
         checkpoint = folder / "cnn.pt"
         cmd = [sys.executable, "-m", "landscape_cli", "train", "--epochs", "20", "--out"]
         subprocess.run([*cmd, str(checkpoint)], check=True, capture_output=True)
-    work = load_workload(checkpoint, samples=samples, batch_size=128)
+    work = load_workload(checkpoint, Source(samples=samples, batch_size=128))
     return HessianOperator(work.model, work.batches, loss="ce")
 
 

@@ -87,7 +87,7 @@ def run_case(case: str, size: str, device: str, samples: int) -> dict:
     from transformers.utils import logging as hf_logging
 
     from landscape_cli import hessian as hs
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
     hf_logging.disable_progress_bar()
     import pandas  # noqa: F401 - imported before ``start``: what the loaders import is not
@@ -103,7 +103,7 @@ def run_case(case: str, size: str, device: str, samples: int) -> dict:
         folder, data = make_folder(Path(tmp), hidden, layers, samples)
         mem = (lambda: torch.cuda.memory_allocated()) if cuda else rss_now
         start = mem()
-        work = load_workload(folder, dataset=f"text:{data}", samples=samples, batch_size=32)
+        work = load_workload(folder, Source(dataset=f"text:{data}", samples=samples, batch_size=32))
         if cuda:
             work.model.to(dev)
         loaded = mem()

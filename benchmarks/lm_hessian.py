@@ -43,6 +43,8 @@ Cases:
   model's size (float32 products that cost nothing), ``--max-steps`` steps, for top-1 or top-5:
   the memory the eigensolver itself takes beside the model.
 
+``--block-size 1`` runs landscape's top-k as single-vector Lanczos (hessian-eigenthings'
+algorithm) instead of its default block of 2 for k > 1 (which finds repeated eigenvalues).
 ``--no-cache-graphs`` measures landscape as ``landscape hessian --no-cache-graphs`` runs: each
 product rebuilds its batch's first-order graph (less memory, slower products).
 ``--loss plain`` measures landscape with torch's ``cross_entropy`` instead of its own token loss
@@ -171,9 +173,9 @@ def run_landscape(case: str, args, model, batches, before: int) -> dict:
         return out
     settings = {
         "top1": {"top_k": 1, "trace_probes": 0, "density_probes": 0, "tol": args.tol,
-                 "max_steps": args.max_steps},
+                 "max_steps": args.max_steps, "block_size": args.block_size},
         "top5": {"top_k": 5, "trace_probes": 0, "density_probes": 0, "tol": args.tol,
-                 "max_steps": args.max_steps},
+                 "max_steps": args.max_steps, "block_size": args.block_size},
         "trace": {"top_k": 0, "trace_method": "hutchinson", "trace_rtol": args.trace_rtol,
                   "density_probes": 0},
         "density": {"top_k": 0, "trace_probes": 0},
@@ -289,8 +291,9 @@ class Diagonal:
         self.hvp_count = 0
 
     def matmat(self, vectors):
+        # as landscape's operator: float64 products of float64 columns, float32 of float32 ones
         self.hvp_count += vectors.reshape(self.n, -1).shape[1]
-        return (vectors.reshape(self.n, -1) * self.d[:, None]).double()
+        return vectors.reshape(self.n, -1) * self.d[:, None].to(vectors.dtype)
 
     def matvec(self, v):
         return self.matmat(v.reshape(-1, 1))[:, 0]
@@ -308,7 +311,9 @@ def kernel(case: str, args, lib: str, n: int) -> dict:
         from landscape_cli.hessian import lanczos_top
 
         gen = torch.Generator().manual_seed(0)
-        res = lanczos_top(op, k, tol=1e-12, max_steps=args.max_steps, generator=gen)
+        res = lanczos_top(
+            op, k, tol=1e-12, max_steps=args.max_steps, generator=gen, block_size=args.block_size
+        )
         steps, hvps = res.steps, op.hvp_count
     else:
         from hessian_eigenthings import LambdaOperator, lanczos
@@ -422,6 +427,9 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--trace-rtol", type=float, default=0.05)
+    parser.add_argument(
+        "--block-size", type=int, default=0, help="landscape's block width (0: its default)"
+    )
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--graph", action="store_true")
     parser.add_argument(

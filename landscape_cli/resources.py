@@ -134,8 +134,11 @@ def hessian_bytes(
         # and a block's growth); elsewhere it grows by half its size: while growing, the old
         # rows and the new basis are both held, at most 5/3 of the final max_steps + 1 rows.
         on_cpu = device is not None and str(device).startswith("cpu")
-        rows = steps + 1 + 8 if on_cpu else (steps + 1) * 5 // 3 + 1
-        basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * _F64
+        # a block grows only for k > 1 from a block wider than 1 (lanczos_run)
+        grows = s.top_k > 1 and s.block_size != 1
+        rows = steps + 1 + (8 if grows else 0) if on_cpu else (steps + 1) * 5 // 3 + 1
+        # the working rows (block, residual, products, Ritz vectors) are in the basis's dtype
+        basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * item
         needs["Lanczos basis"] = (basis, "`max_steps` (or `top_k`)")
     if s.trace_probes > 0:
         # probes go 8 at a time (fewer when fewer are asked for); Hutch++ sketches at once

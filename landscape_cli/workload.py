@@ -5,21 +5,58 @@ override it), ``--dataset``/``--data-root`` (default: the dataset recorded in a 
 checkpoint), ``--split`` (train by default), ``--samples N`` (a seeded, class-stratified
 subset of N samples of the split, :func:`landscape_cli.batches.select_indices`, the same
 for every command given the same ``--seed``; no augmentation), ``--batch-size``, ``--device``,
-``--trust-checkpoint``.
+``--trust-checkpoint``. The commands gather them into one :class:`Source`, the jobs pass it on, and
+:func:`load_workload` reads it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from landscape_cli import distributed, resources
 from landscape_cli.batches import Batch, samples_sha256, select_sets
 from landscape_cli.checkpoints import LoadedModel, load_model
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, check_choice
+
+
+@dataclass(frozen=True)
+class Source:
+    """How to load a checkpoint's model and samples (the shared options of the commands)."""
+
+    model: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    data_root: str | None = None
+    split: str = "train"
+    samples: int = 1024
+    batch_size: int = 128
+    trust: bool = False
+    seed: int = 0  # of the sample selection
+    text_columns: tuple[str, ...] = ("text",)  # text:FILE data of Hugging Face folders
+    label_column: str = "label"
+    seq_len: int | None = None  # causal language models: tokens per sequence (or block)
+    pack: bool = False  # causal language models: blocks of seq_len tokens, not one per text
+    # told what the user should know about how a file was read (a prefix removed from its keys)
+    on_note: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+    def note(self, loaded: Any) -> None:
+        """Pass the notes of a :class:`~landscape_cli.checkpoints.LoadedModel` to ``on_note``."""
+        if self.on_note is None or not distributed.is_main():
+            return
+        for text in getattr(loaded, "notes", ()):
+            self.on_note(f"{loaded.path.name}: {text}")
+
+    def check(self) -> None:
+        """The counts and the seed against their domains (:func:`resources.check_options`)."""
+        resources.check_options(
+            {"samples": self.samples, "batch_size": self.batch_size, "seed": self.seed}
+        )
 
 
 @dataclass(frozen=True)
@@ -57,73 +94,41 @@ class Workload:
 
 
 def load_workload(
-    checkpoint: str | os.PathLike[str],
-    *,
-    model: str | None = None,
-    model_options: dict[str, Any] | None = None,
-    dataset: str | None = None,
-    data_root: str | None = None,
-    split: str = "train",
-    samples: int | None = 1024,
-    batch_size: int = 128,
-    trust: bool = False,
-    seed: int = 0,
-    text_columns: tuple[str, ...] = ("text",),
-    label_column: str = "label",
-    sample_sets: int = 1,
-    seq_len: int | None = None,
-    pack: bool = False,
+    checkpoint: str | os.PathLike[str], options: Source = Source(), *, sample_sets: int = 1
 ) -> Workload:
-    """Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset.
+    """Load ``checkpoint`` and ``options.samples`` samples of ``options.split`` of its dataset.
 
-    Load ``checkpoint`` and ``samples`` samples of ``split`` of its dataset (chosen by
-    :func:`~landscape_cli.batches.select_indices` with ``seed``); with ``sample_sets`` > 1,
-    also the next ``sample_sets − 1`` disjoint sets of as many (``Workload.sets``,
-    :func:`~landscape_cli.batches.select_sets`).
+    The samples are chosen by :func:`~landscape_cli.batches.select_indices` with
+    ``options.seed``; with ``sample_sets`` > 1, also the next ``sample_sets − 1`` disjoint sets of
+    as many (``Workload.sets``, :func:`~landscape_cli.batches.select_sets`). The counts, the seed
+    and the split are checked first; what the user should know about how the file was read goes
+    to ``options.on_note``.
 
     A Hugging Face folder (``model="hf:..."``, or a folder holding a ``config.json``) loads
     through :func:`load_hf_workload`; ``text_columns``/``label_column`` name the columns of its
     ``text:FILE`` data, and ``seq_len``/``pack`` shape a causal language model's sequences.
     """
-    if batch_size < 1:
-        raise LandscapeError(f"`batch_size` must be >= 1, got {batch_size}")
-    if samples is not None and samples < 0:
-        raise LandscapeError(f"`samples` must be >= 0 (0 = all), got {samples}")
+    options.check()
+    check_choice("split", options.split, ("train", "test"))
     path = Path(checkpoint)
     from landscape_cli.models.hf import is_hf_folder, is_hf_spec
 
+    model, dataset = options.model, options.dataset
     if is_hf_spec(model) or (model is None and is_hf_folder(path)):
-        return load_hf_workload(
-            path,
-            model=model,
-            dataset=dataset,
-            data_root=data_root,
-            split=split,
-            samples=samples,
-            batch_size=batch_size,
-            trust=trust,
-            seed=seed,
-            text_columns=text_columns,
-            label_column=label_column,
-            sample_sets=sample_sets,
-            seq_len=seq_len,
-            pack=pack,
-        )
-    _check_lm_options(seq_len, pack, "a checkpoint file")
-    if dataset is not None and dataset.strip().lower().startswith("text:"):
-        raise LandscapeError(
-            f"`dataset={dataset!r}` is text data, for Hugging Face model folders (`model='hf:'`)"
-        )
-    return _file_workload(
-        path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed,
-        sample_sets,
-    )  # fmt: skip
+        work = load_hf_workload(path, options, sample_sets=sample_sets)
+    else:
+        _check_lm_options(options.seq_len, options.pack, "a checkpoint file")
+        if dataset is not None and dataset.strip().lower().startswith("text:"):
+            raise LandscapeError(
+                f"`dataset={dataset!r}` is text data, for Hugging Face model folders "
+                "(`model='hf:'`)"
+            )
+        work = _file_workload(path, options, sample_sets)
+    options.note(work.loaded)
+    return work
 
 
-def _file_workload(
-    path: Path, model, model_options, dataset, data_root, split, samples, batch_size, trust, seed,
-    sample_sets: int = 1,
-) -> Workload:  # fmt: skip
+def _file_workload(path: Path, options: Source, sample_sets: int = 1) -> Workload:
     """:func:`load_workload` for a checkpoint file (not a Hugging Face folder)."""
     from landscape_cli.checkpoints import (
         check_checkpoint,
@@ -133,28 +138,29 @@ def _file_workload(
     )
     from landscape_cli.data import load_dataset
 
+    trust = options.trust
     raw = read_file(path, trust=trust)
     if is_landscape_checkpoint(raw):
         # Specs stored in the file are checked before anything is imported or loaded.
         check_checkpoint(raw, path)
-        if model is None:
+        if options.model is None:
             stored_model_spec(raw, path, trust=trust)
-    ds_name, root = _dataset_of(raw, path, dataset, data_root, trust)
-    data = load_dataset(ds_name, split, root=root, augment=False)
+    ds_name, root = _dataset_of(raw, path, options.dataset, options.data_root, trust)
+    data = load_dataset(ds_name, options.split, root=root, augment=False)
     loaded = load_model(
         path,
-        model=model,
+        model=options.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
-        model_options=model_options,
+        model_options=options.model_options,
         trust=trust,
         contents=raw,
     )
-    chosen = select_sets(data.dataset, samples, sample_sets, seed)
+    chosen = select_sets(data.dataset, options.samples, sample_sets, options.seed)
 
     def batched(indices) -> list[Batch]:
         subset = torch.utils.data.Subset(data.dataset, indices.tolist())
-        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+        loader = torch.utils.data.DataLoader(subset, batch_size=options.batch_size, shuffle=False)
         return [Batch(x, torch.as_tensor(y)) for x, y in loader]
 
     batches = batched(chosen[0])
@@ -163,10 +169,10 @@ def _file_workload(
         loaded=loaded,
         batches=batches,
         dataset=ds_name,
-        split=split,
+        split=options.split,
         samples=sum(len(b) for b in batches),
-        batch_size=batch_size,
-        seed=seed,
+        batch_size=options.batch_size,
+        seed=options.seed,
         samples_sha256=samples_sha256(batches),
         loss=stored_loss(raw),
     )
@@ -213,23 +219,7 @@ def stored_loss(raw: Any) -> str | None:
     return value if value in ("ce", "mse") else None
 
 
-def load_hf_workload(
-    folder: Path,
-    *,
-    model: str | None = None,
-    dataset: str | None = None,
-    data_root: str | None = None,
-    split: str = "train",
-    samples: int | None = 1024,
-    batch_size: int = 128,
-    trust: bool = False,
-    seed: int = 0,
-    text_columns: tuple[str, ...] = ("text",),
-    label_column: str = "label",
-    sample_sets: int = 1,
-    seq_len: int | None = None,
-    pack: bool = False,
-) -> Workload:
+def load_hf_workload(folder: Path, options: Source, *, sample_sets: int = 1) -> Workload:
     """A Hugging Face folder (:mod:`landscape_cli.models.hf`) and its samples.
 
     Text classifiers take ``text:FILE`` (:mod:`landscape_cli.data.text`): batches are dicts of
@@ -242,7 +232,9 @@ def load_hf_workload(
     from landscape_cli.checkpoints import LoadedModel
     from landscape_cli.models.hf import folder_of, load_hf_folder
 
-    folder = folder_of(model, folder)
+    folder = folder_of(options.model, folder)
+    dataset, split, samples = options.dataset, options.split, options.samples
+    batch_size, seed = options.batch_size, options.seed
     if dataset is None:
         raise LandscapeError(
             f"{folder} does not record its dataset; pass `dataset` (text:FILE for a text "
@@ -250,26 +242,17 @@ def load_hf_workload(
         )
     is_text = dataset.strip().lower().startswith("text:")
     _require_extras(folder, dataset, is_text)
-    hf = load_hf_folder(folder, trust=trust)
+    hf = load_hf_folder(folder, trust=options.trust)
     _check_task(hf, folder, is_text)
     if hf.task == "causal-lm":
-        return _lm_workload(
-            hf,
-            dataset,
-            split,
-            samples,
-            batch_size,
-            seed,
-            text_columns,
-            seq_len,
-            pack,
-            sample_sets,
-        )
-    _check_lm_options(seq_len, pack, f"{folder} ({hf.architecture}, not a language model)")
+        return _lm_workload(hf, options, sample_sets)
+    _check_lm_options(
+        options.seq_len, options.pack, f"{folder} ({hf.architecture}, not a language model)"
+    )
     if hf.task == "text":
-        data, collate = _text_data(hf, dataset, split, text_columns, label_column)
+        data, collate = _text_data(hf, dataset, split, options.text_columns, options.label_column)
     else:
-        data, collate = _image_data(hf, dataset, split, data_root), None
+        data, collate = _image_data(hf, dataset, split, options.data_root), None
     chosen = select_sets(data, samples, sample_sets, seed)
     batches = _batches(data, chosen[0], batch_size, collate)
     spec = {"name": f"hf:{folder}", "kwargs": {"architecture": hf.architecture}}
@@ -301,18 +284,7 @@ def _check_lm_options(seq_len: int | None, pack: bool, what: str) -> None:
 DEFAULT_SEQ_LEN = 128
 
 
-def _lm_workload(
-    hf,
-    dataset: str,
-    split: str,
-    samples,
-    batch_size: int,
-    seed: int,
-    text_columns,
-    seq_len,
-    pack,
-    sample_sets: int = 1,
-) -> Workload:
+def _lm_workload(hf, options: Source, sample_sets: int = 1) -> Workload:
     """A causal language model and its token sequences (:mod:`landscape_cli.token_loss`).
 
     The sequences of :func:`landscape_cli.data.text.load_lm_text`, ``samples`` of them (blocks
@@ -331,6 +303,9 @@ def _lm_workload(
     )
     from landscape_cli.models.hf import load_tokenizer
 
+    dataset, split, samples = options.dataset, options.split, options.samples
+    batch_size, seed, text_columns = options.batch_size, options.seed, options.text_columns
+    seq_len, pack = options.seq_len, options.pack
     positions = hf.model.positions()
     if seq_len is None:
         seq_len = min(DEFAULT_SEQ_LEN, positions) if positions else DEFAULT_SEQ_LEN

@@ -29,7 +29,7 @@ def test_scan_package_imports_no_results_code():
 
 def test_plotting_imports_no_simulation():
     # Fig. 2's optimizer runs live in landscape_cli.jobs.fig2_simulation; plotting only draws them
-    imports = "import landscape_cli.plotting, landscape_cli.plotting.fig2"
+    imports = "import landscape_cli.plotting, landscape_cli.plotting.optimizer_trajectories"
     watched = (
         "landscape_cli.jobs",
         "landscape_cli.jobs.fig2_simulation",

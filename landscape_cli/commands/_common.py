@@ -582,8 +582,8 @@ class SourceOptions:
     pack: PackOpt = False
 
     def build(self):
-        """The options as a :class:`landscape_cli.jobs.Source` (notes go to :func:`note`)."""
-        from landscape_cli.jobs import Source
+        """The options as a :class:`landscape_cli.workload.Source` (notes go to :func:`note`)."""
+        from landscape_cli.workload import Source
 
         if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
             raise LandscapeError("--text-column is given once, or twice for sentence pairs")

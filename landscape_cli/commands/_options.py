@@ -6,11 +6,13 @@ field an ``Annotated[type, typer.Option(...)]`` with its default, and takes the 
 parameter typed by that dataclass::
 
     @dataclass(frozen=True)
-    class Estimate:
+    class HessianEstimateOptions:
         top_k: Annotated[int, typer.Option(help="...", rich_help_panel=...)] = 5
 
     @grouped
-    def hessian(checkpoint: Checkpoint, estimate: Estimate, source: SourceOptions) -> None:
+    def hessian(
+        checkpoint: Checkpoint, estimate: HessianEstimateOptions, source: SourceOptions
+    ) -> None:
         settings = HessianSettings(**asdict(estimate))
 
 :func:`grouped` gives Typer a signature in which each group is replaced by its fields, so

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Measures:
+class AuditEstimateOptions:
     """How hard to measure: the fields of ``AuditSettings`` that the command sets."""
 
     top_k: Annotated[
@@ -126,7 +126,7 @@ class Output:
 def audit(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints to audit.")],
     *,
-    measures: Measures,
+    estimate: AuditEstimateOptions,
     match_loss: Annotated[
         bool,
         typer.Option(
@@ -158,7 +158,7 @@ def audit(
 
     _check_output(output)
     settings = au.AuditSettings(
-        **asdict(measures),
+        **asdict(estimate),
         seed=source.seed,
         loss=loss or "",
         params=tuple(selection.params or ()),
@@ -180,11 +180,11 @@ def audit(
         rows,
         rank_by=output.rank_by,
         samples=works[0].samples,
-        epsilon=measures.epsilon,
-        rho=measures.rho,
-        tau=measures.tau,
+        epsilon=estimate.epsilon,
+        rho=estimate.rho,
+        tau=estimate.tau,
         match_loss=match_loss,
-        curvature=measures.curvature,
+        curvature=estimate.curvature,
     )
     payload["float32_precision"] = precision_name(allow_tf32)
     if output.report is not None and distributed.is_main():

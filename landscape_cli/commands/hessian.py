@@ -13,7 +13,7 @@ from landscape_cli.commands._options import grouped
 
 
 @dataclass(frozen=True)
-class Estimate:
+class HessianEstimateOptions:
     """What to estimate and how hard (the fields of ``HessianSettings``)."""
 
     top_k: Annotated[
@@ -116,8 +116,8 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class Measure:
-    """How to measure: the keyword arguments of :func:`~landscape_cli.jobs.hessian_job`."""
+class HessianRunOptions:
+    """How to run: the keyword arguments of :func:`~landscape_cli.jobs.hessian_job`."""
 
     engine: Annotated[
         str,
@@ -174,8 +174,8 @@ class Output:
 @grouped
 def hessian(
     checkpoint: c.Checkpoint,
-    estimate: Estimate,
-    measure: Measure,
+    estimate: HessianEstimateOptions,
+    run: HessianRunOptions,
     source: c.SourceOptions,
     selection: c.ParamOptions,
     output: Output,
@@ -189,7 +189,7 @@ def hessian(
     from landscape_cli.jobs import hessian_job
 
     settings = hs.HessianSettings(**asdict(estimate), seed=source.seed)
-    unit = "HVPs (at most)" if measure.curvature == "hessian" else "products (at most)"
+    unit = "HVPs (at most)" if run.curvature == "hessian" else "products (at most)"
     with c.progress("hessian", unit) as progress:
         report, out_path, work = hessian_job(
             checkpoint,
@@ -201,11 +201,11 @@ def hessian(
             on_phase=lambda name, budget: progress.phase(name, budget),
             on_hvp=progress.advance,
             params=selection.build(),
-            **asdict(measure),
+            **asdict(run),
         )
     _show(
-        report, work, out_path, output.json_out, c.console(), engine=measure.engine,
-        allow_tf32=measure.allow_tf32,
+        report, work, out_path, output.json_out, c.console(), engine=run.engine,
+        allow_tf32=run.allow_tf32,
     )  # fmt: skip
 
 

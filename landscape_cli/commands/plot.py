@@ -436,7 +436,7 @@ def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: St
         if fig_name == "fig2":
             from landscape_cli.jobs.fig2_simulation import simulate
 
-            fig = pl.draw_fig2(simulate(), fig=new_fig())
+            fig = pl.draw_optimizer_trajectories(simulate(), fig=new_fig())
         elif fig_name in _HESSIAN_FIGURES:
             if hessians is None:
                 hessians, from_audit = _read_hessians(files)
@@ -445,7 +445,7 @@ def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: St
                     for label, audit in zip(shown, from_audit, strict=True)
                 ]
             if fig_name == "fig5":
-                fig = pl.fig5(
+                fig = pl.draw_spectra(
                     hessians,
                     hessian_labels,
                     fig=new_fig(),
@@ -456,7 +456,9 @@ def _draw_all(figures: list[str], files: list[Path], shown: list[str], style: St
                 fig = pl.layers(hessians, hessian_labels, fig=new_fig(), log=bool(log))
         elif fig_name == "fig6":
             scans = [_read_scan(file, name, 1) for file in files]
-            fig = pl.fig6(scans, shown, fig=new_fig(), accuracy=style.accuracy, log=bool(log))
+            fig = pl.draw_loss_curves(
+                scans, shown, fig=new_fig(), accuracy=style.accuracy, log=bool(log)
+            )
         elif fig_name == "trajectory":
             scans = [_read_trajectory_scan(file, name) for file in files]
             fig = pl.trajectories(

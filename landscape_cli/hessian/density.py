@@ -196,7 +196,7 @@ def extend_krylov(
         rec.advance(max(max(float(np.abs(A).max()) for A in rec.A), np.finfo(float).tiny))
         if rec.width == 0:  # an invariant subspace: the measure is exact
             break
-        rec.absorb(op.matmat(rec.V.contiguous()))
+        rec.absorb(op.matmat(rec.V))
         spent += rec.sizes[-1]
     extended = None
     if reorthogonalize:

@@ -9,8 +9,10 @@ the Krylov space :math:`\mathcal{K}_m(H, q_1)` with
     H Q_m = Q_m T_m + \beta_m q_{m+1} e_m^\top,
 
 where :math:`T_m` is tridiagonal (diagonal :math:`\alpha_j`, off-diagonal :math:`\beta_j`). Each new
-vector is orthogonalised against *all* previous ones, twice ("twice is enough", Parlett), so no
-ghost copies of converged eigenvalues appear. For an eigenpair :math:`T_m s = \theta s` the Ritz
+vector is orthogonalised against *all* previous ones by classical Gram–Schmidt, a second time
+when the first pass removed more than 1 − 1/√2 of its norm (the test of Daniel, Gragg, Kaufman &
+Stewart 1976, as in ARPACK; "twice is enough", Parlett), so no ghost copies of converged
+eigenvalues appear. For an eigenpair :math:`T_m s = \theta s` the Ritz
 pair :math:`(\theta, y=Q_m s)` has the residual
 
 .. math::
@@ -31,10 +33,12 @@ random vector orthogonal to the basis, so it finds all ``k`` whenever ``k <= n``
 :data:`BASIS_BUDGET` (1 GiB), or whenever the products are float64. Above that (a full-width
 ResNet-18 has n = 11.2 M: 101 rows are 9 GB in float64) and with float32 products, it is kept in
 float32: the products themselves carry float32 rounding (about 1e-7·‖H‖), so a float64 basis
-buys nothing the residuals could show. Projections then run in float32 and accumulate into
-float64 vectors. What this costs is *measured*, not assumed: the run reports the basis's loss of
-orthogonality :math:`\max_{ij}|(QQ^\top - I)_{ij}|` (``orthogonality``), and the certificate
-stays the explicit residual ‖Hy − θy‖ of each (renormalised) Ritz vector, which bounds
+buys nothing the residuals could show. The working rows (the block, its residual, the products
+and the Ritz vectors of the explicit residuals) are then float32 too: the block *is* its stored
+rows, and no n-sized float64 vector is made; the recurrence's coefficients are float64 sums over
+column chunks (:func:`_gram`). What this costs is *measured*, not assumed: the run reports the
+basis's loss of orthogonality :math:`\max_{ij}|(QQ^\top - I)_{ij}|` (``orthogonality``), and the
+certificate stays the explicit residual ‖Hy − θy‖ of each (renormalised) Ritz vector, which bounds
 :math:`|\lambda-\theta|` whatever the basis's precision.
 
 **One kernel.** :class:`BlockLanczos` is the recurrence itself: a block of b start vectors
@@ -188,28 +192,69 @@ def lift(Q: Tensor, c: Tensor) -> Tensor:
     return Q.T @ c if Q.dtype == c.dtype else (Q.T @ c.to(Q.dtype)).to(c.dtype)
 
 
-def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
-    """``(I − QᵀQ) w`` applied twice (classical Gram–Schmidt, "twice is enough").
+#: Daniel, Gragg, Kaufman & Stewart (1976): a vector whose norm one Gram–Schmidt pass keeps
+#: above this fraction is orthogonal to the basis to working precision; below it, a second pass
+#: ("twice is enough") restores that. ARPACK's reorthogonalisation uses the same test.
+DGKS = 0.7071
 
+
+def _norms(w: Tensor) -> Tensor:
+    """The 2-norms of ``w`` (a vector, or the columns of a matrix), accumulated in float64."""
+    return torch.linalg.vector_norm(w, dim=0, dtype=torch.float64)
+
+
+def _subtract_lift(w: Tensor, Q: Tensor, C: Tensor) -> None:
+    """``w −= Qᵀ C`` in place; with ``w`` in ``Q``'s dtype no n-sized temporary is made."""
+    if w.dtype != Q.dtype:
+        w.sub_(lift(Q, C))
+    elif w.dim() == 1:
+        w.addmv_(Q.T, C.to(Q.dtype), alpha=-1.0)
+    else:
+        w.T.addmm_(C.T.to(Q.dtype), Q, alpha=-1.0)
+
+
+def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
+    """``(I − QᵀQ) w`` by classical Gram–Schmidt, repeated once when the norm drops.
+
+    One pass, then a second only where a column lost more than :data:`DGKS` of its norm
+    (Daniel et al. 1976; "twice is enough", Parlett): the second pass would change nothing
+    above rounding otherwise, and at language-model scale each pass reads the whole basis.
     ``w`` is updated in place (no second n-sized copy of it) and returned.
     """
-    for _ in range(2):
-        w.sub_(lift(Q, project(Q, w)))
+    before = _norms(w)
+    _subtract_lift(w, Q, project(Q, w))
+    if bool(torch.any(_norms(w) < DGKS * before)):
+        _subtract_lift(w, Q, project(Q, w))
     return w
 
 
-def orthogonality(Q: Tensor, chunk: int = 1 << 18) -> float:
+#: Columns of float32 rows multiplied in float64 at once (:func:`_gram`).
+GRAM_CHUNK = 1 << 20
+
+
+def _gram(X: Tensor, Y: Tensor) -> Tensor:
+    """``X Yᵀ`` (rows of X and Y, length n) in float64, over column chunks.
+
+    Rows kept in float32 are multiplied in float64 one chunk at a time, so the small matrix
+    (the recurrence's coefficients) carries float64 sums without a float64 copy of the rows.
+    """
+    if X.dtype == torch.float64 and Y.dtype == torch.float64:
+        return X @ Y.T
+    G = torch.zeros(X.shape[0], Y.shape[0], dtype=torch.float64, device=X.device)
+    chunk = GRAM_CHUNK
+    for start in range(0, X.shape[1], chunk):
+        G += X[:, start : start + chunk].double() @ Y[:, start : start + chunk].double().T
+    return G
+
+
+def orthogonality(Q: Tensor) -> float:
     """Loss of orthogonality ``max |Q Qᵀ − I|`` of the rows of ``Q``.
 
     Loss of orthogonality ``max |Q Qᵀ − I|`` of the rows of ``Q``, accumulated in float64
     over column chunks (so a float32 basis is never copied whole to float64).
     """
     m = Q.shape[0]
-    G = torch.zeros(m, m, dtype=torch.float64, device=Q.device)
-    for start in range(0, Q.shape[1], chunk):
-        block = Q[:, start : start + chunk].double()
-        G += block @ block.T
-    G -= torch.eye(m, dtype=torch.float64, device=Q.device)
+    G = _gram(Q, Q) - torch.eye(m, dtype=torch.float64, device=Q.device)
     return float(G.abs().max()) if m else 0.0
 
 
@@ -281,7 +326,7 @@ def advance_together(op: SymmetricOperator, columns: Sequence[BlockLanczos], ste
 
 
 def _rows_orthogonalise(R: Tensor, Q: Tensor) -> Tensor:
-    """The rows of ``R`` made orthogonal to the rows of ``Q`` (twice, as :func:`_orthogonalise`).
+    """The rows of ``R`` made orthogonal to the rows of ``Q`` (as :func:`_orthogonalise`).
 
     ``R`` is updated in place and returned.
     """
@@ -306,11 +351,12 @@ class BlockLanczos:
     of every eigenspace of multiplicity m (the projection of a random start block on it has rank
     min(b, m) almost surely), so an eigenvalue of multiplicity m ≤ b appears as m Ritz values;
     single-vector Lanczos (b = 1) finds one copy in exact arithmetic, and further copies only
-    through rounding. With ``reorthogonalize``, :math:`R_j` is orthogonalised twice against every
-    stored row (kept in ``basis_dtype``; the next block is then the stored, rounded rows, so the
-    recurrence and the basis agree). Without it only the previous block is kept (the three-term
-    block recurrence, O(b·n) memory), which loses orthogonality as Ritz values converge (Paige
-    1976): fine for SLQ's quadrature, not for top-k eigenvalues.
+    through rounding. With ``reorthogonalize``, :math:`R_j` is orthogonalised
+    (:func:`_orthogonalise`) against every stored row (kept in ``basis_dtype``; the next block
+    is then the stored, rounded rows, so the recurrence and the basis agree). Without it only
+    the previous block is kept (the three-term block recurrence, O(b·n) memory), which loses
+    orthogonality as Ritz values converge (Paige 1976): fine for SLQ's quadrature, not
+    for top-k eigenvalues.
 
     **Deflation.** :math:`Q_{j+1}B_j` comes from the QR of :math:`R_j` followed by an SVD of the
     b × b factor: a direction whose singular value is at most ``breakdown`` · ``scale`` has met an
@@ -361,7 +407,10 @@ class BlockLanczos:
         self.B: list[np.ndarray] = []  # B[j] (sizes[j+1], sizes[j]): R_j = Q_{j+1} B[j]
         self.sizes: list[int] = []  # widths of the absorbed blocks
         self.rows = 0  # basis rows absorbed
-        self._V = start.to(torch.float64).T.contiguous()  # the current block, as rows (b, n)
+        # The n-sized working rows (the block, its residual) are kept in the basis's precision:
+        # with a float32 basis they are its stored rows, and no float64 copy of them is made.
+        self.work = basis_dtype if reorthogonalize else torch.float64
+        self._V = start.to(self.work).T.contiguous()  # the current block, as rows (b, n)
         self._P: Tensor | None = None  # the previous block's rows
         self._R: Tensor | None = None  # the current block's residual rows, after absorb
         self.Q: Tensor | None = None
@@ -380,7 +429,7 @@ class BlockLanczos:
         """The recurrence of a finished run (its ``basis``), ready to :meth:`advance`."""
         assert basis.R is not None
         m, sizes = basis.Q.shape[0], list(basis.sizes)
-        last = basis.Q[m - sizes[-1] :].to(torch.float64)
+        last = basis.Q[m - sizes[-1] :].to(torch.float64)  # a resumed run works in float64
         rec = cls(last.T, capacity=1, reorthogonalize=False, breakdown=breakdown)
         rec.capacity = max(int(capacity), m + sizes[-1])
         if reorthogonalize:
@@ -392,12 +441,12 @@ class BlockLanczos:
             if j + 1 < len(sizes):
                 rec.B.append(basis.T[edges[j + 1] : edges[j + 2], edges[j] : edges[j + 1]].copy())
         rec.sizes, rec.rows = sizes, m
-        rec._R = basis.R.to(torch.float64)
+        rec._R = basis.R.to(torch.float64, copy=True)  # advance consumes it
         return rec
 
     @property
     def V(self) -> Tensor:
-        """The current block (n, b), float64 (width 0 once the run has ended)."""
+        """The current block (n, b), in :attr:`work` precision (width 0 once the run has ended)."""
         return self._V.T
 
     @property
@@ -426,24 +475,25 @@ class BlockLanczos:
         """``‖R s_last‖`` for T's eigenvectors ``S`` (columns): the Ritz residual estimates."""
         assert self._R is not None
         b = self._R.shape[0]
-        G = (self._R @ self._R.T).cpu().numpy()
+        G = _gram(self._R, self._R).cpu().numpy()
         last = S[-b:, :]
         return np.sqrt(np.maximum(np.sum(last * (G @ last), axis=0), 0.0))
 
     def absorb(self, W: Tensor) -> None:
         """Record one block step from the products ``W = H @ V`` (n, b).
 
-        ``W`` is consumed: its memory becomes the residual's when it is float64 (the
-        products of one step are not kept, so no copy of n-vectors is made).
+        ``W`` is consumed: its memory becomes the residual's when it is in :attr:`work`
+        precision (the products of one step are not kept, so no copy of n-vectors is made).
+        The coefficients are float64 sums whatever the rows' precision (:func:`_gram`).
         """
         V = self._V
-        R = W.T.to(torch.float64).contiguous()
-        A = (V @ R.T).cpu().numpy()
+        R = W.T.to(self.work).contiguous()
+        A = _gram(V, R).cpu().numpy()
         A = (A + A.T) / 2
-        R.addmm_(torch.as_tensor(A, device=self.device), V, alpha=-1.0)
+        R.addmm_(torch.as_tensor(A, dtype=self.work, device=self.device), V, alpha=-1.0)
         if self._P is not None and self._P.shape[0]:
-            # the previous block as stored (a view of the basis, or the float64 rows): one
-            # scaled subtraction per entry of B, in float64, with no copy of its rows
+            # the previous block as stored (a view of the basis): one scaled subtraction per
+            # entry of B, with no copy of its rows
             for i, row in enumerate(self.B[-1]):
                 for j, coef in enumerate(row):
                     if coef != 0.0:
@@ -467,15 +517,17 @@ class BlockLanczos:
             scale = max((float(np.abs(A).max()) for A in self.A if A.size), default=0.0)
         tiny = self.breakdown * max(scale, np.finfo(float).tiny)
         if b == 1:
-            beta = float(R.norm())
+            beta = float(_norms(R[0]))
             keep = beta > tiny
-            new = R / beta if keep else R[:0]
+            new = R.div_(beta) if keep else R[:0]
+            if keep:  # the residual became the next row (no copy); a vanished one is kept
+                self._R = None
             Bn = np.array([[beta]]) if keep else np.zeros((0, 1))
         else:
             Qt, Rt = torch.linalg.qr(R.T)
-            U, s, Vh = torch.linalg.svd(Rt)
+            U, s, Vh = torch.linalg.svd(Rt.double())
             good = s > tiny
-            new = (Qt @ U[:, good]).T
+            new = (Qt @ U[:, good].to(Qt.dtype)).T
             Bn = (torch.diag(s) @ Vh)[good].cpu().numpy()
         room = min(self.capacity, self.n) - self.rows
         add = (b - new.shape[0] if self.generator is not None else 0) + int(extra)
@@ -497,10 +549,14 @@ class BlockLanczos:
         assert self.Q is not None and self.generator is not None
         rows: list[Tensor] = []
         for _ in range(count):
-            w = random_unit(self.n, self.generator, self.device)
-            basis = torch.cat([self.Q[: self.rows], new.to(self.Q.dtype), *(r[None] for r in rows)])
-            w = _orthogonalise(_orthogonalise(w, basis), basis)
-            rows.append(w / w.norm())
+            w = random_unit(self.n, self.generator, self.device, self.work)
+            # against the basis, the new rows and the earlier random rows, each in place (no
+            # copy of the basis); twice, as a random vector may lie close to their span
+            for _ in range(2):
+                for part in (self.Q[: self.rows], new, *(r[None] for r in rows)):
+                    if part.shape[0]:
+                        _orthogonalise(w, part.to(self.work))
+            rows.append(w / _norms(w).to(w.dtype))
         return torch.stack(rows)
 
     def _store(self, row: int, block: Tensor) -> Tensor:
@@ -509,7 +565,7 @@ class BlockLanczos:
         b = block.shape[0]
         self.Q = _grow(self.Q, row + b, self.capacity)
         self.Q[row : row + b] = block.to(self.Q.dtype)
-        return self.Q[row : row + b].to(torch.float64)
+        return self.Q[row : row + b].to(self.work)
 
     def krylov_basis(self, ritz: np.ndarray) -> KrylovBasis:
         """The relation ``H Qᵀ = Qᵀ T + Rᵀ Eᵀ`` of the blocks absorbed so far."""
@@ -682,7 +738,7 @@ def _iterate(op, rec: BlockLanczos, k, tol, max_steps, rtol, growable: bool, max
     settle = 0
     steps = 0
     while True:
-        rec.absorb(op.matmat(rec.V.contiguous()))
+        rec.absorb(op.matmat(rec.V))
         steps += 1
         theta, S = np.linalg.eigh(rec.T())
         res = rec.residual_norms(S)
@@ -725,18 +781,18 @@ def _explicit_residuals(op, Q: Tensor, S, theta, order, res) -> np.ndarray:
     """
     cols = [*order.tolist(), 0]
     coeff = torch.as_tensor(S[:, cols], dtype=torch.float64, device=Q.device)
-    # a few Ritz vectors per product: their products and float64 copies take 3 n-vectors each
-    chunk = max(1, _RESIDUAL_BYTES // max(1, 24 * int(Q.shape[1])))
+    # a few Ritz vectors per product, in the basis's precision: with their products (and the
+    # operator's copies of them) they take about 3 n-vectors each
+    chunk = max(1, _RESIDUAL_BYTES // max(1, 3 * Q.element_size() * int(Q.shape[1])))
     true = np.empty(len(cols))
     for at in range(0, len(cols), chunk):
         part = coeff[:, at : at + chunk]
-        Y = (part.T.to(Q.dtype) @ Q).T.double()  # (n, c) unit Ritz vectors
-        if Q.dtype != torch.float64:  # unit to float64 rounding, so |λ − θ| ≤ ‖Hy − θy‖ holds
-            Y.div_(Y.norm(dim=0))
+        Y = (part.T.to(Q.dtype) @ Q).T  # (n, c) Ritz vectors, unit up to the basis's rounding
+        size = _norms(Y)  # |λ − θ| ≤ ‖Hy − θy‖ / ‖y‖ holds for any y ≠ 0
         HY = op.matmat(Y)
         for j in range(Y.shape[1]):
-            HY[:, j].sub_(Y[:, j], alpha=float(theta[cols[at + j]]))
-        true[at : at + Y.shape[1]] = HY.norm(dim=0).cpu().numpy()
+            HY[:, j].sub_(Y[:, j].to(HY.dtype), alpha=float(theta[cols[at + j]]))
+        true[at : at + Y.shape[1]] = (_norms(HY) / size).cpu().numpy()
         del Y, HY
     res = res.copy()
     res[order], res[0] = true[:-1], true[-1]

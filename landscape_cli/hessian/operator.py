@@ -302,19 +302,30 @@ class CurvatureOperator:
     # -- the operator -------------------------------------------------------------------------
 
     def matmat(self, vectors: Tensor) -> Tensor:
-        """``A @ vectors`` for a float64 matrix of shape (n, k); each column is one product."""
+        """``A @ vectors`` for a matrix of shape (n, k); each column is one product.
+
+        The result is float64 for float64 columns (the operator's vectors), and float32 only
+        for float32 columns of a float32 model.
+        """
         squeeze = vectors.dim() == 1
         # Columns keep their dtype until each part is cast to the model's (one copy, not two).
         mat = vectors.reshape(self.n, -1).to(device=self.device)
         k = mat.shape[1]
         cols = mat.T.contiguous()  # contiguous columns: the same kernels whatever k is
         split = [self._split(cols[j]) for j in range(k)]
-        out = torch.zeros(self.n, k, dtype=torch.float64, device=self.device)
+        # float64 columns (the products summed over batches in float64); float32 columns of a
+        # float32 model stay float32 (a float32 Lanczos basis: no float64 copy of n-vectors)
+        # Stored as rows (k, n) and returned as their (n, k) view: each column is contiguous,
+        # and a recurrence takes the rows as they are (no transposed copy of n-vectors).
+        rows = torch.zeros(
+            k, self.n, dtype=torch.promote_types(mat.dtype, self.dtype), device=self.device
+        )
         for i, (b, w) in enumerate(zip(self.batches, self.weights, strict=True)):
             graph = self._cache[i] if self._cache is not None else self._batch_graph(b)
             for j, av in enumerate(self._products(graph, split, retain=self._cache is not None)):
-                self._add(out[:, j], av, w)
-        distributed.sum_(out)
+                self._add(rows[j], av, w)
+        distributed.sum_(rows)
+        out = rows.T
         self.hvp_count += k
         if self.on_hvp is not None:
             self.on_hvp(k)

@@ -44,13 +44,20 @@ def unit_rademacher(n: int, k: int, generator: torch.Generator) -> Tensor:
     return torch.cat([rademacher(n, 1, generator) for _ in range(k)], 1) / math.sqrt(n)
 
 
-def random_unit(n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
-    """A float64 vector uniform on the unit sphere of R^n, drawn on the CPU, moved to ``device``.
+def random_unit(
+    n: int,
+    generator: torch.Generator,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """A vector uniform on the unit sphere of R^n, drawn on the CPU, moved to ``device``.
 
     Args:
         n: The dimension.
         generator: The random stream to draw from.
         device: Where the vector goes.
+        dtype: Its precision (float64 by default; a float32 Lanczos basis draws its
+            replacement rows in float32, a different stream of the same generator).
     """
-    v = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
-    return v / v.norm()
+    v = torch.randn(n, generator=generator, dtype=dtype).to(device)
+    return v.div_(torch.linalg.vector_norm(v, dtype=torch.float64).to(dtype))

@@ -10,10 +10,11 @@ it.
 
 Each job validates its options (one-line :class:`~landscape_cli.errors.LandscapeError` for bad
 ones), checks that the results file can be written *before* computing anything, loads the
-checkpoint and its samples (:class:`Source`), computes, and writes its group of the results
-file. Progress is reported through callbacks; no job prints.
+checkpoint and its samples (:func:`landscape_cli.workload.load_workload` with the
+:class:`~landscape_cli.workload.Source` it is given, re-exported here), computes, and writes its
+group of the results file. Progress is reported through callbacks; no job prints.
 
-- :mod:`.common`: :class:`Source` and the results-file policy every job follows
+- :mod:`.common`: the results-file policy every job follows
   (:func:`results_path`, :func:`provenance`, :func:`group_attrs`, :func:`check_same_options`);
 - :mod:`.hessian`: :func:`hessian_job`, and the settings a ``/hessian`` records
   (:func:`hessian_settings`, :func:`measure_settings`);
@@ -34,7 +35,6 @@ Example::
 
 from landscape_cli.jobs.audit import audit_job, audit_settings
 from landscape_cli.jobs.common import (
-    Source,
     check_same_options,
     group_attrs,
     provenance,
@@ -42,6 +42,7 @@ from landscape_cli.jobs.common import (
 )
 from landscape_cli.jobs.hessian import ENGINES, hessian_job, hessian_settings, measure_settings
 from landscape_cli.jobs.scan import ScanOptions, scan_job
+from landscape_cli.workload import Source
 
 __all__ = [
     "ENGINES",

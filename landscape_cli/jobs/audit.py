@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from landscape_cli import distributed, files, interrupts, resources
 from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.jobs.common import (
-    Source,
     check_all,
     check_same_options,
     provenance,
@@ -27,7 +26,7 @@ from landscape_cli.jobs.hessian import check_curvature, hessian_file_bytes, meas
 from landscape_cli.losses import LOSSES, check_loss_on
 from landscape_cli.params import frozen_note, select_parameters
 from landscape_cli.precision import precision_name, with_precision
-from landscape_cli.workload import Workload
+from landscape_cli.workload import Source, Workload, load_workload
 
 if TYPE_CHECKING:
     import torch
@@ -176,7 +175,7 @@ def _audit_targets(
     paths = [results_path(ck, None) for ck in checkpoints]
     for path in paths:
         check_target(path)
-    works = [source.load(ck, sample_sets=settings.sample_sets) for ck in checkpoints]
+    works = [load_workload(ck, source, sample_sets=settings.sample_sets) for ck in checkpoints]
     if not settings.loss:  # the checkpoints' own training loss
         losses = {work.resolve_loss(None) for work in works}
         if len(losses) > 1:

@@ -185,7 +185,7 @@ def report_figures(report: Path, rows: Sequence[AuditRow]) -> dict[str, str]:
         return {}
     labels = [Path(r.checkpoint).stem for r in rows]
     target = figure_path(report)
-    plotting.save_figure(plotting.fig5(results, labels), target)
+    plotting.save_figure(plotting.draw_spectra(results, labels), target)
     return {"fig5": str(target)}
 
 

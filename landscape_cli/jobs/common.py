@@ -1,6 +1,7 @@
 """What the three jobs share: where a checkpoint's samples and results file come from.
 
-:class:`Source` loads a checkpoint and its samples; :func:`results_path`, :func:`provenance`,
+A job loads a checkpoint and its samples with :func:`landscape_cli.workload.load_workload` from the
+:class:`~landscape_cli.workload.Source` it is given; :func:`results_path`, :func:`provenance`,
 :func:`group_attrs` and :func:`check_same_options` are the results-file policy every job follows
 (the file's place, its root attributes, what each group records, and the refusal of a group
 computed with other options).
@@ -9,81 +10,18 @@ computed with other options).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from landscape_cli import distributed, resources
-from landscape_cli.errors import LandscapeError, check_choice
+from landscape_cli import distributed
+from landscape_cli.errors import LandscapeError
 from landscape_cli.params import frozen_note
-from landscape_cli.workload import Workload, load_workload
+from landscape_cli.workload import Source, Workload
 
 if TYPE_CHECKING:
     from landscape_cli.params import SelectedParams
-
-
-@dataclass(frozen=True)
-class Source:
-    """How to load a checkpoint's model and samples (the shared options of the commands)."""
-
-    model: str | None = None
-    model_options: dict[str, Any] = field(default_factory=dict)
-    dataset: str | None = None
-    data_root: str | None = None
-    split: str = "train"
-    samples: int = 1024
-    batch_size: int = 128
-    trust: bool = False
-    seed: int = 0  # of the sample selection
-    text_columns: tuple[str, ...] = ("text",)  # text:FILE data of Hugging Face folders
-    label_column: str = "label"
-    seq_len: int | None = None  # causal language models: tokens per sequence (or block)
-    pack: bool = False  # causal language models: blocks of seq_len tokens, not one per text
-    # told what the user should know about how a file was read (a prefix removed from its keys)
-    on_note: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
-
-    def note(self, loaded: Any) -> None:
-        """Pass the notes of a :class:`~landscape_cli.checkpoints.LoadedModel` to ``on_note``."""
-        if self.on_note is None or not distributed.is_main():
-            return
-        for text in getattr(loaded, "notes", ()):
-            self.on_note(f"{loaded.path.name}: {text}")
-
-    def load(self, checkpoint: Path, sample_sets: int = 1) -> Workload:
-        """Load ``checkpoint`` and its samples as a :class:`Workload` with these settings.
-
-        With ``sample_sets`` > 1, also the further disjoint sample sets (``Workload.sets``).
-        """
-        self.check()
-        check_choice("split", self.split, ("train", "test"))
-        work = load_workload(
-            checkpoint,
-            model=self.model,
-            model_options=self.model_options,
-            dataset=self.dataset,
-            data_root=self.data_root,
-            split=self.split,
-            samples=self.samples,
-            batch_size=self.batch_size,
-            trust=self.trust,
-            seed=self.seed,
-            text_columns=self.text_columns,
-            label_column=self.label_column,
-            sample_sets=sample_sets,
-            seq_len=self.seq_len,
-            pack=self.pack,
-        )
-        self.note(work.loaded)
-        return work
-
-    def check(self) -> None:
-        """The counts and the seed against their domains (:func:`resources.check_options`)."""
-        resources.check_options(
-            {"samples": self.samples, "batch_size": self.batch_size, "seed": self.seed}
-        )
 
 
 def results_path(checkpoint: Path, out: Path | None) -> Path:

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from landscape_cli.hessian import HessianSettings
-from landscape_cli.jobs.common import Source
 from landscape_cli.jobs.hessian import hessian_job
 from landscape_cli.jobs.scan import ScanOptions, scan_job
 from landscape_cli.training import Callbacks, TrainConfig, train
+from landscape_cli.workload import Source
 
 
 @dataclass(frozen=True)
@@ -245,10 +245,14 @@ def _figures(hessians, scans, planes, labels: list[str], folder: Path, size, pro
 
     figures = {}
     progress.step("figure 5", 1, "figure")
-    figures["fig5"] = plotting.save_figure(plotting.fig5(hessians, labels), folder / "fig5.png")
+    figures["fig5"] = plotting.save_figure(
+        plotting.draw_spectra(hessians, labels), folder / "fig5.png"
+    )
     progress.advance(1)
     progress.step("figure 6", 1, "figure")
-    figures["fig6"] = plotting.save_figure(plotting.fig6(scans, labels), folder / "fig6.png")
+    figures["fig6"] = plotting.save_figure(
+        plotting.draw_loss_curves(scans, labels), folder / "fig6.png"
+    )
     progress.advance(1)
     progress.step("figure 7", 1, "figure")
     figures["fig7"] = plotting.save_figure(
@@ -257,7 +261,9 @@ def _figures(hessians, scans, planes, labels: list[str], folder: Path, size, pro
     progress.advance(1)
     progress.step("figure 2", 1, "figure")
     sim = simulate(steps=size.fig2_steps, resolution=size.fig2_resolution)
-    figures["fig2"] = plotting.save_figure(plotting.draw_fig2(sim), folder / "fig2.png")
+    figures["fig2"] = plotting.save_figure(
+        plotting.draw_optimizer_trajectories(sim), folder / "fig2.png"
+    )
     progress.advance(1)
     return figures
 

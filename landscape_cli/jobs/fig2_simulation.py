@@ -4,7 +4,8 @@ r"""Fig. 2's simulation: Adam, InvAdam and DualAdam on 2-parameter loss landscap
 :class:`~dualadam.InvAdam` and :class:`~dualadam.DualAdam`) on two landscapes, in float64 on the
 CPU, deterministically, and returns their trajectories and the loss on the area they cross as a
 :class:`Fig2Simulation` (plain arrays in frozen dataclasses);
-:func:`landscape_cli.plotting.draw_fig2` draws it. Nothing here draws, and nothing there computes.
+:func:`landscape_cli.plotting.draw_optimizer_trajectories` draws it. Nothing here draws, and nothing
+there computes.
 
 The landscapes:
 

@@ -20,7 +20,6 @@ import torch
 from landscape_cli import distributed, files, interrupts, resources
 from landscape_cli.errors import Interrupted, LandscapeError, check_choice
 from landscape_cli.jobs.common import (
-    Source,
     check_all,
     check_same_options,
     group_attrs,
@@ -32,7 +31,7 @@ from landscape_cli.jobs.common import (
 from landscape_cli.losses import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, select_parameters
 from landscape_cli.precision import precision_name, with_precision
-from landscape_cli.workload import Workload
+from landscape_cli.workload import Source, Workload, load_workload
 
 if TYPE_CHECKING:
     from landscape_cli.batches import Batch
@@ -169,7 +168,7 @@ def _load_checked(
     loss (resolved: by default the checkpoint's training loss) on the samples. Returns the
     workload, the chosen parameters and the loss.
     """
-    work = source.load(checkpoint, sample_sets=settings.sample_sets)
+    work = load_workload(checkpoint, source, sample_sets=settings.sample_sets)
     chosen = select_parameters(work.model, params)
     _check_size(settings, chosen.numel, dev, products_float64)
     tensors = len(chosen.names)

@@ -19,7 +19,6 @@ import torch
 from landscape_cli import distributed, files, resources
 from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.jobs.common import (
-    Source,
     check_all,
     note_frozen,
     provenance,
@@ -29,7 +28,7 @@ from landscape_cli.jobs.common import (
 from landscape_cli.losses import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, select_parameters
 from landscape_cli.precision import precision_name, with_precision
-from landscape_cli.workload import Workload
+from landscape_cli.workload import Source, Workload, load_workload
 
 if TYPE_CHECKING:
     import numpy as np
@@ -180,7 +179,7 @@ def _load_centre(
     from landscape_cli.batches import to_device
     from landscape_cli.results import check_target
 
-    work = source.load(checkpoint)
+    work = load_workload(checkpoint, source)
     loss = work.resolve_loss(options.loss)
     check_loss_on(work.model, work.batches, loss)
     root = provenance(checkpoint, work, label, out_path)

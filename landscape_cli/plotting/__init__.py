@@ -1,8 +1,10 @@
 """The figures: each draws results it is given and computes nothing.
 
-Fig. 2 (optimizer trajectories), Fig. 5 (Hessian spectra), Fig. 6 (1-D loss curves), per-layer λmax
-and trace, 2-D loss landscapes as contours, a 3-D surface or a heatmap, and training trajectories
-over their PCA plane (Fig. 7 of the demo).
+Fig. 2 (optimizer trajectories, :func:`draw_optimizer_trajectories`), Fig. 5 (Hessian spectra,
+:func:`draw_spectra`), Fig. 6 (1-D loss curves, :func:`draw_loss_curves`), per-layer λmax and
+trace, 2-D loss landscapes as contours, a 3-D surface or a heatmap, and training trajectories over
+their PCA plane (Fig. 7 of the demo). ``fig5`` and ``fig6`` are deprecated aliases of
+:func:`draw_spectra` and :func:`draw_loss_curves`.
 
 Plotting functions take result objects (the :class:`~landscape_cli.results.HessianResult` and
 :class:`~landscape_cli.results.ScanResult` that :mod:`landscape_cli.results` reads back, read by
@@ -12,11 +14,20 @@ draw, and return what they drew on. They never read files or compute. Figures ar
 :class:`matplotlib.figure.Figure` objects (no pyplot state), so everything works headless.
 """
 
-from landscape_cli.plotting.curves import fig6
-from landscape_cli.plotting.fig2 import draw_fig2
+import warnings
+
+from matplotlib.figure import Figure
+
+from landscape_cli.plotting.curves import draw_loss_curves
 from landscape_cli.plotting.landscape2d import auto_log, colorbar, contour, heatmap, surface
 from landscape_cli.plotting.layers import layers
-from landscape_cli.plotting.spectra import DENSITY_AXES, DENSITY_FLOOR, density_linthresh, fig5
+from landscape_cli.plotting.optimizer_trajectories import draw_optimizer_trajectories
+from landscape_cli.plotting.spectra import (
+    DENSITY_AXES,
+    DENSITY_FLOOR,
+    density_linthresh,
+    draw_spectra,
+)
 from landscape_cli.plotting.style import (
     IMAGE_FORMATS,
     SAVE_RC,
@@ -39,9 +50,9 @@ __all__ = [
     "colorbar",
     "contour",
     "density_linthresh",
-    "draw_fig2",
-    "fig5",
-    "fig6",
+    "draw_loss_curves",
+    "draw_optimizer_trajectories",
+    "draw_spectra",
     "heatmap",
     "image_format",
     "layers",
@@ -52,3 +63,27 @@ __all__ = [
     "surface",
     "trajectories",
 ]
+
+
+# Deprecated: the names of earlier releases, which docs/python-api.md listed. Each warns and draws
+# what the new name draws. Not in __all__.
+
+
+def fig5(*args, **kwargs) -> Figure:
+    """Deprecated alias of :func:`draw_spectra` (warns :class:`DeprecationWarning`)."""
+    warnings.warn(
+        "landscape_cli.plotting.fig5 is deprecated; use draw_spectra",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return draw_spectra(*args, **kwargs)
+
+
+def fig6(*args, **kwargs) -> Figure:
+    """Deprecated alias of :func:`draw_loss_curves` (warns :class:`DeprecationWarning`)."""
+    warnings.warn(
+        "landscape_cli.plotting.fig6 is deprecated; use draw_loss_curves",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return draw_loss_curves(*args, **kwargs)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from landscape_cli.plotting import _scan
 from landscape_cli.plotting.style import line_style, literal, new_figure, shared_measure
 
-__all__ = ["fig6"]
+__all__ = ["draw_loss_curves"]
 
 if TYPE_CHECKING:
     from landscape_cli.results import ScanResult
@@ -58,7 +58,7 @@ def _interpolation_label(scan: ScanResult, label: str) -> str:
     return f"{label} → {literal(PurePath(str(to)).stem)}"
 
 
-def fig6(
+def draw_loss_curves(
     scans: Sequence[ScanResult],
     labels: Sequence[str],
     fig: Figure | None = None,
@@ -124,7 +124,7 @@ def _checked_curves(scans, labels, *, accuracy: bool, log: bool) -> tuple[list, 
     A log axis needs every computed loss > 0.
     """
     if len(scans) == 0:
-        raise ValueError("fig6 needs at least one scan")
+        raise ValueError("draw_loss_curves needs at least one scan")
     if len(labels) != len(scans):
         raise ValueError(f"{len(labels)} labels for {len(scans)} scans")
     data = [_scan.checked(s, 1) for s in scans]

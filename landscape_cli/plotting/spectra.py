@@ -23,7 +23,7 @@ from landscape_cli.plotting.style import (
     shared_measure,
 )
 
-__all__ = ["DENSITY_AXES", "DENSITY_FLOOR", "density_linthresh", "fig5"]
+__all__ = ["DENSITY_AXES", "DENSITY_FLOOR", "density_linthresh", "draw_spectra"]
 
 #: Densities are drawn on a log axis, clipped from below at this fraction of the largest value.
 DENSITY_FLOOR = 1e-8
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def _check(results: Sequence[HessianResult], labels: Sequence[str]) -> None:
     if len(results) == 0:
-        raise ValueError("fig5 needs at least one Hessian result")
+        raise ValueError("draw_spectra needs at least one Hessian result")
     if len(labels) != len(results):
         raise ValueError(f"{len(labels)} labels for {len(results)} Hessian results")
     for result, label in zip(results, labels, strict=True):
@@ -65,8 +65,8 @@ def _trace_interval(result: HessianResult) -> tuple[float, float] | None:
     return None
 
 
-#: The density axes :func:`fig5` draws (``"symlog"``, the name of the kinked axis it replaced,
-#: is read as ``"asinh"``).
+#: The density axes :func:`draw_spectra` draws (``"symlog"``, the name of the kinked axis it
+#: replaced, is read as ``"asinh"``).
 DENSITY_AXES = ("asinh", "linear")
 
 
@@ -211,7 +211,7 @@ def _positive_or_error(values: np.ndarray, what: str, label: str) -> None:
         )
 
 
-def fig5(
+def draw_spectra(
     hessian_results: Sequence[HessianResult],
     labels: Sequence[str],
     fig: Figure | None = None,
@@ -251,7 +251,9 @@ def fig5(
         LandscapeError: a result lacks one of the three parts (the message names the option of
             ``landscape hessian`` that produces it), or ``log`` with a value <= 0.
     """
-    _check_fig5(hessian_results, labels, log=log, density_axis=density_axis, broadening=broadening)
+    _check_spectra(
+        hessian_results, labels, log=log, density_axis=density_axis, broadening=broadening
+    )
     common, own = shared_measure([r.all_attrs for r in hessian_results])
     shown = [f"{literal(label)}{extra}" for label, extra in zip(labels, own, strict=True)]
     on = f"\n({common})" if common else ""
@@ -264,7 +266,7 @@ def fig5(
     return fig
 
 
-def _check_fig5(
+def _check_spectra(
     hessian_results: Sequence[HessianResult],
     labels: Sequence[str],
     *,

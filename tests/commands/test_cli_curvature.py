@@ -209,9 +209,9 @@ def test_curvature_ggn_end_to_end(frozen, tmp_path):
           "--density-probes", "2", "--lanczos-steps", "8", "--out", str(hess)])  # fmt: skip
     _run([*args, "--trace-probes", "10", "--density-probes", "2", "--lanczos-steps", "8",
           "--overwrite"])  # fmt: skip
-    from landscape_cli.plotting import fig5
+    from landscape_cli.plotting import draw_spectra
 
-    fig = fig5([read_hessian(hess), read_hessian(out)], ["net", "net"])
+    fig = draw_spectra([read_hessian(hess), read_hessian(out)], ["net", "net"])
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["net (Hessian)", "net (GGN)"]
 

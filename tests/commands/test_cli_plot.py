@@ -84,7 +84,7 @@ def test_fig5_library_on_real_files(h5files):
     stored = [read_hessian(f) for f in h5files]
     labels = [read_root(f)["label"] for f in h5files]
     assert labels == ["adam", "dualadam"]  # the checkpoints' stems, as `hessian` stores them
-    fig = pl.fig5(stored, labels)
+    fig = pl.draw_spectra(stored, labels)
     ax_eig, ax_tr, ax_den = fig.axes
     assert len(ax_eig.patches) == sum(len(s["eigenvalues"]) for s in stored)
     assert [p.get_height() for p in ax_tr.patches] == [s["trace"] for s in stored]

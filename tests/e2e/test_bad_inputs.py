@@ -1013,9 +1013,9 @@ def test_user_strings_reach_a_figure_as_they_are(base):
     s2 = dataclasses.replace(s2, name=r"$\beta$ scan")
     labels = [r"$\alpha$ run", "_hidden"]
     figures = [
-        pl.fig5([h, h], labels),
+        pl.draw_spectra([h, h], labels),
         pl.layers([h, h], labels),
-        pl.fig6([s1, s1], labels),
+        pl.draw_loss_curves([s1, s1], labels),
         pl.contour(s2).figure,
     ]
     for fig in figures:

@@ -10,7 +10,7 @@ from cases import one_error_line, runner
 from landscape_cli.commands import app
 from landscape_cli.results import read_hessian
 from landscape_cli.training import TrainConfig
-from landscape_cli.workload import load_workload
+from landscape_cli.workload import Source, load_workload
 
 SMALL = ["--density-probes", "2", "--lanczos-steps", "8", "--top-k", "2"]
 
@@ -31,7 +31,7 @@ def _pyhessian_directly(ckpt, samples: int, batch_size: int, seed: int, top_n: i
     torch's own cross-entropy; also counts its Hessian-vector products."""
     from pyhessian import hessian
 
-    work = load_workload(ckpt, samples=samples, batch_size=batch_size, seed=seed)
+    work = load_workload(ckpt, Source(samples=samples, batch_size=batch_size, seed=seed))
     model = work.model.eval()
     data = [(b.inputs, b.targets) for b in work.batches]
     torch.manual_seed(seed)
@@ -92,7 +92,7 @@ def test_residuals_are_those_of_the_dense_hessian(ckpt, tmp_path):
     vectors = np.concatenate([v.reshape(2, -1) for v in h["eigenvectors"].values()], axis=1).astype(
         np.float64
     )
-    work = load_workload(ckpt, samples=48, batch_size=24, seed=0)
+    work = load_workload(ckpt, Source(samples=48, batch_size=24, seed=0))
     dense = HessianOperator(work.model, work.batches).dense().numpy()
     for lam, v, res in zip(h["eigenvalues"], vectors, h["residuals"], strict=True):
         v = v / np.linalg.norm(v)
@@ -161,7 +161,7 @@ def test_audit_never_reuses_a_pyhessian_result(ckpt, tmp_path):
     _run(ckpt, tmp_path / "p.h5", "--engine", "pyhessian", *args)
     _run(ckpt, tmp_path / "l.h5", *args)
     settings = AuditSettings(top_k=2, trace_probes=2, trace_rtol=1.0, density_probes=0)
-    work = load_workload(ckpt, samples=48, batch_size=48, seed=0)
+    work = load_workload(ckpt, Source(samples=48, batch_size=48, seed=0))
     kw = {"samples_sha256": work.samples_sha256, "split": "train", "dataset": "digits"}
     lanczos, pyh = read_hessian(tmp_path / "l.h5"), read_hessian(tmp_path / "p.h5")
     assert lanczos.covers(settings, **kw)

@@ -109,11 +109,11 @@ def test_float32_basis_rows_are_the_vectors_the_recurrence_uses():
     start = random_unit(H.shape[0], torch.Generator().manual_seed(5), "cpu")[:, None]
     rec = BlockLanczos(start, capacity=6, basis_dtype=torch.float32, grow=False)
     for _ in range(5):
-        rec.absorb(H @ rec.V)
+        rec.absorb(H @ rec.V.double())
         rec.advance()
-    assert rec.Q.dtype == torch.float32
-    # The recurrence continues from the stored (rounded) row, so V is exactly the stored row.
-    assert torch.equal(rec.V[:, 0], rec.Q[rec.rows].double())
+    assert rec.Q.dtype == torch.float32 and rec.V.dtype == torch.float32
+    # The recurrence continues from the stored (rounded) row: V is that row itself, not a copy.
+    assert rec.V[:, 0].data_ptr() == rec.Q[rec.rows].data_ptr()
 
 
 def test_continuing_a_run_leaves_its_basis_untouched():
@@ -176,6 +176,86 @@ def test_a_basis_the_system_refuses_at_once_is_reserved_in_part_then_grown(monke
     Q = rec.basis()
     assert Q.shape[0] == rec.rows == 40 and rec.Q.shape[0] > 29
     torch.testing.assert_close(Q @ Q.T, torch.eye(40, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+def test_gram_schmidt_repeats_only_when_the_norm_drops(monkeypatch):
+    from landscape_cli.hessian import lanczos
+
+    g = torch.Generator().manual_seed(2)
+    Q = torch.linalg.qr(torch.randn(200, 6, generator=g, dtype=torch.float64))[0].T
+    passes = []
+    real = lanczos.project
+    monkeypatch.setattr(lanczos, "project", lambda *a: passes.append(1) or real(*a))
+    # a random vector keeps most of its norm: one pass leaves it orthogonal to rounding
+    w = torch.randn(200, generator=g, dtype=torch.float64)
+    lanczos._orthogonalise(w, Q)
+    assert len(passes) == 1 and float((Q @ w).abs().max()) < 1e-13 * float(w.norm())
+    # a vector almost in the span of Q loses nearly all of it: one pass leaves about
+    # 1e-16 / 1e-9 of cancellation error; the second pass removes it
+    passes.clear()
+    w = Q.T @ torch.randn(6, generator=g, dtype=torch.float64)
+    w += 1e-9 * torch.randn(200, generator=g, dtype=torch.float64)
+    once = w.clone()
+    lanczos._subtract_lift(once, Q, lanczos.project(Q, once))
+    lanczos._orthogonalise(w, Q)
+    assert len(passes) == 2 + 1
+    assert float((Q @ w).abs().max()) < 1e-13 * float(w.norm())
+    assert float((Q @ once).abs().max()) > 1e-9 * float(once.norm())  # the pass that was needed
+
+
+def test_a_float32_run_keeps_no_float64_vector_of_the_model_size(monkeypatch):
+    """With a float32 basis and float32 products, no float64 tensor of n entries is made.
+
+    Every operation of the run (products, recurrence, reorthogonalisation, Ritz values, explicit
+    residuals) is watched; float64 appears only in chunks of the columns and in the small
+    matrices (the start block is drawn in float64, before any row is stored). The eigenvalues
+    still match float64 eigenvalues to float32 accuracy.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from landscape_cli.hessian import lanczos
+
+    n = 4000
+    monkeypatch.setattr(lanczos, "GRAM_CHUNK", n // 8)
+    g = torch.Generator().manual_seed(3)
+    d = torch.cat([torch.tensor([9.0, 8.0, 8.0, 7.0, 6.5]), torch.rand(n - 5, generator=g) * 5])
+
+    class Diagonal:
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def __init__(self, d):
+            self.d, self.n = d, d.numel()
+
+        def matmat(self, V):
+            return self.d.to(V.dtype)[:, None] * V
+
+    widest = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                    widest.append(max(t.shape, default=1))
+            return out
+
+    for b in (1, 2):
+        # the start block is drawn in float64 (the seeded stream of every basis precision),
+        # before the basis holds a row: drawn here, outside the watch
+        start = lanczos._start_block(n, b, torch.Generator().manual_seed(0), "cpu")
+        monkeypatch.setattr(lanczos, "_start_block", lambda *a, start=start: start)
+        with Watch():
+            result, basis = lanczos.lanczos_run(
+                Diagonal(d), 4, generator=torch.Generator().manual_seed(0), tol=1e-5,
+                max_steps=80, basis_dtype=torch.float32, block_size=b,
+            )  # fmt: skip
+        assert basis.Q.dtype == torch.float32 and max(widest) < n // 2, (b, max(widest))
+        # a single vector finds one copy of the double 8 (block Lanczos both)
+        top = [9.0, 8.0, 7.0, 6.5] if b == 1 else [9.0, 8.0, 8.0, 7.0]
+        np.testing.assert_allclose(result.eigenvalues, top, rtol=2e-6)
+        assert np.all(result.residuals <= 1e-5 * 9.0)
+        assert result.orthogonality < 1e-5
+        widest.clear()
 
 
 # -- the basis: reserved once, grown, float32 for large models -------------------------------------
@@ -317,7 +397,7 @@ def test_memory_guess_follows_the_basis_dtype():
     n = 11_173_962
     f32 = hessian_bytes(s, n)["Lanczos basis"][0]
     f64 = hessian_bytes(s, n, products_float64=True)["Lanczos basis"][0]
-    rows = 101 * 5 // 3 + 1
+    rows = 101 * 5 // 3 + 1 + 3 * 6  # the rows, and the working rows in the basis's dtype
     assert f64 - f32 == rows * n * 4  # the rows are half the bytes in float32
 
 
@@ -328,9 +408,15 @@ def test_memory_guess_on_the_cpu_counts_the_rows_stored_not_a_growth_copy():
     n = 11_173_962
     cpu = hessian_bytes(s, n, device="cpu")["Lanczos basis"][0]
     elsewhere = hessian_bytes(s, n, device="cuda:0")["Lanczos basis"][0]
-    vectors = 3 * 6 * n * 8  # the float64 working vectors, the same everywhere
+    vectors = 3 * 6 * n * 4  # the working rows (float32 as the basis), the same everywhere
     assert cpu - vectors == (101 + 8) * n * 4  # every row the run may store, and a grown block
     assert elsewhere - vectors == (101 * 5 // 3 + 1) * n * 4
+    # single-vector runs never grow a block: the rows the run stores, and no more
+    for k, block in ((1, 0), (5, 1)):
+        single = hessian_bytes(
+            HessianSettings(top_k=k, max_steps=100, block_size=block), n, device="cpu"
+        )
+        assert single["Lanczos basis"][0] == (101 + 3 * (k + 1)) * n * 4
 
 
 # -- block Lanczos ---------------------------------------------------------------------------------

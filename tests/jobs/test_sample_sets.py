@@ -64,7 +64,7 @@ def test_each_sets_values_are_its_own_run(mlp, tmp_path):
     from landscape_cli.data import load_dataset
     from landscape_cli.hessian import HessianOperator, HessianSettings, analyze
     from landscape_cli.results import read_hessian
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
     out = tmp_path / "s.h5"
     result = runner.invoke(app, ["hessian", str(mlp), *FAST, "--sample-sets", "3", "--json",
@@ -81,7 +81,7 @@ def test_each_sets_values_are_its_own_run(mlp, tmp_path):
         np.std(sets["lambda_max"], ddof=1)
     )
     # set 2 measured alone: the same samples (hash), the same numbers
-    work = load_workload(mlp, samples=96, batch_size=48)
+    work = load_workload(mlp, Source(samples=96, batch_size=48))
     data_set = load_dataset("digits", "train", augment=False).dataset
     idx = select_sets(data_set, 96, 3, seed=0)[2]
     x = torch.stack([data_set[i][0] for i in idx.tolist()])

@@ -27,11 +27,11 @@ def bert(tmp_path_factory) -> Path:
 
 
 def _work(d: Path, **kw):
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
     opts = dict(dataset=f"text:{d / 'data.csv'}", samples=0, batch_size=5)
     opts.update(kw)
-    return load_workload(d / "ft", **opts)
+    return load_workload(d / "ft", Source(**opts))
 
 
 def test_text_batches_are_padded_with_masks(bert: Path) -> None:
@@ -210,11 +210,11 @@ def test_scan_to_another_finetune_and_audit(tmp_path: Path) -> None:
     results = tmp_path / "a.h5"  # a folder's results file: FOLDER.h5 beside it
     with h5py.File(results) as f:
         loss = f["scan/1d-interpolation"]["loss"][()]
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
-    ends = []
+    ends, source = [], Source(dataset=f"text:{tmp_path / 'data.csv'}", samples=6)
     for name in ("a", "b"):
-        work = load_workload(tmp_path / name, dataset=f"text:{tmp_path / 'data.csv'}", samples=6)
+        work = load_workload(tmp_path / name, source)
         ends.append(loss_and_accuracy(work.model, work.batches, LOSSES["ce"])[0])
     assert loss[0] == pytest.approx(ends[0], rel=1e-6)
     assert loss[-1] == pytest.approx(ends[1], rel=1e-5)
@@ -233,14 +233,16 @@ def test_sentence_pairs_jsonl_and_string_labels(tmp_path: Path) -> None:
     make_bert(tmp_path / "ft", tok=tok)
     rows = [{"a": s, "b": s[::-1], "y": lab} for s, lab in SENTENCES]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
     work = load_workload(
         tmp_path / "ft",
-        dataset=f"text:{tmp_path / 'd.jsonl'}",
-        samples=0,
-        text_columns=("a", "b"),
-        label_column="y",
+        Source(
+            dataset=f"text:{tmp_path / 'd.jsonl'}",
+            samples=0,
+            text_columns=("a", "b"),
+            label_column="y",
+        ),
     )
     b = work.batches[0]
     want = tok(rows[0]["a"], rows[0]["b"])
@@ -255,7 +257,7 @@ def test_parquet_and_saved_dataset(bert: Path, tmp_path: Path) -> None:
     import datasets
     import pandas as pd
 
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
     frame = pd.DataFrame({"text": [s for s, _ in SENTENCES], "label": [
         int(lab == "pos") for _, lab in SENTENCES]})  # fmt: skip
@@ -263,8 +265,8 @@ def test_parquet_and_saved_dataset(bert: Path, tmp_path: Path) -> None:
     datasets.DatasetDict({"train": datasets.Dataset.from_pandas(frame)}).save_to_disk(
         str(tmp_path / "saved")
     )
-    a = load_workload(bert / "ft", dataset=f"text:{tmp_path / 'd.parquet'}", samples=0)
-    b = load_workload(bert / "ft", dataset=f"text:{tmp_path / 'saved'}", samples=0)
+    a = load_workload(bert / "ft", Source(dataset=f"text:{tmp_path / 'd.parquet'}", samples=0))
+    b = load_workload(bert / "ft", Source(dataset=f"text:{tmp_path / 'saved'}", samples=0))
     c = _work(bert, batch_size=128)
     for w in (a, b):
         assert torch.equal(w.batches[0].targets, c.batches[0].targets)
@@ -425,10 +427,12 @@ def test_vit_image_folder(tmp_path: Path) -> None:
     from PIL import Image
 
     from landscape_cli.hessian import HessianOperator
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
     make_vit(tmp_path / "vit", tmp_path / "img")
-    work = load_workload(tmp_path / "vit", dataset=f"imagefolder:{tmp_path / 'img'}", samples=0)
+    work = load_workload(
+        tmp_path / "vit", Source(dataset=f"imagefolder:{tmp_path / 'img'}", samples=0)
+    )
     b = work.batches[0]
     assert b.inputs.shape == (8, 3, 8, 8)
     # label names map through label2id (folder order is cat, dog; the model's is dog, cat)

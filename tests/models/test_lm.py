@@ -44,11 +44,11 @@ def lms(tmp_path_factory) -> Path:
 
 
 def _work(folder: Path, data: Path, **kw):
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
     opts = dict(dataset=f"text:{data}", samples=0, batch_size=5)
     opts.update(kw)
-    return load_workload(folder, **opts)
+    return load_workload(folder, Source(**opts))
 
 
 def _own_losses(net, sequences: list[list[int]]) -> tuple[float, int]:

@@ -88,7 +88,7 @@ def _sigma_from_legend(ax) -> float:
 
 
 def _fig() -> Figure:
-    return pl.fig6([_scan1(1.0), _scan1(2.0)], ["Adam λ", "DualAdam"])
+    return pl.draw_loss_curves([_scan1(1.0), _scan1(2.0)], ["Adam λ", "DualAdam"])
 
 
 def test_pdf_embeds_truetype_fonts_without_changing_rcparams(tmp_path):
@@ -122,7 +122,7 @@ def test_svg_keeps_text_as_text(tmp_path):
 def test_density_asinh_axis_keeps_a_flat_run_readable():
     results = [_hessian(100.0, 0), _hessian(5.0, 1), _hessian(5.2, 2)]
     assert pl.density_linthresh(results) == pytest.approx(0.1)  # 10^floor(log10(5 / 10))
-    fig = pl.fig5(results, ["sharp", "flat", "flat too"])
+    fig = pl.draw_spectra(results, ["sharp", "flat", "flat too"])
     ax = fig.axes[2]
     assert ax.get_xscale() == "asinh" and "±0.1" in ax.get_xlabel()
 
@@ -144,7 +144,7 @@ def test_density_asinh_axis_keeps_a_flat_run_readable():
         )
     # the flat runs span a good part of the axis, not a sliver next to 0 as on a linear axis
     assert shown_width(ax, results[1]) > 0.3 and shown_width(ax, results[2]) > 0.3
-    ax = pl.fig5(results, ["sharp", "flat", "flat too"], density_axis="linear").axes[2]
+    ax = pl.draw_spectra(results, ["sharp", "flat", "flat too"], density_axis="linear").axes[2]
     assert ax.get_xscale() == "linear" and ax.get_xlabel() == "eigenvalue"
     assert shown_width(ax, results[1]) < 0.06
 
@@ -158,7 +158,7 @@ def test_density_is_broadened_by_the_stated_gaussian_and_integrates_to_one(axis)
     single = replace(single, report=replace(single.report, density=replace(single.report.density,
                                                                               **one)))  # fmt: skip
     other = _hessian(100.0, 1)
-    fig = pl.fig5([single, other], ["one node", "other"], density_axis=axis)
+    fig = pl.draw_spectra([single, other], ["one node", "other"], density_axis=axis)
     ax = fig.axes[2]
     sigma = _sigma_from_legend(ax)
     line = ax.get_lines()[0]
@@ -179,7 +179,7 @@ def test_density_is_broadened_by_the_stated_gaussian_and_integrates_to_one(axis)
 
 
 def test_fig5_log_bars_and_refusal():
-    fig = pl.fig5([_hessian(100.0, 0), _hessian(5.0, 1)], ["a", "b"], log=True)
+    fig = pl.draw_spectra([_hessian(100.0, 0), _hessian(5.0, 1)], ["a", "b"], log=True)
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "log"
     assert fig.axes[0].get_ylim()[0] < 0.5 * 2.5  # the smallest bar (5 x 0.5) rises visibly
     assert fig.axes[1].get_ylim()[0] < 0.5 * 25.0
@@ -187,9 +187,9 @@ def test_fig5_log_bars_and_refusal():
     top = replace(bad.report.top, eigenvalues=np.array([5.0, -0.1]))
     bad = replace(bad, report=replace(bad.report, top=top))
     with pytest.raises(LandscapeError, match="drop `log`"):
-        pl.fig5([bad], ["bad"], log=True)
+        pl.draw_spectra([bad], ["bad"], log=True)
     with pytest.raises(LandscapeError, match="density axis"):
-        pl.fig5([bad], ["bad"], density_axis="loglog")
+        pl.draw_spectra([bad], ["bad"], density_axis="loglog")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,9 +202,10 @@ def _styles(lines) -> list[tuple]:
 
 def test_every_run_has_its_own_colour_line_style_and_marker():
     n = 6
-    fig = pl.fig5([_hessian(5.0 + i, i) for i in range(n)], [f"r{i}" for i in range(n)])
+    names = [f"r{i}" for i in range(n)]
+    fig = pl.draw_spectra([_hessian(5.0 + i, i) for i in range(n)], names)
     den = fig.axes[2].get_lines()
-    curves = pl.fig6([_scan1(1.0 + 0.01 * i) for i in range(n)], [f"r{i}" for i in range(n)])
+    curves = pl.draw_loss_curves([_scan1(1.0 + 0.01 * i) for i in range(n)], names)
     loss = curves.axes[0].get_lines()
     for lines in (den, loss):
         styles = _styles(lines)
@@ -226,11 +227,11 @@ def test_almost_equal_curves_both_stay_visible(tmp_path):
         img = mpimg.imread(path)[..., :3]
         return int((np.abs(img - np.array(rgb)).max(axis=-1) < 0.12).sum())
 
-    fig = pl.fig6([_scan1(1.0), _scan1(1.0)], ["a", "b"])
+    fig = pl.draw_loss_curves([_scan1(1.0), _scan1(1.0)], ["a", "b"])
     path = pl.save_figure(fig, tmp_path / "two.png", dpi=80)
     first, second = count(path, to_rgb(color(0))), count(path, to_rgb(color(1)))
-    alone = count(pl.save_figure(pl.fig6([_scan1(1.0)], ["a"]), tmp_path / "one.png", dpi=80),
-                  to_rgb(color(0)))  # fmt: skip
+    one = pl.save_figure(pl.draw_loss_curves([_scan1(1.0)], ["a"]), tmp_path / "one.png", dpi=80)
+    alone = count(one, to_rgb(color(0)))
     assert second > 50 and first > 0.2 * alone
 
 
@@ -276,7 +277,7 @@ def test_contour_levels_and_one_sided_limits():
 
 def test_axis_labels_say_what_was_measured():
     attrs = {"norm": "filter", "split": "test", "samples": 256, "loss": "ce"}
-    fig = pl.fig6([_scan1(1.0, attrs), _scan1(2.0, attrs)], ["a", "b"])
+    fig = pl.draw_loss_curves([_scan1(1.0, attrs), _scan1(2.0, attrs)], ["a", "b"])
     ax = fig.axes[0]
     assert "filter-normalised random direction" in ax.get_xlabel()
     assert "256 test samples" in ax.get_ylabel() and "cross-entropy" in ax.get_ylabel()
@@ -284,22 +285,21 @@ def test_axis_labels_say_what_was_measured():
     assert "filter-normalised random direction 1" in ax2.get_xlabel()
     assert "256 test samples" in ax2.figure.axes[1].get_ylabel()
     other = {**attrs, "split": "train", "samples": 512}
-    fig = pl.fig6([_scan1(1.0, attrs), _scan1(2.0, other)], ["a", "b"])
+    fig = pl.draw_loss_curves([_scan1(1.0, attrs), _scan1(2.0, other)], ["a", "b"])
     texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert texts == ["a (256 test samples)", "b (512 train samples)"]
     assert fig.axes[0].get_ylabel() == "loss (cross-entropy)"
-    h = pl.fig5([_hessian(5.0, 0, attrs=other)], ["a"])
+    h = pl.draw_spectra([_hessian(5.0, 0, attrs=other)], ["a"])
     assert "512 train samples" in h.axes[0].get_ylabel()
     assert "512 train samples" in h.axes[2].get_ylabel()
     # the same checkpoint by two Hessian engines: the engine after each label, the rest shared
     engines = [{**other, "engine": "lanczos"}, {**other, "engine": "pyhessian"}]
-    h = pl.fig5([_hessian(5.0, 0, attrs=a) for a in engines], ["net", "net"])
+    h = pl.draw_spectra([_hessian(5.0, 0, attrs=a) for a in engines], ["net", "net"])
     texts = [t.get_text() for t in h.axes[2].get_legend().get_texts()]
     assert texts == ["net (Lanczos)", "net (PyHessian)"]
     assert "cross-entropy, 512 train samples" in h.axes[0].get_ylabel()
-    assert (
-        "Lanczos" not in pl.fig5([_hessian(5.0, 0, attrs=engines[0])], ["a"]).axes[0].get_ylabel()
-    )
+    one = pl.draw_spectra([_hessian(5.0, 0, attrs=engines[0])], ["a"])
+    assert "Lanczos" not in one.axes[0].get_ylabel()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def test_fig6_and_contour_pick_the_scan_of_their_dimension(realfile, tmp_path):
     args = ["plot", str(realfile), "--figure", "fig6", "--out", str(out), "--json"]
     assert json.loads(_ok(runner.invoke(app, args)).stdout)["out"] == str(out)
     scan = read_scan(realfile, "1d-random")
-    fig = pl.fig6([scan], ["net"])
+    fig = pl.draw_loss_curves([scan], ["net"])
     assert "filter-normalised random direction" in fig.axes[0].get_xlabel()
     assert "48 train samples" in fig.axes[0].get_ylabel()
     args = ["plot", str(realfile), "--figure", "contour", "--out", str(tmp_path / "c.png")]

@@ -40,7 +40,7 @@ def _ok(result):
 
 
 def _hessian(radius: float, seed: int, *, per_layer=None, attrs=None):
-    """A Hessian result with a bulk near 0 and outliers up to ``radius`` (as fig5 reads it)."""
+    """A Hessian result: a bulk near 0 and outliers up to ``radius`` (as draw_spectra reads it)."""
     rng = np.random.default_rng(seed)
     probes, steps = 4, 30
     nodes = np.concatenate(
@@ -123,7 +123,7 @@ def _max_jump_ratio(ax) -> float:
 @pytest.mark.parametrize("radii", [(100.0, 5.0, 5.2), (3.0, 0.05), (1e4, 2.0)])
 def test_fig5c_density_has_no_step_where_the_axis_changes(radii):
     results = [_hessian(r, i) for i, r in enumerate(radii)]
-    fig = pl.fig5(results, [f"r{i}" for i in range(len(radii))])
+    fig = pl.draw_spectra(results, [f"r{i}" for i in range(len(radii))])
     ax = fig.axes[2]
     assert ax.get_xscale() == "asinh"
     assert "asinh" in ax.get_xlabel() and "±" in ax.get_xlabel()
@@ -164,10 +164,11 @@ def test_fig5c_density_has_no_step_where_the_axis_changes(radii):
 
 def test_fig5c_density_still_integrates_to_one_on_the_asinh_axis():
     results = [_hessian(100.0, 0), _hessian(5.0, 1)]
-    ax = pl.fig5(results, ["a", "b"]).axes[2]
+    ax = pl.draw_spectra(results, ["a", "b"]).axes[2]
     for line in ax.get_lines():
         assert np.trapezoid(line.get_ydata(), line.get_xdata()) == pytest.approx(1.0, abs=0.01)
-    assert pl.fig5(results, ["a", "b"], density_axis="symlog").axes[2].get_xscale() == "asinh"
+    symlog = pl.draw_spectra(results, ["a", "b"], density_axis="symlog")
+    assert symlog.axes[2].get_xscale() == "asinh"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,11 +179,12 @@ def test_fig6_accuracy_axis_names_the_samples_not_the_loss():
     x = np.linspace(-1, 1, 11)
     attrs = {"loss": "ce", "samples": 256, "split": "test", "norm": "filter"}
     scan = scan_result("1d-random", x, None, 0.1 + x**2, 1 - 0.1 * x**2, attrs=attrs)
-    fig = pl.fig6([scan, scan], ["a", "b"], accuracy=True)
+    fig = pl.draw_loss_curves([scan, scan], ["a", "b"], accuracy=True)
     loss_label, acc_label = fig.axes[0].get_ylabel(), fig.axes[1].get_ylabel()
     assert loss_label == "loss (cross-entropy, 256 test samples)"
     assert acc_label == "accuracy (256 test samples)"
-    mse = pl.fig6([replace(scan, attrs={**scan.attrs, "loss": "mse"})], ["a"], accuracy=True)
+    mse_scan = replace(scan, attrs={**scan.attrs, "loss": "mse"})
+    mse = pl.draw_loss_curves([mse_scan], ["a"], accuracy=True)
     assert "MSE" not in mse.axes[1].get_ylabel()
 
 
@@ -367,7 +369,7 @@ def test_fig5_is_drawn_from_the_audit_hessian_and_says_so(audited, tmp_path):
     result = _ok(runner.invoke(app, ["plot", str(h5), "--figure", "fig5", "--out", str(out)]))
     assert out.stat().st_size > 1000
     assert "/audit/hessian" in result.stderr and result.stderr.startswith("note: ")
-    fig = pl.fig5([read_hessian(h5, "audit/hessian")], ["x (/audit/hessian)"])
+    fig = pl.draw_spectra([read_hessian(h5, "audit/hessian")], ["x (/audit/hessian)"])
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "x (/audit/hessian)"
     # a file with neither is still the one error line
     empty = tmp_path / "none.h5"

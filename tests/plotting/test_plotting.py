@@ -83,7 +83,7 @@ def _scan2(loss=None, nx: int = 9, ny: int = 6):
 
 def test_fig5_panels(tmp_path):
     results = [_hessian(1.0, k=4), _hessian(0.5, k=3)]
-    fig = pl.fig5(results, ["Adam", "DualAdam"])
+    fig = pl.draw_spectra(results, ["Adam", "DualAdam"])
     assert isinstance(fig, Figure)
     ax_eig, ax_tr, ax_den = fig.axes
     # (a) one bar per eigenvalue, coloured per checkpoint, in a legend
@@ -117,7 +117,7 @@ def test_fig5_panels(tmp_path):
 
 def test_fig5_into_given_figure():
     fig = Figure()
-    assert pl.fig5([_hessian(1.0)], ["one"], fig=fig) is fig
+    assert pl.draw_spectra([_hessian(1.0)], ["one"], fig=fig) is fig
     assert len(fig.axes) == 3
 
 
@@ -128,13 +128,24 @@ def test_fig5_into_given_figure():
 def test_fig5_missing_parts_name_the_option(missing, option):
     bad = _hessian(1.0, **{missing: False})
     with pytest.raises(LandscapeError, match=option) as info:
-        pl.fig5([_hessian(1.0), bad], ["good", "bad"])
+        pl.draw_spectra([_hessian(1.0), bad], ["good", "bad"])
     assert "'bad'" in str(info.value) and "landscape hessian" in str(info.value)
 
 
 def test_fig5_label_count_must_match():
     with pytest.raises(ValueError, match="labels"):
-        pl.fig5([_hessian(1.0)], ["a", "b"])
+        pl.draw_spectra([_hessian(1.0)], ["a", "b"])
+
+
+def test_the_old_figure_names_warn_and_draw_the_same():
+    """``fig5``/``fig6`` (docs/python-api.md named them) are deprecated aliases that still draw."""
+    with pytest.warns(DeprecationWarning, match="draw_spectra"):
+        fig = pl.fig5([_hessian(1.0)], ["one"])
+    assert len(fig.axes) == 3
+    with pytest.warns(DeprecationWarning, match="draw_loss_curves"):
+        fig = pl.fig6([_scan1(1.0)], ["a"], accuracy=True)
+    assert len(fig.axes) == 2
+    assert "fig5" not in pl.__all__ and "fig6" not in pl.__all__
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,7 +154,7 @@ def test_fig5_label_count_must_match():
 
 def test_fig6_overlays_curves_and_keeps_nan_gaps(tmp_path):
     scans = [_scan1(3.0), _scan1(0.5, nan_from=15)]
-    fig = pl.fig6(scans, ["Adam", "DualAdam"], accuracy=True)
+    fig = pl.draw_loss_curves(scans, ["Adam", "DualAdam"], accuracy=True)
     ax_loss, ax_acc = fig.axes
     assert len(ax_loss.get_lines()) == 2 and len(ax_acc.get_lines()) == 2
     assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == ["Adam", "DualAdam"]
@@ -161,21 +172,21 @@ def test_fig6_overlays_curves_and_keeps_nan_gaps(tmp_path):
 
 
 def test_fig6_single_panel_and_log():
-    fig = pl.fig6([_scan1(1.0)], ["a"], log=True)
+    fig = pl.draw_loss_curves([_scan1(1.0)], ["a"], log=True)
     assert len(fig.axes) == 1 and fig.axes[0].get_yscale() == "log"
 
 
 def test_fig6_errors():
     with pytest.raises(LandscapeError, match="no computed points yet"):
-        pl.fig6([_scan1(1.0, nan_from=0)], ["a"])
+        pl.draw_loss_curves([_scan1(1.0, nan_from=0)], ["a"])
     with pytest.raises(LandscapeError, match=r"2-D.*contour"):
-        pl.fig6([_scan2()], ["a"])
+        pl.draw_loss_curves([_scan2()], ["a"])
     with pytest.raises(LandscapeError, match="accuracy"):
-        pl.fig6([replace(_scan1(1.0), accuracy=None)], ["a"], accuracy=True)
+        pl.draw_loss_curves([replace(_scan1(1.0), accuracy=None)], ["a"], accuracy=True)
     negative = _scan1(1.0)
     negative = replace(negative, loss=negative.loss - 1.0)
     with pytest.raises(LandscapeError, match="log"):
-        pl.fig6([negative], ["a"], log=True)
+        pl.draw_loss_curves([negative], ["a"], log=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,7 +344,7 @@ def test_fig2_eggholder_stays_in_domain():
 
 def test_draw_fig2(custom_panel, tmp_path):
     egg = simulate_landscape("eggholder", steps=50, resolution=40)
-    fig = pl.draw_fig2(Fig2Simulation((custom_panel, egg)))
+    fig = pl.draw_optimizer_trajectories(Fig2Simulation((custom_panel, egg)))
     plots = [ax for ax in fig.axes if ax.get_title()]
     assert len(plots) == 2
     for ax, panel in zip(plots, [custom_panel, egg], strict=True):
@@ -368,7 +379,8 @@ def test_draw_fig2_draws_the_given_trajectories_as_they_are():
         hparams={"Adam": {"lr": 0.1}},
         minima={},
     )
-    (ax,) = [a for a in pl.draw_fig2(Fig2Simulation((panel,))).axes if a.get_title()]
+    fig = pl.draw_optimizer_trajectories(Fig2Simulation((panel,)))
+    (ax,) = [a for a in fig.axes if a.get_title()]
     (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("Adam")]
     np.testing.assert_array_equal(line.get_xydata(), path)
     assert line.get_label() == "Adam (loss 0, λmax 2)"
@@ -390,7 +402,7 @@ def test_unknown_landscape_or_optimizer():
     ("suffix", "magic"), [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")]
 )
 def test_save_figure_format_follows_extension(tmp_path, suffix, magic):
-    fig = pl.fig6([_scan1(1.0)], ["a"])
+    fig = pl.draw_loss_curves([_scan1(1.0)], ["a"])
     out = pl.save_figure(fig, tmp_path / "sub" / f"f{suffix.upper()}")
     assert out.read_bytes().startswith(magic)
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary left

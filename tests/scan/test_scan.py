@@ -138,9 +138,9 @@ def test_quadratic_loss_gives_the_exact_parabola_and_2d_orientation(tmp_path):
 def test_second_difference_along_the_top_eigenvector_is_lambda_max(tmp_path):
     ckpt = tmp_path / "m.pt"
     train(TrainConfig(model="mlp", model_options={"hidden": [16]}, epochs=3), out=ckpt)
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
-    work = load_workload(ckpt, samples=200, batch_size=100)
+    work = load_workload(ckpt, Source(samples=200, batch_size=100))
     model = work.model.double()
     batches = [Batch(b.inputs.double(), b.targets) for b in work.batches]
     op = HessianOperator(model, batches, dtype=torch.float64)
@@ -168,9 +168,9 @@ def test_interpolation_ends_at_both_checkpoints(tmp_path):
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     train(TrainConfig(epochs=1, seed=0), out=a)
     train(TrainConfig(epochs=1, seed=1), out=b)
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
-    wa, wb = load_workload(a, samples=128), load_workload(b, samples=128)
+    wa, wb = (load_workload(ck, Source(samples=128)) for ck in (a, b))
     la = loss_and_accuracy(wa.model, wa.batches, LOSSES["ce"])[0]
     lb = loss_and_accuracy(wb.model, wb.batches, LOSSES["ce"])[0]
     plan = interpolation_plan(wa.model, [wb.model], name="i", x=axis(0, 1, 5))

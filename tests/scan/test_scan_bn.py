@@ -57,9 +57,9 @@ def _point(a, b, alpha):
 
 
 def _batches(a):
-    from landscape_cli.workload import load_workload
+    from landscape_cli.workload import Source, load_workload
 
-    return load_workload(a, samples=64, batch_size=512).batches
+    return load_workload(a, Source(samples=64, batch_size=512)).batches
 
 
 def test_interpolate_clamps_variances_and_recompute_matches_update_bn(pair, tmp_path):
@@ -97,13 +97,13 @@ def test_bn_needs_an_interpolation(pair):
 def test_nan_points_are_counted_and_interpolations_labelled():
     from cases import scan_result
 
-    from landscape_cli.plotting import fig6
+    from landscape_cli.plotting import draw_loss_curves
 
     x = np.linspace(-0.5, 1.5, 5)
     loss = np.array([np.nan, np.nan, 0.3, 0.2, 0.4])
     scan = scan_result("1d-interpolation", x, None, loss, np.full(5, 0.5), kind="interpolation",
                        attrs={"to": "runs/b.pt", "bn": "interpolate"})  # fmt: skip
-    fig = fig6([scan], ["a"])
+    fig = draw_loss_curves([scan], ["a"])
     ax = fig.axes[0]
     assert "(1−α)·θa + α·θb" in ax.get_title() and "(1−α)·θa + α·θb" in ax.get_xlabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a → b"]

@@ -21,14 +21,14 @@ if TYPE_CHECKING:
 
     from landscape_cli.jobs.fig2_simulation import Fig2Panel, Fig2Simulation
 
-__all__ = ["draw_fig2"]
+__all__ = ["draw_optimizer_trajectories"]
 
 #: Colour and line style per optimizer (by display name).
 _COLORS = {"Adam": "#ff7f0e", "InvAdam": "#1f77b4", "DualAdam": "#2ca02c"}
 _STYLES = {"Adam": "-", "InvAdam": "-", "DualAdam": (0, (4, 3))}
 
 
-def draw_fig2(result: Fig2Simulation, fig: Figure | None = None) -> Figure:
+def draw_optimizer_trajectories(result: Fig2Simulation, fig: Figure | None = None) -> Figure:
     """Draw the panels of a :func:`~landscape_cli.jobs.fig2_simulation.simulate` result.
 
     Side by side: loss contours, one trajectory per optimizer (legend: its final loss and the
@@ -37,7 +37,7 @@ def draw_fig2(result: Fig2Simulation, fig: Figure | None = None) -> Figure:
     """
     panels = result.panels
     if not panels:
-        raise ValueError("draw_fig2 needs at least one panel")
+        raise ValueError("draw_optimizer_trajectories needs at least one panel")
     if fig is None:
         fig = new_figure(6.2 * len(panels), 5.2)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]

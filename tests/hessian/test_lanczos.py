@@ -732,3 +732,22 @@ def test_lanczos_same_seed_same_numbers(case):
     a = lanczos_top(op, 3, generator=torch.Generator().manual_seed(7))
     b = lanczos_top(op, 3, generator=torch.Generator().manual_seed(7))
     assert np.array_equal(a.eigenvalues, b.eigenvalues)
+
+
+@pytest.mark.parametrize("n", [1024, 3 * 1024 + 17, 5000])
+def test_float32_rows_are_multiplied_with_float64_sums(monkeypatch, n):
+    from landscape_cli.hessian import lanczos
+
+    monkeypatch.setattr(lanczos, "GRAM_CHUNK", 2 * lanczos.PARTIAL)  # several chunks and a tail
+    g = torch.Generator().manual_seed(n)
+    X = torch.randn(3, n, generator=g) * torch.logspace(0, 3, n)  # terms of unequal sizes
+    Y = torch.randn(2, n, generator=g)
+    exact = X.double() @ Y.double().T
+    scale = X.double().norm(dim=1)[:, None] * Y.double().norm(dim=1)[None]
+    got = lanczos._gram(X, Y)
+    assert got.dtype == torch.float64
+    assert float(((got - exact).abs() / scale).max()) < 1e-7
+    np.testing.assert_allclose(
+        lanczos._norms(X.T).numpy(), X.double().norm(dim=1).numpy(), rtol=1e-7
+    )
+    np.testing.assert_allclose(float(lanczos._norms(Y[0])), float(Y[0].double().norm()), rtol=1e-7)

@@ -17,7 +17,7 @@ from landscape_cli.commands._errors import cli_message
 from landscape_cli.errors import LandscapeError
 
 # Help panels: ``--help`` groups every option of every command into one of these (pass one as
-# ``rich_help_panel=`` to each new option; tests/test_logs_cli.py checks that none is left out).
+# ``rich_help_panel=`` to each new option; tests/commands/test_logs_cli.py checks that none is left out).
 # Panels show in this order.
 ESTIMATE_PANEL = "What to estimate"
 SCAN_PANEL = "What to scan"

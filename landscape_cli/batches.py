@@ -18,6 +18,7 @@ onto the math kernel, the one with a double backward.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -141,8 +142,6 @@ def samples_sha256(batches: Sequence[Batch]) -> str:
     are hashed per sample, key by key, at the positions the attention mask keeps, so padding does
     not either. Bytes are the machine's (little-endian on every platform torch supports).
     """
-    import hashlib
-
     inputs, targets = _Stream(hashlib.sha256()), _Stream(hashlib.sha256())
     for b in batches:
         targets.add(b.targets)
@@ -199,6 +198,7 @@ def make_batches(
 def math_attention() -> Iterator[None]:
     """Use the math kernel for scaled-dot-product attention (fused kernels lack double backward)."""
     try:
+        # lazy: under try (no torch.nn.attention before torch 2.3)
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # pragma: no cover - torch < 2.3
         yield

@@ -26,6 +26,9 @@ pickled objects (a pickle can run any code when it is loaded). A file holding a 
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import io
 import math
 import os
 import pickle
@@ -38,7 +41,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape_cli import files, models, resources
 from landscape_cli.errors import LandscapeError
+from landscape_cli.files import check_input
+from landscape_cli.models.hf import weight_files
+from landscape_cli.specs import check_file_spec, check_plain
 
 FORMAT = "landscape-checkpoint"
 VERSION = 1
@@ -104,8 +111,6 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any])
     file, and as results files get). :func:`landscape_cli.files.write_atomic` writes it (a full
     disk raises :class:`~landscape_cli.files.WriteError`, leaving nothing behind).
     """
-    from landscape_cli import files
-
     return files.write_atomic(path, checkpoint_bytes(checkpoint), what="checkpoint")
 
 
@@ -114,8 +119,6 @@ def checkpoint_bytes(checkpoint: Mapping[str, Any]) -> memoryview:
 
     Serialising first means a full disk fails a plain write (a clean error), never inside torch.
     """
-    import io
-
     buffer = io.BytesIO()
     torch.save(dict(checkpoint), buffer)
     return buffer.getbuffer()
@@ -129,11 +132,7 @@ def sha256(path: str | os.PathLike[str]) -> str:
     files, :func:`landscape_cli.models.hf.weight_files`), sorted by name, so that notes or a
     tokenizer beside the weights do not change it.
     """
-    import hashlib
-
     if os.path.isdir(path):
-        from landscape_cli.models.hf import weight_files
-
         lines = [f"{f.name} {sha256(f)}\n" for f in weight_files(Path(path))]
         return hashlib.sha256("".join(lines).encode()).hexdigest()
     digest = hashlib.sha256()
@@ -154,10 +153,10 @@ def read_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
         raise LandscapeError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise LandscapeError(f"checkpoint is a directory, not a file: {path}")
-    from landscape_cli.files import check_input
 
     check_input(path, "checkpoint")  # a FIFO or a device would block or never end
     if path.suffix == ".safetensors":
+        # lazy: only .safetensors files need safetensors
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -195,8 +194,6 @@ def stored_model_spec(ckpt: Mapping[str, Any], path: Path, *, trust: bool = Fals
     The name must be a built-in one unless ``trust`` (see
     :func:`landscape_cli.specs.check_file_spec`), and the keyword arguments plain data.
     """
-    from landscape_cli.specs import check_file_spec, check_plain
-
     entry = ckpt.get("model")
     if not isinstance(entry, Mapping):
         raise LandscapeError(f"{path} is a landscape checkpoint without a model spec")
@@ -307,8 +304,6 @@ def check_checkpoint(ckpt: Mapping[str, Any], path: Any, *, resume: bool = False
     series a run appends to}). The optimizer state itself is checked against the optimizer
     that will take it (:func:`check_optimizer_state`).
     """
-    from landscape_cli import resources
-
     check_version(ckpt, path)
     is_map = lambda v: isinstance(v, Mapping)  # noqa: E731
     _need(ckpt, "model", is_map, "a mapping {name, kwargs}", path, "")
@@ -355,8 +350,6 @@ def _optimizer_reference(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     Built on one scalar parameter with the optimizer's own defaults: what this torch's (or
     DualAdam's) optimizer keeps, key by key, whatever its version.
     """
-    import inspect
-
     cls = type(optimizer)
     names = inspect.signature(cls.__init__).parameters
     kwargs = {k: v for k, v in optimizer.defaults.items() if k in names}
@@ -699,9 +692,6 @@ def load_model(
     no ``num_classes`` among ``model_options``) is refused in one line naming
     ``--model-option num_classes=WIDTH``.
     """
-    from landscape_cli import resources
-    from landscape_cli.models import build_meta, build_model
-
     path = Path(path)
     obj = contents if contents is not None else read_file(path, trust=trust)
     weights = extract_weights(obj, str(path))
@@ -724,11 +714,11 @@ def load_model(
     name_head = ckpt is None and "num_classes" not in (model_options or {})
     # The model's shapes first, on the meta device: weights that do not fit, or a model too
     # large for memory, are refused before its parameters are allocated.
-    probe = build_meta(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
+    probe = models.build_meta(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
     if probe is not None:
         _fit(probe, weights, path, spec["name"], shape, classes, kwargs, name_head, load=False)
         resources.require_model(probe)
-    net = build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
+    net = models.build_model(spec["name"], input_shape=shape, num_classes=classes, **kwargs)
     prefix = _fit(net, weights, path, spec["name"], shape, classes, kwargs, name_head)
     kind = (
         "landscape"
@@ -787,8 +777,6 @@ def _fit(
     built with that width is known to take the file. With ``load=False`` (``net`` on the meta
     device) only the check is made, and the wider model is built on the meta device too.
     """
-    from landscape_cli.models import build_meta, build_model
-
     try:
         return fit_state_dict(net, weights, str(path), load=load)
     except LandscapeError as exc:
@@ -797,7 +785,7 @@ def _fit(
             raise
         width, key = found
         try:
-            build = build_model if load else build_meta
+            build = models.build_model if load else models.build_meta
             wide = build(name, input_shape=shape, num_classes=width, **kwargs)
             if wide is not None:
                 fit_state_dict(wide, weights, str(path), load=load)

@@ -664,6 +664,7 @@ def locked(
     lock on the file the name leads to. With ``wait=False`` a held lock raises ``busy()`` at once.
     """
     try:
+        # lazy: under try (POSIX only)
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX
         yield

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from landscape_cli import distributed
 from landscape_cli.batches import Batch, evaluation_mode, head, to_device
 from landscape_cli.errors import LandscapeError
 from landscape_cli.token_loss import IGNORE, TokenTargets, token_cross_entropy
@@ -222,8 +223,6 @@ def loss_and_accuracy(
     predicted tokens whose argmax is the next token. With ``sharded`` (under torchrun), each
     rank evaluates its share of ``batches`` and the sums are added over the ranks.
     """
-    from landscape_cli import distributed
-
     first = batches[0].targets
     classify = isinstance(first, TokenTargets) or not torch.is_floating_point(first)
     mine = distributed.shard(batches) if sharded else batches

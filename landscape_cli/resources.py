@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from landscape_cli.errors import LandscapeError
@@ -63,6 +63,7 @@ def available_bytes(device: object = "cpu") -> int | None:
     found: int | None = None
     kind = getattr(device, "type", str(device).split(":")[0])
     if kind == "cuda":
+        # lazy: resources imports no torch (the commands import it)
         import torch
 
         try:
@@ -120,8 +121,10 @@ def hessian_bytes(
     ``device``: where the basis lives; on the CPU it is reserved once and only its stored
     rows take memory, elsewhere (or unknown) it grows by copies.
     """
+    # lazy: resources imports no torch (the commands import it)
     import torch
 
+    # lazy: upward import (hessian/ sits above resources)
     from landscape_cli.hessian.lanczos import basis_dtype_for
 
     s = settings
@@ -306,8 +309,6 @@ def check_options(values: Mapping[str, Any]) -> None:
 
 def check_fields(obj: Any) -> None:
     """:func:`check_options` of the fields of a dataclass instance (settings, options)."""
-    from dataclasses import fields
-
     check_options({f.name: getattr(obj, f.name) for f in fields(obj)})
 
 

@@ -11,6 +11,7 @@ for every command given the same ``--seed``; no augmentation), ``--batch-size``,
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,34 @@ from typing import Any
 import torch
 
 from landscape_cli import distributed, resources
-from landscape_cli.batches import Batch, samples_sha256, select_sets
-from landscape_cli.checkpoints import LoadedModel, load_model
+from landscape_cli.batches import Batch, class_labels, samples_sha256, select_sets
+from landscape_cli.checkpoints import (
+    LoadedModel,
+    check_checkpoint,
+    is_landscape_checkpoint,
+    load_model,
+    read_file,
+    stored_model_spec,
+)
+from landscape_cli.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
+from landscape_cli.data.text import (
+    causal_batches,
+    collate,
+    load_lm_text,
+    load_text,
+    sequences_sha256,
+    text_path,
+)
 from landscape_cli.errors import LandscapeError, check_choice
+from landscape_cli.extras import require
+from landscape_cli.models.hf import (
+    folder_of,
+    is_hf_folder,
+    is_hf_spec,
+    load_hf_folder,
+    load_tokenizer,
+)
+from landscape_cli.specs import check_file_spec
 
 
 @dataclass(frozen=True)
@@ -111,7 +137,6 @@ def load_workload(
     options.check()
     check_choice("split", options.split, ("train", "test"))
     path = Path(checkpoint)
-    from landscape_cli.models.hf import is_hf_folder, is_hf_spec
 
     model, dataset = options.model, options.dataset
     if is_hf_spec(model) or (model is None and is_hf_folder(path)):
@@ -130,14 +155,6 @@ def load_workload(
 
 def _file_workload(path: Path, options: Source, sample_sets: int = 1) -> Workload:
     """:func:`load_workload` for a checkpoint file (not a Hugging Face folder)."""
-    from landscape_cli.checkpoints import (
-        check_checkpoint,
-        is_landscape_checkpoint,
-        read_file,
-        stored_model_spec,
-    )
-    from landscape_cli.data import load_dataset
-
     trust = options.trust
     raw = read_file(path, trust=trust)
     if is_landscape_checkpoint(raw):
@@ -189,8 +206,6 @@ def _other_sets(batched, others) -> tuple[SampleSet, ...]:
 
 def _dataset_of(raw: Any, path: Path, dataset: str | None, data_root: str | None, trust: bool):
     """``(dataset spec, root)``: the ones given, else the ones the checkpoint records."""
-    from landscape_cli.specs import check_file_spec
-
     ds_name, root = dataset, data_root
     if ds_name is None:
         stored = raw.get("dataset") if isinstance(raw, dict) else None
@@ -229,9 +244,6 @@ def load_hf_workload(folder: Path, options: Source, *, sample_sets: int = 1) -> 
     and folder class names map to ids through the config's ``label2id``. Causal language models
     take ``text:FILE`` too (:func:`_lm_workload`).
     """
-    from landscape_cli.checkpoints import LoadedModel
-    from landscape_cli.models.hf import folder_of, load_hf_folder
-
     folder = folder_of(options.model, folder)
     dataset, split, samples = options.dataset, options.split, options.samples
     batch_size, seed = options.batch_size, options.seed
@@ -294,15 +306,6 @@ def _lm_workload(hf, options: Source, sample_sets: int = 1) -> Workload:
     :data:`DEFAULT_SEQ_LEN`, or the model's positions when it has fewer; a given one must be in
     ``2..positions``. The samples' hash covers their token ids.
     """
-    from landscape_cli.checkpoints import LoadedModel
-    from landscape_cli.data.text import (
-        causal_batches,
-        load_lm_text,
-        sequences_sha256,
-        text_path,
-    )
-    from landscape_cli.models.hf import load_tokenizer
-
     dataset, split, samples = options.dataset, options.split, options.samples
     batch_size, seed, text_columns = options.batch_size, options.seed, options.text_columns
     seq_len, pack = options.seq_len, options.pack
@@ -384,8 +387,6 @@ def _batches(data, indices, batch_size: int, collate) -> list[Batch]:
 
 def _require_extras(folder: Path, dataset: str, is_text: bool) -> None:
     """The packages of ``landscape[hf]`` this run needs, or one line naming the extra."""
-    from landscape_cli.extras import require
-
     require("transformers", f"the Hugging Face folder {folder}")
     if is_text:
         source = Path(dataset.strip()[5:].strip()).expanduser()
@@ -393,9 +394,6 @@ def _require_extras(folder: Path, dataset: str, is_text: bool) -> None:
 
 
 def _text_data(hf, dataset: str, split: str, text_columns, label_column):
-    from landscape_cli.data.text import collate, load_text
-    from landscape_cli.models.hf import load_tokenizer
-
     tok = load_tokenizer(hf.folder)
     if tok.pad_token is None:
         raise LandscapeError(
@@ -423,7 +421,6 @@ class _Relabelled(torch.utils.data.Dataset):
         self.data = data
         self.ids = ids
         self.shift = shift
-        from landscape_cli.batches import class_labels
 
         labels = class_labels(data)
         self.targets = torch.tensor([ids[int(y)] for y in labels]) if labels is not None else None
@@ -439,10 +436,6 @@ class _Relabelled(torch.utils.data.Dataset):
 
 
 def _image_data(hf, dataset: str, split: str, data_root: str | None):
-    import json
-
-    from landscape_cli.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
-
     data = load_dataset(dataset, split, root=data_root, augment=False)
     size = getattr(hf.config, "image_size", None)
     channels = getattr(hf.config, "num_channels", None)

@@ -29,6 +29,7 @@ from landscape_cli.audit.sharpness import (
     spread,
 )
 from landscape_cli.batches import Batch, to_device
+from landscape_cli.hessian import HessianSettings
 from landscape_cli.hessian.types import Analysis
 from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.params import ParamSelection
@@ -69,8 +70,6 @@ class AuditSettings:
 
     def hessian(self, density: bool = True):
         """The :class:`~landscape_cli.hessian.HessianSettings` of the audit's Hessian measures."""
-        from landscape_cli.hessian import HessianSettings
-
         return HessianSettings(
             top_k=self.top_k,
             tol=self.tol,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from landscape_cli.batches import Batch
+from landscape_cli.hessian import analyze, curvature_operator, sample_set_spread
 from landscape_cli.hessian.types import Analysis, SampleSets
 from landscape_cli.losses import check_not_constant
 
@@ -91,7 +92,6 @@ def _computed_hessian(
     With ``sets`` (further sample sets: batches and hash), also the top-k and the trace on
     each (:func:`~landscape_cli.hessian.sample_set_spread`), the analysis' ``sample_sets``.
     """
-    from landscape_cli.hessian import analyze, curvature_operator, sample_set_spread
 
     def make(on: Sequence[Batch]):
         op = curvature_operator(

@@ -27,6 +27,7 @@ from landscape_cli.errors import LandscapeError
 from landscape_cli.losses import LOSSES, loss_and_accuracy
 from landscape_cli.params import ParamSelection, requiring_grad, select_parameters
 from landscape_cli.scan.directions import random_direction
+from landscape_cli.scan.grid import PointEvaluator
 
 
 class Tempered(nn.Module):
@@ -118,8 +119,6 @@ def sharpness_1d_directions(
     ``0 < |a| ≤ epsilon`` (``2·points`` loss evaluations per direction, each reported to
     ``on_advance(1)``).
     """
-    from landscape_cli.scan.grid import PointEvaluator
-
     base = loss_and_accuracy(model, batches, LOSSES[loss])[0]
     gen = torch.Generator().manual_seed(seed)
     coords = np.linspace(-epsilon, epsilon, 2 * points + 1)

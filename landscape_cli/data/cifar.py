@@ -184,6 +184,7 @@ class CifarDataset(Dataset):
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.augmentation = None
         if augment:
+            # lazy: torchvision takes seconds to import; only augmentation needs it
             from torchvision import transforms
 
             self.augmentation = transforms.Compose(

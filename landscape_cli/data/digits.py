@@ -16,7 +16,10 @@ has mean 0 and standard deviation 1 over all its pixels. Targets are int64.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,10 +39,6 @@ def _load() -> tuple[np.ndarray, np.ndarray]:
     parses), found without importing scikit-learn, whose import alone takes about 0.6 s of a
     command's start-up; ``load_digits`` itself where the file is not there.
     """
-    import gzip
-    import importlib.util
-    from pathlib import Path
-
     spec = importlib.util.find_spec("sklearn")  # locates the package, imports nothing
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
     for folder in folders:
@@ -49,6 +48,7 @@ def _load() -> tuple[np.ndarray, np.ndarray]:
                 data = np.loadtxt(fh, delimiter=",")
             images = data[:, :-1].reshape(-1, 8, 8).astype(np.float64)
             return images, data[:, -1].astype(np.int64)
+    # lazy: scikit-learn takes about 0.6 s to import (docstring)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -48,6 +48,7 @@ class _ImageLoader:
         self.spec = spec
 
     def __call__(self, path: str) -> Any:
+        # lazy: torchvision takes seconds to import; only image folders need it
         from torchvision.datasets.folder import default_loader
 
         try:
@@ -83,6 +84,7 @@ class _SameSize:
 
 
 def _load_imagefolder(spec: str, split: str, augment: bool) -> LoadedDataset:
+    # lazy: torchvision takes seconds to import; only image folders need it
     from torchvision import datasets, transforms
 
     raw_path = spec.partition(":")[2].strip()

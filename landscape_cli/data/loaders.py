@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from landscape_cli.data.cifar import CIFAR_FORMATS, load_cifar
+from landscape_cli.data.digits import INPUT_SHAPE, NUM_CLASSES, digits_dataset
 from landscape_cli.errors import LandscapeError, one_line
 from landscape_cli.specs import call_factory, resolve_spec
 
@@ -47,8 +49,6 @@ def _unknown_dataset_message(name: str) -> str:
 
 
 def _load_digits(split: str) -> LoadedDataset:
-    from landscape_cli.data.digits import INPUT_SHAPE, NUM_CLASSES, digits_dataset
-
     return LoadedDataset(
         dataset=digits_dataset(split),
         name="digits",
@@ -60,8 +60,6 @@ def _load_digits(split: str) -> LoadedDataset:
 
 
 def _load_cifar(name: str, split: str, root: str | None, augment: bool) -> LoadedDataset:
-    from landscape_cli.data.cifar import CIFAR_FORMATS, load_cifar
-
     dataset = load_cifar(name, split, root, augment)
     return LoadedDataset(
         dataset=dataset,
@@ -161,6 +159,7 @@ def load_dataset(
     if ":" in name:
         prefix = name.partition(":")[0].strip().lower()
         if prefix == "imagefolder":
+            # lazy: import cycle with data.imagefolder (it imports LoadedDataset)
             from landscape_cli.data.imagefolder import _load_imagefolder
 
             return _load_imagefolder(name, split, augment)

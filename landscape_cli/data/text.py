@@ -23,6 +23,7 @@ A one-label model (regression) takes floating-point labels as they are.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,9 @@ from typing import Any
 
 import torch
 
+from landscape_cli.batches import Batch
 from landscape_cli.errors import LandscapeError
+from landscape_cli.token_loss import IGNORE, TokenTargets, token_weights
 
 READERS = {
     ".txt": "lines",
@@ -70,6 +73,7 @@ def read_table(path: Path, split: str) -> dict[str, list[Any]]:
         )
     if kind == "lines":
         return {"text": _read_lines(path)}
+    # lazy: optional (the hf extra)
     import pandas as pd
 
     try:
@@ -103,6 +107,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _read_saved(path: Path, split: str) -> dict[str, list[Any]]:
+    # lazy: optional (the hf extra)
     import datasets
 
     try:
@@ -287,6 +292,7 @@ def load_lm_text(
         raise LandscapeError(
             "`pack=True` separates the sequences with the EOS token, but the tokenizer has none"
         )
+    # lazy: optional (the hf extra)
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -337,9 +343,6 @@ def causal_batches(
     :func:`~landscape_cli.token_loss.token_weights` make the batches' losses average to the mean
     over every predicted token.
     """
-    from landscape_cli.batches import Batch
-    from landscape_cli.token_loss import IGNORE, TokenTargets, token_weights
-
     parts = []
     for start in range(0, len(sequences), batch_size):
         rows = sequences[start : start + batch_size]
@@ -372,8 +375,6 @@ def sequences_sha256(sequences: list[list[int]]) -> str:
     Recorded as the samples' hash of a language model's results, so that other text, another
     ``seq_len`` or ``pack`` is never taken for the same samples.
     """
-    import hashlib
-
     h = hashlib.sha256()
     for seq in sequences:
         h.update(len(seq).to_bytes(8, "little"))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from landscape_cli.errors import LandscapeError
 from landscape_cli.hessian.protocol import SymmetricOperator
 
 __all__ = ["CPU_BLOCK", "CUDA_BLOCK", "ROUND", "apply_in_blocks", "default_block"]
@@ -52,8 +53,6 @@ def default_block(device: torch.device | str | None) -> int:
 
 def resolve_block(op: SymmetricOperator, block: int | None) -> int:
     """``block``, or the default of ``op``'s device when it is None; refused below 1."""
-    from landscape_cli.errors import LandscapeError
-
     if block is None:
         return default_block(getattr(op, "device", None))
     if int(block) < 1:

@@ -326,6 +326,7 @@ def spread_factor(P: int) -> float:
     interval of a standard deviation from P samples (15.9 for 2 probes, 2.9 for 4, 1.6 for 10),
     times :data:`CALIBRATION` (module docstring, "How many probes").
     """
+    # lazy: scipy.stats takes about 0.6 s to import
     from scipy.stats import chi2
 
     return CALIBRATION * math.sqrt((P - 1) / float(chi2.ppf(0.05, P - 1)))

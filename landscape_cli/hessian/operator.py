@@ -56,6 +56,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from landscape_cli import distributed
 from landscape_cli.batches import BN_MODES, Batch, evaluation_mode, to_device
@@ -198,8 +199,6 @@ class CurvatureOperator:
 
     def _output(self, b: Batch) -> Tensor:
         """The model's output on ``b``, as a function of the operator's leaves."""
-        from torch.func import functional_call
-
         with self._mode():
             return functional_call(self.model, self._tensors, (b.inputs,))
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,7 @@ from torch import Tensor, nn
 
 from landscape_cli.batches import Batch, evaluation_mode
 from landscape_cli.errors import LandscapeError
+from landscape_cli.hessian import analyze
 from landscape_cli.hessian.trace import summarize
 from landscape_cli.hessian.types import Analysis, LanczosResult, TraceResult
 from landscape_cli.losses import LossFn
@@ -121,8 +123,7 @@ def pyhessian_estimates(
     ``on_eigen(result)`` receives the eigenvalues as soon as they are found, before the trace
     (for a caller interrupted half-way); ``on_hvp(1)`` is called after each product.
     """
-    import sys
-
+    # lazy: only the pyhessian engine needs pyhessian
     from pyhessian import hessian as pyhessian_cls
 
     # the module, not the class that pyhessian/__init__.py binds to the same name
@@ -342,8 +343,6 @@ def analyze_pyhessian(
     stopped each eigenvalue's iteration. ``on_result(name, value)`` gets each result as it
     arrives (the product count after every product), so an interrupted run reports them too.
     """
-    from landscape_cli.hessian import analyze
-
     s = settings
     record = on_result or (lambda name, value: None)
     progress = op.on_hvp

@@ -206,6 +206,7 @@ def _architecture(config: dict[str, Any], folder: Path) -> tuple[str, str]:
 
     Refused unless transformers classifies with it or models language causally with it.
     """
+    # lazy: optional (the hf extra)
     from transformers.models.auto import modeling_auto as auto
 
     known = {
@@ -272,6 +273,7 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
     arch, task = _architecture(raw, folder)
     safe = _has_safe_weights(folder, trust)
     _offline()
+    # lazy: optional (the hf extra)
     import transformers
     from transformers.utils import logging as hf_logging
 
@@ -334,6 +336,7 @@ def _check_loaded(net: nn.Module, info: dict[str, Any], folder: Path, arch: str)
     frequencies) are not in it. Any of the three is one error line naming the first keys, with
     the words of :func:`landscape_cli.checkpoints.fit_state_dict` for ``.pt`` files.
     """
+    # lazy: import cycle with checkpoints (it imports models.hf)
     from landscape_cli.checkpoints import mismatch_summary
 
     order = {k: i for i, k in enumerate(net.state_dict())}
@@ -368,6 +371,7 @@ def load_tokenizer(folder: Path):
             "...); save the fine-tune's tokenizer beside it with tokenizer.save_pretrained"
         )
     _offline()
+    # lazy: optional (the hf extra)
     import transformers
     from transformers.utils import logging as hf_logging
 

@@ -12,9 +12,11 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from landscape_cli.errors import LandscapeError, one_line
+from landscape_cli.extras import require
 from landscape_cli.models.cifar_resnet import resnet18, resnet50
 from landscape_cli.models.small import MLP, SmallCNN
 from landscape_cli.models.vgg import vgg16
@@ -154,6 +156,7 @@ def _build_registry(
 def _build_torchvision(
     name: str, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]
 ) -> nn.Module:
+    # lazy: torchvision takes seconds to import; only torchvision: models need it
     import torchvision
 
     for key in ("weights", "weights_backbone"):
@@ -204,8 +207,6 @@ _TIMM_REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "chec
 def _build_timm(
     name: str, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]
 ) -> nn.Module:
-    from landscape_cli.extras import require
-
     timm = require("timm", f"`model='timm:{name}'`")
 
     refused = [k for k in _TIMM_REFUSED if k in options and options[k] not in (None, False)]
@@ -296,8 +297,6 @@ def build_meta(
     does not work on ``meta`` (a constructor that reads values): both give None, and the caller
     builds the real model as before. An invalid spec or option raises as :func:`build_model`.
     """
-    import torch
-
     spec = name.strip()
     if ":" in spec and spec.partition(":")[0].strip().lower() not in ("torchvision", "timm"):
         return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landscape_cli.errors import LandscapeError
+from landscape_cli.plotting.style import shared_measure
 
 if TYPE_CHECKING:
     from landscape_cli.results import ScanResult
@@ -114,8 +115,6 @@ def value_label(what: str, scans: list[ScanResult], log: bool = False) -> str:
     they all agree (e.g. "loss (log scale; cross-entropy, 512 train samples)"). An accuracy
     names the samples only: it does not depend on the loss function.
     """
-    from landscape_cli.plotting.style import shared_measure
-
     without = ("loss",) if what.startswith("accuracy") else ()
     common, _ = shared_measure([dict(s.attrs) for s in scans], without=without)
     parts = [p for p in ("log scale" if log else "", common) if p]

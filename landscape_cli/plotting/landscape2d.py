@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
@@ -145,8 +146,6 @@ def colorbar(mappable, axes, *, log: bool, label: str, **kwargs):
 
 def plt_colormap(name: str, n: int):
     """``name`` resampled to ``n`` discrete colours."""
-    import matplotlib
-
     if n < 2:
         raise LandscapeError(f"`levels` must be at least 2, got {n}")
     return matplotlib.colormaps[name].resampled(n)

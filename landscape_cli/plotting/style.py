@@ -10,12 +10,16 @@ require, instead of matplotlib's default Type 3; SVG keeps text as ``<text>`` el
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import matplotlib
 from matplotlib.figure import Figure
 
+from landscape_cli import files
 from landscape_cli.errors import LandscapeError
+from landscape_cli.resources import image_pixels
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -178,8 +182,6 @@ def check_canvas(fig: Figure, *, dpi: float) -> None:
     :func:`landscape_cli.resources.image_pixels`: at most 65,535 pixels a side and 400
     megapixels, within the memory available.
     """
-    from landscape_cli.resources import image_pixels
-
     width, height = fig.get_size_inches()
     image_pixels(float(width), float(height), dpi)
 
@@ -210,12 +212,6 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     says so. Missing parent folders are created. ``dpi`` sets the resolution of PNGs (and of the
     rasterised parts of vector formats). Fonts follow :data:`SAVE_RC` for this call only.
     """
-    import io
-
-    import matplotlib
-
-    from landscape_cli import files
-
     if dpi <= 0:
         raise LandscapeError(f"`dpi` must be > 0, got {dpi}")
     fmt = image_format(path)

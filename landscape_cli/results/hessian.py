@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import h5py
 import numpy as np
 
 from landscape_cli.errors import LandscapeError
@@ -28,8 +29,6 @@ from landscape_cli.results import typed as t
 from landscape_cli.results.store import DictView, member_name, open_read, plain, set_attr
 
 if TYPE_CHECKING:
-    import h5py
-
     # not at run time: importing landscape_cli.hessian imports torch
     from landscape_cli.hessian.types import (
         DensityResult,
@@ -412,8 +411,6 @@ def write_group(
 
 def _write_sample_sets(g: h5py.Group, sets: SampleSets) -> None:
     """``/hessian/sample_sets``: each set's values and hash, and their mean and spread."""
-    import h5py
-
     for key, values in (
         ("lambda_max", sets.lambda_max),
         ("eigenvalues", sets.eigenvalues),
@@ -505,6 +502,7 @@ def read_group(g: h5py.Group) -> HessianResult:
     Every attribute and dataset is read through :mod:`.typed` (type, shape, finiteness): a
     value that landscape does not write there is one error line naming it.
     """
+    # lazy: results/ imports no torch (hessian/ does)
     from landscape_cli.hessian.types import HessianReport, LayerCurvature
 
     attrs = t.attrs(g, {**_GROUP_KINDS, **_TOP_KINDS, **_OTHER_KINDS}, others=True)
@@ -632,6 +630,7 @@ def _read_top(
 
     The top-k attributes are taken out of ``attrs``.
     """
+    # lazy: results/ imports no torch (hessian/ does)
     from landscape_cli.hessian.types import LanczosResult
 
     names: tuple[str, ...] = ()
@@ -676,6 +675,7 @@ def _read_top(
 
 
 def _read_trace(g: h5py.Group) -> TraceResult | None:
+    # lazy: results/ imports no torch (hessian/ does)
     from landscape_cli.hessian.types import TraceResult
 
     if "trace" not in g:
@@ -699,8 +699,7 @@ def _read_trace(g: h5py.Group) -> TraceResult | None:
 
 def _read_sample_sets(g: h5py.Group) -> SampleSets | None:
     """``/hessian/sample_sets`` (:func:`_write_sample_sets`), checked, or None."""
-    import h5py
-
+    # lazy: results/ imports no torch (hessian/ does)
     from landscape_cli.hessian.types import SampleSets
 
     sg = t.group(g, "sample_sets", None)
@@ -722,6 +721,7 @@ def _read_sample_sets(g: h5py.Group) -> SampleSets | None:
 
 
 def _read_density(g: h5py.Group) -> DensityResult | None:
+    # lazy: results/ imports no torch (hessian/ does)
     from landscape_cli.hessian.types import DensityResult
 
     dg = t.group(g, "density", None)

@@ -12,8 +12,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import h5py
 import numpy as np
 
 from landscape_cli.errors import LandscapeError
@@ -26,9 +27,6 @@ from landscape_cli.results.store import (
     open_read,
     set_attr,
 )
-
-if TYPE_CHECKING:
-    import h5py
 
 __all__ = [
     "ScanResult",
@@ -164,8 +162,6 @@ TRAJECTORY_STRINGS = ("label", "file")
 
 
 def _write_trajectory(g: h5py.Group, trajectory: Mapping[str, Any]) -> None:
-    import h5py
-
     lengths = {len(trajectory[k]) for k in (*TRAJECTORY_NUMBERS, *TRAJECTORY_STRINGS)}
     if len(lengths) != 1:
         raise ValueError(f"trajectory datasets of different lengths: {sorted(lengths)}")
@@ -178,8 +174,6 @@ def _write_trajectory(g: h5py.Group, trajectory: Mapping[str, Any]) -> None:
 
 def _read_trajectory(g: h5py.Group) -> dict[str, Any]:
     """The datasets of ``/scan/<name>/trajectory``, checked (:mod:`.typed`)."""
-    import h5py
-
     x = t.array(g, "x", finite=True)
     out: dict[str, Any] = {"x": x}
     for key in TRAJECTORY_NUMBERS[1:]:
@@ -325,8 +319,6 @@ def scan_groups(f: h5py.File) -> dict[str, h5py.Group]:
     a scan named ``a/b`` by an earlier landscape (which allowed ``/`` in names) is the group
     ``/scan/a/b`` and is found here under that name.
     """
-    import h5py
-
     out: dict[str, h5py.Group] = {}
     root = t.group(f, "scan", None)
     if root is None:

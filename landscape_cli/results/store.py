@@ -31,16 +31,16 @@ import json
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import h5py
 import numpy as np
 
-from landscape_cli import files
+from landscape_cli import __version__, files
 from landscape_cli.errors import LandscapeError, one_line
+from landscape_cli.resources import available_bytes
 from landscape_cli.results import typed
-
-if TYPE_CHECKING:
-    import h5py
+from landscape_cli.results import typed as t
 
 SCHEMA = "landscape-results"
 SCHEMA_VERSION = 1
@@ -85,8 +85,6 @@ def set_attr(obj: h5py.HLObject, name: str, value: Any) -> None:
     ``None`` is skipped; paths become str; dicts become JSON strings; an empty list becomes an
     empty string array; numbers and numeric sequences are stored as they are.
     """
-    import h5py
-
     if value is None:
         return
     if isinstance(value, os.PathLike):
@@ -134,8 +132,6 @@ def attrs_of(obj: h5py.HLObject) -> dict[str, Any]:
 
 
 def _check_schema(f: h5py.File, path: Path) -> None:
-    from landscape_cli.results import typed as t
-
     schema = t.attr(f, "schema", t.PLAIN, None)
     if not (isinstance(schema, str) and schema == SCHEMA):
         shown = schema if isinstance(schema, (str, int, float, type(None))) else "not a string"
@@ -155,8 +151,6 @@ def _check_schema(f: h5py.File, path: Path) -> None:
 @contextlib.contextmanager
 def open_read(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     """Open an existing results file read-only, with one-line errors for every bad case."""
-    import h5py
-
     p = Path(path)
     if not p.exists():
         raise LandscapeError(f"results file {p} does not exist")
@@ -235,8 +229,6 @@ def check_target(
     file without this schema, one whose groups cannot all be read (a damaged file), or (given
     ``checkpoint_sha256``, unless ``drop_foreign``) a results file of another checkpoint.
     """
-    import h5py
-
     p = Path(path)
     files.check_output(p, "results file", lock=True)
     if not p.exists():
@@ -257,7 +249,6 @@ def _read_everything(f: h5py.File, path: Path) -> None:
     :func:`update_file` copies them all, so a damaged one must be found before any computing, not
     after.
     """
-    import h5py
 
     def visit(name: str, obj: Any) -> None:
         attrs_of(obj)
@@ -280,6 +271,7 @@ def check_groups(f: h5py.File) -> None:
     The root attributes, ``/hessian``, ``/audit`` (and ``/audit/hessian``) and every scan: run
     before computing, so that nothing read from the file after computing can fail.
     """
+    # lazy: import cycle (results.audit, .hessian and .scan import store)
     from landscape_cli.results.audit import read_audit_group
     from landscape_cli.results.hessian import read_group
     from landscape_cli.results.scan import read_scan_group, scan_groups
@@ -436,8 +428,6 @@ def all_of(*checks: Check | None) -> Check:
 
 def _memory_limit() -> int:
     """The largest existing file rewritten in memory (a quarter of the memory available)."""
-    from landscape_cli.resources import available_bytes
-
     free = available_bytes("cpu")
     return max(256 * 1024**2, free // 4) if free else 1024**3
 
@@ -499,8 +489,6 @@ def update_file(
 
 def _check_replaceable(target: Path) -> None:
     """An existing ``target`` must be a regular HDF5 file (checked under the lock)."""
-    import h5py
-
     try:
         files.check_input(target, "results file")
     except LandscapeError as exc:
@@ -513,8 +501,6 @@ def _check_replaceable(target: Path) -> None:
 
 def _image(fill: Callable[[h5py.File], None]) -> memoryview:
     """The bytes of the HDF5 file that ``fill`` writes, built in memory."""
-    import h5py
-
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as out:
         fill(out)
@@ -523,7 +509,6 @@ def _image(fill: Callable[[h5py.File], None]) -> memoryview:
 
 def _on_disk(fill: Callable[[h5py.File], None]) -> Callable[[Path], None]:
     """A filler of :func:`landscape_cli.files.write_atomic` that lets HDF5 write ``fill``'s file."""
-    import h5py
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as out:
@@ -565,8 +550,6 @@ def _copy_existing(
     Refuse a file without this schema, or one of another checkpoint (whose content is dropped with
     ``drop_foreign``).
     """
-    import h5py
-
     try:
         src = h5py.File(target, "r")
     except OSError as exc:
@@ -589,8 +572,6 @@ def _copy_existing(
 
 def _set_root(out: h5py.File, root: Mapping[str, Any]) -> None:
     """The root attributes: schema, schema version, tool version, then ``root``'s (not None)."""
-    from landscape_cli import __version__
-
     set_attr(out, "schema", SCHEMA)
     out.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
     set_attr(out, "tool_version", __version__)
@@ -637,8 +618,6 @@ def list_groups(path: str | os.PathLike[str]) -> list[str]:
     container: its children are listed as ``"<container>/<child>"`` instead of itself (an empty
     container is listed by its own name).
     """
-    import h5py
-
     names: list[str] = []
     with open_read(path) as f:
         for name, obj in f.items():

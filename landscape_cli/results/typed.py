@@ -29,14 +29,12 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import h5py
 import numpy as np
 
 from landscape_cli.errors import LandscapeError
-
-if TYPE_CHECKING:
-    import h5py
 
 __all__ = [
     "BOOL",
@@ -226,6 +224,7 @@ def _to_numbers(value: Any) -> np.ndarray:
 
 
 def _to_plain(value: Any) -> Any:
+    # lazy: import cycle with results.store (it imports typed)
     from landscape_cli.results.store import plain
 
     if isinstance(value, np.ndarray):
@@ -301,8 +300,6 @@ def _member(g: h5py.Group, key: str) -> Any:
 
 def group(g: h5py.Group, key: str, default: Any = MISSING) -> Any:
     """The subgroup ``key`` of ``g``; ``default`` when absent (else an error)."""
-    import h5py
-
     if key not in g:
         if default is MISSING:
             raise fail(g, _path(g, key), "is missing", "a group")
@@ -314,8 +311,6 @@ def group(g: h5py.Group, key: str, default: Any = MISSING) -> Any:
 
 
 def _dataset(g: h5py.Group, key: str, expected: str) -> Any:
-    import h5py
-
     obj = _member(g, key)
     if not isinstance(obj, h5py.Dataset):
         raise fail(g, _path(g, key), "is a group", expected)
@@ -398,8 +393,6 @@ def walk(f: h5py.File) -> None:
     datasets each raise :class:`BadResults` naming the link. Only link metadata is read; HDF5's
     own read errors (a damaged file) propagate as they are.
     """
-    import h5py
-
     seen: set[int] = set()
 
     def visit(g: h5py.Group, depth: int) -> None:

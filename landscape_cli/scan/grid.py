@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape_cli.batches import Batch
+from landscape_cli import distributed
+from landscape_cli.batches import Batch, math_attention
 from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.losses import LossFn, loss_and_accuracy
 from landscape_cli.scan.directions import Direction
@@ -188,8 +189,6 @@ class PointEvaluator:
 
     @torch.no_grad()
     def _recompute_statistics(self) -> None:
-        from landscape_cli.batches import math_attention
-
         momenta = [m.momentum for m in self.norms]
         modes = {m: m.training for m in self.model.modules()}
         try:
@@ -237,8 +236,6 @@ def run_scan(
     after each round; otherwise every rank takes part in every point (``evaluate`` shards the
     samples).
     """
-    from landscape_cli import distributed
-
     loss = loss.copy()
     nx = len(plan.x)
     # Flat row-major indices of the missing points (j-major, like the grid): 8 bytes per point,

@@ -7,17 +7,23 @@ field by field before it is used) and whether it is the same run as a given one
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dualadam import DualAdam, InvAdam
+from landscape_cli import resources
 from landscape_cli.errors import LandscapeError, check_choice
 from landscape_cli.losses import LOSSES
+from landscape_cli.resources import DOMAINS
+from landscape_cli.specs import check_file_spec, check_plain
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "radam", "nadam", "invadam", "dualadam")
 SCHEDULERS = ("cosine", "none")
@@ -84,8 +90,6 @@ class TrainConfig:
 
         Every count, rate and the seed must be in its domain (:func:`resources.check_options`).
         """
-        from landscape_cli import resources
-
         opt = self.optimizer.lower()
         if opt not in OPTIMIZERS:
             raise LandscapeError(
@@ -131,9 +135,6 @@ def config_tag(config: TrainConfig) -> str:
     The settings the default name does not spell out (``lr``, ``warmup_steps``,
     ``model_options``, ...), so that two different configurations never share a default file.
     """
-    import hashlib
-    import json
-
     base = asdict(TrainConfig())
     changed = {
         k: v for k, v in asdict(config).items() if k not in _NAMED and _plain(v) != _plain(base[k])
@@ -176,8 +177,6 @@ def build_optimizer(
     config: TrainConfig, params: Any, total_steps: int
 ) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
     """The optimizer named by ``config`` and the hyperparameters it was built with."""
-    from dualadam import DualAdam, InvAdam
-
     name = config.optimizer
     lr, wd = config.resolved_lr(), config.resolved_weight_decay()
     hp: dict[str, Any] = {"lr": lr, "weight_decay": wd}
@@ -224,8 +223,6 @@ def _config_from_checkpoint(
     Its values must be plain data of the types :class:`TrainConfig` declares, and its model and
     dataset specs built-in ones unless ``trust`` or the user gave them (``given``).
     """
-    from landscape_cli.specs import check_file_spec, check_plain
-
     try:
         stored = dict(ckpt["train"]["config"])
     except (KeyError, TypeError, ValueError):
@@ -286,10 +283,6 @@ def same_run(stored: Any, config: TrainConfig, *, any_epochs: bool = False) -> b
 
 def _check_stored_domains(stored: TrainConfig, path: str | os.PathLike[str]) -> None:
     """The stored config's counts, rates and seed in their domains, the error naming the file."""
-    from dataclasses import fields
-
-    from landscape_cli.resources import DOMAINS
-
     for f in fields(stored):
         value, domain = getattr(stored, f.name), DOMAINS.get(f.name)
         if domain is not None and value is not None and not domain.holds(value):

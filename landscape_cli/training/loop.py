@@ -13,15 +13,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape_cli import files, interrupts
+from dualadam import switch_alpha
+from landscape_cli import files, interrupts, models, resources
 from landscape_cli.batches import Batch, evaluation_mode
 from landscape_cli.checkpoints import (
     fit_state_dict,
     training_checkpoint,
 )
+from landscape_cli.data import load_dataset
 from landscape_cli.devices import resolve_device
 from landscape_cli.errors import LandscapeError
-from landscape_cli.losses import LOSSES, metric_sums
+from landscape_cli.losses import LOSSES, check_loss, first_output, metric_sums
+from landscape_cli.models import count_parameters
 from landscape_cli.training.config import (
     TrainConfig,
     build_optimizer,
@@ -114,10 +117,7 @@ def evaluate(
 @torch.no_grad()
 def _check_loss_first(model: nn.Module, dataset: Any, config: TrainConfig, dev) -> None:
     """The loss must fit the targets and the model's output: checked before the first step."""
-    from landscape_cli.losses import check_loss
-
     x, y = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=False)))
-    from landscape_cli.losses import first_output
 
     was_training = model.training
     model.eval()
@@ -199,23 +199,19 @@ def _new_run(
     (a resumed run's) that do not fit it, or a model whose training state does not fit in
     memory, are refused before it is allocated.
     """
-    from landscape_cli import resources
-    from landscape_cli.data import load_dataset
-    from landscape_cli.models import build_meta, build_model
-
     train_data = load_dataset(
         config.dataset, "train", root=config.data_root, augment=config.augment
     )
     test_data = load_dataset(config.dataset, "test", root=config.data_root, augment=False)
     steps_per_epoch = math.ceil(len(train_data.dataset) / config.batch_size)
     model_kwargs = _model_kwargs(config, train_data)
-    probe = build_meta(config.model, **model_kwargs)
+    probe = models.build_meta(config.model, **model_kwargs)
     if probe is not None:
         if weights is not None:
             fit_state_dict(probe, weights, source, load=False)
         resources.require_model(probe, dev, training=True)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, **model_kwargs).to(dev)
+    model = models.build_model(config.model, **model_kwargs).to(dev)
     optimizer, hparams = build_optimizer(
         config, model.parameters(), steps_per_epoch * config.epochs
     )
@@ -268,8 +264,6 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Callbacks) -> tuple[float, fl
 def _alpha(run: _Run) -> float | None:
     """DualAdam's α at the run's step (InvAdam: 1; other optimizers: None)."""
     if "switch_rate" in run.hparams:
-        from dualadam import switch_alpha
-
         return switch_alpha(run.step, run.hparams["switch_rate"])
     return 1.0 if run.config.optimizer == "invadam" else None
 
@@ -339,11 +333,8 @@ def train(
     fresh file named in the error. On ``resume``, the stored config's model and
     dataset specs must be built-in ones, or ``config``'s own (the command line's), or ``trust``.
     """
-    from landscape_cli.models import count_parameters
-
     callbacks = callbacks or Callbacks()
     dev = resolve_device(device)
-    from landscape_cli import resources
 
     resources.check_options({"save_every": save_every})
     ckpt = None

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from landscape_cli import audit as au
 from landscape_cli import distributed, files, interrupts, resources
+from landscape_cli.audit import AuditRow, temperature_for_loss
+from landscape_cli.devices import resolve_device
 from landscape_cli.errors import LandscapeError, check_choice
+from landscape_cli.hessian import make_report
 from landscape_cli.jobs.common import (
     check_all,
     check_same_options,
@@ -26,12 +30,21 @@ from landscape_cli.jobs.hessian import check_curvature, hessian_file_bytes, meas
 from landscape_cli.losses import LOSSES, check_loss_on
 from landscape_cli.params import frozen_note, select_parameters
 from landscape_cli.precision import precision_name, with_precision
+from landscape_cli.results import (
+    check_target,
+    expect_settings,
+    list_groups,
+    read_hessian,
+    read_root,
+    write_audit,
+    write_or_rescue,
+)
 from landscape_cli.workload import Source, Workload, load_workload
 
 if TYPE_CHECKING:
     import torch
 
-    from landscape_cli.audit import AuditRow, AuditSettings
+    from landscape_cli.audit import AuditSettings
     from landscape_cli.hessian import HessianReport
     from landscape_cli.results import HessianResult
     from landscape_cli.results.store import Check
@@ -39,8 +52,6 @@ if TYPE_CHECKING:
 
 def audit_settings(settings: AuditSettings, work: Workload, match_loss: bool) -> dict[str, Any]:
     """The options an ``/audit`` group was computed with (stored as its ``settings``)."""
-    from dataclasses import asdict
-
     options = asdict(settings)
     # The curvature and parameter options only when set: audits made before they existed match.
     for key in ("curvature", "params", "include_frozen"):
@@ -100,8 +111,6 @@ def audit_job(
     in IEEE float32 unless ``allow_tf32`` (:mod:`landscape_cli.precision`), recorded as
     ``/audit``'s ``float32_precision``; an exact audit never reuses a ``/hessian`` made with TF32.
     """
-    from landscape_cli.devices import resolve_device
-
     _check_audit_settings(checkpoints, settings)
     distributed.init(device)
     dev = distributed.local_device(resolve_device(device))
@@ -170,8 +179,6 @@ def _audit_targets(
     Load every checkpoint and check it, its loss, its size and its results file, before any
     measuring; returns the settings with the loss resolved, and the checked checkpoints.
     """
-    from landscape_cli.results import check_target
-
     paths = [results_path(ck, None) for ck in checkpoints]
     for path in paths:
         check_target(path)
@@ -220,8 +227,6 @@ def _reusable_hessian(
     audited: _Audited, settings: AuditSettings, overwrite: bool, allow_tf32: bool = False
 ) -> HessianResult | None:
     """The checkpoint's ``/hessian`` read back when the audit may reuse it, else None."""
-    from landscape_cli.results import list_groups, read_hessian
-
     if not audited.path.exists() or (overwrite and _foreign_file(audited.path, audited.root)):
         return None
     if "hessian" not in list_groups(audited.path):
@@ -253,12 +258,9 @@ def _audit_one(
     Its :class:`AuditRow`, and the report of the Hessian measures it computed (None when it reused
     ``/hessian``).
     """
-    from landscape_cli.audit import AuditRow, measure
-    from landscape_cli.hessian import make_report
-
     t0 = time.perf_counter()
     stored = _reusable_hessian(audited, settings, overwrite, allow_tf32)
-    measured = measure(
+    measured = au.measure(
         audited.work.model,
         audited.work.batches,
         settings,
@@ -298,8 +300,6 @@ def _match_losses(
     Each row with its measures at the group's largest training loss (its logits tempered to it; the
     checkpoint already there keeps its own measures).
     """
-    from landscape_cli.audit import measure, temperature_for_loss
-
     ref = max(range(len(rows)), key=lambda i: rows[i].measures.train_loss)
     target = rows[ref].measures.train_loss
     out = []
@@ -309,7 +309,7 @@ def _match_losses(
         if temp == 1.0:  # already at the target loss: the unmatched measures are these
             out.append(replace(row, matched=row.measures))
             continue
-        measured = measure(
+        measured = au.measure(
             work.model,
             work.batches,
             settings,
@@ -338,8 +338,6 @@ def _write_audits(
 
     A failed write is raised once the other checkpoints' results are written.
     """
-    from landscape_cli.results import expect_settings, write_audit, write_or_rescue
-
     if not distributed.is_main():
         return
     failures: list[LandscapeError] = []
@@ -379,7 +377,5 @@ def _write_audits(
 
 
 def _foreign_file(path: Path, root: dict[str, Any]) -> bool:
-    from landscape_cli.results import read_root
-
     stored = read_root(path).get("checkpoint_sha256")
     return bool(stored) and stored != root["checkpoint_sha256"]

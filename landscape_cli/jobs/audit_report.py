@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from landscape_cli import files
 from landscape_cli.audit import (
     MATCHED_KEYS,
     MEASURES,
@@ -23,6 +24,7 @@ from landscape_cli.audit import (
     tied,
     uncertainty,
 )
+from landscape_cli.results import read_hessian
 
 #: The table's columns: the measure, its heading and its number format.
 COLUMNS = [
@@ -169,16 +171,14 @@ def figure_path(report: Path) -> Path:
 
 def check_report(report: Path) -> None:
     """Refuse, before any measuring, a report (or the figure beside it) that cannot be written."""
-    from landscape_cli import files
-
     files.check_output(report, "report", size=64 * 1024)
     files.check_output(figure_path(report), "figure", size=1024 * 1024)
 
 
 def report_figures(report: Path, rows: Sequence[AuditRow]) -> dict[str, str]:
     """Fig. 5 of the audited checkpoints beside the report (when their densities were measured)."""
+    # lazy: matplotlib, only for --report's figures
     from landscape_cli import plotting
-    from landscape_cli.results import read_hessian
 
     results = [read_hessian(r.results, r.hessian_source) for r in rows]
     if any(h.report.density is None or h.report.trace is None for h in results):
@@ -224,7 +224,6 @@ def write_report(path: Path, payload: dict[str, Any], rows: Sequence[AuditRow]) 
     for name, figure in payload.get("figures", {}).items():
         lines += ["", f"![{name}: top eigenvalues, traces, densities]({Path(figure).name})"]
     lines += _reading_lines(payload["tau"])
-    from landscape_cli import files
 
     text = "\n".join(lines).encode("utf-8")
     files.save(path, text, what="report", product="the report")

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from landscape_cli import distributed
+from landscape_cli.checkpoints import sha256
 from landscape_cli.errors import LandscapeError
 from landscape_cli.params import frozen_note
+from landscape_cli.results import group_settings, read_root, settings_mismatch
 from landscape_cli.workload import Source, Workload
 
 if TYPE_CHECKING:
@@ -44,9 +46,6 @@ def provenance(
     Without ``label``, a label already in the results file ``out`` is kept (None is not
     written); a new file gets the checkpoint's stem.
     """
-    from landscape_cli.checkpoints import sha256
-    from landscape_cli.results import read_root
-
     if label is None and not (out is not None and out.exists() and read_root(out).get("label")):
         label = Path(checkpoint).name if Path(checkpoint).is_dir() else Path(checkpoint).stem
     return {
@@ -83,8 +82,6 @@ def check_same_options(
     The same command with the same options recomputes (or resumes) it in place; other options on an
     existing group is an error unless ``overwrite``.
     """
-    from landscape_cli.results import group_settings, settings_mismatch
-
     if overwrite:
         return
     diff = settings_mismatch(group_settings(out_path, group), wanted)

@@ -21,9 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from landscape_cli import plotting
+from landscape_cli.data import load_dataset
 from landscape_cli.hessian import HessianSettings
+from landscape_cli.jobs.fig2_simulation import simulate
 from landscape_cli.jobs.hessian import hessian_job
 from landscape_cli.jobs.scan import ScanOptions, scan_job
+from landscape_cli.results import HessianResult
 from landscape_cli.training import Callbacks, TrainConfig, train
 from landscape_cli.workload import Source
 
@@ -52,8 +56,6 @@ QUICK = DemoSize(3, 128, 3, 10, 2, 12, 9, 128, 60, 60, 5, 128)
 
 def runs(epochs: int, seed: int) -> list[tuple[str, TrainConfig]]:
     """The three training runs of the demo, with the matched warm-up computed from ξ."""
-    from landscape_cli.data import load_dataset
-
     train_size = len(load_dataset("digits", "train").dataset)
     steps = epochs * math.ceil(train_size / TrainConfig.batch_size)
     warmup = round(steps / 6)  # 1/ξ for DualAdam's default ξ = 6 / total steps
@@ -140,8 +142,6 @@ def _one_run(label, config, folder: Path, size, seed: int, device: str, progress
 
     Returns ``(summary row, Hessian result, 1-D scan, trajectory scan)``.
     """
-    from landscape_cli.results import HessianResult
-
     stem = f"cnn-digits-{config.optimizer}" + ("-warmup" if config.warmup_steps else "")
     ckpt = folder / f"{stem}-s{seed}.pt"
     progress.step(f"train {label}")
@@ -240,9 +240,6 @@ def _trajectory_scan(
 
 def _figures(hessians, scans, planes, labels: list[str], folder: Path, size, progress: _Progress):
     """Draw Fig. 5, Fig. 6, Fig. 7 and Fig. 2 into ``folder``; returns ``{name: path}``."""
-    from landscape_cli import plotting
-    from landscape_cli.jobs.fig2_simulation import simulate
-
     figures = {}
     progress.step("figure 5", 1, "figure")
     figures["fig5"] = plotting.save_figure(

@@ -47,6 +47,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from torch.autograd.functional import hessian
+
+from dualadam import DualAdam, InvAdam
 
 __all__ = [
     "LANDSCAPES",
@@ -67,8 +71,6 @@ FLAT_CENTER = (1.5, -0.5)
 
 def custom_loss(point):
     """The two-minimum landscape (sharp well near the start, deeper flat well beyond a ridge)."""
-    import torch
-
     x, y = point[..., 0], point[..., 1]
     d_sharp = (x - SHARP_CENTER[0]) ** 2 + (y - SHARP_CENTER[1]) ** 2
     d_flat = (x - FLAT_CENTER[0]) ** 2 + (y - FLAT_CENTER[1]) ** 2
@@ -81,8 +83,6 @@ def custom_loss(point):
 
 def eggholder_loss(point):
     """The Eggholder function (global minimum −959.64 at (512, 404.23))."""
-    import torch
-
     x, y = point[..., 0], point[..., 1]
     return -(y + 47) * torch.sin(torch.sqrt(torch.abs(x / 2 + y + 47))) - x * torch.sin(
         torch.sqrt(torch.abs(x - (y + 47)))
@@ -160,10 +160,6 @@ class Fig2Simulation:
 
 
 def _make_optimizer(key: str, params: list, lr: float, switch_rate: float):
-    import torch
-
-    from dualadam import DualAdam, InvAdam
-
     if key == "adam":
         return torch.optim.Adam(params, lr=lr)
     if key == "invadam":
@@ -175,8 +171,6 @@ def _make_optimizer(key: str, params: list, lr: float, switch_rate: float):
 
 def _refine_minimum(loss, guess: tuple[float, float]) -> np.ndarray:
     """The local minimum next to ``guess`` (L-BFGS in float64)."""
-    import torch
-
     point = torch.tensor(guess, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([point], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
 
@@ -192,16 +186,11 @@ def _refine_minimum(loss, guess: tuple[float, float]) -> np.ndarray:
 
 def _hessian_max(loss, point: np.ndarray) -> float:
     """The largest eigenvalue of the 2×2 Hessian at ``point`` (how sharp the end point is)."""
-    import torch
-    from torch.autograd.functional import hessian
-
     hess = hessian(loss, torch.tensor(point, dtype=torch.float64))
     return float(torch.linalg.eigvalsh(hess).max())
 
 
 def _run(spec: Landscape, key: str, steps: int) -> np.ndarray:
-    import torch
-
     point = torch.nn.Parameter(torch.tensor(spec.start, dtype=torch.float64))
     opt = _make_optimizer(key, [point], spec.lr[key], spec.switch_rate)
     if spec.domain is not None:
@@ -222,8 +211,6 @@ def _run(spec: Landscape, key: str, steps: int) -> np.ndarray:
 
 
 def _grid(spec: Landscape, paths: list[np.ndarray], resolution: int):
-    import torch
-
     xmin, xmax, ymin, ymax = spec.view
     pts = np.concatenate(paths)
     if (pts.min(0) < [xmin, ymin]).any() or (pts.max(0) > [xmax, ymax]).any():
@@ -257,8 +244,6 @@ def simulate_landscape(
     the loss is evaluated on a ``resolution`` × ``resolution`` grid over the landscape's view,
     widened to every trajectory (within its domain). Deterministic.
     """
-    import torch
-
     if name not in LANDSCAPES:
         raise ValueError(f"unknown landscape {name!r}: choose {', '.join(LANDSCAPES)}")
     spec = LANDSCAPES[name]

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from landscape_cli import distributed, files, interrupts, resources
+from landscape_cli import hessian as hs
+from landscape_cli.devices import resolve_device
 from landscape_cli.errors import Interrupted, LandscapeError, check_choice
+from landscape_cli.hessian import (
+    TRACE_METHODS,
+    Collector,
+    HessianSettings,
+    make_report,
+    sample_set_spread,
+)
+from landscape_cli.hessian.curvature import CURVATURES, curvature_operator
+from landscape_cli.hessian.pyhessian_engine import analyze_pyhessian
 from landscape_cli.jobs.common import (
     check_all,
     check_same_options,
@@ -31,16 +42,24 @@ from landscape_cli.jobs.common import (
 from landscape_cli.losses import LOSSES, check_loss_on, check_not_constant
 from landscape_cli.params import ParamSelection, select_parameters
 from landscape_cli.precision import precision_name, with_precision
+from landscape_cli.results import (
+    ResultsConflict,
+    all_of,
+    check_target,
+    expect_incomplete,
+    expect_settings,
+    verify_readable,
+    write_hessian,
+    write_or_rescue,
+)
 from landscape_cli.workload import Source, Workload, load_workload
 
 if TYPE_CHECKING:
     from landscape_cli.batches import Batch
     from landscape_cli.hessian import (
         Analysis,
-        Collector,
         CurvatureOperator,
         HessianReport,
-        HessianSettings,
         SampleSets,
     )
     from landscape_cli.params import SelectedParams
@@ -56,8 +75,6 @@ def _hessian_target(
     Checks first that the file holds this checkpoint's results and no ``/hessian`` of other
     options (unless ``overwrite``).
     """
-    from landscape_cli.results import check_target
-
     root = provenance(checkpoint, work, label, out_path)
     check_target(out_path, root["checkpoint_sha256"], drop_foreign=overwrite)
     wanted = hessian_settings(settings, work, loss=loss, bn_mode=bn_mode, dtype=dtype)
@@ -105,10 +122,6 @@ def hessian_job(
     in IEEE float32 unless ``allow_tf32`` (:mod:`landscape_cli.precision`), recorded as the
     group's ``float32_precision``.
     """
-    from landscape_cli.devices import resolve_device
-    from landscape_cli.hessian import Collector
-    from landscape_cli.results import check_target
-
     params = params or ParamSelection()
     _check_hessian_request(
         settings, loss=loss, bn_mode=bn_mode, dtype=dtype, engine=engine, curvature=curvature,
@@ -213,7 +226,6 @@ def _sample_sets(
     make_op: Callable[[Workload], CurvatureOperator],
 ) -> SampleSets:
     """:func:`~landscape_cli.hessian.sample_set_spread` of ``work``'s further sample sets."""
-    from landscape_cli.hessian import sample_set_spread
 
     def maker(batches: list[Batch]) -> Callable[[], CurvatureOperator]:
         def make() -> CurvatureOperator:
@@ -248,8 +260,6 @@ def _hessian_operator(
     params: ParamSelection | None = None,
 ) -> CurvatureOperator:  # fmt: skip
     """The curvature operator of the loaded workload, refused if constant or too large."""
-    from landscape_cli.hessian.curvature import curvature_operator
-
     op = curvature_operator(
         curvature,
         work.model,
@@ -287,14 +297,6 @@ def _hessian_saver(
     with other options; a partial one never replaces a complete ``/hessian``). Returns the report
     and the sentence that says where it went.
     """
-    from landscape_cli.results import (
-        all_of,
-        expect_incomplete,
-        expect_settings,
-        write_hessian,
-        write_or_rescue,
-    )
-
     way_out = "pass `overwrite=True` to replace it, or another `out` to keep both"
     same = None if overwrite else expect_settings("hessian", attrs["settings"], way_out)
 
@@ -331,8 +333,6 @@ def _report_of(
     t0: float,
 ) -> HessianReport:
     """The report of ``analysis``, its product count with PyHessian's and the further sets'."""
-    from landscape_cli.hessian import make_report
-
     report = make_report(
         op,
         analysis,
@@ -356,8 +356,6 @@ def _write_partial(out_path: Path, write: Callable[[Path], Path]) -> str:
     A fresh ``<stem>.partial-<random>.h5`` when ``out_path`` holds a complete ``/hessian`` (or one
     of other options), a ``<stem>.rescued-<random>.h5`` when the write fails (a full disk).
     """
-    from landscape_cli.results import ResultsConflict, verify_readable
-
     try:
         write(out_path)
         return f"the partial result was saved to {out_path} (marked partial)"
@@ -378,8 +376,6 @@ def _check_hessian_options(
     settings: HessianSettings, *, loss: str | None, bn_mode: str, dtype: str
 ) -> None:
     """Refuse inconsistent ``landscape hessian`` options before anything is loaded."""
-    from landscape_cli.hessian import TRACE_METHODS
-
     check_all(
         [
             (settings.top_k >= 0, "`top_k` must be >= 0"),
@@ -437,16 +433,12 @@ def _run_engine(
     on_result: Callable[[str, Any], None],
 ) -> Analysis:
     """The chosen engine's estimates, each also to ``on_result`` (PyHessian notes to ``source``)."""
-    from landscape_cli.hessian import analyze
-
     if engine == "pyhessian":
-        from landscape_cli.hessian.pyhessian_engine import analyze_pyhessian
-
         for text in _pyhessian_notes(settings):
             if source.on_note is not None and distributed.is_main():
                 source.on_note(text)
         return analyze_pyhessian(op, settings, on_result=on_result, on_phase=on_phase)
-    return analyze(op, settings, on_result=on_result, on_phase=on_phase)
+    return hs.analyze(op, settings, on_result=on_result, on_phase=on_phase)
 
 
 ENGINES = ("lanczos", "pyhessian")
@@ -457,8 +449,6 @@ def _check_engine(engine: str, settings: HessianSettings, *, bn_mode: str, dtype
 
     Options that would change what it computes are refused rather than silently ignored.
     """
-    from landscape_cli.hessian import HessianSettings
-
     check_choice("engine", engine, ENGINES, one_of=True)
     if engine != "pyhessian":
         return
@@ -500,8 +490,6 @@ def _check_engine(engine: str, settings: HessianSettings, *, bn_mode: str, dtype
 
 def check_curvature(curvature: str, *, bn_mode: str) -> None:
     """The curvature matrix asked for exists and is defined in this mode."""
-    from landscape_cli.hessian.curvature import CURVATURES
-
     check_choice("curvature", curvature, CURVATURES, one_of=True)
     check_all(
         [
@@ -585,8 +573,6 @@ def hessian_settings(
     settings: HessianSettings, work: Workload, *, loss: str, bn_mode: str, dtype: str
 ) -> dict[str, Any]:
     """The options a ``/hessian`` group was computed with (stored as its ``settings``)."""
-    from dataclasses import asdict
-
     return {
         **asdict(settings),
         "loss": loss,

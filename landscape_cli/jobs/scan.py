@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from landscape_cli import distributed, files, resources
+from landscape_cli.batches import to_device
+from landscape_cli.checkpoints import load_model, read_file, sha256
+from landscape_cli.devices import resolve_device
 from landscape_cli.errors import LandscapeError, check_choice
+from landscape_cli.hessian import HessianOperator, lanczos_top
+from landscape_cli.jobs import scan_journal
 from landscape_cli.jobs.common import (
     check_all,
     note_frozen,
@@ -25,9 +30,28 @@ from landscape_cli.jobs.common import (
     results_file_bytes,
     results_path,
 )
-from landscape_cli.losses import LOSSES, check_loss_on, check_not_constant
+from landscape_cli.jobs.scan_journal import check_resumable, journal_names
+from landscape_cli.jobs.trajectory import (
+    default_axes,
+    evaluate_snapshots,
+    read_trajectory,
+    snapshot_files,
+    trajectory_plan,
+)
+from landscape_cli.losses import LOSSES, check_loss_on, check_not_constant, loss_and_accuracy
+from landscape_cli.models.hf import load_hf_folder
 from landscape_cli.params import ParamSelection, select_parameters
 from landscape_cli.precision import precision_name, with_precision
+from landscape_cli.results import check_scan_name, check_target
+from landscape_cli.scan import (
+    IGNORES,
+    NORMS,
+    axis,
+    eigenvector_plan,
+    interpolation_plan,
+    random_plan,
+)
+from landscape_cli.scan.grid import BN_CHOICES, has_batchnorm
 from landscape_cli.workload import Source, Workload, load_workload
 
 if TYPE_CHECKING:
@@ -94,10 +118,6 @@ def scan_job(
     scan (``direction="pca"``) first reads its snapshots, telling ``on_snapshot(done, total)``
     (:mod:`landscape_cli.jobs.trajectory`).
     """
-    from landscape_cli.devices import resolve_device
-    from landscape_cli.jobs import scan_journal
-    from landscape_cli.results import check_target
-
     if options.dim is None:
         options = replace(options, dim=2 if options.direction == "pca" else 1)
     targets = list(options.to)
@@ -144,8 +164,6 @@ def scan_job(
 
 def _check_scan_output(out_path: Path, name: str, points: int) -> None:
     """The grid against the memory, and the results file, the journal and its lock writable."""
-    from landscape_cli.jobs.scan_journal import journal_names
-
     resources.require(resources.scan_bytes(points), "cpu")
     journal = journal_names(out_path, name)  # the journal and its lock: names checked
     files.check_output(out_path, "results file", lock=True, extra_names=journal)
@@ -176,9 +194,6 @@ def _load_centre(
     The loss on the samples (finite at the centre), the results file (this checkpoint's, unless
     ``overwrite``) and its disk space.
     """
-    from landscape_cli.batches import to_device
-    from landscape_cli.results import check_target
-
     work = load_workload(checkpoint, source)
     loss = work.resolve_loss(options.loss)
     check_loss_on(work.model, work.batches, loss)
@@ -252,8 +267,6 @@ def _scan_plan(
     x: np.ndarray, y: np.ndarray | None,
 ) -> tuple[ScanPlan, str | None]:  # fmt: skip
     """The scan's plan for its ``kind`` of directions, and the BatchNorm handling (or ``None``)."""
-    from landscape_cli.scan import random_plan
-
     common = _samples_attrs(work)
     if kind == "interpolation":
         return _interpolation_plan(options, targets, source, work, net, dev, name, x, y, common)
@@ -276,10 +289,6 @@ def _scan_plan(
 
 def _check_scan_options(options: ScanOptions, targets: list[Path]) -> None:
     """Refuse inconsistent scan options before anything is loaded."""
-    from landscape_cli.results import check_scan_name
-    from landscape_cli.scan import IGNORES, NORMS
-    from landscape_cli.scan.grid import BN_CHOICES
-
     check_choice("dim", options.dim, (1, 2))
     check_choice("direction", options.direction, ("random", "eigenvector", "pca"))
     check_all(
@@ -330,8 +339,6 @@ def _check_scan_options(options: ScanOptions, targets: list[Path]) -> None:
 
 def _scan_axes(options: ScanOptions, targets: list[Path]):
     """The grid's x axis and, for ``dim == 2``, its y axis (else ``None``)."""
-    from landscape_cli.scan import axis
-
     lo, hi = (
         options.xrange if options.xrange is not None else ((-0.5, 1.5) if targets else (-1.0, 1.0))
     )
@@ -345,9 +352,6 @@ def _scan_axes(options: ScanOptions, targets: list[Path]):
 
 def _snapshot_files(options: ScanOptions) -> list[Path]:
     """The trajectory's snapshot files, and its grid ranges checked, before anything is loaded."""
-    from landscape_cli.jobs.trajectory import snapshot_files
-    from landscape_cli.scan import axis
-
     for rng, n in (
         (options.xrange, options.points),
         (options.yrange, options.ypoints or options.points),
@@ -369,15 +373,6 @@ def _pca_plan(options: ScanOptions, snapshots: list[Path], source: Source, work:
     of the same name, before anything is shown; then each snapshot is evaluated exactly on the
     scan's samples (not again when the scan is resumed: its stored trajectory is kept).
     """
-    from landscape_cli.jobs.scan_journal import check_resumable
-    from landscape_cli.jobs.trajectory import (
-        default_axes,
-        evaluate_snapshots,
-        read_trajectory,
-        trajectory_plan,
-    )
-    from landscape_cli.losses import LOSSES, loss_and_accuracy
-
     load = _snapshot_loader(work, source)
     dtype = next(net.parameters()).dtype
 
@@ -412,14 +407,10 @@ def _snapshot_loader(work: Workload, source: Source) -> Callable[..., tuple[nn.M
     Read as the checkpoint was (its model options; Hugging Face folders as folders); with
     ``note``, what the loader noted goes to ``source.on_note``.
     """
-    from landscape_cli.checkpoints import load_model, read_file
-
     kwargs = work.loaded.model_spec.get("kwargs", {})
 
     def load(path: Path, note: bool = True) -> tuple[nn.Module, Any]:
         if work.loaded.kind == "hf":  # snapshots of a fine-tune: folders too
-            from landscape_cli.models.hf import load_hf_folder
-
             return load_hf_folder(path, trust=source.trust).model, None
         raw = read_file(path, trust=source.trust)
         loaded = load_model(
@@ -452,8 +443,6 @@ def _check_base_loss(
     checkpoint: Path, net: nn.Module, batches: list[Batch], loss: str, bn_mode: str
 ) -> None:
     """Refuse a checkpoint whose loss at the centre is not finite."""
-    from landscape_cli.losses import LOSSES, loss_and_accuracy
-
     base_loss, _ = loss_and_accuracy(net, batches, LOSSES[loss], bn_mode)
     if not math.isfinite(base_loss):
         raise LandscapeError(
@@ -467,18 +456,12 @@ def _interpolation_plan(
     dev: torch.device, name: str, x: np.ndarray, y: np.ndarray | None, common: dict[str, Any],
 ) -> tuple[ScanPlan, str | None]:  # fmt: skip
     """The plan towards the ``--to`` checkpoints, and the BatchNorm handling (or ``None``)."""
-    from landscape_cli.checkpoints import load_model, sha256
-    from landscape_cli.scan import interpolation_plan
-    from landscape_cli.scan.grid import has_batchnorm
-
     bn = None
     if has_batchnorm(net):
         bn = options.bn or "recompute"
 
     kwargs = work.loaded.model_spec.get("kwargs", {})
     if work.loaded.kind == "hf":  # another fine-tune of the same base: a folder too
-        from landscape_cli.models.hf import load_hf_folder
-
         others = [load_hf_folder(t, trust=source.trust).model.to(dev) for t in targets]
     else:
         loaded_targets = [
@@ -515,9 +498,6 @@ def _eigenvector_plan(
     name: str, x: np.ndarray, y: np.ndarray | None, common: dict[str, Any],
 ) -> ScanPlan:  # fmt: skip
     """The plan along the top Hessian eigenvectors (seeded Lanczos start vector)."""
-    from landscape_cli.hessian import HessianOperator, lanczos_top
-    from landscape_cli.scan import eigenvector_plan
-
     op = HessianOperator(
         net, batches, loss=loss, bn_mode=options.bn_mode, device=dev, params=options.selection
     )

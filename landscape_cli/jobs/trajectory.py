@@ -34,7 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from landscape_cli import resources
+from landscape_cli.checkpoints import sha256
 from landscape_cli.errors import LandscapeError
+from landscape_cli.scan.directions import parameters_of, split_flat, trajectory_pca
+from landscape_cli.scan.grid import ScanPlan, axis
 
 __all__ = [
     "MARGIN",
@@ -133,8 +137,6 @@ def _order(raw: Any) -> tuple[float | None, float | None]:
 
 
 def _same_parameters(snapshot: nn.Module, model: nn.Module, path: Path, checkpoint: Path) -> None:
-    from landscape_cli.scan.directions import parameters_of
-
     mine, theirs = parameters_of(model), parameters_of(snapshot)
     if list(mine) != list(theirs) or any(
         mine[k].shape != theirs[k].shape for k in mine if k in theirs
@@ -180,9 +182,6 @@ def read_trajectory(
             checkpoint loader (on the CPU).
         ignore: ``"biasbn"`` leaves 1-D parameters (biases, BatchNorm) out of the directions.
     """
-    from landscape_cli import resources
-    from landscape_cli.scan.directions import parameters_of, trajectory_pca
-
     base = {k: p.detach().to("cpu", torch.float64) for k, p in parameters_of(model).items()}
     n = sum(p.numel() for p in base.values())
     resources.require(
@@ -296,7 +295,6 @@ def default_axes(
     ``xrange``/``yrange`` where given, else the span of the projections and the checkpoint (0)
     widened by :data:`MARGIN` of that span on each side.
     """
-    from landscape_cli.scan.grid import axis
 
     def span(values: np.ndarray) -> tuple[float, float]:
         lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
@@ -320,10 +318,6 @@ def trajectory_plan(
     **attrs: Any,
 ):
     """The scan's plan: the PCA plane through the checkpoint, with the trajectory to store."""
-    from landscape_cli.checkpoints import sha256
-    from landscape_cli.scan.directions import parameters_of, split_flat
-    from landscape_cli.scan.grid import ScanPlan
-
     names = tuple(parameters_of(model))
     dirs = tuple(
         split_flat(torch.from_numpy(trajectory.pca.directions[j]), model, names) for j in range(2)

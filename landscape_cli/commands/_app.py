@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     import click
 
 from landscape_cli import __version__, interrupts
-from landscape_cli.commands import _common
+from landscape_cli.commands import _common, _threads, audit, demo, hessian, plot, scan, train
 from landscape_cli.commands._common import HELP_PANEL, PANELS, RUN_PANEL
 from landscape_cli.commands._errors import cli_message
 from landscape_cli.errors import Interrupted, LandscapeError, one_line
@@ -254,15 +254,12 @@ def _root(
     """landscape: Hessian spectra, traces and loss-landscape scans of PyTorch checkpoints."""
     if threads is not None:
         from landscape_cli import resources
-        from landscape_cli.commands import _threads
 
         resources.check_options({"threads": threads})
         _threads.fix(threads)
 
 
 def _register() -> None:
-    from landscape_cli.commands import audit, demo, hessian, plot, scan, train
-
     for name, function in (
         ("train", train.train),
         ("hessian", hessian.hessian),
@@ -279,8 +276,6 @@ _register()
 
 def main() -> None:
     """Entry point of the ``landscape`` console script (a fair share of the CPUs, then the app)."""
-    from landscape_cli.commands import _threads
-
     interrupts.install()  # for the whole process, exit included
     _threads.start()
     app()

@@ -6,6 +6,7 @@ import ast
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ import typer
 
 from landscape_cli.commands import _threads
 from landscape_cli.commands._errors import cli_message
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import Interrupted, LandscapeError
 
 # Help panels: ``--help`` groups every option of every command into one of these (pass one as
 # ``rich_help_panel=`` to each new option; tests/commands/test_logs_cli.py checks that none is left out).
@@ -321,12 +322,9 @@ def stop(progress: Any, exc_type: Any = None) -> None:
     After an error (not an interrupt) erase it, so that the error's one line is all that the failed
     command printed.
     """
-    if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
-        from landscape_cli.errors import Interrupted
-
-        if not issubclass(exc_type, Interrupted):
-            progress.live.transient = True
-            progress.console.quiet = True  # the bar's own console: nothing more from it
+    if exc_type is not None and not issubclass(exc_type, (KeyboardInterrupt, Interrupted)):
+        progress.live.transient = True
+        progress.console.quiet = True  # the bar's own console: nothing more from it
     progress.stop()
 
 
@@ -451,8 +449,6 @@ class PlainProgress(Progress):
         interval: float = PLAIN_INTERVAL,
         clock: Any = None,
     ) -> None:
-        import time
-
         self._command = command
         self._unit = unit
         self._stream = stream if stream is not None else sys.stderr

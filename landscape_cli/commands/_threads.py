@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from landscape_cli.commands._cpu_share import CpuShare, usable_cpus
+
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _EVERY = 2.0  # seconds between two looks at the other processes
 
@@ -26,8 +28,6 @@ def start(environ: dict[str, str] | None = None, folder=None) -> dict[str, str]:
     Set ``OMP_NUM_THREADS`` to this process's share (before torch is imported, so torch starts with
     it). Returns what was set.
     """
-    from landscape_cli.commands._cpu_share import CpuShare, usable_cpus
-
     env = os.environ if environ is None else environ
     if any(k in env for k in _THREAD_VARS):
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -420,8 +421,6 @@ def _table(report, work, out_path: Path, engine: str, allow_tf32: bool = False):
 
 def _skipped_detail(report) -> str:
     """How many parameters were left out for each reason, and the first few names."""
-    from collections import Counter
-
     counts = Counter(report.skipped_reasons)
     names = ", ".join(report.skipped_params[:3]) + (", …" if len(report.skipped_params) > 3 else "")
     why = ", ".join(f"{n} {reason}" for reason, n in counts.items())

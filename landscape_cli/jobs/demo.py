@@ -27,7 +27,7 @@ from landscape_cli.hessian import HessianSettings
 from landscape_cli.jobs.fig2_simulation import simulate
 from landscape_cli.jobs.hessian import hessian_job
 from landscape_cli.jobs.scan import ScanOptions, scan_job
-from landscape_cli.results import HessianResult
+from landscape_cli.results import HessianResult, ScanResult
 from landscape_cli.training import Callbacks, TrainConfig, train
 from landscape_cli.workload import Source
 
@@ -128,7 +128,9 @@ class _Show(Callbacks):
         self.label = label
         self.progress = progress
 
-    def on_start(self, cfg, *, epochs, steps_per_epoch, first_epoch):
+    def on_start(
+        self, cfg: TrainConfig, *, epochs: int, steps_per_epoch: int, first_epoch: int
+    ) -> None:
         self.progress.phase(
             f"train {self.label}", (epochs - first_epoch) * steps_per_epoch, "steps"
         )
@@ -137,7 +139,15 @@ class _Show(Callbacks):
         self.progress.advance(1)
 
 
-def _one_run(label, config, folder: Path, size, seed: int, device: str, progress: _Progress):
+def _one_run(
+    label: str,
+    config: TrainConfig,
+    folder: Path,
+    size: DemoSize,
+    seed: int,
+    device: str,
+    progress: _Progress,
+):
     """Train one configuration (a snapshot each epoch), analyze its Hessian, scan it.
 
     Returns ``(summary row, Hessian result, 1-D scan, trajectory scan)``.
@@ -207,7 +217,13 @@ def _scan_1d(ckpt: Path, label: str, size: DemoSize, seed: int, device: str, pro
 
 
 def _trajectory_scan(
-    ckpt: Path, snapshots, label: str, size: DemoSize, seed: int, device: str, progress: _Progress
+    ckpt: Path,
+    snapshots: tuple[Path, ...],
+    label: str,
+    size: DemoSize,
+    seed: int,
+    device: str,
+    progress: _Progress,
 ):
     """The run's path over the plane of its two principal directions (Fig. 7)."""
 
@@ -238,7 +254,15 @@ def _trajectory_scan(
     return plane
 
 
-def _figures(hessians, scans, planes, labels: list[str], folder: Path, size, progress: _Progress):
+def _figures(
+    hessians: list[HessianResult],
+    scans: list[ScanResult],
+    planes: list[ScanResult],
+    labels: list[str],
+    folder: Path,
+    size: DemoSize,
+    progress: _Progress,
+):
     """Draw Fig. 5, Fig. 6, Fig. 7 and Fig. 2 into ``folder``; returns ``{name: path}``."""
     figures = {}
     progress.step("figure 5", 1, "figure")

@@ -69,7 +69,7 @@ SHARP_CENTER = (-1.0, 0.5)
 FLAT_CENTER = (1.5, -0.5)
 
 
-def custom_loss(point):
+def custom_loss(point: torch.Tensor) -> torch.Tensor:
     """The two-minimum landscape (sharp well near the start, deeper flat well beyond a ridge)."""
     x, y = point[..., 0], point[..., 1]
     d_sharp = (x - SHARP_CENTER[0]) ** 2 + (y - SHARP_CENTER[1]) ** 2
@@ -81,7 +81,7 @@ def custom_loss(point):
     )
 
 
-def eggholder_loss(point):
+def eggholder_loss(point: torch.Tensor) -> torch.Tensor:
     """The Eggholder function (global minimum −959.64 at (512, 404.23))."""
     x, y = point[..., 0], point[..., 1]
     return -(y + 47) * torch.sin(torch.sqrt(torch.abs(x / 2 + y + 47))) - x * torch.sin(
@@ -169,7 +169,9 @@ def _make_optimizer(key: str, params: list, lr: float, switch_rate: float):
     raise ValueError(f"unknown optimizer {key!r}: choose {', '.join(OPTIMIZERS)}")
 
 
-def _refine_minimum(loss, guess: tuple[float, float]) -> np.ndarray:
+def _refine_minimum(
+    loss: Callable[[torch.Tensor], torch.Tensor], guess: tuple[float, float]
+) -> np.ndarray:
     """The local minimum next to ``guess`` (L-BFGS in float64)."""
     point = torch.tensor(guess, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([point], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
@@ -184,7 +186,7 @@ def _refine_minimum(loss, guess: tuple[float, float]) -> np.ndarray:
     return point.detach().numpy().copy()
 
 
-def _hessian_max(loss, point: np.ndarray) -> float:
+def _hessian_max(loss: Callable[[torch.Tensor], torch.Tensor], point: np.ndarray) -> float:
     """The largest eigenvalue of the 2×2 Hessian at ``point`` (how sharp the end point is)."""
     hess = hessian(loss, torch.tensor(point, dtype=torch.float64))
     return float(torch.linalg.eigvalsh(hess).max())

@@ -60,6 +60,7 @@ from landscape_cli.results import (
     update_file,
     write_scan,
 )
+from landscape_cli.scan.directions import Direction
 from landscape_cli.scan.grid import IDENTITY, Point, PointEvaluator, ScanPlan, run_scan
 
 __all__ = [
@@ -349,7 +350,9 @@ def _fold_leftover(out: Path, root: dict[str, Any], name: str, identity: dict[st
     return bool(leftover)
 
 
-def _check_directions(stored, wanted, out: Path, name: str) -> None:
+def _check_directions(
+    stored: Sequence[Direction], wanted: Sequence[Direction], out: Path, name: str
+) -> None:
     """Refuse stored directions that do not fit the model the scan resumes on (names, shapes)."""
     for axis, got, want in zip("xy", stored, wanted, strict=False):
         names = set(got) ^ set(want)

@@ -18,8 +18,8 @@ from landscape_cli.commands._errors import cli_message
 from landscape_cli.errors import Interrupted, LandscapeError
 
 # Help panels: ``--help`` groups every option of every command into one of these (pass one as
-# ``rich_help_panel=`` to each new option; tests/commands/test_logs_cli.py checks that none is left out).
-# Panels show in this order.
+# ``rich_help_panel=`` to each new option; tests/commands/test_logs_cli.py checks that none is
+# left out). Panels show in this order.
 ESTIMATE_PANEL = "What to estimate"
 SCAN_PANEL = "What to scan"
 FIGURE_PANEL = "Figure"

@@ -11,7 +11,8 @@ single linear layer from the 512 channels to the classes, after an adaptive aver
 at 32×32, where the five max-pools leave 1×1). Max-pools use ``ceil_mode=True`` so that inputs
 smaller than 32×32 (8×8 digits) still work; for even sizes this changes nothing.
 
-Parameter count for 3-channel input and 10 classes: 14,728,266 (see ``tests/models/test_models.py``).
+Parameter count for 3-channel input and 10 classes: 14,728,266 (see
+``tests/models/test_models.py``).
 """
 
 from __future__ import annotations

@@ -153,17 +153,17 @@ def first_output(model: nn.Module, inputs: Any, what: str = "the data") -> Tenso
 def check_not_constant(op) -> None:
     """Refuse a loss that does not depend on the parameters at all on these samples.
 
-    When the gradient of the mean loss (``op.gradient``) is exactly zero, one product of the
-    Hessian with a seeded Gaussian vector tells a true stationary point (curvature ≠ 0, e.g. a
-    perfect MSE fit) from a loss that is constant on every sample (cross-entropy on a single
+    When the gradient of the mean loss is exactly zero (its norm ``op.grad_norm``), one product
+    of the Hessian with a seeded Gaussian vector tells a true stationary point (curvature ≠ 0,
+    e.g. a perfect MSE fit) from a loss that is constant on every sample (cross-entropy on a single
     logit, targets the loss ignores): the latter would report an all-zero spectrum, which reads
     as a perfectly flat minimum, so it is an error instead.
     """
-    if bool(torch.any(op.gradient != 0)):
+    if op.grad_norm != 0:
         return
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(op.n, generator=gen, dtype=torch.float64)
-    if bool(torch.any(op.matvec(v.to(op.gradient.device)) != 0)):
+    if bool(torch.any(op.matvec(v.to(op.device)) != 0)):
         return
     raise LandscapeError(
         "the loss has an exactly zero gradient and zero curvature on every sample: it does not "

@@ -341,7 +341,7 @@ def make_report(
         param_names=op.names,
         param_shapes=op.shapes,
         loss_value=op.loss_value,
-        grad_norm=float(torch.linalg.vector_norm(op.gradient, dtype=torch.float64)),
+        grad_norm=float(op.grad_norm),
         sample_sets=results.sample_sets,
         curvature=getattr(op, "curvature", "hessian"),
         skipped_reasons=tuple(getattr(op, "skipped_reasons", ())),

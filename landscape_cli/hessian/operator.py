@@ -91,6 +91,8 @@ class CurvatureOperator:
             the first batch's graph against ``memory_budget`` bytes.
         memory_budget: bytes the cached graphs of all batches may take (for ``cache_graphs``).
         check: run the determinism check.
+        keep_gradient: keep the gradient of the mean loss as ``gradient`` (n entries in the
+            model's dtype); otherwise only its norm ``grad_norm`` is kept (``gradient`` is None).
         params: which parameters (:class:`~landscape_cli.params.ParamSelection`; default: the
             trainable ones).
     """
@@ -111,6 +113,7 @@ class CurvatureOperator:
         memory_budget: int = 2 * 1024**3,
         check: bool = True,
         params: ParamSelection | None = None,
+        keep_gradient: bool = False,
     ) -> None:
         if bn_mode not in BN_MODES:
             raise LandscapeError(f"`bn_mode` must be eval or train, got {bn_mode!r}")
@@ -159,9 +162,13 @@ class CurvatureOperator:
         self.shapes = tuple(tuple(p.shape) for p in self.params)
         self.sizes = [p.numel() for p in self.params]
         self.n = sum(self.sizes)
-        # the gradient of the mean loss, summed over batches in float64, kept in the model's
-        # dtype (half the memory of float64 for a float32 model; only its norm is reported)
-        self.gradient = torch.cat([grads[i].reshape(-1).to(self.dtype) for i in used])
+        # the gradient of the mean loss, summed over batches in float64: its norm (what results
+        # report), and on request the vector in the model's dtype (n entries the Lanczos runs
+        # would otherwise hold beside their basis)
+        self.grad_norm = math.sqrt(sum(float(grads[i].square().sum()) for i in used))
+        self.gradient: Tensor | None = None
+        if keep_gradient:
+            self.gradient = torch.cat([grads[i].reshape(-1).to(self.dtype) for i in used])
         del grads
 
         self._cache: list[Any] | None = None

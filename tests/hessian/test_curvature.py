@@ -101,13 +101,16 @@ def test_the_fisher_of_a_batch_sums_outer_products_of_per_sample_gradients():
     """F's defining property on the operator: vᵀFv = (1/N) Σ (g_nᵀv)², and the mean of the
     per-sample gradients is the gradient the operator reports."""
     model, x, y, loss = CASES["mlp-ce"]()
-    op = EmpiricalFisherOperator(model, batches(x, y, 7), loss=loss, dtype=torch.float64)
+    op = EmpiricalFisherOperator(
+        model, batches(x, y, 7), loss=loss, dtype=torch.float64, keep_gradient=True
+    )
     params = list(model.parameters())
     gs = torch.stack(
         [torch.cat([t.reshape(-1) for t in torch.autograd.grad(
             LOSSES[loss](model(x[i : i + 1]), y[i : i + 1]), params)]) for i in range(len(y))]
     )  # fmt: skip
     torch.testing.assert_close(gs.mean(0), op.gradient, rtol=1e-12, atol=1e-14)
+    assert op.grad_norm == pytest.approx(float(gs.mean(0).norm()), rel=1e-12)
     v = torch.randn(op.n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(v @ op.matvec(v), ((gs @ v) ** 2).mean(), rtol=1e-12, atol=0)
 

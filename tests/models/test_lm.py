@@ -118,7 +118,9 @@ def test_padding_changes_nothing(lms: Path, name: str) -> None:
         work = _work(lms / name, lms / "t.txt", batch_size=batch_size)
         padded = any(bool((b.inputs["attention_mask"] == 0).any()) for b in work.batches)
         assert padded == (batch_size > 1)
-        ops.append(HessianOperator(work.model, work.batches, dtype=torch.float64))
+        ops.append(
+            HessianOperator(work.model, work.batches, dtype=torch.float64, keep_gradient=True)
+        )
     a, b = ops
     # Llama's RMSNorm computes in float32 whatever the model's dtype (transformers' choice), so
     # its float64 products agree to float32 rounding; GPT-2's to float64 rounding.

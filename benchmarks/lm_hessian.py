@@ -37,7 +37,8 @@ Cases:
   error is ``--trace-rtol`` of the estimate, at most 100), then hessian-eigenthings' Hutchinson
   with as many probes (the same estimator: the same standard error in expectation).
 - ``density``: both with their defaults (landscape: SLQ, at most 10 probes of 90 steps, adaptive;
-  hessian-eigenthings: 10 runs of 80 steps).
+  hessian-eigenthings: 10 runs of 80 steps), or with ``--density-probes P --density-steps S``
+  both with P probes of S steps (landscape with every probe: ``density_tol=0``).
 
 - ``kernel1``, ``kernel5``: the Lanczos of each library alone, on a diagonal operator of the
   model's size (float32 products that cost nothing), ``--max-steps`` steps, for top-1 or top-5:
@@ -180,6 +181,9 @@ def run_landscape(case: str, args, model, batches, before: int) -> dict:
                   "density_probes": 0},
         "density": {"top_k": 0, "trace_probes": 0},
     }[case]  # fmt: skip
+    if case == "density" and args.density_probes:  # like for like: every probe, these steps
+        settings.update(density_probes=args.density_probes, lanczos_steps=args.density_steps,
+                        density_tol=0.0)  # fmt: skip
     res = hs.analyze(op, hs.HessianSettings(**settings))
     out["seconds"] = time.perf_counter() - t0
     # the products of the estimators, and the determinism check's two on the first batch
@@ -265,8 +269,13 @@ def run_eigenthings(case: str, args, model, batches, before: int, steps: int, pr
         res = trace(op, num_matvecs=probes, method="hutchinson", seed=0)
         out.update(trace=res.estimate, stderr=res.stderr, probes=probes)
     else:
-        res = spectral_density(op, seed=0)
-        out["probes"] = 10
+        if args.density_probes:
+            res = spectral_density(
+                op, num_runs=args.density_probes, lanczos_steps=args.density_steps, seed=0
+            )
+        else:
+            res = spectral_density(op, seed=0)
+        out["probes"] = args.density_probes or 10
     out.setdefault("seconds", time.perf_counter() - t0)
     out.setdefault("hvps", count["hvps"])
     return out
@@ -430,6 +439,10 @@ def main() -> None:
     parser.add_argument(
         "--block-size", type=int, default=0, help="landscape's block width (0: its default)"
     )
+    parser.add_argument(
+        "--density-probes", type=int, default=0, help="both libraries: this many SLQ probes"
+    )
+    parser.add_argument("--density-steps", type=int, default=30, help="with --density-probes")
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--graph", action="store_true")
     parser.add_argument(

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -351,7 +352,13 @@ class Progress:
     validated: an error before it leaves the error's one line alone on stderr (a rich bar is
     erased after an error; plain lines already written cannot be, so none is written before the
     first phase). Build it with :func:`progress`.
+
+    ``on_work`` (None by default) is called after each unit of work: the display knows nothing
+    of what it is for (:func:`progress` hands it the CPU share's rebalancing, which must run on
+    the working thread).
     """
+
+    on_work: Callable[[], None] | None = None
 
     def phase(
         self, name: str, total: int, unit: str | None = None, done: int = 0, detail: str = ""
@@ -413,7 +420,8 @@ class RichProgress(Progress):
             self._bar.advance(self._task, k)
             if detail is not None:
                 self._bar.update(self._task, detail=_escape(detail))
-        _threads.rebalance()
+        if self.on_work is not None:
+            self.on_work()
 
     def detail(self, text: str) -> None:
         if self._task is not None:
@@ -507,7 +515,8 @@ class PlainProgress(Progress):
                 self._detail = detail
             if self._clock() - self._last >= self._interval:
                 self._write(self._line())
-        _threads.rebalance()
+        if self.on_work is not None:
+            self.on_work()
 
     def detail(self, text: str) -> None:
         if self._name is not None:
@@ -527,10 +536,20 @@ def stderr_is_terminal() -> bool:
 
 
 def progress(command: str, unit: str = "") -> Progress:
-    """The progress display of ``command``: rich bars on a terminal, plain lines otherwise."""
-    if stderr_is_terminal():
-        return RichProgress(command, unit)
-    return PlainProgress(command, unit)
+    """The progress display of ``command``: rich bars on a terminal, plain lines otherwise.
+
+    Each unit of work also gives torch's threads their current share of the machine's CPUs
+    (:func:`landscape_cli.commands._threads.rebalance`, rate-limited).
+    """
+    shown: Progress = (
+        RichProgress(command, unit) if stderr_is_terminal() else PlainProgress(command, unit)
+    )
+    shown.on_work = _rebalance_threads
+    return shown
+
+
+def _rebalance_threads() -> None:
+    _threads.rebalance()  # looked up per call: tests count the units of work through it
 
 
 def note(message: str) -> None:

@@ -446,3 +446,23 @@ def test_root_help_puts_threads_under_run():
     assert result.exit_code == 0
     assert re.findall(r"╭─ (.+?) ─", result.stdout)[:2] == ["Run", "Help"]
     assert "<bool>" not in result.stdout
+
+
+def test_the_display_knows_nothing_of_threads_and_the_factory_wires_the_cpu_share(monkeypatch):
+    from landscape_cli.commands import _threads
+
+    calls = []
+    monkeypatch.setattr(_threads, "rebalance", lambda: calls.append(1))
+    bare = c.PlainProgress("scan", "points", stream=io.StringIO(), clock=FakeClock())
+    with bare:
+        bare.phase("points", 3)
+        bare.advance(2)
+    assert calls == []  # a display built directly does no thread work
+    monkeypatch.setattr(c, "stderr_is_terminal", lambda: False)
+    wired = c.progress("scan", "points")
+    wired._stream = io.StringIO()
+    with wired:
+        wired.phase("points", 3)
+        wired.advance()
+        wired.advance(2)
+    assert calls == [1, 1]  # one rebalancing look per unit of work, from the factory's hook

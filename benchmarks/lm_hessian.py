@@ -34,8 +34,9 @@ Cases:
   same Krylov dimension); the residuals of its Ritz vectors are computed afterwards, untimed,
   with its own operator. landscape's HVPs count its determinism check's two products.
 - ``trace``: landscape's Hutchinson trace (``--top-k 0``, Rademacher probes until the standard
-  error is ``--trace-rtol`` of the estimate, at most 100), then hessian-eigenthings' Hutchinson
-  with as many probes (the same estimator: the same standard error in expectation).
+  error is ``--trace-rtol`` of the estimate, at most ``--trace-probes``, default 100), then
+  hessian-eigenthings' Hutchinson with as many probes (the same estimator: the same standard
+  error in expectation).
 - ``density``: both with their defaults (landscape: SLQ, at most 10 probes of 90 steps, adaptive;
   hessian-eigenthings: 10 runs of 80 steps), or with ``--density-probes P --density-steps S``
   both with P probes of S steps (landscape with every probe: ``density_tol=0``).
@@ -178,7 +179,7 @@ def run_landscape(case: str, args, model, batches, before: int) -> dict:
         "top5": {"top_k": 5, "trace_probes": 0, "density_probes": 0, "tol": args.tol,
                  "max_steps": args.max_steps, "block_size": args.block_size},
         "trace": {"top_k": 0, "trace_method": "hutchinson", "trace_rtol": args.trace_rtol,
-                  "density_probes": 0},
+                  "density_probes": 0, "trace_probes": args.trace_probes},
         "density": {"top_k": 0, "trace_probes": 0},
     }[case]  # fmt: skip
     if case == "density" and args.density_probes:  # like for like: every probe, these steps
@@ -436,6 +437,7 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--trace-rtol", type=float, default=0.05)
+    parser.add_argument("--trace-probes", type=int, default=100, help="the most trace probes")
     parser.add_argument(
         "--block-size", type=int, default=0, help="landscape's block width (0: its default)"
     )

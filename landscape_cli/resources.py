@@ -125,6 +125,7 @@ def hessian_bytes(
     import torch
 
     # lazy: upward import (hessian/ sits above resources)
+    from landscape_cli.hessian.batching import default_block
     from landscape_cli.hessian.lanczos import basis_dtype_for
 
     s = settings
@@ -144,8 +145,12 @@ def hessian_bytes(
         basis = rows * n * item + 3 * (max(s.top_k, 1) + 1) * n * item
         needs["Lanczos basis"] = (basis, "`max_steps` (or `top_k`)")
     if s.trace_probes > 0:
-        # probes go 8 at a time (fewer when fewer are asked for); Hutch++ sketches at once
-        block = max(s.trace_probes, 8) if s.trace_method == "hutch++" else min(8, s.trace_probes)
+        # probes go 8 at a time (fewer when fewer are asked for, or when n is large:
+        # batching.default_block); Hutch++ sketches at once
+        most = default_block(device, n)
+        block = (
+            max(s.trace_probes, most) if s.trace_method == "hutch++" else min(most, s.trace_probes)
+        )
         # the probe vectors, and each probe's sample kept (a float and its list entry)
         needs["trace probes"] = (4 * block * n * _F64 + 64 * s.trace_probes, "`trace_probes`")
     if s.density_probes > 0:

@@ -15,6 +15,13 @@ consistent over 8, and 8 is one stopping round of the trace (no product past the
 :data:`CUDA_BLOCK` is 8 as well until a GPU run of ``benchmarks/gpu_check.sh`` measures
 otherwise (its "batched products" rows; not yet run).
 
+**Memory caps the block.** Each column of a product holds about four float64 vectors of the
+model's size at once (the probe, its product, their copies), so at language-model scale 8
+columns are tens of bytes a parameter more than the rest of the run: at 50 M parameters, a trace
+with 8 columns per product grew past 20 GB. The default block is therefore also at most
+:data:`BLOCK_BYTES` / (32 · n) columns (8 up to n ≈ 8.4 M; 1 from n ≈ 34 M), which changes no
+estimate (below).
+
 **Same numbers whatever the block.** The block only groups products: the probes are drawn the
 same way and in the same order (trace probes in rounds of :data:`ROUND`, SLQ probes one column
 after another) and the stopping rules look at the same rounds, so every estimate is the same
@@ -43,18 +50,27 @@ ROUND = 8
 CPU_BLOCK = 8
 #: The most columns per product on CUDA; a GPU run of benchmarks/gpu_check.sh confirms it.
 CUDA_BLOCK = 8
+#: Bytes the columns of one product may hold by default (4 float64 vectors of n per column).
+BLOCK_BYTES = 2 * 1024**3
 
 
-def default_block(device: torch.device | str | None) -> int:
-    """The most columns per product on ``device``: :data:`CUDA_BLOCK` on CUDA, else CPU's."""
+def default_block(device: torch.device | str | None, n: int | None = None) -> int:
+    """The most columns per product on ``device`` for an operator of size ``n``.
+
+    :data:`CUDA_BLOCK` on CUDA, else :data:`CPU_BLOCK`, and at most :data:`BLOCK_BYTES` of
+    column vectors (4 float64 vectors of ``n`` per column), at least 1.
+    """
     kind = torch.device(device).type if device is not None else "cpu"
-    return CUDA_BLOCK if kind == "cuda" else CPU_BLOCK
+    most = CUDA_BLOCK if kind == "cuda" else CPU_BLOCK
+    if n:
+        most = max(1, min(most, BLOCK_BYTES // (4 * 8 * int(n))))
+    return most
 
 
 def resolve_block(op: SymmetricOperator, block: int | None) -> int:
-    """``block``, or the default of ``op``'s device when it is None; refused below 1."""
+    """``block``, or the default of ``op``'s device and size when it is None; refused below 1."""
     if block is None:
-        return default_block(getattr(op, "device", None))
+        return default_block(getattr(op, "device", None), getattr(op, "n", None))
     if int(block) < 1:
         raise LandscapeError(f"`block` must be >= 1, got {block}")
     return int(block)

@@ -90,6 +90,26 @@ def test_default_block_follows_the_device() -> None:
         resolve_block(DenseOp(torch.eye(3)), 0)
 
 
+def test_the_default_block_shrinks_with_the_model_to_fit_its_bytes() -> None:
+    from landscape_cli.hessian import HessianSettings
+    from landscape_cli.hessian.batching import BLOCK_BYTES
+    from landscape_cli.resources import hessian_bytes
+
+    # four float64 vectors of n per column, at most BLOCK_BYTES: 8 columns up to n = 8.4 M
+    for n, want in ((10, 8), (8_388_608, 8), (8_388_609, 7), (16_777_216, 4), (50_000_000, 1)):
+        assert default_block("cpu", n) == want == default_block("cuda", n)
+        assert want == 8 or want * 4 * 8 * n <= BLOCK_BYTES < (want + 1) * 4 * 8 * n
+
+    class Big:  # only what resolve_block reads
+        device, n = torch.device("cpu"), 50_000_000
+
+    assert resolve_block(Big(), None) == 1 and resolve_block(Big(), 8) == 8  # asked for: kept
+    # the memory check counts the block the run will use
+    s = HessianSettings(top_k=0, trace_probes=100, density_probes=0)
+    probes = hessian_bytes(s, 50_000_000, device="cpu")["trace probes"][0]
+    assert probes == 4 * 1 * 50_000_000 * 8 + 64 * 100
+
+
 @pytest.mark.parametrize("block", BLOCKS)
 def test_hutchinson_same_numbers_for_every_block(op, block) -> None:
     # rtol 0.2 stops after a few rounds: a block spanning rounds computes past the stop.

@@ -151,8 +151,15 @@ def hessian_bytes(
         block = (
             max(s.trace_probes, most) if s.trace_method == "hutch++" else min(most, s.trace_probes)
         )
-        # the probe vectors, and each probe's sample kept (a float and its list entry)
-        needs["trace probes"] = (4 * block * n * _F64 + 64 * s.trace_probes, "`trace_probes`")
+        # the probe vectors of one product, a round of 8 probes (deflated: the probes and their
+        # projections in float64; plain Hutchinson: signs, one byte each), and each probe's
+        # sample kept (a float and its list entry)
+        deflated = s.trace_method == "deflated" or (s.trace_method == "auto" and s.top_k > 0)
+        round_bytes = 2 * 8 * n * _F64 if deflated else 8 * n
+        needs["trace probes"] = (
+            4 * block * n * _F64 + round_bytes + 64 * s.trace_probes,
+            "`trace_probes`",
+        )
     if s.density_probes > 0:
         steps = max(1, min(s.lanczos_steps, n))
         vectors = 6 * s.density_probes * n * _F64

@@ -20,15 +20,22 @@ import torch
 from torch import Tensor
 
 
-def rademacher(n: int, k: int, generator: torch.Generator) -> Tensor:
-    """An (n, k) float64 matrix of independent ±1 entries, on the CPU.
+def rademacher(
+    n: int, k: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """An (n, k) matrix of independent ±1 entries, on the CPU.
 
     Args:
         n: Rows (the operator's dimension).
         k: Columns (probes).
         generator: The random stream to draw from.
+        dtype: The entries' type (float64 by default; ``torch.int8`` holds the same draw in
+            one byte an entry).
     """
-    return torch.randint(0, 2, (n, k), generator=generator, dtype=torch.int8).double() * 2 - 1
+    signs = torch.randint(0, 2, (n, k), generator=generator, dtype=torch.int8)
+    if dtype == torch.int8:
+        return signs.mul_(2).sub_(1)
+    return signs.to(dtype) * 2 - 1
 
 
 def unit_rademacher(n: int, k: int, generator: torch.Generator) -> Tensor:

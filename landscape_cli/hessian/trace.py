@@ -116,12 +116,15 @@ def _blocks(probes: int, block: int) -> list[int]:
 class _Rounds:
     """The rounds of probes ``draw(size)`` for ``sizes``, with their products, in order.
 
-    Iterating yields ``(drawn, HV)`` per round, ``drawn`` being what ``draw`` returned (its
-    last item the vectors V, shape (n, size)) and ``HV = op @ V``. A product carries
-    ``block // ROUND`` whole rounds when ``block >= ROUND``, else ``block`` columns of one round
-    (:func:`~landscape_cli.hessian.batching.apply_in_blocks`); rounds are drawn only as their
-    product needs them. ``spent`` counts the products computed, including those of rounds
-    drawn with the round a caller stopped at.
+    Iterating yields ``(drawn, HV, last)``: ``drawn`` is what ``draw`` returned for a round (its
+    last item the vectors V, shape (n, size)), or, when a product carries fewer columns than a
+    round, the same items cut to that product's columns; ``HV = op @ V`` for them, and ``last``
+    says whether they end a round (the stopping rules look only there, so that every block gives
+    the same estimate). A product carries ``block // ROUND`` whole rounds when ``block >=
+    ROUND``, else ``block`` columns of one round: only one product's columns and products are
+    held at a time beside the round's probes. Rounds are drawn only as their product needs them.
+    ``spent`` counts the products computed, including those of rounds drawn with the round a
+    caller stopped at.
     """
 
     def __init__(self, op: SymmetricOperator, sizes: list[int], block: int, draw) -> None:
@@ -132,14 +135,38 @@ class _Rounds:
         per = max(1, self.block // ROUND)
         for first in range(0, len(self.sizes), per):
             drawn = [self.draw(size) for size in self.sizes[first : first + per]]
-            V = torch.cat([d[-1] for d in drawn], 1) if len(drawn) > 1 else drawn[0][-1]
+            if len(drawn) == 1 and drawn[0][-1].shape[1] > self.block:  # part of one round
+                size = drawn[0][-1].shape[1]
+                for start in range(0, size, self.block):
+                    part = tuple(x[:, start : start + self.block] for x in drawn[0])
+                    HV = self.op.matmat(_columns(part[-1]))
+                    self.spent += HV.shape[1]
+                    yield part, HV, start + self.block >= size
+                continue
+            V = torch.cat([_columns(d[-1]) for d in drawn], 1)
             HV = apply_in_blocks(self.op, V, self.block)
             self.spent += V.shape[1]
             start = 0
             for d in drawn:
                 k = d[-1].shape[1]
-                yield d, HV[:, start : start + k]
+                yield d, HV[:, start : start + k], True
                 start += k
+
+
+def _columns(V: Tensor) -> Tensor:
+    """Probe columns as float64 (Rademacher rounds are kept as int8: exact, 1 byte an entry)."""
+    return V if V.dtype == torch.float64 else V.to(torch.float64)
+
+
+def _samples(Z: Tensor, HZ: Tensor) -> list[float]:
+    """``zᵀHz`` of each column, one column at a time, the same sum whatever the block.
+
+    Both columns are fresh copies: a SIMD dot product's rounding depends on where its vectors
+    start in memory, and a product's column sits at a different offset in a wider block.
+    """
+    return [
+        float(torch.dot(_columns(Z[:, j]).clone(), HZ[:, j].clone())) for j in range(Z.shape[1])
+    ]
 
 
 def hutchinson_trace(
@@ -171,11 +198,11 @@ def hutchinson_trace(
         op,
         _blocks(probes, ROUND),
         block,
-        lambda size: (rademacher(op.n, size, generator).to(op.device),),
+        lambda size: (rademacher(op.n, size, generator, dtype=torch.int8).to(op.device),),
     )
-    for (Z,), HZ in rounds:
-        samples += (Z * HZ).sum(0).tolist()
-        if len(samples) >= min_probes and _precise(np.array(samples), rtol):
+    for (Z,), HZ, last in rounds:
+        samples += _samples(Z, HZ)
+        if last and len(samples) >= min_probes and _precise(np.array(samples), rtol):
             break
     return summarize(np.array(samples), method="hutchinson", hvp_count=rounds.spent, rtol=rtol)
 
@@ -200,14 +227,14 @@ def _projected_probes(
     deflated: list[float] = []
     plain: list[float] = []
     rounds = _Rounds(op, _blocks(probes, ROUND), block, draw)
-    for (Z, C, Zp), HZp in rounds:
-        deflated += (exact + (Zp * HZp).sum(0)).tolist()
+    for (Z, C, Zp), HZp, last in rounds:
+        deflated += [exact + value for value in _samples(Zp, HZp)]
         if extra is not None:
             plain += extra(Z, C, HZp).tolist()
         pick = deflated
         if plain and len(plain) >= 2 and np.var(plain, ddof=1) < np.var(deflated, ddof=1):
             pick = plain
-        if len(deflated) >= min_probes and _precise(np.array(pick), rtol):
+        if last and len(deflated) >= min_probes and _precise(np.array(pick), rtol):
             break
     return np.array(deflated), np.array(plain), rounds.spent
 
@@ -246,7 +273,8 @@ def deflated_trace(
     R = basis.R.to(device=op.device, dtype=torch.float64) if basis.R is not None else None
 
     def plain_sample(Z: Tensor, C: Tensor, HZp: Tensor) -> Tensor:
-        s = (Z * HZp).sum(0) + (C * (T @ C)).sum(0)
+        s = torch.tensor(_samples(Z, HZp), dtype=torch.float64, device=Z.device)
+        s = s + (C * (T @ C)).sum(0)
         if R is not None:  # the last block's coordinates times its residual
             s = s + (C[-R.shape[0] :] * (R @ Z)).sum(0)
         return s

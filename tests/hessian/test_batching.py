@@ -107,7 +107,7 @@ def test_the_default_block_shrinks_with_the_model_to_fit_its_bytes() -> None:
     # the memory check counts the block the run will use
     s = HessianSettings(top_k=0, trace_probes=100, density_probes=0)
     probes = hessian_bytes(s, 50_000_000, device="cpu")["trace probes"][0]
-    assert probes == 4 * 1 * 50_000_000 * 8 + 64 * 100
+    assert probes == 4 * 1 * 50_000_000 * 8 + 8 * 50_000_000 + 64 * 100  # one product, a round
 
 
 @pytest.mark.parametrize("block", BLOCKS)
@@ -185,3 +185,42 @@ def test_dense_operator_agrees_to_rounding() -> None:
     a = hutchinson_trace(H, probes=32, rtol=0.0, generator=gen(), block=1)
     b = hutchinson_trace(H, probes=32, rtol=0.0, generator=gen(), block=32)
     np.testing.assert_allclose(a.samples, b.samples, rtol=1e-12)
+
+
+def test_a_one_column_block_holds_one_float64_probe_at_a_time() -> None:
+    """Plain Hutchinson with a block of 1 keeps a round's signs as int8 and one float64 column.
+
+    At language-model scale a round of 8 float64 probes and their 8 products were 128 bytes a
+    parameter; every operation of the run is watched for a float64 tensor wider than a column.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    n = 3000
+    d = torch.linspace(-1.0, 2.0, n, dtype=torch.float64)
+
+    class Diagonal:
+        device = torch.device("cpu")
+
+        def __init__(self) -> None:
+            self.n = n
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            return d[:, None] * V
+
+    widest = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                    widest.append(t.numel())
+            return out
+
+    with Watch():
+        one = hutchinson_trace(Diagonal(), probes=2 * ROUND, rtol=0.0, generator=gen(), block=1)
+    assert max(widest) <= n
+    eight = hutchinson_trace(Diagonal(), probes=2 * ROUND, rtol=0.0, generator=gen(), block=8)
+    assert one.samples.tolist() == eight.samples.tolist()  # the same samples, bit for bit
+    # z_i² = 1: on a diagonal every Rademacher sample is the trace itself
+    assert one.estimate == pytest.approx(float(d.sum()), rel=1e-12)

@@ -324,7 +324,13 @@ def measure(problem: bp.Problem, dev, dtype, allow_tf32, sizes: Sizes, shared) -
 
     t0 = time.perf_counter()
     with float32_precision(allow_tf32):
-        op = HessianOperator(copy.deepcopy(problem.model), problem.batches, device=dev, dtype=dtype)
+        op = HessianOperator(
+            copy.deepcopy(problem.model),
+            problem.batches,
+            device=dev,
+            dtype=dtype,
+            keep_gradient=True,  # compared between devices
+        )
         v = shared["v"].to(dev)
         t_hvp = time.perf_counter()
         hvp = op.matvec(v).cpu().numpy()

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
+from torch.utils._python_dispatch import TorchDispatchMode
 from typer.testing import CliRunner
 
 from landscape_cli.hessian import Batch
@@ -350,3 +351,22 @@ def write_cifar10(root: Path, per_batch: int = 3, n_test: int = 4, seed: int = 0
         {b"num_cases_per_batch": per_batch, b"label_names": CIFAR10_NAMES, b"num_vis": 3072},
     )
     return {split: (np.concatenate(d), labels) for split, (d, labels) in out.items()}
+
+
+class Float64Shapes(TorchDispatchMode):
+    """Records the shape of every float64 tensor any operation creates while it is active.
+
+    The memory tests of large-model code paths use it to show that no float64 tensor of the
+    model's size (or wider than one column) is ever made.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                self.shapes.append(tuple(t.shape))
+        return out

@@ -7,10 +7,12 @@ products spent can differ, and they are counted.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from cases import CASES, DenseOp, batches
+from cases import CASES, DenseOp, Float64Shapes, batches
 
 from landscape_cli.errors import LandscapeError
 from landscape_cli.hessian import (
@@ -193,8 +195,6 @@ def test_a_one_column_block_holds_one_float64_probe_at_a_time() -> None:
     At language-model scale a round of 8 float64 probes and their 8 products were 128 bytes a
     parameter; every operation of the run is watched for a float64 tensor wider than a column.
     """
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     n = 3000
     d = torch.linspace(-1.0, 2.0, n, dtype=torch.float64)
 
@@ -207,19 +207,9 @@ def test_a_one_column_block_holds_one_float64_probe_at_a_time() -> None:
         def matmat(self, V: torch.Tensor) -> torch.Tensor:
             return d[:, None] * V
 
-    widest = []
-
-    class Watch(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, tuple | list) else (out,):
-                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
-                    widest.append(t.numel())
-            return out
-
-    with Watch():
+    with Float64Shapes() as watch:
         one = hutchinson_trace(Diagonal(), probes=2 * ROUND, rtol=0.0, generator=gen(), block=1)
-    assert max(widest) <= n
+    assert max(math.prod(shape) for shape in watch.shapes) <= n
     eight = hutchinson_trace(Diagonal(), probes=2 * ROUND, rtol=0.0, generator=gen(), block=8)
     assert one.samples.tolist() == eight.samples.tolist()  # the same samples, bit for bit
     # z_i² = 1: on a diagonal every Rademacher sample is the trace itself

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import DenseOp, Quadratic, dense_reference, quadratic_loss, runner
+from cases import DenseOp, Float64Shapes, Quadratic, dense_reference, quadratic_loss, runner
 from torch import nn
 
 from landscape_cli.commands import app
@@ -211,8 +211,6 @@ def test_a_float32_run_keeps_no_float64_vector_of_the_model_size(monkeypatch):
     matrices (the start block is drawn in float64, before any row is stored). The eigenvalues
     still match float64 eigenvalues to float32 accuracy.
     """
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from landscape_cli.hessian import lanczos
 
     n = 4000
@@ -229,33 +227,23 @@ def test_a_float32_run_keeps_no_float64_vector_of_the_model_size(monkeypatch):
         def matmat(self, V):
             return self.d.to(V.dtype)[:, None] * V
 
-    widest = []
-
-    class Watch(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, tuple | list) else (out,):
-                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
-                    widest.append(max(t.shape, default=1))
-            return out
-
     for b in (1, 2):
         # the start block is drawn in float64 (the seeded stream of every basis precision),
         # before the basis holds a row: drawn here, outside the watch
         start = lanczos._start_block(n, b, torch.Generator().manual_seed(0), "cpu")
         monkeypatch.setattr(lanczos, "_start_block", lambda *a, start=start: start)
-        with Watch():
+        with Float64Shapes() as watch:
             result, basis = lanczos.lanczos_run(
                 Diagonal(d), 4, generator=torch.Generator().manual_seed(0), tol=1e-5,
                 max_steps=80, basis_dtype=torch.float32, block_size=b,
             )  # fmt: skip
-        assert basis.Q.dtype == torch.float32 and max(widest) < n // 2, (b, max(widest))
+        widest = max(max(shape, default=1) for shape in watch.shapes)
+        assert basis.Q.dtype == torch.float32 and widest < n // 2, (b, widest)
         # a single vector finds one copy of the double 8 (block Lanczos both)
         top = [9.0, 8.0, 7.0, 6.5] if b == 1 else [9.0, 8.0, 8.0, 7.0]
         np.testing.assert_allclose(result.eigenvalues, top, rtol=2e-6)
         assert np.all(result.residuals <= 1e-5 * 9.0)
         assert result.orthogonality < 1e-5
-        widest.clear()
 
 
 # -- the basis: reserved once, grown, float32 for large models -------------------------------------

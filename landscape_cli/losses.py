@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from landscape_cli import distributed
 from landscape_cli.batches import Batch, evaluation_mode, head, to_device
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 from landscape_cli.token_loss import IGNORE, TokenTargets, token_cross_entropy
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -143,7 +143,7 @@ def first_output(model: nn.Module, inputs: Any, what: str = "the data") -> Tenso
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         shape = tuple(inputs.shape[1:]) if isinstance(inputs, Tensor) else None
         shown = f" of shape {shape}" if shape is not None else ""
-        detail = " ".join(str(exc).split()) or type(exc).__name__
+        detail = one_line(exc)
         raise LandscapeError(
             f"the model ({type(model).__name__}) cannot take the inputs{shown} of {what}: "
             f"{type(exc).__name__}: {detail[:300]}"

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from landscape_cli.batches import Batch
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 from landscape_cli.token_loss import IGNORE, TokenTargets, token_weights
 
 READERS = {
@@ -89,7 +89,7 @@ def read_table(path: Path, split: str) -> dict[str, list[Any]]:
     except LandscapeError:
         raise
     except Exception as exc:  # pandas/pyarrow fail in many ways on bad files
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = one_line(exc)[:200]
         raise LandscapeError(f"cannot read {path} as {kind}: {reason}") from None
     return {str(c): frame[c].tolist() for c in frame.columns}
 
@@ -113,7 +113,7 @@ def _read_saved(path: Path, split: str) -> dict[str, list[Any]]:
     try:
         data = datasets.load_from_disk(str(path))
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = one_line(exc)[:200]
         raise LandscapeError(
             f"{path} is a folder but not a datasets save_to_disk folder: {reason}"
         ) from None
@@ -215,7 +215,7 @@ def load_text(
     try:
         enc = tokenizer(*texts, truncation=True, max_length=max_length)
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = one_line(exc)[:200]
         raise LandscapeError(f"the tokenizer failed on {path}: {reason}") from None
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     features = tuple({k: list(enc[k][i]) for k in keys} for i in range(n))
@@ -303,7 +303,7 @@ def load_lm_text(
         else:
             enc = tokenizer(texts, truncation=True, max_length=seq_len)["input_ids"]
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = one_line(exc)[:200]
         raise LandscapeError(f"the tokenizer failed on {path}: {reason}") from None
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape_cli.errors import LandscapeError
+from landscape_cli.errors import LandscapeError, one_line
 
 #: Weight files of a folder, in the order transformers prefers them.
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -308,7 +308,7 @@ def load_hf_folder(folder: str | os.PathLike[str], *, trust: bool = False) -> HF
     except LandscapeError:
         raise
     except Exception as exc:  # transformers fails in many ways on broken folders
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = one_line(exc)[:300]
         raise LandscapeError(f"cannot load the model in {folder}: {reason}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -348,7 +348,7 @@ def _check_loaded(net: nn.Module, info: dict[str, Any], folder: Path, arch: str)
             info.get("mismatched_keys") or (), key=lambda m: (order.get(m[0], len(order)), m[0])
         )
     ]
-    errors = [" ".join(str(e).split()) for e in info.get("error_msgs") or ()]
+    errors = [one_line(e) for e in info.get("error_msgs") or ()]
     if not (missing or unexpected or shapes or errors):
         return
     summary = mismatch_summary(missing, unexpected, shapes) or errors[0][:200]
@@ -382,7 +382,7 @@ def load_tokenizer(folder: Path):
             str(folder), local_files_only=True, trust_remote_code=False
         )
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = one_line(exc)[:200]
         raise LandscapeError(
             f"{folder} has no usable tokenizer for text data (save one beside the model with "
             f"tokenizer.save_pretrained): {reason}"

@@ -125,7 +125,7 @@ def hessian_bytes(
     import torch
 
     # lazy: upward import (hessian/ sits above resources)
-    from landscape_cli.hessian.batching import default_block
+    from landscape_cli.hessian.batching import ROUND, default_block
     from landscape_cli.hessian.lanczos import basis_dtype_for
 
     s = settings
@@ -155,7 +155,7 @@ def hessian_bytes(
         # projections in float64; plain Hutchinson: signs, one byte each), and each probe's
         # sample kept (a float and its list entry)
         deflated = s.trace_method == "deflated" or (s.trace_method == "auto" and s.top_k > 0)
-        round_bytes = 2 * 8 * n * _F64 if deflated else 8 * n
+        round_bytes = 2 * ROUND * n * _F64 if deflated else ROUND * n
         needs["trace probes"] = (
             4 * block * n * _F64 + round_bytes + 64 * s.trace_probes,
             "`trace_probes`",

@@ -244,11 +244,8 @@ def _gram(X: Tensor, Y: Tensor) -> Tensor:
     float64 copies and within 1e-9 of their result relative to ‖x‖‖y‖, where torch's float32
     norm of the same row was off by 1e-3. Float64 rows are multiplied as they are.
     """
-    if X.dtype == torch.float64 and Y.dtype == torch.float64:
-        return X @ Y.T
-    if X.dtype != Y.dtype:
-        X, Y = X.double(), Y.double()  # not met by the kernel: its rows share one dtype
-        return X @ Y.T
+    if torch.float64 in (X.dtype, Y.dtype):
+        return X.double() @ Y.double().T  # no copy of float64 rows
     n = X.shape[1]
     whole = n - n % PARTIAL
     step = max(PARTIAL, GRAM_CHUNK // PARTIAL * PARTIAL)
@@ -571,7 +568,7 @@ class BlockLanczos:
             for _ in range(2):
                 for part in (self.Q[: self.rows], new, *(r[None] for r in rows)):
                     if part.shape[0]:
-                        _orthogonalise(w, part.to(self.work))
+                        _orthogonalise(w, part)
             rows.append(w / _norms(w).to(w.dtype))
         return torch.stack(rows)
 
@@ -581,7 +578,7 @@ class BlockLanczos:
         b = block.shape[0]
         self.Q = _grow(self.Q, row + b, self.capacity)
         self.Q[row : row + b] = block.to(self.Q.dtype)
-        return self.Q[row : row + b].to(self.work)
+        return self.Q[row : row + b]
 
     def krylov_basis(self, ritz: np.ndarray) -> KrylovBasis:
         """The relation ``H Qᵀ = Qᵀ T + Rᵀ Eᵀ`` of the blocks absorbed so far."""

@@ -139,11 +139,11 @@ class _Rounds:
                 size = drawn[0][-1].shape[1]
                 for start in range(0, size, self.block):
                     part = tuple(x[:, start : start + self.block] for x in drawn[0])
-                    HV = self.op.matmat(_columns(part[-1]))
+                    HV = self.op.matmat(part[-1].double())
                     self.spent += HV.shape[1]
                     yield part, HV, start + self.block >= size
                 continue
-            V = torch.cat([_columns(d[-1]) for d in drawn], 1)
+            V = torch.cat([d[-1].double() for d in drawn], 1)
             HV = apply_in_blocks(self.op, V, self.block)
             self.spent += V.shape[1]
             start = 0
@@ -153,11 +153,6 @@ class _Rounds:
                 start += k
 
 
-def _columns(V: Tensor) -> Tensor:
-    """Probe columns as float64 (Rademacher rounds are kept as int8: exact, 1 byte an entry)."""
-    return V if V.dtype == torch.float64 else V.to(torch.float64)
-
-
 def _samples(Z: Tensor, HZ: Tensor) -> list[float]:
     """``zᵀHz`` of each column, one column at a time, the same sum whatever the block.
 
@@ -165,7 +160,8 @@ def _samples(Z: Tensor, HZ: Tensor) -> list[float]:
     start in memory, and a product's column sits at a different offset in a wider block.
     """
     return [
-        float(torch.dot(_columns(Z[:, j]).clone(), HZ[:, j].clone())) for j in range(Z.shape[1])
+        float(torch.dot(Z[:, j].to(torch.float64, copy=True), HZ[:, j].clone()))
+        for j in range(Z.shape[1])
     ]
 
 
@@ -198,6 +194,7 @@ def hutchinson_trace(
         op,
         _blocks(probes, ROUND),
         block,
+        # a round's signs as int8 (exact, a byte an entry); each product's columns become float64
         lambda size: (rademacher(op.n, size, generator, dtype=torch.int8).to(op.device),),
     )
     for (Z,), HZ, last in rounds:
